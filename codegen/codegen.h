@@ -1,0 +1,53 @@
+/* codegen.h: from graph IR to native code through the LLVM C API.
+ *
+ * nnc_cg_compile lowers the module's `train` and `eval` graphs into kernel
+ * IR (loop nests; kernel.h), plans memory (one arena, offsets from
+ * lifetimes; plan.c), emits one LLVM module with an entry point per graph
+ * (llvm.c) and either JITs it (ORC LLJIT; jit.c) or writes it out as
+ * object code, assembly or LLVM IR. The result is an nnc_rt_model the
+ * runtime can train with (runtime/nnc_rt.h).
+ *
+ * Errors are returned as a message; nothing here prints.
+ */
+#ifndef NNC_CODEGEN_H
+#define NNC_CODEGEN_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "ir.h"
+#include "nnc_rt.h"
+
+typedef enum nnc_cg_output {
+  NNC_CG_JIT,  /* compile in memory; nnc_cg_model gives callable entries */
+  NNC_CG_OBJ,  /* object file */
+  NNC_CG_ASM,  /* assembly text */
+  NNC_CG_LLVM, /* LLVM IR text */
+} nnc_cg_output;
+
+typedef struct nnc_cg_options {
+  int opt_level;      /* 0..3, default 3 */
+  bool verify;        /* LLVMVerifyModule after codegen (on in debug builds) */
+  const char *cpu;    /* NULL: the host CPU */
+  const char *features; /* NULL: the host's features */
+  FILE *timing;       /* if set, per-phase times are written here */
+} nnc_cg_options;
+
+void nnc_cg_default_options(nnc_cg_options *o);
+
+typedef struct nnc_cg_program nnc_cg_program;
+
+/* Compiles m (train and/or eval graph; either may be NULL) for the JIT.
+ * On success *out owns the LLVM context, the JIT and the tables behind
+ * the model; free it with nnc_cg_free. */
+bool nnc_cg_compile(const nnc_module *m, const nnc_cg_options *o, nnc_cg_program **out, char *err,
+                    size_t errlen);
+const nnc_rt_model *nnc_cg_model(const nnc_cg_program *p);
+void nnc_cg_free(nnc_cg_program *p);
+
+/* Writes the same module as object code, assembly or LLVM IR to path
+ * ("-" for stdout, text outputs only). */
+bool nnc_cg_emit(const nnc_module *m, const nnc_cg_options *o, nnc_cg_output kind, const char *path,
+                 char *err, size_t errlen);
+
+#endif

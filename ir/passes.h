@@ -1,0 +1,36 @@
+/* passes.h: graph-level passes, run in this order by the driver's pipeline
+ * (tools/compile.c):
+ *
+ *   front end      builds m->train (forward, loss) and m->eval
+ *   nnc_build_training   penalties -> autodiff -> clipping -> schedule -> update
+ *   nnc_simplify         constant folding, algebraic simplification, CSE, DCE
+ *
+ * Each returns false with a message in err on failure (an error a user can
+ * cause, e.g. a loss that does not depend on any trainable parameter).
+ */
+#ifndef NNC_PASSES_H
+#define NNC_PASSES_H
+
+#include "ir.h"
+
+/* Reverse-mode autodiff (autodiff.c). Appends to g the gradient of the
+ * rank-0 node y with respect to each node of wrt[0..n); grads[i] is NULL
+ * where y does not depend on wrt[i]. Only nodes on a path from a wrt node
+ * to y get adjoints: no work for the input's gradient or frozen weights. */
+void nnc_ad_grad(nnc_graph *g, nnc_node *y, nnc_node *const *wrt, int n, nnc_node **grads);
+
+/* Turns m->train into a full training step from m->config (optim.c):
+ * adds l1/l2 penalties to the loss, differentiates it with respect to every
+ * NNC_ROLE_PARAM tensor, clips gradients (global norm, value), computes the
+ * learning rate from the schedule on the STEP/EPOCH inputs (output
+ * NNC_OUT_LR), creates optimizer-state tensors (role NNC_ROLE_OPT_STATE,
+ * named "<opt>.<slot>.<param name>", e.g. "adam.m.mlp.dense1.weight"), and
+ * adds one update per parameter and state tensor. */
+bool nnc_build_training(nnc_module *m, char *err, size_t errlen);
+
+/* Simplifies a graph in place (simplify.c): folds constants, removes
+ * identities (x*1, x+0, reshape to the same shape), merges common
+ * subexpressions and drops nodes no output or update needs. Renumbers nodes. */
+void nnc_simplify(nnc_graph *g);
+
+#endif

@@ -1,0 +1,16 @@
+#!/bin/sh
+# Installs what nnc needs on Debian bookworm (see docs/dependencies.md for why
+# each package is there). Runs apt-get as root, through sudo when not root.
+set -e
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+PKGS="build-essential cmake flex bison llvm-19-dev zlib1g-dev libcmocka-dev
+      dataset-fashion-mnist python3-numpy python3-torch libopenblas0-pthread"
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q $missing
+fi
