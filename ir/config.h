@@ -153,6 +153,7 @@ typedef struct nnc_train_config {
   const char *data_ref; /* "fashion" */
   nnc_data_config data;
   bool has_validation;  /* validate = ... given */
+  const char *validate_split; /* "test" or "validation" (the part split off by val_fraction) */
   nnc_loss_kind loss;
   nnc_reduction reduction;
   nnc_optim_config optim;

@@ -151,7 +151,8 @@ typedef struct nnc_update {
 /* Named results a graph hands back to the runtime. */
 typedef enum nnc_output_kind {
   NNC_OUT_LOSS_VEC,    /* f32[batch] per-sample loss (before mean/sum) */
-  NNC_OUT_LOSS,        /* f32 scalar: the loss that is differentiated */
+  NNC_OUT_LOSS,        /* f32 scalar: the data loss (reduced loss_vec); l1/l2 penalties are
+                          added only to what optim.c differentiates */
   NNC_OUT_CORRECT_VEC, /* f32[batch] 1.0 where the prediction is right */
   NNC_OUT_PRED,        /* the model's output (logits, regression values) */
   NNC_OUT_LR,          /* f32 scalar learning rate of this step */
