@@ -1,0 +1,744 @@
+/* gemm.c: emits shape-specialised matrix-product kernels as LLVM IR.
+ *
+ * Called by the kernel lowering (lower.c) once per MATMUL node with all
+ * sizes, strides, layouts and the fused epilogue known at compile time; it
+ * adds one function to the module that computes a range of rows of
+ *   C = act(A.B + bias)        or        C += act(A.B + bias)
+ * and returns it; the caller sets the target attributes and splits rows
+ * over threads. Nothing here depends on the rest of codegen, so the
+ * kernels are tested on their own (tests/codegen/gemm).
+ *
+ * Two register-blocked micro-kernels, chosen by layout:
+ *  - outer: B rows are contiguous along n (B not transposed; when it is,
+ *    each panel is packed per call into a stack buffer by VL x VL
+ *    in-register transposes, or gathered if it does not fit). An
+ *    mr x (nv * VL) tile of C lives in mr * nv vector accumulators; each
+ *    k step loads nv vectors of B row k, broadcasts the mr elements
+ *    A[m..m+mr, k] and does mr * nv FMAs. A may be stored either way (the
+ *    broadcast is a scalar load with either stride). Long K is cut into
+ *    blocks whose partial sums go through C.
+ *  - dot: A [M,K] and B [N,K] are both contiguous along k (x.W^T, the
+ *    forward product of a dense layer). An mr x nr tile of C lives in
+ *    mr * nr vector accumulators of partial sums over k; each step loads
+ *    mr vectors of A and nr of B (no packing, no transposes) and the
+ *    partial sums are reduced by a fixed shuffle tree at the end.
+ * Every element of C is computed by the same sequence of operations
+ * wherever its row falls in [row_begin, row_end) or in a tile, so results
+ * do not depend on how rows are split over threads.
+ */
+#include "gemm.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define MAX_ACC    32 /* accumulator vectors one micro-tile may hold */
+#define MAX_LANES  16
+#define MAX_ROWS   16           /* rows of the largest micro-tile */
+#define PACK_BYTES (128 * 1024) /* stack for one packed panel of B */
+#define KC_OUTER   512          /* k per block when the outer kernel blocks K */
+
+typedef enum gemm_kind { GEMM_OUTER, GEMM_DOT } gemm_kind;
+
+/* How a product is tiled. Rows: cache blocks of mc rows, each split into
+ * micro-tiles of mr rows, then a cascade of power-of-two tiles for the
+ * rest. Columns: panels of nr vectors (outer) or nr columns (dot), the
+ * last panel narrower. */
+typedef struct gemm_plan {
+  gemm_kind kind;
+  int vl;     /* floats per vector */
+  int regs;   /* vector registers of the target */
+  int mr;     /* rows per full micro-tile */
+  int nr;     /* outer: vectors per panel; dot: columns per panel */
+  int ku;     /* unroll of the k loop */
+  int64_t mc; /* rows per cache block */
+  int64_t kc; /* k per block (K when not blocked) */
+  bool fold;  /* accumulate with K blocks: C's old value starts the sum */
+} gemm_plan;
+
+/* One column panel as the micro-kernel sees it. */
+typedef struct panel {
+  int width;           /* columns of C */
+  int nv;              /* outer: vectors (the last may be partial); dot: = width */
+  int mr;              /* rows per full micro-tile for this panel */
+  LLVMValueRef n;      /* first column (i64) */
+  LLVMValueRef packed; /* outer with B stored [N,K]: the panel as [klen][nv*VL] */
+  /* The k block this pass covers: [k0, k0 + klen). C holds the running
+   * sum between blocks; the epilogue runs after the last one. */
+  LLVMValueRef k0;
+  int64_t klen;
+  bool first, last;
+} panel;
+
+typedef struct emitter {
+  LLVMContextRef ctx;
+  LLVMModuleRef mod;
+  LLVMBuilderRef b;
+  LLVMValueRef fn;
+  const nnc_cg_gemm *g;
+  gemm_plan p;
+  LLVMTypeRef f32, i1, i32, i64, ptr, vec;
+  LLVMValueRef A, B, bias, C, row_begin, row_end;
+  LLVMValueRef pack_buf; /* stack buffer for packed panels, or NULL */
+} emitter;
+
+typedef struct loop {
+  LLVMBasicBlockRef head, body, exit;
+  LLVMValueRef iv;
+  int n;
+  LLVMValueRef carry[MAX_ACC];
+} loop;
+
+/* ---- choosing the tiling ---------------------------------------------- */
+
+static int lanes_for(int vector_width) {
+  if (vector_width >= 16) return 16;
+  if (vector_width >= 8) return 8;
+  return 4;
+}
+
+static int64_t max64(int64_t a, int64_t b) {
+  return a > b ? a : b;
+}
+
+static gemm_plan plan_for(const nnc_cg_gemm *g) {
+  gemm_plan p;
+  p.vl = lanes_for(g->vector_width);
+  p.regs = p.vl == 16 ? 32 : 16;
+  p.ku = 4;
+  /* Long K is cut into blocks of KC_OUTER so a block of B's panel (512 x 48
+   * floats, packed when B is stored [N,K]) stays in L2 while the rows
+   * sweep it, instead of streaming from memory once per micro-tile.
+   * Partial sums go through C, so with accumulate C's old value starts the
+   * sum; an activation after an accumulate cannot be split that way. */
+  bool can_block = !(g->accumulate && g->act != NNC_CG_ACT_NONE);
+  bool blocks = g->K > 2 * KC_OUTER && can_block;
+  /* Dot form needs k contiguous in both operands and enough k that its
+   * reduction at the end is cheap (at K = 256 it matches the packed outer
+   * kernel and needs no packing per call; narrow N wastes outer lanes).
+   * Past 2 * KC_OUTER the packed, blocked outer kernel is faster (L2
+   * bandwidth of the unpacked dot loads). */
+  bool long_k = g->K >= 8 * p.vl || (g->N < p.vl && g->K >= 2 * p.vl);
+  if (!g->trans_a && g->trans_b && long_k && !blocks) {
+    p.kind = GEMM_DOT;
+    /* mr*nr accumulators + nr B vectors + one A vector fit the registers. */
+    p.mr = p.vl == 16 ? 4 : 3;
+    p.nr = p.vl == 16 ? 4 : 3;
+    p.ku = 2;
+  } else {
+    p.kind = GEMM_OUTER;
+    /* 8 x 3 vectors = 24 accumulators + 3 B vectors + a broadcast. */
+    p.mr = p.vl == 16 ? 8 : 4;
+    p.nr = 3;
+  }
+  p.kc = p.kind == GEMM_OUTER && blocks ? KC_OUTER : g->K;
+  p.fold = g->accumulate && p.kc < g->K;
+  /* Keep a cache block of A (mc rows of kc floats) within ~192 KiB of L2. */
+  int64_t rows = (192 * 1024) / (4 * max64(p.kc, 1));
+  p.mc = max64(p.mr, rows / p.mr * p.mr);
+  return p;
+}
+
+int64_t nnc_cg_gemm_row_block(const nnc_cg_gemm *g) {
+  return plan_for(g).mr;
+}
+
+/* ---- small IR helpers --------------------------------------------------- */
+
+static LLVMValueRef i64c(emitter *e, int64_t v) {
+  return LLVMConstInt(e->i64, (uint64_t)v, 1);
+}
+
+static LLVMValueRef add64(emitter *e, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildAdd(e->b, a, b, "");
+}
+
+static LLVMValueRef mul64(emitter *e, LLVMValueRef a, int64_t c) {
+  return LLVMBuildMul(e->b, a, i64c(e, c), "");
+}
+
+static LLVMValueRef elem_ptr(emitter *e, LLVMValueRef base, LLVMValueRef idx) {
+  return LLVMBuildInBoundsGEP2(e->b, e->f32, base, &idx, 1, "");
+}
+
+static LLVMTypeRef vec_of(emitter *e, int lanes) {
+  return LLVMVectorType(e->f32, (unsigned)lanes);
+}
+
+static LLVMValueRef call_intrinsic(emitter *e, const char *name, LLVMTypeRef *over, size_t nover,
+                                   LLVMValueRef *args, unsigned nargs) {
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  LLVMTypeRef fty = LLVMIntrinsicGetType(e->ctx, id, over, nover);
+  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(e->mod, id, over, nover);
+  return LLVMBuildCall2(e->b, fty, fn, args, nargs, "");
+}
+
+static LLVMValueRef fma_vec(emitter *e, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
+  LLVMValueRef args[3] = {a, b, c};
+  return call_intrinsic(e, "llvm.fma", &e->vec, 1, args, 3);
+}
+
+/* <VL x i1> with the first `lanes` set. */
+static LLVMValueRef lane_mask(emitter *e, int lanes) {
+  LLVMValueRef bits[MAX_LANES];
+  for (int l = 0; l < e->p.vl; l++)
+    bits[l] = LLVMConstInt(e->i1, l < lanes, 0);
+  return LLVMConstVector(bits, (unsigned)e->p.vl);
+}
+
+/* Loads `lanes` floats at base[idx]; lanes < VL reads only those (masked)
+ * and leaves the others zero. */
+static LLVMValueRef load_vec(emitter *e, LLVMValueRef base, LLVMValueRef idx, int lanes) {
+  LLVMValueRef ptr = elem_ptr(e, base, idx);
+  if (lanes == e->p.vl) {
+    LLVMValueRef v = LLVMBuildLoad2(e->b, e->vec, ptr, "");
+    LLVMSetAlignment(v, 4);
+    return v;
+  }
+  LLVMTypeRef over[2] = {e->vec, e->ptr};
+  LLVMValueRef args[4] = {ptr, LLVMConstInt(e->i32, 4, 0), lane_mask(e, lanes),
+                          LLVMConstNull(e->vec)};
+  return call_intrinsic(e, "llvm.masked.load", over, 2, args, 4);
+}
+
+static void store_vec(emitter *e, LLVMValueRef v, LLVMValueRef base, LLVMValueRef idx, int lanes) {
+  LLVMValueRef ptr = elem_ptr(e, base, idx);
+  if (lanes == e->p.vl) {
+    LLVMSetAlignment(LLVMBuildStore(e->b, v, ptr), 4);
+    return;
+  }
+  LLVMTypeRef over[2] = {e->vec, e->ptr};
+  LLVMValueRef args[4] = {v, ptr, LLVMConstInt(e->i32, 4, 0), lane_mask(e, lanes)};
+  call_intrinsic(e, "llvm.masked.store", over, 2, args, 4);
+}
+
+static LLVMValueRef load_f32(emitter *e, LLVMValueRef base, LLVMValueRef idx) {
+  LLVMValueRef v = LLVMBuildLoad2(e->b, e->f32, elem_ptr(e, base, idx), "");
+  LLVMSetAlignment(v, 4);
+  return v;
+}
+
+static LLVMValueRef splat(emitter *e, LLVMValueRef s) {
+  LLVMValueRef v = LLVMBuildInsertElement(e->b, LLVMGetUndef(e->vec), s, i64c(e, 0), "");
+  LLVMTypeRef mty = LLVMVectorType(e->i32, (unsigned)e->p.vl);
+  return LLVMBuildShuffleVector(e->b, v, LLVMGetUndef(e->vec), LLVMConstNull(mty), "");
+}
+
+/* shufflevector(a, b, idx[0..n)) giving <n x float>. */
+static LLVMValueRef shuffle(emitter *e, LLVMValueRef a, LLVMValueRef b, const int *idx, int n) {
+  LLVMValueRef m[2 * MAX_LANES];
+  for (int l = 0; l < n; l++)
+    m[l] = LLVMConstInt(e->i32, (uint64_t)idx[l], 0);
+  return LLVMBuildShuffleVector(e->b, a, b, LLVMConstVector(m, (unsigned)n), "");
+}
+
+/* The fused epilogue on n floats (a vector of any width): +bias, act. */
+static LLVMValueRef epilogue(emitter *e, LLVMValueRef v, LLVMValueRef bias_v) {
+  if (bias_v) v = LLVMBuildFAdd(e->b, v, bias_v, "");
+  if (e->g->act == NNC_CG_ACT_RELU) {
+    /* v < 0 ? 0 : v keeps NaN visible, like PyTorch's relu. */
+    LLVMValueRef zero = LLVMConstNull(LLVMTypeOf(v));
+    LLVMValueRef neg = LLVMBuildFCmp(e->b, LLVMRealOLT, v, zero, "");
+    v = LLVMBuildSelect(e->b, neg, zero, v, "");
+  }
+  return v;
+}
+
+/* ---- loops ------------------------------------------------------------- */
+
+/* for (iv = start; iv < limit; iv += step) with n loop-carried values.
+ * After loop_close the builder sits in the exit block and l->carry[] are
+ * the values after the last iteration (header phis dominate the exit). */
+static void loop_open(emitter *e, loop *l, LLVMValueRef start, LLVMValueRef limit, int n,
+                      const LLVMValueRef *init, const char *name) {
+  LLVMBasicBlockRef pre = LLVMGetInsertBlock(e->b);
+  l->head = LLVMAppendBasicBlockInContext(e->ctx, e->fn, name);
+  l->body = LLVMAppendBasicBlockInContext(e->ctx, e->fn, name);
+  l->exit = LLVMAppendBasicBlockInContext(e->ctx, e->fn, name);
+  l->n = n;
+  LLVMBuildBr(e->b, l->head);
+  LLVMPositionBuilderAtEnd(e->b, l->head);
+  l->iv = LLVMBuildPhi(e->b, e->i64, "");
+  LLVMAddIncoming(l->iv, &start, &pre, 1);
+  for (int i = 0; i < n; i++) {
+    l->carry[i] = LLVMBuildPhi(e->b, LLVMTypeOf(init[i]), "");
+    LLVMAddIncoming(l->carry[i], (LLVMValueRef *)&init[i], &pre, 1);
+  }
+  LLVMValueRef more = LLVMBuildICmp(e->b, LLVMIntSLT, l->iv, limit, "");
+  LLVMBuildCondBr(e->b, more, l->body, l->exit);
+  LLVMPositionBuilderAtEnd(e->b, l->body);
+}
+
+static void loop_close(emitter *e, loop *l, int64_t step, const LLVMValueRef *next) {
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(e->b);
+  LLVMValueRef iv_next = add64(e, l->iv, i64c(e, step));
+  LLVMAddIncoming(l->iv, &iv_next, &latch, 1);
+  for (int i = 0; i < l->n; i++)
+    LLVMAddIncoming(l->carry[i], (LLVMValueRef *)&next[i], &latch, 1);
+  LLVMBuildBr(e->b, l->head);
+  LLVMPositionBuilderAtEnd(e->b, l->exit);
+}
+
+/* ---- outer-product micro-kernel --------------------------------------- */
+
+static int vec_lanes(emitter *e, const panel *pn, int j) {
+  int left = pn->width - j * e->p.vl;
+  return left < e->p.vl ? left : e->p.vl;
+}
+
+/* Vector j of B row k for this panel: a (masked) load when B is [K,N] or
+ * packed, a gather of a strided column when B is stored [N,K] and its
+ * panel did not fit the stack buffer. */
+static LLVMValueRef outer_b(emitter *e, const panel *pn, LLVMValueRef kl, int j) {
+  const nnc_cg_gemm *g = e->g;
+  int lanes = vec_lanes(e, pn, j);
+  LLVMValueRef n = add64(e, pn->n, i64c(e, (int64_t)j * e->p.vl));
+  if (pn->packed) {
+    LLVMValueRef idx = add64(e, mul64(e, kl, (int64_t)pn->nv * e->p.vl), i64c(e, j * e->p.vl));
+    return load_vec(e, pn->packed, idx, e->p.vl);
+  }
+  LLVMValueRef k = add64(e, pn->k0, kl);
+  if (!g->trans_b) return load_vec(e, e->B, add64(e, mul64(e, k, g->ldb), n), lanes);
+  LLVMValueRef v = LLVMConstNull(e->vec);
+  for (int l = 0; l < lanes; l++) {
+    LLVMValueRef row = mul64(e, add64(e, n, i64c(e, l)), g->ldb);
+    LLVMValueRef s = load_f32(e, e->B, add64(e, row, k));
+    v = LLVMBuildInsertElement(e->b, v, s, i64c(e, l), "");
+  }
+  return v;
+}
+
+/* One k step (k = k0 + kl): acc[i][j] += A[m+i, k] * B[k, n + j*VL ..].
+ * acc is row-major over (i, j); every accumulator sees k in increasing
+ * order. */
+static void outer_step(emitter *e, const panel *pn, int mr, LLVMValueRef m, LLVMValueRef kl,
+                       LLVMValueRef *acc) {
+  const nnc_cg_gemm *g = e->g;
+  LLVMValueRef bv[MAX_ACC];
+  for (int j = 0; j < pn->nv; j++)
+    bv[j] = outer_b(e, pn, kl, j);
+  LLVMValueRef k = add64(e, pn->k0, kl);
+  for (int i = 0; i < mr; i++) {
+    LLVMValueRef row = add64(e, m, i64c(e, i));
+    LLVMValueRef idx =
+        g->trans_a ? add64(e, mul64(e, k, g->lda), row) : add64(e, mul64(e, row, g->lda), k);
+    LLVMValueRef a = splat(e, load_f32(e, e->A, idx));
+    for (int j = 0; j < pn->nv; j++)
+      acc[i * pn->nv + j] = fma_vec(e, a, bv[j], acc[i * pn->nv + j]);
+  }
+}
+
+/* Whether this pass starts from the value in C (a previous block's partial
+ * sum, or C's old value when accumulating over K blocks). */
+static bool starts_from_c(emitter *e, const panel *pn) {
+  return !pn->first || e->p.fold;
+}
+
+/* What a finished sum s of an element becomes before it is stored: the
+ * epilogue after the last block; a plain partial sum before. */
+static LLVMValueRef finish(emitter *e, const panel *pn, LLVMValueRef s, LLVMValueRef bias_v,
+                           LLVMValueRef (*load_c)(emitter *, void *), void *at) {
+  if (!pn->last) return s;
+  s = epilogue(e, s, bias_v);
+  if (e->g->accumulate && !e->p.fold) s = LLVMBuildFAdd(e->b, load_c(e, at), s, "");
+  return s;
+}
+
+typedef struct c_vec {
+  LLVMValueRef idx;
+  int lanes;
+} c_vec;
+
+static LLVMValueRef load_c_vec(emitter *e, void *at) {
+  c_vec *c = at;
+  return load_vec(e, e->C, c->idx, c->lanes);
+}
+
+static void outer_tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
+  const nnc_cg_gemm *g = e->g;
+  int nacc = mr * pn->nv, ku = e->p.ku;
+  LLVMValueRef acc[MAX_ACC];
+  for (int i = 0; i < mr; i++)
+    for (int j = 0; j < pn->nv; j++) {
+      LLVMValueRef n = add64(e, pn->n, i64c(e, (int64_t)j * e->p.vl));
+      LLVMValueRef idx = add64(e, mul64(e, add64(e, m, i64c(e, i)), g->ldc), n);
+      acc[i * pn->nv + j] = starts_from_c(e, pn) ? load_vec(e, e->C, idx, vec_lanes(e, pn, j))
+                                                 : LLVMConstNull(e->vec);
+    }
+
+  /* k loop unrolled ku times, then the klen % ku leftover steps. */
+  int64_t klen = pn->klen;
+  int64_t kmain = klen <= 4 * ku ? 0 : klen / ku * ku; /* short K: straight line */
+  if (kmain > 0) {
+    loop l;
+    loop_open(e, &l, i64c(e, 0), i64c(e, kmain), nacc, acc, "k");
+    LLVMValueRef cur[MAX_ACC];
+    memcpy(cur, l.carry, sizeof(LLVMValueRef) * (size_t)nacc);
+    for (int u = 0; u < ku; u++)
+      outer_step(e, pn, mr, m, add64(e, l.iv, i64c(e, u)), cur);
+    loop_close(e, &l, ku, cur);
+    memcpy(acc, l.carry, sizeof(LLVMValueRef) * (size_t)nacc);
+  }
+  for (int64_t k = kmain; k < klen; k++)
+    outer_step(e, pn, mr, m, i64c(e, k), acc);
+
+  for (int j = 0; j < pn->nv; j++) {
+    int lanes = vec_lanes(e, pn, j);
+    LLVMValueRef n = add64(e, pn->n, i64c(e, (int64_t)j * e->p.vl));
+    LLVMValueRef bias_v = g->bias && pn->last ? load_vec(e, e->bias, n, lanes) : NULL;
+    for (int i = 0; i < mr; i++) {
+      c_vec at = {add64(e, mul64(e, add64(e, m, i64c(e, i)), g->ldc), n), lanes};
+      store_vec(e, finish(e, pn, acc[i * pn->nv + j], bias_v, load_c_vec, &at), e->C, at.idx,
+                lanes);
+    }
+  }
+}
+
+/* ---- packing B stored [N,K] for the outer kernel ---------------------- */
+
+/* In-register transpose of VL vectors of VL lanes: stage h pairs rows j and
+ * j+h and swaps the off-diagonal h x h blocks (the same P/Q shuffles as the
+ * reduction tree), so after h = VL/2 .. 1 vector k holds old lane k. */
+static void transpose(emitter *e, LLVMValueRef *v) {
+  int vl = e->p.vl;
+  for (int h = vl / 2; h >= 1; h /= 2) {
+    int p[MAX_LANES], q[MAX_LANES];
+    for (int l = 0; l < vl; l++) {
+      int blk = l / (2 * h), r = l % (2 * h);
+      p[l] = r < h ? blk * 2 * h + r : vl + blk * 2 * h + r - h;
+      q[l] = r < h ? blk * 2 * h + h + r : vl + blk * 2 * h + r;
+    }
+    for (int j = 0; j < vl; j++) {
+      if (j & h) continue;
+      LLVMValueRef x = v[j], y = v[j + h];
+      v[j] = shuffle(e, x, y, p, vl);
+      v[j + h] = shuffle(e, x, y, q, vl);
+    }
+  }
+}
+
+/* packed[kl + t][j] = B[n + j, k0 + kl + t] for one chunk of `lanes` k:
+ * VL rows of B at a time are loaded along k, transposed and stored as
+ * rows of the panel. Columns past the panel's width are zero. */
+static void pack_chunk(emitter *e, const panel *pn, LLVMValueRef kl, int lanes) {
+  const nnc_cg_gemm *g = e->g;
+  int vl = e->p.vl;
+  int64_t stride = (int64_t)pn->nv * vl;
+  for (int jv = 0; jv < pn->nv; jv++) {
+    LLVMValueRef v[MAX_LANES];
+    for (int t = 0; t < vl; t++) {
+      int j = jv * vl + t;
+      LLVMValueRef row = add64(e, pn->n, i64c(e, j));
+      LLVMValueRef idx = add64(e, mul64(e, row, g->ldb), add64(e, pn->k0, kl));
+      v[t] = j < pn->width ? load_vec(e, e->B, idx, lanes) : LLVMConstNull(e->vec);
+    }
+    transpose(e, v);
+    for (int t = 0; t < lanes; t++) {
+      LLVMValueRef k = add64(e, kl, i64c(e, t));
+      store_vec(e, v[t], pn->packed, add64(e, mul64(e, k, stride), i64c(e, jv * vl)), vl);
+    }
+  }
+}
+
+static void pack_panel(emitter *e, const panel *pn) {
+  int vl = e->p.vl;
+  int64_t chunks = pn->klen / vl;
+  if (chunks > 0) {
+    loop l;
+    loop_open(e, &l, i64c(e, 0), i64c(e, chunks * vl), 0, NULL, "pack");
+    pack_chunk(e, pn, l.iv, vl);
+    loop_close(e, &l, vl, NULL);
+  }
+  if (pn->klen % vl) pack_chunk(e, pn, i64c(e, chunks * vl), (int)(pn->klen % vl));
+}
+
+/* ---- dot-product micro-kernel ------------------------------------------ */
+
+/* One chunk of VL (or `lanes`) k values at k = pn->k0 + kl: acc[i][j] +=
+ * A[m+i, k..] * B[n+j, k..] lane-wise; lane l of every accumulator sums
+ * the k with k - k0 = l mod VL. */
+static void dot_step(emitter *e, const panel *pn, int mr, LLVMValueRef m, LLVMValueRef kl,
+                     int lanes, LLVMValueRef *acc) {
+  const nnc_cg_gemm *g = e->g;
+  LLVMValueRef k0 = add64(e, pn->k0, kl);
+  LLVMValueRef bv[MAX_ACC];
+  for (int j = 0; j < pn->nv; j++) {
+    LLVMValueRef row = add64(e, pn->n, i64c(e, j));
+    bv[j] = load_vec(e, e->B, add64(e, mul64(e, row, g->ldb), k0), lanes);
+  }
+  for (int i = 0; i < mr; i++) {
+    LLVMValueRef row = add64(e, m, i64c(e, i));
+    LLVMValueRef a = load_vec(e, e->A, add64(e, mul64(e, row, g->lda), k0), lanes);
+    for (int j = 0; j < pn->nv; j++)
+      acc[i * pn->nv + j] = fma_vec(e, a, bv[j], acc[i * pn->nv + j]);
+  }
+}
+
+/* Sums the lanes of up to VL vectors at once with a fixed tree. Each
+ * level pairs x and y, whose lanes are G groups of s partial sums, into
+ * z = P + Q with 2G groups of s/2: P takes the first half of every group
+ * (x's then y's), Q the second half. After log2(VL) levels lane l of the
+ * result is the total of input owner[l]. out_lane[v] is where input v ends. */
+static LLVMValueRef reduce_group(emitter *e, LLVMValueRef *v, int n, int *out_lane) {
+  int vl = e->p.vl;
+  LLVMValueRef cur[MAX_LANES];
+  int owner[MAX_LANES][MAX_LANES]; /* owner[vector][group] */
+  int count = vl;
+  for (int i = 0; i < vl; i++) {
+    cur[i] = i < n ? v[i] : LLVMConstNull(e->vec);
+    owner[i][0] = i < n ? i : -1;
+  }
+  for (int s = vl, groups = 1; s > 1; s /= 2, groups *= 2) {
+    for (int x = 0; x < count / 2; x++) {
+      int p[MAX_LANES], q[MAX_LANES], own[MAX_LANES];
+      for (int l = 0; l < vl; l++) {
+        int g = l / s, r = l % s, h = s / 2;
+        p[l] = r < h ? g * s + r : vl + g * s + (r - h);
+        q[l] = r < h ? g * s + h + r : vl + g * s + r;
+      }
+      for (int g = 0; g < groups; g++) {
+        own[2 * g] = owner[2 * x][g];
+        own[2 * g + 1] = owner[2 * x + 1][g];
+      }
+      LLVMValueRef a = cur[2 * x], b = cur[2 * x + 1];
+      cur[x] = LLVMBuildFAdd(e->b, shuffle(e, a, b, p, vl), shuffle(e, a, b, q, vl), "");
+      memcpy(owner[x], own, sizeof own);
+    }
+    count /= 2;
+  }
+  for (int l = 0; l < vl; l++)
+    if (owner[0][l] >= 0) out_lane[owner[0][l]] = l;
+  return cur[0];
+}
+
+typedef struct c_row {
+  LLVMValueRef ptr;
+  int n;
+} c_row;
+
+static LLVMValueRef load_c_row(emitter *e, void *at) {
+  c_row *c = at;
+  LLVMValueRef v = LLVMBuildLoad2(e->b, vec_of(e, c->n), c->ptr, "");
+  LLVMSetAlignment(v, 4);
+  return v;
+}
+
+static void dot_tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
+  const nnc_cg_gemm *g = e->g;
+  int vl = e->p.vl, nr = pn->nv, nacc = mr * nr, ku = e->p.ku;
+  LLVMValueRef acc[MAX_ACC];
+  for (int a = 0; a < nacc; a++)
+    acc[a] = LLVMConstNull(e->vec);
+
+  /* Full chunks in a loop unrolled ku times, leftover full chunks, then a
+   * masked chunk for K % VL. */
+  int64_t chunks = pn->klen / vl, cmain = chunks / ku * ku;
+  if (cmain > 0) {
+    loop l;
+    loop_open(e, &l, i64c(e, 0), i64c(e, cmain * vl), nacc, acc, "kc");
+    LLVMValueRef cur[MAX_ACC];
+    memcpy(cur, l.carry, sizeof(LLVMValueRef) * (size_t)nacc);
+    for (int u = 0; u < ku; u++)
+      dot_step(e, pn, mr, m, add64(e, l.iv, i64c(e, u * vl)), vl, cur);
+    loop_close(e, &l, (int64_t)ku * vl, cur);
+    memcpy(acc, l.carry, sizeof(LLVMValueRef) * (size_t)nacc);
+  }
+  for (int64_t c = cmain; c < chunks; c++)
+    dot_step(e, pn, mr, m, i64c(e, c * vl), vl, acc);
+  if (pn->klen % vl) dot_step(e, pn, mr, m, i64c(e, chunks * vl), (int)(pn->klen % vl), acc);
+
+  /* Reduce in groups of VL accumulators (row-major order i*nr + j). */
+  LLVMValueRef sums[MAX_ACC / 4 + 1];
+  int lane_of[MAX_ACC];
+  for (int a0 = 0, grp = 0; a0 < nacc; a0 += vl, grp++) {
+    int n = nacc - a0 < vl ? nacc - a0 : vl;
+    sums[grp] = reduce_group(e, acc + a0, n, lane_of + a0);
+  }
+
+  /* Row i's nr sums span at most two groups; one shuffle gathers them. */
+  LLVMValueRef bias_v = NULL;
+  if (g->bias && pn->last) {
+    LLVMValueRef v = LLVMBuildLoad2(e->b, vec_of(e, nr), elem_ptr(e, e->bias, pn->n), "");
+    LLVMSetAlignment(v, 4);
+    bias_v = v;
+  }
+  for (int i = 0; i < mr; i++) {
+    int first = i * nr, g0 = first / vl, idx[MAX_LANES];
+    for (int j = 0; j < nr; j++) {
+      int a = first + j;
+      idx[j] = lane_of[a] + (a / vl == g0 ? 0 : vl);
+    }
+    LLVMValueRef hi = g0 + 1 < (nacc + vl - 1) / vl ? sums[g0 + 1] : LLVMGetUndef(e->vec);
+    LLVMValueRef v = shuffle(e, sums[g0], hi, idx, nr);
+    LLVMValueRef ptr =
+        elem_ptr(e, e->C, add64(e, mul64(e, add64(e, m, i64c(e, i)), g->ldc), pn->n));
+    c_row at = {ptr, nr};
+    if (starts_from_c(e, pn)) v = LLVMBuildFAdd(e->b, load_c_row(e, &at), v, "");
+    LLVMSetAlignment(LLVMBuildStore(e->b, finish(e, pn, v, bias_v, load_c_row, &at), ptr), 4);
+  }
+}
+
+/* ---- rows and panels ---------------------------------------------------- */
+
+static void tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
+  if (e->p.kind == GEMM_DOT)
+    dot_tile(e, pn, mr, m);
+  else
+    outer_tile(e, pn, mr, m);
+}
+
+/* Rows [m0, m1) of one panel: full tiles of pn->mr rows, then at most one
+ * tile of each power of two below pn->mr for the remainder. A row's tile
+ * size changes only the grouping, never the arithmetic of its elements. */
+static void rows(emitter *e, const panel *pn, LLVMValueRef m0, LLVMValueRef m1) {
+  int mr = pn->mr;
+  loop l;
+  LLVMValueRef limit = LLVMBuildSub(e->b, m1, i64c(e, mr - 1), "");
+  loop_open(e, &l, m0, limit, 0, NULL, "m");
+  tile(e, pn, mr, l.iv);
+  loop_close(e, &l, mr, NULL);
+  LLVMValueRef m = l.iv;
+  int top = 1;
+  while (top * 2 < mr)
+    top *= 2;
+  for (int rows_left = top; rows_left >= 1 && mr > 1; rows_left /= 2) {
+    LLVMBasicBlockRef pre = LLVMGetInsertBlock(e->b);
+    LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "mrest");
+    LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "mjoin");
+    LLVMValueRef left = LLVMBuildSub(e->b, m1, m, "");
+    LLVMBuildCondBr(e->b, LLVMBuildICmp(e->b, LLVMIntSGE, left, i64c(e, rows_left), ""), then,
+                    join);
+    LLVMPositionBuilderAtEnd(e->b, then);
+    tile(e, pn, rows_left, m);
+    LLVMValueRef m_next = add64(e, m, i64c(e, rows_left));
+    LLVMBasicBlockRef then_end = LLVMGetInsertBlock(e->b);
+    LLVMBuildBr(e->b, join);
+    LLVMPositionBuilderAtEnd(e->b, join);
+    LLVMValueRef phi = LLVMBuildPhi(e->b, e->i64, "");
+    LLVMValueRef vals[2] = {m, m_next};
+    LLVMBasicBlockRef from[2] = {pre, then_end};
+    LLVMAddIncoming(phi, vals, from, 2);
+    m = phi;
+  }
+}
+
+/* A panel of `width` columns starting at n. Narrow panels get taller
+ * tiles so the tile still has enough independent accumulators. */
+static panel make_panel(emitter *e, int width, LLVMValueRef n, const panel *ks) {
+  panel pn = *ks;
+  pn.width = width;
+  pn.nv = e->p.kind == GEMM_DOT ? width : (width + e->p.vl - 1) / e->p.vl;
+  int full = e->p.kind == GEMM_DOT ? e->p.nr : e->p.nr * e->p.vl;
+  pn.mr = e->p.mr;
+  if (width < full) {
+    int budget = e->p.mr * e->p.nr; /* accumulators of a full tile */
+    pn.mr = budget / pn.nv;
+    if (pn.mr > MAX_ROWS) pn.mr = MAX_ROWS;
+    if (pn.mr * pn.nv + pn.nv + 2 > e->p.regs) pn.mr = e->p.mr;
+  }
+  pn.n = n;
+  pn.packed = NULL;
+  if (e->pack_buf) {
+    pn.packed = e->pack_buf;
+    pack_panel(e, &pn);
+  }
+  return pn;
+}
+
+/* Every panel of columns over rows [m0, m1) for one k block (ks). */
+static void panels(emitter *e, LLVMValueRef m0, LLVMValueRef m1, const panel *ks) {
+  int64_t width = e->p.kind == GEMM_DOT ? e->p.nr : (int64_t)e->p.nr * e->p.vl;
+  int64_t nfull = e->g->N / width, rest = e->g->N % width;
+  if (nfull > 0) {
+    loop nb;
+    loop_open(e, &nb, i64c(e, 0), i64c(e, nfull * width), 0, NULL, "n");
+    panel pn = make_panel(e, (int)width, nb.iv, ks);
+    rows(e, &pn, m0, m1);
+    loop_close(e, &nb, width, NULL);
+  }
+  if (rest > 0) {
+    panel pn = make_panel(e, (int)rest, i64c(e, nfull * width), ks);
+    rows(e, &pn, m0, m1);
+  }
+}
+
+/* Cache blocks of mc rows; within one, k blocks in increasing order (the
+ * first and last peeled: they start from zero and end in the epilogue),
+ * and within those every panel sweeps the block's rows so the block of A
+ * stays in L2 while B's panels stream past it. */
+static void body(emitter *e) {
+  const nnc_cg_gemm *g = e->g;
+  int64_t kc = e->p.kc, nblocks = kc > 0 ? (g->K + kc - 1) / kc : 1;
+  loop mb;
+  loop_open(e, &mb, e->row_begin, e->row_end, 0, NULL, "mb");
+  LLVMValueRef end = add64(e, mb.iv, i64c(e, e->p.mc));
+  LLVMValueRef lt = LLVMBuildICmp(e->b, LLVMIntSLT, end, e->row_end, "");
+  LLVMValueRef m1 = LLVMBuildSelect(e->b, lt, end, e->row_end, "");
+  panel ks = {0};
+  ks.k0 = i64c(e, 0);
+  ks.klen = nblocks == 1 ? g->K : kc;
+  ks.first = true;
+  ks.last = nblocks == 1;
+  panels(e, mb.iv, m1, &ks);
+  if (nblocks > 2) {
+    loop kb;
+    loop_open(e, &kb, i64c(e, kc), i64c(e, (nblocks - 1) * kc), 0, NULL, "kb");
+    ks.k0 = kb.iv;
+    ks.first = false;
+    panels(e, mb.iv, m1, &ks);
+    loop_close(e, &kb, kc, NULL);
+  }
+  if (nblocks > 1) {
+    ks.k0 = i64c(e, (nblocks - 1) * kc);
+    ks.klen = g->K - (nblocks - 1) * kc;
+    ks.first = false;
+    ks.last = true;
+    panels(e, mb.iv, m1, &ks);
+  }
+  loop_close(e, &mb, e->p.mc, NULL);
+  LLVMBuildRetVoid(e->b);
+}
+
+LLVMValueRef nnc_cg_emit_gemm(LLVMModuleRef mod, const char *name, const nnc_cg_gemm *g) {
+  emitter e;
+  memset(&e, 0, sizeof e);
+  e.ctx = LLVMGetModuleContext(mod);
+  e.mod = mod;
+  e.g = g;
+  e.p = plan_for(g);
+  e.f32 = LLVMFloatTypeInContext(e.ctx);
+  e.i1 = LLVMInt1TypeInContext(e.ctx);
+  e.i32 = LLVMInt32TypeInContext(e.ctx);
+  e.i64 = LLVMInt64TypeInContext(e.ctx);
+  e.ptr = LLVMPointerTypeInContext(e.ctx, 0);
+  e.vec = vec_of(&e, e.p.vl);
+
+  LLVMTypeRef params[6] = {e.ptr, e.ptr, e.ptr, e.ptr, e.i64, e.i64};
+  LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(e.ctx), params, 6, 0);
+  e.fn = LLVMAddFunction(mod, name, fty);
+  LLVMValueRef *args[6] = {&e.A, &e.B, &e.bias, &e.C, &e.row_begin, &e.row_end};
+  for (unsigned i = 0; i < 6; i++)
+    *args[i] = LLVMGetParam(e.fn, i);
+  /* A, B and bias are read-only and never alias C (the planner gives every
+   * tensor its own range of the arena). */
+  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+  unsigned nocapture = LLVMGetEnumAttributeKindForName("nocapture", 9);
+  for (unsigned i = 0; i < 4; i++) {
+    LLVMAddAttributeAtIndex(e.fn, i + 1, LLVMCreateEnumAttribute(e.ctx, noalias, 0));
+    LLVMAddAttributeAtIndex(e.fn, i + 1, LLVMCreateEnumAttribute(e.ctx, nocapture, 0));
+  }
+  e.b = LLVMCreateBuilderInContext(e.ctx);
+  LLVMPositionBuilderAtEnd(e.b, LLVMAppendBasicBlockInContext(e.ctx, e.fn, "entry"));
+  /* The outer kernel reads B stored [N,K] from a packed copy of each panel
+   * when one fits in PACK_BYTES of stack; bigger ones are gathered. */
+  int64_t panel_floats = e.p.kc * e.p.nr * e.p.vl;
+  if (e.p.kind == GEMM_OUTER && g->trans_b && g->K > 0 && panel_floats * 4 <= PACK_BYTES) {
+    e.pack_buf = LLVMBuildAlloca(e.b, LLVMArrayType2(e.f32, (uint64_t)panel_floats), "bpack");
+    LLVMSetAlignment(e.pack_buf, 64);
+  }
+  if (g->M > 0 && g->N > 0)
+    body(&e);
+  else
+    LLVMBuildRetVoid(e.b);
+  LLVMDisposeBuilder(e.b);
+  return e.fn;
+}

@@ -1,0 +1,309 @@
+/* test_cg_gemm.c: the emitted matrix-product kernels against a float64 reference.
+ *
+ * Each case emits one kernel with nnc_cg_emit_gemm, JITs it (gemm_jit.c,
+ * default<O3>, host CPU) and checks, for every layout (A and/or B
+ * transposed), epilogue (bias, ReLU, accumulate), vector width and odd
+ * shape: every element against a triple loop in double within a
+ * forward-error bound; padding columns of C and rows outside
+ * [row_begin, row_end) untouched; and the same bits whether the rows are
+ * computed in one call or split over 2 or 3 calls at arbitrary rows (what
+ * running on more threads does). Every array ends at an inaccessible page,
+ * so a kernel reading or writing past an edge crashes the test.
+ */
+#define _DEFAULT_SOURCE /* mmap, mprotect, MAP_ANONYMOUS */
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "gemm_jit.h"
+
+typedef struct fixture {
+  gemm_jit *jit;
+  unsigned seed;
+} fixture;
+
+static int setup(void **state) {
+  char err[512];
+  fixture *f = calloc(1, sizeof *f);
+  if (!f) return -1;
+  f->jit = gemm_jit_create(err, sizeof err);
+  if (!f->jit) {
+    fprintf(stderr, "%s\n", err);
+    free(f);
+    return -1;
+  }
+  f->seed = 2024;
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture *f = *state;
+  gemm_jit_free(f->jit);
+  free(f);
+  return 0;
+}
+
+static float uniform(unsigned *seed) {
+  *seed = *seed * 1664525u + 1013904223u;
+  return (float)((*seed >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+
+/* n floats ending exactly where a PROT_NONE page begins. */
+static float *guarded_floats(size_t n) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE), bytes = n * sizeof(float);
+  size_t span = (bytes + page - 1) / page * page + page;
+  char *base = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  assert_true(base != MAP_FAILED);
+  assert_int_equal(mprotect(base + span - page, page, PROT_NONE), 0);
+  return (float *)(base + span - page - bytes);
+}
+
+static void free_guarded(float *p, size_t n) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE), bytes = n * sizeof(float);
+  size_t span = (bytes + page - 1) / page * page + page;
+  munmap((char *)p + bytes + page - span, span);
+}
+
+static float *random_floats(size_t n, unsigned *seed) {
+  float *p = guarded_floats(n);
+  for (size_t i = 0; i < n; i++)
+    p[i] = uniform(seed);
+  return p;
+}
+
+enum { EPI_BIAS = 1, EPI_RELU = 2, EPI_ACC = 4 };
+
+/* One product: M x N x K, layouts, epilogue bits, vector width, padding of
+ * every row stride. */
+typedef struct gemm_case {
+  int64_t M, N, K;
+  bool trans_a, trans_b;
+  int epi;
+  int vector_width;
+  int64_t pad;
+} gemm_case;
+
+static nnc_cg_gemm gemm_of(const gemm_case *c) {
+  nnc_cg_gemm g = {0};
+  g.M = c->M, g.N = c->N, g.K = c->K;
+  g.trans_a = c->trans_a, g.trans_b = c->trans_b;
+  g.lda = (c->trans_a ? c->M : c->K) + c->pad;
+  g.ldb = (c->trans_b ? c->K : c->N) + c->pad;
+  g.ldc = c->N + c->pad;
+  g.accumulate = c->epi & EPI_ACC;
+  g.bias = c->epi & EPI_BIAS;
+  g.act = c->epi & EPI_RELU ? NNC_CG_ACT_RELU : NNC_CG_ACT_NONE;
+  g.vector_width = c->vector_width;
+  return g;
+}
+
+/* C[m, n] = C0 (if accumulate) + act(sum_k A.B + bias), in double, and the
+ * float error bound of an FMA chain over K terms: (K + 2) u sum |a b|. */
+static void reference(const nnc_cg_gemm *g, const float *A, const float *B, const float *bias,
+                      const float *C0, int64_t m, int64_t n, double *want, double *tol) {
+  const double u = 0x1p-24;
+  double s = 0, mag = 0;
+  for (int64_t k = 0; k < g->K; k++) {
+    double a = g->trans_a ? A[k * g->lda + m] : A[m * g->lda + k];
+    double b = g->trans_b ? B[n * g->ldb + k] : B[k * g->ldb + n];
+    s += a * b, mag += fabs(a * b);
+  }
+  if (g->bias) s += bias[n], mag += fabs(bias[n]);
+  if (g->act == NNC_CG_ACT_RELU && s < 0) s = 0;
+  double old = g->accumulate ? C0[m * g->ldc + n] : 0;
+  *want = s + old;
+  *tol = 2 * (double)(g->K + 2) * u * mag + 2 * u * fabs(old) + 1e-30;
+}
+
+static void check_case(fixture *f, const gemm_case *c) {
+  char err[512];
+  nnc_cg_gemm g = gemm_of(c);
+  gemm_jit_fn fn = gemm_jit_compile(f->jit, &g, err, sizeof err);
+  if (!fn)
+    fail_msg("M=%lld N=%lld K=%lld: %s", (long long)c->M, (long long)c->N, (long long)c->K, err);
+  size_t na = (size_t)(c->trans_a ? c->K * g.lda : c->M * g.lda);
+  size_t nb = (size_t)(c->trans_b ? c->N * g.ldb : c->K * g.ldb);
+  size_t nc = (size_t)(c->M * g.ldc);
+  float *A = random_floats(na, &f->seed), *B = random_floats(nb, &f->seed);
+  float *bias = random_floats((size_t)c->N, &f->seed), *C0 = random_floats(nc, &f->seed);
+  float *C1 = guarded_floats(nc), *C2 = guarded_floats(nc);
+
+  /* One call over all rows against the reference; padding untouched. */
+  memcpy(C1, C0, nc * sizeof(float));
+  fn(A, B, g.bias ? bias : NULL, C1, 0, c->M);
+  for (int64_t m = 0; m < c->M; m++)
+    for (int64_t n = 0; n < g.ldc; n++) {
+      float got = C1[m * g.ldc + n];
+      if (n >= c->N) {
+        if (memcmp(&got, &C0[m * g.ldc + n], sizeof got))
+          fail_msg("padding C[%lld,%lld] written", (long long)m, (long long)n);
+        continue;
+      }
+      double want, tol;
+      reference(&g, A, B, bias, C0, m, n, &want, &tol);
+      if (!(fabs(got - want) <= tol))
+        fail_msg("M=%lld N=%lld K=%lld ta=%d tb=%d epi=%d vw=%d: C[%lld,%lld] = %.9g, want %.9g",
+                 (long long)c->M, (long long)c->N, (long long)c->K, c->trans_a, c->trans_b, c->epi,
+                 c->vector_width, (long long)m, (long long)n, got, want);
+    }
+
+  /* The same bits from 1..3 calls split at arbitrary rows, and rows outside
+   * the calls' ranges untouched. */
+  for (int parts = 1; parts <= 3; parts++) {
+    int64_t cut[4] = {0, 0, 0, c->M};
+    int64_t lo = parts == 1 ? c->M / 3 : 0, hi = parts == 1 ? c->M - c->M / 4 : c->M;
+    cut[0] = lo, cut[parts] = hi;
+    for (int p = 1; p < parts; p++) {
+      int64_t r = (int64_t)((f->seed = f->seed * 1664525u + 1013904223u) >> 8);
+      cut[p] = cut[p - 1] + (hi > cut[p - 1] ? r % (hi - cut[p - 1] + 1) : 0);
+    }
+    memcpy(C2, C0, nc * sizeof(float));
+    for (int p = 0; p < parts; p++)
+      fn(A, B, g.bias ? bias : NULL, C2, cut[p], cut[p + 1]);
+    for (int64_t m = 0; m < c->M; m++) {
+      const float *want = m >= lo && m < hi ? C1 : C0;
+      if (memcmp(C2 + m * g.ldc, want + m * g.ldc, (size_t)g.ldc * sizeof(float)))
+        fail_msg("M=%lld N=%lld K=%lld ta=%d tb=%d: row %lld differs with %d part(s)",
+                 (long long)c->M, (long long)c->N, (long long)c->K, c->trans_a, c->trans_b,
+                 (long long)m, parts);
+    }
+  }
+  free_guarded(A, na), free_guarded(B, nb), free_guarded(bias, (size_t)c->N);
+  free_guarded(C0, nc), free_guarded(C1, nc), free_guarded(C2, nc);
+}
+
+/* Sizes around every tile edge: 1, below/above a vector, odd primes,
+ * multiples of the micro-tiles, and K too short for the dot kernel. */
+static const int64_t odd_shapes[][3] = {
+    {1, 1, 1},     {1, 17, 3},   {3, 1, 40},    {7, 13, 5},   {13, 33, 31},  {16, 16, 16},
+    {17, 47, 33},  {9, 49, 200}, {37, 100, 96}, {8, 48, 64},  {25, 95, 129}, {2, 5, 1000},
+    {65, 10, 256}, {11, 3, 33},  {6, 64, 17},   {31, 129, 2}, {5, 7, 0},
+};
+
+static void run_layouts(void **state, bool trans_a, bool trans_b) {
+  fixture *f = *state;
+  for (size_t s = 0; s < sizeof odd_shapes / sizeof odd_shapes[0]; s++)
+    for (int epi = 0; epi < 8; epi += (int)(s % 3) + 1) {
+      gemm_case c = {
+          odd_shapes[s][0],    odd_shapes[s][1], odd_shapes[s][2], trans_a, trans_b, epi, 16,
+          (int64_t)(s % 2) * 3};
+      check_case(f, &c);
+    }
+}
+
+static void test_no_trans(void **state) {
+  run_layouts(state, false, false);
+}
+static void test_trans_a(void **state) {
+  run_layouts(state, true, false);
+}
+static void test_trans_b(void **state) {
+  run_layouts(state, false, true);
+}
+static void test_trans_both(void **state) {
+  run_layouts(state, true, true);
+}
+
+/* Every epilogue on both kernels (dot: trans_b with long K). */
+static void test_epilogues(void **state) {
+  fixture *f = *state;
+  for (int epi = 0; epi < 8; epi++)
+    for (int tb = 0; tb < 2; tb++) {
+      gemm_case c = {19, 37, 70, false, tb, epi, 16, 1};
+      check_case(f, &c);
+    }
+}
+
+/* AVX2- and SSE-sized vectors (the code still runs on an AVX-512 host). */
+static void test_vector_widths(void **state) {
+  fixture *f = *state;
+  for (int vw = 4; vw <= 8; vw *= 2)
+    for (int l = 0; l < 4; l++) {
+      gemm_case c = {23, 29, 41, l & 1, l >> 1, EPI_BIAS | EPI_RELU | (l == 3 ? EPI_ACC : 0),
+                     vw, 2};
+      check_case(f, &c);
+      gemm_case d = {4, 8, 8, l & 1, l >> 1, 0, vw, 0};
+      check_case(f, &d);
+    }
+}
+
+/* The products of the benchmark MLP (784-256-256-10, batch 64) and a
+ * convolution-sized one (K = 288, N = 64) with fewer rows. */
+static void test_model_shapes(void **state) {
+  fixture *f = *state;
+  const gemm_case cases[] = {
+      {64, 256, 784, false, true, EPI_BIAS | EPI_RELU, 16, 0},
+      {64, 256, 256, false, true, EPI_BIAS | EPI_RELU, 16, 0},
+      {64, 10, 256, false, true, EPI_BIAS, 16, 0},
+      {64, 256, 256, false, false, 0, 16, 0},
+      {64, 256, 10, false, false, 0, 16, 0},
+      {256, 784, 64, true, false, 0, 16, 0},
+      {256, 256, 64, true, false, EPI_ACC, 16, 0},
+      {10, 256, 64, true, false, 0, 16, 0},
+      {1000, 64, 288, false, false, EPI_BIAS | EPI_RELU, 16, 0},
+      {1000, 64, 288, false, true, EPI_BIAS | EPI_RELU, 16, 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    check_case(f, &cases[i]);
+}
+
+/* Long K is cut into blocks whose partial sums go through C: every layout,
+ * with 2 and 3+ blocks and a short last one, accumulate (C's old value
+ * starts the sum) and accumulate + ReLU (not blocked). */
+static void test_k_blocks(void **state) {
+  fixture *f = *state;
+  const int64_t ks[] = {1100, 1601};
+  for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++)
+    for (int l = 0; l < 4; l++)
+      for (int epi = 0; epi < 8; epi += 3) {
+        gemm_case c = {13, 37, ks[i], l & 1, l >> 1, epi, 16, 1};
+        check_case(f, &c);
+      }
+  const int epis[] = {EPI_BIAS | EPI_RELU, EPI_ACC | EPI_BIAS, EPI_ACC | EPI_RELU};
+  for (int i = 0; i < 3; i++) {
+    gemm_case c = {9, 11, 4200, false, true, epis[i], 16, 2}; /* dot, blocks of 2048 */
+    check_case(f, &c);
+  }
+}
+
+/* The zmm FMA micro-kernel is what the optimiser leaves in the assembly. */
+static void test_asm_has_zmm_fma(void **state) {
+  fixture *f = *state;
+  char err[512];
+  for (int tb = 0; tb < 2; tb++) {
+    gemm_case c = {64, 256, 784, false, tb, EPI_BIAS | EPI_RELU, 16, 0};
+    nnc_cg_gemm g = gemm_of(&c);
+    char *text = gemm_jit_asm(f->jit, &g, err, sizeof err);
+    if (!text) fail_msg("%s", err);
+    if (__builtin_cpu_supports("avx512f")) {
+      /* vfmadd231ps (%rax), %zmm1, %zmm2 or with an {1to16} broadcast */
+      bool found = false;
+      for (char *p = text; (p = strstr(p, "vfmadd")) && !found; p++) {
+        char *eol = strchr(p, '\n'), *z = strstr(p, "%zmm");
+        found = z && (!eol || z < eol) && strncmp(p + 9, "ps", 2) == 0;
+      }
+      assert_true(found);
+    }
+    free(text);
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_no_trans),        cmocka_unit_test(test_trans_a),
+      cmocka_unit_test(test_trans_b),         cmocka_unit_test(test_trans_both),
+      cmocka_unit_test(test_epilogues),       cmocka_unit_test(test_vector_widths),
+      cmocka_unit_test(test_model_shapes),    cmocka_unit_test(test_k_blocks),
+      cmocka_unit_test(test_asm_has_zmm_fma),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
