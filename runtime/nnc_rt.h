@@ -5,7 +5,7 @@
  * (where the kernels come from the JIT) and into standalone `-o train`
  * executables (where they come from an object file). It owns the thread pool,
  * data sets, batching, the RNG, parameter initialisation, the training loop,
- * progress output and (later) checkpoints.
+ * progress output, metrics logs and checkpoints.
  *
  * Contract with generated code. A compiled model is described by an
  * nnc_rt_model: one byte arena (the static memory plan) holding every tensor
@@ -39,8 +39,7 @@ typedef struct nnc_rt_error {
 
 /* Formats into err (if non-NULL) and returns -1, so callers can write
  * `return nnc_rt_fail(err, "...", ...);`. */
-int nnc_rt_fail(nnc_rt_error *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+int nnc_rt_fail(nnc_rt_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- Thread pool --------------------------------------------------------
  * A fixed pool of worker threads created once. Every thread in it (and the
@@ -99,6 +98,63 @@ int nnc_rt_load_idx(nnc_rt_dataset *ds, const char *images_path, const char *lab
                     float scale, nnc_rt_error *err);
 void nnc_rt_dataset_free(nnc_rt_dataset *ds);
 
+/* Loads a CSV file of numbers: one sample per row, one column the label.
+ * Errors name the file and the 1-based row (the line in the file) and
+ * column: "d.csv: row 3, column 2: expected a number, got 'abc'". */
+typedef struct nnc_rt_csv_opts {
+  int header;           /* 1: the first row is a header and is skipped */
+  int64_t label_column; /* 0-based; negative counts from the end (-1: last) */
+  int label_is_class;   /* 1: integer class labels >= 0; 0: an f32 target */
+} nnc_rt_csv_opts;
+int nnc_rt_load_csv(nnc_rt_dataset *ds, const char *path, const nnc_rt_csv_opts *opts,
+                    nnc_rt_error *err);
+
+/* Loads NumPy .npy files (format 1.0, 2.0, 3.0; dtypes <f4 <f8 |u1 <i4
+ * <i8; C order): features [n, ...] (a sample keeps the trailing shape) and
+ * labels [n] (class labels, whole numbers >= 0) or [n] / [n, k] targets.
+ * Errors name the file and the byte offset. */
+int nnc_rt_load_npy(nnc_rt_dataset *ds, const char *x_path, const char *y_path, int label_is_class,
+                    nnc_rt_error *err);
+
+/* Multiplies every feature by scale. */
+void nnc_rt_dataset_scale(nnc_rt_dataset *ds, float scale);
+
+/* Per-feature standardisation statistics (sample_size entries each). */
+typedef struct nnc_rt_norm_stats {
+  int64_t size;
+  float *mean, *std; /* std of a constant feature is stored as 1 */
+} nnc_rt_norm_stats;
+/* Mean and (population) standard deviation of each feature over ds. */
+int nnc_rt_norm_fit(nnc_rt_norm_stats *stats, const nnc_rt_dataset *ds, nnc_rt_error *err);
+/* x = (x - mean) / std for each feature. */
+int nnc_rt_norm_apply(const nnc_rt_norm_stats *stats, nnc_rt_dataset *ds, nnc_rt_error *err);
+void nnc_rt_norm_free(nnc_rt_norm_stats *stats);
+
+/* Moves round(fraction * n) samples, chosen by a shuffle seeded with seed,
+ * from train into val (a new data set); both keep their original order.
+ * 0 < fraction < 1 and both parts must be non-empty. */
+int nnc_rt_dataset_split(nnc_rt_dataset *train, nnc_rt_dataset *val, double fraction, uint64_t seed,
+                         nnc_rt_error *err);
+
+/* Image augmentation of training batches. Samples are [H, W] or [C, H, W]
+ * (leading dimensions count as channels); offsets fill with zeros. */
+enum nnc_rt_augment_kind {
+  NNC_RT_AUG_RANDOM_CROP, /* a = padding: pad by a zeros, crop back at random */
+  NNC_RT_AUG_HFLIP,       /* a = probability of mirroring left-right */
+  NNC_RT_AUG_SHIFT,       /* a = largest shift in pixels, each axis */
+  NNC_RT_AUG_NOISE,       /* a = std of added gaussian noise */
+};
+typedef struct nnc_rt_augment {
+  int kind; /* enum nnc_rt_augment_kind */
+  double a;
+} nnc_rt_augment;
+/* Checks that the augmentations fit samples of this shape. */
+int nnc_rt_augment_check(const nnc_rt_augment *aug, int naug, int rank, const int64_t *shape,
+                         nnc_rt_error *err);
+/* Augments one sample in place (scratch: sample_size floats). */
+void nnc_rt_augment_sample(const nnc_rt_augment *aug, int naug, int rank, const int64_t *shape,
+                           float *x, float *scratch, nnc_rt_rng *rng);
+
 /* ---- Compiled model ------------------------------------------------------- */
 typedef void (*nnc_rt_entry)(char *arena, nnc_rt_pool *pool);
 
@@ -135,20 +191,20 @@ typedef struct nnc_rt_tensor {
 } nnc_rt_tensor;
 
 typedef struct nnc_rt_model {
-  size_t arena_bytes;     /* size of the whole static memory plan */
-  int64_t batch;          /* compiled batch size */
-  int64_t sample_size;    /* f32 elements per input sample */
-  int64_t x_off;          /* f32[batch, sample_size] */
-  int64_t y_off;          /* i32[batch] labels or f32[batch, target_size] */
-  int label_is_class;     /* 1: i32 class labels; 0: f32 targets */
-  int64_t target_size;    /* f32 targets per sample, when !label_is_class */
-  int64_t num_classes;    /* model output width for classification */
-  int64_t loss_vec_off;   /* f32[batch]: per-sample loss, written by both steps */
-  int64_t correct_vec_off;/* f32[batch]: 1 if the sample was right, or -1 if none */
-  int64_t step_off;       /* f32 scalar input: optimizer step, 1-based */
-  int64_t epoch_off;      /* f32 scalar input: epoch, 0-based */
-  int64_t seed_off;       /* u32 scalar input: seed for dropout masks */
-  int64_t lr_off;         /* f32 scalar output of the schedule: learning rate used */
+  size_t arena_bytes;      /* size of the whole static memory plan */
+  int64_t batch;           /* compiled batch size */
+  int64_t sample_size;     /* f32 elements per input sample */
+  int64_t x_off;           /* f32[batch, sample_size] */
+  int64_t y_off;           /* i32[batch] labels or f32[batch, target_size] */
+  int label_is_class;      /* 1: i32 class labels; 0: f32 targets */
+  int64_t target_size;     /* f32 targets per sample, when !label_is_class */
+  int64_t num_classes;     /* model output width for classification */
+  int64_t loss_vec_off;    /* f32[batch]: per-sample loss, written by both steps */
+  int64_t correct_vec_off; /* f32[batch]: 1 if the sample was right, or -1 if none */
+  int64_t step_off;        /* f32 scalar input: optimizer step, 1-based */
+  int64_t epoch_off;       /* f32 scalar input: epoch, 0-based */
+  int64_t seed_off;        /* u32 scalar input: seed for dropout masks */
+  int64_t lr_off;          /* f32 scalar output of the schedule: learning rate used */
   int ntensors;
   const nnc_rt_tensor *tensors;
   nnc_rt_entry train_step; /* forward, backward, update for one batch */
@@ -159,6 +215,108 @@ typedef struct nnc_rt_model {
  * drawing from rng (so the same seed gives the same weights). */
 void nnc_rt_init_tensors(const nnc_rt_model *m, char *arena, nnc_rt_rng *rng);
 
+/* ---- Checkpoints (safetensors) -------------------------------------------
+ * A checkpoint is a safetensors file: an 8-byte little-endian header length,
+ * a JSON header {"name": {"dtype": "F32", "shape": [..], "data_offsets":
+ * [begin, end]}, ..., "__metadata__": {"key": "value", ...}}, then the raw
+ * little-endian data. See docs/runtime.md for the metadata keys. */
+
+/* A tensor that lives outside the arena (f32, row-major). */
+typedef struct nnc_rt_named_tensor {
+  const char *name;
+  int rank;
+  int64_t shape[NNC_RT_MAX_RANK];
+  float *data;
+} nnc_rt_named_tensor;
+
+/* Failure injection for the checkpoint writer: before each write-class
+ * system call (open, write, fsync, close, rename, directory fsync; `call`
+ * counts them from 0 within one save) fail() is asked; a nonzero return is
+ * an errno value and the call fails with it as if the system had (ENOSPC:
+ * disk full). NULL hooks: no injection. */
+typedef struct nnc_rt_io_hooks {
+  int (*fail)(void *user, int64_t call, const char *what);
+  void *user;
+} nnc_rt_io_hooks;
+
+/* Where a training run stands; saved in and restored from checkpoints. */
+typedef struct nnc_rt_train_state {
+  int64_t epoch;          /* completed epochs */
+  int64_t step;           /* completed optimizer steps */
+  uint64_t seed;          /* the run's seed */
+  nnc_rt_rng shuffle_rng; /* as it stands before epoch `epoch` is shuffled */
+  nnc_rt_rng augment_rng;
+  double best_metric; /* best watched metric so far (NaN: none) */
+  int64_t best_epoch; /* 1-based epoch that reached it, 0: none */
+  int64_t wait;       /* epochs since the last improvement */
+  double wall_s;      /* wall time of the run so far, seconds */
+  char model_hash[128];
+} nnc_rt_train_state;
+
+typedef struct nnc_rt_ckpt_save_opts {
+  const nnc_rt_train_state *state; /* NULL: weights only, no training position */
+  const char *model_hash;          /* NULL: state->model_hash or "" */
+  const nnc_rt_named_tensor *extra;
+  int nextra;
+  const nnc_rt_io_hooks *io;
+} nnc_rt_ckpt_save_opts;
+
+/* Writes every persistent tensor of m (params, frozen, buffers, optimizer
+ * state) by name, the extra tensors, and the metadata, atomically: the data
+ * goes to "path.tmp.<pid>", is flushed and fsynced, renamed over path, and
+ * the folder is fsynced. On failure before the rename the temporary file is
+ * removed and an existing file at path is untouched. */
+int nnc_rt_checkpoint_save(const char *path, const nnc_rt_model *m, const char *arena,
+                           const nnc_rt_ckpt_save_opts *opts, nnc_rt_error *err);
+
+typedef struct nnc_rt_ckpt_load_opts {
+  int weights_only;        /* 1: params, frozen and buffers only (transfer learning);
+                              0: also optimizer state (resume) */
+  const char *const *only; /* fnmatch globs over model tensor names; none: all */
+  int nonly;
+  const char *strip_prefix;   /* renames file names: drop this prefix, */
+  const char *add_prefix;     /* then add this one */
+  nnc_rt_named_tensor *extra; /* also filled from the file when present */
+  int nextra;
+  /* Called with each problem line (mismatch, missing, extra) so a driver can
+   * print them all; err holds as many as fit. */
+  void (*on_problem)(void *user, const char *line);
+  void *user;
+} nnc_rt_ckpt_load_opts;
+
+/* Loads the selected tensors of m from the safetensors file at path into
+ * arena (F32 or F64, converted). Either every selected tensor loads or none
+ * does: a selected tensor missing from the file, a shape mismatch, or
+ * (with no `only` globs) a file tensor the model lacks is an error naming
+ * it; with globs, file tensors outside the selection are ignored. state,
+ * when non-NULL, receives the training position from the metadata (zeros
+ * and a NaN best_metric when the file has none; has_state says which). */
+int nnc_rt_checkpoint_load(const char *path, const nnc_rt_model *m, char *arena,
+                           const nnc_rt_ckpt_load_opts *opts, nnc_rt_train_state *state,
+                           int *has_state, nnc_rt_error *err);
+
+/* "run.safetensors" -> "run.best.safetensors"; "run" -> "run.best". */
+int nnc_rt_checkpoint_best_path(char *buf, size_t size, const char *path);
+
+/* ---- Metrics log and plot ------------------------------------------------- */
+/* Reads a metrics log written by nnc_rt_train and draws its epoch rows as an
+ * SVG: loss (and accuracy, when logged) of training and validation against
+ * the epoch. The later row wins where a resumed run repeats an epoch. */
+int nnc_rt_log_plot(const char *log_path, const char *svg_path, nnc_rt_error *err);
+/* "run.csv" -> "run.svg" (the extension replaced, or ".svg" appended). */
+int nnc_rt_log_svg_path(char *buf, size_t size, const char *log_path);
+
+/* ---- Training loop ------------------------------------------------------- */
+enum nnc_rt_metric { NNC_RT_METRIC_LOSS, NNC_RT_METRIC_ACCURACY };
+
+typedef struct nnc_rt_train_result {
+  int64_t epochs_run; /* epochs trained by this call */
+  int64_t last_epoch; /* completed epochs in total (resumed ones included) */
+  int stopped_early;  /* early stopping ended the run */
+  double best_metric; /* best watched metric (NaN: none) */
+  int64_t best_epoch; /* 1-based */
+} nnc_rt_train_result;
+
 /* ---- Training loop ------------------------------------------------------- */
 typedef struct nnc_rt_train_opts {
   int64_t epochs;
@@ -166,6 +324,38 @@ typedef struct nnc_rt_train_opts {
   int shuffle;     /* reshuffle the training set each epoch */
   FILE *progress;  /* where the progress line goes (stderr); NULL: silent */
   int interactive; /* 1: redraw one live line (a terminal); 0: plain lines */
+  /* ---- Fields below were added after the first ABI; all default to off. */
+  /* Augmentation of each training batch (not of evaluation), in order, from
+   * a seeded stream saved in checkpoints. Needs samples of rank >= 2. */
+  const nnc_rt_augment *augment;
+  int naugment;
+  /* The watched metric, for early stopping and keep_best: the evaluation
+   * set's (val) metric, or the training metric when val is NULL. */
+  int watch_metric; /* enum nnc_rt_metric */
+  int early_stop;   /* 1: stop after `patience` epochs without improvement */
+  int64_t patience; /* epochs */
+  double min_delta; /* an improvement must exceed this */
+  /* Metrics log: .csv, or JSON lines for .jsonl/.json; one row per epoch,
+   * plus one every log_every_steps steps when > 0. An SVG of the curves is
+   * written next to it (run.csv -> run.svg) when training ends. */
+  const char *log_path;
+  int64_t log_every_steps;
+  /* Checkpoints (safetensors): after every checkpoint_every epochs (0 counts
+   * as 1) and after the last; keep_best also writes the best epoch so far by
+   * the watched metric to the path with ".best" before the extension. */
+  const char *checkpoint_path;
+  int64_t checkpoint_every;
+  int keep_best;
+  const char *model_hash; /* stored in checkpoints, checked on resume; NULL: "" */
+  /* Tensors outside the arena saved with (and restored from) checkpoints,
+   * e.g. the standardisation statistics. */
+  const nnc_rt_named_tensor *extra;
+  int nextra;
+  /* Continue from this checkpoint: weights, optimizer state, step, epoch,
+   * RNG streams, early-stopping state. epochs stays the total count. */
+  const char *resume_path;
+  const nnc_rt_io_hooks *io;   /* checkpoint write-failure injection (tests) */
+  nnc_rt_train_result *result; /* filled when non-NULL */
 } nnc_rt_train_opts;
 
 typedef struct nnc_rt_epoch_stats {
@@ -181,14 +371,13 @@ typedef void (*nnc_rt_epoch_cb)(void *user, const nnc_rt_epoch_stats *stats);
 /* Trains m on train (the last partial batch of each epoch is dropped) and
  * evaluates on val (all samples, the last batch padded and masked) after
  * every epoch. arena must hold arena_bytes, already initialised. */
-int nnc_rt_train(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool,
-                 const nnc_rt_dataset *train, const nnc_rt_dataset *val,
-                 const nnc_rt_train_opts *opts, nnc_rt_epoch_cb cb, void *user,
-                 nnc_rt_error *err);
+int nnc_rt_train(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nnc_rt_dataset *train,
+                 const nnc_rt_dataset *val, const nnc_rt_train_opts *opts, nnc_rt_epoch_cb cb,
+                 void *user, nnc_rt_error *err);
 
 /* Evaluates m on ds with eval_step: mean loss and accuracy over all samples. */
-int nnc_rt_evaluate(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool,
-                    const nnc_rt_dataset *ds, double *loss, double *acc, nnc_rt_error *err);
+int nnc_rt_evaluate(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nnc_rt_dataset *ds,
+                    double *loss, double *acc, nnc_rt_error *err);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,9 @@
 /* rt_internal.h: declarations shared between runtime files and not part of
  * the public interface in nnc_rt.h: the monotonic clock and the progress
- * display used by the training loop (progress.c). Nothing outside runtime/
- * (and its tests) should include this. */
+ * display used by the training loop (progress.c), the small JSON parser
+ * (json.c) read by the checkpoint loader and the log plotter, the safetensors
+ * file layer (safetensors.c) and the metrics log writer (metrics_log.c).
+ * Nothing outside runtime/ (and its tests) should include this. */
 #ifndef NNC_RT_INTERNAL_H
 #define NNC_RT_INTERNAL_H
 
@@ -40,5 +42,121 @@ void nnc_rt_progress_end_epoch(nnc_rt_progress *p, const nnc_rt_epoch_stats *s);
 /* Formats the summary line of s (no newline) into buf. */
 void nnc_rt_progress_format_epoch(char *buf, size_t size, const nnc_rt_progress *p,
                                   const nnc_rt_epoch_stats *s);
+
+/* ---- JSON (json.c) ----
+ * A parsed JSON value. Numbers keep their double value and, when written as
+ * an integer that fits, the exact int64. Every value records the byte
+ * offset where it starts (text offset + the base given to the parser). */
+typedef enum nnc_rt_json_kind {
+  NNC_RT_JSON_NULL,
+  NNC_RT_JSON_BOOL,
+  NNC_RT_JSON_NUMBER,
+  NNC_RT_JSON_STRING,
+  NNC_RT_JSON_ARRAY,
+  NNC_RT_JSON_OBJECT,
+} nnc_rt_json_kind;
+
+typedef struct nnc_rt_json {
+  nnc_rt_json_kind kind;
+  int64_t offset;
+  int boolean;
+  double number;
+  int is_integer; /* an integer literal within int64 */
+  int64_t integer;
+  char *string;              /* STRING: decoded UTF-8, no NUL inside */
+  int n;                     /* ARRAY, OBJECT: number of members */
+  struct nnc_rt_json *items; /* ARRAY, OBJECT: the values */
+  char **keys;               /* OBJECT: the keys */
+} nnc_rt_json;
+
+/* Parses exactly one JSON value filling text[0, len) (whitespace around it
+ * allowed). Errors read "path: byte N: ..." with N = base + offset. */
+int nnc_rt_json_parse(nnc_rt_json *v, const char *text, size_t len, int64_t base, const char *path,
+                      nnc_rt_error *err);
+void nnc_rt_json_free(nnc_rt_json *v);
+/* The member named key of an object, or NULL. */
+const nnc_rt_json *nnc_rt_json_get(const nnc_rt_json *obj, const char *key);
+/* Appends s as a JSON string literal (quotes and escapes) to buf; returns
+ * the length the full result would have, like snprintf. */
+size_t nnc_rt_json_quote(char *buf, size_t size, size_t len, const char *s);
+
+/* ---- Whole files ---- */
+/* Reads the whole file into a malloc'd buffer (NUL-terminated). */
+int nnc_rt_read_file(const char *path, char **data, size_t *len, nnc_rt_error *err);
+
+/* ---- Safetensors files (safetensors.c) ---- */
+typedef enum nnc_rt_st_dtype { NNC_RT_ST_F32, NNC_RT_ST_F64, NNC_RT_ST_OTHER } nnc_rt_st_dtype;
+
+typedef struct nnc_rt_st_entry {
+  const char *name; /* points into the parsed header */
+  nnc_rt_st_dtype dtype;
+  const char *dtype_name;
+  int rank;
+  int64_t shape[NNC_RT_MAX_RANK];
+  int64_t begin, end; /* byte range in the data section */
+} nnc_rt_st_entry;
+
+typedef struct nnc_rt_st_file {
+  char *bytes; /* the whole file */
+  size_t len;
+  int64_t data_start; /* 8 + header length */
+  nnc_rt_json header;
+  nnc_rt_st_entry *entries;
+  int nentries;
+  const nnc_rt_json *metadata; /* the __metadata__ object, or NULL */
+} nnc_rt_st_file;
+
+/* Reads and validates a safetensors file: header length limits, JSON
+ * syntax, each entry's dtype/shape/offsets against the data section. */
+int nnc_rt_st_read(nnc_rt_st_file *f, const char *path, nnc_rt_error *err);
+void nnc_rt_st_free(nnc_rt_st_file *f);
+const nnc_rt_st_entry *nnc_rt_st_find(const nnc_rt_st_file *f, const char *name);
+/* A metadata string, or NULL. */
+const char *nnc_rt_st_meta(const nnc_rt_st_file *f, const char *key);
+/* Copies an entry's data into dst as f32 (F32 copied, F64 converted). */
+void nnc_rt_st_read_f32(const nnc_rt_st_file *f, const nnc_rt_st_entry *e, float *dst);
+
+/* One tensor to write. */
+typedef struct nnc_rt_st_out {
+  const char *name;
+  int rank;
+  const int64_t *shape;
+  const float *data;
+} nnc_rt_st_out;
+
+/* Writes tensors and metadata (nmeta key/value pairs) atomically to path
+ * (temporary file, fsync, rename, folder fsync); see nnc_rt_io_hooks. */
+int nnc_rt_st_write(const char *path, const nnc_rt_st_out *t, int nt, const char *const *meta,
+                    int nmeta, const nnc_rt_io_hooks *io, nnc_rt_error *err);
+
+/* ---- Metrics log (metrics_log.c) ---- */
+typedef struct nnc_rt_log_row {
+  int is_epoch;        /* 1: an epoch summary; 0: a step row */
+  int64_t epoch, step; /* epoch 1-based; step: global steps done */
+  double loss, acc;    /* NaN: not reported */
+  double val_loss, val_acc;
+  double lr, samples_per_s, wall_s;
+} nnc_rt_log_row;
+
+typedef struct nnc_rt_log {
+  FILE *f;
+  const char *path;
+  int jsonl;
+} nnc_rt_log;
+
+/* Opens path (.csv, .jsonl or .json) for writing, or for appending when
+ * append (a resumed run): a CSV header is written only into an empty file. */
+int nnc_rt_log_open(nnc_rt_log *log, const char *path, int append, nnc_rt_error *err);
+/* Writes one row and flushes it. */
+int nnc_rt_log_write(nnc_rt_log *log, const nnc_rt_log_row *row, nnc_rt_error *err);
+int nnc_rt_log_close(nnc_rt_log *log, nnc_rt_error *err);
+/* Reads the epoch rows back (nnc_rt_log_plot's input); later duplicates of
+ * an epoch replace earlier ones; sorted by epoch. */
+int nnc_rt_log_read_epochs(const char *path, nnc_rt_log_row **rows, int *nrows, nnc_rt_error *err);
+
+/* ---- Augmentation stream ---- */
+/* Augments rows [0, rows) of a batch at x (rank/shape of one sample). */
+void nnc_rt_augment_batch(const nnc_rt_augment *aug, int naug, int rank, const int64_t *shape,
+                          float *x, int64_t rows, float *scratch, nnc_rt_rng *rng);
 
 #endif

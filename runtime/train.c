@@ -15,8 +15,20 @@
  * floor(n / batch) steps; the last partial batch is dropped. A non-finite
  * loss stops training with an error. Evaluation covers every sample: the
  * last batch is padded with zero samples (label 0) and only its first
- * `valid` results count. The only allocation is the permutation, made once
- * before the first step.
+ * `valid` results count. The only allocations are the permutation and the
+ * augmentation scratch, made once before the first step.
+ *
+ * Around the loop (all optional, from nnc_rt_train_opts): augmentation of
+ * each training batch from a second seeded stream; a watched metric (the
+ * evaluation set's loss or accuracy, or the training set's when there is
+ * none) driving early stopping (stop when `patience` epochs in a row fail
+ * to improve on the best by more than min_delta) and keep_best; a metrics
+ * log (metrics_log.c) and its SVG (plot.c); checkpoints (checkpoint.c) at
+ * epoch ends. The whole position of a run — completed epochs and steps, both
+ * RNG streams as they stand before the next epoch's shuffle, early-stopping
+ * state, wall time — is one nnc_rt_train_state, saved with every checkpoint
+ * and restored by resume_path, so a resumed run computes exactly what the
+ * uninterrupted one would have.
  */
 #include "rt_internal.h"
 
@@ -24,8 +36,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Keeps the shuffle stream apart from any other use of the same seed. */
+/* Keep the shuffle and augmentation streams apart from any other use of
+ * the same seed. */
 static const uint64_t SHUFFLE_SEED_SALT = UINT64_C(0x5348554646C3A7E5);
+static const uint64_t AUGMENT_SEED_SALT = UINT64_C(0x4155474D454E5421);
 
 static int check_dataset(const nnc_rt_model *m, const nnc_rt_dataset *ds, const char *what,
                          nnc_rt_error *err) {
@@ -119,33 +133,228 @@ int nnc_rt_evaluate(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const
   return 0;
 }
 
+/* One training run: everything the epoch and step functions share. */
+typedef struct run {
+  const nnc_rt_model *m;
+  char *arena;
+  nnc_rt_pool *pool;
+  const nnc_rt_dataset *train, *val;
+  const nnc_rt_train_opts *o;
+  int64_t steps; /* per epoch */
+  int64_t *perm;
+  float *scratch; /* one sample, for augmentation */
+  nnc_rt_train_state st;
+  nnc_rt_progress progress;
+  nnc_rt_log log;
+  double t0; /* nnc_rt_now() at the start, less the wall time of resumed epochs */
+  double lr; /* as the model last reported it; NaN: it does not */
+  /* The window of the next step row of the log. */
+  double win_loss, win_correct, win_start;
+  int64_t win_samples;
+  nnc_rt_error *err;
+} run;
+
+static double read_lr(const run *r) {
+  float lr;
+  if (r->m->lr_off < 0) return NAN;
+  memcpy(&lr, r->arena + r->m->lr_off, sizeof lr);
+  return lr;
+}
+
+/* A step row of the log every log_every_steps steps. */
+static int log_step(run *r, int64_t epoch, double loss, double correct) {
+  r->win_loss += loss, r->win_correct += correct, r->win_samples += r->m->batch;
+  if (r->o->log_every_steps <= 0 || r->st.step % r->o->log_every_steps) return 0;
+  double now = nnc_rt_now(), n = (double)r->win_samples;
+  nnc_rt_log_row row = {.epoch = epoch + 1,
+                        .step = r->st.step,
+                        .loss = r->win_loss / n,
+                        .acc = r->m->correct_vec_off >= 0 ? r->win_correct / n : NAN,
+                        .val_loss = NAN,
+                        .val_acc = NAN,
+                        .lr = r->lr,
+                        .samples_per_s = nnc_rt_samples_per_s(r->win_samples, now - r->win_start),
+                        .wall_s = now - r->t0};
+  r->win_loss = r->win_correct = 0, r->win_samples = 0, r->win_start = now;
+  return nnc_rt_log_write(&r->log, &row, r->err);
+}
+
 /* One training epoch; fills the train_* fields of st. */
-static int train_epoch(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool,
-                       const nnc_rt_dataset *train, const nnc_rt_train_opts *opts, int64_t epoch,
-                       const int64_t *perm, nnc_rt_progress *progress, nnc_rt_epoch_stats *st,
-                       nnc_rt_error *err) {
-  int64_t steps = train->n / m->batch;
+static int train_epoch(run *r, int64_t epoch, nnc_rt_epoch_stats *st) {
+  const nnc_rt_model *m = r->m;
   double loss_sum = 0, correct_sum = 0, start = nnc_rt_now();
-  for (int64_t s = 0; s < steps; s++) {
-    const int64_t *rows = perm + s * m->batch;
-    for (int64_t r = 0; r < m->batch; r++)
-      put_sample(m, arena, train, r, rows[r]);
-    set_scalars(m, arena, epoch * steps + s + 1, epoch, opts->seed);
-    m->train_step(arena, pool);
-    double batch_loss = 0;
-    batch_sums(m, arena, m->batch, &batch_loss, &correct_sum);
+  r->win_start = start;
+  for (int64_t s = 0; s < r->steps; s++) {
+    const int64_t *rows = r->perm + s * m->batch;
+    for (int64_t i = 0; i < m->batch; i++)
+      put_sample(m, r->arena, r->train, i, rows[i]);
+    if (r->o->naugment > 0)
+      nnc_rt_augment_batch(r->o->augment, r->o->naugment, r->train->rank, r->train->shape,
+                           (float *)(r->arena + m->x_off), m->batch, r->scratch,
+                           &r->st.augment_rng);
+    set_scalars(m, r->arena, epoch * r->steps + s + 1, epoch, r->st.seed);
+    m->train_step(r->arena, r->pool);
+    double batch_loss = 0, batch_correct = 0;
+    batch_sums(m, r->arena, m->batch, &batch_loss, &batch_correct);
     if (!isfinite(batch_loss))
-      return nnc_rt_fail(err, "loss became NaN/inf at epoch %lld step %lld/%lld (global step %lld)",
-                         (long long)epoch + 1, (long long)s + 1, (long long)steps,
-                         (long long)(epoch * steps + s + 1));
+      return nnc_rt_fail(r->err,
+                         "loss became NaN/inf at epoch %lld step %lld/%lld (global step %lld)",
+                         (long long)epoch + 1, (long long)s + 1, (long long)r->steps,
+                         (long long)(epoch * r->steps + s + 1));
     loss_sum += batch_loss;
-    nnc_rt_progress_step(progress, s + 1, loss_sum, correct_sum, (s + 1) * m->batch);
+    correct_sum += batch_correct;
+    r->st.step = epoch * r->steps + s + 1;
+    r->lr = read_lr(r);
+    if (log_step(r, epoch, batch_loss, batch_correct)) return -1;
+    nnc_rt_progress_step(&r->progress, s + 1, loss_sum, correct_sum, (s + 1) * m->batch);
   }
-  double seconds = nnc_rt_now() - start, samples = (double)(steps * m->batch);
+  double seconds = nnc_rt_now() - start, samples = (double)(r->steps * m->batch);
   st->train_loss = loss_sum / samples;
   st->train_acc = m->correct_vec_off >= 0 ? correct_sum / samples : NAN;
-  st->samples_per_s = nnc_rt_samples_per_s(steps * m->batch, seconds);
+  st->samples_per_s = nnc_rt_samples_per_s(r->steps * m->batch, seconds);
   return 0;
+}
+
+/* The watched metric of an epoch; updates best/wait. Returns 1 if it
+ * improved on the best so far. */
+static int watch(run *r, const nnc_rt_epoch_stats *s) {
+  int acc = r->o->watch_metric == NNC_RT_METRIC_ACCURACY, has_val = r->val && r->val->n > 0;
+  double v = acc ? (has_val ? s->val_acc : s->train_acc) : (has_val ? s->val_loss : s->train_loss);
+  double best = r->st.best_metric, d = r->o->min_delta;
+  int improved = isnan(best) || (acc ? v > best + d : v < best - d);
+  if (improved) {
+    r->st.best_metric = v;
+    r->st.best_epoch = s->epoch + 1;
+    r->st.wait = 0;
+  } else {
+    r->st.wait++;
+  }
+  return improved;
+}
+
+static int save(run *r, const char *path) {
+  r->st.wall_s = nnc_rt_now() - r->t0;
+  nnc_rt_ckpt_save_opts so = {.state = &r->st,
+                              .model_hash = r->o->model_hash,
+                              .extra = r->o->extra,
+                              .nextra = r->o->nextra,
+                              .io = r->o->io};
+  return nnc_rt_checkpoint_save(path, r->m, r->arena, &so, r->err);
+}
+
+/* After epoch `epoch` (0-based) finished: log, watch, checkpoint. Sets
+ * *stop when early stopping ends the run. */
+static int end_epoch(run *r, const nnc_rt_epoch_stats *s, int *stop) {
+  const nnc_rt_train_opts *o = r->o;
+  r->st.epoch = s->epoch + 1;
+  nnc_rt_log_row row = {.is_epoch = 1,
+                        .epoch = s->epoch + 1,
+                        .step = r->st.step,
+                        .loss = s->train_loss,
+                        .acc = s->train_acc,
+                        .val_loss = s->val_loss,
+                        .val_acc = s->val_acc,
+                        .lr = r->lr,
+                        .samples_per_s = s->samples_per_s,
+                        .wall_s = nnc_rt_now() - r->t0};
+  if (nnc_rt_log_write(&r->log, &row, r->err)) return -1;
+  int improved = watch(r, s);
+  *stop = o->early_stop && !improved && r->st.wait >= o->patience;
+  if (!o->checkpoint_path) return 0;
+  int64_t every = o->checkpoint_every > 0 ? o->checkpoint_every : 1;
+  if (r->st.epoch % every == 0 || r->st.epoch == o->epochs || *stop)
+    if (save(r, o->checkpoint_path)) return -1;
+  if (o->keep_best && improved) {
+    char best[4096];
+    if (nnc_rt_checkpoint_best_path(best, sizeof best, o->checkpoint_path))
+      return nnc_rt_fail(r->err, "%s: path too long", o->checkpoint_path);
+    if (save(r, best)) return -1;
+  }
+  return 0;
+}
+
+static int check_opts(const nnc_rt_model *m, const nnc_rt_dataset *train,
+                      const nnc_rt_train_opts *o, nnc_rt_error *err) {
+  if (o->epochs < 0) return nnc_rt_fail(err, "negative epoch count %lld", (long long)o->epochs);
+  if (nnc_rt_augment_check(o->augment, o->naugment, train->rank, train->shape, err)) return -1;
+  if ((o->early_stop || o->keep_best) && o->watch_metric == NNC_RT_METRIC_ACCURACY &&
+      m->correct_vec_off < 0)
+    return nnc_rt_fail(err, "accuracy is watched, but the model does not report accuracy");
+  if (o->keep_best && !o->checkpoint_path)
+    return nnc_rt_fail(err, "keep_best needs a checkpoint path");
+  if (o->early_stop && o->patience < 0)
+    return nnc_rt_fail(err, "negative patience %lld", (long long)o->patience);
+  return 0;
+}
+
+/* Restores the run's position from o->resume_path. */
+static int resume(run *r) {
+  const nnc_rt_train_opts *o = r->o;
+  nnc_rt_ckpt_load_opts lo = {.extra = (nnc_rt_named_tensor *)o->extra, .nextra = o->nextra};
+  int has_state;
+  nnc_rt_train_state st;
+  if (nnc_rt_checkpoint_load(o->resume_path, r->m, r->arena, &lo, &st, &has_state, r->err))
+    return -1;
+  const char *hash = o->model_hash ? o->model_hash : "";
+  if (!has_state)
+    return nnc_rt_fail(r->err, "%s: holds weights only, no training position to resume from",
+                       o->resume_path);
+  if (*hash && *st.model_hash && strcmp(hash, st.model_hash) != 0)
+    return nnc_rt_fail(r->err, "%s: written by a different model (model hash %s, this one %s)",
+                       o->resume_path, st.model_hash, hash);
+  if (st.step != st.epoch * r->steps)
+    return nnc_rt_fail(r->err,
+                       "%s: stopped at step %lld after %lld epochs, which does not fit %lld steps "
+                       "per epoch (was the data set or batch size changed?)",
+                       o->resume_path, (long long)st.step, (long long)st.epoch,
+                       (long long)r->steps);
+  r->st = st;
+  return 0;
+}
+
+static void init_state(run *r) {
+  nnc_rt_train_state *st = &r->st;
+  memset(st, 0, sizeof *st);
+  st->seed = r->o->seed;
+  nnc_rt_rng_seed(&st->shuffle_rng, r->o->seed ^ SHUFFLE_SEED_SALT);
+  nnc_rt_rng_seed(&st->augment_rng, r->o->seed ^ AUGMENT_SEED_SALT);
+  st->best_metric = NAN;
+  snprintf(st->model_hash, sizeof st->model_hash, "%s", r->o->model_hash ? r->o->model_hash : "");
+}
+
+static int run_epochs(run *r, nnc_rt_epoch_cb cb, void *user) {
+  const nnc_rt_train_opts *o = r->o;
+  int stop = 0;
+  for (int64_t epoch = r->st.epoch; epoch < o->epochs && !stop; epoch++) {
+    double start = nnc_rt_now();
+    nnc_rt_progress_begin_epoch(&r->progress, epoch);
+    for (int64_t i = 0; i < r->train->n; i++)
+      r->perm[i] = i;
+    if (o->shuffle) nnc_rt_rng_shuffle(&r->st.shuffle_rng, r->perm, r->train->n);
+    nnc_rt_epoch_stats st = {.epoch = epoch, .val_loss = NAN, .val_acc = NAN};
+    if (train_epoch(r, epoch, &st)) return -1;
+    if (r->val && r->val->n > 0 &&
+        nnc_rt_evaluate(r->m, r->arena, r->pool, r->val, &st.val_loss, &st.val_acc, r->err))
+      return -1;
+    st.seconds = nnc_rt_now() - start;
+    nnc_rt_progress_end_epoch(&r->progress, &st);
+    if (cb) cb(user, &st);
+    if (end_epoch(r, &st, &stop)) return -1;
+    if (o->result) o->result->epochs_run++, o->result->stopped_early = stop;
+  }
+  return 0;
+}
+
+/* Closes the log and draws its SVG; keeps the first error. */
+static int finish_log(run *r, int rc) {
+  nnc_rt_error local, *err = rc ? &local : r->err;
+  if (!r->log.f) return rc;
+  if (nnc_rt_log_close(&r->log, err)) return -1;
+  char svg[4096];
+  if (nnc_rt_log_svg_path(svg, sizeof svg, r->o->log_path))
+    return rc ? rc : nnc_rt_fail(err, "%s: path too long", r->o->log_path);
+  if (nnc_rt_log_plot(r->o->log_path, svg, err)) return -1;
+  return rc;
 }
 
 int nnc_rt_train(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nnc_rt_dataset *train,
@@ -154,39 +363,37 @@ int nnc_rt_train(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nn
   nnc_rt_train_opts defaults = {.epochs = 1, .shuffle = 1};
   if (!opts) opts = &defaults;
   if (m->batch < 1) return nnc_rt_fail(err, "model batch size %lld < 1", (long long)m->batch);
-  if (opts->epochs < 0)
-    return nnc_rt_fail(err, "negative epoch count %lld", (long long)opts->epochs);
+  if (check_opts(m, train, opts, err)) return -1;
   if (check_dataset(m, train, "training", err)) return -1;
   if (val && check_dataset(m, val, "validation", err)) return -1;
-  int64_t steps = train->n / m->batch;
-  if (steps == 0)
+  run r = {.m = m, .arena = arena, .pool = pool, .train = train, .val = val, .o = opts, .err = err};
+  r.steps = train->n / m->batch;
+  r.lr = NAN;
+  if (r.steps == 0)
     return nnc_rt_fail(err, "training set has %lld samples, fewer than one batch of %lld",
                        (long long)train->n, (long long)m->batch);
-  int64_t *perm = malloc((size_t)train->n * sizeof *perm);
-  if (!perm)
+  if (opts->result) *opts->result = (nnc_rt_train_result){.best_metric = NAN};
+  init_state(&r);
+  if (opts->resume_path && resume(&r)) return -1;
+  r.perm = malloc((size_t)train->n * sizeof *r.perm);
+  r.scratch = malloc((size_t)m->sample_size * sizeof *r.scratch + 1);
+  if (!r.perm || !r.scratch) {
+    free(r.perm), free(r.scratch);
     return nnc_rt_fail(err, "out of memory for a permutation of %lld samples", (long long)train->n);
-  nnc_rt_rng rng;
-  nnc_rt_rng_seed(&rng, opts->seed ^ SHUFFLE_SEED_SALT);
-  nnc_rt_progress progress;
-  nnc_rt_progress_init(&progress, opts->progress, opts->interactive, opts->epochs, steps, m->batch,
-                       m->correct_vec_off >= 0);
-  nnc_rt_set_ftz_daz();
-  int rc = 0;
-  for (int64_t epoch = 0; epoch < opts->epochs && rc == 0; epoch++) {
-    double start = nnc_rt_now();
-    nnc_rt_progress_begin_epoch(&progress, epoch);
-    for (int64_t i = 0; i < train->n; i++)
-      perm[i] = i;
-    if (opts->shuffle) nnc_rt_rng_shuffle(&rng, perm, train->n);
-    nnc_rt_epoch_stats st = {.epoch = epoch, .val_loss = NAN, .val_acc = NAN};
-    rc = train_epoch(m, arena, pool, train, opts, epoch, perm, &progress, &st, err);
-    if (rc == 0 && val && val->n > 0)
-      rc = nnc_rt_evaluate(m, arena, pool, val, &st.val_loss, &st.val_acc, err);
-    if (rc) break;
-    st.seconds = nnc_rt_now() - start;
-    nnc_rt_progress_end_epoch(&progress, &st);
-    if (cb) cb(user, &st);
   }
-  free(perm);
+  r.t0 = nnc_rt_now() - r.st.wall_s;
+  int rc = opts->log_path ? nnc_rt_log_open(&r.log, opts->log_path, r.st.epoch > 0, err) : 0;
+  nnc_rt_progress_init(&r.progress, opts->progress, opts->interactive, opts->epochs, r.steps,
+                       m->batch, m->correct_vec_off >= 0);
+  nnc_rt_set_ftz_daz();
+  if (rc == 0) rc = run_epochs(&r, cb, user);
+  rc = finish_log(&r, rc);
+  if (opts->result) {
+    opts->result->last_epoch = r.st.epoch;
+    opts->result->best_metric = r.st.best_metric;
+    opts->result->best_epoch = r.st.best_epoch;
+  }
+  free(r.perm);
+  free(r.scratch);
   return rc;
 }

@@ -1,0 +1,144 @@
+/* dataset.c: transformations of a loaded nnc_rt_dataset, applied by the
+ * driver after loading (IDX, CSV or NPY) and before training: scaling,
+ * standardisation and the validation split.
+ *
+ * Standardisation statistics are fitted on one set (the training split,
+ * after the validation split is taken off, so validation data never leaks
+ * into them) and applied to every set; they are returned to the caller so
+ * they can be saved with a checkpoint (as extra tensors) and applied again
+ * at inference. Means and standard deviations are computed in double,
+ * two-pass; the standard deviation is the population one (divide by n, as
+ * scikit-learn's StandardScaler) and a constant feature keeps std 1.
+ *
+ * The split draws a permutation from an RNG seeded only by the caller's
+ * seed, so the same seed always gives the same validation samples; both
+ * parts keep the samples in their original relative order.
+ */
+#include "rt_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Keeps the split stream apart from other uses of the same seed. */
+static const uint64_t SPLIT_SEED_SALT = UINT64_C(0x53504C4954A7F00D);
+
+void nnc_rt_dataset_scale(nnc_rt_dataset *ds, float scale) {
+  int64_t total = ds->n * ds->sample_size;
+  for (int64_t i = 0; i < total; i++)
+    ds->x[i] *= scale;
+}
+
+int nnc_rt_norm_fit(nnc_rt_norm_stats *stats, const nnc_rt_dataset *ds, nnc_rt_error *err) {
+  int64_t d = ds->sample_size;
+  *stats = (nnc_rt_norm_stats){.size = d};
+  double *sum = calloc((size_t)d + 1, sizeof *sum), *sq = calloc((size_t)d + 1, sizeof *sq);
+  stats->mean = malloc(((size_t)d + 1) * sizeof(float));
+  stats->std = malloc(((size_t)d + 1) * sizeof(float));
+  if (!sum || !sq || !stats->mean || !stats->std) {
+    free(sum), free(sq), nnc_rt_norm_free(stats);
+    return nnc_rt_fail(err, "out of memory for standardisation statistics");
+  }
+  if (ds->n <= 0) {
+    free(sum), free(sq), nnc_rt_norm_free(stats);
+    return nnc_rt_fail(err, "cannot standardise: the training set is empty");
+  }
+  for (int64_t i = 0; i < ds->n; i++)
+    for (int64_t j = 0; j < d; j++)
+      sum[j] += ds->x[i * d + j];
+  for (int64_t j = 0; j < d; j++)
+    sum[j] /= (double)ds->n; /* now the mean */
+  for (int64_t i = 0; i < ds->n; i++)
+    for (int64_t j = 0; j < d; j++) {
+      double c = ds->x[i * d + j] - sum[j];
+      sq[j] += c * c;
+    }
+  for (int64_t j = 0; j < d; j++) {
+    double sd = sqrt(sq[j] / (double)ds->n);
+    stats->mean[j] = (float)sum[j];
+    stats->std[j] = sd > 0 && (float)sd > 0 ? (float)sd : 1.0f;
+  }
+  free(sum);
+  free(sq);
+  return 0;
+}
+
+int nnc_rt_norm_apply(const nnc_rt_norm_stats *stats, nnc_rt_dataset *ds, nnc_rt_error *err) {
+  int64_t d = ds->sample_size;
+  if (stats->size != d)
+    return nnc_rt_fail(err, "standardisation statistics are for %lld features, the set has %lld",
+                       (long long)stats->size, (long long)d);
+  for (int64_t i = 0; i < ds->n; i++)
+    for (int64_t j = 0; j < d; j++)
+      ds->x[i * d + j] = (ds->x[i * d + j] - stats->mean[j]) / stats->std[j];
+  return 0;
+}
+
+void nnc_rt_norm_free(nnc_rt_norm_stats *stats) {
+  free(stats->mean);
+  free(stats->std);
+  *stats = (nnc_rt_norm_stats){0};
+}
+
+/* dst = the samples of src whose keep[i] == want, in order. */
+static int gather(nnc_rt_dataset *dst, const nnc_rt_dataset *src, const char *keep, char want,
+                  int64_t n) {
+  *dst = *src;
+  dst->n = n;
+  dst->x = malloc((size_t)(n * src->sample_size) * sizeof(float));
+  dst->labels = src->labels ? malloc((size_t)n * sizeof(int32_t)) : NULL;
+  dst->targets = src->targets ? malloc((size_t)(n * src->target_size) * sizeof(float)) : NULL;
+  if (!dst->x || (src->labels && !dst->labels) || (src->targets && !dst->targets)) return -1;
+  int64_t k = 0;
+  for (int64_t i = 0; i < src->n; i++) {
+    if (keep[i] != want) continue;
+    memcpy(dst->x + k * src->sample_size, src->x + i * src->sample_size,
+           (size_t)src->sample_size * sizeof(float));
+    if (src->labels) dst->labels[k] = src->labels[i];
+    if (src->targets)
+      memcpy(dst->targets + k * src->target_size, src->targets + i * src->target_size,
+             (size_t)src->target_size * sizeof(float));
+    k++;
+  }
+  return 0;
+}
+
+int nnc_rt_dataset_split(nnc_rt_dataset *train, nnc_rt_dataset *val, double fraction, uint64_t seed,
+                         nnc_rt_error *err) {
+  *val = (nnc_rt_dataset){0};
+  if (!(fraction > 0 && fraction < 1))
+    return nnc_rt_fail(err, "validation fraction %g is not between 0 and 1", fraction);
+  int64_t nval = (int64_t)floor(fraction * (double)train->n + 0.5);
+  if (nval < 1 || nval >= train->n)
+    return nnc_rt_fail(err,
+                       "a validation fraction of %g of %lld samples leaves %lld for validation "
+                       "and %lld for training; both need at least one",
+                       fraction, (long long)train->n, (long long)nval,
+                       (long long)(train->n - nval));
+  int64_t *perm = malloc((size_t)train->n * sizeof *perm);
+  char *in_val = calloc((size_t)train->n, 1);
+  nnc_rt_dataset rest = {0};
+  int rc = !perm || !in_val ? -1 : 0;
+  if (rc == 0) {
+    nnc_rt_rng rng;
+    nnc_rt_rng_seed(&rng, seed ^ SPLIT_SEED_SALT);
+    for (int64_t i = 0; i < train->n; i++)
+      perm[i] = i;
+    nnc_rt_rng_shuffle(&rng, perm, train->n);
+    for (int64_t i = 0; i < nval; i++)
+      in_val[perm[i]] = 1;
+    rc = gather(val, train, in_val, 1, nval);
+    if (rc == 0) rc = gather(&rest, train, in_val, 0, train->n - nval);
+  }
+  free(perm);
+  free(in_val);
+  if (rc) {
+    nnc_rt_dataset_free(val);
+    nnc_rt_dataset_free(&rest);
+    return nnc_rt_fail(err, "out of memory splitting %lld samples", (long long)train->n);
+  }
+  val->num_classes = rest.num_classes = train->num_classes;
+  nnc_rt_dataset_free(train);
+  *train = rest;
+  return 0;
+}

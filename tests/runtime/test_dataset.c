@@ -1,0 +1,253 @@
+/* test_dataset.c: transformations of data sets (dataset.c) and image
+ * augmentation (augment.c): scaling, standardisation fitted on one set and
+ * applied to another (values against hand-computed means and population
+ * standard deviations), the seeded validation split (deterministic, a
+ * partition, order kept), and each augmentation against its definition
+ * (a shift explains every cropped/shifted image, flips mirror, noise has
+ * the requested spread, the same seed repeats the same draws). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rt_testutil.h"
+#include "runtime/rt_internal.h"
+
+/* n samples of d features, x[i][j] = i * 10 + j, label i % 3. */
+static void make(nnc_rt_dataset *ds, int64_t n, int64_t d) {
+  *ds = (nnc_rt_dataset){.n = n, .rank = 1, .shape = {d}, .sample_size = d, .num_classes = 3};
+  ds->x = malloc((size_t)(n * d) * sizeof(float));
+  ds->labels = malloc((size_t)n * sizeof(int32_t));
+  for (int64_t i = 0; i < n; i++) {
+    for (int64_t j = 0; j < d; j++)
+      ds->x[i * d + j] = (float)(i * 10 + j);
+    ds->labels[i] = (int32_t)(i % 3);
+  }
+}
+
+static void test_scale(void **state) {
+  nnc_rt_dataset ds;
+  make(&ds, 4, 2);
+  nnc_rt_dataset_scale(&ds, 0.5f);
+  assert_true(ds.x[0] == 0.0f && ds.x[1] == 0.5f && ds.x[7] == 15.5f);
+  nnc_rt_dataset_free(&ds);
+}
+
+static void test_standardize(void **state) {
+  /* Feature 0: 1, 2, 3, 6 -> mean 3, var (4+1+0+9)/4 = 3.5. Feature 1
+   * constant 7 -> std stored as 1. */
+  const float x[8] = {1, 7, 2, 7, 3, 7, 6, 7};
+  nnc_rt_dataset train = {.n = 4, .rank = 1, .shape = {2}, .sample_size = 2};
+  train.x = malloc(sizeof x);
+  memcpy(train.x, x, sizeof x);
+  nnc_rt_norm_stats st;
+  nnc_rt_error err = {{0}};
+  assert_int_equal(nnc_rt_norm_fit(&st, &train, &err), 0);
+  assert_int_equal(st.size, 2);
+  assert_true(st.mean[0] == 3.0f && st.mean[1] == 7.0f);
+  assert_true(st.std[0] == (float)sqrt(3.5) && st.std[1] == 1.0f);
+  assert_int_equal(nnc_rt_norm_apply(&st, &train, &err), 0);
+  assert_true(train.x[0] == (1.0f - 3.0f) / (float)sqrt(3.5));
+  assert_true(train.x[6] == (6.0f - 3.0f) / (float)sqrt(3.5));
+  assert_true(train.x[1] == 0.0f && train.x[7] == 0.0f);
+  /* Applied to another set with the training statistics. */
+  nnc_rt_dataset test = {.n = 1, .rank = 1, .shape = {2}, .sample_size = 2};
+  test.x = malloc(2 * sizeof(float));
+  test.x[0] = 3, test.x[1] = 9;
+  assert_int_equal(nnc_rt_norm_apply(&st, &test, &err), 0);
+  assert_true(test.x[0] == 0.0f && test.x[1] == 2.0f);
+  test.sample_size = 3;
+  assert_int_equal(nnc_rt_norm_apply(&st, &test, &err), -1);
+  assert_string_equal(err.msg, "standardisation statistics are for 2 features, the set has 3");
+  nnc_rt_norm_free(&st);
+  nnc_rt_dataset_free(&train);
+  nnc_rt_dataset_free(&test);
+}
+
+static void test_split(void **state) {
+  nnc_rt_dataset a, va, b, vb;
+  nnc_rt_error err = {{0}};
+  make(&a, 100, 3);
+  make(&b, 100, 3);
+  assert_int_equal(nnc_rt_dataset_split(&a, &va, 0.2, 7, &err), 0);
+  assert_int_equal(nnc_rt_dataset_split(&b, &vb, 0.2, 7, &err), 0);
+  assert_int_equal(a.n, 80);
+  assert_int_equal(va.n, 20);
+  assert_int_equal(va.sample_size, 3);
+  assert_int_equal(va.num_classes, 3);
+  /* Same seed, same split. */
+  assert_memory_equal(va.x, vb.x, 60 * sizeof(float));
+  assert_memory_equal(a.x, b.x, 240 * sizeof(float));
+  /* A partition of the 100 samples, each part in ascending order, rows
+   * intact (x and label move together). */
+  char seen[100] = {0};
+  const nnc_rt_dataset *parts[2] = {&a, &va};
+  for (int p = 0; p < 2; p++) {
+    int64_t prev = -1;
+    for (int64_t i = 0; i < parts[p]->n; i++) {
+      int64_t id = (int64_t)parts[p]->x[i * 3] / 10;
+      assert_true(id > prev);
+      prev = id;
+      assert_true(parts[p]->x[i * 3 + 2] == (float)(id * 10 + 2));
+      assert_int_equal(parts[p]->labels[i], id % 3);
+      assert_int_equal(seen[id]++, 0);
+    }
+  }
+  /* Another seed, another split. */
+  nnc_rt_dataset c, vc;
+  make(&c, 100, 3);
+  assert_int_equal(nnc_rt_dataset_split(&c, &vc, 0.2, 8, &err), 0);
+  assert_memory_not_equal(va.x, vc.x, 60 * sizeof(float));
+  /* Bad fractions. */
+  nnc_rt_dataset d, vd;
+  make(&d, 3, 1);
+  assert_int_equal(nnc_rt_dataset_split(&d, &vd, 1.0, 1, &err), -1);
+  assert_string_equal(err.msg, "validation fraction 1 is not between 0 and 1");
+  assert_int_equal(nnc_rt_dataset_split(&d, &vd, 0.1, 1, &err), -1);
+  assert_string_equal(err.msg, "a validation fraction of 0.1 of 3 samples leaves 0 for "
+                               "validation and 3 for training; both need at least one");
+  assert_int_equal(d.n, 3);
+  nnc_rt_dataset *all[] = {&a, &va, &b, &vb, &c, &vc, &d};
+  for (int i = 0; i < 7; i++)
+    nnc_rt_dataset_free(all[i]);
+}
+
+/* A 2-channel 5x6 image: channel k, pixel (y, x) = 100k + 10y + x + 1. */
+enum { C = 2, H = 5, W = 6 };
+static void image(float *x) {
+  for (int k = 0; k < C; k++)
+    for (int y = 0; y < H; y++)
+      for (int xx = 0; xx < W; xx++)
+        x[(k * H + y) * W + xx] = (float)(100 * k + 10 * y + xx + 1);
+}
+
+/* Is out the image shifted by some (dy, dx) with |dy|, |dx| <= r? */
+static int explained_by_shift(const float *out, int r, int *sdy, int *sdx) {
+  float in[C * H * W];
+  image(in);
+  for (int dy = -r; dy <= r; dy++)
+    for (int dx = -r; dx <= r; dx++) {
+      int ok = 1;
+      for (int k = 0; k < C && ok; k++)
+        for (int y = 0; y < H && ok; y++)
+          for (int x = 0; x < W && ok; x++) {
+            int sy = y + dy, sx = x + dx;
+            float want = sy >= 0 && sy < H && sx >= 0 && sx < W ? in[(k * H + sy) * W + sx] : 0;
+            ok = out[(k * H + y) * W + x] == want;
+          }
+      if (ok) return *sdy = dy, *sdx = dx, 1;
+    }
+  return 0;
+}
+
+static void test_crop_and_shift(void **state) {
+  const int64_t shape[3] = {C, H, W};
+  float x[C * H * W], scratch[C * H * W];
+  for (int kind = 0; kind < 2; kind++) {
+    nnc_rt_augment aug = {kind ? NNC_RT_AUG_SHIFT : NNC_RT_AUG_RANDOM_CROP, 2};
+    nnc_rt_rng rng;
+    nnc_rt_rng_seed(&rng, 5);
+    int hist[5][5] = {{0}};
+    for (int t = 0; t < 500; t++) {
+      image(x);
+      nnc_rt_augment_sample(&aug, 1, 3, shape, x, scratch, &rng);
+      int dy = 99, dx = 99;
+      assert_true(explained_by_shift(x, 2, &dy, &dx));
+      hist[dy + 2][dx + 2]++;
+    }
+    /* All 25 offsets occur (500 draws, p = 1/25 each). */
+    for (int i = 0; i < 25; i++)
+      assert_true(hist[i / 5][i % 5] > 0);
+  }
+}
+
+static void test_hflip_and_noise(void **state) {
+  /* [H, W] samples: the first channel of image(). */
+  const int64_t shape[2] = {H, W};
+  float x[C * H * W], scratch[H * W];
+  nnc_rt_rng rng;
+  nnc_rt_rng_seed(&rng, 1);
+  nnc_rt_augment always = {NNC_RT_AUG_HFLIP, 1.0}, never = {NNC_RT_AUG_HFLIP, 0.0};
+  image(x);
+  nnc_rt_augment_sample(&always, 1, 2, shape, x, scratch, &rng);
+  for (int y = 0; y < H; y++)
+    for (int xx = 0; xx < W; xx++)
+      assert_true(x[y * W + xx] == (float)(10 * y + (W - 1 - xx) + 1));
+  image(x);
+  nnc_rt_augment_sample(&never, 1, 2, shape, x, scratch, &rng);
+  assert_true(x[0] == 1.0f && x[W - 1] == (float)W);
+  /* hflip(0.5): about half of 1000 samples flipped. */
+  nnc_rt_augment half = {NNC_RT_AUG_HFLIP, 0.5};
+  int flipped = 0;
+  for (int t = 0; t < 1000; t++) {
+    image(x);
+    nnc_rt_augment_sample(&half, 1, 2, shape, x, scratch, &rng);
+    flipped += x[0] == (float)W;
+  }
+  assert_in_range(flipped, 430, 570);
+  /* noise(0.5): mean ~0, std ~0.5 over 30000 values. */
+  nnc_rt_augment noise = {NNC_RT_AUG_NOISE, 0.5};
+  double sum = 0, sq = 0;
+  for (int t = 0; t < 1000; t++) {
+    image(x);
+    nnc_rt_augment_sample(&noise, 1, 2, shape, x, scratch, &rng);
+    for (int i = 0; i < H * W; i++) {
+      double d = x[i] - (double)(10 * (i / W) + i % W + 1);
+      sum += d, sq += d * d;
+    }
+  }
+  double mean = sum / 30000, sd = sqrt(sq / 30000 - mean * mean);
+  assert_true(fabs(mean) < 0.02 && fabs(sd - 0.5) < 0.02);
+}
+
+static void test_batch_deterministic(void **state) {
+  const int64_t shape[3] = {C, H, W};
+  const nnc_rt_augment augs[3] = {
+      {NNC_RT_AUG_RANDOM_CROP, 1}, {NNC_RT_AUG_HFLIP, 0.5}, {NNC_RT_AUG_NOISE, 0.1}};
+  float a[4 * C * H * W], b[4 * C * H * W], scratch[C * H * W];
+  for (int pass = 0; pass < 2; pass++) {
+    float *x = pass ? b : a;
+    for (int r = 0; r < 4; r++)
+      image(x + r * C * H * W);
+    nnc_rt_rng rng;
+    nnc_rt_rng_seed(&rng, 99);
+    nnc_rt_augment_batch(augs, 3, 3, shape, x, 4, scratch, &rng);
+  }
+  assert_memory_equal(a, b, sizeof a);
+  /* Rows got different draws. */
+  assert_memory_not_equal(a, a + C * H * W, C * H * W * sizeof(float));
+}
+
+static void test_augment_check(void **state) {
+  nnc_rt_error err = {{0}};
+  const int64_t flat[1] = {784}, img[2] = {28, 28};
+  nnc_rt_augment flip = {NNC_RT_AUG_HFLIP, 0.5}, bad_crop = {NNC_RT_AUG_RANDOM_CROP, 1.5},
+                 bad_p = {NNC_RT_AUG_HFLIP, 2}, bad_noise = {NNC_RT_AUG_NOISE, -1};
+  assert_int_equal(nnc_rt_augment_check(&flip, 1, 1, flat, &err), -1);
+  assert_string_equal(err.msg, "hflip needs image samples [H,W] or [C,H,W]; the training samples "
+                               "have shape [784]");
+  assert_int_equal(nnc_rt_augment_check(&flip, 1, 2, img, &err), 0);
+  assert_int_equal(nnc_rt_augment_check(NULL, 0, 1, flat, &err), 0);
+  assert_int_equal(nnc_rt_augment_check(&bad_crop, 1, 2, img, &err), -1);
+  assert_string_equal(err.msg, "random_crop: 1.5 pixels is not a whole number >= 0");
+  assert_int_equal(nnc_rt_augment_check(&bad_p, 1, 2, img, &err), -1);
+  assert_string_equal(err.msg, "hflip: probability 2 is not in [0, 1]");
+  assert_int_equal(nnc_rt_augment_check(&bad_noise, 1, 2, img, &err), -1);
+  assert_string_equal(err.msg, "noise: std -1 is not a finite number >= 0");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_scale),           cmocka_unit_test(test_standardize),
+      cmocka_unit_test(test_split),           cmocka_unit_test(test_crop_and_shift),
+      cmocka_unit_test(test_hflip_and_noise), cmocka_unit_test(test_batch_deterministic),
+      cmocka_unit_test(test_augment_check),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
