@@ -1,0 +1,15 @@
+/* frontend.c: parse, then check and lower (see frontend.h). */
+#include "frontend.h"
+
+#include "parse.h"
+#include "sema.h"
+
+bool nnc_frontend_compile(nnc_arena *arena, nnc_diags *diags, uint32_t file,
+                          nnc_frontend_result *out) {
+  nnc_ast_ctx ctx = {arena, diags, false};
+  out->ast = nnc_parse(&ctx, file);
+  out->module = NULL;
+  if (!nnc_diags_ok(diags)) return false;
+  out->module = nnc_sema_run(arena, diags, out->ast);
+  return nnc_diags_ok(diags);
+}

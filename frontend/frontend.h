@@ -1,0 +1,25 @@
+/* frontend.h: the front end in one call, for the driver and tests.
+ *
+ *   source text --lexer/parser--> AST --sema--> nnc_module (graph IR + config)
+ *
+ * The source must be registered in diags first (nnc_diags_add_source).
+ * Semantic analysis runs only when the file parsed without errors, so a
+ * syntax error is not followed by a cascade of confused ones.
+ */
+#ifndef NNC_FRONTEND_H
+#define NNC_FRONTEND_H
+
+#include "ast.h"
+#include "diag.h"
+#include "ir.h"
+
+typedef struct nnc_frontend_result {
+  nnc_ast *ast;
+  nnc_module *module; /* NULL on errors or when the file has no `train` block */
+} nnc_frontend_result;
+
+/* Returns true when the file has no errors. */
+bool nnc_frontend_compile(nnc_arena *arena, nnc_diags *diags, uint32_t file,
+                          nnc_frontend_result *out);
+
+#endif

@@ -1,0 +1,17 @@
+/* sema.h: semantic analysis of a parsed .nn file.
+ *
+ * Takes the FILE node from the parser; checks names, types and shapes of
+ * every declaration, desugars layers into graph IR primitives, and fills the
+ * training configuration. Gives an nnc_module (tensors, `train` and `eval`
+ * graphs, config) when the file has a `train` block and no errors; NULL
+ * otherwise. Errors go to diags; nothing is printed.
+ */
+#ifndef NNC_SEMA_H
+#define NNC_SEMA_H
+
+#include "ast.h"
+#include "ir.h"
+
+nnc_module *nnc_sema_run(nnc_arena *arena, nnc_diags *diags, const nnc_ast *file);
+
+#endif

@@ -1,0 +1,28 @@
+# Runs the nnc driver on a broken file and on a clean one; checks exit
+# status and output. Invoked by ctest as cmake -DNNC=... -DDIR=... -P this.
+execute_process(COMMAND ${NNC} check ${DIR}/diag/misspelt_argument.nn
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 1)
+  message(FATAL_ERROR "nnc check on a broken file: exit status ${rc}, expected 1")
+endif()
+string(FIND "${err}" "error: unknown argument 'activaton' to dense; did you mean 'activation'?" pos)
+if(pos EQUAL -1)
+  message(FATAL_ERROR "nnc check: message not found in:\n${err}")
+endif()
+string(FIND "${err}" "^~~~~~~~~" pos)
+if(pos EQUAL -1)
+  message(FATAL_ERROR "nnc check: no caret line in:\n${err}")
+endif()
+execute_process(COMMAND ${NNC} check ${DIR}/../../examples/fashion_mlp.nn
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT "${out}${err}" STREQUAL "")
+  message(FATAL_ERROR "nnc check on a clean file: status ${rc}, output:\n${out}${err}")
+endif()
+execute_process(COMMAND ${NNC} --no-such-flag RESULT_VARIABLE rc OUTPUT_QUIET ERROR_QUIET)
+if(rc EQUAL 0)
+  message(FATAL_ERROR "nnc accepted an unknown flag")
+endif()
+execute_process(COMMAND ${NNC} check ${DIR}/no/such/file.nn RESULT_VARIABLE rc OUTPUT_QUIET ERROR_QUIET)
+if(NOT rc EQUAL 1)
+  message(FATAL_ERROR "nnc check on a missing file: exit status ${rc}, expected 1")
+endif()
