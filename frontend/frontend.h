@@ -22,4 +22,12 @@ typedef struct nnc_frontend_result {
 bool nnc_frontend_compile(nnc_arena *arena, nnc_diags *diags, uint32_t file,
                           nnc_frontend_result *out);
 
+/* Command-line settings that change what is compiled. */
+typedef struct nnc_frontend_options {
+  int64_t batch; /* > 0: overrides the train block's batch size */
+} nnc_frontend_options;
+
+bool nnc_frontend_compile_with(nnc_arena *arena, nnc_diags *diags, uint32_t file,
+                               const nnc_frontend_options *o, nnc_frontend_result *out);
+
 #endif

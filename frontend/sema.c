@@ -210,7 +210,8 @@ static void check_model(nnc_sema *s, int i) {
   nnc_lower_model(&L, model, model->str, inputs, model->list.n);
 }
 
-nnc_module *nnc_sema_run(nnc_arena *arena, nnc_diags *diags, const nnc_ast *file) {
+nnc_module *nnc_sema_run(nnc_arena *arena, nnc_diags *diags, const nnc_ast *file,
+                         int64_t batch_override) {
   nnc_sema s;
   memset(&s, 0, sizeof s);
   s.arena = arena;
@@ -229,6 +230,7 @@ nnc_module *nnc_sema_run(nnc_arena *arena, nnc_diags *diags, const nnc_ast *file
     nnc_sema_data(&s, s.datas.items[i], &s.data_cfg[i]);
   check_cycles(&s);
   if (s.train) nnc_sema_train(&s);
+  if (batch_override > 0) s.cfg.batch = batch_override; /* nnc run --batch N */
   if (s.train_model && s.train_model->list.n != 1)
     nnc_sema_error(&s, s.train_model->name_span,
                    "a trained model takes exactly one input (the sample); '%s' takes %d",

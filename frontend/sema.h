@@ -12,6 +12,9 @@
 #include "ast.h"
 #include "ir.h"
 
-nnc_module *nnc_sema_run(nnc_arena *arena, nnc_diags *diags, const nnc_ast *file);
+/* batch_override > 0 replaces the train block's batch size (a command-line
+ * --batch), before anything is lowered. */
+nnc_module *nnc_sema_run(nnc_arena *arena, nnc_diags *diags, const nnc_ast *file,
+                         int64_t batch_override);
 
 #endif
