@@ -103,6 +103,24 @@ static int gather(nnc_rt_dataset *dst, const nnc_rt_dataset *src, const char *ke
   return 0;
 }
 
+/* Keeps the samples of ds with drop[i] == 0, in order, in place: the
+ * training part of a split is most of the set, and copying it into fresh
+ * memory costs more than the rest of the split (page faults on ~170 MB for
+ * Fashion-MNIST). The buffers keep their size. */
+static void compact(nnc_rt_dataset *ds, const char *drop) {
+  int64_t k = 0, d = ds->sample_size, t = ds->target_size;
+  for (int64_t i = 0; i < ds->n; i++) {
+    if (drop[i]) continue;
+    if (k != i) {
+      memmove(ds->x + k * d, ds->x + i * d, (size_t)d * sizeof(float));
+      if (ds->labels) ds->labels[k] = ds->labels[i];
+      if (ds->targets) memmove(ds->targets + k * t, ds->targets + i * t, (size_t)t * sizeof(float));
+    }
+    k++;
+  }
+  ds->n = k;
+}
+
 int nnc_rt_dataset_split(nnc_rt_dataset *train, nnc_rt_dataset *val, double fraction, uint64_t seed,
                          nnc_rt_error *err) {
   *val = (nnc_rt_dataset){0};
@@ -117,7 +135,6 @@ int nnc_rt_dataset_split(nnc_rt_dataset *train, nnc_rt_dataset *val, double frac
                        (long long)(train->n - nval));
   int64_t *perm = malloc((size_t)train->n * sizeof *perm);
   char *in_val = calloc((size_t)train->n, 1);
-  nnc_rt_dataset rest = {0};
   int rc = !perm || !in_val ? -1 : 0;
   if (rc == 0) {
     nnc_rt_rng rng;
@@ -128,17 +145,15 @@ int nnc_rt_dataset_split(nnc_rt_dataset *train, nnc_rt_dataset *val, double frac
     for (int64_t i = 0; i < nval; i++)
       in_val[perm[i]] = 1;
     rc = gather(val, train, in_val, 1, nval);
-    if (rc == 0) rc = gather(&rest, train, in_val, 0, train->n - nval);
   }
   free(perm);
-  free(in_val);
   if (rc) {
+    free(in_val);
     nnc_rt_dataset_free(val);
-    nnc_rt_dataset_free(&rest);
     return nnc_rt_fail(err, "out of memory splitting %lld samples", (long long)train->n);
   }
-  val->num_classes = rest.num_classes = train->num_classes;
-  nnc_rt_dataset_free(train);
-  *train = rest;
+  compact(train, in_val);
+  free(in_val);
+  val->num_classes = train->num_classes;
   return 0;
 }

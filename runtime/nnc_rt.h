@@ -379,6 +379,93 @@ int nnc_rt_train(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nn
 int nnc_rt_evaluate(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nnc_rt_dataset *ds,
                     double *loss, double *acc, nnc_rt_error *err);
 
+/* ---- Training specification (spec.c) ------------------------------------
+ * What a training run needs besides the compiled model: data, training
+ * control, checkpoints, transfer learning. The compiler writes it as text
+ * (embedded in `-o train` executables as one string, so no struct layout is
+ * shared between compiler and runtime) and nnc_rt_spec_parse reads it back.
+ * One `key = value` per line, `#` comments; values are numbers, bare words
+ * or "double-quoted strings" (escapes \" \\ \n); list keys repeat. Every key
+ * is documented in docs/runtime.md ("The training specification"). */
+enum nnc_rt_data_format { NNC_RT_DATA_NONE, NNC_RT_DATA_IDX, NNC_RT_DATA_CSV, NNC_RT_DATA_NPY };
+/* Which set the loop evaluates after every epoch. AUTO: the validation
+ * split when data.val_fraction > 0, else the test set. */
+enum nnc_rt_validate {
+  NNC_RT_VALIDATE_AUTO,
+  NNC_RT_VALIDATE_NONE,
+  NNC_RT_VALIDATE_TEST,
+  NNC_RT_VALIDATE_SPLIT,
+};
+enum { NNC_RT_SPEC_MAX_LIST = 16 }; /* entries of data.augment, of load.only */
+
+/* The files of one split, as written in the .nn file (NULL: not given). */
+typedef struct nnc_rt_spec_files {
+  char *x;              /* CSV file / .npy features */
+  char *y;              /* .npy labels */
+  int header;           /* CSV: the first row is a header */
+  int64_t label_column; /* CSV: 0-based, negative from the end */
+} nnc_rt_spec_files;
+
+/* A parsed spec. Strings are owned (malloc'd) and freed by
+ * nnc_rt_spec_free; unset strings are NULL. */
+typedef struct nnc_rt_spec {
+  char *origin;   /* where the text came from, for messages */
+  char *source;   /* the .nn file it was compiled from */
+  char *base_dir; /* the folder relative data paths are looked up in first */
+  char *model, *model_hash;
+  int format; /* enum nnc_rt_data_format */
+  char *dir;  /* IDX: the folder with the four standard files */
+  nnc_rt_spec_files train, test;
+  int label_is_class;  /* 1: classes, 0: f32 targets, -1: as the model says */
+  double scale;        /* 1 */
+  int standardize;     /* 0 */
+  int shuffle;         /* 1 */
+  double val_fraction; /* 0: no validation split */
+  nnc_rt_augment augment[NNC_RT_SPEC_MAX_LIST];
+  int naugment;
+  int validate;        /* enum nnc_rt_validate */
+  int64_t epochs;      /* 1 */
+  uint64_t seed;       /* 0 */
+  int metric_accuracy; /* 1: report accuracy (when the model computes it) */
+  int early_stop;
+  int early_stop_metric; /* enum nnc_rt_metric */
+  int64_t patience;      /* 5 */
+  double min_delta;
+  char *checkpoint_path;
+  int64_t checkpoint_every; /* 1 */
+  int keep_best;
+  char *resume_path;
+  char *log_path;
+  int64_t log_every_steps;
+  char *load_path; /* transfer learning: weights to load before training */
+  char *load_only[NNC_RT_SPEC_MAX_LIST];
+  int nload_only;
+  char *load_strip_prefix, *load_add_prefix;
+} nnc_rt_spec;
+
+/* Parses text into s (defaults for what it leaves out). origin names the
+ * text in messages: "train.spec:7: unknown key 'epoch'; did you mean
+ * 'epochs'?". On failure s holds nothing to free (freeing it is harmless). */
+int nnc_rt_spec_parse(nnc_rt_spec *s, const char *text, const char *origin, nnc_rt_error *err);
+void nnc_rt_spec_free(nnc_rt_spec *s);
+
+/* ---- The training program (session.c) ------------------------------------
+ * Seconds on a monotonic clock from an arbitrary fixed point. A driver reads
+ * it first thing in main() and passes it to nnc_rt_main as t_start. */
+double nnc_rt_now(void);
+
+/* The whole of a training program, shared by `nnc run` and standalone
+ * `-o train` executables: parses the flags in argv[1..argc-1] (argv[0] is
+ * not read; flags in docs/runtime.md), parses spec_text, loads and prepares
+ * the data, initialises (or transfer-loads) the weights, trains m, evaluates
+ * it on the test set and prints the results. prog prefixes messages
+ * ("prog: error: ..."). t_start is nnc_rt_now() at process start (for the
+ * start-to-first-step time of --report); a negative value means "now".
+ * The one runtime function that prints: progress on stderr, results on
+ * stdout. Returns the exit status: 0 done, 1 error, 2 bad command line. */
+int nnc_rt_main(const nnc_rt_model *m, const char *spec_text, const char *prog, int argc,
+                char **argv, double t_start);
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,8 +9,12 @@
 
 #include "nnc_rt.h"
 
-/* Seconds from an arbitrary fixed point (CLOCK_MONOTONIC). */
-double nnc_rt_now(void);
+/* nnc_rt_now(), the monotonic clock, is public (nnc_rt.h): drivers pass
+ * its reading at process start to nnc_rt_main. */
+
+/* Levenshtein distance of two short strings (99 when either has 63 or more
+ * characters); for "did you mean" suggestions (spec.c, session.c). */
+size_t nnc_rt_edit_distance(const char *a, const char *b);
 
 /* Throughput: samples / seconds, 0 when no time has passed. */
 double nnc_rt_samples_per_s(int64_t samples, double seconds);
