@@ -44,6 +44,13 @@ bool nnc_cg_compile(const nnc_module *m, const nnc_cg_options *o, nnc_cg_program
                     size_t errlen);
 const nnc_rt_model *nnc_cg_model(const nnc_cg_program *p);
 void nnc_cg_free(nnc_cg_program *p);
+/* Byte offset in the arena of an input or output slot; -1 when no graph
+ * has it. (The model table has the ones the training loop needs; these
+ * also give e.g. the prediction, for inference and tests.) */
+int64_t nnc_cg_input_offset(const nnc_cg_program *p, nnc_input_kind k);
+int64_t nnc_cg_output_offset(const nnc_cg_program *p, nnc_output_kind k);
+/* Writes the kernel IR and memory plan of p (for debugging, --dump). */
+void nnc_cg_dump_kernels(const nnc_cg_program *p, FILE *out);
 
 /* Writes the same module as object code, assembly or LLVM IR to path
  * ("-" for stdout, text outputs only). */

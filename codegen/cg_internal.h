@@ -1,0 +1,73 @@
+/* cg_internal.h: what the files of codegen/ share and nothing outside uses.
+ *
+ *   compile.c  the pipeline: lower -> plan -> LLVM module -> optimise
+ *   llvm.c     kernel IR -> one LLVM module (kernels, entry points)
+ *   math.c     vectorisable exp/log/tanh/erf/sigmoid as LLVM IR
+ *   jit.c      ORC LLJIT, the nnc_rt_model table
+ *   emit.c     object / assembly / LLVM IR files
+ */
+#ifndef NNC_CG_INTERNAL_H
+#define NNC_CG_INTERNAL_H
+
+#include <llvm-c/Core.h>
+#include <llvm-c/Error.h>
+#include <llvm-c/TargetMachine.h>
+
+#include "codegen.h"
+#include "kernel.h"
+
+/* Turns an LLVMErrorRef into a message in err (consuming it); returns
+ * false when there was an error. Every LLVM error goes through here. */
+bool nnc_cg_check(LLVMErrorRef e, const char *what, char *err, size_t errlen);
+
+/* The target: triple, CPU, features (host by default, or o's). */
+typedef struct nnc_cg_target {
+  char *triple, *cpu, *features; /* LLVM-allocated: LLVMDisposeMessage */
+  int vector_width;              /* floats per vector the target prefers */
+} nnc_cg_target;
+
+bool nnc_cg_target_init(nnc_cg_target *t, const nnc_cg_options *o, char *err, size_t errlen);
+void nnc_cg_target_dispose(nnc_cg_target *t);
+/* A target machine for t; NULL with a message on failure. */
+LLVMTargetMachineRef nnc_cg_target_machine(const nnc_cg_target *t, int opt_level, LLVMRelocMode reloc,
+                                           char *err, size_t errlen);
+
+/* Emits p's kernels and entry points ("nnc_train_step", "nnc_eval_step")
+ * into mod and the matrix products (gemm.c) into gemm_mod (the caller owns
+ * both), then verifies them if asked. */
+bool nnc_cg_emit_module(const nnc_kprog *p, LLVMModuleRef mod, LLVMModuleRef gemm_mod, const nnc_cg_target *t,
+                        bool verify, char *err, size_t errlen);
+
+/* Runs an optimisation pipeline ("default<O3>", ...) on mod. */
+bool nnc_cg_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, const char *pipeline, bool vectorize, char *err,
+                     size_t errlen);
+
+/* Lowers and plans m into p (p->arena must be set). */
+bool nnc_cg_build_kernels(nnc_kprog *p, const nnc_module *m, const nnc_cg_target *t, char *err,
+                          size_t errlen);
+
+/* Builds module + optimisation in ctx: the shared front half of JIT and emit. */
+bool nnc_cg_build_llvm(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg_target *t,
+                       LLVMContextRef ctx, LLVMModuleRef *out, char *err, size_t errlen);
+
+/* ---- math.c: f32 polynomials, f64 via libm ---- */
+typedef struct nnc_cg_math {
+  LLVMContextRef ctx;
+  LLVMModuleRef mod;
+  LLVMBuilderRef b;
+} nnc_cg_math;
+
+LLVMValueRef nnc_cg_exp(nnc_cg_math *m, LLVMValueRef x);
+LLVMValueRef nnc_cg_log(nnc_cg_math *m, LLVMValueRef x);
+LLVMValueRef nnc_cg_tanh(nnc_cg_math *m, LLVMValueRef x);
+LLVMValueRef nnc_cg_sigmoid(nnc_cg_math *m, LLVMValueRef x);
+LLVMValueRef nnc_cg_erf(nnc_cg_math *m, LLVMValueRef x);
+LLVMValueRef nnc_cg_cos(nnc_cg_math *m, LLVMValueRef x);
+LLVMValueRef nnc_cg_pow(nnc_cg_math *m, LLVMValueRef x, LLVMValueRef y);
+/* Sets the fast-math flags codegen uses on a floating-point instruction. */
+LLVMValueRef nnc_cg_fm(LLVMValueRef v);
+/* Calls an overloaded LLVM intrinsic (llvm.sqrt, llvm.fabs, ...) on x. */
+LLVMValueRef nnc_cg_intrinsic1(nnc_cg_math *m, const char *name, LLVMValueRef x);
+LLVMValueRef nnc_cg_intrinsic2(nnc_cg_math *m, const char *name, LLVMValueRef x, LLVMValueRef y);
+
+#endif

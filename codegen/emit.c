@@ -1,0 +1,89 @@
+/* emit.c: the same module as a file — object code, assembly or LLVM IR.
+ *
+ * nnc_cg_emit runs compile.c's pipeline in a context of its own and writes
+ * the optimised module with LLVMTargetMachineEmitToFile (object, assembly)
+ * or the IR printer. Position-independent code, so the object links into
+ * executables and shared libraries alike. Text outputs may go to stdout
+ * ("-"). The object exports nnc_train_step / nnc_eval_step and calls
+ * nnc_rt_parallel from the runtime library.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cg_internal.h"
+
+static bool write_text(const char *path, const char *text, size_t n, char *err, size_t errlen) {
+  FILE *f = strcmp(path, "-") == 0 ? stdout : fopen(path, "wb");
+  if (!f) {
+    snprintf(err, errlen, "codegen: cannot open %s for writing", path);
+    return false;
+  }
+  bool ok = fwrite(text, 1, n, f) == n;
+  if (f != stdout)
+    ok &= fclose(f) == 0;
+  else
+    ok &= fflush(f) == 0;
+  if (!ok) snprintf(err, errlen, "codegen: cannot write %s", path);
+  return ok;
+}
+
+static bool write_module(LLVMModuleRef mod, const nnc_cg_target *t, const nnc_cg_options *o, nnc_cg_output kind,
+                         const char *path, char *err, size_t errlen) {
+  if (kind == NNC_CG_LLVM) {
+    char *text = LLVMPrintModuleToString(mod);
+    bool ok = write_text(path, text, strlen(text), err, errlen);
+    LLVMDisposeMessage(text);
+    return ok;
+  }
+  if (kind == NNC_CG_OBJ && strcmp(path, "-") == 0) {
+    snprintf(err, errlen, "codegen: object code cannot go to stdout");
+    return false;
+  }
+  LLVMTargetMachineRef tm = nnc_cg_target_machine(t, o->opt_level, LLVMRelocPIC, err, errlen);
+  if (!tm) return false;
+  LLVMCodeGenFileType ft = kind == NNC_CG_ASM ? LLVMAssemblyFile : LLVMObjectFile;
+  LLVMMemoryBufferRef buf = NULL;
+  char *msg = NULL;
+  bool ok = !LLVMTargetMachineEmitToMemoryBuffer(tm, mod, ft, &msg, &buf);
+  if (!ok) snprintf(err, errlen, "codegen: emitting %s: %s", path, msg ? msg : "");
+  LLVMDisposeMessage(msg);
+  if (ok) ok = write_text(path, LLVMGetBufferStart(buf), LLVMGetBufferSize(buf), err, errlen);
+  if (buf) LLVMDisposeMemoryBuffer(buf);
+  LLVMDisposeTargetMachine(tm);
+  return ok;
+}
+
+bool nnc_cg_emit(const nnc_module *m, const nnc_cg_options *o, nnc_cg_output kind, const char *path, char *err,
+                 size_t errlen) {
+  nnc_cg_options defaults;
+  if (!o) {
+    nnc_cg_default_options(&defaults);
+    o = &defaults;
+  }
+  if (kind == NNC_CG_JIT) {
+    snprintf(err, errlen, "codegen: nnc_cg_emit writes files; use nnc_cg_compile for the JIT");
+    return false;
+  }
+  nnc_arena arena;
+  nnc_arena_init(&arena);
+  nnc_kprog prog;
+  memset(&prog, 0, sizeof prog);
+  prog.arena = &arena;
+  nnc_cg_target t;
+  LLVMContextRef ctx = NULL;
+  LLVMModuleRef mod = NULL;
+  bool ok = false;
+  if (!nnc_cg_target_init(&t, o, err, errlen)) goto done_arena;
+  if (!nnc_cg_build_kernels(&prog, m, &t, err, errlen)) goto done_target;
+  ctx = LLVMContextCreate();
+  if (!nnc_cg_build_llvm(&prog, o, &t, ctx, &mod, err, errlen)) goto done_ctx;
+  ok = write_module(mod, &t, o, kind, path, err, errlen);
+  LLVMDisposeModule(mod);
+done_ctx:
+  LLVMContextDispose(ctx);
+done_target:
+  nnc_cg_target_dispose(&t);
+done_arena:
+  nnc_arena_destroy(&arena);
+  return ok;
+}

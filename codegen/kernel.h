@@ -1,0 +1,200 @@
+/* kernel.h: the kernel IR — loop nests between the graph IR and LLVM.
+ *
+ * lower.c turns each graph into a list of kernels; plan.c gives every buffer
+ * an arena offset; llvm.c turns each kernel into one LLVM function
+ *   void k(char *arena, int64_t begin, int64_t end)
+ * and each graph into an entry point that runs its kernels in order.
+ *
+ * A kernel is a tree of statements: counted loops with constant extents,
+ * stores of an expression into a buffer at an element index, and
+ * assignments to kernel-local scalars (accumulators). Expressions are DAGs
+ * of typed nodes: constants, loop variables, scalars, loads, arithmetic.
+ * Index arithmetic is ordinary i64 expressions, so affine indices, clamped
+ * gathers and guarded window reads are all the same machinery.
+ *
+ * Semantics: statements run in order; an expression is evaluated where its
+ * statement runs, reading current memory and scalars. When `split` is set
+ * the kernel's body is a single loop whose iterations are independent and
+ * the caller runs [begin, end) of it (on several threads); otherwise the
+ * caller passes [0, 1) and the body runs once. Reductions are sequential
+ * inner loops, so their order never depends on the thread count.
+ *
+ * Everything lives in the compilation's arena (no per-node free).
+ */
+#ifndef NNC_CG_KERNEL_H
+#define NNC_CG_KERNEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "arena.h"
+#include "gemm.h"
+#include "ir.h"
+
+/* Value types of kernel expressions. */
+typedef enum nnc_kt { NNC_KT_F32, NNC_KT_F64, NNC_KT_I32, NNC_KT_I64, NNC_KT_BOOL } nnc_kt;
+
+nnc_kt nnc_kt_of(nnc_dtype t);
+bool nnc_kt_is_float(nnc_kt t);
+int nnc_kt_size(nnc_kt t);
+
+typedef enum nnc_kop {
+  /* unary: float */
+  NNC_K_NEG, NNC_K_EXP, NNC_K_LOG, NNC_K_SQRT, NNC_K_RSQRT, NNC_K_RECIP, NNC_K_TANH,
+  NNC_K_SIGMOID, NNC_K_RELU, NNC_K_ABS, NNC_K_SIGN, NNC_K_ERF, NNC_K_COS, NNC_K_FLOOR,
+  /* unary: bool */
+  NNC_K_NOT,
+  /* binary: float or int (DIV and REM on ints: truncating, operands >= 0) */
+  NNC_K_ADD, NNC_K_SUB, NNC_K_MUL, NNC_K_DIV, NNC_K_REM, NNC_K_MAX, NNC_K_MIN, NNC_K_POW,
+  /* comparisons -> bool */
+  NNC_K_LT, NNC_K_LE, NNC_K_GT, NNC_K_GE, NNC_K_EQ, NNC_K_NE,
+  /* bool */
+  NNC_K_AND, NNC_K_OR,
+} nnc_kop;
+
+typedef enum nnc_kx_kind {
+  NNC_KX_CONST,  /* f (float types) or i (int types, bool) */
+  NNC_KX_VAR,    /* loop variable `var` (i64) */
+  NNC_KX_SCALAR, /* kernel-local scalar `var` */
+  NNC_KX_LOAD,   /* buffer `buf` at element index a[0] (i64) */
+  NNC_KX_UN,     /* op(a[0]) */
+  NNC_KX_BIN,    /* op(a[0], a[1]) */
+  NNC_KX_SELECT, /* a[0] (bool) ? a[1] : a[2] */
+  NNC_KX_CAST,   /* a[0] converted to `type` */
+  NNC_KX_RAND,   /* ops.def's RAND hash: seed a[0] (i64), step a[1] (i64),
+                    flat index a[2] (i64), stream i -> uniform [0,1) of `type` */
+} nnc_kx_kind;
+
+typedef struct nnc_kexpr nnc_kexpr;
+struct nnc_kexpr {
+  nnc_kx_kind kind;
+  nnc_kt type;
+  nnc_kop op;
+  int var, buf;
+  double f;
+  int64_t i;
+  nnc_kexpr *a[3];
+  bool reads_mem, reads_scalar; /* anywhere in the DAG below (for memoising) */
+};
+
+typedef enum nnc_ks_kind { NNC_KS_LOOP, NNC_KS_STORE, NNC_KS_SET } nnc_ks_kind;
+
+typedef struct nnc_kstmt nnc_kstmt;
+typedef struct nnc_kblock {
+  nnc_kstmt **s;
+  int n, cap;
+} nnc_kblock;
+
+struct nnc_kstmt {
+  nnc_ks_kind kind;
+  int var;          /* LOOP: its variable; SET: the scalar */
+  int64_t extent;   /* LOOP: runs var over [0, extent) */
+  nnc_kblock body;  /* LOOP */
+  int buf;          /* STORE */
+  nnc_kexpr *index; /* STORE: element index (i64) */
+  nnc_kexpr *value; /* STORE, SET */
+};
+
+/* Where a buffer lives in the arena. */
+typedef enum nnc_kbuf_kind {
+  NNC_KBUF_TENSOR, /* persistent tensor `id` of the module */
+  NNC_KBUF_INPUT,  /* input slot `id` (nnc_input_kind) */
+  NNC_KBUF_OUTPUT, /* output slot `id` (nnc_output_kind) */
+  NNC_KBUF_TEMP,   /* temporary of one graph, placed by lifetime */
+  NNC_KBUF_VIEW,   /* same memory as buffer `id` (a reshape) */
+} nnc_kbuf_kind;
+
+typedef struct nnc_kbuf {
+  nnc_kbuf_kind kind;
+  int id;
+  nnc_kt type;
+  int64_t numel;
+  int64_t offset; /* bytes from the arena base, set by plan.c; -1 before */
+  const char *name;
+} nnc_kbuf;
+
+typedef struct nnc_kernel {
+  const char *name;
+  nnc_kblock body;
+  bool split;     /* body is one loop split over threads by the caller */
+  int64_t extent; /* split: that loop's extent (the caller's n); else 1 */
+  int nvars;
+  int nscalars;
+  nnc_kt *scalar_type; /* [nscalars] */
+  double work;    /* rough cost in element-operations, for threading */
+  /* A matrix product emitted by gemm.c instead of a loop nest: computes
+   * rows [begin * row_block, min(end * row_block, M)) of C. */
+  bool is_gemm;
+  nnc_cg_gemm gemm;
+  int64_t row_block;
+  int a_buf, b_buf, bias_buf, c_buf; /* bias_buf -1: none */
+  /* Buffers read and written (for the memory plan), deduplicated. */
+  int *reads, nreads, *writes, nwrites;
+} nnc_kernel;
+
+typedef struct nnc_kgraph {
+  const char *name; /* "train" / "eval" */
+  nnc_kernel **k;
+  int n, cap;
+  int64_t temp_bytes; /* set by plan.c: bytes of temporaries from temp_base */
+} nnc_kgraph;
+
+/* The kernel program of a module: buffers shared by both graphs. */
+typedef struct nnc_kprog {
+  nnc_arena *arena;
+  const nnc_module *module;
+  nnc_kbuf *bufs;
+  int nbufs, buf_cap;
+  int *tensor_bufs; /* [module->ntensors]: buffer of each persistent tensor */
+  int input_buf[NNC_IN_COUNT_];   /* -1 when no graph reads it */
+  int output_buf[NNC_OUT_COUNT_]; /* -1 when no graph writes it */
+  nnc_kgraph train, eval;
+  bool has_train, has_eval;
+  int64_t temp_base;   /* first byte of the temporaries (both graphs overlap) */
+  int64_t arena_bytes; /* total */
+  int vector_width;    /* floats per vector of the target (gemm) */
+  bool use_gemm;       /* f32 products through gemm.c */
+} nnc_kprog;
+
+/* ---- Builders (kernel.c) ---- */
+nnc_kexpr *nnc_kx_const(nnc_arena *a, nnc_kt t, double v);
+nnc_kexpr *nnc_kx_int(nnc_arena *a, int64_t v); /* i64 constant */
+nnc_kexpr *nnc_kx_var(nnc_arena *a, int var);
+nnc_kexpr *nnc_kx_scalar(nnc_arena *a, const nnc_kernel *k, int s);
+nnc_kexpr *nnc_kx_load(nnc_arena *a, const nnc_kprog *p, int buf, nnc_kexpr *index);
+nnc_kexpr *nnc_kx_un(nnc_arena *a, nnc_kop op, nnc_kexpr *x);
+nnc_kexpr *nnc_kx_bin(nnc_arena *a, nnc_kop op, nnc_kexpr *x, nnc_kexpr *y);
+nnc_kexpr *nnc_kx_select(nnc_arena *a, nnc_kexpr *c, nnc_kexpr *x, nnc_kexpr *y);
+nnc_kexpr *nnc_kx_cast(nnc_arena *a, nnc_kexpr *x, nnc_kt t);
+nnc_kexpr *nnc_kx_rand(nnc_arena *a, nnc_kt t, nnc_kexpr *seed, nnc_kexpr *step, nnc_kexpr *index,
+                       int64_t stream);
+/* i64 helpers that fold constants: x + y, x * c. */
+nnc_kexpr *nnc_kx_iadd(nnc_arena *a, nnc_kexpr *x, nnc_kexpr *y);
+nnc_kexpr *nnc_kx_imul(nnc_arena *a, nnc_kexpr *x, int64_t c);
+
+nnc_kernel *nnc_kernel_new(nnc_arena *a, const char *name);
+int nnc_kernel_var(nnc_kernel *k);
+int nnc_kernel_scalar(nnc_arena *a, nnc_kernel *k, nnc_kt t);
+/* Appends a loop to blk and returns its body. */
+nnc_kblock *nnc_kb_loop(nnc_arena *a, nnc_kblock *blk, int var, int64_t extent);
+void nnc_kb_store(nnc_arena *a, nnc_kblock *blk, int buf, nnc_kexpr *index, nnc_kexpr *value);
+void nnc_kb_set(nnc_arena *a, nnc_kblock *blk, int scalar, nnc_kexpr *value);
+/* Fills k->reads / k->writes from its statements. */
+void nnc_kernel_finish(nnc_arena *a, nnc_kernel *k);
+void nnc_kgraph_add(nnc_arena *a, nnc_kgraph *g, nnc_kernel *k);
+
+int nnc_kprog_add_buf(nnc_kprog *p, nnc_kbuf_kind kind, int id, nnc_kt t, int64_t numel,
+                      const char *name);
+/* The buffer whose memory b uses (b itself unless b is a view). */
+int nnc_kbuf_base(const nnc_kprog *p, int b);
+
+/* Text dump for debugging and tests. */
+void nnc_kernel_print(FILE *out, const nnc_kprog *p, const nnc_kernel *k);
+
+/* ---- Passes ---- */
+/* lower.c: builds p's buffers and kernel lists from m's graphs. */
+bool nnc_cg_lower(nnc_kprog *p, const nnc_module *m, char *err, size_t errlen);
+/* plan.c: assigns every buffer its arena offset. */
+void nnc_cg_plan(nnc_kprog *p);
+
+#endif

@@ -1,0 +1,584 @@
+/* llvm.c: kernel IR -> LLVM IR.
+ *
+ * Takes a planned kernel program (every buffer at an arena offset) and
+ * adds to an LLVM module one function per kernel,
+ *   internal void k(ptr arena, i64 begin, i64 end)
+ * (the split outer loop runs [begin, end); matrix products wrap a gemm.c
+ * function), and one entry point per graph,
+ *   void nnc_train_step(ptr arena, ptr pool) / nnc_eval_step
+ * that runs the kernels in order, each through nnc_rt_parallel(pool, k,
+ * arena, n) when it is worth threads, else directly.
+ *
+ * Loops are emitted in canonical form with i64 induction variables;
+ * addresses are arena + constant offset + index * element size with
+ * inbounds GEPs, and every access carries alias-scope metadata saying that
+ * distinct buffers do not overlap (the plan guarantees it), so the loop
+ * vectoriser needs no runtime checks. Float arithmetic has fast-math flags
+ * (reassociation, contraction) but never no-NaNs/no-infs: -inf is a real
+ * value here (max-reduction identity). Functions carry the target's CPU,
+ * features and "prefer-vector-width"="512".
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <llvm-c/Analysis.h>
+#include <llvm-c/DebugInfo.h>
+
+#include "cg_internal.h"
+
+/* Kernels with less work than this run on the calling thread. */
+static const double PARALLEL_WORK = 40000;
+
+typedef struct memo_entry {
+  const nnc_kexpr *e; /* NULL: invalidated */
+  LLVMValueRef v;
+} memo_entry;
+
+typedef struct emitter {
+  LLVMContextRef ctx;
+  LLVMModuleRef mod;
+  LLVMModuleRef gemm_mod; /* gemm.c's functions: optimised on their own */
+  LLVMBuilderRef b;
+  const nnc_kprog *p;
+  const nnc_cg_target *t;
+  nnc_cg_math m;
+  LLVMTypeRef tvoid, ti1, ti8, ti32, ti64, tf32, tf64, tptr, kfn_type;
+  unsigned md_scope, md_noalias, md_loop;
+  /* per kernel */
+  const nnc_kernel *k;
+  LLVMValueRef fn, arena, begin, end;
+  int loop_depth;
+  LLVMValueRef *vars, *scalars, *base;
+  LLVMValueRef *scope_md, *noalias_md; /* [nbufs], by base buffer */
+  memo_entry *memo;
+  int nmemo, memo_cap;
+} emitter;
+
+static LLVMTypeRef ltype(emitter *E, nnc_kt t) {
+  switch (t) {
+  case NNC_KT_F32: return E->tf32;
+  case NNC_KT_F64: return E->tf64;
+  case NNC_KT_I32: return E->ti32;
+  case NNC_KT_I64: return E->ti64;
+  case NNC_KT_BOOL: return E->ti1;
+  }
+  return E->tf32;
+}
+
+static void add_attr(emitter *E, LLVMValueRef fn, const char *k, const char *v) {
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                             LLVMCreateStringAttribute(E->ctx, k, (unsigned)strlen(k), v, (unsigned)strlen(v)));
+}
+
+static void add_enum_attr(emitter *E, LLVMValueRef fn, const char *name) {
+  unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(E->ctx, kind, 0));
+}
+
+static void target_attrs(emitter *E, LLVMValueRef fn) {
+  add_attr(E, fn, "target-cpu", E->t->cpu);
+  add_attr(E, fn, "target-features", E->t->features);
+  add_attr(E, fn, "prefer-vector-width", "512");
+  add_attr(E, fn, "no-trapping-math", "true");
+  add_enum_attr(E, fn, "nounwind");
+}
+
+/* ---- memo of emitted expressions (scoped by loops) ---- */
+
+static LLVMValueRef memo_get(emitter *E, const nnc_kexpr *e) {
+  for (int i = E->nmemo - 1; i >= 0; i--)
+    if (E->memo[i].e == e) return E->memo[i].v;
+  return NULL;
+}
+
+static void memo_put(emitter *E, const nnc_kexpr *e, LLVMValueRef v) {
+  if (E->nmemo == E->memo_cap) {
+    E->memo_cap = E->memo_cap ? 2 * E->memo_cap : 256;
+    E->memo = realloc(E->memo, sizeof(memo_entry) * (size_t)E->memo_cap);
+    if (!E->memo) nnc_ir_bug("codegen: out of memory");
+  }
+  E->memo[E->nmemo++] = (memo_entry){e, v};
+}
+
+static void memo_invalidate(emitter *E, bool mem, bool scalar) {
+  for (int i = 0; i < E->nmemo; i++)
+    if (E->memo[i].e && ((mem && E->memo[i].e->reads_mem) || (scalar && E->memo[i].e->reads_scalar)))
+      E->memo[i].e = NULL;
+}
+
+/* ---- memory access ---- */
+
+static LLVMValueRef address(emitter *E, int buf, LLVMValueRef idx) {
+  LLVMValueRef base = E->base[nnc_kbuf_base(E->p, buf)];
+  return LLVMBuildInBoundsGEP2(E->b, ltype(E, E->p->bufs[buf].type), base, &idx, 1, "");
+}
+
+static void tag_access(emitter *E, LLVMValueRef inst, int buf) {
+  int b = nnc_kbuf_base(E->p, buf);
+  if (E->scope_md[b]) {
+    LLVMSetMetadata(inst, E->md_scope, E->scope_md[b]);
+    LLVMSetMetadata(inst, E->md_noalias, E->noalias_md[b]);
+  }
+  LLVMSetAlignment(inst, (unsigned)nnc_kt_size(E->p->bufs[buf].type));
+}
+
+/* ---- expressions ---- */
+
+static LLVMValueRef expr(emitter *E, const nnc_kexpr *e);
+
+static LLVMValueRef fconst(emitter *E, LLVMTypeRef t, double v) { return LLVMConstReal(t, v); }
+
+static LLVMValueRef emit_unary(emitter *E, const nnc_kexpr *e) {
+  LLVMValueRef x = expr(E, e->a[0]);
+  LLVMTypeRef t = LLVMTypeOf(x);
+  LLVMBuilderRef b = E->b;
+  switch (e->op) {
+  case NNC_K_NEG: return nnc_cg_fm(LLVMBuildFNeg(b, x, ""));
+  case NNC_K_EXP: return nnc_cg_exp(&E->m, x);
+  case NNC_K_LOG: return nnc_cg_log(&E->m, x);
+  case NNC_K_SQRT: return nnc_cg_intrinsic1(&E->m, "llvm.sqrt", x);
+  case NNC_K_RSQRT: return nnc_cg_fm(LLVMBuildFDiv(b, fconst(E, t, 1), nnc_cg_intrinsic1(&E->m, "llvm.sqrt", x), ""));
+  case NNC_K_RECIP: return nnc_cg_fm(LLVMBuildFDiv(b, fconst(E, t, 1), x, ""));
+  case NNC_K_TANH: return nnc_cg_tanh(&E->m, x);
+  case NNC_K_SIGMOID: return nnc_cg_sigmoid(&E->m, x);
+  case NNC_K_RELU: {
+    LLVMValueRef pos = nnc_cg_fm(LLVMBuildFCmp(b, LLVMRealOGT, x, fconst(E, t, 0), ""));
+    return LLVMBuildSelect(b, pos, x, fconst(E, t, 0), "");
+  }
+  case NNC_K_ABS: return nnc_cg_intrinsic1(&E->m, "llvm.fabs", x);
+  case NNC_K_SIGN: {
+    LLVMValueRef pos = LLVMBuildFCmp(b, LLVMRealOGT, x, fconst(E, t, 0), "");
+    LLVMValueRef neg = LLVMBuildFCmp(b, LLVMRealOLT, x, fconst(E, t, 0), "");
+    return LLVMBuildSelect(b, pos, fconst(E, t, 1), LLVMBuildSelect(b, neg, fconst(E, t, -1), fconst(E, t, 0), ""), "");
+  }
+  case NNC_K_ERF: return nnc_cg_erf(&E->m, x);
+  case NNC_K_COS: return nnc_cg_cos(&E->m, x);
+  case NNC_K_FLOOR: return nnc_cg_intrinsic1(&E->m, "llvm.floor", x);
+  case NNC_K_NOT: return LLVMBuildNot(b, x, "");
+  default: break;
+  }
+  nnc_ir_bug("codegen: bad unary kernel op %d", (int)e->op);
+}
+
+/* x^y for a constant integer y: repeated squaring. */
+static LLVMValueRef powi(emitter *E, LLVMValueRef x, int64_t n) {
+  LLVMTypeRef t = LLVMTypeOf(x);
+  bool inv = n < 0;
+  if (inv) n = -n;
+  LLVMValueRef r = NULL, sq = x;
+  while (n) {
+    if (n & 1) r = r ? nnc_cg_fm(LLVMBuildFMul(E->b, r, sq, "")) : sq;
+    n >>= 1;
+    if (n) sq = nnc_cg_fm(LLVMBuildFMul(E->b, sq, sq, ""));
+  }
+  if (!r) r = fconst(E, t, 1);
+  return inv ? nnc_cg_fm(LLVMBuildFDiv(E->b, fconst(E, t, 1), r, "")) : r;
+}
+
+static LLVMValueRef emit_float_binary(emitter *E, const nnc_kexpr *e, LLVMValueRef x, LLVMValueRef y) {
+  LLVMBuilderRef b = E->b;
+  switch (e->op) {
+  case NNC_K_ADD: return nnc_cg_fm(LLVMBuildFAdd(b, x, y, ""));
+  case NNC_K_SUB: return nnc_cg_fm(LLVMBuildFSub(b, x, y, ""));
+  case NNC_K_MUL: return nnc_cg_fm(LLVMBuildFMul(b, x, y, ""));
+  case NNC_K_DIV: return nnc_cg_fm(LLVMBuildFDiv(b, x, y, ""));
+  case NNC_K_REM: return nnc_cg_fm(LLVMBuildFRem(b, x, y, ""));
+  /* max/min as the interpreter defines them (a >= b ? a : b). The select
+   * form is what reductions use too: maxnum would be faster to vectorise
+   * but differs on NaN. */
+  case NNC_K_MAX: return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGE, x, y, ""), x, y, "");
+  case NNC_K_MIN: return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLE, x, y, ""), x, y, "");
+  case NNC_K_POW: {
+    const nnc_kexpr *ye = e->a[1];
+    if (ye->kind == NNC_KX_CONST && ye->f == (double)(int64_t)ye->f && ye->f >= -64 && ye->f <= 64)
+      return powi(E, x, (int64_t)ye->f);
+    if (ye->kind == NNC_KX_CONST && ye->f == 0.5) return nnc_cg_intrinsic1(&E->m, "llvm.sqrt", x);
+    return nnc_cg_pow(&E->m, x, y);
+  }
+  case NNC_K_LT: return LLVMBuildFCmp(b, LLVMRealOLT, x, y, "");
+  case NNC_K_LE: return LLVMBuildFCmp(b, LLVMRealOLE, x, y, "");
+  case NNC_K_GT: return LLVMBuildFCmp(b, LLVMRealOGT, x, y, "");
+  case NNC_K_GE: return LLVMBuildFCmp(b, LLVMRealOGE, x, y, "");
+  case NNC_K_EQ: return LLVMBuildFCmp(b, LLVMRealOEQ, x, y, "");
+  case NNC_K_NE: return LLVMBuildFCmp(b, LLVMRealUNE, x, y, "");
+  default: break;
+  }
+  nnc_ir_bug("codegen: bad float kernel op %d", (int)e->op);
+}
+
+static LLVMValueRef emit_int_binary(emitter *E, const nnc_kexpr *e, LLVMValueRef x, LLVMValueRef y) {
+  LLVMBuilderRef b = E->b;
+  switch (e->op) {
+  case NNC_K_ADD: return LLVMBuildNSWAdd(b, x, y, "");
+  case NNC_K_SUB: return LLVMBuildNSWSub(b, x, y, "");
+  case NNC_K_MUL: return LLVMBuildNSWMul(b, x, y, "");
+  case NNC_K_DIV: return LLVMBuildSDiv(b, x, y, "");
+  case NNC_K_REM: return LLVMBuildSRem(b, x, y, "");
+  case NNC_K_MAX: return LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGE, x, y, ""), x, y, "");
+  case NNC_K_MIN: return LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLE, x, y, ""), x, y, "");
+  case NNC_K_LT: return LLVMBuildICmp(b, LLVMIntSLT, x, y, "");
+  case NNC_K_LE: return LLVMBuildICmp(b, LLVMIntSLE, x, y, "");
+  case NNC_K_GT: return LLVMBuildICmp(b, LLVMIntSGT, x, y, "");
+  case NNC_K_GE: return LLVMBuildICmp(b, LLVMIntSGE, x, y, "");
+  case NNC_K_EQ: return LLVMBuildICmp(b, LLVMIntEQ, x, y, "");
+  case NNC_K_NE: return LLVMBuildICmp(b, LLVMIntNE, x, y, "");
+  case NNC_K_AND: return LLVMBuildAnd(b, x, y, "");
+  case NNC_K_OR: return LLVMBuildOr(b, x, y, "");
+  default: break;
+  }
+  nnc_ir_bug("codegen: bad integer kernel op %d", (int)e->op);
+}
+
+static LLVMValueRef emit_cast(emitter *E, const nnc_kexpr *e) {
+  LLVMValueRef x = expr(E, e->a[0]);
+  nnc_kt from = e->a[0]->type, to = e->type;
+  LLVMTypeRef t = ltype(E, to);
+  bool ff = nnc_kt_is_float(from), tf = nnc_kt_is_float(to);
+  if (ff && tf) return nnc_kt_size(to) > nnc_kt_size(from) ? LLVMBuildFPExt(E->b, x, t, "") : LLVMBuildFPTrunc(E->b, x, t, "");
+  if (ff) {
+    if (to == NNC_KT_BOOL) return LLVMBuildFCmp(E->b, LLVMRealUNE, x, LLVMConstReal(LLVMTypeOf(x), 0), "");
+    return LLVMBuildFPToSI(E->b, x, t, "");
+  }
+  if (tf) return from == NNC_KT_BOOL ? LLVMBuildUIToFP(E->b, x, t, "") : LLVMBuildSIToFP(E->b, x, t, "");
+  if (to == NNC_KT_BOOL) return LLVMBuildICmp(E->b, LLVMIntNE, x, LLVMConstInt(LLVMTypeOf(x), 0, 0), "");
+  if (nnc_kt_size(to) > nnc_kt_size(from))
+    return from == NNC_KT_BOOL ? LLVMBuildZExt(E->b, x, t, "") : LLVMBuildSExt(E->b, x, t, "");
+  return LLVMBuildTrunc(E->b, x, t, "");
+}
+
+/* ops.def's RAND: the runtime's nnc_rt_hash_uniform, bit for bit. */
+static LLVMValueRef emit_rand(emitter *E, const nnc_kexpr *e) {
+  LLVMBuilderRef b = E->b;
+  LLVMTypeRef i64 = E->ti64;
+  LLVMValueRef seed = expr(E, e->a[0]);
+  if (e->a[0]->type == NNC_KT_I32)
+    seed = LLVMBuildZExt(b, seed, i64, "");
+  else
+    seed = LLVMBuildAnd(b, seed, LLVMConstInt(i64, 0xffffffffu, 0), "");
+  LLVMValueRef s = LLVMBuildXor(b, seed, LLVMConstInt(i64, (unsigned long long)e->i << 32, 0), "");
+  LLVMValueRef step = expr(E, e->a[1]), index = expr(E, e->a[2]);
+  LLVMValueRef x = LLVMBuildXor(b, s, LLVMBuildMul(b, step, LLVMConstInt(i64, 0x9E3779B97F4A7C15ull, 0), ""), "");
+  x = LLVMBuildXor(b, x, LLVMBuildMul(b, index, LLVMConstInt(i64, 0xC2B2AE3D27D4EB4Full, 0), ""), "");
+  x = LLVMBuildXor(b, x, LLVMBuildLShr(b, x, LLVMConstInt(i64, 30, 0), ""), "");
+  x = LLVMBuildMul(b, x, LLVMConstInt(i64, 0xBF58476D1CE4E5B9ull, 0), "");
+  x = LLVMBuildXor(b, x, LLVMBuildLShr(b, x, LLVMConstInt(i64, 27, 0), ""), "");
+  x = LLVMBuildMul(b, x, LLVMConstInt(i64, 0x94D049BB133111EBull, 0), "");
+  x = LLVMBuildXor(b, x, LLVMBuildLShr(b, x, LLVMConstInt(i64, 31, 0), ""), "");
+  x = LLVMBuildLShr(b, x, LLVMConstInt(i64, 40, 0), "");
+  LLVMTypeRef ft = ltype(E, e->type);
+  LLVMValueRef f = LLVMBuildUIToFP(b, LLVMBuildTrunc(b, x, E->ti32, ""), ft, "");
+  return LLVMBuildFMul(b, f, LLVMConstReal(ft, 0x1p-24), "");
+}
+
+static LLVMValueRef expr_uncached(emitter *E, const nnc_kexpr *e) {
+  switch (e->kind) {
+  case NNC_KX_CONST:
+    if (nnc_kt_is_float(e->type)) return LLVMConstReal(ltype(E, e->type), e->f);
+    return LLVMConstInt(ltype(E, e->type), (unsigned long long)e->i, 1);
+  case NNC_KX_VAR: return E->vars[e->var];
+  case NNC_KX_SCALAR: return LLVMBuildLoad2(E->b, ltype(E, e->type), E->scalars[e->var], "");
+  case NNC_KX_LOAD: {
+    LLVMValueRef ld = LLVMBuildLoad2(E->b, ltype(E, e->type), address(E, e->buf, expr(E, e->a[0])), "");
+    tag_access(E, ld, e->buf);
+    return ld;
+  }
+  case NNC_KX_UN: return emit_unary(E, e);
+  case NNC_KX_BIN: {
+    LLVMValueRef x = expr(E, e->a[0]), y = expr(E, e->a[1]);
+    return nnc_kt_is_float(e->a[0]->type) ? emit_float_binary(E, e, x, y) : emit_int_binary(E, e, x, y);
+  }
+  case NNC_KX_SELECT: {
+    LLVMValueRef c = expr(E, e->a[0]), x = expr(E, e->a[1]), y = expr(E, e->a[2]);
+    return LLVMBuildSelect(E->b, c, x, y, "");
+  }
+  case NNC_KX_CAST: return emit_cast(E, e);
+  case NNC_KX_RAND: return emit_rand(E, e);
+  }
+  nnc_ir_bug("codegen: bad kernel expression");
+}
+
+static LLVMValueRef expr(emitter *E, const nnc_kexpr *e) {
+  if (e->kind == NNC_KX_CONST || e->kind == NNC_KX_VAR) return expr_uncached(E, e);
+  LLVMValueRef v = memo_get(E, e);
+  if (v) return v;
+  v = expr_uncached(E, e);
+  memo_put(E, e, v);
+  return v;
+}
+
+/* ---- statements ---- */
+
+static void block(emitter *E, const nnc_kblock *blk, bool top);
+
+static void writes_in(const nnc_kblock *blk, bool *stores, bool *sets) {
+  for (int i = 0; i < blk->n; i++) {
+    const nnc_kstmt *s = blk->s[i];
+    if (s->kind == NNC_KS_LOOP) writes_in(&s->body, stores, sets);
+    if (s->kind == NNC_KS_STORE) *stores = true;
+    if (s->kind == NNC_KS_SET) *sets = true;
+  }
+}
+
+/* llvm.loop !{self, !{"llvm.loop.unroll.disable"}} on a loop's back edge. */
+static void no_unroll(emitter *E, LLVMValueRef br) {
+  const char *k = "llvm.loop.unroll.disable";
+  LLVMMetadataRef prop = LLVMMDStringInContext2(E->ctx, k, strlen(k));
+  prop = LLVMMDNodeInContext2(E->ctx, &prop, 1);
+  LLVMMetadataRef tmp = LLVMTemporaryMDNode(E->ctx, NULL, 0);
+  LLVMMetadataRef ops[2] = {tmp, prop};
+  LLVMMetadataRef id = LLVMMDNodeInContext2(E->ctx, ops, 2);
+  LLVMMetadataReplaceAllUsesWith(tmp, id); /* makes id refer to itself; frees tmp */
+  LLVMSetMetadata(br, E->md_loop, LLVMMetadataAsValue(E->ctx, id));
+}
+
+static bool has_loop(const nnc_kblock *blk) {
+  for (int i = 0; i < blk->n; i++)
+    if (blk->s[i]->kind == NNC_KS_LOOP) return true;
+  return false;
+}
+
+/* An innermost loop shorter than a vector inside another loop: unrolled
+ * fully, it would leave the outer loop innermost, and the vectoriser would
+ * run across rows with gathers and scatters (code size, compile time, no
+ * speed). Kept as a loop, rows stay scalar or short vectors. */
+static void loop(emitter *E, const nnc_kstmt *s, LLVMValueRef lo, LLVMValueRef hi) {
+  bool inner_short = E->loop_depth > 0 && !has_loop(&s->body) && s->extent < 16 && s->extent > 1;
+  E->loop_depth++;
+  LLVMBasicBlockRef pre = LLVMGetInsertBlock(E->b);
+  LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(E->ctx, E->fn, "loop");
+  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(E->ctx, E->fn, "body");
+  LLVMBasicBlockRef exit = LLVMAppendBasicBlockInContext(E->ctx, E->fn, "exit");
+  LLVMBuildBr(E->b, head);
+  LLVMPositionBuilderAtEnd(E->b, head);
+  LLVMValueRef iv = LLVMBuildPhi(E->b, E->ti64, "i");
+  LLVMBuildCondBr(E->b, LLVMBuildICmp(E->b, LLVMIntSLT, iv, hi, ""), body, exit);
+  LLVMPositionBuilderAtEnd(E->b, body);
+  E->vars[s->var] = iv;
+  /* Values computed before the loop may be stale inside it if it writes
+   * what they read. */
+  bool stores = false, sets = false;
+  writes_in(&s->body, &stores, &sets);
+  memo_invalidate(E, stores, sets);
+  int mark = E->nmemo;
+  block(E, &s->body, false);
+  E->nmemo = mark;
+  memo_invalidate(E, stores, sets);
+  LLVMValueRef next = LLVMBuildAdd(E->b, iv, LLVMConstInt(E->ti64, 1, 0), "");
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(E->b);
+  LLVMValueRef back = LLVMBuildBr(E->b, head);
+  if (inner_short) no_unroll(E, back);
+  LLVMValueRef vals[2] = {lo, next};
+  LLVMBasicBlockRef bbs[2] = {pre, latch};
+  LLVMAddIncoming(iv, vals, bbs, 2);
+  LLVMPositionBuilderAtEnd(E->b, exit);
+  E->loop_depth--;
+}
+
+static void block(emitter *E, const nnc_kblock *blk, bool top) {
+  for (int i = 0; i < blk->n; i++) {
+    const nnc_kstmt *s = blk->s[i];
+    switch (s->kind) {
+    case NNC_KS_LOOP:
+      if (top && E->k->split)
+        loop(E, s, E->begin, E->end);
+      else
+        loop(E, s, LLVMConstInt(E->ti64, 0, 0), LLVMConstInt(E->ti64, (unsigned long long)s->extent, 0));
+      break;
+    case NNC_KS_STORE: {
+      LLVMValueRef v = expr(E, s->value), at = address(E, s->buf, expr(E, s->index));
+      tag_access(E, LLVMBuildStore(E->b, v, at), s->buf);
+      memo_invalidate(E, true, false);
+      break;
+    }
+    case NNC_KS_SET:
+      LLVMBuildStore(E->b, expr(E, s->value), E->scalars[s->var]);
+      memo_invalidate(E, false, true);
+      break;
+    }
+  }
+}
+
+/* ---- kernels ---- */
+
+/* alias.scope / noalias metadata: one scope per base buffer the kernel touches. */
+static void alias_scopes(emitter *E, const nnc_kernel *k, const char *kname) {
+  int nb = E->p->nbufs, *bases = malloc(sizeof(int) * (size_t)(k->nreads + k->nwrites + 1)), n = 0;
+  LLVMMetadataRef *scopes = malloc(sizeof(LLVMMetadataRef) * (size_t)(k->nreads + k->nwrites + 1));
+  if (!bases || !scopes) nnc_ir_bug("codegen: out of memory");
+  for (int i = 0; i < nb; i++) E->scope_md[i] = E->noalias_md[i] = NULL;
+  for (int i = 0; i < k->nreads + k->nwrites; i++) {
+    int b = nnc_kbuf_base(E->p, i < k->nreads ? k->reads[i] : k->writes[i - k->nreads]);
+    bool seen = false;
+    for (int j = 0; j < n; j++) seen |= bases[j] == b;
+    if (!seen) bases[n++] = b;
+  }
+  char name[256];
+  snprintf(name, sizeof name, "nnc.%s", kname);
+  LLVMMetadataRef dom_name = LLVMMDStringInContext2(E->ctx, name, strlen(name));
+  LLVMMetadataRef domain = LLVMMDNodeInContext2(E->ctx, &dom_name, 1);
+  for (int j = 0; j < n; j++) {
+    snprintf(name, sizeof name, "nnc.%s.b%d", kname, bases[j]);
+    LLVMMetadataRef ops[2] = {LLVMMDStringInContext2(E->ctx, name, strlen(name)), domain};
+    scopes[j] = LLVMMDNodeInContext2(E->ctx, ops, 2);
+  }
+  LLVMMetadataRef *others = malloc(sizeof(LLVMMetadataRef) * (size_t)(n + 1));
+  if (!others) nnc_ir_bug("codegen: out of memory");
+  for (int j = 0; j < n; j++) {
+    int m = 0;
+    for (int q = 0; q < n; q++)
+      if (q != j) others[m++] = scopes[q];
+    E->scope_md[bases[j]] = LLVMMetadataAsValue(E->ctx, LLVMMDNodeInContext2(E->ctx, &scopes[j], 1));
+    E->noalias_md[bases[j]] = LLVMMetadataAsValue(E->ctx, LLVMMDNodeInContext2(E->ctx, others, (size_t)m));
+  }
+  free(others);
+  free(scopes);
+  free(bases);
+}
+
+static LLVMValueRef buffer_ptr(emitter *E, int buf) {
+  LLVMValueRef off = LLVMConstInt(E->ti64, (unsigned long long)E->p->bufs[nnc_kbuf_base(E->p, buf)].offset, 0);
+  return LLVMBuildInBoundsGEP2(E->b, E->ti8, E->arena, &off, 1, "");
+}
+
+static LLVMValueRef new_kernel_fn(emitter *E, const char *name) {
+  LLVMValueRef fn = LLVMAddFunction(E->mod, name, E->kfn_type);
+  LLVMSetLinkage(fn, LLVMInternalLinkage);
+  target_attrs(E, fn);
+  LLVMAddAttributeAtIndex(fn, 1, LLVMCreateEnumAttribute(E->ctx, LLVMGetEnumAttributeKindForName("noalias", 7), 0));
+  E->fn = fn;
+  E->arena = LLVMGetParam(fn, 0);
+  E->begin = LLVMGetParam(fn, 1);
+  E->end = LLVMGetParam(fn, 2);
+  LLVMPositionBuilderAtEnd(E->b, LLVMAppendBasicBlockInContext(E->ctx, fn, "entry"));
+  return fn;
+}
+
+static LLVMValueRef emit_gemm_kernel(emitter *E, const nnc_kernel *k) {
+  char name[256];
+  snprintf(name, sizeof name, "nnc.gemm.%s", k->name);
+  /* The product goes into the gemm module (already vectorised and
+   * register-blocked: it needs clean-up, not O3); this module calls it by
+   * name, and compile.c links the two after optimising each. */
+  LLVMValueRef def = nnc_cg_emit_gemm(E->gemm_mod, name, &k->gemm);
+  target_attrs(E, def);
+  LLVMValueRef g = LLVMAddFunction(E->mod, name, LLVMGlobalGetValueType(def));
+  LLVMValueRef fn = new_kernel_fn(E, k->name);
+  LLVMValueRef rb = LLVMConstInt(E->ti64, (unsigned long long)k->row_block, 0);
+  LLVMValueRef M = LLVMConstInt(E->ti64, (unsigned long long)k->gemm.M, 0);
+  LLVMValueRef r0 = LLVMBuildMul(E->b, E->begin, rb, "");
+  LLVMValueRef r1 = LLVMBuildMul(E->b, E->end, rb, "");
+  r1 = LLVMBuildSelect(E->b, LLVMBuildICmp(E->b, LLVMIntSLT, r1, M, ""), r1, M, "");
+  LLVMValueRef args[6] = {buffer_ptr(E, k->a_buf), buffer_ptr(E, k->b_buf),
+                          k->bias_buf >= 0 ? buffer_ptr(E, k->bias_buf) : LLVMConstNull(E->tptr),
+                          buffer_ptr(E, k->c_buf), r0, r1};
+  LLVMBuildCall2(E->b, LLVMGlobalGetValueType(g), g, args, 6, "");
+  LLVMBuildRetVoid(E->b);
+  return fn;
+}
+
+static LLVMValueRef emit_kernel(emitter *E, const nnc_kernel *k) {
+  E->k = k;
+  if (k->is_gemm) return emit_gemm_kernel(E, k);
+  LLVMValueRef fn = new_kernel_fn(E, k->name);
+  E->vars = calloc((size_t)k->nvars + 1, sizeof(LLVMValueRef));
+  E->scalars = calloc((size_t)k->nscalars + 1, sizeof(LLVMValueRef));
+  if (!E->vars || !E->scalars) nnc_ir_bug("codegen: out of memory");
+  for (int s = 0; s < k->nscalars; s++) E->scalars[s] = LLVMBuildAlloca(E->b, ltype(E, k->scalar_type[s]), "acc");
+  for (int i = 0; i < k->nreads + k->nwrites; i++) {
+    int b = nnc_kbuf_base(E->p, i < k->nreads ? k->reads[i] : k->writes[i - k->nreads]);
+    if (!E->base[b]) E->base[b] = buffer_ptr(E, b);
+  }
+  alias_scopes(E, k, k->name);
+  E->nmemo = 0;
+  block(E, &k->body, true);
+  LLVMBuildRetVoid(E->b);
+  for (int i = 0; i < k->nreads + k->nwrites; i++)
+    E->base[nnc_kbuf_base(E->p, i < k->nreads ? k->reads[i] : k->writes[i - k->nreads])] = NULL;
+  free(E->vars);
+  free(E->scalars);
+  return fn;
+}
+
+/* ---- entry points ---- */
+
+static void emit_entry(emitter *E, const nnc_kgraph *g, const char *name) {
+  LLVMValueRef *fns = malloc(sizeof(LLVMValueRef) * (size_t)(g->n + 1));
+  if (!fns) nnc_ir_bug("codegen: out of memory");
+  for (int i = 0; i < g->n; i++) fns[i] = emit_kernel(E, g->k[i]);
+  LLVMTypeRef params[2] = {E->tptr, E->tptr};
+  LLVMTypeRef et = LLVMFunctionType(E->tvoid, params, 2, 0);
+  LLVMValueRef entry = LLVMAddFunction(E->mod, name, et);
+  target_attrs(E, entry);
+  LLVMPositionBuilderAtEnd(E->b, LLVMAppendBasicBlockInContext(E->ctx, entry, "entry"));
+  LLVMValueRef arena = LLVMGetParam(entry, 0), pool = LLVMGetParam(entry, 1);
+  LLVMTypeRef pparams[4] = {E->tptr, E->tptr, E->tptr, E->ti64};
+  LLVMTypeRef pt = LLVMFunctionType(E->tvoid, pparams, 4, 0);
+  LLVMValueRef par = LLVMGetNamedFunction(E->mod, "nnc_rt_parallel");
+  if (!par) par = LLVMAddFunction(E->mod, "nnc_rt_parallel", pt);
+  for (int i = 0; i < g->n; i++) {
+    const nnc_kernel *k = g->k[i];
+    LLVMValueRef n = LLVMConstInt(E->ti64, (unsigned long long)k->extent, 0);
+    if (k->split && k->extent > 1 && k->work >= PARALLEL_WORK) {
+      LLVMValueRef args[4] = {pool, fns[i], arena, n};
+      LLVMBuildCall2(E->b, pt, par, args, 4, "");
+    } else {
+      LLVMValueRef args[3] = {arena, LLVMConstInt(E->ti64, 0, 0), n};
+      LLVMBuildCall2(E->b, E->kfn_type, fns[i], args, 3, "");
+    }
+  }
+  LLVMBuildRetVoid(E->b);
+  free(fns);
+}
+
+bool nnc_cg_emit_module(const nnc_kprog *p, LLVMModuleRef mod, LLVMModuleRef gemm_mod, const nnc_cg_target *t,
+                        bool verify, char *err, size_t errlen) {
+  emitter E;
+  memset(&E, 0, sizeof E);
+  E.ctx = LLVMGetModuleContext(mod);
+  E.mod = mod;
+  E.gemm_mod = gemm_mod;
+  E.b = LLVMCreateBuilderInContext(E.ctx);
+  E.p = p;
+  E.t = t;
+  E.m = (nnc_cg_math){E.ctx, mod, E.b};
+  E.tvoid = LLVMVoidTypeInContext(E.ctx);
+  E.ti1 = LLVMInt1TypeInContext(E.ctx);
+  E.ti8 = LLVMInt8TypeInContext(E.ctx);
+  E.ti32 = LLVMInt32TypeInContext(E.ctx);
+  E.ti64 = LLVMInt64TypeInContext(E.ctx);
+  E.tf32 = LLVMFloatTypeInContext(E.ctx);
+  E.tf64 = LLVMDoubleTypeInContext(E.ctx);
+  E.tptr = LLVMPointerTypeInContext(E.ctx, 0);
+  LLVMTypeRef kp[3] = {E.tptr, E.ti64, E.ti64};
+  E.kfn_type = LLVMFunctionType(E.tvoid, kp, 3, 0);
+  E.md_scope = LLVMGetMDKindIDInContext(E.ctx, "alias.scope", 11);
+  E.md_noalias = LLVMGetMDKindIDInContext(E.ctx, "noalias", 7);
+  E.md_loop = LLVMGetMDKindIDInContext(E.ctx, "llvm.loop", 9);
+  E.base = calloc((size_t)p->nbufs + 1, sizeof(LLVMValueRef));
+  E.scope_md = calloc((size_t)p->nbufs + 1, sizeof(LLVMValueRef));
+  E.noalias_md = calloc((size_t)p->nbufs + 1, sizeof(LLVMValueRef));
+  if (!E.base || !E.scope_md || !E.noalias_md) nnc_ir_bug("codegen: out of memory");
+  if (p->has_train) emit_entry(&E, &p->train, "nnc_train_step");
+  if (p->has_eval) emit_entry(&E, &p->eval, "nnc_eval_step");
+  free(E.base);
+  free(E.scope_md);
+  free(E.noalias_md);
+  free(E.memo);
+  LLVMDisposeBuilder(E.b);
+  if (verify) {
+    LLVMModuleRef mods[2] = {mod, gemm_mod};
+    for (int i = 0; i < 2; i++) {
+      char *msg = NULL;
+      if (LLVMVerifyModule(mods[i], LLVMReturnStatusAction, &msg)) {
+        /* A compiler bug: the module goes to stderr for the bug report. */
+        LLVMDumpModule(mods[i]);
+        snprintf(err, errlen, "codegen: LLVM module does not verify: %s", msg ? msg : "");
+        LLVMDisposeMessage(msg);
+        return false;
+      }
+      LLVMDisposeMessage(msg);
+    }
+  }
+  return true;
+}

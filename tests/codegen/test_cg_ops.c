@@ -1,0 +1,365 @@
+/* test_cg_ops.c: every op of ops.def compiled through the kernel IR and
+ * LLVM, run through the runtime ABI and compared with the reference
+ * interpreter; then fused chains and update passes (simultaneous
+ * assignment, in place and through temporaries). */
+#include "cg_test.h"
+
+
+static nnc_node *labels(fixture *fx, int n, int classes) {
+  nnc_shape s = sh(1, n);
+  fx->y_classes = classes;
+  return nnc_ir_input(fx->g, NNC_IN_Y, NNC_I32, &s);
+}
+
+static void out(fixture *fx, nnc_output_kind k, nnc_node *n) { nnc_graph_set_output(fx->g, k, n); }
+
+/* ---- Elementwise ---- */
+
+typedef struct unary_case {
+  nnc_op op;
+  double lo, hi;
+} unary_case;
+
+static void check_unary(nnc_op op, double lo, double hi, nnc_dtype t) {
+  void *state;
+  fx_setup(&state);
+  fixture *fx = state;
+  /* [7, 37]: a vector body and a remainder along the inner loop. */
+  nnc_node *a = fx_tensor(fx, "a", NNC_ROLE_PARAM, t, sh(2, 7, 37), lo, hi);
+  out(fx, NNC_OUT_PRED, nnc_ir_unary(fx->g, op, a));
+  fx->rtol = t == NNC_F32 ? 2e-6 : 1e-12;
+  fx->atol = t == NNC_F32 ? 1e-6 : 1e-12;
+  if (op == NNC_OP_ERF && t == NNC_F32) fx->atol = 3e-7;
+  fx_check(fx);
+  fx_teardown(&state);
+}
+
+static const unary_case unary_cases[] = {
+    {NNC_OP_NEG, -3, 3},     {NNC_OP_EXP, -20, 20},   {NNC_OP_LOG, 1e-3, 100},  {NNC_OP_SQRT, 0, 10},
+    {NNC_OP_RSQRT, 0.1, 10}, {NNC_OP_RECIP, 0.5, 4},  {NNC_OP_TANH, -6, 6},     {NNC_OP_SIGMOID, -12, 12},
+    {NNC_OP_RELU, -1, 1},    {NNC_OP_ABS, -2, 2},     {NNC_OP_SIGN, -2, 2},     {NNC_OP_ERF, -3, 3},
+    {NNC_OP_COS, -4, 4},     {NNC_OP_FLOOR, -5, 5},
+};
+
+static void test_unary_f32(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof unary_cases / sizeof unary_cases[0]; i++)
+    check_unary(unary_cases[i].op, unary_cases[i].lo, unary_cases[i].hi, NNC_F32);
+}
+
+static void test_unary_f64(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof unary_cases / sizeof unary_cases[0]; i++)
+    check_unary(unary_cases[i].op, unary_cases[i].lo, unary_cases[i].hi, NNC_F64);
+}
+
+/* exp and log far out: overflow to inf, underflow to 0, log(0) = -inf. */
+static void test_exp_log_edges(void **state) {
+  fixture *fx = *state;
+  nnc_node *a = fx_param(fx, "a", sh(1, 40), -100, 88);
+  out(fx, NNC_OUT_PRED, nnc_ir_unary(fx->g, NNC_OP_EXP, a));
+  nnc_node *b = fx_param(fx, "b", sh(1, 40), 0, 1e-30);
+  out(fx, NNC_OUT_LOSS_VEC, nnc_ir_unary(fx->g, NNC_OP_LOG, b));
+  fx->atol = 1e-30;
+  fx->rtol = 3e-6;
+  fx_check(fx);
+}
+
+static void test_binary_broadcast(void **state) {
+  (void)state;
+  const nnc_op ops[] = {NNC_OP_ADD, NNC_OP_SUB, NNC_OP_MUL, NNC_OP_DIV, NNC_OP_MAX,
+                        NNC_OP_MIN, NNC_OP_POW, NNC_OP_GT,  NNC_OP_GE,  NNC_OP_EQ};
+  for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+    void *st;
+    fx_setup(&st);
+    fixture *fx = st;
+    nnc_node *a = fx_param(fx, "a", sh(2, 9, 1), 0.5, 2);
+    nnc_node *b = fx_param(fx, "b", sh(2, 1, 21), 0.5, 2);
+    out(fx, NNC_OUT_PRED, nnc_ir_binary(fx->g, ops[i], a, b));
+    /* and against a scalar constant, the other way round */
+    out(fx, NNC_OUT_LOSS_VEC, nnc_ir_binary(fx->g, ops[i], nnc_ir_const(fx->g, NNC_F32, 1.25), b));
+    fx->rtol = 3e-6;
+    fx_check(fx);
+    fx_teardown(&st);
+  }
+}
+
+/* pow with constant integer, half and general exponents. */
+static void test_pow(void **state) {
+  fixture *fx = *state;
+  nnc_node *a = fx_param(fx, "a", sh(1, 50), 0.2, 3);
+  out(fx, NNC_OUT_PRED, nnc_ir_binary(fx->g, NNC_OP_POW, a, nnc_ir_const(fx->g, NNC_F32, 3)));
+  out(fx, NNC_OUT_LOSS_VEC, nnc_ir_binary(fx->g, NNC_OP_POW, a, nnc_ir_const(fx->g, NNC_F32, -2)));
+  out(fx, NNC_OUT_CORRECT_VEC, nnc_ir_binary(fx->g, NNC_OP_POW, a, nnc_ir_const(fx->g, NNC_F32, 0.5)));
+  out(fx, NNC_OUT_LR, nnc_ir_binary(fx->g, NNC_OP_POW, a, nnc_ir_const(fx->g, NNC_F32, 1.7)));
+  fx->rtol = 1e-5;
+  fx_check(fx);
+}
+
+static void test_select_cast(void **state) {
+  fixture *fx = *state;
+  nnc_node *c = fx_param(fx, "c", sh(2, 5, 6), -1, 1);
+  nnc_node *a = fx_param(fx, "a", sh(2, 5, 1), -1, 1);
+  nnc_node *b = fx_param(fx, "b", sh(2, 1, 6), -1, 1);
+  nnc_node *cond = nnc_ir_binary(fx->g, NNC_OP_GT, c, nnc_ir_const(fx->g, NNC_F32, 0));
+  out(fx, NNC_OUT_PRED, nnc_ir_select(fx->g, cond, a, b));
+  nnc_node *y = labels(fx, 8, 5);
+  out(fx, NNC_OUT_LOSS_VEC, nnc_ir_cast(fx->g, y, NNC_F32));
+  nnc_node *d = nnc_ir_cast(fx->g, nnc_ir_cast(fx->g, c, NNC_F64), NNC_F32);
+  out(fx, NNC_OUT_CORRECT_VEC, nnc_ir_unary(fx->g, NNC_OP_EXP, d));
+  fx_check(fx);
+}
+
+static void test_fill_and_const(void **state) {
+  fixture *fx = *state;
+  nnc_shape s = sh(2, 3, 17);
+  out(fx, NNC_OUT_PRED, nnc_ir_fill(fx->g, NNC_F32, &s, 2.5));
+  out(fx, NNC_OUT_LOSS, nnc_ir_const(fx->g, NNC_F32, -1.5));
+  fx_check(fx);
+}
+
+/* ---- Reductions ---- */
+
+static void test_reductions(void **state) {
+  (void)state;
+  const uint32_t masks[] = {0x1, 0x2, 0x4, 0x3, 0x5, 0x6, 0x7};
+  for (size_t i = 0; i < sizeof masks / sizeof masks[0]; i++) {
+    void *st;
+    fx_setup(&st);
+    fixture *fx = st;
+    nnc_node *a = fx_param(fx, "a", sh(3, 5, 6, 19), -2, 2);
+    nnc_node *e = nnc_ir_unary(fx->g, NNC_OP_EXP, a); /* fused into the loop */
+    out(fx, NNC_OUT_PRED, nnc_ir_reduce(fx->g, NNC_OP_SUM, e, masks[i]));
+    out(fx, NNC_OUT_LOSS_VEC, nnc_ir_reduce(fx->g, NNC_OP_RMAX, a, masks[i]));
+    fx->rtol = 1e-5;
+    fx_check(fx);
+    fx_teardown(&st);
+  }
+}
+
+static void test_argmax(void **state) {
+  fixture *fx = *state;
+  nnc_node *a = fx_param(fx, "a", sh(3, 4, 7, 5), -2, 2);
+  out(fx, NNC_OUT_PRED, nnc_ir_argmax(fx->g, a, 1));
+  out(fx, NNC_OUT_LOSS_VEC, nnc_ir_argmax(fx->g, a, 2));
+  out(fx, NNC_OUT_CORRECT_VEC, nnc_ir_argmax(fx->g, a, 0));
+  fx_check(fx);
+}
+
+/* ---- Data movement ---- */
+
+static void test_reshape_transpose_broadcast(void **state) {
+  fixture *fx = *state;
+  nnc_graph *g = fx->g;
+  nnc_node *a = fx_param(fx, "a", sh(3, 2, 3, 4), -1, 1);
+  const int perm[3] = {2, 0, 1};
+  out(fx, NNC_OUT_PRED, nnc_ir_unary(g, NNC_OP_TANH, nnc_ir_transpose(g, a, perm)));
+  nnc_shape s = sh(2, 6, 4);
+  nnc_node *e = nnc_ir_unary(g, NNC_OP_EXP, a);
+  nnc_node *r = nnc_ir_reshape(g, e, &s); /* a view of e's buffer */
+  out(fx, NNC_OUT_LOSS_VEC, nnc_ir_binary(g, NNC_OP_MUL, r, nnc_ir_reshape(g, a, &s)));
+  nnc_node *b = fx_param(fx, "b", sh(2, 1, 4), -1, 1);
+  nnc_shape bs = sh(2, 5, 4);
+  out(fx, NNC_OUT_CORRECT_VEC, nnc_ir_broadcast(g, nnc_ir_unary(g, NNC_OP_SIGMOID, b), &bs));
+  /* reshape of a constant fill: inlined, no buffer */
+  nnc_shape f = sh(2, 4, 6), f2 = sh(1, 24);
+  out(fx, NNC_OUT_LR, nnc_ir_reshape(g, nnc_ir_fill(g, NNC_F32, &f, 3), &f2));
+  fx_check(fx);
+}
+
+/* ---- Matrix products ---- */
+
+static void check_matmul(int M, int N, int K, bool ta, bool tb, nnc_dtype t, bool bias, bool relu) {
+  void *st;
+  fx_setup(&st);
+  fixture *fx = st;
+  nnc_graph *g = fx->g;
+  nnc_node *a = fx_tensor(fx, "a", NNC_ROLE_PARAM, t, ta ? sh(2, K, M) : sh(2, M, K), -1, 1);
+  nnc_node *b = fx_tensor(fx, "b", NNC_ROLE_PARAM, t, tb ? sh(2, N, K) : sh(2, K, N), -1, 1);
+  nnc_node *c = nnc_ir_matmul(g, a, b, ta, tb);
+  if (bias) {
+    nnc_node *bv = fx_tensor(fx, "bias", NNC_ROLE_PARAM, t, sh(1, N), -1, 1);
+    nnc_shape row = sh(2, 1, N);
+    c = nnc_ir_binary(g, NNC_OP_ADD, c, nnc_ir_reshape(g, bv, &row));
+  }
+  if (relu) c = nnc_ir_unary(g, NNC_OP_RELU, c);
+  out(fx, NNC_OUT_PRED, c);
+  fx->rtol = 1e-5;
+  fx->atol = 1e-5 * sqrt((double)K);
+  fx_check(fx);
+  fx_teardown(&st);
+}
+
+static void test_matmul(void **state) {
+  (void)state;
+  for (int ta = 0; ta < 2; ta++)
+    for (int tb = 0; tb < 2; tb++) {
+      check_matmul(5, 7, 3, ta, tb, NNC_F32, false, false);
+      check_matmul(37, 53, 29, ta, tb, NNC_F32, false, false);
+      check_matmul(13, 40, 17, ta, tb, NNC_F64, false, false);
+    }
+}
+
+static void test_matmul_epilogue(void **state) {
+  (void)state;
+  check_matmul(64, 70, 33, false, false, NNC_F32, true, true);
+  check_matmul(64, 70, 33, false, true, NNC_F32, true, false);
+  check_matmul(9, 10, 33, false, false, NNC_F64, true, true);
+}
+
+/* ---- Windows ---- */
+
+static void test_im2col_col2im(void **state) {
+  fixture *fx = *state;
+  nnc_graph *g = fx->g;
+  nnc_node *x = fx_param(fx, "x", sh(4, 2, 3, 7, 6), -1, 1);
+  const int64_t k[2] = {3, 2}, s[2] = {2, 1}, p[2] = {1, 1};
+  nnc_node *cols = nnc_ir_im2col(g, x, k, s, p, -0.5);
+  out(fx, NNC_OUT_PRED, cols);
+  nnc_node *c2 = fx_param(fx, "c2", sh(2, (int)cols->shape.dim[0], (int)cols->shape.dim[1]), -1, 1);
+  out(fx, NNC_OUT_LOSS_VEC, nnc_ir_col2im(g, c2, &x->shape, k, s, p));
+  fx->rtol = 1e-5;
+  fx_check(fx);
+}
+
+/* ---- Embedding, labels, randomness ---- */
+
+static void test_gather_scatter_onehot(void **state) {
+  fixture *fx = *state;
+  nnc_graph *g = fx->g;
+  nnc_node *table = fx_param(fx, "table", sh(2, 6, 5), -1, 1);
+  nnc_node *idx = labels(fx, 9, 6);
+  out(fx, NNC_OUT_PRED, nnc_ir_gather(g, table, idx));
+  nnc_node *dy = fx_param(fx, "dy", sh(2, 9, 5), -1, 1);
+  out(fx, NNC_OUT_LOSS_VEC, nnc_ir_scatter_add(g, dy, idx, 6));
+  out(fx, NNC_OUT_CORRECT_VEC, nnc_ir_onehot(g, idx, 7, NNC_F32));
+  fx_check(fx);
+}
+
+static void test_rand(void **state) {
+  fixture *fx = *state;
+  nnc_graph *g = fx->g;
+  nnc_shape s0 = sh(0);
+  nnc_node *seed = nnc_ir_input(g, NNC_IN_SEED, NNC_I32, &s0);
+  nnc_node *step = nnc_ir_input(g, NNC_IN_STEP, NNC_F32, &s0);
+  nnc_shape s = sh(2, 3, 50);
+  out(fx, NNC_OUT_PRED, nnc_ir_rand(g, seed, step, &s, NNC_F32, 5));
+  /* dropout-style use: mask fused into an elementwise chain */
+  nnc_node *x = fx_param(fx, "x", s, -1, 1);
+  nnc_node *keep = nnc_ir_binary(g, NNC_OP_GT, nnc_ir_rand(g, seed, step, &s, NNC_F32, 6), nnc_ir_const(g, NNC_F32, 0.3));
+  out(fx, NNC_OUT_LOSS_VEC, nnc_ir_binary(g, NNC_OP_MUL, x, keep));
+  fx->rtol = fx->atol = 0; /* bit for bit */
+  fx->steps = 2;
+  fx_check(fx);
+}
+
+/* ---- Composites ---- */
+
+/* log-softmax cross-entropy: row-wise max and sum kernels with the
+ * elementwise parts fused into them. */
+static void test_softmax_cross_entropy(void **state) {
+  fixture *fx = *state;
+  nnc_graph *g = fx->g;
+  nnc_node *z = fx_param(fx, "logits", sh(2, 16, 10), -3, 3);
+  nnc_node *y = labels(fx, 16, 10);
+  nnc_node *shifted = nnc_ir_binary(g, NNC_OP_SUB, z, nnc_ir_reduce(g, NNC_OP_RMAX, z, 0x2));
+  nnc_node *lse = nnc_ir_unary(g, NNC_OP_LOG, nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_unary(g, NNC_OP_EXP, shifted), 0x2));
+  nnc_node *logp = nnc_ir_binary(g, NNC_OP_SUB, shifted, lse);
+  nnc_node *picked = nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_binary(g, NNC_OP_MUL, nnc_ir_onehot(g, y, 10, NNC_F32), logp), 0x2);
+  nnc_shape b = sh(1, 16);
+  nnc_node *lv = nnc_ir_reshape(g, nnc_ir_unary(g, NNC_OP_NEG, picked), &b);
+  out(fx, NNC_OUT_LOSS_VEC, lv);
+  out(fx, NNC_OUT_LOSS, nnc_ir_binary(g, NNC_OP_MUL, nnc_ir_reduce(g, NNC_OP_SUM, lv, 0x1), nnc_ir_const(g, NNC_F32, 1.0 / 16)));
+  nnc_node *pred = nnc_ir_reshape(g, nnc_ir_argmax(g, z, 1), &b);
+  out(fx, NNC_OUT_CORRECT_VEC, nnc_ir_binary(g, NNC_OP_EQ, pred, nnc_ir_cast(g, y, NNC_F32)));
+  fx->rtol = 1e-5;
+  fx_check(fx);
+}
+
+/* ---- Updates ---- */
+
+/* a := b, b := a: both read before either is written. */
+static void test_update_swap(void **state) {
+  fixture *fx = *state;
+  nnc_node *a = fx_param(fx, "a", sh(2, 4, 33), -1, 1);
+  nnc_node *b = fx_param(fx, "b", sh(2, 4, 33), -1, 1);
+  nnc_graph_add_update(fx->g, 0, b);
+  nnc_graph_add_update(fx->g, 1, nnc_ir_unary(fx->g, NNC_OP_NEG, a));
+  fx->steps = 3;
+  fx_check(fx);
+}
+
+/* An Adam-like step: m, v and w in one pass, in place. */
+static void test_update_adam_like(void **state) {
+  fixture *fx = *state;
+  nnc_graph *g = fx->g;
+  nnc_node *w = fx_param(fx, "w", sh(2, 20, 70), -1, 1);
+  nnc_node *gr = fx_tensor(fx, "g", NNC_ROLE_BUFFER, NNC_F32, sh(2, 20, 70), -1, 1);
+  nnc_node *m = fx_tensor(fx, "m", NNC_ROLE_OPT_STATE, NNC_F32, sh(2, 20, 70), -0.1, 0.1);
+  nnc_node *v = fx_tensor(fx, "v", NNC_ROLE_OPT_STATE, NNC_F32, sh(2, 20, 70), 0, 0.1);
+  nnc_shape s0 = sh(0);
+  nnc_node *step = nnc_ir_input(g, NNC_IN_STEP, NNC_F32, &s0);
+  nnc_node *lr = nnc_ir_binary(g, NNC_OP_DIV, nnc_ir_const(g, NNC_F32, 0.01), nnc_ir_unary(g, NNC_OP_SQRT, step));
+  nnc_graph_set_output(g, NNC_OUT_LR, lr);
+  nnc_node *m2 = nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_binary(g, NNC_OP_MUL, m, nnc_ir_const(g, NNC_F32, 0.9)),
+                               nnc_ir_binary(g, NNC_OP_MUL, gr, nnc_ir_const(g, NNC_F32, 0.1)));
+  nnc_node *v2 = nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_binary(g, NNC_OP_MUL, v, nnc_ir_const(g, NNC_F32, 0.99)),
+                               nnc_ir_binary(g, NNC_OP_MUL, nnc_ir_binary(g, NNC_OP_MUL, gr, gr), nnc_ir_const(g, NNC_F32, 0.01)));
+  nnc_node *upd = nnc_ir_binary(g, NNC_OP_DIV, m2, nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_unary(g, NNC_OP_SQRT, v2), nnc_ir_const(g, NNC_F32, 1e-8)));
+  nnc_node *w2 = nnc_ir_binary(g, NNC_OP_SUB, w, nnc_ir_binary(g, NNC_OP_MUL, lr, upd));
+  nnc_graph_add_update(g, 0, w2);
+  nnc_graph_add_update(g, 2, m2);
+  nnc_graph_add_update(g, 3, v2);
+  fx->steps = 3;
+  fx_check(fx);
+}
+
+/* w := w^T (square): reads the old value elsewhere, so a temporary. */
+static void test_update_transposed(void **state) {
+  fixture *fx = *state;
+  nnc_node *w = fx_param(fx, "w", sh(2, 9, 9), -1, 1);
+  const int perm[2] = {1, 0};
+  nnc_graph_add_update(fx->g, 0, nnc_ir_binary(fx->g, NNC_OP_ADD, w, nnc_ir_transpose(fx->g, w, perm)));
+  fx->steps = 2;
+  fx_check(fx);
+}
+
+/* An update whose value is a kernel node (a column sum) and one that
+ * reads another updated tensor with broadcasting. */
+static void test_update_mixed(void **state) {
+  fixture *fx = *state;
+  nnc_graph *g = fx->g;
+  nnc_node *x = fx_param(fx, "x", sh(2, 12, 8), -1, 1);
+  nnc_node *s = fx_tensor(fx, "s", NNC_ROLE_BUFFER, NNC_F32, sh(2, 1, 8), -1, 1);
+  nnc_node *colsum = nnc_ir_reduce(g, NNC_OP_SUM, x, 0x1);
+  nnc_graph_add_update(g, 1, colsum);
+  nnc_graph_add_update(g, 0, nnc_ir_binary(g, NNC_OP_MUL, x, s)); /* reads old s */
+  fx->steps = 2;
+  fx_check(fx);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      T(test_unary_f32),
+      T(test_unary_f64),
+      T(test_exp_log_edges),
+      T(test_binary_broadcast),
+      T(test_pow),
+      T(test_select_cast),
+      T(test_fill_and_const),
+      T(test_reductions),
+      T(test_argmax),
+      T(test_reshape_transpose_broadcast),
+      T(test_matmul),
+      T(test_matmul_epilogue),
+      T(test_im2col_col2im),
+      T(test_gather_scatter_onehot),
+      T(test_rand),
+      T(test_softmax_cross_entropy),
+      T(test_update_swap),
+      T(test_update_adam_like),
+      T(test_update_transposed),
+      T(test_update_mixed),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
