@@ -2,30 +2,53 @@
  * in order and prints what they report; the only place that prints
  * diagnostics or decides the exit status.
  *
- *   nnc check FILE...        diagnostics only; exit 0 and print nothing if clean
- *   nnc --emit=ir FILE       print the graph IR (tensors, train and eval graphs)
+ *   nnc check FILE...              diagnostics only; exit 0 and print nothing if clean
+ *   nnc run FILE [flags]           compile in memory (ORC LLJIT) and train now
+ *   nnc FILE -o PROGRAM            a standalone training executable (no LLVM in it)
+ *   nnc --emit=KIND FILE [-o OUT]  ir | llvm | asm | obj
  *   nnc --help | --version
+ *
+ * The pipeline: frontend (parse, check, lower) -> tools/pipeline.c (graph
+ * passes) -> codegen (kernels, LLVM) -> runtime/session.c (nnc_rt_main:
+ * data, training loop, results), which standalone programs share.
  *
  * Exit status: 0 success, 1 errors in an input file (or an unreadable one),
  * 2 usage errors.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/wait.h>
+
+#include "codegen.h"
 #include "frontend.h"
 #include "ir.h"
+#include "nnc_rt.h"
+#include "pipeline.h"
+#include "spec.h"
 
 #define NNC_VERSION "0.1.0"
 
 enum { MAX_SOURCE_BYTES = 64 << 20 };
 
-static const char usage[] = "usage: nnc check FILE...        check .nn files, print diagnostics\n"
-                            "       nnc --emit=ir FILE       print the graph IR of a .nn file\n"
-                            "       nnc --help | --version\n";
+static const char usage[] =
+    "usage: nnc check FILE...               check .nn files, print diagnostics\n"
+    "       nnc run FILE [flags]            compile in memory and train now\n"
+    "       nnc FILE -o PROGRAM [--batch N] write a standalone training executable\n"
+    "       nnc --emit=KIND FILE [-o OUT]   KIND: ir, llvm, asm (to stdout or OUT), obj (needs -o)\n"
+    "       nnc --help | --version\n"
+    "\n"
+    "flags of 'nnc run' (and of executables written with -o):\n"
+    "  --epochs N  --batch N  --seed N  --threads N  --data PATH  --test-data PATH\n"
+    "  --resume CKPT  --checkpoint FILE  --log FILE  --quiet  --report\n"
+    "  (--batch recompiles: the batch size is compiled into the kernels)\n"
+    "\n"
+    "environment: NNC_DEBUG=1 verifies the IR after every pass and prints pass times;\n"
+    "             NNC_DUMP_AFTER=PASS|all prints the IR after a pass\n";
 
 /* Reads a whole file (any bytes) into a malloc'd buffer. */
 static char *read_file(const char *path, size_t *len, const char **why) {
@@ -63,7 +86,8 @@ static char *read_file(const char *path, size_t *len, const char **why) {
 }
 
 /* Front end over one file; prints diagnostics; the module or NULL in *out. */
-static bool compile_file(nnc_arena *arena, const char *path, nnc_frontend_result *out) {
+static bool compile_file_with(nnc_arena *arena, const char *path, const nnc_frontend_options *o,
+                              nnc_frontend_result *out) {
   size_t len;
   const char *why = NULL;
   char *text = read_file(path, &len, &why);
@@ -75,9 +99,13 @@ static bool compile_file(nnc_arena *arena, const char *path, nnc_frontend_result
   nnc_diags_init(&diags, arena);
   uint32_t file = nnc_diags_add_source(&diags, path, text, len);
   free(text);
-  bool ok = nnc_frontend_compile(arena, &diags, file, out);
+  bool ok = nnc_frontend_compile_with(arena, &diags, file, o, out);
   nnc_diags_render(&diags, stderr, isatty(fileno(stderr)));
   return ok;
+}
+
+static bool compile_file(nnc_arena *arena, const char *path, nnc_frontend_result *out) {
+  return compile_file_with(arena, path, NULL, out);
 }
 
 static int cmd_check(int argc, char **argv) {
@@ -114,7 +142,271 @@ static int cmd_emit_ir(const char *path) {
   return status;
 }
 
+/* ---- Compiling to kernels ------------------------------------------------ */
+
+/* Everything one compiled .nn file needs, freed by compiled_free. */
+typedef struct compiled {
+  nnc_arena arena;
+  nnc_module *m;
+  nnc_cg_program *prog; /* NULL unless JIT-compiled */
+  const char *path;
+  double compile_s; /* front end to callable kernels */
+} compiled;
+
+static void compiled_free(compiled *c) {
+  if (c->prog) nnc_cg_free(c->prog);
+  nnc_arena_destroy(&c->arena);
+}
+
+/* Front end and graph passes: a module ready for codegen, or false after
+ * printing why. */
+static bool build_module(compiled *c, const char *path, int64_t batch) {
+  nnc_arena_init(&c->arena);
+  c->path = path;
+  c->prog = NULL;
+  nnc_frontend_options fo = {batch};
+  nnc_frontend_result r;
+  if (!compile_file_with(&c->arena, path, &fo, &r)) return false;
+  if (!r.module) {
+    fprintf(stderr, "%s: error: no 'train' block: nothing to compile\n", path);
+    return false;
+  }
+  c->m = r.module;
+  nnc_pipeline_opts po;
+  nnc_pipeline_default_opts(&po, stderr);
+  char err[1024];
+  if (!nnc_pipeline_run(c->m, &po, err, sizeof err)) {
+    fprintf(stderr, "%s: error: %s\n", path, err);
+    return false;
+  }
+  return true;
+}
+
+/* The folder of path as an absolute path (for the spec's base_dir). */
+static char *folder_of(nnc_arena *a, const char *path) {
+  char *copy = nnc_arena_strdup(a, path);
+  char *slash = strrchr(copy, '/');
+  const char *dir = ".";
+  if (slash == copy) dir = "/";
+  else if (slash) {
+    *slash = 0;
+    dir = copy;
+  }
+  char *abs = realpath(dir, NULL);
+  if (!abs) return nnc_arena_strdup(a, dir);
+  char *out = nnc_arena_strdup(a, abs);
+  free(abs);
+  return out;
+}
+
+static char *spec_of(compiled *c) {
+  return nnc_spec_write(c->m, c->path, folder_of(&c->arena, c->path), nnc_module_hash(c->m));
+}
+
+/* Finds "--batch N" / "--batch=N" among argv; 0 when absent, -1 when bad. */
+static int64_t batch_flag(int argc, char **argv) {
+  for (int i = 0; i < argc; i++) {
+    const char *v = NULL;
+    if (!strcmp(argv[i], "--batch") && i + 1 < argc) v = argv[i + 1];
+    else if (!strncmp(argv[i], "--batch=", 8)) v = argv[i] + 8;
+    if (!v) continue;
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno || *end || n < 1 || n > (1 << 20)) return -1;
+    return n;
+  }
+  return 0;
+}
+
+static bool has_flag(int argc, char **argv, const char *flag) {
+  for (int i = 0; i < argc; i++)
+    if (!strcmp(argv[i], flag)) return true;
+  return false;
+}
+
+/* nnc run FILE [flags]: JIT-compile and hand over to the runtime session,
+ * which parses the remaining flags exactly as a standalone trainer does. */
+static int cmd_run(int argc, char **argv, double t_start) {
+  if (argc < 1 || argv[0][0] == '-') {
+    if (argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
+      fputs(usage, stdout);
+      return 0;
+    }
+    fputs("nnc: error: 'run' needs a .nn file\n", stderr);
+    fputs(usage, stderr);
+    return 2;
+  }
+  int64_t batch = batch_flag(argc - 1, argv + 1);
+  if (batch < 0) {
+    fputs("nnc: error: --batch needs a whole number from 1 to 1048576\n", stderr);
+    return 2;
+  }
+  compiled c;
+  if (!build_module(&c, argv[0], batch)) {
+    compiled_free(&c);
+    return 1;
+  }
+  nnc_cg_options co;
+  nnc_cg_default_options(&co);
+  char err[1024];
+  if (!nnc_cg_compile(c.m, &co, &c.prog, err, sizeof err)) {
+    fprintf(stderr, "%s: error: %s\n", c.path, err);
+    compiled_free(&c);
+    return 1;
+  }
+  c.compile_s = nnc_rt_now() - t_start;
+  if (has_flag(argc, argv, "--report") || getenv("NNC_DEBUG"))
+    fprintf(stderr, "nnc: compiled %s in %.1f ms\n", c.path, 1e3 * c.compile_s);
+  const char *spec = spec_of(&c);
+  /* The session reads argv[1..]: the .nn path stands in argv[0]'s place. */
+  int status = nnc_rt_main(nnc_cg_model(c.prog), spec, "nnc run", argc, argv, t_start);
+  compiled_free(&c);
+  return status;
+}
+
+/* ---- Standalone executables ------------------------------------------------ */
+
+static void put_c_string(FILE *f, const char *s) {
+  fputc('"', f);
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '\n') fputs("\\n\"\n    \"", f);
+    else if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+    else if (*p < 32 || *p >= 127) fprintf(f, "\\%03o", *p);
+    else fputc(*p, f);
+  }
+  fputc('"', f);
+}
+
+/* The glue that makes the kernels' object a program: the model table
+ * (offsets from the same plan the JIT used) and the spec, as C. */
+static bool write_glue(const char *path, const nnc_rt_model *m, const char *spec) {
+  FILE *f = fopen(path, "w");
+  if (!f) return false;
+  fputs("/* generated by nnc: model table and training spec */\n#include \"nnc_rt.h\"\n", f);
+  fputs("void nnc_train_step(char *, nnc_rt_pool *);\nvoid nnc_eval_step(char *, nnc_rt_pool *);\n", f);
+  fprintf(f, "static const nnc_rt_tensor tensors[%d] = {\n", m->ntensors > 0 ? m->ntensors : 1);
+  for (int i = 0; i < m->ntensors; i++) {
+    const nnc_rt_tensor *t = &m->tensors[i];
+    fputs("  {", f);
+    put_c_string(f, t->name);
+    fprintf(f, ", %d, %d, {", t->role, t->rank);
+    for (int d = 0; d < t->rank; d++) fprintf(f, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+    fprintf(f, "}, %lld, %d, (float)%a, (float)%a, %lld, %lld},\n", (long long)t->offset, t->init,
+            (double)t->init_a, (double)t->init_b, (long long)t->fan_in, (long long)t->fan_out);
+  }
+  fputs("};\nconst nnc_rt_model nnc_generated_model = {\n", f);
+  fprintf(f, "  .arena_bytes = %zu, .batch = %lld, .sample_size = %lld,\n", m->arena_bytes,
+          (long long)m->batch, (long long)m->sample_size);
+  fprintf(f, "  .x_off = %lld, .y_off = %lld, .label_is_class = %d, .target_size = %lld,\n",
+          (long long)m->x_off, (long long)m->y_off, m->label_is_class, (long long)m->target_size);
+  fprintf(f, "  .num_classes = %lld, .loss_vec_off = %lld, .correct_vec_off = %lld,\n",
+          (long long)m->num_classes, (long long)m->loss_vec_off, (long long)m->correct_vec_off);
+  fprintf(f, "  .step_off = %lld, .epoch_off = %lld, .seed_off = %lld, .lr_off = %lld,\n",
+          (long long)m->step_off, (long long)m->epoch_off, (long long)m->seed_off,
+          (long long)m->lr_off);
+  fprintf(f, "  .ntensors = %d, .tensors = tensors,\n", m->ntensors);
+  fprintf(f, "  .train_step = %s, .eval_step = %s,\n};\n",
+          m->train_step ? "nnc_train_step" : "0", m->eval_step ? "nnc_eval_step" : "0");
+  fputs("const char nnc_generated_spec[] =\n    ", f);
+  put_c_string(f, spec);
+  fputs(";\n", f);
+  return fclose(f) == 0;
+}
+
+/* Runs argv as a child process; true when it exits 0. */
+static bool run_tool(char *const argv[]) {
+  pid_t pid = fork();
+  if (pid < 0) return false;
+  if (pid == 0) {
+    execvp(argv[0], argv);
+    fprintf(stderr, "nnc: error: cannot run '%s': %s\n", argv[0], strerror(errno));
+    _exit(127);
+  }
+  int st;
+  while (waitpid(pid, &st, 0) < 0)
+    if (errno != EINTR) return false;
+  return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+/* nnc FILE -o PROGRAM: object code from the same LLVM module the JIT uses,
+ * plus C glue, linked with the runtime by the system C compiler. */
+static int cmd_build(const char *path, const char *out, int64_t batch) {
+  compiled c;
+  int status = 1;
+  char err[1024];
+  char dir[] = "/tmp/nnc-link-XXXXXX";
+  bool have_dir = false;
+  if (!build_module(&c, path, batch)) goto done;
+  nnc_cg_options co;
+  nnc_cg_default_options(&co);
+  if (!nnc_cg_compile(c.m, &co, &c.prog, err, sizeof err)) {
+    fprintf(stderr, "%s: error: %s\n", path, err);
+    goto done;
+  }
+  if (!mkdtemp(dir)) {
+    fprintf(stderr, "nnc: error: cannot make a temporary folder: %s\n", strerror(errno));
+    goto done;
+  }
+  have_dir = true;
+  char obj[64], glue[64];
+  snprintf(obj, sizeof obj, "%s/model.o", dir);
+  snprintf(glue, sizeof glue, "%s/glue.c", dir);
+  if (!nnc_cg_emit(c.m, &co, NNC_CG_OBJ, obj, err, sizeof err)) {
+    fprintf(stderr, "%s: error: %s\n", path, err);
+    goto done;
+  }
+  if (!write_glue(glue, nnc_cg_model(c.prog), spec_of(&c))) {
+    fprintf(stderr, "nnc: error: cannot write %s: %s\n", glue, strerror(errno));
+    goto done;
+  }
+  const char *cc = getenv("CC") && *getenv("CC") ? getenv("CC") : "cc";
+  char *args[] = {(char *)cc, "-O2", "-o", (char *)out, "-I", NNC_RUNTIME_INCLUDE, glue, obj,
+                  NNC_TRAIN_MAIN_LIB, NNC_RUNTIME_LIB, "-lz", "-lpthread", "-lm", NULL};
+  if (!run_tool(args)) {
+    fprintf(stderr, "nnc: error: linking %s with '%s' failed\n", out, cc);
+    goto done;
+  }
+  status = 0;
+done:
+  if (have_dir) {
+    unlink(obj);
+    unlink(glue);
+    rmdir(dir);
+  }
+  compiled_free(&c);
+  return status;
+}
+
+/* nnc --emit=llvm|asm|obj FILE [-o OUT] [--batch N] */
+static int cmd_emit(const char *kind, const char *path, const char *out, int64_t batch) {
+  nnc_cg_output k;
+  if (!strcmp(kind, "llvm")) k = NNC_CG_LLVM;
+  else if (!strcmp(kind, "asm")) k = NNC_CG_ASM;
+  else if (!strcmp(kind, "obj")) k = NNC_CG_OBJ;
+  else {
+    fprintf(stderr, "nnc: error: unknown output kind '%s' (ir, llvm, asm or obj)\n", kind);
+    return 2;
+  }
+  if (k == NNC_CG_OBJ && !out) {
+    fputs("nnc: error: --emit=obj needs -o FILE\n", stderr);
+    return 2;
+  }
+  compiled c;
+  int status = 1;
+  if (build_module(&c, path, batch)) {
+    nnc_cg_options co;
+    nnc_cg_default_options(&co);
+    char err[1024];
+    if (nnc_cg_emit(c.m, &co, k, out ? out : "-", err, sizeof err)) status = 0;
+    else fprintf(stderr, "%s: error: %s\n", path, err);
+  }
+  compiled_free(&c);
+  return status;
+}
+
 int main(int argc, char **argv) {
+  double t_start = nnc_rt_now();
   if (argc < 2) {
     fputs(usage, stderr);
     return 2;
@@ -129,18 +421,46 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (strcmp(cmd, "check") == 0) return cmd_check(argc - 2, argv + 2);
-  if (strcmp(cmd, "--emit=ir") == 0) {
-    if (argc != 3) {
-      fputs("nnc: error: --emit=ir needs exactly one file\n", stderr);
+  if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2, t_start);
+  /* The remaining forms: [--emit=KIND] FILE [-o OUT] [--batch N], any order. */
+  const char *emit = NULL, *file = NULL, *out = NULL;
+  int64_t batch = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strncmp(a, "--emit=", 7)) emit = a + 7;
+    else if (!strcmp(a, "-o") && i + 1 < argc) out = argv[++i];
+    else if (!strcmp(a, "--batch") || !strncmp(a, "--batch=", 8)) {
+      batch = batch_flag(argc - i, argv + i);
+      if (batch < 0) {
+        fputs("nnc: error: --batch needs a whole number from 1 to 1048576\n", stderr);
+        return 2;
+      }
+      if (!strcmp(a, "--batch")) i++;
+    } else if (a[0] == '-') {
+      fprintf(stderr, "nnc: error: unknown command or option '%s'\n", a);
+      fputs(usage, stderr);
+      return 2;
+    } else if (!file) file = a;
+    else {
+      fprintf(stderr, "nnc: error: more than one input file ('%s' and '%s')\n", file, a);
       return 2;
     }
-    return cmd_emit_ir(argv[2]);
   }
-  if (strncmp(cmd, "--emit=", 7) == 0) {
-    fprintf(stderr, "nnc: error: unknown output kind '%s' (only --emit=ir for now)\n", cmd + 7);
+  if (!file) {
+    fputs("nnc: error: no input file\n", stderr);
+    fputs(usage, stderr);
     return 2;
   }
-  fprintf(stderr, "nnc: error: unknown command or option '%s'\n", cmd);
-  fputs(usage, stderr);
+  if (emit && !strcmp(emit, "ir")) {
+    if (out || batch) {
+      fputs("nnc: error: --emit=ir prints to stdout and takes no -o or --batch\n", stderr);
+      return 2;
+    }
+    return cmd_emit_ir(file);
+  }
+  if (emit) return cmd_emit(emit, file, out, batch);
+  if (out) return cmd_build(file, out, batch);
+  fprintf(stderr, "nnc: error: nothing to do with '%s': use 'nnc check', 'nnc run', -o or --emit\n",
+          file);
   return 2;
 }

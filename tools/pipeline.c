@@ -1,0 +1,75 @@
+/* pipeline.c: the compiler's passes in order, readable top to bottom.
+ *
+ *   front end          m->train = forward + loss, m->eval = forward (eval mode)
+ *   build_training     penalties, autodiff, clipping, schedule, optimizer update
+ *   simplify           folding, CSE, DCE on both graphs
+ *
+ * After each pass the IR is verified (debug builds, or NNC_DEBUG=1) and
+ * optionally printed (NNC_DUMP_AFTER=pass|all) with the pass's time.
+ * Codegen (codegen/) takes the module from here.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "pipeline.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "passes.h"
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void nnc_pipeline_default_opts(nnc_pipeline_opts *o, FILE *dump) {
+  memset(o, 0, sizeof *o);
+  const char *dbg = getenv("NNC_DEBUG");
+  bool debug = dbg && *dbg && strcmp(dbg, "0") != 0;
+#ifdef NNC_DEBUG_CHECKS
+  o->verify = true;
+#else
+  o->verify = debug;
+#endif
+  o->timing = debug;
+  o->dump_after = getenv("NNC_DUMP_AFTER");
+  o->dump = dump;
+}
+
+/* Verifies and optionally dumps after pass `name`, which took `secs`. */
+static bool after(nnc_module *m, const nnc_pipeline_opts *o, const char *name, double secs,
+                  char *err, size_t errlen) {
+  if (o->timing && o->dump) fprintf(o->dump, "nnc: pass %-16s %8.3f ms\n", name, 1e3 * secs);
+  if (o->verify) {
+    nnc_graph *gs[2] = {m->train, m->eval};
+    for (int i = 0; i < 2; i++) {
+      char why[512];
+      if (gs[i] && !nnc_ir_verify(gs[i], why, sizeof why)) {
+        snprintf(err, errlen, "internal error: IR invalid after %s: %s", name, why);
+        return false;
+      }
+    }
+  }
+  if (o->dump && o->dump_after && (!strcmp(o->dump_after, "all") || !strcmp(o->dump_after, name))) {
+    fprintf(o->dump, "# after %s\n", name);
+    nnc_ir_print_module(o->dump, m);
+  }
+  return true;
+}
+
+bool nnc_pipeline_run(nnc_module *m, const nnc_pipeline_opts *o, char *err, size_t errlen) {
+  double t = now_s();
+  if (!after(m, o, "frontend", 0, err, errlen)) return false;
+
+  if (m->train) {
+    t = now_s();
+    if (!nnc_build_training(m, err, errlen)) return false;
+    if (!after(m, o, "build_training", now_s() - t, err, errlen)) return false;
+  }
+
+  t = now_s();
+  if (m->train) nnc_simplify(m->train);
+  if (m->eval) nnc_simplify(m->eval);
+  return after(m, o, "simplify", now_s() - t, err, errlen);
+}
