@@ -92,7 +92,9 @@ char *nnc_arena_strndup(nnc_arena *a, const char *s, size_t n) {
   return p;
 }
 
-char *nnc_arena_strdup(nnc_arena *a, const char *s) { return nnc_arena_strndup(a, s, strlen(s)); }
+char *nnc_arena_strdup(nnc_arena *a, const char *s) {
+  return nnc_arena_strndup(a, s, strlen(s));
+}
 
 char *nnc_arena_printf(nnc_arena *a, const char *fmt, ...) {
   va_list ap;

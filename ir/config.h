@@ -17,7 +17,12 @@
 enum { NNC_MAX_MILESTONES = 32, NNC_MAX_AUGMENT = 8, NNC_MAX_GROUPS = 16, NNC_MAX_PATTERNS = 16 };
 
 /* ---- Data ---- */
-typedef enum nnc_data_format { NNC_DATA_NONE, NNC_DATA_IDX, NNC_DATA_CSV, NNC_DATA_NPY } nnc_data_format;
+typedef enum nnc_data_format {
+  NNC_DATA_NONE,
+  NNC_DATA_IDX,
+  NNC_DATA_CSV,
+  NNC_DATA_NPY
+} nnc_data_format;
 
 typedef enum nnc_augment_kind {
   NNC_AUG_RANDOM_CROP, /* a = padding in pixels */
@@ -33,21 +38,21 @@ typedef struct nnc_augment {
 
 /* One split of a data set (train or test): where its files are. */
 typedef struct nnc_data_split {
-  const char *x_path;     /* IDX images / CSV file / .npy features */
-  const char *y_path;     /* IDX labels / .npy labels; NULL for CSV */
-  int64_t label_column;   /* CSV: which column is the label (default: last = -1) */
-  bool csv_header;        /* CSV: first row is a header */
+  const char *x_path;   /* IDX images / CSV file / .npy features */
+  const char *y_path;   /* IDX labels / .npy labels; NULL for CSV */
+  int64_t label_column; /* CSV: which column is the label (default: last = -1) */
+  bool csv_header;      /* CSV: first row is a header */
 } nnc_data_split;
 
 typedef struct nnc_data_config {
-  const char *name;      /* the `data` declaration's name */
+  const char *name; /* the `data` declaration's name */
   nnc_data_format format;
-  const char *dir;       /* idx("dir"): folder holding the four standard files */
+  const char *dir; /* idx("dir"): folder holding the four standard files */
   nnc_data_split train, test;
-  double scale;          /* multiply features (default 1) */
-  bool standardize;      /* subtract mean, divide by std (from the training split) */
-  bool shuffle;          /* default true */
-  double val_fraction;   /* split this fraction off train for validation (0: none) */
+  double scale;        /* multiply features (default 1) */
+  bool standardize;    /* subtract mean, divide by std (from the training split) */
+  bool shuffle;        /* default true */
+  double val_fraction; /* split this fraction off train for validation (0: none) */
   nnc_augment augment[NNC_MAX_AUGMENT];
   int naugment;
 } nnc_data_config;
@@ -80,7 +85,8 @@ typedef struct nnc_optim_config {
   double beta1, beta2; /* adam, adamw: 0.9, 0.999 */
   double eps;          /* adam/adamw 1e-8, rmsprop 1e-8, adagrad 1e-10 */
   double alpha;        /* rmsprop smoothing constant: 0.99 */
-  double weight_decay; /* coupled L2 in the gradient (sgd..adam, rmsprop, adagrad), decoupled in adamw (default 0.01 there, 0 elsewhere) */
+  double weight_decay; /* coupled L2 in the gradient (sgd..adam, rmsprop, adagrad), decoupled in
+                          adamw (default 0.01 there, 0 elsewhere) */
 } nnc_optim_config;
 
 /* ---- Learning-rate schedule ---- */
@@ -110,23 +116,25 @@ typedef struct nnc_schedule_config {
 
 /* ---- Regularisation and clipping ---- */
 typedef struct nnc_regular_config {
-  double l1, l2;       /* penalties added to the loss: l1*sum|w| + l2/2*sum w^2 over weights (not biases) */
-  double clip_norm;    /* clip gradients by global L2 norm, 0: off */
-  double clip_value;   /* clip each gradient element to [-v, v], 0: off */
+  double l1,
+      l2; /* penalties added to the loss: l1*sum|w| + l2/2*sum w^2 over weights (not biases) */
+  double clip_norm;  /* clip gradients by global L2 norm, 0: off */
+  double clip_value; /* clip each gradient element to [-v, v], 0: off */
 } nnc_regular_config;
 
 /* ---- Transfer learning ---- */
 typedef struct nnc_param_group {
   const char *patterns[NNC_MAX_PATTERNS]; /* glob over tensor names: "cnn.conv*" */
   int npatterns;
-  bool frozen;        /* no gradient, no update, batch-norm statistics fixed */
-  double lr_scale;    /* multiplies the schedule's lr (default 1) */
+  bool frozen;                   /* no gradient, no update, batch-norm statistics fixed */
+  double lr_scale;               /* multiplies the schedule's lr (default 1) */
   uint32_t span_begin, span_end; /* where the group was declared */
 } nnc_param_group;
 
 typedef struct nnc_load_config {
-  const char *path;   /* checkpoint (safetensors) to load before training; NULL: none */
-  const char *only[NNC_MAX_PATTERNS]; /* load only tensors matching these globs (none: all that match by name) */
+  const char *path; /* checkpoint (safetensors) to load before training; NULL: none */
+  const char *only[NNC_MAX_PATTERNS]; /* load only tensors matching these globs (none: all that
+                                         match by name) */
   int nonly;
   const char *strip_prefix; /* rename: drop this prefix from names in the file */
   const char *add_prefix;   /* rename: then add this prefix */
@@ -143,16 +151,16 @@ typedef struct nnc_early_stop_config {
 } nnc_early_stop_config;
 
 typedef struct nnc_checkpoint_config {
-  const char *path;  /* where to write; NULL: no checkpoints */
-  int64_t every;     /* epochs between checkpoints (default 1) */
-  bool keep_best;    /* also keep path's "best" copy by the watched metric */
+  const char *path; /* where to write; NULL: no checkpoints */
+  int64_t every;    /* epochs between checkpoints (default 1) */
+  bool keep_best;   /* also keep path's "best" copy by the watched metric */
 } nnc_checkpoint_config;
 
 typedef struct nnc_train_config {
   const char *model;    /* name of the model being trained */
   const char *data_ref; /* "fashion" */
   nnc_data_config data;
-  bool has_validation;  /* validate = ... given */
+  bool has_validation;        /* validate = ... given */
   const char *validate_split; /* "test" or "validation" (the part split off by val_fraction) */
   nnc_loss_kind loss;
   nnc_reduction reduction;
@@ -162,9 +170,9 @@ typedef struct nnc_train_config {
   nnc_param_group groups[NNC_MAX_GROUPS];
   int ngroups;
   nnc_load_config load;
-  int64_t batch;  /* default 32 */
-  int64_t epochs; /* default 1 */
-  uint64_t seed;  /* default 0 */
+  int64_t batch;        /* default 32 */
+  int64_t epochs;       /* default 1 */
+  uint64_t seed;        /* default 0 */
   bool metric_accuracy; /* report accuracy (default: true for classification losses) */
   nnc_early_stop_config early_stop;
   nnc_checkpoint_config checkpoint;

@@ -28,9 +28,15 @@ static const nnc_op_class op_class[] = {
 #undef X
 };
 
-const char *nnc_op_name(nnc_op op) { return op_names[op]; }
-int nnc_op_arity(nnc_op op) { return op_arity[op]; }
-nnc_op_class nnc_op_class_of(nnc_op op) { return op_class[op]; }
+const char *nnc_op_name(nnc_op op) {
+  return op_names[op];
+}
+int nnc_op_arity(nnc_op op) {
+  return op_arity[op];
+}
+nnc_op_class nnc_op_class_of(nnc_op op) {
+  return op_class[op];
+}
 
 const char *nnc_dtype_name(nnc_dtype t) {
   switch (t) {
@@ -64,7 +70,8 @@ _Noreturn void nnc_ir_bug(const char *fmt, ...) {
 
 int64_t nnc_shape_numel(const nnc_shape *s) {
   int64_t n = 1;
-  for (int i = 0; i < s->rank; i++) n *= s->dim[i];
+  for (int i = 0; i < s->rank; i++)
+    n *= s->dim[i];
   return n;
 }
 
@@ -164,7 +171,9 @@ static nnc_node proto_of(nnc_op op, int nin, nnc_node **in) {
   return p;
 }
 
-static bool is_float(nnc_dtype t) { return t == NNC_F32 || t == NNC_F64; }
+static bool is_float(nnc_dtype t) {
+  return t == NNC_F32 || t == NNC_F64;
+}
 
 nnc_node *nnc_ir_input(nnc_graph *g, nnc_input_kind kind, nnc_dtype t, const nnc_shape *s) {
   if (g->inputs[kind]) return g->inputs[kind];
@@ -220,7 +229,8 @@ static nnc_shape broadcast_shape(nnc_op op, nnc_node **in, int nin) {
   for (int i = 0; i < nin; i++) {
     const nnc_shape *s = &in[i]->shape;
     if (s->rank == 0) continue;
-    if (s->rank != out.rank) nnc_ir_bug("%s: operand ranks %d and %d", nnc_op_name(op), s->rank, out.rank);
+    if (s->rank != out.rank)
+      nnc_ir_bug("%s: operand ranks %d and %d", nnc_op_name(op), s->rank, out.rank);
     for (int d = 0; d < s->rank; d++) {
       if (s->dim[d] == out.dim[d] || s->dim[d] == 1) continue;
       if (out.dim[d] == 1) {
@@ -238,7 +248,8 @@ nnc_node *nnc_ir_binary(nnc_graph *g, nnc_op op, nnc_node *a, nnc_node *b) {
   nnc_op_class c = nnc_op_class_of(op);
   if (c != NNC_CLASS_BINARY && c != NNC_CLASS_CMP) nnc_ir_bug("%s is not binary", nnc_op_name(op));
   if (a->dtype != b->dtype || !is_float(a->dtype))
-    nnc_ir_bug("%s of %s and %s", nnc_op_name(op), nnc_dtype_name(a->dtype), nnc_dtype_name(b->dtype));
+    nnc_ir_bug("%s of %s and %s", nnc_op_name(op), nnc_dtype_name(a->dtype),
+               nnc_dtype_name(b->dtype));
   nnc_node *in[2] = {a, b};
   nnc_node p = proto_of(op, 2, in);
   p.dtype = a->dtype;
@@ -267,7 +278,8 @@ nnc_node *nnc_ir_cast(nnc_graph *g, nnc_node *a, nnc_dtype t) {
 nnc_node *nnc_ir_reduce(nnc_graph *g, nnc_op op, nnc_node *a, uint32_t axes) {
   if (nnc_op_class_of(op) != NNC_CLASS_REDUCE) nnc_ir_bug("%s is not a reduction", nnc_op_name(op));
   if (!is_float(a->dtype)) nnc_ir_bug("%s of %s", nnc_op_name(op), nnc_dtype_name(a->dtype));
-  if (axes >> a->shape.rank) nnc_ir_bug("%s: axes 0x%x beyond rank %d", nnc_op_name(op), axes, a->shape.rank);
+  if (axes >> a->shape.rank)
+    nnc_ir_bug("%s: axes 0x%x beyond rank %d", nnc_op_name(op), axes, a->shape.rank);
   nnc_node p = proto_of(op, 1, &a);
   p.attr[0] = axes;
   p.dtype = a->dtype;
@@ -278,7 +290,8 @@ nnc_node *nnc_ir_reduce(nnc_graph *g, nnc_op op, nnc_node *a, uint32_t axes) {
 }
 
 nnc_node *nnc_ir_argmax(nnc_graph *g, nnc_node *a, int axis) {
-  if (axis < 0 || axis >= a->shape.rank) nnc_ir_bug("argmax: axis %d of rank %d", axis, a->shape.rank);
+  if (axis < 0 || axis >= a->shape.rank)
+    nnc_ir_bug("argmax: axis %d of rank %d", axis, a->shape.rank);
   nnc_node p = proto_of(NNC_OP_ARGMAX, 1, &a);
   p.attr[0] = axis;
   p.dtype = a->dtype;
@@ -418,8 +431,8 @@ nnc_node *nnc_ir_onehot(nnc_graph *g, nnc_node *labels, int64_t classes, nnc_dty
   return nnc_ir_append(g, &p);
 }
 
-nnc_node *nnc_ir_rand(nnc_graph *g, nnc_node *seed, nnc_node *step, const nnc_shape *s,
-                      nnc_dtype t, int64_t stream) {
+nnc_node *nnc_ir_rand(nnc_graph *g, nnc_node *seed, nnc_node *step, const nnc_shape *s, nnc_dtype t,
+                      int64_t stream) {
   nnc_node *in[2] = {seed, step};
   nnc_node p = proto_of(NNC_OP_RAND, 2, in);
   p.span = (nnc_span){0, 0, 0};
@@ -429,7 +442,9 @@ nnc_node *nnc_ir_rand(nnc_graph *g, nnc_node *seed, nnc_node *step, const nnc_sh
   return nnc_ir_append(g, &p);
 }
 
-void nnc_graph_set_output(nnc_graph *g, nnc_output_kind k, nnc_node *n) { g->outputs[k] = n; }
+void nnc_graph_set_output(nnc_graph *g, nnc_output_kind k, nnc_node *n) {
+  g->outputs[k] = n;
+}
 
 void nnc_graph_add_update(nnc_graph *g, int tensor, nnc_node *value) {
   for (int i = 0; i < g->nupdates; i++)
@@ -439,8 +454,9 @@ void nnc_graph_add_update(nnc_graph *g, int tensor, nnc_node *value) {
     }
   if (g->nupdates == g->update_cap) {
     int cap = g->update_cap ? 2 * g->update_cap : 16;
-    g->updates = nnc_arena_grow(g->module->arena, g->updates, sizeof(nnc_update) * (size_t)g->nupdates,
-                                sizeof(nnc_update) * (size_t)cap);
+    g->updates =
+        nnc_arena_grow(g->module->arena, g->updates, sizeof(nnc_update) * (size_t)g->nupdates,
+                       sizeof(nnc_update) * (size_t)cap);
     g->update_cap = cap;
   }
   g->updates[g->nupdates++] = (nnc_update){tensor, value};

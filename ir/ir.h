@@ -196,8 +196,8 @@ nnc_graph *nnc_graph_new(nnc_module *m, const char *name);
  * first and report them with spans); a violated precondition is a
  * compiler bug and aborts with a message naming the op (nnc_ir_bug). */
 nnc_node *nnc_ir_input(nnc_graph *g, nnc_input_kind kind, nnc_dtype t, const nnc_shape *s);
-nnc_node *nnc_ir_param(nnc_graph *g, int tensor); /* one node per tensor, reused */
-nnc_node *nnc_ir_const(nnc_graph *g, nnc_dtype t, double value);             /* rank 0 */
+nnc_node *nnc_ir_param(nnc_graph *g, int tensor);                /* one node per tensor, reused */
+nnc_node *nnc_ir_const(nnc_graph *g, nnc_dtype t, double value); /* rank 0 */
 nnc_node *nnc_ir_fill(nnc_graph *g, nnc_dtype t, const nnc_shape *s, double value);
 nnc_node *nnc_ir_unary(nnc_graph *g, nnc_op op, nnc_node *a);
 nnc_node *nnc_ir_binary(nnc_graph *g, nnc_op op, nnc_node *a, nnc_node *b); /* also CMP */
@@ -216,8 +216,8 @@ nnc_node *nnc_ir_col2im(nnc_graph *g, nnc_node *cols, const nnc_shape *x_shape, 
 nnc_node *nnc_ir_gather(nnc_graph *g, nnc_node *table, nnc_node *idx);
 nnc_node *nnc_ir_scatter_add(nnc_graph *g, nnc_node *dy, nnc_node *idx, int64_t rows);
 nnc_node *nnc_ir_onehot(nnc_graph *g, nnc_node *labels, int64_t classes, nnc_dtype t);
-nnc_node *nnc_ir_rand(nnc_graph *g, nnc_node *seed, nnc_node *step, const nnc_shape *s,
-                      nnc_dtype t, int64_t stream);
+nnc_node *nnc_ir_rand(nnc_graph *g, nnc_node *seed, nnc_node *step, const nnc_shape *s, nnc_dtype t,
+                      int64_t stream);
 
 /* Low-level: append a node built by hand (used by passes that copy
  * nodes). Shape, dtype, operands and attrs must already be set. */

@@ -73,27 +73,54 @@ static void print_attrs(FILE *out, const nnc_node *n) {
   case NNC_OP_ARGMAX: fprintf(out, " {axis=%" PRId64 "}", n->attr[0]); return;
   case NNC_OP_TRANSPOSE:
     fputs(" {perm=", out);
-    for (int i = 0; i < n->shape.rank; i++) fprintf(out, i ? ",%" PRId64 : "%" PRId64, n->attr[i]);
+    for (int i = 0; i < n->shape.rank; i++)
+      fprintf(out, i ? ",%" PRId64 : "%" PRId64, n->attr[i]);
     fputc('}', out);
     return;
-  case NNC_OP_MATMUL: fprintf(out, " {ta=%" PRId64 ", tb=%" PRId64 "}", n->attr[0], n->attr[1]); return;
+  case NNC_OP_MATMUL:
+    fprintf(out, " {ta=%" PRId64 ", tb=%" PRId64 "}", n->attr[0], n->attr[1]);
+    return;
   case NNC_OP_IM2COL:
   case NNC_OP_COL2IM:
-    fprintf(out, " {k=%" PRId64 "x%" PRId64 ", stride=%" PRId64 "x%" PRId64 ", pad=%" PRId64 "x%" PRId64,
+    fprintf(out,
+            " {k=%" PRId64 "x%" PRId64 ", stride=%" PRId64 "x%" PRId64 ", pad=%" PRId64 "x%" PRId64,
             n->attr[0], n->attr[1], n->attr[2], n->attr[3], n->attr[4], n->attr[5]);
     if (n->op == NNC_OP_IM2COL && n->fattr != 0) fprintf(out, ", fill=%g", n->fattr);
     fputc('}', out);
     return;
   case NNC_OP_ONEHOT: fprintf(out, " {classes=%" PRId64 "}", n->attr[0]); return;
   case NNC_OP_RAND: fprintf(out, " {stream=%" PRId64 "}", n->attr[0]); return;
-  case NNC_OP_NEG: case NNC_OP_EXP: case NNC_OP_LOG: case NNC_OP_SQRT: case NNC_OP_RSQRT:
-  case NNC_OP_RECIP: case NNC_OP_TANH: case NNC_OP_SIGMOID: case NNC_OP_RELU: case NNC_OP_ABS:
-  case NNC_OP_SIGN: case NNC_OP_ERF: case NNC_OP_COS: case NNC_OP_FLOOR: case NNC_OP_CAST:
-  case NNC_OP_ADD: case NNC_OP_SUB: case NNC_OP_MUL: case NNC_OP_DIV: case NNC_OP_MAX:
-  case NNC_OP_MIN: case NNC_OP_POW: case NNC_OP_GT: case NNC_OP_GE: case NNC_OP_EQ:
-  case NNC_OP_SELECT: case NNC_OP_RESHAPE: case NNC_OP_BROADCAST: case NNC_OP_GATHER:
-  case NNC_OP_SCATTER_ADD: case NNC_OP_COUNT_:
-    return;
+  case NNC_OP_NEG:
+  case NNC_OP_EXP:
+  case NNC_OP_LOG:
+  case NNC_OP_SQRT:
+  case NNC_OP_RSQRT:
+  case NNC_OP_RECIP:
+  case NNC_OP_TANH:
+  case NNC_OP_SIGMOID:
+  case NNC_OP_RELU:
+  case NNC_OP_ABS:
+  case NNC_OP_SIGN:
+  case NNC_OP_ERF:
+  case NNC_OP_COS:
+  case NNC_OP_FLOOR:
+  case NNC_OP_CAST:
+  case NNC_OP_ADD:
+  case NNC_OP_SUB:
+  case NNC_OP_MUL:
+  case NNC_OP_DIV:
+  case NNC_OP_MAX:
+  case NNC_OP_MIN:
+  case NNC_OP_POW:
+  case NNC_OP_GT:
+  case NNC_OP_GE:
+  case NNC_OP_EQ:
+  case NNC_OP_SELECT:
+  case NNC_OP_RESHAPE:
+  case NNC_OP_BROADCAST:
+  case NNC_OP_GATHER:
+  case NNC_OP_SCATTER_ADD:
+  case NNC_OP_COUNT_: return;
   }
 }
 
@@ -102,7 +129,8 @@ static void print_node(FILE *out, const nnc_node *n) {
   fprintf(out, "  %%%d = %s", n->id, nnc_op_name(n->op));
   if (n->nin) {
     fputc('(', out);
-    for (int i = 0; i < n->nin; i++) fprintf(out, i ? ", %%%d" : "%%%d", n->in[i]->id);
+    for (int i = 0; i < n->nin; i++)
+      fprintf(out, i ? ", %%%d" : "%%%d", n->in[i]->id);
     fputc(')', out);
   }
   print_attrs(out, n);
@@ -113,7 +141,8 @@ static void print_node(FILE *out, const nnc_node *n) {
 
 void nnc_ir_print_graph(FILE *out, const nnc_graph *g) {
   fprintf(out, "graph %s {\n", g->name);
-  for (int i = 0; i < g->nnodes; i++) print_node(out, g->nodes[i]);
+  for (int i = 0; i < g->nnodes; i++)
+    print_node(out, g->nodes[i]);
   for (int k = 0; k < NNC_OUT_COUNT_; k++)
     if (g->outputs[k]) fprintf(out, "  output %s = %%%d\n", output_name(k), g->outputs[k]->id);
   for (int i = 0; i < g->nupdates; i++)

@@ -6,7 +6,8 @@
 #include <stdarg.h>
 #include <string.h>
 
-static bool fail(char *err, size_t n, const nnc_graph *g, const nnc_node *node, const char *fmt, ...) {
+static bool fail(char *err, size_t n, const nnc_graph *g, const nnc_node *node, const char *fmt,
+                 ...) {
   if (!err || !n) return false;
   int k = snprintf(err, n, "graph %s, %%%d (%s): ", g->name, node ? node->id : -1,
                    node ? nnc_op_name(node->op) : "-");
@@ -38,11 +39,14 @@ static bool broadcasts_to(const nnc_shape *from, const nnc_shape *to) {
   return true;
 }
 
-static bool is_float(nnc_dtype t) { return t == NNC_F32 || t == NNC_F64; }
+static bool is_float(nnc_dtype t) {
+  return t == NNC_F32 || t == NNC_F64;
+}
 
 static bool check_node(const nnc_graph *g, const nnc_node *n, char *err, size_t errlen) {
   int arity = nnc_op_arity(n->op);
-  if (arity >= 0 && n->nin != arity) return fail(err, errlen, g, n, "has %d operands, needs %d", n->nin, arity);
+  if (arity >= 0 && n->nin != arity)
+    return fail(err, errlen, g, n, "has %d operands, needs %d", n->nin, arity);
   if (!shape_ok(&n->shape)) return fail(err, errlen, g, n, "bad shape");
   for (int i = 0; i < n->nin; i++) {
     const nnc_node *a = n->in[i];
@@ -51,13 +55,15 @@ static bool check_node(const nnc_graph *g, const nnc_node *n, char *err, size_t 
   }
   switch (nnc_op_class_of(n->op)) {
   case NNC_CLASS_UNARY:
-    if (!nnc_shape_eq(&n->shape, &n->in[0]->shape) || n->dtype != n->in[0]->dtype || !is_float(n->dtype))
+    if (!nnc_shape_eq(&n->shape, &n->in[0]->shape) || n->dtype != n->in[0]->dtype ||
+        !is_float(n->dtype))
       return fail(err, errlen, g, n, "unary op must keep its float operand's shape and dtype");
     break;
   case NNC_CLASS_BINARY:
   case NNC_CLASS_CMP:
     for (int i = 0; i < n->nin; i++)
-      if (!broadcasts_to(&n->in[i]->shape, &n->shape) || n->in[i]->dtype != n->dtype || !is_float(n->dtype))
+      if (!broadcasts_to(&n->in[i]->shape, &n->shape) || n->in[i]->dtype != n->dtype ||
+          !is_float(n->dtype))
         return fail(err, errlen, g, n, "operand %d does not broadcast to the result", i);
     break;
   case NNC_CLASS_REDUCE:
@@ -70,18 +76,19 @@ static bool check_node(const nnc_graph *g, const nnc_node *n, char *err, size_t 
     }
     break;
   case NNC_CLASS_SHAPE:
-    if (n->op != NNC_OP_BROADCAST && nnc_shape_numel(&n->shape) != nnc_shape_numel(&n->in[0]->shape))
+    if (n->op != NNC_OP_BROADCAST &&
+        nnc_shape_numel(&n->shape) != nnc_shape_numel(&n->in[0]->shape))
       return fail(err, errlen, g, n, "changes the element count");
     if (n->op == NNC_OP_BROADCAST && !broadcasts_to(&n->in[0]->shape, &n->shape))
       return fail(err, errlen, g, n, "operand does not broadcast to the result");
     break;
   case NNC_CLASS_LEAF:
-  case NNC_CLASS_OTHER:
-    break;
+  case NNC_CLASS_OTHER: break;
   }
   if (n->op == NNC_OP_PARAM) {
     const nnc_module *m = g->module;
-    if (n->attr[0] < 0 || n->attr[0] >= m->ntensors) return fail(err, errlen, g, n, "names no tensor");
+    if (n->attr[0] < 0 || n->attr[0] >= m->ntensors)
+      return fail(err, errlen, g, n, "names no tensor");
     const nnc_tensor *t = &m->tensors[n->attr[0]];
     if (!nnc_shape_eq(&t->shape, &n->shape) || t->dtype != n->dtype)
       return fail(err, errlen, g, n, "shape differs from tensor %s", t->name);
@@ -102,7 +109,8 @@ bool nnc_ir_verify(const nnc_graph *g, char *err, size_t errlen) {
     if (n->op == NNC_OP_PARAM)
       for (int j = 0; j < i; j++)
         if (g->nodes[j]->op == NNC_OP_PARAM && g->nodes[j]->attr[0] == n->attr[0])
-          return fail(err, errlen, g, n, "second param node for tensor @%lld", (long long)n->attr[0]);
+          return fail(err, errlen, g, n, "second param node for tensor @%lld",
+                      (long long)n->attr[0]);
   }
   for (int k = 0; k < NNC_OUT_COUNT_; k++) {
     const nnc_node *o = g->outputs[k];
@@ -111,7 +119,8 @@ bool nnc_ir_verify(const nnc_graph *g, char *err, size_t errlen) {
   }
   for (int i = 0; i < g->nupdates; i++) {
     const nnc_update *u = &g->updates[i];
-    if (u->tensor < 0 || u->tensor >= m->ntensors) return fail(err, errlen, g, NULL, "update of no tensor");
+    if (u->tensor < 0 || u->tensor >= m->ntensors)
+      return fail(err, errlen, g, NULL, "update of no tensor");
     const nnc_tensor *t = &m->tensors[u->tensor];
     const nnc_node *v = u->value;
     if (!v || v->id < 0 || v->id >= g->nnodes || g->nodes[v->id] != v)
@@ -119,7 +128,8 @@ bool nnc_ir_verify(const nnc_graph *g, char *err, size_t errlen) {
     if (!nnc_shape_eq(&t->shape, &v->shape) || t->dtype != v->dtype)
       return fail(err, errlen, g, v, "update value shape differs from tensor %s", t->name);
     for (int j = 0; j < i; j++)
-      if (g->updates[j].tensor == u->tensor) return fail(err, errlen, g, v, "second update of %s", t->name);
+      if (g->updates[j].tensor == u->tensor)
+        return fail(err, errlen, g, v, "second update of %s", t->name);
   }
   return true;
 }
