@@ -5,6 +5,7 @@
  *   math.c     vectorisable exp/log/tanh/erf/sigmoid as LLVM IR
  *   jit.c      ORC LLJIT, the nnc_rt_model table
  *   emit.c     object / assembly / LLVM IR files
+ *   profile.c  per-kernel times (NNC_PROFILE)
  */
 #ifndef NNC_CG_INTERNAL_H
 #define NNC_CG_INTERNAL_H
@@ -29,18 +30,30 @@ typedef struct nnc_cg_target {
 bool nnc_cg_target_init(nnc_cg_target *t, const nnc_cg_options *o, char *err, size_t errlen);
 void nnc_cg_target_dispose(nnc_cg_target *t);
 /* A target machine for t; NULL with a message on failure. */
-LLVMTargetMachineRef nnc_cg_target_machine(const nnc_cg_target *t, int opt_level, LLVMRelocMode reloc,
-                                           char *err, size_t errlen);
+LLVMTargetMachineRef nnc_cg_target_machine(const nnc_cg_target *t, int opt_level,
+                                           LLVMRelocMode reloc, char *err, size_t errlen);
 
 /* Emits p's kernels and entry points ("nnc_train_step", "nnc_eval_step")
  * into mod and the matrix products (gemm.c) into gemm_mod (the caller owns
  * both), then verifies them if asked. */
-bool nnc_cg_emit_module(const nnc_kprog *p, LLVMModuleRef mod, LLVMModuleRef gemm_mod, const nnc_cg_target *t,
-                        bool verify, char *err, size_t errlen);
+bool nnc_cg_emit_module(const nnc_kprog *p, LLVMModuleRef mod, LLVMModuleRef gemm_mod,
+                        const nnc_cg_target *t, bool verify, bool profile, char *err,
+                        size_t errlen);
+
+/* Does the entry point run k through nnc_rt_parallel (llvm.c)? */
+bool nnc_cg_kernel_parallel(const nnc_kernel *k);
+
+/* ---- profile.c: per-kernel timing (options.profile, JIT only) ----
+ * With profiling on, each entry point times every kernel call with
+ * nnc_cg_profile_now and adds the nanoseconds and a count to a global
+ * int64 array of 2 per kernel, named by nnc_cg_profile_symbol. */
+int64_t nnc_cg_profile_now(void);
+const char *nnc_cg_profile_symbol(const nnc_kgraph *g); /* "nnc_train_profile" */
+void nnc_cg_profile_report(FILE *out, const nnc_kgraph *g, const int64_t *counters);
 
 /* Runs an optimisation pipeline ("default<O3>", ...) on mod. */
-bool nnc_cg_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, const char *pipeline, bool vectorize, char *err,
-                     size_t errlen);
+bool nnc_cg_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, const char *pipeline,
+                     bool vectorize, char *err, size_t errlen);
 
 /* Lowers and plans m into p (p->arena must be set). */
 bool nnc_cg_build_kernels(nnc_kprog *p, const nnc_module *m, const nnc_cg_target *t, char *err,

@@ -26,11 +26,12 @@ typedef enum nnc_cg_output {
 } nnc_cg_output;
 
 typedef struct nnc_cg_options {
-  int opt_level;      /* 0..3, default 3 */
-  bool verify;        /* LLVMVerifyModule after codegen (on in debug builds) */
-  const char *cpu;    /* NULL: the host CPU */
+  int opt_level;        /* 0..3, default 3 */
+  bool verify;          /* LLVMVerifyModule after codegen (on in debug builds) */
+  const char *cpu;      /* NULL: the host CPU */
   const char *features; /* NULL: the host's features */
-  FILE *timing;       /* if set, per-phase times are written here */
+  FILE *timing;         /* if set, per-phase times are written here */
+  bool profile;         /* JIT only: time every kernel call (nnc_cg_profile_print) */
 } nnc_cg_options;
 
 void nnc_cg_default_options(nnc_cg_options *o);
@@ -49,6 +50,10 @@ void nnc_cg_free(nnc_cg_program *p);
  * also give e.g. the prediction, for inference and tests.) */
 int64_t nnc_cg_input_offset(const nnc_cg_program *p, nnc_input_kind k);
 int64_t nnc_cg_output_offset(const nnc_cg_program *p, nnc_output_kind k);
+/* With options.profile: writes each graph's kernels with their cumulative
+ * time and call count, slowest first (NNC_PROFILE=1 in `nnc run`). Writes
+ * nothing when p was compiled without profiling. */
+void nnc_cg_profile_print(const nnc_cg_program *p, FILE *out);
 /* Writes the kernel IR and memory plan of p (for debugging, --dump). */
 void nnc_cg_dump_kernels(const nnc_cg_program *p, FILE *out);
 

@@ -69,8 +69,8 @@ void nnc_cg_target_dispose(nnc_cg_target *t) {
   memset(t, 0, sizeof *t);
 }
 
-LLVMTargetMachineRef nnc_cg_target_machine(const nnc_cg_target *t, int opt_level, LLVMRelocMode reloc,
-                                           char *err, size_t errlen) {
+LLVMTargetMachineRef nnc_cg_target_machine(const nnc_cg_target *t, int opt_level,
+                                           LLVMRelocMode reloc, char *err, size_t errlen) {
   LLVMTargetRef target;
   char *msg = NULL;
   if (LLVMGetTargetFromTriple(t->triple, &target, &msg)) {
@@ -82,7 +82,8 @@ LLVMTargetMachineRef nnc_cg_target_machine(const nnc_cg_target *t, int opt_level
                               : opt_level == 1 ? LLVMCodeGenLevelLess
                               : opt_level == 2 ? LLVMCodeGenLevelDefault
                                                : LLVMCodeGenLevelAggressive;
-  return LLVMCreateTargetMachine(target, t->triple, t->cpu, t->features, level, reloc, LLVMCodeModelDefault);
+  return LLVMCreateTargetMachine(target, t->triple, t->cpu, t->features, level, reloc,
+                                 LLVMCodeModelDefault);
 }
 
 bool nnc_cg_build_kernels(nnc_kprog *p, const nnc_module *m, const nnc_cg_target *t, char *err,
@@ -94,8 +95,8 @@ bool nnc_cg_build_kernels(nnc_kprog *p, const nnc_module *m, const nnc_cg_target
   return true;
 }
 
-bool nnc_cg_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, const char *pipeline, bool vectorize, char *err,
-                     size_t errlen) {
+bool nnc_cg_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, const char *pipeline,
+                     bool vectorize, char *err, size_t errlen) {
   LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
   LLVMPassBuilderOptionsSetLoopVectorization(po, vectorize);
   LLVMPassBuilderOptionsSetSLPVectorization(po, vectorize);
@@ -135,14 +136,15 @@ bool nnc_cg_build_llvm(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg
     LLVMSetModuleDataLayout(both[i], dl);
   }
   LLVMDisposeTargetData(dl);
-  bool ok = nnc_cg_emit_module(p, mod, gemm_mod, t, o->verify, err, errlen);
+  bool ok = nnc_cg_emit_module(p, mod, gemm_mod, t, o->verify, o->profile, err, errlen);
   double t1 = now();
   int level = o->opt_level < 0 ? 0 : o->opt_level > 3 ? 3 : o->opt_level;
   char pipeline[32];
   snprintf(pipeline, sizeof pipeline, "default<O%d>", level);
   if (ok) ok = nnc_cg_optimize(mod, tm, pipeline, level >= 2, err, errlen);
   double t2 = now();
-  if (ok) ok = nnc_cg_optimize(gemm_mod, tm, level ? gemm_pipeline() : "default<O0>", false, err, errlen);
+  if (ok)
+    ok = nnc_cg_optimize(gemm_mod, tm, level ? gemm_pipeline() : "default<O0>", false, err, errlen);
   double t3 = now();
   /* Linking consumes gemm_mod. */
   if (ok && LLVMLinkModules2(mod, gemm_mod)) {
@@ -155,11 +157,14 @@ bool nnc_cg_build_llvm(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg
     for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f)) {
       size_t len;
       const char *fname = LLVMGetValueName2(f, &len);
-      if (len > 9 && !strncmp(fname, "nnc.gemm.", 9) && !LLVMIsDeclaration(f)) LLVMSetLinkage(f, LLVMInternalLinkage);
+      if (len > 9 && !strncmp(fname, "nnc.gemm.", 9) && !LLVMIsDeclaration(f))
+        LLVMSetLinkage(f, LLVMInternalLinkage);
     }
   if (o->timing)
-    fprintf(o->timing, "codegen: llvm ir %.1f ms, optimise kernels (O%d) %.1f ms, products (%s) %.1f ms\n",
-            1e3 * (t1 - t0), level, 1e3 * (t2 - t1), level ? gemm_pipeline() : "default<O0>", 1e3 * (t3 - t2));
+    fprintf(o->timing,
+            "codegen: llvm ir %.1f ms, optimise kernels (O%d) %.1f ms, products (%s) %.1f ms\n",
+            1e3 * (t1 - t0), level, 1e3 * (t2 - t1), level ? gemm_pipeline() : "default<O0>",
+            1e3 * (t3 - t2));
   LLVMDisposeTargetMachine(tm);
   if (!ok) {
     LLVMDisposeModule(mod);

@@ -27,8 +27,8 @@ static bool write_text(const char *path, const char *text, size_t n, char *err, 
   return ok;
 }
 
-static bool write_module(LLVMModuleRef mod, const nnc_cg_target *t, const nnc_cg_options *o, nnc_cg_output kind,
-                         const char *path, char *err, size_t errlen) {
+static bool write_module(LLVMModuleRef mod, const nnc_cg_target *t, const nnc_cg_options *o,
+                         nnc_cg_output kind, const char *path, char *err, size_t errlen) {
   if (kind == NNC_CG_LLVM) {
     char *text = LLVMPrintModuleToString(mod);
     bool ok = write_text(path, text, strlen(text), err, errlen);
@@ -53,8 +53,8 @@ static bool write_module(LLVMModuleRef mod, const nnc_cg_target *t, const nnc_cg
   return ok;
 }
 
-bool nnc_cg_emit(const nnc_module *m, const nnc_cg_options *o, nnc_cg_output kind, const char *path, char *err,
-                 size_t errlen) {
+bool nnc_cg_emit(const nnc_module *m, const nnc_cg_options *o, nnc_cg_output kind, const char *path,
+                 char *err, size_t errlen) {
   nnc_cg_options defaults;
   if (!o) {
     nnc_cg_default_options(&defaults);
@@ -64,6 +64,10 @@ bool nnc_cg_emit(const nnc_module *m, const nnc_cg_options *o, nnc_cg_output kin
     snprintf(err, errlen, "codegen: nnc_cg_emit writes files; use nnc_cg_compile for the JIT");
     return false;
   }
+  /* Profiling calls back into this process (profile.c): JIT only. */
+  nnc_cg_options plain = *o;
+  plain.profile = false;
+  o = &plain;
   nnc_arena arena;
   nnc_arena_init(&arena);
   nnc_kprog prog;

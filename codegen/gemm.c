@@ -735,6 +735,10 @@ LLVMValueRef nnc_cg_emit_gemm(LLVMModuleRef mod, const char *name, const nnc_cg_
     e.pack_buf = LLVMBuildAlloca(e.b, LLVMArrayType2(e.f32, (uint64_t)panel_floats), "bpack");
     LLVMSetAlignment(e.pack_buf, 64);
   }
+  if (g->all_rows) {
+    e.row_begin = i64c(&e, 0);
+    e.row_end = i64c(&e, g->M);
+  }
   if (g->M > 0 && g->N > 0)
     body(&e);
   else

@@ -27,6 +27,9 @@ typedef struct nnc_cg_gemm {
   bool bias;             /* add bias[n] (a row vector of N) before the activation */
   nnc_cg_act act;        /* applied last */
   int vector_width;      /* floats per vector the target prefers: 16 (AVX-512), 8, 4 */
+  bool all_rows;         /* every call computes rows [0, M): the row range is
+                            ignored and the row loops get constant bounds (no
+                            code for tiles that never run) */
 } nnc_cg_gemm;
 
 /* Emits into mod a function

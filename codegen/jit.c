@@ -24,6 +24,7 @@ struct nnc_cg_program {
   nnc_kprog prog;
   nnc_rt_model model;
   LLVMOrcLLJITRef jit;
+  const int64_t *profile[2]; /* train, eval counters (profile.c); NULL: off */
 };
 
 static double now(void) {
@@ -32,7 +33,9 @@ static double now(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int64_t buf_offset(const nnc_kprog *p, int buf) { return buf < 0 ? -1 : p->bufs[buf].offset; }
+static int64_t buf_offset(const nnc_kprog *p, int buf) {
+  return buf < 0 ? -1 : p->bufs[buf].offset;
+}
 
 static const nnc_node *input_node(const nnc_module *m, nnc_input_kind k) {
   if (m->train && m->train->inputs[k]) return m->train->inputs[k];
@@ -50,7 +53,8 @@ static void fill_model(nnc_cg_program *prog, const nnc_module *m) {
   nnc_rt_model *rt = &prog->model;
   memset(rt, 0, sizeof *rt);
   rt->arena_bytes = (size_t)p->arena_bytes;
-  const nnc_node *x = input_node(m, NNC_IN_X), *y = input_node(m, NNC_IN_Y), *pred = output_node(m, NNC_OUT_PRED);
+  const nnc_node *x = input_node(m, NNC_IN_X), *y = input_node(m, NNC_IN_Y),
+                 *pred = output_node(m, NNC_OUT_PRED);
   rt->batch = x && x->shape.rank > 0 ? x->shape.dim[0] : m->config.batch;
   int64_t batch = rt->batch > 0 ? rt->batch : 1;
   rt->sample_size = x ? nnc_shape_numel(&x->shape) / batch : 0;
@@ -65,14 +69,16 @@ static void fill_model(nnc_cg_program *prog, const nnc_module *m) {
   rt->loss_vec_off = buf_offset(p, p->output_buf[NNC_OUT_LOSS_VEC]);
   rt->correct_vec_off = buf_offset(p, p->output_buf[NNC_OUT_CORRECT_VEC]);
   rt->lr_off = buf_offset(p, p->output_buf[NNC_OUT_LR]);
-  nnc_rt_tensor *ts = nnc_arena_alloc(&prog->arena, sizeof(nnc_rt_tensor) * (size_t)(m->ntensors + 1));
+  nnc_rt_tensor *ts =
+      nnc_arena_alloc(&prog->arena, sizeof(nnc_rt_tensor) * (size_t)(m->ntensors + 1));
   for (int i = 0; i < m->ntensors; i++) {
     const nnc_tensor *t = &m->tensors[i];
     nnc_rt_tensor *r = &ts[i];
     r->name = nnc_arena_strdup(&prog->arena, t->name);
     r->role = (int)t->role; /* nnc_tensor_role matches nnc_rt_tensor_role */
     r->rank = t->shape.rank;
-    for (int d = 0; d < t->shape.rank; d++) r->shape[d] = t->shape.dim[d];
+    for (int d = 0; d < t->shape.rank; d++)
+      r->shape[d] = t->shape.dim[d];
     r->offset = buf_offset(p, p->tensor_bufs[i]);
     r->init = (int)t->init.kind; /* nnc_init_kind matches nnc_rt_init_kind */
     r->init_a = (float)t->init.a;
@@ -86,9 +92,13 @@ static void fill_model(nnc_cg_program *prog, const nnc_module *m) {
 
 static bool define_runtime_symbols(LLVMOrcLLJITRef jit, char *err, size_t errlen) {
   LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(jit);
-  LLVMJITSymbolFlags flags = {LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable, 0};
+  LLVMJITSymbolFlags flags = {LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable,
+                              0};
   LLVMOrcCSymbolMapPair syms[] = {
-      {LLVMOrcLLJITMangleAndIntern(jit, "nnc_rt_parallel"), {(LLVMOrcExecutorAddress)(uintptr_t)&nnc_rt_parallel, flags}},
+      {LLVMOrcLLJITMangleAndIntern(jit, "nnc_rt_parallel"),
+       {(LLVMOrcExecutorAddress)(uintptr_t)&nnc_rt_parallel, flags}},
+      {LLVMOrcLLJITMangleAndIntern(jit, "nnc_cg_profile_now"),
+       {(LLVMOrcExecutorAddress)(uintptr_t)&nnc_cg_profile_now, flags}},
   };
   /* The names' references move into the materialisation unit. */
   LLVMOrcMaterializationUnitRef mu = LLVMOrcAbsoluteSymbols(syms, sizeof syms / sizeof syms[0]);
@@ -98,20 +108,24 @@ static bool define_runtime_symbols(LLVMOrcLLJITRef jit, char *err, size_t errlen
     return nnc_cg_check(e, "defining runtime symbols", err, errlen);
   }
   LLVMOrcDefinitionGeneratorRef gen;
-  if (!nnc_cg_check(LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(jit), NULL, NULL),
+  if (!nnc_cg_check(LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(
+                        &gen, LLVMOrcLLJITGetGlobalPrefix(jit), NULL, NULL),
                     "process symbol search", err, errlen))
     return false;
   LLVMOrcJITDylibAddGenerator(jd, gen); /* jd owns gen */
   return true;
 }
 
-static bool create_jit(const nnc_cg_target *t, int opt_level, LLVMOrcLLJITRef *out, char *err, size_t errlen) {
+static bool create_jit(const nnc_cg_target *t, int opt_level, LLVMOrcLLJITRef *out, char *err,
+                       size_t errlen) {
   LLVMTargetMachineRef tm = nnc_cg_target_machine(t, opt_level, LLVMRelocDefault, err, errlen);
   if (!tm) return false;
-  LLVMOrcJITTargetMachineBuilderRef jtmb = LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(tm); /* owns tm */
+  LLVMOrcJITTargetMachineBuilderRef jtmb =
+      LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(tm); /* owns tm */
   LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
   LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(builder, jtmb); /* builder owns jtmb */
-  return nnc_cg_check(LLVMOrcCreateLLJIT(out, builder), "creating the JIT", err, errlen); /* consumes builder */
+  return nnc_cg_check(LLVMOrcCreateLLJIT(out, builder), "creating the JIT", err,
+                      errlen); /* consumes builder */
 }
 
 bool nnc_cg_compile(const nnc_module *m, const nnc_cg_options *o, nnc_cg_program **out, char *err,
@@ -136,7 +150,8 @@ bool nnc_cg_compile(const nnc_module *m, const nnc_cg_options *o, nnc_cg_program
   if (!nnc_cg_build_kernels(&prog->prog, m, &t, err, errlen)) goto fail_target;
   double t1 = now();
   tsctx = LLVMOrcCreateNewThreadSafeContext();
-  if (!nnc_cg_build_llvm(&prog->prog, o, &t, LLVMOrcThreadSafeContextGetContext(tsctx), &mod, err, errlen))
+  if (!nnc_cg_build_llvm(&prog->prog, o, &t, LLVMOrcThreadSafeContextGetContext(tsctx), &mod, err,
+                         errlen))
     goto fail_ctx;
   double t2 = now();
   if (!create_jit(&t, o->opt_level, &prog->jit, err, errlen)) goto fail_mod;
@@ -155,24 +170,37 @@ bool nnc_cg_compile(const nnc_module *m, const nnc_cg_options *o, nnc_cg_program
   fill_model(prog, m);
   LLVMOrcExecutorAddress addr;
   if (prog->prog.has_train) {
-    if (!nnc_cg_check(LLVMOrcLLJITLookup(prog->jit, &addr, "nnc_train_step"), "looking up nnc_train_step", err, errlen))
+    if (!nnc_cg_check(LLVMOrcLLJITLookup(prog->jit, &addr, "nnc_train_step"),
+                      "looking up nnc_train_step", err, errlen))
       goto fail_jit;
     prog->model.train_step = (nnc_rt_entry)(uintptr_t)addr;
   }
   if (prog->prog.has_eval) {
-    if (!nnc_cg_check(LLVMOrcLLJITLookup(prog->jit, &addr, "nnc_eval_step"), "looking up nnc_eval_step", err, errlen))
+    if (!nnc_cg_check(LLVMOrcLLJITLookup(prog->jit, &addr, "nnc_eval_step"),
+                      "looking up nnc_eval_step", err, errlen))
       goto fail_jit;
     prog->model.eval_step = (nnc_rt_entry)(uintptr_t)addr;
   }
+  const nnc_kgraph *graphs[2] = {prog->prog.has_train ? &prog->prog.train : NULL,
+                                 prog->prog.has_eval ? &prog->prog.eval : NULL};
+  for (int g = 0; g < 2 && o->profile; g++) {
+    if (!graphs[g]) continue;
+    const char *sym = nnc_cg_profile_symbol(graphs[g]);
+    if (!nnc_cg_check(LLVMOrcLLJITLookup(prog->jit, &addr, sym), "looking up the profile counters",
+                      err, errlen))
+      goto fail_jit;
+    prog->profile[g] = (const int64_t *)(uintptr_t)addr;
+  }
   double t3 = now();
   if (o->timing)
-    fprintf(o->timing, "codegen: kernels %.1f ms, llvm %.1f ms, machine code %.1f ms, total %.1f ms\n",
+    fprintf(o->timing,
+            "codegen: kernels %.1f ms, llvm %.1f ms, machine code %.1f ms, total %.1f ms\n",
             1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (t3 - t2), 1e3 * (t3 - t0));
   nnc_cg_target_dispose(&t);
   *out = prog;
   return true;
 
-fail_jit: {
+fail_jit : {
   char ignored[16];
   nnc_cg_check(LLVMOrcDisposeLLJIT(prog->jit), "", ignored, sizeof ignored);
 }
@@ -188,7 +216,9 @@ fail_prog:
   return false;
 }
 
-const nnc_rt_model *nnc_cg_model(const nnc_cg_program *p) { return &p->model; }
+const nnc_rt_model *nnc_cg_model(const nnc_cg_program *p) {
+  return &p->model;
+}
 
 int64_t nnc_cg_input_offset(const nnc_cg_program *p, nnc_input_kind k) {
   return buf_offset(&p->prog, p->prog.input_buf[k]);
@@ -198,14 +228,23 @@ int64_t nnc_cg_output_offset(const nnc_cg_program *p, nnc_output_kind k) {
   return buf_offset(&p->prog, p->prog.output_buf[k]);
 }
 
+void nnc_cg_profile_print(const nnc_cg_program *p, FILE *out) {
+  const nnc_kgraph *graphs[2] = {&p->prog.train, &p->prog.eval};
+  for (int g = 0; g < 2; g++)
+    if (p->profile[g]) nnc_cg_profile_report(out, graphs[g], p->profile[g]);
+}
+
 void nnc_cg_dump_kernels(const nnc_cg_program *p, FILE *out) {
   const nnc_kprog *kp = &p->prog;
-  fprintf(out, "arena %lld bytes, temporaries from %lld\n", (long long)kp->arena_bytes, (long long)kp->temp_base);
+  fprintf(out, "arena %lld bytes, temporaries from %lld\n", (long long)kp->arena_bytes,
+          (long long)kp->temp_base);
   const nnc_kgraph *gs[2] = {kp->has_train ? &kp->train : NULL, kp->has_eval ? &kp->eval : NULL};
   for (int g = 0; g < 2; g++) {
     if (!gs[g]) continue;
-    fprintf(out, "graph %s: %d kernels, %lld bytes of temporaries\n", gs[g]->name, gs[g]->n, (long long)gs[g]->temp_bytes);
-    for (int i = 0; i < gs[g]->n; i++) nnc_kernel_print(out, kp, gs[g]->k[i]);
+    fprintf(out, "graph %s: %d kernels, %lld bytes of temporaries\n", gs[g]->name, gs[g]->n,
+            (long long)gs[g]->temp_bytes);
+    for (int i = 0; i < gs[g]->n; i++)
+      nnc_kernel_print(out, kp, gs[g]->k[i]);
   }
 }
 

@@ -16,7 +16,9 @@ nnc_kt nnc_kt_of(nnc_dtype t) {
   return NNC_KT_F32;
 }
 
-bool nnc_kt_is_float(nnc_kt t) { return t == NNC_KT_F32 || t == NNC_KT_F64; }
+bool nnc_kt_is_float(nnc_kt t) {
+  return t == NNC_KT_F32 || t == NNC_KT_F64;
+}
 
 int nnc_kt_size(nnc_kt t) {
   switch (t) {
@@ -80,7 +82,9 @@ nnc_kexpr *nnc_kx_load(nnc_arena *a, const nnc_kprog *p, int buf, nnc_kexpr *ind
   return e;
 }
 
-static bool is_cmp(nnc_kop op) { return op >= NNC_K_LT && op <= NNC_K_NE; }
+static bool is_cmp(nnc_kop op) {
+  return op >= NNC_K_LT && op <= NNC_K_NE;
+}
 
 nnc_kexpr *nnc_kx_un(nnc_arena *a, nnc_kop op, nnc_kexpr *x) {
   nnc_kexpr *e = new_expr(a, NNC_KX_UN, x->type);
@@ -129,7 +133,8 @@ nnc_kexpr *nnc_kx_select(nnc_arena *a, nnc_kexpr *c, nnc_kexpr *x, nnc_kexpr *y)
 
 nnc_kexpr *nnc_kx_cast(nnc_arena *a, nnc_kexpr *x, nnc_kt t) {
   if (x->type == t) return x;
-  if (x->kind == NNC_KX_CONST && !nnc_kt_is_float(x->type) && t == NNC_KT_I64) return nnc_kx_int(a, x->i);
+  if (x->kind == NNC_KX_CONST && !nnc_kt_is_float(x->type) && t == NNC_KT_I64)
+    return nnc_kx_int(a, x->i);
   nnc_kexpr *e = new_expr(a, NNC_KX_CAST, t);
   e->a[0] = x;
   inherit(e, 1);
@@ -147,7 +152,9 @@ nnc_kexpr *nnc_kx_rand(nnc_arena *a, nnc_kt t, nnc_kexpr *seed, nnc_kexpr *step,
   return e;
 }
 
-nnc_kexpr *nnc_kx_iadd(nnc_arena *a, nnc_kexpr *x, nnc_kexpr *y) { return nnc_kx_bin(a, NNC_K_ADD, x, y); }
+nnc_kexpr *nnc_kx_iadd(nnc_arena *a, nnc_kexpr *x, nnc_kexpr *y) {
+  return nnc_kx_bin(a, NNC_K_ADD, x, y);
+}
 
 nnc_kexpr *nnc_kx_imul(nnc_arena *a, nnc_kexpr *x, int64_t c) {
   return nnc_kx_bin(a, NNC_K_MUL, x, nnc_kx_int(a, c));
@@ -163,7 +170,9 @@ nnc_kernel *nnc_kernel_new(nnc_arena *a, const char *name) {
   return k;
 }
 
-int nnc_kernel_var(nnc_kernel *k) { return k->nvars++; }
+int nnc_kernel_var(nnc_kernel *k) {
+  return k->nvars++;
+}
 
 int nnc_kernel_scalar(nnc_arena *a, nnc_kernel *k, nnc_kt t) {
   k->scalar_type = nnc_arena_grow(a, k->scalar_type, sizeof(nnc_kt) * (size_t)k->nscalars,
@@ -175,7 +184,8 @@ int nnc_kernel_scalar(nnc_arena *a, nnc_kernel *k, nnc_kt t) {
 static nnc_kstmt *append(nnc_arena *a, nnc_kblock *blk, nnc_ks_kind kind) {
   if (blk->n == blk->cap) {
     int cap = blk->cap ? 2 * blk->cap : 4;
-    blk->s = nnc_arena_grow(a, blk->s, sizeof(nnc_kstmt *) * (size_t)blk->n, sizeof(nnc_kstmt *) * (size_t)cap);
+    blk->s = nnc_arena_grow(a, blk->s, sizeof(nnc_kstmt *) * (size_t)blk->n,
+                            sizeof(nnc_kstmt *) * (size_t)cap);
     blk->cap = cap;
   }
   nnc_kstmt *s = nnc_arena_alloc(a, sizeof *s);
@@ -214,7 +224,8 @@ static void add_unique(nnc_arena *a, int **list, int *n, int b) {
 static void collect_expr(nnc_arena *a, nnc_kernel *k, const nnc_kexpr *e) {
   if (!e || !e->reads_mem) return;
   if (e->kind == NNC_KX_LOAD) add_unique(a, &k->reads, &k->nreads, e->buf);
-  for (int i = 0; i < 3; i++) collect_expr(a, k, e->a[i]);
+  for (int i = 0; i < 3; i++)
+    collect_expr(a, k, e->a[i]);
 }
 
 static void collect_block(nnc_arena *a, nnc_kernel *k, const nnc_kblock *b) {
@@ -247,7 +258,8 @@ void nnc_kernel_finish(nnc_arena *a, nnc_kernel *k) {
 void nnc_kgraph_add(nnc_arena *a, nnc_kgraph *g, nnc_kernel *k) {
   if (g->n == g->cap) {
     int cap = g->cap ? 2 * g->cap : 16;
-    g->k = nnc_arena_grow(a, g->k, sizeof(nnc_kernel *) * (size_t)g->n, sizeof(nnc_kernel *) * (size_t)cap);
+    g->k = nnc_arena_grow(a, g->k, sizeof(nnc_kernel *) * (size_t)g->n,
+                          sizeof(nnc_kernel *) * (size_t)cap);
     g->cap = cap;
   }
   g->k[g->n++] = k;
@@ -272,7 +284,8 @@ int nnc_kprog_add_buf(nnc_kprog *p, nnc_kbuf_kind kind, int id, nnc_kt t, int64_
 }
 
 int nnc_kbuf_base(const nnc_kprog *p, int b) {
-  while (p->bufs[b].kind == NNC_KBUF_VIEW) b = p->bufs[b].id;
+  while (p->bufs[b].kind == NNC_KBUF_VIEW)
+    b = p->bufs[b].id;
   return b;
 }
 
@@ -280,9 +293,9 @@ int nnc_kbuf_base(const nnc_kprog *p, int b) {
 
 static const char *kop_name(nnc_kop op) {
   static const char *const names[] = {
-      "neg", "exp", "log", "sqrt", "rsqrt", "recip", "tanh", "sigmoid", "relu", "abs", "sign",
-      "erf", "cos", "floor", "not", "add", "sub", "mul", "div", "rem", "max", "min", "pow",
-      "lt",  "le",  "gt",  "ge",   "eq",    "ne",    "and",  "or"};
+      "neg", "exp", "log",   "sqrt", "rsqrt", "recip", "tanh", "sigmoid", "relu", "abs", "sign",
+      "erf", "cos", "floor", "not",  "add",   "sub",   "mul",  "div",     "rem",  "max", "min",
+      "pow", "lt",  "le",    "gt",   "ge",    "eq",    "ne",   "and",     "or"};
   return names[op];
 }
 

@@ -40,16 +40,41 @@ int nnc_kt_size(nnc_kt t);
 
 typedef enum nnc_kop {
   /* unary: float */
-  NNC_K_NEG, NNC_K_EXP, NNC_K_LOG, NNC_K_SQRT, NNC_K_RSQRT, NNC_K_RECIP, NNC_K_TANH,
-  NNC_K_SIGMOID, NNC_K_RELU, NNC_K_ABS, NNC_K_SIGN, NNC_K_ERF, NNC_K_COS, NNC_K_FLOOR,
+  NNC_K_NEG,
+  NNC_K_EXP,
+  NNC_K_LOG,
+  NNC_K_SQRT,
+  NNC_K_RSQRT,
+  NNC_K_RECIP,
+  NNC_K_TANH,
+  NNC_K_SIGMOID,
+  NNC_K_RELU,
+  NNC_K_ABS,
+  NNC_K_SIGN,
+  NNC_K_ERF,
+  NNC_K_COS,
+  NNC_K_FLOOR,
   /* unary: bool */
   NNC_K_NOT,
   /* binary: float or int (DIV and REM on ints: truncating, operands >= 0) */
-  NNC_K_ADD, NNC_K_SUB, NNC_K_MUL, NNC_K_DIV, NNC_K_REM, NNC_K_MAX, NNC_K_MIN, NNC_K_POW,
+  NNC_K_ADD,
+  NNC_K_SUB,
+  NNC_K_MUL,
+  NNC_K_DIV,
+  NNC_K_REM,
+  NNC_K_MAX,
+  NNC_K_MIN,
+  NNC_K_POW,
   /* comparisons -> bool */
-  NNC_K_LT, NNC_K_LE, NNC_K_GT, NNC_K_GE, NNC_K_EQ, NNC_K_NE,
+  NNC_K_LT,
+  NNC_K_LE,
+  NNC_K_GT,
+  NNC_K_GE,
+  NNC_K_EQ,
+  NNC_K_NE,
   /* bool */
-  NNC_K_AND, NNC_K_OR,
+  NNC_K_AND,
+  NNC_K_OR,
 } nnc_kop;
 
 typedef enum nnc_kx_kind {
@@ -114,19 +139,25 @@ typedef struct nnc_kbuf {
 } nnc_kbuf;
 
 typedef struct nnc_kernel {
-  const char *name;
+  const char *name;  /* LLVM function name: "train.k12.matmul_bias_relu" */
+  const char *label; /* for profiles: "k12 matmul_bias_relu 64x256x784 mlp.dense1 fwd" */
   nnc_kblock body;
   bool split;     /* body is one loop split over threads by the caller */
   int64_t extent; /* split: that loop's extent (the caller's n); else 1 */
   int nvars;
   int nscalars;
   nnc_kt *scalar_type; /* [nscalars] */
-  double work;    /* rough cost in element-operations, for threading */
+  double work;         /* rough cost in element-operations, for threading */
   /* A matrix product emitted by gemm.c instead of a loop nest: computes
    * rows [begin * row_block, min(end * row_block, M)) of C. */
   bool is_gemm;
   nnc_cg_gemm gemm;
   int64_t row_block;
+  /* col_block > 0: split over blocks of col_block columns instead of rows
+   * (gemm.N is then col_block; every call computes all M rows of one
+   * block), so each thread reads only its part of B, e.g. the rows of a
+   * weight matrix that the same thread's part of the update writes. */
+  int64_t col_block;
   int a_buf, b_buf, bias_buf, c_buf; /* bias_buf -1: none */
   /* Buffers read and written (for the memory plan), deduplicated. */
   int *reads, nreads, *writes, nwrites;
@@ -145,7 +176,7 @@ typedef struct nnc_kprog {
   const nnc_module *module;
   nnc_kbuf *bufs;
   int nbufs, buf_cap;
-  int *tensor_bufs; /* [module->ntensors]: buffer of each persistent tensor */
+  int *tensor_bufs;               /* [module->ntensors]: buffer of each persistent tensor */
   int input_buf[NNC_IN_COUNT_];   /* -1 when no graph reads it */
   int output_buf[NNC_OUT_COUNT_]; /* -1 when no graph writes it */
   nnc_kgraph train, eval;

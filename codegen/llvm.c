@@ -28,7 +28,7 @@
 #include "cg_internal.h"
 
 /* Kernels with less work than this run on the calling thread. */
-static const double PARALLEL_WORK = 40000;
+static const double PARALLEL_WORK = 1e6;
 
 typedef struct memo_entry {
   const nnc_kexpr *e; /* NULL: invalidated */
@@ -53,6 +53,10 @@ typedef struct emitter {
   LLVMValueRef *scope_md, *noalias_md; /* [nbufs], by base buffer */
   memo_entry *memo;
   int nmemo, memo_cap;
+  /* gemm.c functions emitted so far: kernels with the same product share one */
+  const nnc_kernel **gemm_k;
+  LLVMValueRef *gemm_fn; /* its declaration in mod */
+  int ngemm;
 } emitter;
 
 static LLVMTypeRef ltype(emitter *E, nnc_kt t) {
@@ -67,8 +71,9 @@ static LLVMTypeRef ltype(emitter *E, nnc_kt t) {
 }
 
 static void add_attr(emitter *E, LLVMValueRef fn, const char *k, const char *v) {
-  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
-                             LLVMCreateStringAttribute(E->ctx, k, (unsigned)strlen(k), v, (unsigned)strlen(v)));
+  LLVMAddAttributeAtIndex(
+      fn, LLVMAttributeFunctionIndex,
+      LLVMCreateStringAttribute(E->ctx, k, (unsigned)strlen(k), v, (unsigned)strlen(v)));
 }
 
 static void add_enum_attr(emitter *E, LLVMValueRef fn, const char *name) {
@@ -103,7 +108,8 @@ static void memo_put(emitter *E, const nnc_kexpr *e, LLVMValueRef v) {
 
 static void memo_invalidate(emitter *E, bool mem, bool scalar) {
   for (int i = 0; i < E->nmemo; i++)
-    if (E->memo[i].e && ((mem && E->memo[i].e->reads_mem) || (scalar && E->memo[i].e->reads_scalar)))
+    if (E->memo[i].e &&
+        ((mem && E->memo[i].e->reads_mem) || (scalar && E->memo[i].e->reads_scalar)))
       E->memo[i].e = NULL;
 }
 
@@ -127,7 +133,9 @@ static void tag_access(emitter *E, LLVMValueRef inst, int buf) {
 
 static LLVMValueRef expr(emitter *E, const nnc_kexpr *e);
 
-static LLVMValueRef fconst(emitter *E, LLVMTypeRef t, double v) { return LLVMConstReal(t, v); }
+static LLVMValueRef fconst(emitter *E, LLVMTypeRef t, double v) {
+  return LLVMConstReal(t, v);
+}
 
 static LLVMValueRef emit_unary(emitter *E, const nnc_kexpr *e) {
   LLVMValueRef x = expr(E, e->a[0]);
@@ -138,7 +146,9 @@ static LLVMValueRef emit_unary(emitter *E, const nnc_kexpr *e) {
   case NNC_K_EXP: return nnc_cg_exp(&E->m, x);
   case NNC_K_LOG: return nnc_cg_log(&E->m, x);
   case NNC_K_SQRT: return nnc_cg_intrinsic1(&E->m, "llvm.sqrt", x);
-  case NNC_K_RSQRT: return nnc_cg_fm(LLVMBuildFDiv(b, fconst(E, t, 1), nnc_cg_intrinsic1(&E->m, "llvm.sqrt", x), ""));
+  case NNC_K_RSQRT:
+    return nnc_cg_fm(
+        LLVMBuildFDiv(b, fconst(E, t, 1), nnc_cg_intrinsic1(&E->m, "llvm.sqrt", x), ""));
   case NNC_K_RECIP: return nnc_cg_fm(LLVMBuildFDiv(b, fconst(E, t, 1), x, ""));
   case NNC_K_TANH: return nnc_cg_tanh(&E->m, x);
   case NNC_K_SIGMOID: return nnc_cg_sigmoid(&E->m, x);
@@ -150,7 +160,8 @@ static LLVMValueRef emit_unary(emitter *E, const nnc_kexpr *e) {
   case NNC_K_SIGN: {
     LLVMValueRef pos = LLVMBuildFCmp(b, LLVMRealOGT, x, fconst(E, t, 0), "");
     LLVMValueRef neg = LLVMBuildFCmp(b, LLVMRealOLT, x, fconst(E, t, 0), "");
-    return LLVMBuildSelect(b, pos, fconst(E, t, 1), LLVMBuildSelect(b, neg, fconst(E, t, -1), fconst(E, t, 0), ""), "");
+    return LLVMBuildSelect(b, pos, fconst(E, t, 1),
+                           LLVMBuildSelect(b, neg, fconst(E, t, -1), fconst(E, t, 0), ""), "");
   }
   case NNC_K_ERF: return nnc_cg_erf(&E->m, x);
   case NNC_K_COS: return nnc_cg_cos(&E->m, x);
@@ -176,7 +187,8 @@ static LLVMValueRef powi(emitter *E, LLVMValueRef x, int64_t n) {
   return inv ? nnc_cg_fm(LLVMBuildFDiv(E->b, fconst(E, t, 1), r, "")) : r;
 }
 
-static LLVMValueRef emit_float_binary(emitter *E, const nnc_kexpr *e, LLVMValueRef x, LLVMValueRef y) {
+static LLVMValueRef emit_float_binary(emitter *E, const nnc_kexpr *e, LLVMValueRef x,
+                                      LLVMValueRef y) {
   LLVMBuilderRef b = E->b;
   switch (e->op) {
   case NNC_K_ADD: return nnc_cg_fm(LLVMBuildFAdd(b, x, y, ""));
@@ -207,7 +219,8 @@ static LLVMValueRef emit_float_binary(emitter *E, const nnc_kexpr *e, LLVMValueR
   nnc_ir_bug("codegen: bad float kernel op %d", (int)e->op);
 }
 
-static LLVMValueRef emit_int_binary(emitter *E, const nnc_kexpr *e, LLVMValueRef x, LLVMValueRef y) {
+static LLVMValueRef emit_int_binary(emitter *E, const nnc_kexpr *e, LLVMValueRef x,
+                                    LLVMValueRef y) {
   LLVMBuilderRef b = E->b;
   switch (e->op) {
   case NNC_K_ADD: return LLVMBuildNSWAdd(b, x, y, "");
@@ -235,13 +248,18 @@ static LLVMValueRef emit_cast(emitter *E, const nnc_kexpr *e) {
   nnc_kt from = e->a[0]->type, to = e->type;
   LLVMTypeRef t = ltype(E, to);
   bool ff = nnc_kt_is_float(from), tf = nnc_kt_is_float(to);
-  if (ff && tf) return nnc_kt_size(to) > nnc_kt_size(from) ? LLVMBuildFPExt(E->b, x, t, "") : LLVMBuildFPTrunc(E->b, x, t, "");
+  if (ff && tf)
+    return nnc_kt_size(to) > nnc_kt_size(from) ? LLVMBuildFPExt(E->b, x, t, "")
+                                               : LLVMBuildFPTrunc(E->b, x, t, "");
   if (ff) {
-    if (to == NNC_KT_BOOL) return LLVMBuildFCmp(E->b, LLVMRealUNE, x, LLVMConstReal(LLVMTypeOf(x), 0), "");
+    if (to == NNC_KT_BOOL)
+      return LLVMBuildFCmp(E->b, LLVMRealUNE, x, LLVMConstReal(LLVMTypeOf(x), 0), "");
     return LLVMBuildFPToSI(E->b, x, t, "");
   }
-  if (tf) return from == NNC_KT_BOOL ? LLVMBuildUIToFP(E->b, x, t, "") : LLVMBuildSIToFP(E->b, x, t, "");
-  if (to == NNC_KT_BOOL) return LLVMBuildICmp(E->b, LLVMIntNE, x, LLVMConstInt(LLVMTypeOf(x), 0, 0), "");
+  if (tf)
+    return from == NNC_KT_BOOL ? LLVMBuildUIToFP(E->b, x, t, "") : LLVMBuildSIToFP(E->b, x, t, "");
+  if (to == NNC_KT_BOOL)
+    return LLVMBuildICmp(E->b, LLVMIntNE, x, LLVMConstInt(LLVMTypeOf(x), 0, 0), "");
   if (nnc_kt_size(to) > nnc_kt_size(from))
     return from == NNC_KT_BOOL ? LLVMBuildZExt(E->b, x, t, "") : LLVMBuildSExt(E->b, x, t, "");
   return LLVMBuildTrunc(E->b, x, t, "");
@@ -258,8 +276,10 @@ static LLVMValueRef emit_rand(emitter *E, const nnc_kexpr *e) {
     seed = LLVMBuildAnd(b, seed, LLVMConstInt(i64, 0xffffffffu, 0), "");
   LLVMValueRef s = LLVMBuildXor(b, seed, LLVMConstInt(i64, (unsigned long long)e->i << 32, 0), "");
   LLVMValueRef step = expr(E, e->a[1]), index = expr(E, e->a[2]);
-  LLVMValueRef x = LLVMBuildXor(b, s, LLVMBuildMul(b, step, LLVMConstInt(i64, 0x9E3779B97F4A7C15ull, 0), ""), "");
-  x = LLVMBuildXor(b, x, LLVMBuildMul(b, index, LLVMConstInt(i64, 0xC2B2AE3D27D4EB4Full, 0), ""), "");
+  LLVMValueRef x = LLVMBuildXor(
+      b, s, LLVMBuildMul(b, step, LLVMConstInt(i64, 0x9E3779B97F4A7C15ull, 0), ""), "");
+  x = LLVMBuildXor(b, x, LLVMBuildMul(b, index, LLVMConstInt(i64, 0xC2B2AE3D27D4EB4Full, 0), ""),
+                   "");
   x = LLVMBuildXor(b, x, LLVMBuildLShr(b, x, LLVMConstInt(i64, 30, 0), ""), "");
   x = LLVMBuildMul(b, x, LLVMConstInt(i64, 0xBF58476D1CE4E5B9ull, 0), "");
   x = LLVMBuildXor(b, x, LLVMBuildLShr(b, x, LLVMConstInt(i64, 27, 0), ""), "");
@@ -279,14 +299,16 @@ static LLVMValueRef expr_uncached(emitter *E, const nnc_kexpr *e) {
   case NNC_KX_VAR: return E->vars[e->var];
   case NNC_KX_SCALAR: return LLVMBuildLoad2(E->b, ltype(E, e->type), E->scalars[e->var], "");
   case NNC_KX_LOAD: {
-    LLVMValueRef ld = LLVMBuildLoad2(E->b, ltype(E, e->type), address(E, e->buf, expr(E, e->a[0])), "");
+    LLVMValueRef ld =
+        LLVMBuildLoad2(E->b, ltype(E, e->type), address(E, e->buf, expr(E, e->a[0])), "");
     tag_access(E, ld, e->buf);
     return ld;
   }
   case NNC_KX_UN: return emit_unary(E, e);
   case NNC_KX_BIN: {
     LLVMValueRef x = expr(E, e->a[0]), y = expr(E, e->a[1]);
-    return nnc_kt_is_float(e->a[0]->type) ? emit_float_binary(E, e, x, y) : emit_int_binary(E, e, x, y);
+    return nnc_kt_is_float(e->a[0]->type) ? emit_float_binary(E, e, x, y)
+                                          : emit_int_binary(E, e, x, y);
   }
   case NNC_KX_SELECT: {
     LLVMValueRef c = expr(E, e->a[0]), x = expr(E, e->a[1]), y = expr(E, e->a[2]);
@@ -383,7 +405,8 @@ static void block(emitter *E, const nnc_kblock *blk, bool top) {
       if (top && E->k->split)
         loop(E, s, E->begin, E->end);
       else
-        loop(E, s, LLVMConstInt(E->ti64, 0, 0), LLVMConstInt(E->ti64, (unsigned long long)s->extent, 0));
+        loop(E, s, LLVMConstInt(E->ti64, 0, 0),
+             LLVMConstInt(E->ti64, (unsigned long long)s->extent, 0));
       break;
     case NNC_KS_STORE: {
       LLVMValueRef v = expr(E, s->value), at = address(E, s->buf, expr(E, s->index));
@@ -406,11 +429,13 @@ static void alias_scopes(emitter *E, const nnc_kernel *k, const char *kname) {
   int nb = E->p->nbufs, *bases = malloc(sizeof(int) * (size_t)(k->nreads + k->nwrites + 1)), n = 0;
   LLVMMetadataRef *scopes = malloc(sizeof(LLVMMetadataRef) * (size_t)(k->nreads + k->nwrites + 1));
   if (!bases || !scopes) nnc_ir_bug("codegen: out of memory");
-  for (int i = 0; i < nb; i++) E->scope_md[i] = E->noalias_md[i] = NULL;
+  for (int i = 0; i < nb; i++)
+    E->scope_md[i] = E->noalias_md[i] = NULL;
   for (int i = 0; i < k->nreads + k->nwrites; i++) {
     int b = nnc_kbuf_base(E->p, i < k->nreads ? k->reads[i] : k->writes[i - k->nreads]);
     bool seen = false;
-    for (int j = 0; j < n; j++) seen |= bases[j] == b;
+    for (int j = 0; j < n; j++)
+      seen |= bases[j] == b;
     if (!seen) bases[n++] = b;
   }
   char name[256];
@@ -428,8 +453,10 @@ static void alias_scopes(emitter *E, const nnc_kernel *k, const char *kname) {
     int m = 0;
     for (int q = 0; q < n; q++)
       if (q != j) others[m++] = scopes[q];
-    E->scope_md[bases[j]] = LLVMMetadataAsValue(E->ctx, LLVMMDNodeInContext2(E->ctx, &scopes[j], 1));
-    E->noalias_md[bases[j]] = LLVMMetadataAsValue(E->ctx, LLVMMDNodeInContext2(E->ctx, others, (size_t)m));
+    E->scope_md[bases[j]] =
+        LLVMMetadataAsValue(E->ctx, LLVMMDNodeInContext2(E->ctx, &scopes[j], 1));
+    E->noalias_md[bases[j]] =
+        LLVMMetadataAsValue(E->ctx, LLVMMDNodeInContext2(E->ctx, others, (size_t)m));
   }
   free(others);
   free(scopes);
@@ -437,7 +464,8 @@ static void alias_scopes(emitter *E, const nnc_kernel *k, const char *kname) {
 }
 
 static LLVMValueRef buffer_ptr(emitter *E, int buf) {
-  LLVMValueRef off = LLVMConstInt(E->ti64, (unsigned long long)E->p->bufs[nnc_kbuf_base(E->p, buf)].offset, 0);
+  LLVMValueRef off =
+      LLVMConstInt(E->ti64, (unsigned long long)E->p->bufs[nnc_kbuf_base(E->p, buf)].offset, 0);
   return LLVMBuildInBoundsGEP2(E->b, E->ti8, E->arena, &off, 1, "");
 }
 
@@ -445,7 +473,12 @@ static LLVMValueRef new_kernel_fn(emitter *E, const char *name) {
   LLVMValueRef fn = LLVMAddFunction(E->mod, name, E->kfn_type);
   LLVMSetLinkage(fn, LLVMInternalLinkage);
   target_attrs(E, fn);
-  LLVMAddAttributeAtIndex(fn, 1, LLVMCreateEnumAttribute(E->ctx, LLVMGetEnumAttributeKindForName("noalias", 7), 0));
+  /* Inlined into the entry point, every kernel would be optimised twice and
+   * the entry would be one huge function for instruction selection (the
+   * slowest part of compiling); a call per kernel costs nothing measurable. */
+  add_enum_attr(E, fn, "noinline");
+  LLVMAddAttributeAtIndex(
+      fn, 1, LLVMCreateEnumAttribute(E->ctx, LLVMGetEnumAttributeKindForName("noalias", 7), 0));
   E->fn = fn;
   E->arena = LLVMGetParam(fn, 0);
   E->begin = LLVMGetParam(fn, 1);
@@ -454,7 +487,19 @@ static LLVMValueRef new_kernel_fn(emitter *E, const char *name) {
   return fn;
 }
 
-static LLVMValueRef emit_gemm_kernel(emitter *E, const nnc_kernel *k) {
+static bool same_gemm(const nnc_cg_gemm *x, const nnc_cg_gemm *y) {
+  return x->M == y->M && x->N == y->N && x->K == y->K && x->trans_a == y->trans_a &&
+         x->trans_b == y->trans_b && x->lda == y->lda && x->ldb == y->ldb && x->ldc == y->ldc &&
+         x->accumulate == y->accumulate && x->bias == y->bias && x->act == y->act &&
+         x->vector_width == y->vector_width && x->all_rows == y->all_rows;
+}
+
+/* The declaration in mod of the gemm.c function computing k's product:
+ * emitted into the gemm module the first time such a product is seen
+ * (e.g. the train and eval graphs' forward products share one). */
+static LLVMValueRef gemm_function(emitter *E, const nnc_kernel *k) {
+  for (int i = 0; i < E->ngemm; i++)
+    if (same_gemm(&E->gemm_k[i]->gemm, &k->gemm)) return E->gemm_fn[i];
   char name[256];
   snprintf(name, sizeof name, "nnc.gemm.%s", k->name);
   /* The product goes into the gemm module (already vectorised and
@@ -462,16 +507,58 @@ static LLVMValueRef emit_gemm_kernel(emitter *E, const nnc_kernel *k) {
    * name, and compile.c links the two after optimising each. */
   LLVMValueRef def = nnc_cg_emit_gemm(E->gemm_mod, name, &k->gemm);
   target_attrs(E, def);
-  LLVMValueRef g = LLVMAddFunction(E->mod, name, LLVMGlobalGetValueType(def));
+  E->gemm_k = realloc(E->gemm_k, sizeof(*E->gemm_k) * (size_t)(E->ngemm + 1));
+  E->gemm_fn = realloc(E->gemm_fn, sizeof(*E->gemm_fn) * (size_t)(E->ngemm + 1));
+  if (!E->gemm_k || !E->gemm_fn) nnc_ir_bug("codegen: out of memory");
+  E->gemm_k[E->ngemm] = k;
+  return E->gemm_fn[E->ngemm++] = LLVMAddFunction(E->mod, name, LLVMGlobalGetValueType(def));
+}
+
+static LLVMValueRef emit_gemm_kernel(emitter *E, const nnc_kernel *k) {
+  LLVMValueRef g = gemm_function(E, k);
   LLVMValueRef fn = new_kernel_fn(E, k->name);
+  LLVMValueRef a = buffer_ptr(E, k->a_buf), b = buffer_ptr(E, k->b_buf),
+               c = buffer_ptr(E, k->c_buf);
+  LLVMValueRef bias = k->bias_buf >= 0 ? buffer_ptr(E, k->bias_buf) : LLVMConstNull(E->tptr);
+  if (k->col_block > 0) {
+    /* for (j = begin; j < end; j++) gemm over columns [j * cb, (j + 1) * cb) */
+    LLVMBasicBlockRef pre = LLVMGetInsertBlock(E->b);
+    LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(E->ctx, fn, "cols");
+    LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(E->ctx, fn, "col");
+    LLVMBasicBlockRef exit = LLVMAppendBasicBlockInContext(E->ctx, fn, "done");
+    LLVMBuildBr(E->b, head);
+    LLVMPositionBuilderAtEnd(E->b, head);
+    LLVMValueRef j = LLVMBuildPhi(E->b, E->ti64, "j");
+    LLVMBuildCondBr(E->b, LLVMBuildICmp(E->b, LLVMIntSLT, j, E->end, ""), body, exit);
+    LLVMPositionBuilderAtEnd(E->b, body);
+    LLVMValueRef n0 =
+        LLVMBuildMul(E->b, j, LLVMConstInt(E->ti64, (unsigned long long)k->col_block, 0), "");
+    int64_t b_stride = k->gemm.trans_b ? k->gemm.ldb : 1; /* elements of B per column of C */
+    LLVMValueRef bo =
+        LLVMBuildMul(E->b, n0, LLVMConstInt(E->ti64, (unsigned long long)b_stride, 0), "");
+    LLVMValueRef args[6] = {
+        a,
+        LLVMBuildInBoundsGEP2(E->b, E->tf32, b, &bo, 1, ""),
+        k->bias_buf >= 0 ? LLVMBuildInBoundsGEP2(E->b, E->tf32, bias, &n0, 1, "") : bias,
+        LLVMBuildInBoundsGEP2(E->b, E->tf32, c, &n0, 1, ""),
+        LLVMConstInt(E->ti64, 0, 0),
+        LLVMConstInt(E->ti64, (unsigned long long)k->gemm.M, 0)};
+    LLVMBuildCall2(E->b, LLVMGlobalGetValueType(g), g, args, 6, "");
+    LLVMValueRef next = LLVMBuildAdd(E->b, j, LLVMConstInt(E->ti64, 1, 0), "");
+    LLVMBuildBr(E->b, head);
+    LLVMValueRef vals[2] = {E->begin, next};
+    LLVMBasicBlockRef bbs[2] = {pre, body};
+    LLVMAddIncoming(j, vals, bbs, 2);
+    LLVMPositionBuilderAtEnd(E->b, exit);
+    LLVMBuildRetVoid(E->b);
+    return fn;
+  }
   LLVMValueRef rb = LLVMConstInt(E->ti64, (unsigned long long)k->row_block, 0);
   LLVMValueRef M = LLVMConstInt(E->ti64, (unsigned long long)k->gemm.M, 0);
   LLVMValueRef r0 = LLVMBuildMul(E->b, E->begin, rb, "");
   LLVMValueRef r1 = LLVMBuildMul(E->b, E->end, rb, "");
   r1 = LLVMBuildSelect(E->b, LLVMBuildICmp(E->b, LLVMIntSLT, r1, M, ""), r1, M, "");
-  LLVMValueRef args[6] = {buffer_ptr(E, k->a_buf), buffer_ptr(E, k->b_buf),
-                          k->bias_buf >= 0 ? buffer_ptr(E, k->bias_buf) : LLVMConstNull(E->tptr),
-                          buffer_ptr(E, k->c_buf), r0, r1};
+  LLVMValueRef args[6] = {a, b, bias, c, r0, r1};
   LLVMBuildCall2(E->b, LLVMGlobalGetValueType(g), g, args, 6, "");
   LLVMBuildRetVoid(E->b);
   return fn;
@@ -484,7 +571,8 @@ static LLVMValueRef emit_kernel(emitter *E, const nnc_kernel *k) {
   E->vars = calloc((size_t)k->nvars + 1, sizeof(LLVMValueRef));
   E->scalars = calloc((size_t)k->nscalars + 1, sizeof(LLVMValueRef));
   if (!E->vars || !E->scalars) nnc_ir_bug("codegen: out of memory");
-  for (int s = 0; s < k->nscalars; s++) E->scalars[s] = LLVMBuildAlloca(E->b, ltype(E, k->scalar_type[s]), "acc");
+  for (int s = 0; s < k->nscalars; s++)
+    E->scalars[s] = LLVMBuildAlloca(E->b, ltype(E, k->scalar_type[s]), "acc");
   for (int i = 0; i < k->nreads + k->nwrites; i++) {
     int b = nnc_kbuf_base(E->p, i < k->nreads ? k->reads[i] : k->writes[i - k->nreads]);
     if (!E->base[b]) E->base[b] = buffer_ptr(E, b);
@@ -502,10 +590,30 @@ static LLVMValueRef emit_kernel(emitter *E, const nnc_kernel *k) {
 
 /* ---- entry points ---- */
 
-static void emit_entry(emitter *E, const nnc_kgraph *g, const char *name) {
+bool nnc_cg_kernel_parallel(const nnc_kernel *k) {
+  return k->split && k->extent > 1 && k->work >= PARALLEL_WORK;
+}
+
+/* Profiling (profile.c): the global counters of graph g, two i64 per kernel. */
+static LLVMValueRef profile_counters(emitter *E, const nnc_kgraph *g) {
+  LLVMTypeRef at = LLVMArrayType2(E->ti64, (uint64_t)(2 * g->n));
+  LLVMValueRef gv = LLVMAddGlobal(E->mod, at, nnc_cg_profile_symbol(g));
+  LLVMSetInitializer(gv, LLVMConstNull(at));
+  return gv;
+}
+
+/* counters[at] += v */
+static void profile_add(emitter *E, LLVMValueRef counters, int at, LLVMValueRef v) {
+  LLVMValueRef idx = LLVMConstInt(E->ti64, (unsigned long long)at, 0);
+  LLVMValueRef ptr = LLVMBuildInBoundsGEP2(E->b, E->ti64, counters, &idx, 1, "");
+  LLVMBuildStore(E->b, LLVMBuildAdd(E->b, LLVMBuildLoad2(E->b, E->ti64, ptr, ""), v, ""), ptr);
+}
+
+static void emit_entry(emitter *E, const nnc_kgraph *g, const char *name, bool profile) {
   LLVMValueRef *fns = malloc(sizeof(LLVMValueRef) * (size_t)(g->n + 1));
   if (!fns) nnc_ir_bug("codegen: out of memory");
-  for (int i = 0; i < g->n; i++) fns[i] = emit_kernel(E, g->k[i]);
+  for (int i = 0; i < g->n; i++)
+    fns[i] = emit_kernel(E, g->k[i]);
   LLVMTypeRef params[2] = {E->tptr, E->tptr};
   LLVMTypeRef et = LLVMFunctionType(E->tvoid, params, 2, 0);
   LLVMValueRef entry = LLVMAddFunction(E->mod, name, et);
@@ -516,23 +624,37 @@ static void emit_entry(emitter *E, const nnc_kgraph *g, const char *name) {
   LLVMTypeRef pt = LLVMFunctionType(E->tvoid, pparams, 4, 0);
   LLVMValueRef par = LLVMGetNamedFunction(E->mod, "nnc_rt_parallel");
   if (!par) par = LLVMAddFunction(E->mod, "nnc_rt_parallel", pt);
+  LLVMValueRef counters = NULL, clock = NULL;
+  LLVMTypeRef now_type = LLVMFunctionType(E->ti64, NULL, 0, 0);
+  if (profile) {
+    counters = profile_counters(E, g);
+    clock = LLVMGetNamedFunction(E->mod, "nnc_cg_profile_now");
+    if (!clock) clock = LLVMAddFunction(E->mod, "nnc_cg_profile_now", now_type);
+  }
   for (int i = 0; i < g->n; i++) {
     const nnc_kernel *k = g->k[i];
+    LLVMValueRef t0 = profile ? LLVMBuildCall2(E->b, now_type, clock, NULL, 0, "") : NULL;
     LLVMValueRef n = LLVMConstInt(E->ti64, (unsigned long long)k->extent, 0);
-    if (k->split && k->extent > 1 && k->work >= PARALLEL_WORK) {
+    if (nnc_cg_kernel_parallel(k)) {
       LLVMValueRef args[4] = {pool, fns[i], arena, n};
       LLVMBuildCall2(E->b, pt, par, args, 4, "");
     } else {
       LLVMValueRef args[3] = {arena, LLVMConstInt(E->ti64, 0, 0), n};
       LLVMBuildCall2(E->b, E->kfn_type, fns[i], args, 3, "");
     }
+    if (profile) {
+      LLVMValueRef t1 = LLVMBuildCall2(E->b, now_type, clock, NULL, 0, "");
+      profile_add(E, counters, 2 * i, LLVMBuildSub(E->b, t1, t0, ""));
+      profile_add(E, counters, 2 * i + 1, LLVMConstInt(E->ti64, 1, 0));
+    }
   }
   LLVMBuildRetVoid(E->b);
   free(fns);
 }
 
-bool nnc_cg_emit_module(const nnc_kprog *p, LLVMModuleRef mod, LLVMModuleRef gemm_mod, const nnc_cg_target *t,
-                        bool verify, char *err, size_t errlen) {
+bool nnc_cg_emit_module(const nnc_kprog *p, LLVMModuleRef mod, LLVMModuleRef gemm_mod,
+                        const nnc_cg_target *t, bool verify, bool profile, char *err,
+                        size_t errlen) {
   emitter E;
   memset(&E, 0, sizeof E);
   E.ctx = LLVMGetModuleContext(mod);
@@ -559,12 +681,14 @@ bool nnc_cg_emit_module(const nnc_kprog *p, LLVMModuleRef mod, LLVMModuleRef gem
   E.scope_md = calloc((size_t)p->nbufs + 1, sizeof(LLVMValueRef));
   E.noalias_md = calloc((size_t)p->nbufs + 1, sizeof(LLVMValueRef));
   if (!E.base || !E.scope_md || !E.noalias_md) nnc_ir_bug("codegen: out of memory");
-  if (p->has_train) emit_entry(&E, &p->train, "nnc_train_step");
-  if (p->has_eval) emit_entry(&E, &p->eval, "nnc_eval_step");
+  if (p->has_train) emit_entry(&E, &p->train, "nnc_train_step", profile);
+  if (p->has_eval) emit_entry(&E, &p->eval, "nnc_eval_step", profile);
   free(E.base);
   free(E.scope_md);
   free(E.noalias_md);
   free(E.memo);
+  free(E.gemm_k);
+  free(E.gemm_fn);
   LLVMDisposeBuilder(E.b);
   if (verify) {
     LLVMModuleRef mods[2] = {mod, gemm_mod};

@@ -54,8 +54,8 @@ typedef struct lower {
   nnc_kgraph *kg;
   int nn;
   bool *live, *force, *ident;
-  int *out_kind;    /* first output kind of a node, or -1 */
-  int *is_update;   /* number of updates whose value is the node */
+  int *out_kind;  /* first output kind of a node, or -1 */
+  int *is_update; /* number of updates whose value is the node */
   nnc_node ***users;
   int *nusers;
   node_state *st;
@@ -79,8 +79,8 @@ typedef struct kgen {
 } kgen;
 
 static bool fail(lower *L, const char *msg, const nnc_node *n) {
-  snprintf(L->err, L->errlen, "codegen: %s (graph %s, node %%%d %s)", msg, L->g->name, n ? n->id : -1,
-           n ? nnc_op_name(n->op) : "");
+  snprintf(L->err, L->errlen, "codegen: %s (graph %s, node %%%d %s)", msg, L->g->name,
+           n ? n->id : -1, n ? nnc_op_name(n->op) : "");
   return false;
 }
 
@@ -125,7 +125,8 @@ static bool cheap(const nnc_node *n) {
 static void mark_live(lower *L, const nnc_node *n) {
   if (L->live[n->id]) return;
   L->live[n->id] = true;
-  for (int i = 0; i < n->nin; i++) mark_live(L, n->in[i]);
+  for (int i = 0; i < n->nin; i++)
+    mark_live(L, n->in[i]);
 }
 
 static void add_user(lower *L, nnc_node *n, nnc_node *user) {
@@ -145,7 +146,8 @@ static nnc_node *row_bias_source(nnc_node *b, int64_t N) {
   if (b->shape.rank != 2 || b->shape.dim[1] != N) return NULL;
   nnc_node *s = b;
   while (s->op == NNC_OP_BROADCAST || s->op == NNC_OP_RESHAPE) {
-    if (s->op == NNC_OP_BROADCAST && s->in[0]->shape.rank != 0 && nnc_shape_numel(&s->in[0]->shape) != N)
+    if (s->op == NNC_OP_BROADCAST && s->in[0]->shape.rank != 0 &&
+        nnc_shape_numel(&s->in[0]->shape) != N)
       return NULL;
     s = s->in[0];
   }
@@ -158,7 +160,9 @@ static bool plain_node(lower *L, const nnc_node *n) {
   return L->out_kind[n->id] < 0 && !L->is_update[n->id] && L->nusers[n->id] == 1;
 }
 
-static bool is_zero_const(const nnc_node *n) { return n->op == NNC_OP_CONST && n->fattr == 0; }
+static bool is_zero_const(const nnc_node *n) {
+  return n->op == NNC_OP_CONST && n->fattr == 0;
+}
 
 /* Autodiff's ReLU rule reads the pre-activation z: dz = [z > 0] dy. Since
  * [z > 0] = [relu(z) > 0] for every z, a mask gt(z, 0) that runs after the
@@ -230,7 +234,8 @@ static void force_operands(lower *L, const nnc_node *n) {
   case NNC_OP_COL2IM:
   case NNC_OP_SCATTER_ADD:
   case NNC_OP_RESHAPE:
-    for (int i = 0; i < n->nin; i++) L->force[n->in[i]->id] = true;
+    for (int i = 0; i < n->nin; i++)
+      L->force[n->in[i]->id] = true;
     break;
   case NNC_OP_GATHER:
     L->force[n->in[0]->id] = true;
@@ -280,7 +285,8 @@ static node_state decide_inline(lower *L, const nnc_node *n) {
   } else {
     const nnc_node *u = NULL;
     for (int i = 0; i < L->nusers[id] && !u; i++)
-      if (L->st[L->users[id][i]->id] != ST_DEAD && L->st[L->users[id][i]->id] != ST_ABSORBED) u = L->users[id][i];
+      if (L->st[L->users[id][i]->id] != ST_DEAD && L->st[L->users[id][i]->id] != ST_ABSORBED)
+        u = L->users[id][i];
     L->ident[id] = all_own && u && (L->st[u->id] == ST_KERNEL || L->ident[u->id]);
   }
   return ST_INLINE;
@@ -321,8 +327,10 @@ static int output_slot(lower *L, nnc_output_kind k, const nnc_node *n) {
   nnc_kprog *p = L->p;
   int64_t numel = nnc_shape_numel(&n->shape);
   if (p->output_buf[k] < 0) {
-    static const char *const names[] = {"out.loss_vec", "out.loss", "out.correct_vec", "out.pred", "out.lr"};
-    p->output_buf[k] = nnc_kprog_add_buf(p, NNC_KBUF_OUTPUT, k, nnc_kt_of(n->dtype), numel, names[k]);
+    static const char *const names[] = {"out.loss_vec", "out.loss", "out.correct_vec", "out.pred",
+                                        "out.lr"};
+    p->output_buf[k] =
+        nnc_kprog_add_buf(p, NNC_KBUF_OUTPUT, k, nnc_kt_of(n->dtype), numel, names[k]);
   }
   nnc_kbuf *b = &p->bufs[p->output_buf[k]];
   if (b->numel != numel || b->type != nnc_kt_of(n->dtype)) return -1;
@@ -342,9 +350,11 @@ static bool assign_buffers(lower *L) {
         int64_t numel = nnc_shape_numel(&n->shape);
         if (p->input_buf[k] < 0) {
           static const char *const names[] = {"in.x", "in.y", "in.step", "in.epoch", "in.seed"};
-          p->input_buf[k] = nnc_kprog_add_buf(p, NNC_KBUF_INPUT, k, nnc_kt_of(n->dtype), numel, names[k]);
+          p->input_buf[k] =
+              nnc_kprog_add_buf(p, NNC_KBUF_INPUT, k, nnc_kt_of(n->dtype), numel, names[k]);
         }
-        if (p->bufs[p->input_buf[k]].numel != numel || p->bufs[p->input_buf[k]].type != nnc_kt_of(n->dtype))
+        if (p->bufs[p->input_buf[k]].numel != numel ||
+            p->bufs[p->input_buf[k]].type != nnc_kt_of(n->dtype))
           return fail(L, "the graphs disagree on an input's shape", n);
         L->buf[id] = p->input_buf[k];
       }
@@ -361,7 +371,8 @@ static bool assign_buffers(lower *L) {
       } else {
         char name[64];
         snprintf(name, sizeof name, "%s.%%%d.%s", L->g->name, id, nnc_op_name(n->op));
-        L->buf[id] = nnc_kprog_add_buf(p, NNC_KBUF_TEMP, 0, nnc_kt_of(n->dtype), nnc_shape_numel(&n->shape), name);
+        L->buf[id] = nnc_kprog_add_buf(p, NNC_KBUF_TEMP, 0, nnc_kt_of(n->dtype),
+                                       nnc_shape_numel(&n->shape), name);
       }
       break;
     case ST_DEAD:
@@ -389,7 +400,8 @@ static nnc_kexpr *linear(lower *L, nnc_kexpr **idx, const nnc_shape *s) {
 static void bcast_index(kgen *G, nnc_kexpr **idx, const nnc_shape *out, const nnc_shape *in,
                         nnc_kexpr **res) {
   (void)out;
-  for (int d = 0; d < in->rank; d++) res[d] = in->dim[d] == 1 ? G->zero : idx[d];
+  for (int d = 0; d < in->rank; d++)
+    res[d] = in->dim[d] == 1 ? G->zero : idx[d];
 }
 
 /* Splits a flat index into the coordinates of shape s. */
@@ -482,14 +494,16 @@ static nnc_kexpr *gen_op(lower *L, kgen *G, const nnc_node *n, nnc_kexpr **idx) 
   case NNC_OP_GT:
   case NNC_OP_GE:
   case NNC_OP_EQ: {
-    for (int i = 0; i < 2; i++) bcast_index(G, idx, &n->shape, &n->in[i]->shape, sub[i]);
+    for (int i = 0; i < 2; i++)
+      bcast_index(G, idx, &n->shape, &n->in[i]->shape, sub[i]);
     nnc_kexpr *x = gen(L, G, n->in[0], sub[0]), *y = gen(L, G, n->in[1], sub[1]);
     nnc_kexpr *r = nnc_kx_bin(a, kop_of(n->op), x, y);
     if (r->type == NNC_KT_BOOL) r = nnc_kx_select(a, r, fconst(L, n, 1), fconst(L, n, 0));
     return r;
   }
   case NNC_OP_SELECT: {
-    for (int i = 0; i < 3; i++) bcast_index(G, idx, &n->shape, &n->in[i]->shape, sub[i]);
+    for (int i = 0; i < 3; i++)
+      bcast_index(G, idx, &n->shape, &n->in[i]->shape, sub[i]);
     nnc_kexpr *c = gen(L, G, n->in[0], sub[0]);
     c = nnc_kx_bin(a, NNC_K_NE, c, nnc_kx_const(a, c->type, 0));
     return nnc_kx_select(a, c, gen(L, G, n->in[1], sub[1]), gen(L, G, n->in[2], sub[2]));
@@ -499,7 +513,8 @@ static nnc_kexpr *gen_op(lower *L, kgen *G, const nnc_node *n, nnc_kexpr **idx) 
     bcast_index(G, idx, &n->shape, &n->in[0]->shape, sub[0]);
     return gen(L, G, n->in[0], sub[0]);
   case NNC_OP_TRANSPOSE:
-    for (int i = 0; i < n->shape.rank; i++) sub[0][n->attr[i]] = idx[i];
+    for (int i = 0; i < n->shape.rank; i++)
+      sub[0][n->attr[i]] = idx[i];
     return gen(L, G, n->in[0], sub[0]);
   case NNC_OP_RESHAPE:
     unflatten(L, linear(L, idx, &n->shape), &n->in[0]->shape, sub[0]);
@@ -512,7 +527,8 @@ static nnc_kexpr *gen_op(lower *L, kgen *G, const nnc_node *n, nnc_kexpr **idx) 
   case NNC_OP_GATHER: {
     const nnc_node *table = n->in[0];
     nnc_kexpr *row = clamp_index(L, as_index(L, gen(L, G, n->in[1], idx)), table->shape.dim[0]);
-    nnc_kexpr *at = nnc_kx_iadd(a, nnc_kx_imul(a, row, table->shape.dim[1]), idx[n->shape.rank - 1]);
+    nnc_kexpr *at =
+        nnc_kx_iadd(a, nnc_kx_imul(a, row, table->shape.dim[1]), idx[n->shape.rank - 1]);
     return nnc_kx_load(a, L->p, L->buf[table->id], at);
   }
   case NNC_OP_RAND: {
@@ -544,7 +560,8 @@ static nnc_kexpr *gen_op(lower *L, kgen *G, const nnc_node *n, nnc_kexpr **idx) 
 static nnc_kexpr *gen(lower *L, kgen *G, const nnc_node *n, nnc_kexpr **idx) {
   if (L->subst[n->id]) n = L->subst[n->id];
   int id = n->id;
-  if (L->buf[id] >= 0 && n != G->self) return nnc_kx_load(L->a, L->p, L->buf[id], linear(L, idx, &n->shape));
+  if (L->buf[id] >= 0 && n != G->self)
+    return nnc_kx_load(L->a, L->p, L->buf[id], linear(L, idx, &n->shape));
   int rank = n->shape.rank;
   for (memo *m = G->memo[id]; m; m = m->next)
     if (m->rank == rank && !memcmp(m->idx, idx, sizeof(nnc_kexpr *) * (size_t)rank)) return m->val;
@@ -558,10 +575,41 @@ static nnc_kexpr *gen(lower *L, kgen *G, const nnc_node *n, nnc_kexpr **idx) {
   return v;
 }
 
+/* Where node n came from, for profiles: the front end names the nodes of
+ * each layer ("mlp.dense1"); autodiff's and the optimizer's nodes have no
+ * name, so a backward node is named after the nearest parameter, else the
+ * nearest named node, among its operands (breadth first, a few levels). */
+static const char *origin(lower *L, const nnc_node *n) {
+  if (n->name) return nnc_arena_printf(L->a, "%s fwd", n->name);
+  const nnc_node *level[64], *next[64];
+  int nl = 1;
+  level[0] = n;
+  for (int depth = 0; depth < 4 && nl; depth++) {
+    int nx = 0;
+    const char *named = NULL;
+    for (int i = 0; i < nl; i++)
+      for (int j = 0; j < level[i]->nin; j++) {
+        const nnc_node *u = level[i]->in[j];
+        if (u->op == NNC_OP_PARAM)
+          return nnc_arena_printf(L->a, "%s bwd", L->p->module->tensors[u->attr[0]].name);
+        if (u->name && !named) named = u->name;
+        if (nx < 64) next[nx++] = u;
+      }
+    if (named) return nnc_arena_printf(L->a, "%s bwd", named);
+    memcpy(level, next, sizeof(next[0]) * (size_t)nx);
+    nl = nx;
+  }
+  return "";
+}
+
 static nnc_kernel *new_kernel(lower *L, kgen *G, const char *what, const nnc_node *self) {
   char name[96];
-  snprintf(name, sizeof name, "%s.k%d.%s", L->g->name, L->nmade++, what);
+  snprintf(name, sizeof name, "%s.k%d.%s", L->g->name, L->nmade, what);
   nnc_kernel *k = nnc_kernel_new(L->a, name);
+  k->label =
+      self ? nnc_arena_printf(L->a, "k%d %s %%%d %s", L->nmade, what, self->id, origin(L, self))
+           : nnc_arena_printf(L->a, "k%d %s", L->nmade, what);
+  L->nmade++;
   memset(G, 0, sizeof *G);
   G->k = k;
   G->self = self;
@@ -592,7 +640,9 @@ static nnc_kblock *nest(lower *L, nnc_kernel *k, const nnc_shape *s, nnc_kexpr *
 }
 
 static double expr_cost(const nnc_kexpr *e) {
-  return e->kind == NNC_KX_UN && (e->op == NNC_K_EXP || e->op == NNC_K_LOG || e->op == NNC_K_TANH) ? 20 : 2;
+  return e->kind == NNC_KX_UN && (e->op == NNC_K_EXP || e->op == NNC_K_LOG || e->op == NNC_K_TANH)
+             ? 20
+             : 2;
 }
 
 /* ---- Kernels per op ---- */
@@ -658,7 +708,8 @@ static void kernel_reduce_columns(lower *L, const nnc_node *n) {
     if (axes & (1u << d)) out_idx[d] = G.zero;
   nnc_kexpr *at = linear(L, out_idx, &n->shape);
   int out = L->buf[n->id];
-  nnc_kb_store(a, nnc_kb_loop(a, blk, vj, B), out, at, nnc_kx_const(a, t, is_sum ? 0.0 : -__builtin_inf()));
+  nnc_kb_store(a, nnc_kb_loop(a, blk, vj, B), out, at,
+               nnc_kx_const(a, t, is_sum ? 0.0 : -__builtin_inf()));
   nnc_kblock *inner = blk;
   for (int d = 0; d < last; d++) {
     if (!(axes & (1u << d))) continue;
@@ -668,7 +719,8 @@ static void kernel_reduce_columns(lower *L, const nnc_node *n) {
   }
   inner = nnc_kb_loop(a, inner, vj, B);
   nnc_kexpr *e = gen(L, &G, x, in_idx);
-  nnc_kb_store(a, inner, out, at, nnc_kx_bin(a, is_sum ? NNC_K_ADD : NNC_K_MAX, nnc_kx_load(a, L->p, out, at), e));
+  nnc_kb_store(a, inner, out, at,
+               nnc_kx_bin(a, is_sum ? NNC_K_ADD : NNC_K_MAX, nnc_kx_load(a, L->p, out, at), e));
   k->work = (double)nnc_shape_numel(&x->shape) * expr_cost(e) * 2;
   add_kernel(L, k);
 }
@@ -714,8 +766,10 @@ static void kernel_reduce(lower *L, const nnc_node *n) {
     out_idx[d] = G.zero;
   }
   nnc_kexpr *e = gen(L, &G, x, in_idx);
-  nnc_kb_set(L->a, inner, acc, nnc_kx_bin(L->a, is_sum ? NNC_K_ADD : NNC_K_MAX, nnc_kx_scalar(L->a, k, acc), e));
-  nnc_kb_store(L->a, blk, L->buf[n->id], linear(L, out_idx, &n->shape), nnc_kx_scalar(L->a, k, acc));
+  nnc_kb_set(L->a, inner, acc,
+             nnc_kx_bin(L->a, is_sum ? NNC_K_ADD : NNC_K_MAX, nnc_kx_scalar(L->a, k, acc), e));
+  nnc_kb_store(L->a, blk, L->buf[n->id], linear(L, out_idx, &n->shape),
+               nnc_kx_scalar(L->a, k, acc));
   k->work = (double)nnc_shape_numel(&x->shape) * expr_cost(e) * 2;
   add_kernel(L, k);
 }
@@ -750,7 +804,9 @@ static void kernel_argmax(lower *L, const nnc_node *n) {
   out_idx[axis] = G.zero;
   nnc_kexpr *e = gen(L, &G, x, in_idx);
   nnc_kexpr *better = nnc_kx_bin(L->a, NNC_K_GT, e, nnc_kx_scalar(L->a, k, best));
-  nnc_kb_set(L->a, inner, at, nnc_kx_select(L->a, better, nnc_kx_cast(L->a, in_idx[axis], ti), nnc_kx_scalar(L->a, k, at)));
+  nnc_kb_set(
+      L->a, inner, at,
+      nnc_kx_select(L->a, better, nnc_kx_cast(L->a, in_idx[axis], ti), nnc_kx_scalar(L->a, k, at)));
   nnc_kb_set(L->a, inner, best, nnc_kx_select(L->a, better, e, nnc_kx_scalar(L->a, k, best)));
   nnc_kb_store(L->a, blk, L->buf[n->id], linear(L, out_idx, &n->shape), nnc_kx_scalar(L->a, k, at));
   k->work = (double)nnc_shape_numel(&x->shape) * 4;
@@ -791,10 +847,12 @@ static void kernel_matmul_loops(lower *L, nnc_kernel *k, const nnc_node *mm, int
   nnc_kblock *bi = nnc_kb_loop(a, &k->body, vi, M);
   k->split = true;
   k->extent = M;
-  nnc_kexpr *aik = nnc_kx_load(a, L->p, a_buf, ta ? nnc_kx_iadd(a, nnc_kx_imul(a, kk, M), i)
-                                                  : nnc_kx_iadd(a, nnc_kx_imul(a, i, K), kk));
-  nnc_kexpr *bkj = nnc_kx_load(a, L->p, b_buf, tb ? nnc_kx_iadd(a, nnc_kx_imul(a, j, K), kk)
-                                                  : nnc_kx_iadd(a, nnc_kx_imul(a, kk, N), j));
+  nnc_kexpr *aik = nnc_kx_load(a, L->p, a_buf,
+                               ta ? nnc_kx_iadd(a, nnc_kx_imul(a, kk, M), i)
+                                  : nnc_kx_iadd(a, nnc_kx_imul(a, i, K), kk));
+  nnc_kexpr *bkj = nnc_kx_load(a, L->p, b_buf,
+                               tb ? nnc_kx_iadd(a, nnc_kx_imul(a, j, K), kk)
+                                  : nnc_kx_iadd(a, nnc_kx_imul(a, kk, N), j));
   nnc_kexpr *cij = nnc_kx_iadd(a, nnc_kx_imul(a, i, N), j);
   nnc_kexpr *prod = nnc_kx_bin(a, NNC_K_MUL, aik, bkj);
   if (tb) { /* rows of B contiguous along k: a dot product per element */
@@ -812,7 +870,8 @@ static void kernel_matmul_loops(lower *L, nnc_kernel *k, const nnc_node *mm, int
     nnc_kb_store(a, b0, c_buf, cij, nnc_kx_const(a, t, 0));
     nnc_kblock *bk = nnc_kb_loop(a, bi, vk, K);
     nnc_kblock *bj = nnc_kb_loop(a, bk, vj, N);
-    nnc_kb_store(a, bj, c_buf, cij, nnc_kx_bin(a, NNC_K_ADD, nnc_kx_load(a, L->p, c_buf, cij), prod));
+    nnc_kb_store(a, bj, c_buf, cij,
+                 nnc_kx_bin(a, NNC_K_ADD, nnc_kx_load(a, L->p, c_buf, cij), prod));
     if (bias >= 0 || relu) {
       nnc_kblock *be = nnc_kb_loop(a, bi, vj, N);
       nnc_kexpr *v = nnc_kx_load(a, L->p, c_buf, cij);
@@ -821,6 +880,23 @@ static void kernel_matmul_loops(lower *L, nnc_kernel *k, const nnc_node *mm, int
       nnc_kb_store(a, be, c_buf, cij, v);
     }
   }
+}
+
+/* Columns per block when a product is better split over columns than
+ * rows, else 0. A product whose B is a parameter (x.W^T forward, dy.W
+ * backward) is split over B's rows (columns of C): each thread then
+ * reads only its share of the weights, the share its part of the update
+ * pass writes (split over the weight's first dim), so the weights stay in
+ * that core's cache instead of moving between cores every step. */
+static int64_t column_split(const nnc_node *mm) {
+  const nnc_node *b = mm->in[1];
+  while (b->op == NNC_OP_RESHAPE)
+    b = b->in[0];
+  int64_t M = mm->shape.dim[0], N = mm->shape.dim[1];
+  if (b->op != NNC_OP_PARAM || N < 2 * M / 4) return 0;
+  for (int64_t parts = 2; parts <= 8; parts *= 2)
+    if (N % parts == 0 && (N / parts) % 16 == 0 && N / parts <= 128) return N / parts;
+  return N % 2 == 0 && (N / 2) % 16 == 0 ? N / 2 : 0;
 }
 
 static void kernel_matmul(lower *L, const nnc_node *n) {
@@ -835,6 +911,8 @@ static void kernel_matmul(lower *L, const nnc_node *n) {
   bool ta = mm->attr[0], tb = mm->attr[1];
   int64_t K = ta ? mm->in[0]->shape.dim[0] : mm->in[0]->shape.dim[1];
   k->work = 2.0 * (double)M * (double)N * (double)K;
+  k->label = nnc_arena_printf(L->a, "%s %lldx%lldx%lld%s%s", k->label, (long long)M, (long long)N,
+                              (long long)K, ta ? " ta" : "", tb ? " tb" : "");
   if (L->p->use_gemm && mm->dtype == NNC_F32) {
     k->is_gemm = true;
     nnc_cg_gemm *g = &k->gemm;
@@ -853,6 +931,13 @@ static void kernel_matmul(lower *L, const nnc_node *n) {
     if (k->row_block < 1) k->row_block = 1;
     k->split = true;
     k->extent = (M + k->row_block - 1) / k->row_block;
+    int64_t cb = column_split(mm);
+    if (cb > 0) {
+      g->N = cb;
+      g->all_rows = true;
+      k->col_block = cb;
+      k->extent = N / cb;
+    }
     k->a_buf = a_buf;
     k->b_buf = b_buf;
     k->bias_buf = bias;
@@ -871,7 +956,8 @@ static void kernel_im2col(lower *L, const nnc_node *n) {
   nnc_kernel *k = new_kernel(L, &G, "im2col", n);
   const nnc_shape *xs = &n->in[0]->shape;
   int64_t N = xs->dim[0], C = xs->dim[1], H = xs->dim[2], W = xs->dim[3];
-  int64_t KH = n->attr[0], KW = n->attr[1], SH = n->attr[2], SW = n->attr[3], PH = n->attr[4], PW = n->attr[5];
+  int64_t KH = n->attr[0], KW = n->attr[1], SH = n->attr[2], SW = n->attr[3], PH = n->attr[4],
+          PW = n->attr[5];
   int64_t OH = nnc_ir_window_out(H, KH, SH, PH), OW = nnc_ir_window_out(W, KW, SW, PW);
   int64_t ext[6] = {N, OH, OW, C, KH, KW};
   nnc_kexpr *v[6];
@@ -883,8 +969,10 @@ static void kernel_im2col(lower *L, const nnc_node *n) {
   }
   k->split = true;
   k->extent = N;
-  nnc_kexpr *row = nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, v[0], OH), v[1]), OW), v[2]);
-  nnc_kexpr *col = nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, v[3], KH), v[4]), KW), v[5]);
+  nnc_kexpr *row =
+      nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, v[0], OH), v[1]), OW), v[2]);
+  nnc_kexpr *col =
+      nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, v[3], KH), v[4]), KW), v[5]);
   nnc_kexpr *h = nnc_kx_iadd(a, nnc_kx_imul(a, v[1], SH), nnc_kx_iadd(a, v[4], nnc_kx_int(a, -PH)));
   nnc_kexpr *w = nnc_kx_iadd(a, nnc_kx_imul(a, v[2], SW), nnc_kx_iadd(a, v[5], nnc_kx_int(a, -PW)));
   nnc_kexpr *in = nnc_kx_bin(a, NNC_K_AND,
@@ -892,13 +980,27 @@ static void kernel_im2col(lower *L, const nnc_node *n) {
                                         nnc_kx_bin(a, NNC_K_LT, h, nnc_kx_int(a, H))),
                              nnc_kx_bin(a, NNC_K_AND, nnc_kx_bin(a, NNC_K_GE, w, nnc_kx_int(a, 0)),
                                         nnc_kx_bin(a, NNC_K_LT, w, nnc_kx_int(a, W))));
-  nnc_kexpr *src = nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, v[0], C), v[3]), H),
-                                                             clamp_index(L, h, H)), W),
-                               clamp_index(L, w, W));
-  nnc_kexpr *val = nnc_kx_select(a, in, nnc_kx_load(a, L->p, L->buf[n->in[0]->id], src), fconst(L, n, n->fattr));
+  nnc_kexpr *src = nnc_kx_iadd(
+      a,
+      nnc_kx_imul(a,
+                  nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, v[0], C), v[3]), H),
+                              clamp_index(L, h, H)),
+                  W),
+      clamp_index(L, w, W));
+  nnc_kexpr *val =
+      nnc_kx_select(a, in, nnc_kx_load(a, L->p, L->buf[n->in[0]->id], src), fconst(L, n, n->fattr));
   nnc_kb_store(a, blk, L->buf[n->id], nnc_kx_iadd(a, nnc_kx_imul(a, row, C * KH * KW), col), val);
   k->work = (double)nnc_shape_numel(&n->shape) * 4;
   add_kernel(L, k);
+}
+
+/* Whether offset t (= o * S) lands on a window start o in [0, O). */
+static nnc_kexpr *window_hit(nnc_arena *a, nnc_kexpr *t, nnc_kexpr *o, int64_t S, int64_t O) {
+  nnc_kexpr *aligned =
+      nnc_kx_bin(a, NNC_K_EQ, nnc_kx_bin(a, NNC_K_REM, t, nnc_kx_int(a, S)), nnc_kx_int(a, 0));
+  return nnc_kx_bin(
+      a, NNC_K_AND, nnc_kx_bin(a, NNC_K_GE, t, nnc_kx_int(a, 0)),
+      nnc_kx_bin(a, NNC_K_AND, aligned, nnc_kx_bin(a, NNC_K_LT, o, nnc_kx_int(a, O))));
 }
 
 /* col2im: each pixel sums the column cells of the windows covering it, in
@@ -908,7 +1010,8 @@ static void kernel_col2im(lower *L, const nnc_node *n) {
   nnc_arena *a = L->a;
   nnc_kernel *k = new_kernel(L, &G, "col2im", n);
   int64_t C = n->shape.dim[1], H = n->shape.dim[2], W = n->shape.dim[3];
-  int64_t KH = n->attr[0], KW = n->attr[1], SH = n->attr[2], SW = n->attr[3], PH = n->attr[4], PW = n->attr[5];
+  int64_t KH = n->attr[0], KW = n->attr[1], SH = n->attr[2], SW = n->attr[3], PH = n->attr[4],
+          PW = n->attr[5];
   int64_t OH = nnc_ir_window_out(H, KH, SH, PH), OW = nnc_ir_window_out(W, KW, SW, PW);
   nnc_kexpr *idx[4];
   nnc_kblock *blk = nest(L, k, &n->shape, idx);
@@ -922,17 +1025,16 @@ static void kernel_col2im(lower *L, const nnc_node *n) {
   nnc_kexpr *tw = nnc_kx_bin(a, NNC_K_SUB, nnc_kx_iadd(a, idx[3], nnc_kx_int(a, PW)), kw);
   nnc_kexpr *oh = nnc_kx_bin(a, NNC_K_DIV, th, nnc_kx_int(a, SH));
   nnc_kexpr *ow = nnc_kx_bin(a, NNC_K_DIV, tw, nnc_kx_int(a, SW));
-  nnc_kexpr *okh = nnc_kx_bin(a, NNC_K_AND, nnc_kx_bin(a, NNC_K_GE, th, nnc_kx_int(a, 0)),
-                              nnc_kx_bin(a, NNC_K_AND, nnc_kx_bin(a, NNC_K_EQ, nnc_kx_bin(a, NNC_K_REM, th, nnc_kx_int(a, SH)), nnc_kx_int(a, 0)),
-                                         nnc_kx_bin(a, NNC_K_LT, oh, nnc_kx_int(a, OH))));
-  nnc_kexpr *okw = nnc_kx_bin(a, NNC_K_AND, nnc_kx_bin(a, NNC_K_GE, tw, nnc_kx_int(a, 0)),
-                              nnc_kx_bin(a, NNC_K_AND, nnc_kx_bin(a, NNC_K_EQ, nnc_kx_bin(a, NNC_K_REM, tw, nnc_kx_int(a, SW)), nnc_kx_int(a, 0)),
-                                         nnc_kx_bin(a, NNC_K_LT, ow, nnc_kx_int(a, OW))));
-  nnc_kexpr *row = nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, idx[0], OH), clamp_index(L, oh, OH)), OW),
-                               clamp_index(L, ow, OW));
-  nnc_kexpr *col = nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, idx[1], KH), kh), KW), kw);
-  nnc_kexpr *cell = nnc_kx_load(a, L->p, L->buf[n->in[0]->id], nnc_kx_iadd(a, nnc_kx_imul(a, row, C * KH * KW), col));
-  nnc_kexpr *val = nnc_kx_select(a, nnc_kx_bin(a, NNC_K_AND, okh, okw), cell, nnc_kx_const(a, t, 0));
+  nnc_kexpr *okh = window_hit(a, th, oh, SH, OH), *okw = window_hit(a, tw, ow, SW, OW);
+  nnc_kexpr *row = nnc_kx_iadd(
+      a, nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, idx[0], OH), clamp_index(L, oh, OH)), OW),
+      clamp_index(L, ow, OW));
+  nnc_kexpr *col =
+      nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, idx[1], KH), kh), KW), kw);
+  nnc_kexpr *cell = nnc_kx_load(a, L->p, L->buf[n->in[0]->id],
+                                nnc_kx_iadd(a, nnc_kx_imul(a, row, C * KH * KW), col));
+  nnc_kexpr *val =
+      nnc_kx_select(a, nnc_kx_bin(a, NNC_K_AND, okh, okw), cell, nnc_kx_const(a, t, 0));
   nnc_kb_set(a, inner, acc, nnc_kx_bin(a, NNC_K_ADD, nnc_kx_scalar(a, k, acc), val));
   nnc_kb_store(a, blk, L->buf[n->id], linear(L, idx, &n->shape), nnc_kx_scalar(a, k, acc));
   k->work = (double)nnc_shape_numel(&n->shape) * (double)(KH * KW) * 4;
@@ -959,7 +1061,8 @@ static void kernel_scatter_add(lower *L, const nnc_node *n) {
   nnc_kblock *bp = nnc_kb_loop(a, bj, vp, P);
   nnc_kexpr *row = clamp_index(L, as_index(L, nnc_kx_load(a, L->p, L->buf[n->in[1]->id], p)), V);
   nnc_kexpr *at = nnc_kx_iadd(a, nnc_kx_imul(a, row, D), j);
-  nnc_kexpr *dy = nnc_kx_load(a, L->p, L->buf[n->in[0]->id], nnc_kx_iadd(a, nnc_kx_imul(a, p, D), j));
+  nnc_kexpr *dy =
+      nnc_kx_load(a, L->p, L->buf[n->in[0]->id], nnc_kx_iadd(a, nnc_kx_imul(a, p, D), j));
   nnc_kb_store(a, bp, out, at, nnc_kx_bin(a, NNC_K_ADD, nnc_kx_load(a, L->p, out, at), dy));
   k->work = (double)(P * D + V * D) * 2;
   add_kernel(L, k);
@@ -1092,7 +1195,8 @@ static bool update_passes(lower *L) {
     for (int u = 0; u < g->nupdates; u++) {
       if (L->group_of[u] != gi) continue;
       const nnc_node *v = g->updates[u].value;
-      if (v->dtype != t->dtype || !nnc_shape_eq(&v->shape, &t->shape)) return fail(L, "update of another shape", v);
+      if (v->dtype != t->dtype || !nnc_shape_eq(&v->shape, &t->shape))
+        return fail(L, "update of another shape", v);
       nnc_kexpr *e = gen(L, &KG, v, idx);
       work += expr_cost(e) * 4;
       int s = G[gi].n;
@@ -1119,9 +1223,11 @@ static bool update_passes(lower *L) {
       bool safe = true;
       /* the SET statements of the pass hold all its reads */
       const nnc_kblock *blk = &G[gi].k->body;
-      while (blk->n && blk->s[0]->kind == NNC_KS_LOOP) blk = &blk->s[0]->body;
+      while (blk->n && blk->s[0]->kind == NNC_KS_LOOP)
+        blk = &blk->s[0]->body;
       for (int i = 0; i < blk->n && safe; i++)
-        if (blk->s[i]->kind == NNC_KS_SET) safe = !reads_elsewhere(p, blk->s[i]->value, tb, G[gi].at);
+        if (blk->s[i]->kind == NNC_KS_SET)
+          safe = !reads_elsewhere(p, blk->s[i]->value, tb, G[gi].at);
       for (int g2 = 0; g2 < L->ngroups && safe; g2++)
         if (g2 != gi) safe = !kernel_reads(p, G[g2].k, tb);
       if (safe) continue;
@@ -1139,13 +1245,15 @@ static bool update_passes(lower *L) {
     G[gi].k->reads = G[gi].k->writes = NULL;
     add_kernel(L, G[gi].k);
   }
-  for (int c = 0; c < ncopies; c++) kernel_copy(L, "update.copy", copy_dst[c], copy_src[c], p->bufs[copy_dst[c]].numel);
+  for (int c = 0; c < ncopies; c++)
+    kernel_copy(L, "update.copy", copy_dst[c], copy_src[c], p->bufs[copy_dst[c]].numel);
   return true;
 }
 
 /* ---- Driver ---- */
 
-static bool lower_graph(nnc_kprog *p, const nnc_graph *g, nnc_kgraph *kg, char *err, size_t errlen) {
+static bool lower_graph(nnc_kprog *p, const nnc_graph *g, nnc_kgraph *kg, char *err,
+                        size_t errlen) {
   lower L;
   memset(&L, 0, sizeof L);
   L.p = p;
@@ -1186,7 +1294,8 @@ static bool lower_graph(nnc_kprog *p, const nnc_graph *g, nnc_kgraph *kg, char *
   for (int i = 0; i < g->nnodes; i++) {
     nnc_node *n = g->nodes[i];
     if (!L.live[i]) continue;
-    for (int j = 0; j < n->nin; j++) add_user(&L, n->in[j], n);
+    for (int j = 0; j < n->nin; j++)
+      add_user(&L, n->in[j], n);
   }
   assign_groups(&L);
   match_epilogues(&L);
@@ -1201,11 +1310,14 @@ static bool lower_graph(nnc_kprog *p, const nnc_graph *g, nnc_kgraph *kg, char *
 bool nnc_cg_lower(nnc_kprog *p, const nnc_module *m, char *err, size_t errlen) {
   p->module = m;
   p->tensor_bufs = nnc_arena_alloc(p->arena, sizeof(int) * (size_t)(m->ntensors + 1));
-  for (int i = 0; i < NNC_IN_COUNT_; i++) p->input_buf[i] = -1;
-  for (int i = 0; i < NNC_OUT_COUNT_; i++) p->output_buf[i] = -1;
+  for (int i = 0; i < NNC_IN_COUNT_; i++)
+    p->input_buf[i] = -1;
+  for (int i = 0; i < NNC_OUT_COUNT_; i++)
+    p->output_buf[i] = -1;
   for (int t = 0; t < m->ntensors; t++) {
     const nnc_tensor *ts = &m->tensors[t];
-    p->tensor_bufs[t] = nnc_kprog_add_buf(p, NNC_KBUF_TENSOR, t, nnc_kt_of(ts->dtype), nnc_shape_numel(&ts->shape), ts->name);
+    p->tensor_bufs[t] = nnc_kprog_add_buf(p, NNC_KBUF_TENSOR, t, nnc_kt_of(ts->dtype),
+                                          nnc_shape_numel(&ts->shape), ts->name);
   }
   if (m->train) {
     p->has_train = true;

@@ -52,11 +52,14 @@ static int64_t place_temps(nnc_kprog *p, const nnc_kgraph *g, int64_t base) {
   int *first = malloc(sizeof(int) * (size_t)nb), *last = malloc(sizeof(int) * (size_t)nb);
   live_range *placed = malloc(sizeof(live_range) * (size_t)nb);
   if (!first || !last || !placed) nnc_ir_bug("plan: out of memory");
-  for (int i = 0; i < nb; i++) first[i] = last[i] = -1;
+  for (int i = 0; i < nb; i++)
+    first[i] = last[i] = -1;
   for (int k = 0; k < g->n; k++) {
     const nnc_kernel *ker = g->k[k];
-    for (int i = 0; i < ker->nreads; i++) touch(first, last, nnc_kbuf_base(p, ker->reads[i]), k);
-    for (int i = 0; i < ker->nwrites; i++) touch(first, last, nnc_kbuf_base(p, ker->writes[i]), k);
+    for (int i = 0; i < ker->nreads; i++)
+      touch(first, last, nnc_kbuf_base(p, ker->reads[i]), k);
+    for (int i = 0; i < ker->nwrites; i++)
+      touch(first, last, nnc_kbuf_base(p, ker->writes[i]), k);
   }
   int nplaced = 0;
   int64_t top = 0;
@@ -73,7 +76,8 @@ static int64_t place_temps(nnc_kprog *p, const nnc_kgraph *g, int64_t base) {
       }
       live_range nr = {b, k, last[b], off, size};
       int at = nplaced;
-      while (at > 0 && placed[at - 1].off > off) at--;
+      while (at > 0 && placed[at - 1].off > off)
+        at--;
       memmove(&placed[at + 1], &placed[at], sizeof(live_range) * (size_t)(nplaced - at));
       placed[at] = nr;
       nplaced++;

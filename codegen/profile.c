@@ -1,0 +1,64 @@
+/* profile.c: per-kernel times of JIT-compiled steps (NNC_PROFILE=1).
+ *
+ * When options.profile is set, llvm.c brackets every kernel call in the
+ * entry points with nnc_cg_profile_now() and adds the elapsed nanoseconds
+ * and one call to a global array of the module (two int64 per kernel, in
+ * kernel order). Without the option none of this is emitted, so normal
+ * code pays nothing. The times include the thread pool's dispatch for
+ * kernels that run in parallel, which is part of what a kernel costs.
+ */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cg_internal.h"
+
+int64_t nnc_cg_profile_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+const char *nnc_cg_profile_symbol(const nnc_kgraph *g) {
+  return strcmp(g->name, "eval") ? "nnc_train_profile" : "nnc_eval_profile";
+}
+
+typedef struct row {
+  const nnc_kernel *k;
+  int64_t ns, calls;
+} row;
+
+static int slower_first(const void *x, const void *y) {
+  const row *a = x, *b = y;
+  return a->ns < b->ns ? 1 : a->ns > b->ns ? -1 : 0;
+}
+
+void nnc_cg_profile_report(FILE *out, const nnc_kgraph *g, const int64_t *counters) {
+  row *rows = malloc(sizeof(row) * (size_t)(g->n + 1));
+  if (!rows) return;
+  int64_t total = 0, steps = 0;
+  for (int i = 0; i < g->n; i++) {
+    rows[i] = (row){g->k[i], counters[2 * i], counters[2 * i + 1]};
+    total += rows[i].ns;
+    if (rows[i].calls > steps) steps = rows[i].calls;
+  }
+  if (steps == 0) {
+    free(rows);
+    return;
+  }
+  qsort(rows, (size_t)g->n, sizeof(row), slower_first);
+  fprintf(out, "profile %s: %lld steps, %d kernels, %.1f us per step in kernels (%.1f ms in all)\n",
+          g->name, (long long)steps, g->n, 1e-3 * (double)total / (double)steps,
+          1e-6 * (double)total);
+  fprintf(out, "  %9s %6s %9s %8s  kernel\n", "ms", "%", "us/call", "calls");
+  for (int i = 0; i < g->n; i++) {
+    const row *r = &rows[i];
+    fprintf(out, "  %9.2f %6.2f %9.2f %8lld  %s%s\n", 1e-6 * (double)r->ns,
+            total ? 100.0 * (double)r->ns / (double)total : 0.0,
+            r->calls ? 1e-3 * (double)r->ns / (double)r->calls : 0.0, (long long)r->calls,
+            r->k->label ? r->k->label : r->k->name,
+            nnc_cg_kernel_parallel(r->k) ? " [threads]" : "");
+  }
+  free(rows);
+}
