@@ -1,0 +1,357 @@
+#!/usr/bin/env bash
+# e2e_cli.sh NNC E2E_TOOL SOURCE_DIR [SANITIZE]: the `nnc` command line end
+# to end (SANITIZE=1: a -DNNC_SANITIZE=ON build).
+#
+# Each section trains something real and asserts values, not only exit codes:
+#   linreg     examples/linear_regression.nn recovers w = 2, b = 1 (from its checkpoint)
+#   logreg     examples/logistic_regression.nn: validation accuracy, loss falls
+#   fashion    examples/fashion_mlp.nn, 1 epoch on Fashion-MNIST: nnc run (1 thread)
+#              and the -o trainer (all cores) give the same log and result;
+#              accuracy >= 0.83; no libLLVM
+#   data       the same problem from NPY (f4/i8), NPY (f8/u1) and CSV trains
+#              identically, and learns
+#   resume     -o trainer: 1 epoch + resume to 3 = 3 epochs straight, bit for bit;
+#              --threads 1 = --threads 2
+#   kill       SIGKILL the trainer at random moments: the checkpoint always loads
+#              and resuming reaches the uninterrupted run's final tensors
+#   transfer   examples/fashion_cnn.nn then examples/transfer.nn (on generated
+#              IDX data): frozen tensors bit-identical to the CNN's, head trained
+#   errors     exit status and message of a bad .nn, a missing data file, a
+#              truncated IDX file, a wrong --batch, a non-finite loss (and the
+#              checkpoint before it still loads)
+#
+# Runs use --threads 1 unless threads are the point: the pool spins while
+# waiting, so several multi-threaded trainers on few cores (ctest -j) crawl.
+# E2E_ONLY="kill resume" runs only those sections; E2E_KEEP=1 keeps the
+# temporary folder. Exit 0: all passed; 1: a failure (printed); 77: skipped.
+set -u
+
+NNC=$(realpath "$1")
+TOOL=$(realpath "$2")
+SRC=$(realpath "$3")
+EX=$SRC/examples
+DATA=$SRC/tests/e2e/data
+SANITIZE=${4:-0}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/nnc_e2e.XXXXXX")
+if [ -z "${E2E_KEEP:-}" ]; then trap 'rm -rf "$TMP"' EXIT; else echo "keeping $TMP"; fi
+cd "$TMP" || exit 1
+
+FAILED=0
+SECTION=""
+SECTIONS=0 # sections run
+SKIPPED=0  # of which skipped
+fail() {
+  echo "FAIL [$SECTION]: $*" >&2
+  FAILED=1
+}
+# run NAME CMD...: runs CMD with stdout/stderr in NAME.out/NAME.err; its status in $RC.
+run() {
+  local name=$1
+  shift
+  "$@" >"$name.out" 2>"$name.err"
+  RC=$?
+}
+expect_rc() { # expect_rc NAME WANT: the last run's status
+  if [ "$RC" != "$2" ]; then
+    fail "$1: exit status $RC, expected $2"
+    sed 's/^/    | /' "$1.err" >&2
+    return 1
+  fi
+}
+expect_grep() { # expect_grep FILE PATTERN (fixed string)
+  if ! grep -qF -- "$2" "$1"; then
+    fail "$1 lacks '$2'; it has:"
+    sed 's/^/    | /' "$1" >&2
+    return 1
+  fi
+}
+# check "DESCRIPTION" AWK_CONDITION VAR=VALUE...: a numeric assertion.
+check() {
+  local what=$1 cond=$2
+  shift 2
+  local args=() kv
+  for kv in "$@"; do args+=(-v "$kv"); done
+  if awk "${args[@]}" "BEGIN { exit !($cond) }"; then
+    echo "  ok: $what ($*)"
+  else
+    fail "$what: ($cond) is false for $*"
+  fi
+}
+# result_field FILE KEY: a field of the RESULT line.
+result_field() { sed -n "s/^RESULT .*[ ]$2=\([^ ]*\).*/\1/p" "$1"; }
+# log_col FILE COLUMN: a column of a CSV metrics log's epoch rows, by name.
+log_col() {
+  awk -F, -v col="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == col) c = i; next }
+                       $1 == "epoch" { print $c }' "$1"
+}
+# The training columns of a log: everything but throughput and wall time.
+log_training() {
+  awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i != "samples_per_s" && $i != "wall_s") keep[i] = 1 }
+           { line = ""; for (i = 1; i <= NF; i++) if (i in keep) line = line $i ","; print line }' "$1"
+}
+want() { [ -z "${E2E_ONLY:-}" ] || [[ " $E2E_ONLY " == *" $1 "* ]]; }
+now() { date +%s.%N; }
+begin() {
+  SECTION=$1
+  SECTIONS=$((SECTIONS + 1))
+  T0=$(now)
+  echo "== $1"
+}
+end() { awk -v a="$T0" -v b="$(now)" -v s="$SECTION" 'BEGIN { printf "   (%s: %.1f s)\n", s, b - a }'; }
+
+# ---- linear regression: w = 2, b = 1 -------------------------------------
+if want linreg; then
+  begin linreg
+  run lin "$NNC" run "$EX/linear_regression.nn" --checkpoint lin.safetensors --threads 1 --quiet
+  if expect_rc lin 0; then
+    w=$("$TOOL" get lin.safetensors linreg.w)
+    b=$("$TOOL" get lin.safetensors linreg.b)
+    check "w recovered" "w - 2 < 0.05 && 2 - w < 0.05" w="$w"
+    check "b recovered" "b - 1 < 0.05 && 1 - b < 0.05" b="$b"
+    check "50 epochs of 8 steps" "step == 400" step="$("$TOOL" meta lin.safetensors step)"
+  fi
+  end
+fi
+
+# ---- logistic regression ---------------------------------------------------
+if want logreg; then
+  begin logreg
+  run logreg "$NNC" run "$EX/logistic_regression.nn" --log logreg.csv --threads 1 --quiet
+  if expect_rc logreg 0; then
+    first=$(log_col logreg.csv loss | head -1)
+    last=$(log_col logreg.csv loss | tail -1)
+    vacc=$(log_col logreg.csv val_accuracy | tail -1)
+    tacc=$(log_col logreg.csv accuracy | tail -1)
+    echo "  logistic regression: train loss $first -> $last, train acc $tacc, validation acc $vacc"
+    check "30 epochs logged" "n == 30" n="$(log_col logreg.csv loss | wc -l)"
+    check "loss falls" "last < 0.5 * first" first="$first" last="$last"
+    check "validation accuracy" "acc >= 0.95" acc="$vacc"
+    check "training accuracy" "acc >= 0.93" acc="$tacc"
+    [ -s logreg.svg ] || fail "no logreg.svg next to the log"
+  fi
+  end
+fi
+
+# ---- Fashion-MNIST MLP: nnc run and -o train agree -------------------------
+if want fashion; then
+  begin fashion
+  if [ ! -d /usr/share/datasets/fashion-mnist ] && [ ! -d "$EX/fashion-mnist" ]; then
+    echo "  skipped: no Fashion-MNIST (tools/install-deps.sh fetches it)"
+    SKIPPED=$((SKIPPED + 1))
+  else
+    run build "$NNC" "$EX/fashion_mlp.nn" -o "$TMP/train_mlp"
+    if expect_rc build 0; then
+      if ldd "$TMP/train_mlp" | grep -qi llvm; then fail "the trainer links LLVM: $(ldd "$TMP/train_mlp" | grep -i llvm)"; fi
+      run help "$TMP/train_mlp" --help
+      expect_rc help 0 && expect_grep help.out "--epochs"
+      run mlp_a "$TMP/train_mlp" --epochs 1 --log a.csv --report --quiet
+      run mlp_b "$NNC" run "$EX/fashion_mlp.nn" --epochs 1 --log b.csv --threads 1 --report --quiet
+      if expect_rc mlp_a 0 && expect_rc mlp_b 0; then
+        acc_a=$(result_field mlp_a.out test_acc)
+        acc_b=$(result_field mlp_b.out test_acc)
+        loss_a=$(result_field mlp_a.out test_loss)
+        loss_b=$(result_field mlp_b.out test_loss)
+        echo "  fashion_mlp 1 epoch: ./train acc $acc_a loss $loss_a; nnc run acc $acc_b loss $loss_b"
+        [ -n "$acc_a" ] && [ "$acc_a" = "$acc_b" ] && [ "$loss_a" = "$loss_b" ] ||
+          fail "test results differ: ./train (all threads) $acc_a/$loss_a, nnc run --threads 1 $acc_b/$loss_b"
+        if ! cmp -s <(log_training a.csv) <(log_training b.csv); then
+          fail "logs differ between ./train (all threads) and nnc run --threads 1:"
+          diff <(log_training a.csv) <(log_training b.csv) | sed 's/^/    | /' >&2
+        fi
+        check "Fashion-MNIST MLP, 1 epoch" "acc >= 0.83" acc="$acc_b"
+        check "one epoch of 937 steps" "s == 937" s="$(log_col a.csv step)"
+      fi
+    fi
+  fi
+  end
+fi
+
+# ---- CSV and NPY data --------------------------------------------------------
+if want data; then
+  begin data
+  mkdir -p data && cp "$DATA/npy_clf.nn" "$DATA/csv_clf.nn" data/
+  "$TOOL" npy data 1024 8 3 1 || fail "e2e_tool npy"
+  run npy "$NNC" run data/npy_clf.nn --log npy.csv --threads 1 --report --quiet
+  run npy64 "$NNC" run data/npy_clf.nn --data data/x64.npy,data/yu8.npy --log npy64.csv --threads 1 --report --quiet
+  run csv "$NNC" run data/csv_clf.nn --log csv.csv --threads 1 --report --quiet
+  if expect_rc npy 0 && expect_rc npy64 0 && expect_rc csv 0; then
+    first=$(log_col npy.csv loss | head -1)
+    last=$(log_col npy.csv loss | tail -1)
+    acc=$(result_field npy.out test_acc)
+    echo "  npy: loss $first -> $last, test accuracy $acc"
+    check "NPY data: loss falls" "last < 0.3 * first" first="$first" last="$last"
+    check "NPY data: test accuracy" "acc >= 0.9" acc="$acc"
+    for other in npy64 csv; do
+      cmp -s <(log_training npy.csv) <(log_training $other.csv) ||
+        fail "training on $other differs from training on the <f4 .npy files (same values)"
+      [ "$(result_field $other.out test_loss)" = "$(result_field npy.out test_loss)" ] ||
+        fail "test loss on $other differs from the <f4 .npy files"
+    done
+  fi
+  end
+fi
+
+# ---- checkpoint and resume through the -o trainer --------------------------
+mk_ckpt_model() { # the trainer of ckpt_mlp.nn with its data, in ck/
+  [ -x ck/train ] && return 0
+  mkdir -p ck && cp "$DATA/ckpt_mlp.nn" ck/ && "$TOOL" npy ck 2048 32 4 2 || fail "e2e_tool npy"
+  run ckbuild "$NNC" ck/ckpt_mlp.nn -o ck/train
+  expect_rc ckbuild 0
+}
+if want resume; then
+  begin resume
+  if mk_ckpt_model; then
+    run straight ck/train --epochs 3 --checkpoint c1.safetensors --threads 1 --report --quiet
+    run part1 ck/train --epochs 1 --checkpoint c2.safetensors --threads 1 --quiet
+    run part2 ck/train --resume c2.safetensors --epochs 3 --checkpoint c2.safetensors --threads 1 --report --quiet
+    if expect_rc straight 0 && expect_rc part1 0 && expect_rc part2 0; then
+      "$TOOL" same c1.safetensors c2.safetensors >same.out 2>&1 || { fail "resumed run differs:"; cat same.out >&2; }
+      "$TOOL" differ c1.safetensors c2.safetensors 'net.dense*' >/dev/null 2>&1 &&
+        fail "e2e_tool differ finds a difference between identical files"
+      for k in step epoch seed rng_shuffle; do
+        [ "$("$TOOL" meta c1.safetensors $k)" = "$("$TOOL" meta c2.safetensors $k)" ] ||
+          fail "metadata $k: $("$TOOL" meta c1.safetensors $k) vs $("$TOOL" meta c2.safetensors $k)"
+      done
+      [ "$(result_field straight.out test_loss)" = "$(result_field part2.out test_loss)" ] ||
+        fail "test loss after resuming differs"
+      check "3 epochs of 64 steps" "s == 192" s="$("$TOOL" meta c2.safetensors step)"
+      check "the model learns" "acc >= 0.85" acc="$(result_field part2.out test_acc)"
+      # Results do not depend on the number of threads.
+      run t1 ck/train --epochs 1 --checkpoint t1.safetensors --threads 1 --quiet
+      run t2 ck/train --epochs 1 --checkpoint t2.safetensors --threads 2 --quiet
+      expect_rc t1 0 && expect_rc t2 0 &&
+        { "$TOOL" same t1.safetensors t2.safetensors >/dev/null 2>same.err || fail "1 and 2 threads differ: $(cat same.err)"; }
+    fi
+  fi
+  end
+fi
+
+# ---- SIGKILL during training and checkpointing -----------------------------
+if want kill; then
+  begin kill
+  if mk_ckpt_model; then
+    E=24
+    t0=$(now)
+    run kref ck/train --epochs $E --checkpoint kref.safetensors --threads 1 --quiet
+    T=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { print b - a }')
+    if expect_rc kref 0; then
+      echo "  uninterrupted $E epochs: $T s"
+      # Kill at random moments until 4 kills have landed mid-run (after the
+      # first checkpoint, before the end), at most 10 tries: timing on a
+      # loaded machine varies.
+      mid=0
+      tries=0
+      while [ $mid -lt 4 ] && [ $tries -lt 10 ]; do
+        tries=$((tries + 1))
+        d=$(awk -v t="$T" -v r="$RANDOM" 'BEGIN { printf "%.3f", t * (0.1 + 0.85 * r / 32768) }')
+        rm -f k.safetensors k.safetensors.tmp.*
+        ck/train --epochs $E --checkpoint k.safetensors --threads 1 --quiet >/dev/null 2>&1 &
+        pid=$!
+        sleep "$d"
+        kill -KILL $pid 2>/dev/null
+        wait $pid 2>/dev/null
+        if [ ! -e k.safetensors ]; then
+          echo "  killed after $d s: before the first checkpoint"
+          continue
+        fi
+        ep=$("$TOOL" meta k.safetensors epoch) || { fail "killed after $d s: the checkpoint does not parse"; continue; }
+        [ "$ep" -lt "$E" ] && mid=$((mid + 1))
+        run kres ck/train --resume k.safetensors --epochs $E --checkpoint k.safetensors --threads 1 --quiet
+        if expect_rc kres 0; then
+          if "$TOOL" same kref.safetensors k.safetensors >same.out 2>&1; then
+            echo "  killed after $d s at epoch $ep; resumed to $E: identical"
+          else
+            fail "killed after $d s at epoch $ep: resumed run differs"
+            head -5 same.out >&2
+          fi
+        fi
+      done
+      check "kills that left a checkpoint mid-run" "mid >= 2" mid=$mid
+    fi
+  fi
+  end
+fi
+
+# ---- transfer learning: fashion_cnn.nn -> transfer.nn ---------------------
+if want transfer; then
+  begin transfer
+  # The examples as they are, on a small generated IDX set named like the
+  # real one (the .nn files look for "fashion-mnist" next to themselves).
+  mkdir -p tl/fashion-mnist && cp "$EX/fashion_cnn.nn" "$EX/transfer.nn" tl/
+  "$TOOL" idx tl/fashion-mnist 512 128 || fail "e2e_tool idx"
+  (cd tl && "$NNC" run fashion_cnn.nn --epochs 1 --threads 1 --quiet >../cnn.out 2>../cnn.err)
+  RC=$?
+  if expect_rc cnn 0 && [ -s tl/fashion_cnn.safetensors ]; then
+    (cd tl && "$NNC" run transfer.nn --epochs 1 --checkpoint tr1.safetensors --threads 1 --report >../tr1.out 2>../tr1.err)
+    RC=$?
+    if expect_rc tr1 0; then
+      cat tr1.out tr1.err >tr1.all
+      expect_grep tr1.all "loaded 12 tensors from"
+      (cd tl && "$NNC" run transfer.nn --resume tr1.safetensors --epochs 2 --checkpoint tr2.safetensors --threads 1 --report >../tr2.out 2>../tr2.err)
+      RC=$?
+      if expect_rc tr2 0; then
+        for ck in tr1 tr2; do
+          "$TOOL" same tl/fashion_cnn.safetensors tl/$ck.safetensors --prefix transfer. 'cnn.conv*' 'cnn.bn*' >same.out 2>&1 ||
+            { fail "frozen layers in $ck differ from the CNN's checkpoint:"; cat same.out >&2; }
+        done
+        "$TOOL" differ tl/tr1.safetensors tl/tr2.safetensors 'transfer.head*' >differ.out 2>&1 ||
+          { fail "the head did not train in epoch 2:"; cat differ.out >&2; }
+        grep -q '"adam\.[mv]\.transfer\.cnn' tl/tr2.safetensors && fail "frozen tensors have optimizer state"
+        check "transfer: test accuracy (4 generated classes)" "acc >= 0.9" acc="$(result_field tr2.out test_acc)"
+      fi
+    fi
+  fi
+  end
+fi
+
+# ---- error paths -------------------------------------------------------------
+if want errors; then
+  begin errors
+  printf 'model m(x: f32[4]) -> f32[2] {\n  h = relu(dense(x, 8, activaton = relu))\n  return dense(h, 2)\n}\n' >bad.nn
+  run bad "$NNC" run bad.nn
+  expect_rc bad 1 && expect_grep bad.err "bad.nn:2:24: error: unknown argument 'activaton'"
+
+  mkdir -p err && cp "$DATA/csv_clf.nn" err/
+  run missing "$NNC" run err/csv_clf.nn
+  expect_rc missing 1 && expect_grep missing.err "data file 'x.csv' not found"
+
+  mkdir -p trunc && "$TOOL" idx trunc 64 16 && head -c 5000 trunc/train-images-idx3-ubyte >trunc/cut &&
+    mv trunc/cut trunc/train-images-idx3-ubyte
+  run trunc "$NNC" run "$EX/fashion_mlp.nn" --data trunc
+  expect_rc trunc 1 && expect_grep trunc.err "train-images-idx3-ubyte: byte 5000:"
+
+  if mk_ckpt_model; then
+    run batch ck/train --batch 7
+    expect_rc batch 2 && expect_grep batch.err "compiled for batch 32"
+    run epoch ck/train --epoch 2
+    expect_rc epoch 2 && expect_grep epoch.err "did you mean '--epochs'"
+  fi
+
+  # SGD with lr 2 diverges on linear regression: inf/NaN in epoch 6. The
+  # checkpoint of epoch 5 must stay whole and load (resume to 5 epochs: nothing
+  # left to train, exit 0).
+  mkdir -p nan/data && cp "$EX/data/linear.csv" nan/data/ &&
+    sed 's/sgd(lr = 0.1)/sgd(lr = 2)/' "$EX/linear_regression.nn" >nan/lin.nn
+  grep -q 'lr = 2)' nan/lin.nn || fail "could not edit linear_regression.nn's learning rate"
+  run nan "$NNC" run nan/lin.nn --checkpoint nan.safetensors --threads 1 --quiet
+  if expect_rc nan 1 && expect_grep nan.err "loss became NaN/inf at epoch"; then
+    ep=$("$TOOL" meta nan.safetensors epoch) || fail "the last checkpoint before the NaN does not parse"
+    nanep=$(sed -n 's/.*NaN\/inf at epoch \([0-9]*\).*/\1/p' nan.err)
+    check "the checkpoint is the epoch before the NaN" "ep == nanep - 1 && ep >= 1" ep="$ep" nanep="$nanep"
+    run nanres "$NNC" run nan/lin.nn --resume nan.safetensors --epochs "$ep" --threads 1 --quiet
+    expect_rc nanres 0
+  fi
+  end
+fi
+
+if [ "$FAILED" != 0 ]; then
+  echo "e2e_cli: FAILED" >&2
+  exit 1
+fi
+if [ "$SKIPPED" = "$SECTIONS" ]; then
+  echo "e2e_cli: skipped"
+  exit 77
+fi
+echo "e2e_cli: all passed"
