@@ -33,6 +33,7 @@ typedef struct nnc_sema {
   bool metrics_given;
   nnc_span group_at[NNC_MAX_GROUPS];
   nnc_span pattern_at[NNC_MAX_GROUPS][NNC_MAX_PATTERNS];
+  nnc_span load_only_at[NNC_MAX_PATTERNS]; /* load = checkpoint(..., only = [...]) */
   nnc_module *module;
   int quiet; /* > 0: errors are not reported (re-lowering code already checked) */
 } nnc_sema;

@@ -179,24 +179,26 @@ static bool build_graph(nnc_sema *s, nnc_module *m, const char *name, bool train
   return true;
 }
 
-/* Every freeze/group pattern must name some tensor: a typo here would
- * silently train (or not train) the wrong weights. */
+/* One pattern that must match some tensor of m; reported at `at`. */
+static bool check_pattern(nnc_sema *s, nnc_module *m, const char *p, nnc_span at) {
+  for (int t = 0; t < m->ntensors; t++)
+    if (fnmatch(p, m->tensors[t].name, 0) == 0) return true;
+  nnc_sema_error(s, at, "pattern '%s' matches no parameter of model '%s'", p, m->name);
+  if (m->ntensors)
+    nnc_sema_note(s, s->train_model->name_span, "its parameters are named like '%s'",
+                  m->tensors[0].name);
+  return false;
+}
+
+/* Every freeze/group/load pattern must name some tensor: a typo here would
+ * silently train (or not train, or not load) the wrong weights. */
 static bool check_patterns(nnc_sema *s, nnc_module *m) {
   bool ok = true;
   for (int g = 0; g < s->cfg.ngroups; g++)
-    for (int k = 0; k < s->cfg.groups[g].npatterns; k++) {
-      const char *p = s->cfg.groups[g].patterns[k];
-      bool hit = false;
-      for (int t = 0; t < m->ntensors && !hit; t++)
-        hit = fnmatch(p, m->tensors[t].name, 0) == 0;
-      if (hit) continue;
-      nnc_sema_error(s, s->pattern_at[g][k], "pattern '%s' matches no parameter of model '%s'", p,
-                     m->name);
-      if (m->ntensors)
-        nnc_sema_note(s, s->train_model->name_span, "its parameters are named like '%s'",
-                      m->tensors[0].name);
-      ok = false;
-    }
+    for (int k = 0; k < s->cfg.groups[g].npatterns; k++)
+      ok &= check_pattern(s, m, s->cfg.groups[g].patterns[k], s->pattern_at[g][k]);
+  for (int k = 0; k < s->cfg.load.nonly; k++)
+    ok &= check_pattern(s, m, s->cfg.load.only[k], s->load_only_at[k]);
   return ok;
 }
 

@@ -334,7 +334,9 @@ static void set_load(nnc_sema *s, const nnc_ast *v) {
   if (!nnc_sema_match(s, v, &sig, a)) return;
   nnc_load_config *l = &s->cfg.load;
   nnc_sema_str(s, a[0], "path", &l->path);
-  if (a[1]) nnc_sema_strs(s, a[1], "only", l->only, NNC_MAX_PATTERNS, &l->nonly);
+  if (a[1] && nnc_sema_strs(s, a[1], "only", l->only, NNC_MAX_PATTERNS, &l->nonly))
+    for (int i = 0; i < l->nonly; i++)
+      s->load_only_at[i] = a[1]->kind == NNC_AST_LIST ? a[1]->list.items[i]->span : a[1]->span;
   if (a[2]) nnc_sema_str(s, a[2], "strip_prefix", &l->strip_prefix);
   if (a[3]) nnc_sema_str(s, a[3], "add_prefix", &l->add_prefix);
 }

@@ -196,7 +196,7 @@ static int csv_header(const char *b, const char *e, int *cols) {
 int nnc_rt_log_read_epochs(const char *path, nnc_rt_log_row **rows, int *nrows, nnc_rt_error *err) {
   *rows = NULL;
   *nrows = 0;
-  int jsonl, cols[32], ncols = 0, rc = 0;
+  int jsonl = 0, cols[32], ncols = 0, rc = 0;
   char *text;
   size_t len;
   if (log_kind(path, &jsonl, err) || nnc_rt_read_file(path, &text, &len, err)) return -1;

@@ -142,7 +142,7 @@ static int unknown_flag(const session *S, const char *arg) {
 static int set_flag(session *S, int id, const char *v) {
   flags *f = &S->f;
   const char *name = flag_names[id];
-  int64_t n;
+  int64_t n = 0;
   switch ((enum flag_id)id) {
   case FL_EPOCHS: return flag_int(S, name, v, 1, 1000000000, &f->epochs);
   case FL_BATCH: return flag_int(S, name, v, 1, 1000000000, &f->batch);
@@ -558,8 +558,8 @@ static int report(session *S) {
     fprintf(stderr, "early stopping after epoch %lld: best epoch %lld\n",
             (long long)S->result.last_epoch, (long long)S->result.best_epoch);
   double sps = nnc_rt_samples_per_s(S->trained_samples, S->step_s);
-  printf("trained %lld epochs in %.1f s: %.0f samples/s\n", (long long)S->result.epochs_run,
-         S->train_s, sps);
+  printf("trained %lld epoch%s in %.1f s: %.0f samples/s\n", (long long)S->result.epochs_run,
+         S->result.epochs_run == 1 ? "" : "s", S->train_s, sps);
   if (S->f.report)
     printf("RESULT framework=nnc samples_per_s=%.1f test_acc=%.4f test_loss=%.4f train_s=%.3f "
            "start_to_first_step_s=%.3f model=%s epochs=%lld batch=%lld threads=%d\n",

@@ -9,10 +9,10 @@
 #include "ir.h"
 
 typedef struct nnc_pipeline_opts {
-  bool verify;          /* verify the IR after every pass */
+  bool verify;            /* verify the IR after every pass */
   const char *dump_after; /* pass name, or "all": print the module after it */
-  FILE *dump;           /* where dumps and per-pass times go (NULL: nowhere) */
-  bool timing;          /* print the time of each pass to dump */
+  FILE *dump;             /* where dumps and per-pass times go (NULL: nowhere) */
+  bool timing;            /* print the time of each pass to dump */
 } nnc_pipeline_opts;
 
 /* Reads NNC_DEBUG (verify + timing) and NNC_DUMP_AFTER from the environment;

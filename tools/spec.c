@@ -24,7 +24,9 @@ static void put_str(FILE *f, const char *key, const char *v) {
   fputs("\"\n", f);
 }
 
-static const char *bool_word(bool b) { return b ? "true" : "false"; }
+static const char *bool_word(bool b) {
+  return b ? "true" : "false";
+}
 
 static void put_split(FILE *f, const char *which, const nnc_data_split *s, bool csv) {
   char key[64];
@@ -60,7 +62,8 @@ static void put_data(FILE *f, const nnc_train_config *c) {
 static void put_control(FILE *f, const nnc_train_config *c) {
   const char *validate = "none";
   if (c->has_validation)
-    validate = c->validate_split && !strcmp(c->validate_split, "validation") ? "validation" : "test";
+    validate =
+        c->validate_split && !strcmp(c->validate_split, "validation") ? "validation" : "test";
   fprintf(f, "validate = %s\n", validate);
   fprintf(f, "epochs = %lld\n", (long long)c->epochs);
   fprintf(f, "seed = %llu\n", (unsigned long long)c->seed);
@@ -74,7 +77,8 @@ static void put_control(FILE *f, const nnc_train_config *c) {
   }
   if (c->checkpoint.path) {
     put_str(f, "checkpoint.path", c->checkpoint.path);
-    fprintf(f, "checkpoint.every = %lld\n", (long long)(c->checkpoint.every > 0 ? c->checkpoint.every : 1));
+    fprintf(f, "checkpoint.every = %lld\n",
+            (long long)(c->checkpoint.every > 0 ? c->checkpoint.every : 1));
     fprintf(f, "checkpoint.keep_best = %s\n", bool_word(c->checkpoint.keep_best));
   }
   put_str(f, "resume", c->resume);

@@ -34,8 +34,8 @@ typedef struct fixture {
   double x_lo, x_hi;                             /* range of the X input */
   int64_t y_classes;                             /* i32 Y input: labels in [0, y_classes) */
   double rtol, atol;
-  int steps;                                     /* training steps to compare */
-  int threads;                                   /* pool size; 0: no pool (run inline) */
+  int steps;   /* training steps to compare */
+  int threads; /* pool size; 0: no pool (run inline) */
 } fixture;
 
 static inline int fx_setup(void **state) {
@@ -66,14 +66,15 @@ static inline nnc_shape sh(int rank, ...) {
   nnc_shape s = {rank, {0}};
   va_list ap;
   va_start(ap, rank);
-  for (int i = 0; i < rank; i++) s.dim[i] = va_arg(ap, int);
+  for (int i = 0; i < rank; i++)
+    s.dim[i] = va_arg(ap, int);
   va_end(ap);
   return s;
 }
 
 /* A persistent tensor whose values are drawn from [lo, hi); its PARAM node. */
-static inline nnc_node *fx_tensor(fixture *fx, const char *name, nnc_tensor_role role, nnc_dtype t, nnc_shape s,
-                                  double lo, double hi) {
+static inline nnc_node *fx_tensor(fixture *fx, const char *name, nnc_tensor_role role, nnc_dtype t,
+                                  nnc_shape s, double lo, double hi) {
   nnc_init init = {NNC_INIT_ZEROS, 0, 0, 0, 0};
   int i = nnc_module_add_tensor(fx->m, name, role, t, &s, init, (nnc_span){0, 0, 0});
   assert_true(i < FX_MAX_TENSORS);
@@ -93,7 +94,9 @@ static inline double fx_rand(uint64_t *state) {
   return (double)(*state >> 11) * 0x1p-53;
 }
 
-static inline double fx_round(nnc_dtype t, double v) { return t == NNC_F32 ? (double)(float)v : v; }
+static inline double fx_round(nnc_dtype t, double v) {
+  return t == NNC_F32 ? (double)(float)v : v;
+}
 
 /* ---- arena access by dtype ---- */
 
@@ -165,7 +168,8 @@ static inline void fx_fill(fixture *fx, fx_run *r, nnc_interp *in) {
     double *v = in ? nnc_interp_tensor(in, t) : NULL;
     bool opt = ts->role == NNC_ROLE_OPT_STATE && fx->lo[t] == 0 && fx->hi[t] == 0;
     for (int64_t i = 0; i < nnc_shape_numel(&ts->shape); i++) {
-      double x = opt ? 0 : fx_round(ts->dtype, fx->lo[t] + (fx->hi[t] - fx->lo[t]) * fx_rand(&state));
+      double x =
+          opt ? 0 : fx_round(ts->dtype, fx->lo[t] + (fx->hi[t] - fx->lo[t]) * fx_rand(&state));
       if (v) v[i] = x;
       put(r->arena, r->model->tensors[t].offset, ts->dtype, i, x);
     }
@@ -184,7 +188,9 @@ static inline void fx_inputs(fixture *fx, fx_run *r, nnc_interp *in, int s) {
     for (int64_t i = 0; i < nnc_shape_numel(&n->shape); i++) {
       double x;
       switch ((nnc_input_kind)k) {
-      case NNC_IN_X: x = fx_round(n->dtype, fx->x_lo + (fx->x_hi - fx->x_lo) * fx_rand(&state)); break;
+      case NNC_IN_X:
+        x = fx_round(n->dtype, fx->x_lo + (fx->x_hi - fx->x_lo) * fx_rand(&state));
+        break;
       case NNC_IN_Y:
         x = n->dtype == NNC_I32 ? (double)(int64_t)(fx_rand(&state) * (double)fx->y_classes)
                                 : fx_round(n->dtype, fx_rand(&state));
@@ -213,7 +219,8 @@ static inline void fx_compare(fixture *fx, fx_run *r, nnc_interp *in, int step) 
     for (int64_t i = 0; i < nnc_shape_numel(&n->shape); i++) {
       double got = get(r->arena, off, n->dtype, i);
       if (!near(got, want[i], fx->rtol, fx->atol) && bad++ < 10)
-        print_error("step %d output %d [%lld]: got %.9g, want %.9g\n", step, k, (long long)i, got, want[i]);
+        print_error("step %d output %d [%lld]: got %.9g, want %.9g\n", step, k, (long long)i, got,
+                    want[i]);
     }
   }
   for (int t = 0; t < fx->m->ntensors; t++) {
@@ -222,7 +229,8 @@ static inline void fx_compare(fixture *fx, fx_run *r, nnc_interp *in, int step) 
     for (int64_t i = 0; i < nnc_shape_numel(&ts->shape); i++) {
       double got = get(r->arena, r->model->tensors[t].offset, ts->dtype, i);
       if (!near(got, want[i], fx->rtol, fx->atol) && bad++ < 10)
-        print_error("step %d tensor %s [%lld]: got %.9g, want %.9g\n", step, ts->name, (long long)i, got, want[i]);
+        print_error("step %d tensor %s [%lld]: got %.9g, want %.9g\n", step, ts->name, (long long)i,
+                    got, want[i]);
     }
   }
   if (bad) fail_msg("%d values differ from the interpreter", bad);

@@ -18,23 +18,37 @@
 /* relu(x W1 + b1) W2 + b2 -> cross-entropy on labels; outputs as the front
  * end makes them (loss vector, loss, correct vector, prediction). */
 static void mlp_forward(fixture *fx, nnc_graph *g, int batch, int in, int hidden, int classes) {
-  nnc_shape xs = sh(2, batch, in), ys = sh(1, batch), row = sh(2, 1, hidden), row2 = sh(2, 1, classes), b = sh(1, batch);
+  nnc_shape xs = sh(2, batch, in), ys = sh(1, batch), row = sh(2, 1, hidden),
+            row2 = sh(2, 1, classes), b = sh(1, batch);
   nnc_node *x = nnc_ir_input(g, NNC_IN_X, NNC_F32, &xs);
   nnc_node *y = nnc_ir_input(g, NNC_IN_Y, NNC_I32, &ys);
-  nnc_node *w1 = nnc_ir_param(g, 0), *b1 = nnc_ir_param(g, 1), *w2 = nnc_ir_param(g, 2), *b2 = nnc_ir_param(g, 3);
-  nnc_node *h = nnc_ir_unary(g, NNC_OP_RELU, nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_matmul(g, x, w1, false, false), nnc_ir_reshape(g, b1, &row)));
-  nnc_node *z = nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_matmul(g, h, w2, false, false), nnc_ir_reshape(g, b2, &row2));
+  nnc_node *w1 = nnc_ir_param(g, 0), *b1 = nnc_ir_param(g, 1), *w2 = nnc_ir_param(g, 2),
+           *b2 = nnc_ir_param(g, 3);
+  nnc_node *h = nnc_ir_unary(g, NNC_OP_RELU,
+                             nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_matmul(g, x, w1, false, false),
+                                           nnc_ir_reshape(g, b1, &row)));
+  nnc_node *z = nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_matmul(g, h, w2, false, false),
+                              nnc_ir_reshape(g, b2, &row2));
   nnc_node *shifted = nnc_ir_binary(g, NNC_OP_SUB, z, nnc_ir_reduce(g, NNC_OP_RMAX, z, 0x2));
-  nnc_node *lse = nnc_ir_unary(g, NNC_OP_LOG, nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_unary(g, NNC_OP_EXP, shifted), 0x2));
-  nnc_node *picked = nnc_ir_reduce(
-      g, NNC_OP_SUM, nnc_ir_binary(g, NNC_OP_MUL, nnc_ir_onehot(g, y, classes, NNC_F32), nnc_ir_binary(g, NNC_OP_SUB, shifted, lse)), 0x2);
+  nnc_node *lse = nnc_ir_unary(
+      g, NNC_OP_LOG, nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_unary(g, NNC_OP_EXP, shifted), 0x2));
+  nnc_node *picked =
+      nnc_ir_reduce(g, NNC_OP_SUM,
+                    nnc_ir_binary(g, NNC_OP_MUL, nnc_ir_onehot(g, y, classes, NNC_F32),
+                                  nnc_ir_binary(g, NNC_OP_SUB, shifted, lse)),
+                    0x2);
   nnc_node *lv = nnc_ir_reshape(g, nnc_ir_unary(g, NNC_OP_NEG, picked), &b);
   nnc_shape s0 = sh(0);
   nnc_graph_set_output(g, NNC_OUT_LOSS_VEC, lv);
-  nnc_graph_set_output(g, NNC_OUT_LOSS,
-                       nnc_ir_reshape(g, nnc_ir_binary(g, NNC_OP_MUL, nnc_ir_reduce(g, NNC_OP_SUM, lv, 0x1), nnc_ir_const(g, NNC_F32, 1.0 / batch)), &s0));
+  nnc_graph_set_output(
+      g, NNC_OUT_LOSS,
+      nnc_ir_reshape(g,
+                     nnc_ir_binary(g, NNC_OP_MUL, nnc_ir_reduce(g, NNC_OP_SUM, lv, 0x1),
+                                   nnc_ir_const(g, NNC_F32, 1.0 / batch)),
+                     &s0));
   nnc_node *pred = nnc_ir_reshape(g, nnc_ir_argmax(g, z, 1), &b);
-  nnc_graph_set_output(g, NNC_OUT_CORRECT_VEC, nnc_ir_binary(g, NNC_OP_EQ, pred, nnc_ir_cast(g, y, NNC_F32)));
+  nnc_graph_set_output(g, NNC_OUT_CORRECT_VEC,
+                       nnc_ir_binary(g, NNC_OP_EQ, pred, nnc_ir_cast(g, y, NNC_F32)));
   nnc_graph_set_output(g, NNC_OUT_PRED, z);
   (void)fx;
 }
@@ -175,7 +189,8 @@ static void test_fashion_mlp_learns(void **state) {
     memcpy(r.arena + r.model->step_off, &step, sizeof step);
     r.model->train_step(r.arena, r.pool);
     double loss = 0;
-    for (int64_t i = 0; i < r.model->batch; i++) loss += lv[i];
+    for (int64_t i = 0; i < r.model->batch; i++)
+      loss += lv[i];
     loss /= (double)r.model->batch;
     if (s == 1) first = loss;
     last = loss;
@@ -224,12 +239,9 @@ static void test_emit_asm_zmm_fma(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      T(test_mlp_adam_3_steps),
-      T(test_mlp_sgd_3_steps),
-      T(test_mlp_threads_bit_identical),
-      T(test_fashion_mlp_against_interp),
-      T(test_fashion_mlp_learns),
-      T(test_emit_asm_zmm_fma),
+      T(test_mlp_adam_3_steps),          T(test_mlp_sgd_3_steps),
+      T(test_mlp_threads_bit_identical), T(test_fashion_mlp_against_interp),
+      T(test_fashion_mlp_learns),        T(test_emit_asm_zmm_fma),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

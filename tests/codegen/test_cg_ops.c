@@ -4,14 +4,15 @@
  * assignment, in place and through temporaries). */
 #include "cg_test.h"
 
-
 static nnc_node *labels(fixture *fx, int n, int classes) {
   nnc_shape s = sh(1, n);
   fx->y_classes = classes;
   return nnc_ir_input(fx->g, NNC_IN_Y, NNC_I32, &s);
 }
 
-static void out(fixture *fx, nnc_output_kind k, nnc_node *n) { nnc_graph_set_output(fx->g, k, n); }
+static void out(fixture *fx, nnc_output_kind k, nnc_node *n) {
+  nnc_graph_set_output(fx->g, k, n);
+}
 
 /* ---- Elementwise ---- */
 
@@ -35,10 +36,11 @@ static void check_unary(nnc_op op, double lo, double hi, nnc_dtype t) {
 }
 
 static const unary_case unary_cases[] = {
-    {NNC_OP_NEG, -3, 3},     {NNC_OP_EXP, -20, 20},   {NNC_OP_LOG, 1e-3, 100},  {NNC_OP_SQRT, 0, 10},
-    {NNC_OP_RSQRT, 0.1, 10}, {NNC_OP_RECIP, 0.5, 4},  {NNC_OP_TANH, -6, 6},     {NNC_OP_SIGMOID, -12, 12},
-    {NNC_OP_RELU, -1, 1},    {NNC_OP_ABS, -2, 2},     {NNC_OP_SIGN, -2, 2},     {NNC_OP_ERF, -3, 3},
-    {NNC_OP_COS, -4, 4},     {NNC_OP_FLOOR, -5, 5},
+    {NNC_OP_NEG, -3, 3},  {NNC_OP_EXP, -20, 20},     {NNC_OP_LOG, 1e-3, 100},
+    {NNC_OP_SQRT, 0, 10}, {NNC_OP_RSQRT, 0.1, 10},   {NNC_OP_RECIP, 0.5, 4},
+    {NNC_OP_TANH, -6, 6}, {NNC_OP_SIGMOID, -12, 12}, {NNC_OP_RELU, -1, 1},
+    {NNC_OP_ABS, -2, 2},  {NNC_OP_SIGN, -2, 2},      {NNC_OP_ERF, -3, 3},
+    {NNC_OP_COS, -4, 4},  {NNC_OP_FLOOR, -5, 5},
 };
 
 static void test_unary_f32(void **state) {
@@ -90,7 +92,8 @@ static void test_pow(void **state) {
   nnc_node *a = fx_param(fx, "a", sh(1, 50), 0.2, 3);
   out(fx, NNC_OUT_PRED, nnc_ir_binary(fx->g, NNC_OP_POW, a, nnc_ir_const(fx->g, NNC_F32, 3)));
   out(fx, NNC_OUT_LOSS_VEC, nnc_ir_binary(fx->g, NNC_OP_POW, a, nnc_ir_const(fx->g, NNC_F32, -2)));
-  out(fx, NNC_OUT_CORRECT_VEC, nnc_ir_binary(fx->g, NNC_OP_POW, a, nnc_ir_const(fx->g, NNC_F32, 0.5)));
+  out(fx, NNC_OUT_CORRECT_VEC,
+      nnc_ir_binary(fx->g, NNC_OP_POW, a, nnc_ir_const(fx->g, NNC_F32, 0.5)));
   out(fx, NNC_OUT_LR, nnc_ir_binary(fx->g, NNC_OP_POW, a, nnc_ir_const(fx->g, NNC_F32, 1.7)));
   fx->rtol = 1e-5;
   fx_check(fx);
@@ -246,7 +249,8 @@ static void test_rand(void **state) {
   out(fx, NNC_OUT_PRED, nnc_ir_rand(g, seed, step, &s, NNC_F32, 5));
   /* dropout-style use: mask fused into an elementwise chain */
   nnc_node *x = fx_param(fx, "x", s, -1, 1);
-  nnc_node *keep = nnc_ir_binary(g, NNC_OP_GT, nnc_ir_rand(g, seed, step, &s, NNC_F32, 6), nnc_ir_const(g, NNC_F32, 0.3));
+  nnc_node *keep = nnc_ir_binary(g, NNC_OP_GT, nnc_ir_rand(g, seed, step, &s, NNC_F32, 6),
+                                 nnc_ir_const(g, NNC_F32, 0.3));
   out(fx, NNC_OUT_LOSS_VEC, nnc_ir_binary(g, NNC_OP_MUL, x, keep));
   fx->rtol = fx->atol = 0; /* bit for bit */
   fx->steps = 2;
@@ -263,13 +267,17 @@ static void test_softmax_cross_entropy(void **state) {
   nnc_node *z = fx_param(fx, "logits", sh(2, 16, 10), -3, 3);
   nnc_node *y = labels(fx, 16, 10);
   nnc_node *shifted = nnc_ir_binary(g, NNC_OP_SUB, z, nnc_ir_reduce(g, NNC_OP_RMAX, z, 0x2));
-  nnc_node *lse = nnc_ir_unary(g, NNC_OP_LOG, nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_unary(g, NNC_OP_EXP, shifted), 0x2));
+  nnc_node *lse = nnc_ir_unary(
+      g, NNC_OP_LOG, nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_unary(g, NNC_OP_EXP, shifted), 0x2));
   nnc_node *logp = nnc_ir_binary(g, NNC_OP_SUB, shifted, lse);
-  nnc_node *picked = nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_binary(g, NNC_OP_MUL, nnc_ir_onehot(g, y, 10, NNC_F32), logp), 0x2);
+  nnc_node *picked = nnc_ir_reduce(
+      g, NNC_OP_SUM, nnc_ir_binary(g, NNC_OP_MUL, nnc_ir_onehot(g, y, 10, NNC_F32), logp), 0x2);
   nnc_shape b = sh(1, 16);
   nnc_node *lv = nnc_ir_reshape(g, nnc_ir_unary(g, NNC_OP_NEG, picked), &b);
   out(fx, NNC_OUT_LOSS_VEC, lv);
-  out(fx, NNC_OUT_LOSS, nnc_ir_binary(g, NNC_OP_MUL, nnc_ir_reduce(g, NNC_OP_SUM, lv, 0x1), nnc_ir_const(g, NNC_F32, 1.0 / 16)));
+  out(fx, NNC_OUT_LOSS,
+      nnc_ir_binary(g, NNC_OP_MUL, nnc_ir_reduce(g, NNC_OP_SUM, lv, 0x1),
+                    nnc_ir_const(g, NNC_F32, 1.0 / 16)));
   nnc_node *pred = nnc_ir_reshape(g, nnc_ir_argmax(g, z, 1), &b);
   out(fx, NNC_OUT_CORRECT_VEC, nnc_ir_binary(g, NNC_OP_EQ, pred, nnc_ir_cast(g, y, NNC_F32)));
   fx->rtol = 1e-5;
@@ -299,13 +307,19 @@ static void test_update_adam_like(void **state) {
   nnc_node *v = fx_tensor(fx, "v", NNC_ROLE_OPT_STATE, NNC_F32, sh(2, 20, 70), 0, 0.1);
   nnc_shape s0 = sh(0);
   nnc_node *step = nnc_ir_input(g, NNC_IN_STEP, NNC_F32, &s0);
-  nnc_node *lr = nnc_ir_binary(g, NNC_OP_DIV, nnc_ir_const(g, NNC_F32, 0.01), nnc_ir_unary(g, NNC_OP_SQRT, step));
+  nnc_node *lr = nnc_ir_binary(g, NNC_OP_DIV, nnc_ir_const(g, NNC_F32, 0.01),
+                               nnc_ir_unary(g, NNC_OP_SQRT, step));
   nnc_graph_set_output(g, NNC_OUT_LR, lr);
-  nnc_node *m2 = nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_binary(g, NNC_OP_MUL, m, nnc_ir_const(g, NNC_F32, 0.9)),
-                               nnc_ir_binary(g, NNC_OP_MUL, gr, nnc_ir_const(g, NNC_F32, 0.1)));
-  nnc_node *v2 = nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_binary(g, NNC_OP_MUL, v, nnc_ir_const(g, NNC_F32, 0.99)),
-                               nnc_ir_binary(g, NNC_OP_MUL, nnc_ir_binary(g, NNC_OP_MUL, gr, gr), nnc_ir_const(g, NNC_F32, 0.01)));
-  nnc_node *upd = nnc_ir_binary(g, NNC_OP_DIV, m2, nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_unary(g, NNC_OP_SQRT, v2), nnc_ir_const(g, NNC_F32, 1e-8)));
+  nnc_node *m2 =
+      nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_binary(g, NNC_OP_MUL, m, nnc_ir_const(g, NNC_F32, 0.9)),
+                    nnc_ir_binary(g, NNC_OP_MUL, gr, nnc_ir_const(g, NNC_F32, 0.1)));
+  nnc_node *v2 =
+      nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_binary(g, NNC_OP_MUL, v, nnc_ir_const(g, NNC_F32, 0.99)),
+                    nnc_ir_binary(g, NNC_OP_MUL, nnc_ir_binary(g, NNC_OP_MUL, gr, gr),
+                                  nnc_ir_const(g, NNC_F32, 0.01)));
+  nnc_node *upd = nnc_ir_binary(g, NNC_OP_DIV, m2,
+                                nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_unary(g, NNC_OP_SQRT, v2),
+                                              nnc_ir_const(g, NNC_F32, 1e-8)));
   nnc_node *w2 = nnc_ir_binary(g, NNC_OP_SUB, w, nnc_ir_binary(g, NNC_OP_MUL, lr, upd));
   nnc_graph_add_update(g, 0, w2);
   nnc_graph_add_update(g, 2, m2);
@@ -319,7 +333,8 @@ static void test_update_transposed(void **state) {
   fixture *fx = *state;
   nnc_node *w = fx_param(fx, "w", sh(2, 9, 9), -1, 1);
   const int perm[2] = {1, 0};
-  nnc_graph_add_update(fx->g, 0, nnc_ir_binary(fx->g, NNC_OP_ADD, w, nnc_ir_transpose(fx->g, w, perm)));
+  nnc_graph_add_update(fx->g, 0,
+                       nnc_ir_binary(fx->g, NNC_OP_ADD, w, nnc_ir_transpose(fx->g, w, perm)));
   fx->steps = 2;
   fx_check(fx);
 }

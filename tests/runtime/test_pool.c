@@ -64,7 +64,7 @@ static void check_split(nnc_rt_pool *pool, int64_t n) {
   for (int64_t i = 0; i < n; i++)
     assert_int_equal(visits[i], 1);
   /* Chunks are contiguous, in order of begin, sizes differ by at most 1. */
-  int order[MAX_CHUNKS];
+  int order[MAX_CHUNKS] = {0};
   for (int c = 0; c < nchunks; c++) {
     int k = c;
     for (; k > 0 && job->chunk_begin[order[k - 1]] > job->chunk_begin[c]; k--)
@@ -168,7 +168,6 @@ static void test_nested_runs_inline(void **state) {
   nnc_rt_pool_destroy(job.pool);
 }
 
-
 /* Chunks other than the caller's take 2 ms, so the caller falls asleep
  * waiting; between calls the workers fall asleep too. */
 static void slow_task(void *arg, int64_t begin, int64_t end) {
@@ -194,7 +193,7 @@ int main(void) {
       cmocka_unit_test(test_1_thread),           cmocka_unit_test(test_2_threads),
       cmocka_unit_test(test_3_threads),          cmocka_unit_test(test_8_threads),
       cmocka_unit_test(test_null_pool),          cmocka_unit_test(test_all_cores_and_bad_count),
-      cmocka_unit_test(test_nested_runs_inline),       cmocka_unit_test(test_sleep_and_wake),
+      cmocka_unit_test(test_nested_runs_inline), cmocka_unit_test(test_sleep_and_wake),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
