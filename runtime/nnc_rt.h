@@ -295,6 +295,14 @@ int nnc_rt_checkpoint_load(const char *path, const nnc_rt_model *m, char *arena,
                            const nnc_rt_ckpt_load_opts *opts, nnc_rt_train_state *state,
                            int *has_state, nnc_rt_error *err);
 
+/* Lists the tensors of a safetensors file on out (nnc show): name, dtype,
+ * shape, and the values of small tensors or summary statistics of large
+ * ones, plus nnc's training position when the metadata has it. globs
+ * (fnmatch, nglobs of them) select tensors; a selection that matches
+ * nothing is an error. */
+int nnc_rt_checkpoint_show(FILE *out, const char *path, const char *const *globs, int nglobs,
+                           nnc_rt_error *err);
+
 /* "run.safetensors" -> "run.best.safetensors"; "run" -> "run.best". */
 int nnc_rt_checkpoint_best_path(char *buf, size_t size, const char *path);
 

@@ -4,6 +4,7 @@
  *
  *   nnc check FILE...              diagnostics only; exit 0 and print nothing if clean
  *   nnc run FILE [flags]           compile in memory (ORC LLJIT) and train now
+ *   nnc show CKPT [GLOB...]        list the tensors of a safetensors file
  *   nnc FILE -o PROGRAM            a standalone training executable (no LLVM in it)
  *   nnc --emit=KIND FILE [-o OUT]  ir | llvm | asm | obj
  *   nnc --help | --version
@@ -38,6 +39,7 @@ enum { MAX_SOURCE_BYTES = 64 << 20 };
 static const char usage[] =
     "usage: nnc check FILE...               check .nn files, print diagnostics\n"
     "       nnc run FILE [flags]            compile in memory and train now\n"
+    "       nnc show CKPT [GLOB...]         list a checkpoint's tensors (values or statistics)\n"
     "       nnc FILE -o PROGRAM [--batch N] write a standalone training executable\n"
     "       nnc --emit=KIND FILE [-o OUT]   KIND: ir, llvm, asm (to stdout or OUT), obj (needs "
     "-o)\n"
@@ -124,6 +126,21 @@ static int cmd_check(int argc, char **argv) {
     nnc_arena_destroy(&arena);
   }
   return status;
+}
+
+/* nnc show CKPT [GLOB...]: the tensors of a safetensors file. */
+static int cmd_show(int argc, char **argv) {
+  if (argc < 1) {
+    fputs("nnc: error: 'show' needs a .safetensors file\n", stderr);
+    fputs(usage, stderr);
+    return 2;
+  }
+  nnc_rt_error err;
+  if (nnc_rt_checkpoint_show(stdout, argv[0], (const char *const *)argv + 1, argc - 1, &err)) {
+    fprintf(stderr, "nnc: error: %s\n", err.msg);
+    return 1;
+  }
+  return 0;
 }
 
 static int cmd_emit_ir(const char *path) {
@@ -374,23 +391,25 @@ static int cmd_build(const char *path, const char *out, int64_t batch) {
     goto done;
   }
   const char *cc = getenv("CC") && *getenv("CC") ? getenv("CC") : "cc";
-  char *args[] = {(char *)cc,
+  char *args[] = {
+    (char *)cc,
 #if NNC_LINK_SANITIZE
-                  "-fsanitize=address,undefined",
+    "-fsanitize=address,undefined",
 #endif
-                  "-O2",
-                  "-o",
-                  (char *)out,
-                  "-I",
-                  NNC_RUNTIME_INCLUDE,
-                  glue,
-                  obj,
-                  NNC_TRAIN_MAIN_LIB,
-                  NNC_RUNTIME_LIB,
-                  "-lz",
-                  "-lpthread",
-                  "-lm",
-                  NULL};
+    "-O2",
+    "-o",
+    (char *)out,
+    "-I",
+    NNC_RUNTIME_INCLUDE,
+    glue,
+    obj,
+    NNC_TRAIN_MAIN_LIB,
+    NNC_RUNTIME_LIB,
+    "-lz",
+    "-lpthread",
+    "-lm",
+    NULL
+  };
   if (!run_tool(args)) {
     fprintf(stderr, "nnc: error: linking %s with '%s' failed\n", out, cc);
     goto done;
@@ -455,6 +474,7 @@ int main(int argc, char **argv) {
   }
   if (strcmp(cmd, "check") == 0) return cmd_check(argc - 2, argv + 2);
   if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2, t_start);
+  if (strcmp(cmd, "show") == 0) return cmd_show(argc - 2, argv + 2);
   /* The remaining forms: [--emit=KIND] FILE [-o OUT] [--batch N], any order. */
   const char *emit = NULL, *file = NULL, *out = NULL;
   int64_t batch = 0;

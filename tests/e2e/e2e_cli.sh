@@ -111,6 +111,16 @@ if want linreg; then
     check "w recovered" "w - 2 < 0.05 && 2 - w < 0.05" w="$w"
     check "b recovered" "b - 1 < 0.05 && 1 - b < 0.05" b="$b"
     check "50 epochs of 8 steps" "step == 400" step="$("$TOOL" meta lin.safetensors step)"
+    # nnc show lists the same values (6 significant digits) and the position.
+    run show "$NNC" show lin.safetensors 'linreg.*'
+    if expect_rc show 0; then
+      expect_grep show.out "epoch 50, step 400, seed 1"
+      expect_grep show.out "$(printf 'F32  [1, 1]                      1  = %.6g' "$w")"
+    fi
+    run show_none "$NNC" show lin.safetensors 'cnn.*'
+    expect_rc show_none 1 && expect_grep show_none.err "no tensor matches 'cnn.*'"
+    run show_bad "$NNC" show "$EX/linear_regression.nn"
+    expect_rc show_bad 1 && expect_grep show_bad.err "linear_regression.nn: byte 0:"
   fi
   end
 fi
