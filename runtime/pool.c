@@ -12,10 +12,18 @@
  * mutex and condition variables are touched only when someone sleeps (the
  * counter/flag pairs are a Dekker handshake, hence seq_cst atomics).
  *
+ * Chunks 1.. are claimed, not assigned: whoever comes first (a worker, or
+ * the caller once chunk 0 is done) takes the next one from an atomic
+ * counter. On a machine whose cores are shared with other processes a
+ * worker may not be scheduled for milliseconds; the caller then runs its
+ * chunk instead of waiting. Which thread runs a chunk does not change its
+ * bounds, so results stay the same.
+ *
  * Invariants: one job is in flight at a time; every worker acknowledges
- * every job (even one with no chunk for it), so the caller never rewrites
- * the job while a worker may still read it. Chunks are contiguous, at most
- * one per thread, and depend only on n and the thread count. A call made
+ * every job (even one with no chunk left for it), so the caller never
+ * rewrites the job while a worker may still read it. Chunks are contiguous,
+ * as many as threads (at most n), and depend only on n and the thread
+ * count; chunk 0 runs on the caller. A call made
  * from inside a task runs inline. One pool serves one calling thread at a
  * time. Every worker sets FTZ/DAZ when it starts; so does the creator.
  */
@@ -49,7 +57,8 @@ struct nnc_rt_pool {
   pthread_cond_t wake; /* workers sleep here waiting for a new generation */
   pthread_cond_t done; /* the caller sleeps here waiting for remaining == 0 */
   atomic_ulong generation;
-  atomic_int remaining; /* workers that have not yet acknowledged the job */
+  atomic_int remaining;  /* workers that have not yet acknowledged the job */
+  atomic_int next_chunk; /* the next chunk to claim (1..nchunks-1) */
   atomic_int sleeping_workers;
   atomic_int caller_sleeping;
   atomic_int stop;
@@ -62,7 +71,7 @@ struct nnc_rt_pool {
 
 typedef struct worker_start {
   nnc_rt_pool *pool;
-  int index; /* 1..nthreads-1; chunk 0 belongs to the caller */
+  int index; /* 1..nthreads-1 */
 } worker_start;
 
 /* Set while this thread runs a task, so nested parallel calls run inline. */
@@ -94,6 +103,15 @@ static void run_chunk(nnc_rt_task fn, void *arg, int64_t n, int nchunks, int c) 
   in_task = 0;
 }
 
+/* Runs chunks of the current job until none is left to claim. */
+static void claim_chunks(nnc_rt_pool *pool) {
+  for (;;) {
+    int c = atomic_fetch_add(&pool->next_chunk, 1);
+    if (c >= pool->nchunks) return;
+    run_chunk(pool->fn, pool->arg, pool->n, pool->nchunks, c);
+  }
+}
+
 /* Spins, then sleeps, until the generation moves past seen. */
 static unsigned long wait_for_job(nnc_rt_pool *pool, unsigned long seen) {
   double deadline = nnc_rt_now() + pool->spin_s;
@@ -122,8 +140,7 @@ static void *worker_main(void *p) {
   for (;;) {
     seen = wait_for_job(pool, seen);
     if (atomic_load(&pool->stop)) break;
-    if (start.index < pool->nchunks)
-      run_chunk(pool->fn, pool->arg, pool->n, pool->nchunks, start.index);
+    claim_chunks(pool);
     /* After this decrement the job may be rewritten: touch nothing of it. */
     if (atomic_fetch_sub(&pool->remaining, 1) == 1 && atomic_load(&pool->caller_sleeping)) {
       pthread_mutex_lock(&pool->mu);
@@ -246,7 +263,9 @@ void nnc_rt_parallel(nnc_rt_pool *pool, nnc_rt_task fn, void *arg, int64_t n) {
   pool->arg = arg;
   pool->n = n;
   pool->nchunks = n < pool->nthreads ? (int)n : pool->nthreads;
+  atomic_store(&pool->next_chunk, 1);
   publish(pool);
   run_chunk(fn, arg, n, pool->nchunks, 0);
+  claim_chunks(pool);
   wait_for_workers(pool);
 }
