@@ -231,7 +231,6 @@ static bool rereads(const nnc_node *u, const nnc_node *n) {
 static void force_operands(lower *L, const nnc_node *n) {
   switch (n->op) {
   case NNC_OP_IM2COL:
-  case NNC_OP_COL2IM:
   case NNC_OP_SCATTER_ADD:
   case NNC_OP_RESHAPE:
     for (int i = 0; i < n->nin; i++)
@@ -647,11 +646,53 @@ static double expr_cost(const nnc_kexpr *e) {
 
 /* ---- Kernels per op ---- */
 
+/* Loops for a transpose in the order of its operand's axes: the operand
+ * is read contiguously and the writes stride. idx gets the output's
+ * coordinates; returns the body. */
+static nnc_kblock *nest_source_order(lower *L, nnc_kernel *k, const nnc_node *n, nnc_kexpr **idx) {
+  const nnc_shape *src = &n->in[0]->shape;
+  nnc_kexpr *v[NNC_MAX_RANK] = {0};
+  nnc_kblock *blk = &k->body;
+  for (int d = 0; d < src->rank; d++) {
+    int var = nnc_kernel_var(k);
+    blk = nnc_kb_loop(L->a, blk, var, src->dim[d]);
+    v[d] = nnc_kx_var(L->a, var);
+  }
+  for (int i = 0; i < n->shape.rank; i++)
+    idx[i] = v[n->attr[i]];
+  k->split = true;
+  k->extent = src->dim[0];
+  return blk;
+}
+
+/* A transpose walked in output order reads its operand with a stride; the
+ * cache lines it touches are reused by the next index of the operand's
+ * innermost axis if they still fit in L1: lines = product of the output
+ * extents inside that axis. When they do not (NHWC -> NCHW of a 28x28
+ * image: 784 lines) but walking in the operand's order would keep its
+ * strided writes to few lines (32 channels), walk in the operand's order. */
+static bool transpose_in_source_order(const nnc_node *n) {
+  enum { L1_LINES = 256 }; /* 16 KiB of 64-byte lines: a third of L1 */
+  int r = n->shape.rank;
+  if (n->op != NNC_OP_TRANSPOSE || r < 2 || n->attr[r - 1] == r - 1) return false;
+  const nnc_shape *src = &n->in[0]->shape;
+  int64_t out_lines = 1, src_lines = 1;
+  int j = 0;
+  while (n->attr[j] != r - 1)
+    j++;
+  for (int i = j + 1; i < r; i++)
+    out_lines *= n->shape.dim[i];
+  for (int i = (int)n->attr[r - 1] + 1; i < r; i++)
+    src_lines *= src->dim[i];
+  return out_lines > L1_LINES && src_lines <= L1_LINES;
+}
+
 static void kernel_elementwise(lower *L, const nnc_node *n) {
   kgen G;
   nnc_kernel *k = new_kernel(L, &G, nnc_op_name(n->op), n);
   nnc_kexpr *idx[NNC_MAX_RANK];
-  nnc_kblock *blk = nest(L, k, &n->shape, idx);
+  nnc_kblock *blk =
+      transpose_in_source_order(n) ? nest_source_order(L, k, n, idx) : nest(L, k, &n->shape, idx);
   nnc_kexpr *v = gen(L, &G, n, idx);
   nnc_kb_store(L->a, blk, L->buf[n->id], linear(L, idx, &n->shape), v);
   k->work = (double)nnc_shape_numel(&n->shape) * expr_cost(v) * 4;
@@ -665,31 +706,118 @@ static int64_t column_block(int64_t n) {
   return n;
 }
 
-/* sum / rmax keeping the innermost dim (a column sum such as a bias
+/* The coefficient of loop variable v in the i64 expression e, or
+ * NOT_AFFINE when e is not affine in v. */
+#define NOT_AFFINE INT64_MIN
+static int64_t coef_of(const nnc_kexpr *e, int v) {
+  switch (e->kind) {
+  case NNC_KX_VAR: return e->var == v;
+  case NNC_KX_CONST: return 0;
+  case NNC_KX_BIN: {
+    int64_t x = coef_of(e->a[0], v), y = coef_of(e->a[1], v);
+    if (x == NOT_AFFINE || y == NOT_AFFINE) return NOT_AFFINE;
+    if (e->op == NNC_K_ADD) return x + y;
+    if (e->op == NNC_K_SUB) return x - y;
+    if (x == 0 && y == 0) return 0;
+    if (e->op != NNC_K_MUL) return NOT_AFFINE;
+    if (e->a[1]->kind == NNC_KX_CONST) return x * e->a[1]->i;
+    if (e->a[0]->kind == NNC_KX_CONST) return y * e->a[0]->i;
+    return NOT_AFFINE;
+  }
+  default:
+    for (int i = 0; i < 3; i++)
+      if (e->a[i] && coef_of(e->a[i], v) != 0) return NOT_AFFINE;
+    return 0;
+  }
+}
+
+/* Does value expression e load some buffer contiguously along v? */
+static bool loads_along(const nnc_kexpr *e, int v) {
+  if (!e || !e->reads_mem) return false;
+  if (e->kind == NNC_KX_LOAD && coef_of(e->a[0], v) == 1) return true;
+  for (int i = 0; i < 3; i++)
+    if (loads_along(e->a[i], v)) return true;
+  return false;
+}
+
+/* For a reduction over the innermost axis and others: a kept axis along
+ * which the operand's memory is contiguous (a batch-norm sum over N, H, W
+ * of a convolution's output, stored [N*H*W, C]), or -1. Reducing with that
+ * axis innermost reads memory in order instead of striding through all of
+ * it once per kept index. */
+static int unit_stride_kept_axis(lower *L, const nnc_node *n) {
+  const nnc_node *x = n->in[0];
+  uint32_t axes = (uint32_t)n->attr[0];
+  int r = x->shape.rank;
+  if (r < 2 || !(axes & (1u << (r - 1)))) return -1;
+  kgen G = {0};
+  G.k = nnc_kernel_new(L->a, "probe");
+  G.self = n;
+  G.memo = nnc_arena_alloc(L->a, sizeof(memo *) * (size_t)(L->nn + 1));
+  G.zero = nnc_kx_int(L->a, 0);
+  nnc_kexpr *idx[NNC_MAX_RANK];
+  int var[NNC_MAX_RANK];
+  for (int d = 0; d < r; d++) {
+    var[d] = nnc_kernel_var(G.k);
+    idx[d] = nnc_kx_var(L->a, var[d]);
+  }
+  nnc_kexpr *e = gen(L, &G, x, idx);
+  for (int d = 0; d < r - 1; d++)
+    if (!(axes & (1u << d)) && loads_along(e, var[d])) return d;
+  return -1;
+}
+
+/* Loops over the kept dims of reduction n other than `skip` (outermost
+ * first; the first one is split over threads); sets their coordinates in
+ * in_idx and out_idx; returns the body. */
+static nnc_kblock *kept_loops(lower *L, nnc_kernel *k, const nnc_node *n, int skip,
+                              nnc_kexpr **in_idx, nnc_kexpr **out_idx) {
+  const nnc_shape *xs = &n->in[0]->shape;
+  uint32_t axes = (uint32_t)n->attr[0];
+  nnc_kblock *blk = &k->body;
+  for (int d = 0; d < xs->rank; d++) {
+    if (d == skip || (axes & (1u << d))) continue;
+    int v = nnc_kernel_var(k);
+    blk = nnc_kb_loop(L->a, blk, v, xs->dim[d]);
+    in_idx[d] = out_idx[d] = nnc_kx_var(L->a, v);
+    if (!k->split) {
+      k->split = true;
+      k->extent = xs->dim[d];
+    }
+  }
+  return blk;
+}
+
+/* Loops over the reduced dims of n other than `skip` inside blk, in
+ * ascending order; sets their coordinates in in_idx; returns the body. */
+static nnc_kblock *reduced_loops(lower *L, nnc_kernel *k, const nnc_node *n, int skip,
+                                 nnc_kblock *blk, nnc_kexpr **in_idx) {
+  const nnc_shape *xs = &n->in[0]->shape;
+  uint32_t axes = (uint32_t)n->attr[0];
+  for (int d = 0; d < xs->rank; d++) {
+    if (d == skip || !(axes & (1u << d))) continue;
+    int v = nnc_kernel_var(k);
+    blk = nnc_kb_loop(L->a, blk, v, xs->dim[d]);
+    in_idx[d] = nnc_kx_var(L->a, v);
+  }
+  return blk;
+}
+
+/* sum / rmax keeping axis col innermost (a column sum such as a bias
  * gradient): the output row accumulates in memory, reduced dims outside
  * the contiguous column loop, so the inner loop is unit-stride and every
  * element still adds its terms in the order of the reduced dims. Threads
  * split over the outer kept dims, or over blocks of columns. */
-static void kernel_reduce_columns(lower *L, const nnc_node *n) {
+static void kernel_reduce_columns(lower *L, const nnc_node *n, int col) {
   kgen G;
   nnc_arena *a = L->a;
   nnc_kernel *k = new_kernel(L, &G, n->op == NNC_OP_SUM ? "colsum" : "colmax", n);
   const nnc_node *x = n->in[0];
-  int r = x->shape.rank, last = r - 1;
+  int r = x->shape.rank, last = col;
   uint32_t axes = (uint32_t)n->attr[0];
   int64_t N = x->shape.dim[last];
   nnc_kexpr *in_idx[NNC_MAX_RANK], *out_idx[NNC_MAX_RANK];
-  nnc_kblock *blk = &k->body;
-  for (int d = 0; d < last; d++) {
-    if (axes & (1u << d)) continue;
-    int v = nnc_kernel_var(k);
-    blk = nnc_kb_loop(a, blk, v, x->shape.dim[d]);
-    in_idx[d] = out_idx[d] = nnc_kx_var(a, v);
-    if (!k->split) {
-      k->split = true;
-      k->extent = x->shape.dim[d];
-    }
-  }
+  nnc_kblock *blk = kept_loops(L, k, n, last, in_idx, out_idx);
   nnc_kexpr *col0 = nnc_kx_int(a, 0);
   int64_t B = N;
   if (!k->split && (B = column_block(N)) < N) {
@@ -704,23 +832,58 @@ static void kernel_reduce_columns(lower *L, const nnc_node *n) {
   int vj = nnc_kernel_var(k);
   nnc_kexpr *j = nnc_kx_iadd(a, col0, nnc_kx_var(a, vj));
   in_idx[last] = out_idx[last] = j;
-  for (int d = 0; d < last; d++)
+  for (int d = 0; d < r; d++)
     if (axes & (1u << d)) out_idx[d] = G.zero;
   nnc_kexpr *at = linear(L, out_idx, &n->shape);
   int out = L->buf[n->id];
   nnc_kb_store(a, nnc_kb_loop(a, blk, vj, B), out, at,
                nnc_kx_const(a, t, is_sum ? 0.0 : -__builtin_inf()));
-  nnc_kblock *inner = blk;
-  for (int d = 0; d < last; d++) {
-    if (!(axes & (1u << d))) continue;
-    int v = nnc_kernel_var(k);
-    inner = nnc_kb_loop(a, inner, v, x->shape.dim[d]);
-    in_idx[d] = nnc_kx_var(a, v);
-  }
-  inner = nnc_kb_loop(a, inner, vj, B);
+  nnc_kblock *inner = nnc_kb_loop(a, reduced_loops(L, k, n, last, blk, in_idx), vj, B);
   nnc_kexpr *e = gen(L, &G, x, in_idx);
   nnc_kb_store(a, inner, out, at,
                nnc_kx_bin(a, is_sum ? NNC_K_ADD : NNC_K_MAX, nnc_kx_load(a, L->p, out, at), e));
+  k->work = (double)nnc_shape_numel(&x->shape) * expr_cost(e) * 2;
+  add_kernel(L, k);
+}
+
+/* sum / rmax over the innermost axis (length W) and others, e.g. a
+ * batch-norm sum over N, H, W of an NCHW tensor: W lane accumulators per
+ * output element in a scratch buffer, added to with a unit-stride vector
+ * loop for every index of the other reduced dims, then reduced in lane
+ * order. Each output element's order is fixed (per lane over the outer
+ * reduced dims ascending, then the lanes ascending); threads split over
+ * the kept dims, each with its own lanes. */
+static void kernel_reduce_lanes(lower *L, const nnc_node *n) {
+  kgen G;
+  nnc_arena *a = L->a;
+  nnc_kernel *k = new_kernel(L, &G, n->op == NNC_OP_SUM ? "lanesum" : "lanemax", n);
+  const nnc_node *x = n->in[0];
+  int r = x->shape.rank, last = r - 1;
+  int64_t W = x->shape.dim[last];
+  nnc_kt t = nnc_kt_of(n->dtype);
+  bool is_sum = n->op == NNC_OP_SUM;
+  nnc_kop op = is_sum ? NNC_K_ADD : NNC_K_MAX;
+  nnc_kexpr *init = nnc_kx_const(a, t, is_sum ? 0.0 : -__builtin_inf());
+  int lanes = nnc_kprog_add_buf(L->p, NNC_KBUF_TEMP, 0, t, nnc_shape_numel(&n->shape) * W,
+                                nnc_arena_printf(a, "%s.lanes.%d", L->g->name, n->id));
+  nnc_kexpr *in_idx[NNC_MAX_RANK], *out_idx[NNC_MAX_RANK];
+  for (int d = 0; d < r; d++)
+    out_idx[d] = G.zero;
+  nnc_kblock *blk = kept_loops(L, k, n, last, in_idx, out_idx);
+  nnc_kexpr *at = linear(L, out_idx, &n->shape);
+  int vj = nnc_kernel_var(k);
+  nnc_kexpr *j = nnc_kx_var(a, vj);
+  nnc_kexpr *lane = nnc_kx_iadd(a, nnc_kx_imul(a, at, W), j);
+  nnc_kb_store(a, nnc_kb_loop(a, blk, vj, W), lanes, lane, init);
+  in_idx[last] = j;
+  nnc_kblock *inner = nnc_kb_loop(a, reduced_loops(L, k, n, last, blk, in_idx), vj, W);
+  nnc_kexpr *e = gen(L, &G, x, in_idx);
+  nnc_kb_store(a, inner, lanes, lane, nnc_kx_bin(a, op, nnc_kx_load(a, L->p, lanes, lane), e));
+  int acc = nnc_kernel_scalar(a, k, t);
+  nnc_kb_set(a, blk, acc, init);
+  nnc_kb_set(a, nnc_kb_loop(a, blk, vj, W), acc,
+             nnc_kx_bin(a, op, nnc_kx_scalar(a, k, acc), nnc_kx_load(a, L->p, lanes, lane)));
+  nnc_kb_store(a, blk, L->buf[n->id], at, nnc_kx_scalar(a, k, acc));
   k->work = (double)nnc_shape_numel(&x->shape) * expr_cost(e) * 2;
   add_kernel(L, k);
 }
@@ -732,7 +895,19 @@ static void kernel_reduce(lower *L, const nnc_node *n) {
   uint32_t axes0 = (uint32_t)n->attr[0];
   int r0 = x0->shape.rank;
   if (r0 >= 2 && !(axes0 & (1u << (r0 - 1))) && (axes0 & ((1u << (r0 - 1)) - 1))) {
-    kernel_reduce_columns(L, n);
+    kernel_reduce_columns(L, n, r0 - 1);
+    return;
+  }
+  int col = unit_stride_kept_axis(L, n);
+  if (col >= 0) {
+    kernel_reduce_columns(L, n, col);
+    return;
+  }
+  /* lanes pay when the innermost axis fills a vector and other axes are
+   * reduced too (else the scalar loop below is as good) */
+  if (r0 >= 2 && (axes0 & (1u << (r0 - 1))) && (axes0 & ((1u << (r0 - 1)) - 1)) &&
+      x0->shape.dim[r0 - 1] >= 8 && nnc_kt_is_float(nnc_kt_of(n->dtype))) {
+    kernel_reduce_lanes(L, n);
     return;
   }
   kgen G;
@@ -994,50 +1169,68 @@ static void kernel_im2col(lower *L, const nnc_node *n) {
   add_kernel(L, k);
 }
 
-/* Whether offset t (= o * S) lands on a window start o in [0, O). */
-static nnc_kexpr *window_hit(nnc_arena *a, nnc_kexpr *t, nnc_kexpr *o, int64_t S, int64_t O) {
-  nnc_kexpr *aligned =
-      nnc_kx_bin(a, NNC_K_EQ, nnc_kx_bin(a, NNC_K_REM, t, nnc_kx_int(a, S)), nnc_kx_int(a, 0));
-  return nnc_kx_bin(
-      a, NNC_K_AND, nnc_kx_bin(a, NNC_K_GE, t, nnc_kx_int(a, 0)),
-      nnc_kx_bin(a, NNC_K_AND, aligned, nnc_kx_bin(a, NNC_K_LT, o, nnc_kx_int(a, O))));
+/* The window positions o in [lo, hi) whose tap k (o * S + k - P) lands
+ * inside [0, size); hi <= lo when none does. */
+static void tap_range(int64_t k, int64_t S, int64_t P, int64_t size, int64_t O, int64_t *lo,
+                      int64_t *hi) {
+  int64_t first = P > k ? (P - k + S - 1) / S : 0; /* ceil((P - k) / S) */
+  int64_t last = (size - 1 + P - k) / S;           /* floor, may be negative */
+  if (size - 1 + P - k < 0) last = -1;
+  *lo = first;
+  *hi = last + 1 < O ? last + 1 : O;
 }
 
-/* col2im: each pixel sums the column cells of the windows covering it, in
- * a fixed order (kh, kw ascending), so threads split over images. */
+/* col2im as a scatter-add: each image's pixels start at zero, then every
+ * column cell adds into the pixel it was read from, taps (kh, kw) in
+ * ascending order, so each pixel sums its windows' cells in the same fixed
+ * order as a gather would. The taps are unrolled here, so every tap's
+ * window range is a constant and the inner loop over ow has no division
+ * and no bounds test. Threads split over images; each image's pixels are
+ * written by one thread only. Every cell is read once, so the operand's
+ * expression is inlined (e.g. the max-pool mask times the gradient). */
 static void kernel_col2im(lower *L, const nnc_node *n) {
   kgen G;
   nnc_arena *a = L->a;
   nnc_kernel *k = new_kernel(L, &G, "col2im", n);
-  int64_t C = n->shape.dim[1], H = n->shape.dim[2], W = n->shape.dim[3];
+  int64_t N = n->shape.dim[0], C = n->shape.dim[1], H = n->shape.dim[2], W = n->shape.dim[3];
   int64_t KH = n->attr[0], KW = n->attr[1], SH = n->attr[2], SW = n->attr[3], PH = n->attr[4],
           PW = n->attr[5];
   int64_t OH = nnc_ir_window_out(H, KH, SH, PH), OW = nnc_ir_window_out(W, KW, SW, PW);
-  nnc_kexpr *idx[4];
-  nnc_kblock *blk = nest(L, k, &n->shape, idx);
+  int out = L->buf[n->id];
   nnc_kt t = nnc_kt_of(n->dtype);
-  int acc = nnc_kernel_scalar(a, k, t);
-  nnc_kb_set(a, blk, acc, nnc_kx_const(a, t, 0));
-  int vh = nnc_kernel_var(k), vw = nnc_kernel_var(k);
-  nnc_kblock *inner = nnc_kb_loop(a, nnc_kb_loop(a, blk, vh, KH), vw, KW);
-  nnc_kexpr *kh = nnc_kx_var(a, vh), *kw = nnc_kx_var(a, vw);
-  nnc_kexpr *th = nnc_kx_bin(a, NNC_K_SUB, nnc_kx_iadd(a, idx[2], nnc_kx_int(a, PH)), kh);
-  nnc_kexpr *tw = nnc_kx_bin(a, NNC_K_SUB, nnc_kx_iadd(a, idx[3], nnc_kx_int(a, PW)), kw);
-  nnc_kexpr *oh = nnc_kx_bin(a, NNC_K_DIV, th, nnc_kx_int(a, SH));
-  nnc_kexpr *ow = nnc_kx_bin(a, NNC_K_DIV, tw, nnc_kx_int(a, SW));
-  nnc_kexpr *okh = window_hit(a, th, oh, SH, OH), *okw = window_hit(a, tw, ow, SW, OW);
-  nnc_kexpr *row = nnc_kx_iadd(
-      a, nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, idx[0], OH), clamp_index(L, oh, OH)), OW),
-      clamp_index(L, ow, OW));
-  nnc_kexpr *col =
-      nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, idx[1], KH), kh), KW), kw);
-  nnc_kexpr *cell = nnc_kx_load(a, L->p, L->buf[n->in[0]->id],
-                                nnc_kx_iadd(a, nnc_kx_imul(a, row, C * KH * KW), col));
-  nnc_kexpr *val =
-      nnc_kx_select(a, nnc_kx_bin(a, NNC_K_AND, okh, okw), cell, nnc_kx_const(a, t, 0));
-  nnc_kb_set(a, inner, acc, nnc_kx_bin(a, NNC_K_ADD, nnc_kx_scalar(a, k, acc), val));
-  nnc_kb_store(a, blk, L->buf[n->id], linear(L, idx, &n->shape), nnc_kx_scalar(a, k, acc));
-  k->work = (double)nnc_shape_numel(&n->shape) * (double)(KH * KW) * 4;
+  int vn = nnc_kernel_var(k), vi = nnc_kernel_var(k), vc = nnc_kernel_var(k);
+  nnc_kblock *bn = nnc_kb_loop(a, &k->body, vn, N);
+  k->split = true;
+  k->extent = N;
+  nnc_kexpr *img = nnc_kx_var(a, vn), *c = nnc_kx_var(a, vc);
+  nnc_kb_store(a, nnc_kb_loop(a, bn, vi, C * H * W), out,
+               nnc_kx_iadd(a, nnc_kx_imul(a, img, C * H * W), nnc_kx_var(a, vi)),
+               nnc_kx_const(a, t, 0));
+  nnc_kblock *bc = nnc_kb_loop(a, bn, vc, C);
+  nnc_kexpr *plane = nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, img, C), c), H * W);
+  for (int64_t kh = 0; kh < KH; kh++)
+    for (int64_t kw = 0; kw < KW; kw++) {
+      int64_t h0, h1, w0, w1;
+      tap_range(kh, SH, PH, H, OH, &h0, &h1);
+      tap_range(kw, SW, PW, W, OW, &w0, &w1);
+      if (h1 <= h0 || w1 <= w0) continue;
+      int vh = nnc_kernel_var(k), vw = nnc_kernel_var(k);
+      nnc_kblock *bw = nnc_kb_loop(a, nnc_kb_loop(a, bc, vh, h1 - h0), vw, w1 - w0);
+      nnc_kexpr *oh = nnc_kx_iadd(a, nnc_kx_var(a, vh), nnc_kx_int(a, h0));
+      nnc_kexpr *ow = nnc_kx_iadd(a, nnc_kx_var(a, vw), nnc_kx_int(a, w0));
+      /* pixel (oh * SH + kh - PH, ow * SW + kw - PW) of the plane */
+      nnc_kexpr *at = nnc_kx_iadd(
+          a, plane,
+          nnc_kx_iadd(
+              a, nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, oh, SH), nnc_kx_int(a, kh - PH)), W),
+              nnc_kx_iadd(a, nnc_kx_imul(a, ow, SW), nnc_kx_int(a, kw - PW))));
+      nnc_kexpr *cell[2] = {
+          nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, img, OH), oh), OW), ow),
+          nnc_kx_iadd(a, nnc_kx_imul(a, c, KH * KW), nnc_kx_int(a, kh * KW + kw))};
+      nnc_kexpr *v = gen(L, &G, n->in[0], cell);
+      nnc_kb_store(a, bw, out, at, nnc_kx_bin(a, NNC_K_ADD, nnc_kx_load(a, L->p, out, at), v));
+    }
+  k->work = (double)nnc_shape_numel(&n->in[0]->shape) * 4;
   add_kernel(L, k);
 }
 

@@ -140,6 +140,24 @@ static void test_reductions(void **state) {
   }
 }
 
+/* Reductions of a transposed operand whose memory is contiguous along a
+ * kept axis (batch-norm sums of a convolution's [N*H*W, C] output, seen
+ * as NCHW): reduced with that axis innermost. */
+static void test_reductions_transposed(void **state) {
+  fixture *fx = *state;
+  nnc_graph *g = fx->g;
+  nnc_node *p = fx_param(fx, "p", sh(2, 2 * 3 * 5, 7), -2, 2);
+  nnc_node *q = fx_param(fx, "q", sh(4, 2, 7, 3, 5), -2, 2);
+  nnc_shape nhwc = sh(4, 2, 3, 5, 7);
+  static const int to_nchw[4] = {0, 3, 1, 2};
+  nnc_node *t = nnc_ir_transpose(g, nnc_ir_reshape(g, p, &nhwc), to_nchw);
+  out(fx, NNC_OUT_PRED, nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_binary(g, NNC_OP_MUL, t, q), 0xD));
+  out(fx, NNC_OUT_LOSS_VEC, nnc_ir_reduce(g, NNC_OP_RMAX, t, 0xD));
+  out(fx, NNC_OUT_CORRECT_VEC, nnc_ir_reduce(g, NNC_OP_SUM, t, 0xC)); /* keeps n and c */
+  fx->rtol = 1e-5;
+  fx_check(fx);
+}
+
 static void test_argmax(void **state) {
   fixture *fx = *state;
   nnc_node *a = fx_param(fx, "a", sh(3, 4, 7, 5), -2, 2);
@@ -212,17 +230,50 @@ static void test_matmul_epilogue(void **state) {
 
 /* ---- Windows ---- */
 
-static void test_im2col_col2im(void **state) {
-  fixture *fx = *state;
+/* im2col and col2im of x[2, 3, h, w] with window k, stride s, padding p;
+ * col2im's operand is an elementwise product, inlined into its scatter;
+ * and a pooling-like window max. */
+static void check_window(int h, int w, const int64_t k[2], const int64_t s[2], const int64_t p[2]) {
+  void *st;
+  fx_setup(&st);
+  fixture *fx = st;
   nnc_graph *g = fx->g;
-  nnc_node *x = fx_param(fx, "x", sh(4, 2, 3, 7, 6), -1, 1);
-  const int64_t k[2] = {3, 2}, s[2] = {2, 1}, p[2] = {1, 1};
+  nnc_node *x = fx_param(fx, "x", sh(4, 2, 3, h, w), -1, 1);
   nnc_node *cols = nnc_ir_im2col(g, x, k, s, p, -0.5);
   out(fx, NNC_OUT_PRED, cols);
-  nnc_node *c2 = fx_param(fx, "c2", sh(2, (int)cols->shape.dim[0], (int)cols->shape.dim[1]), -1, 1);
-  out(fx, NNC_OUT_LOSS_VEC, nnc_ir_col2im(g, c2, &x->shape, k, s, p));
+  nnc_shape cs = sh(2, (int)cols->shape.dim[0], (int)cols->shape.dim[1]);
+  nnc_node *c2 = fx_param(fx, "c2", cs, -1, 1);
+  nnc_node *c3 = fx_param(fx, "c3", cs, 0.5, 2);
+  out(fx, NNC_OUT_LOSS_VEC,
+      nnc_ir_col2im(g, nnc_ir_binary(g, NNC_OP_MUL, c2, c3), &x->shape, k, s, p));
+  /* a second im2col read only by a window max and an elementwise product
+   * (the shape of max pooling and its gradient mask) */
+  nnc_node *win = nnc_ir_im2col(g, x, k, s, p, -0.5);
+  nnc_node *m = nnc_ir_reduce(g, NNC_OP_RMAX, win, 0x2);
+  out(fx, NNC_OUT_CORRECT_VEC,
+      nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_binary(g, NNC_OP_MUL, win, m), 0x2));
   fx->rtol = 1e-5;
   fx_check(fx);
+  fx_teardown(&st);
+}
+
+static void test_im2col_col2im(void **state) {
+  (void)state;
+  static const struct {
+    int h, w;
+    int64_t k[2], s[2], p[2];
+  } cases[] = {
+      {7, 6, {3, 2}, {2, 1}, {1, 1}}, /* non-square, stride 2 on h */
+      {8, 8, {3, 3}, {1, 1}, {1, 1}}, /* conv 3x3 "same" */
+      {9, 7, {3, 3}, {2, 2}, {0, 0}}, /* stride 2, no padding */
+      {6, 5, {5, 3}, {1, 2}, {2, 1}}, /* padding 2, taps that miss rows */
+      {8, 6, {2, 2}, {2, 2}, {0, 0}}, /* max-pool windows */
+      {7, 7, {2, 2}, {2, 2}, {1, 1}}, /* pool with padding */
+      {5, 4, {1, 1}, {1, 1}, {0, 0}}, /* 1x1 */
+      {4, 4, {3, 3}, {3, 3}, {2, 2}}, /* stride 3, some taps see only padding */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    check_window(cases[i].h, cases[i].w, cases[i].k, cases[i].s, cases[i].p);
 }
 
 /* ---- Embedding, labels, randomness ---- */
@@ -363,6 +414,7 @@ int main(void) {
       T(test_select_cast),
       T(test_fill_and_const),
       T(test_reductions),
+      T(test_reductions_transposed),
       T(test_argmax),
       T(test_reshape_transpose_broadcast),
       T(test_matmul),

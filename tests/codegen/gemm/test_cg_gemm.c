@@ -236,8 +236,9 @@ static void test_vector_widths(void **state) {
     }
 }
 
-/* The products of the benchmark MLP (784-256-256-10, batch 64) and a
- * convolution-sized one (K = 288, N = 64) with fewer rows. */
+/* The products of the benchmark MLP (784-256-256-10, batch 64) and
+ * convolution-sized ones (K = 288, N = 64) with fewer rows; from 1024 rows
+ * on, x.W^T takes the packed outer kernel instead of the dot form. */
 static void test_model_shapes(void **state) {
   fixture *f = *state;
   const gemm_case cases[] = {
@@ -251,6 +252,7 @@ static void test_model_shapes(void **state) {
       {10, 256, 64, true, false, 0, 16, 0},
       {1000, 64, 288, false, false, EPI_BIAS | EPI_RELU, 16, 0},
       {1000, 64, 288, false, true, EPI_BIAS | EPI_RELU, 16, 0},
+      {1037, 64, 288, false, true, EPI_BIAS, 16, 0}, /* many rows: packed outer */
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
     check_case(f, &cases[i]);
