@@ -605,6 +605,13 @@ static bool remainder_tile(const nnc_cg_gemm *g, int mr, int size) {
   return false;
 }
 
+/* Whether any row range can leave rows after its full tiles of mr. */
+static bool any_remainder(const nnc_cg_gemm *g, int mr) {
+  for (int size = 1; size < mr; size *= 2)
+    if (remainder_tile(g, mr, size)) return true;
+  return false;
+}
+
 /* Rows [m0, m1) of one panel: full tiles of pn->mr rows, then at most one
  * tile of each power of two below pn->mr for the remainder (only those
  * some range can need). A row's tile size changes only the grouping,
@@ -655,6 +662,14 @@ static panel make_panel(emitter *e, int width, LLVMValueRef n, const panel *ks) 
     pn.mr = budget / pn.nv;
     if (pn.mr > MAX_ROWS) pn.mr = MAX_ROWS;
     if (pn.mr * pn.nv + pn.nv + 2 > e->p.regs) pn.mr = e->p.mr;
+    /* The tallest height from there down to a full tile's for which the
+     * row promise leaves no remainder: one tile shape for the panel
+     * instead of two (compile time; narrow panels are a small share). */
+    for (int h = pn.mr; h >= e->p.mr; h--)
+      if (!any_remainder(e->g, h)) {
+        pn.mr = h;
+        break;
+      }
   }
   pn.n = n;
   pn.packed = NULL;
