@@ -594,13 +594,15 @@ static void tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
  * its binary digits). With all_rows the remainder is M % mr. When M is a
  * multiple of row_align a range's length is q * row_align; when it is
  * not, the range ending at M has length q * row_align + M % row_align.
- * (q * row_align) % mr repeats with period mr in q, so q < mr covers all. */
+ * (q * row_align) % mr repeats with period mr in q, so q < mr covers all;
+ * no range is longer than M. */
 static bool remainder_tile(const nnc_cg_gemm *g, int mr, int size) {
   if (g->all_rows) return (g->M % mr) & size;
+  if (size > g->M) return false; /* no range is that long */
   if (g->row_align <= 1) return true;
   int64_t tails[2] = {0, g->M % g->row_align};
   for (int t = 0; t < 2; t++)
-    for (int64_t q = 0; q < mr; q++)
+    for (int64_t q = 0; q < mr && q * g->row_align + tails[t] <= g->M; q++)
       if ((q * g->row_align + tails[t]) % mr & size) return true;
   return false;
 }
@@ -618,12 +620,15 @@ static bool any_remainder(const nnc_cg_gemm *g, int mr) {
  * never the arithmetic of its elements. */
 static void rows(emitter *e, const panel *pn, LLVMValueRef m0, LLVMValueRef m1) {
   int mr = pn->mr;
-  loop l;
-  LLVMValueRef limit = LLVMBuildSub(e->b, m1, i64c(e, mr - 1), "");
-  loop_open(e, &l, m0, limit, 0, NULL, "m");
-  tile(e, pn, mr, l.iv);
-  loop_close(e, &l, mr, NULL);
-  LLVMValueRef m = l.iv;
+  LLVMValueRef m = m0;
+  if (e->g->M >= mr) { /* else no range holds a full tile */
+    loop l;
+    LLVMValueRef limit = LLVMBuildSub(e->b, m1, i64c(e, mr - 1), "");
+    loop_open(e, &l, m0, limit, 0, NULL, "m");
+    tile(e, pn, mr, l.iv);
+    loop_close(e, &l, mr, NULL);
+    m = l.iv;
+  }
   int top = 1;
   while (top * 2 < mr)
     top *= 2;
