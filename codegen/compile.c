@@ -109,13 +109,14 @@ bool nnc_cg_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, const char *pip
 }
 
 /* The loop kernels need little of O3: scalar clean-up, loops rotated
- * with invariants hoisted, and the loop vectoriser. Each kernel is a
- * separate noinline function with constant bounds, so O3's inliner, IPO
- * and second round of loop passes find nothing to do, and its unrollers
- * (and the vectoriser's interleaving) multiply the code that instruction
- * selection then pays for. Same speed as O3 on the MLP (1 and 2 threads)
- * with a third of the optimisation time and 40% less machine code (see
- * docs/performance.md). NNC_KERNEL_PIPELINE overrides it (tuning). */
+ * with invariants hoisted, short constant loops (3x3 windows, 2x2 pools)
+ * unrolled fully, and the loop vectoriser. Each kernel is a separate
+ * noinline function with constant bounds, so O3's inliner, IPO and second
+ * round of loop passes find nothing to do, and its partial unrolling (and
+ * the vectoriser's interleaving) multiplies the code that instruction
+ * selection then pays for. Same speed as O3 on the MLP and the CNN (1
+ * thread) with a fifth of the optimisation time and 40% less machine code
+ * (see docs/performance.md). NNC_KERNEL_PIPELINE overrides it (tuning). */
 static const char *kernel_pipeline(int level, char *buf, size_t n) {
   const char *env = getenv("NNC_KERNEL_PIPELINE");
   if (env) return env;
@@ -124,7 +125,8 @@ static const char *kernel_pipeline(int level, char *buf, size_t n) {
     return buf;
   }
   return "function(sroa,early-cse,instcombine,simplifycfg,loop-simplify,lcssa,loop(loop-rotate),"
-         "loop-mssa(licm),loop-vectorize<interleave-forced-only>,instcombine,simplifycfg)";
+         "loop-mssa(licm),loop(loop-unroll-full),loop-vectorize<interleave-forced-only>,"
+         "instcombine,simplifycfg)";
 }
 
 /* gemm.c's kernels are vectorised and register-blocked as emitted; they
