@@ -1,9 +1,9 @@
 /* cg_internal.h: what the files of codegen/ share and nothing outside uses.
  *
- *   compile.c  the pipeline: lower -> plan -> LLVM module -> optimise
- *   llvm.c     kernel IR -> one LLVM module (kernels, entry points)
+ *   compile.c  the pipeline: lower -> plan -> LLVM module -> optimise -> code
+ *   llvm.c     kernel IR -> LLVM modules (one per part: kernels, entry points)
  *   math.c     vectorisable exp/log/tanh/erf/sigmoid as LLVM IR
- *   jit.c      ORC LLJIT, the nnc_rt_model table
+ *   jit.c      parts compiled on threads, ORC LLJIT, the nnc_rt_model table
  *   emit.c     object / assembly / LLVM IR files
  *   profile.c  per-kernel times (NNC_PROFILE)
  */
@@ -33,12 +33,27 @@ void nnc_cg_target_dispose(nnc_cg_target *t);
 LLVMTargetMachineRef nnc_cg_target_machine(const nnc_cg_target *t, int opt_level,
                                            LLVMRelocMode reloc, char *err, size_t errlen);
 
-/* Emits p's kernels and entry points ("nnc_train_step", "nnc_eval_step")
- * into mod and the matrix products (gemm.c) into gemm_mod (the caller owns
- * both), then verifies them if asked. */
-bool nnc_cg_emit_module(const nnc_kprog *p, LLVMModuleRef mod, LLVMModuleRef gemm_mod,
-                        const nnc_cg_target *t, bool verify, bool profile, char *err,
-                        size_t errlen);
+/* The program's functions can be split into up to this many parts, each
+ * an LLVM module of its own, optimised and compiled independently (jit.c
+ * compiles them on separate threads). */
+#define NNC_CG_MAX_PARTS 8
+
+/* Emits part `part` of nparts of p into mod and the matrix products
+ * (gemm.c) its kernels call into gemm_mod (the caller owns both), then
+ * verifies them if asked. Part 0 holds the entry points ("nnc_train_step",
+ * "nnc_eval_step"); kernels go to parts by llvm.c's fixed assignment. With
+ * one part the kernels are internal; with several they are hidden globals
+ * the entry points call across modules. A kernel's code does not depend
+ * on the part it lands in. */
+bool nnc_cg_emit_module(const nnc_kprog *p, int part, int nparts, LLVMModuleRef mod,
+                        LLVMModuleRef gemm_mod, const nnc_cg_target *t, bool verify, bool profile,
+                        char *err, size_t errlen);
+
+/* String attribute llvm.c puts on functions whose speed does not matter
+ * (little work per step): compile.c compiles them optnone after
+ * optimising them, i.e. with fast instruction selection and no loop
+ * strength reduction, which halves their machine-code time. */
+#define NNC_CG_COLD "nnc-cold"
 
 /* Does the entry point run k through nnc_rt_parallel (llvm.c)? */
 bool nnc_cg_kernel_parallel(const nnc_kernel *k);
@@ -59,9 +74,25 @@ bool nnc_cg_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, const char *pip
 bool nnc_cg_build_kernels(nnc_kprog *p, const nnc_module *m, const nnc_cg_target *t, char *err,
                           size_t errlen);
 
-/* Builds module + optimisation in ctx: the shared front half of JIT and emit. */
+/* Seconds spent on one module's phases (options.timing). */
+typedef struct nnc_cg_times {
+  double ir, optimise, products, machine_code;
+} nnc_cg_times;
+
+double nnc_cg_now(void);
+void nnc_cg_print_times(FILE *f, const char *what, const nnc_cg_times *t);
+
+/* Builds part `part` of nparts (see nnc_cg_emit_module) as an optimised
+ * module in ctx: the shared front half of JIT and emit. times may be NULL. */
 bool nnc_cg_build_llvm(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg_target *t,
-                       LLVMContextRef ctx, LLVMModuleRef *out, char *err, size_t errlen);
+                       int part, int nparts, LLVMContextRef ctx, LLVMModuleRef *out,
+                       nnc_cg_times *times, char *err, size_t errlen);
+
+/* Compiles mod to an object file or assembly text in memory (*out: the
+ * caller's), position-independent. */
+bool nnc_cg_machine_code(LLVMModuleRef mod, const nnc_cg_target *t, int opt_level,
+                         LLVMCodeGenFileType kind, LLVMMemoryBufferRef *out, char *err,
+                         size_t errlen);
 
 /* ---- math.c: f32 polynomials, f64 via libm ---- */
 typedef struct nnc_cg_math {

@@ -2,9 +2,9 @@
  *
  * nnc_cg_compile lowers the module's `train` and `eval` graphs into kernel
  * IR (loop nests; kernel.h), plans memory (one arena, offsets from
- * lifetimes; plan.c), emits one LLVM module with an entry point per graph
- * (llvm.c) and either JITs it (ORC LLJIT; jit.c) or writes it out as
- * object code, assembly or LLVM IR. The result is an nnc_rt_model the
+ * lifetimes; plan.c), emits LLVM IR with an entry point per graph
+ * (llvm.c) and either JITs it (ORC LLJIT, compiled on 2 threads; jit.c)
+ * or writes it out as one object file, assembly or LLVM IR. The result is an nnc_rt_model the
  * runtime can train with (runtime/nnc_rt.h).
  *
  * Errors are returned as a message; nothing here prints.

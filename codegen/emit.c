@@ -28,7 +28,8 @@ static bool write_text(const char *path, const char *text, size_t n, char *err, 
 }
 
 static bool write_module(LLVMModuleRef mod, const nnc_cg_target *t, const nnc_cg_options *o,
-                         nnc_cg_output kind, const char *path, char *err, size_t errlen) {
+                         nnc_cg_output kind, const char *path, nnc_cg_times *times, char *err,
+                         size_t errlen) {
   if (kind == NNC_CG_LLVM) {
     char *text = LLVMPrintModuleToString(mod);
     bool ok = write_text(path, text, strlen(text), err, errlen);
@@ -39,17 +40,13 @@ static bool write_module(LLVMModuleRef mod, const nnc_cg_target *t, const nnc_cg
     snprintf(err, errlen, "codegen: object code cannot go to stdout");
     return false;
   }
-  LLVMTargetMachineRef tm = nnc_cg_target_machine(t, o->opt_level, LLVMRelocPIC, err, errlen);
-  if (!tm) return false;
   LLVMCodeGenFileType ft = kind == NNC_CG_ASM ? LLVMAssemblyFile : LLVMObjectFile;
   LLVMMemoryBufferRef buf = NULL;
-  char *msg = NULL;
-  bool ok = !LLVMTargetMachineEmitToMemoryBuffer(tm, mod, ft, &msg, &buf);
-  if (!ok) snprintf(err, errlen, "codegen: emitting %s: %s", path, msg ? msg : "");
-  LLVMDisposeMessage(msg);
+  double t0 = nnc_cg_now();
+  bool ok = nnc_cg_machine_code(mod, t, o->opt_level, ft, &buf, err, errlen);
+  times->machine_code = nnc_cg_now() - t0;
   if (ok) ok = write_text(path, LLVMGetBufferStart(buf), LLVMGetBufferSize(buf), err, errlen);
   if (buf) LLVMDisposeMemoryBuffer(buf);
-  LLVMDisposeTargetMachine(tm);
   return ok;
 }
 
@@ -80,8 +77,11 @@ bool nnc_cg_emit(const nnc_module *m, const nnc_cg_options *o, nnc_cg_output kin
   if (!nnc_cg_target_init(&t, o, err, errlen)) goto done_arena;
   if (!nnc_cg_build_kernels(&prog, m, &t, err, errlen)) goto done_target;
   ctx = LLVMContextCreate();
-  if (!nnc_cg_build_llvm(&prog, o, &t, ctx, &mod, err, errlen)) goto done_ctx;
-  ok = write_module(mod, &t, o, kind, path, err, errlen);
+  /* One part: a file holds one module, with the kernels internal. */
+  nnc_cg_times times = {0};
+  if (!nnc_cg_build_llvm(&prog, o, &t, 0, 1, ctx, &mod, &times, err, errlen)) goto done_ctx;
+  ok = write_module(mod, &t, o, kind, path, &times, err, errlen);
+  if (o->timing) nnc_cg_print_times(o->timing, "module", &times);
   LLVMDisposeModule(mod);
 done_ctx:
   LLVMContextDispose(ctx);

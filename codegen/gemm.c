@@ -104,7 +104,10 @@ static gemm_plan plan_for(const nnc_cg_gemm *g) {
   gemm_plan p;
   p.vl = lanes_for(g->vector_width);
   p.regs = p.vl == 16 ? 32 : 16;
-  p.ku = 4;
+  /* Two k steps per iteration: 24 independent FMA chains already hide the
+   * latency, and unrolling 4 gave the same speed (MLP, 1 and 2 threads)
+   * for 20% more machine code to compile. */
+  p.ku = 2;
   /* Long K is cut into blocks of KC_OUTER so a block of B's panel (512 x 48
    * floats, packed when B is stored [N,K]) stays in L2 while the rows
    * sweep it, instead of streaming from memory once per micro-tile.
@@ -590,21 +593,51 @@ static void tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
     outer_tile(e, pn, mr, m);
 }
 
+/* Whether a range's remainder after its full tiles of mr rows can need a
+ * tile of `size` rows (a power of two below mr; the remainder is done in
+ * its binary digits). With all_rows the remainder is M % mr. When M is a
+ * multiple of row_align a range's length is q * row_align; when it is
+ * not, the range ending at M has length q * row_align + M % row_align.
+ * (q * row_align) % mr repeats with period mr in q, so q < mr covers all;
+ * no range is longer than M. */
+static bool remainder_tile(const nnc_cg_gemm *g, int mr, int size) {
+  if (g->all_rows) return (g->M % mr) & size;
+  if (size > g->M) return false; /* no range is that long */
+  if (g->row_align <= 1) return true;
+  int64_t tails[2] = {0, g->M % g->row_align};
+  for (int t = 0; t < 2; t++)
+    for (int64_t q = 0; q < mr && q * g->row_align + tails[t] <= g->M; q++)
+      if ((q * g->row_align + tails[t]) % mr & size) return true;
+  return false;
+}
+
+/* Whether any row range can leave rows after its full tiles of mr. */
+static bool any_remainder(const nnc_cg_gemm *g, int mr) {
+  for (int size = 1; size < mr; size *= 2)
+    if (remainder_tile(g, mr, size)) return true;
+  return false;
+}
+
 /* Rows [m0, m1) of one panel: full tiles of pn->mr rows, then at most one
- * tile of each power of two below pn->mr for the remainder. A row's tile
- * size changes only the grouping, never the arithmetic of its elements. */
+ * tile of each power of two below pn->mr for the remainder (only those
+ * some range can need). A row's tile size changes only the grouping,
+ * never the arithmetic of its elements. */
 static void rows(emitter *e, const panel *pn, LLVMValueRef m0, LLVMValueRef m1) {
   int mr = pn->mr;
-  loop l;
-  LLVMValueRef limit = LLVMBuildSub(e->b, m1, i64c(e, mr - 1), "");
-  loop_open(e, &l, m0, limit, 0, NULL, "m");
-  tile(e, pn, mr, l.iv);
-  loop_close(e, &l, mr, NULL);
-  LLVMValueRef m = l.iv;
+  LLVMValueRef m = m0;
+  if (e->g->M >= mr) { /* else no range holds a full tile */
+    loop l;
+    LLVMValueRef limit = LLVMBuildSub(e->b, m1, i64c(e, mr - 1), "");
+    loop_open(e, &l, m0, limit, 0, NULL, "m");
+    tile(e, pn, mr, l.iv);
+    loop_close(e, &l, mr, NULL);
+    m = l.iv;
+  }
   int top = 1;
   while (top * 2 < mr)
     top *= 2;
   for (int rows_left = top; rows_left >= 1 && mr > 1; rows_left /= 2) {
+    if (!remainder_tile(e->g, mr, rows_left)) continue;
     LLVMBasicBlockRef pre = LLVMGetInsertBlock(e->b);
     LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "mrest");
     LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "mjoin");
@@ -638,6 +671,14 @@ static panel make_panel(emitter *e, int width, LLVMValueRef n, const panel *ks) 
     pn.mr = budget / pn.nv;
     if (pn.mr > MAX_ROWS) pn.mr = MAX_ROWS;
     if (pn.mr * pn.nv + pn.nv + 2 > e->p.regs) pn.mr = e->p.mr;
+    /* The tallest height from there down to a full tile's for which the
+     * row promise leaves no remainder: one tile shape for the panel
+     * instead of two (compile time; narrow panels are a small share). */
+    for (int h = pn.mr; h >= e->p.mr; h--)
+      if (!any_remainder(e->g, h)) {
+        pn.mr = h;
+        break;
+      }
   }
   pn.n = n;
   pn.packed = NULL;

@@ -30,6 +30,9 @@ typedef struct nnc_cg_gemm {
   bool all_rows;         /* every call computes rows [0, M): the row range is
                             ignored and the row loops get constant bounds (no
                             code for tiles that never run) */
+  int64_t row_align;     /* when M is a multiple of it: every row range is
+                            too (then tiles for the remainders no range can
+                            leave are not emitted); 0 or 1: no promise */
 } nnc_cg_gemm;
 
 /* Emits into mod a function

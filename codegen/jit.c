@@ -1,18 +1,21 @@
 /* jit.c: compile in memory with ORC LLJIT and describe the result as an
  * nnc_rt_model the runtime trains with.
  *
- * nnc_cg_compile runs the pipeline of compile.c in a thread-safe context,
- * hands the optimised module to an LLJIT whose target machine matches the
- * one the module was optimised for, defines the runtime functions that
- * generated code calls (nnc_rt_parallel) as absolute symbols at their
- * addresses in this process (they live in a static library, invisible to
- * dlsym), lets everything else (libm, memset) resolve against the process,
- * and looks up the entry points. The model table (offsets, tensor table)
- * is built from the memory plan; its strings live in the program's arena.
+ * nnc_cg_compile lowers and plans the program once, then compiles it as
+ * JIT_PARTS parts (llvm.c's fixed split of the kernels; part 0 has the
+ * entry points) on as many threads, each from kernel IR through
+ * compile.c's pipeline to an object file in an LLVM context of its own.
+ * The objects go to an LLJIT whose target machine matches theirs, which
+ * links them: the runtime functions generated code calls
+ * (nnc_rt_parallel) are absolute symbols at their addresses in this
+ * process (they live in a static library, invisible to dlsym), everything
+ * else (libm, memset) resolves against the process. Then it looks up the
+ * entry points. The model table (offsets, tensor table) is built from the
+ * memory plan; its strings live in the program's arena.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <llvm-c/LLJIT.h>
 #include <llvm-c/Orc.h>
@@ -27,11 +30,11 @@ struct nnc_cg_program {
   const int64_t *profile[2]; /* train, eval counters (profile.c); NULL: off */
 };
 
-static double now(void) {
-  struct timespec ts;
-  timespec_get(&ts, TIME_UTC);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+/* Parts the program is compiled in, one thread each (the development
+ * machines have 2 cores). A fixed number, not the core count: the code of
+ * every kernel is the same whichever part it is in, but a fixed split
+ * keeps the compile itself the same everywhere. */
+#define JIT_PARTS 2
 
 static int64_t buf_offset(const nnc_kprog *p, int buf) {
   return buf < 0 ? -1 : p->bufs[buf].offset;
@@ -118,7 +121,7 @@ static bool define_runtime_symbols(LLVMOrcLLJITRef jit, char *err, size_t errlen
 
 static bool create_jit(const nnc_cg_target *t, int opt_level, LLVMOrcLLJITRef *out, char *err,
                        size_t errlen) {
-  LLVMTargetMachineRef tm = nnc_cg_target_machine(t, opt_level, LLVMRelocDefault, err, errlen);
+  LLVMTargetMachineRef tm = nnc_cg_target_machine(t, opt_level, LLVMRelocPIC, err, errlen);
   if (!tm) return false;
   LLVMOrcJITTargetMachineBuilderRef jtmb =
       LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(tm); /* owns tm */
@@ -128,57 +131,80 @@ static bool create_jit(const nnc_cg_target *t, int opt_level, LLVMOrcLLJITRef *o
                       errlen); /* consumes builder */
 }
 
-bool nnc_cg_compile(const nnc_module *m, const nnc_cg_options *o, nnc_cg_program **out, char *err,
-                    size_t errlen) {
-  nnc_cg_options defaults;
-  if (!o) {
-    nnc_cg_default_options(&defaults);
-    o = &defaults;
-  }
-  double t0 = now();
-  nnc_cg_program *prog = calloc(1, sizeof *prog);
-  if (!prog) {
-    snprintf(err, errlen, "codegen: out of memory");
-    return false;
-  }
-  nnc_arena_init(&prog->arena);
-  prog->prog.arena = &prog->arena;
-  nnc_cg_target t;
-  LLVMOrcThreadSafeContextRef tsctx = NULL;
+/* One part of the program, from kernel IR to an object file in memory, in
+ * an LLVM context of its own (so parts can compile on separate threads;
+ * they share only read-only inputs). */
+typedef struct part_job {
+  const nnc_kprog *prog;
+  const nnc_cg_options *o;
+  const nnc_cg_target *t;
+  int part;
+  LLVMMemoryBufferRef obj; /* the result, owned by the job until added to the JIT */
+  nnc_cg_times times;
+  bool ok;
+  char err[512];
+} part_job;
+
+static void *compile_part(void *arg) {
+  part_job *j = arg;
+  LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef mod = NULL;
-  if (!nnc_cg_target_init(&t, o, err, errlen)) goto fail_prog;
-  if (!nnc_cg_build_kernels(&prog->prog, m, &t, err, errlen)) goto fail_target;
-  double t1 = now();
-  tsctx = LLVMOrcCreateNewThreadSafeContext();
-  if (!nnc_cg_build_llvm(&prog->prog, o, &t, LLVMOrcThreadSafeContextGetContext(tsctx), &mod, err,
-                         errlen))
-    goto fail_ctx;
-  double t2 = now();
-  if (!create_jit(&t, o->opt_level, &prog->jit, err, errlen)) goto fail_mod;
-  if (!define_runtime_symbols(prog->jit, err, errlen)) goto fail_jit;
-  LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, tsctx); /* tsm owns mod */
-  mod = NULL;
-  LLVMOrcDisposeThreadSafeContext(tsctx); /* tsm keeps the context alive */
-  tsctx = NULL;
+  j->ok = nnc_cg_build_llvm(j->prog, j->o, j->t, j->part, JIT_PARTS, ctx, &mod, &j->times, j->err,
+                            sizeof j->err);
+  double t0 = nnc_cg_now();
+  if (j->ok)
+    j->ok = nnc_cg_machine_code(mod, j->t, j->o->opt_level, LLVMObjectFile, &j->obj, j->err,
+                                sizeof j->err);
+  j->times.machine_code = nnc_cg_now() - t0;
+  if (mod) LLVMDisposeModule(mod);
+  LLVMContextDispose(ctx);
+  return NULL;
+}
+
+/* Compiles every part, parts 1.. on threads of their own and part 0 on
+ * this one (all on this one if a thread cannot be started). */
+static bool compile_parts(part_job *jobs, char *err, size_t errlen) {
+  pthread_t threads[JIT_PARTS];
+  bool started[JIT_PARTS] = {false};
+  for (int i = 1; i < JIT_PARTS; i++)
+    started[i] = pthread_create(&threads[i], NULL, compile_part, &jobs[i]) == 0;
+  compile_part(&jobs[0]);
+  for (int i = 1; i < JIT_PARTS; i++)
+    if (started[i])
+      pthread_join(threads[i], NULL);
+    else
+      compile_part(&jobs[i]);
+  for (int i = 0; i < JIT_PARTS; i++)
+    if (!jobs[i].ok) {
+      snprintf(err, errlen, "%s", jobs[i].err);
+      return false;
+    }
+  return true;
+}
+
+/* Adds the parts' objects to the JIT (which takes them) and looks up the
+ * entry points and profile counters. */
+static bool link_parts(nnc_cg_program *prog, part_job *jobs, const nnc_cg_options *o, char *err,
+                       size_t errlen) {
   LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(prog->jit);
-  LLVMErrorRef e = LLVMOrcLLJITAddLLVMIRModule(prog->jit, jd, tsm);
-  if (e) {
-    LLVMOrcDisposeThreadSafeModule(tsm); /* still ours on failure */
-    nnc_cg_check(e, "adding the module to the JIT", err, errlen);
-    goto fail_jit;
+  for (int i = 0; i < JIT_PARTS; i++) {
+    LLVMMemoryBufferRef obj = jobs[i].obj;
+    jobs[i].obj = NULL; /* the JIT's now, even on failure */
+    if (!nnc_cg_check(LLVMOrcLLJITAddObjectFile(prog->jit, jd, obj), "adding code to the JIT", err,
+                      errlen))
+      return false;
   }
-  fill_model(prog, m);
   LLVMOrcExecutorAddress addr;
   if (prog->prog.has_train) {
     if (!nnc_cg_check(LLVMOrcLLJITLookup(prog->jit, &addr, "nnc_train_step"),
                       "looking up nnc_train_step", err, errlen))
-      goto fail_jit;
+      return false;
     prog->model.train_step = (nnc_rt_entry)(uintptr_t)addr;
   }
   if (prog->prog.has_eval) {
     if (!nnc_cg_check(LLVMOrcLLJITLookup(prog->jit, &addr, "nnc_eval_step"),
                       "looking up nnc_eval_step", err, errlen))
-      goto fail_jit;
+      return false;
     prog->model.eval_step = (nnc_rt_entry)(uintptr_t)addr;
   }
   const nnc_kgraph *graphs[2] = {prog->prog.has_train ? &prog->prog.train : NULL,
@@ -188,14 +214,55 @@ bool nnc_cg_compile(const nnc_module *m, const nnc_cg_options *o, nnc_cg_program
     const char *sym = nnc_cg_profile_symbol(graphs[g]);
     if (!nnc_cg_check(LLVMOrcLLJITLookup(prog->jit, &addr, sym), "looking up the profile counters",
                       err, errlen))
-      goto fail_jit;
+      return false;
     prog->profile[g] = (const int64_t *)(uintptr_t)addr;
   }
-  double t3 = now();
-  if (o->timing)
-    fprintf(o->timing,
-            "codegen: kernels %.1f ms, llvm %.1f ms, machine code %.1f ms, total %.1f ms\n",
-            1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (t3 - t2), 1e3 * (t3 - t0));
+  return true;
+}
+
+static void print_times(FILE *f, const part_job *jobs, double t0, double t1, double t2, double t3) {
+  for (int i = 0; i < JIT_PARTS; i++) {
+    char what[16];
+    snprintf(what, sizeof what, "part %d", i);
+    nnc_cg_print_times(f, what, &jobs[i].times);
+  }
+  fprintf(f,
+          "codegen: kernels %.1f ms, llvm + machine code (%d threads) %.1f ms, link %.1f ms, "
+          "total %.1f ms\n",
+          1e3 * (t1 - t0), JIT_PARTS, 1e3 * (t2 - t1), 1e3 * (t3 - t2), 1e3 * (t3 - t0));
+}
+
+bool nnc_cg_compile(const nnc_module *m, const nnc_cg_options *o, nnc_cg_program **out, char *err,
+                    size_t errlen) {
+  nnc_cg_options defaults;
+  if (!o) {
+    nnc_cg_default_options(&defaults);
+    o = &defaults;
+  }
+  double t0 = nnc_cg_now();
+  nnc_cg_program *prog = calloc(1, sizeof *prog);
+  if (!prog) {
+    snprintf(err, errlen, "codegen: out of memory");
+    return false;
+  }
+  nnc_arena_init(&prog->arena);
+  prog->prog.arena = &prog->arena;
+  nnc_cg_target t;
+  part_job jobs[JIT_PARTS];
+  memset(jobs, 0, sizeof jobs);
+  if (!nnc_cg_target_init(&t, o, err, errlen)) goto fail_prog;
+  if (!nnc_cg_build_kernels(&prog->prog, m, &t, err, errlen)) goto fail_target;
+  double t1 = nnc_cg_now();
+  for (int i = 0; i < JIT_PARTS; i++)
+    jobs[i] = (part_job){.prog = &prog->prog, .o = o, .t = &t, .part = i};
+  if (!compile_parts(jobs, err, errlen)) goto fail_objs;
+  double t2 = nnc_cg_now();
+  if (!create_jit(&t, o->opt_level, &prog->jit, err, errlen)) goto fail_objs;
+  if (!define_runtime_symbols(prog->jit, err, errlen)) goto fail_jit;
+  fill_model(prog, m);
+  if (!link_parts(prog, jobs, o, err, errlen)) goto fail_jit;
+  double t3 = nnc_cg_now();
+  if (o->timing) print_times(o->timing, jobs, t0, t1, t2, t3);
   nnc_cg_target_dispose(&t);
   *out = prog;
   return true;
@@ -204,10 +271,9 @@ fail_jit : {
   char ignored[16];
   nnc_cg_check(LLVMOrcDisposeLLJIT(prog->jit), "", ignored, sizeof ignored);
 }
-fail_mod:
-  if (mod) LLVMDisposeModule(mod);
-fail_ctx:
-  if (tsctx) LLVMOrcDisposeThreadSafeContext(tsctx);
+fail_objs:
+  for (int i = 0; i < JIT_PARTS; i++)
+    if (jobs[i].obj) LLVMDisposeMemoryBuffer(jobs[i].obj);
 fail_target:
   nnc_cg_target_dispose(&t);
 fail_prog:

@@ -7,7 +7,12 @@
  * function), and one entry point per graph,
  *   void nnc_train_step(ptr arena, ptr pool) / nnc_eval_step
  * that runs the kernels in order, each through nnc_rt_parallel(pool, k,
- * arena, n) when it is worth threads, else directly.
+ * arena, n) when it is worth threads, else directly. The program may be
+ * split into parts, one module each, compiled separately (jit.c does it on
+ * threads): the kernels are shared out by a fixed rule (assign_parts),
+ * part 0 has the entry points, and kernels become hidden globals so they
+ * can be called across parts. Kernels whose speed cannot matter are
+ * marked cold (compiled with fast instruction selection; compile.c).
  *
  * Loops are emitted in canonical form with i64 induction variables;
  * addresses are arena + constant offset + index * element size with
@@ -29,6 +34,12 @@
 
 /* Kernels with less work than this run on the calling thread. */
 static const double PARALLEL_WORK = 1e6;
+
+/* Kernels with less work than this (element-operations per step) take
+ * about a microsecond whatever their code; they, the entry points and the
+ * wrappers around products (k NULL: code that only calls) are marked
+ * cold and get quick instruction selection (compile.c). */
+static const double COLD_WORK = 16384;
 
 typedef struct memo_entry {
   const nnc_kexpr *e; /* NULL: invalidated */
@@ -54,9 +65,13 @@ typedef struct emitter {
   memo_entry *memo;
   int nmemo, memo_cap;
   /* gemm.c functions emitted so far: kernels with the same product share one */
-  const nnc_kernel **gemm_k;
+  nnc_cg_gemm *gemm_k;
   LLVMValueRef *gemm_fn; /* its declaration in mod */
   int ngemm;
+  /* The part of the program this module holds (of nparts), and the part
+   * of every kernel: [0] train, [1] eval, by kernel index. */
+  int part, nparts;
+  int *part_of[2];
 } emitter;
 
 static LLVMTypeRef ltype(emitter *E, nnc_kt t) {
@@ -469,9 +484,18 @@ static LLVMValueRef buffer_ptr(emitter *E, int buf) {
   return LLVMBuildInBoundsGEP2(E->b, E->ti8, E->arena, &off, 1, "");
 }
 
+static void mark_cold(emitter *E, LLVMValueRef fn, const nnc_kernel *k) {
+  if (!k || k->work < COLD_WORK) add_attr(E, fn, NNC_CG_COLD, "");
+}
+
 static LLVMValueRef new_kernel_fn(emitter *E, const char *name) {
   LLVMValueRef fn = LLVMAddFunction(E->mod, name, E->kfn_type);
-  LLVMSetLinkage(fn, LLVMInternalLinkage);
+  /* With several parts the entry points (part 0) call kernels of the
+   * others: visible to the JIT's linker, not outside the program. */
+  if (E->nparts > 1)
+    LLVMSetVisibility(fn, LLVMHiddenVisibility);
+  else
+    LLVMSetLinkage(fn, LLVMInternalLinkage);
   target_attrs(E, fn);
   /* Inlined into the entry point, every kernel would be optimised twice and
    * the entry would be one huge function for instruction selection (the
@@ -491,32 +515,45 @@ static bool same_gemm(const nnc_cg_gemm *x, const nnc_cg_gemm *y) {
   return x->M == y->M && x->N == y->N && x->K == y->K && x->trans_a == y->trans_a &&
          x->trans_b == y->trans_b && x->lda == y->lda && x->ldb == y->ldb && x->ldc == y->ldc &&
          x->accumulate == y->accumulate && x->bias == y->bias && x->act == y->act &&
-         x->vector_width == y->vector_width && x->all_rows == y->all_rows;
+         x->vector_width == y->vector_width && x->all_rows == y->all_rows &&
+         x->row_align == y->row_align;
+}
+
+/* k's product as gemm.c emits it: row-split products get ranges of whole
+ * row blocks (emit_gemm_kernel), which spares the tiles for other
+ * remainders. */
+static nnc_cg_gemm gemm_of(const nnc_kernel *k) {
+  nnc_cg_gemm g = k->gemm;
+  if (k->col_block <= 0) g.row_align = k->row_block;
+  return g;
 }
 
 /* The declaration in mod of the gemm.c function computing k's product:
  * emitted into the gemm module the first time such a product is seen
  * (e.g. the train and eval graphs' forward products share one). */
 static LLVMValueRef gemm_function(emitter *E, const nnc_kernel *k) {
+  nnc_cg_gemm g = gemm_of(k);
   for (int i = 0; i < E->ngemm; i++)
-    if (same_gemm(&E->gemm_k[i]->gemm, &k->gemm)) return E->gemm_fn[i];
+    if (same_gemm(&E->gemm_k[i], &g)) return E->gemm_fn[i];
   char name[256];
   snprintf(name, sizeof name, "nnc.gemm.%s", k->name);
   /* The product goes into the gemm module (already vectorised and
    * register-blocked: it needs clean-up, not O3); this module calls it by
    * name, and compile.c links the two after optimising each. */
-  LLVMValueRef def = nnc_cg_emit_gemm(E->gemm_mod, name, &k->gemm);
+  LLVMValueRef def = nnc_cg_emit_gemm(E->gemm_mod, name, &g);
   target_attrs(E, def);
+  mark_cold(E, def, k);
   E->gemm_k = realloc(E->gemm_k, sizeof(*E->gemm_k) * (size_t)(E->ngemm + 1));
   E->gemm_fn = realloc(E->gemm_fn, sizeof(*E->gemm_fn) * (size_t)(E->ngemm + 1));
   if (!E->gemm_k || !E->gemm_fn) nnc_ir_bug("codegen: out of memory");
-  E->gemm_k[E->ngemm] = k;
+  E->gemm_k[E->ngemm] = g;
   return E->gemm_fn[E->ngemm++] = LLVMAddFunction(E->mod, name, LLVMGlobalGetValueType(def));
 }
 
 static LLVMValueRef emit_gemm_kernel(emitter *E, const nnc_kernel *k) {
   LLVMValueRef g = gemm_function(E, k);
   LLVMValueRef fn = new_kernel_fn(E, k->name);
+  mark_cold(E, fn, NULL); /* a loop of calls */
   LLVMValueRef a = buffer_ptr(E, k->a_buf), b = buffer_ptr(E, k->b_buf),
                c = buffer_ptr(E, k->c_buf);
   LLVMValueRef bias = k->bias_buf >= 0 ? buffer_ptr(E, k->bias_buf) : LLVMConstNull(E->tptr);
@@ -568,6 +605,7 @@ static LLVMValueRef emit_kernel(emitter *E, const nnc_kernel *k) {
   E->k = k;
   if (k->is_gemm) return emit_gemm_kernel(E, k);
   LLVMValueRef fn = new_kernel_fn(E, k->name);
+  mark_cold(E, fn, k);
   E->vars = calloc((size_t)k->nvars + 1, sizeof(LLVMValueRef));
   E->scalars = calloc((size_t)k->nscalars + 1, sizeof(LLVMValueRef));
   if (!E->vars || !E->scalars) nnc_ir_bug("codegen: out of memory");
@@ -586,6 +624,51 @@ static LLVMValueRef emit_kernel(emitter *E, const nnc_kernel *k) {
   free(E->vars);
   free(E->scalars);
   return fn;
+}
+
+/* ---- parts ---- */
+
+/* Rough cost of optimising and compiling a product relative to a loop
+ * kernel (measured on the MLP: ~20 ms against ~3 ms). */
+static const double GEMM_COST = 6, KERNEL_COST = 1, ENTRY_COST = 1;
+
+static int lightest(const double *load, int n) {
+  int best = 0;
+  for (int i = 1; i < n; i++)
+    if (load[i] < load[best]) best = i;
+  return best;
+}
+
+/* Which part each kernel is compiled in: products first (kernels with the
+ * same product together, so it is emitted once), then the loop kernels,
+ * each to the part with the least estimated work so far; the entry points
+ * are in part 0. Depends only on the program, so every part's emitter
+ * computes the same assignment. */
+static void assign_parts(emitter *E) {
+  const nnc_kgraph *gs[2] = {E->p->has_train ? &E->p->train : NULL,
+                             E->p->has_eval ? &E->p->eval : NULL};
+  double load[NNC_CG_MAX_PARTS] = {0};
+  load[0] = ENTRY_COST * (double)(E->p->has_train + E->p->has_eval);
+  for (int pass = 0; pass < 2; pass++)
+    for (int g = 0; g < 2; g++)
+      for (int i = 0; gs[g] && i < gs[g]->n; i++) {
+        const nnc_kernel *k = gs[g]->k[i];
+        if (k->is_gemm != (pass == 0)) continue;
+        int part = -1;
+        if (k->is_gemm) { /* an earlier kernel with the same product? */
+          nnc_cg_gemm mine = gemm_of(k);
+          for (int h = 0; h <= g && part < 0; h++)
+            for (int j = 0; gs[h] && j < (h == g ? i : gs[h]->n) && part < 0; j++) {
+              nnc_cg_gemm other = gemm_of(gs[h]->k[j]);
+              if (gs[h]->k[j]->is_gemm && same_gemm(&other, &mine)) part = E->part_of[h][j];
+            }
+        }
+        if (part < 0) {
+          part = lightest(load, E->nparts);
+          load[part] += k->is_gemm ? GEMM_COST : KERNEL_COST;
+        }
+        E->part_of[g][i] = part;
+      }
 }
 
 /* ---- entry points ---- */
@@ -609,15 +692,26 @@ static void profile_add(emitter *E, LLVMValueRef counters, int at, LLVMValueRef 
   LLVMBuildStore(E->b, LLVMBuildAdd(E->b, LLVMBuildLoad2(E->b, E->ti64, ptr, ""), v, ""), ptr);
 }
 
-static void emit_entry(emitter *E, const nnc_kgraph *g, const char *name, bool profile) {
+/* Graph g's kernels of this part, and in part 0 its entry point, which
+ * calls the other parts' kernels by name. */
+static void emit_entry(emitter *E, const nnc_kgraph *g, const int *part_of, const char *name,
+                       bool profile) {
   LLVMValueRef *fns = malloc(sizeof(LLVMValueRef) * (size_t)(g->n + 1));
   if (!fns) nnc_ir_bug("codegen: out of memory");
   for (int i = 0; i < g->n; i++)
-    fns[i] = emit_kernel(E, g->k[i]);
+    if (part_of[i] == E->part)
+      fns[i] = emit_kernel(E, g->k[i]);
+    else if (E->part == 0)
+      fns[i] = LLVMAddFunction(E->mod, g->k[i]->name, E->kfn_type);
+  if (E->part != 0) {
+    free(fns);
+    return;
+  }
   LLVMTypeRef params[2] = {E->tptr, E->tptr};
   LLVMTypeRef et = LLVMFunctionType(E->tvoid, params, 2, 0);
   LLVMValueRef entry = LLVMAddFunction(E->mod, name, et);
   target_attrs(E, entry);
+  mark_cold(E, entry, NULL); /* a list of calls */
   LLVMPositionBuilderAtEnd(E->b, LLVMAppendBasicBlockInContext(E->ctx, entry, "entry"));
   LLVMValueRef arena = LLVMGetParam(entry, 0), pool = LLVMGetParam(entry, 1);
   LLVMTypeRef pparams[4] = {E->tptr, E->tptr, E->tptr, E->ti64};
@@ -652,11 +746,17 @@ static void emit_entry(emitter *E, const nnc_kgraph *g, const char *name, bool p
   free(fns);
 }
 
-bool nnc_cg_emit_module(const nnc_kprog *p, LLVMModuleRef mod, LLVMModuleRef gemm_mod,
-                        const nnc_cg_target *t, bool verify, bool profile, char *err,
-                        size_t errlen) {
+bool nnc_cg_emit_module(const nnc_kprog *p, int part, int nparts, LLVMModuleRef mod,
+                        LLVMModuleRef gemm_mod, const nnc_cg_target *t, bool verify, bool profile,
+                        char *err, size_t errlen) {
+  if (nparts < 1 || nparts > NNC_CG_MAX_PARTS || part < 0 || part >= nparts) {
+    snprintf(err, errlen, "codegen: part %d of %d", part, nparts);
+    return false;
+  }
   emitter E;
   memset(&E, 0, sizeof E);
+  E.part = part;
+  E.nparts = nparts;
   E.ctx = LLVMGetModuleContext(mod);
   E.mod = mod;
   E.gemm_mod = gemm_mod;
@@ -680,9 +780,15 @@ bool nnc_cg_emit_module(const nnc_kprog *p, LLVMModuleRef mod, LLVMModuleRef gem
   E.base = calloc((size_t)p->nbufs + 1, sizeof(LLVMValueRef));
   E.scope_md = calloc((size_t)p->nbufs + 1, sizeof(LLVMValueRef));
   E.noalias_md = calloc((size_t)p->nbufs + 1, sizeof(LLVMValueRef));
-  if (!E.base || !E.scope_md || !E.noalias_md) nnc_ir_bug("codegen: out of memory");
-  if (p->has_train) emit_entry(&E, &p->train, "nnc_train_step", profile);
-  if (p->has_eval) emit_entry(&E, &p->eval, "nnc_eval_step", profile);
+  E.part_of[0] = calloc((size_t)p->train.n + 1, sizeof(int));
+  E.part_of[1] = calloc((size_t)p->eval.n + 1, sizeof(int));
+  if (!E.base || !E.scope_md || !E.noalias_md || !E.part_of[0] || !E.part_of[1])
+    nnc_ir_bug("codegen: out of memory");
+  assign_parts(&E);
+  if (p->has_train) emit_entry(&E, &p->train, E.part_of[0], "nnc_train_step", profile);
+  if (p->has_eval) emit_entry(&E, &p->eval, E.part_of[1], "nnc_eval_step", profile);
+  free(E.part_of[0]);
+  free(E.part_of[1]);
   free(E.base);
   free(E.scope_md);
   free(E.noalias_md);

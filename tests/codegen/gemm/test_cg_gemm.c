@@ -92,6 +92,13 @@ typedef struct gemm_case {
   int64_t pad;
 } gemm_case;
 
+/* What the caller promises about row ranges (nnc_cg_gemm.row_align,
+ * all_rows); the test keeps its calls to it. */
+typedef struct row_promise {
+  int64_t align;
+  bool all_rows;
+} row_promise;
+
 static nnc_cg_gemm gemm_of(const gemm_case *c) {
   nnc_cg_gemm g = {0};
   g.M = c->M, g.N = c->N, g.K = c->K;
@@ -124,9 +131,11 @@ static void reference(const nnc_cg_gemm *g, const float *A, const float *B, cons
   *tol = 2 * (double)(g->K + 2) * u * mag + 2 * u * fabs(old) + 1e-30;
 }
 
-static void check_case(fixture *f, const gemm_case *c) {
+static void check_promised(fixture *f, const gemm_case *c, row_promise rp) {
   char err[512];
   nnc_cg_gemm g = gemm_of(c);
+  g.row_align = rp.align;
+  g.all_rows = rp.all_rows;
   gemm_jit_fn fn = gemm_jit_compile(f->jit, &g, err, sizeof err);
   if (!fn)
     fail_msg("M=%lld N=%lld K=%lld: %s", (long long)c->M, (long long)c->N, (long long)c->K, err);
@@ -156,9 +165,9 @@ static void check_case(fixture *f, const gemm_case *c) {
                  c->vector_width, (long long)m, (long long)n, got, want);
     }
 
-  /* The same bits from 1..3 calls split at arbitrary rows, and rows outside
-   * the calls' ranges untouched. */
-  for (int parts = 1; parts <= 3; parts++) {
+  /* The same bits from 1..3 calls split at arbitrary rows (multiples of
+   * row_align, or M), and rows outside the calls' ranges untouched. */
+  for (int parts = 1; parts <= 3 && !rp.all_rows; parts++) {
     int64_t cut[4] = {0, 0, 0, c->M};
     int64_t lo = parts == 1 ? c->M / 3 : 0, hi = parts == 1 ? c->M - c->M / 4 : c->M;
     cut[0] = lo, cut[parts] = hi;
@@ -166,6 +175,9 @@ static void check_case(fixture *f, const gemm_case *c) {
       int64_t r = (int64_t)((f->seed = f->seed * 1664525u + 1013904223u) >> 8);
       cut[p] = cut[p - 1] + (hi > cut[p - 1] ? r % (hi - cut[p - 1] + 1) : 0);
     }
+    for (int p = 0; p <= parts && rp.align > 1; p++)
+      if (cut[p] != c->M) cut[p] -= cut[p] % rp.align;
+    lo = cut[0], hi = cut[parts];
     memcpy(C2, C0, nc * sizeof(float));
     for (int p = 0; p < parts; p++)
       fn(A, B, g.bias ? bias : NULL, C2, cut[p], cut[p + 1]);
@@ -179,6 +191,10 @@ static void check_case(fixture *f, const gemm_case *c) {
   }
   free_guarded(A, na), free_guarded(B, nb), free_guarded(bias, (size_t)c->N);
   free_guarded(C0, nc), free_guarded(C1, nc), free_guarded(C2, nc);
+}
+
+static void check_case(fixture *f, const gemm_case *c) {
+  check_promised(f, c, (row_promise){0, false});
 }
 
 /* Sizes around every tile edge: 1, below/above a vector, odd primes,
@@ -258,6 +274,29 @@ static void test_model_shapes(void **state) {
     check_case(f, &cases[i]);
 }
 
+/* Promised row ranges leave out the tiles for remainders they cannot
+ * have: ranges of whole row blocks (M a multiple of the block or not) and
+ * all rows in one call, around the tile heights of both kernels and of
+ * narrow panels. */
+static void test_row_promises(void **state) {
+  fixture *f = *state;
+  const int64_t ms[] = {64, 10, 37, 24, 3};
+  for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+    for (int l = 0; l < 4; l++)
+      for (int64_t align = 4; align <= 8; align += 4) {
+        gemm_case c = {ms[i], 16 + 5 * l, 40 + 90 * (l >> 1), l & 1, l >> 1, l, 16, 0};
+        check_promised(f, &c, (row_promise){align, false});
+        gemm_case d = {ms[i], 48 * (l + 1) + 16, 10 + 120 * (l >> 1), l & 1, l >> 1, EPI_BIAS, 16,
+                       1};
+        check_promised(f, &d, (row_promise){align, false});
+      }
+  for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+    for (int l = 0; l < 4; l++) {
+      gemm_case c = {ms[i], 128, 10 + 250 * (l >> 1), l & 1, l >> 1, EPI_BIAS | EPI_RELU, 16, 0};
+      check_promised(f, &c, (row_promise){0, true});
+    }
+}
+
 /* Long K is cut into blocks whose partial sums go through C: every layout,
  * with 2 and 3+ blocks and a short last one, accumulate (C's old value
  * starts the sum) and accumulate + ReLU (not blocked). */
@@ -301,11 +340,11 @@ static void test_asm_has_zmm_fma(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_no_trans),        cmocka_unit_test(test_trans_a),
-      cmocka_unit_test(test_trans_b),         cmocka_unit_test(test_trans_both),
-      cmocka_unit_test(test_epilogues),       cmocka_unit_test(test_vector_widths),
-      cmocka_unit_test(test_model_shapes),    cmocka_unit_test(test_k_blocks),
-      cmocka_unit_test(test_asm_has_zmm_fma),
+      cmocka_unit_test(test_no_trans),     cmocka_unit_test(test_trans_a),
+      cmocka_unit_test(test_trans_b),      cmocka_unit_test(test_trans_both),
+      cmocka_unit_test(test_epilogues),    cmocka_unit_test(test_vector_widths),
+      cmocka_unit_test(test_model_shapes), cmocka_unit_test(test_k_blocks),
+      cmocka_unit_test(test_row_promises), cmocka_unit_test(test_asm_has_zmm_fma),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
