@@ -1,8 +1,13 @@
 #!/usr/bin/python3
-"""PyTorch peer for bench/mlp.sh: the benchmark MLP (784-256-256-10, ReLU,
-cross-entropy, Adam lr 1e-3, batch 64) trained on Fashion-MNIST, in
-PyTorch's fastest settings on this machine (DESIGN.md, reference figures):
-one torch thread, OpenBLAS's own threads, flush-denormal on.
+"""PyTorch peer for bench/compare.sh: the same model as examples/fashion_mlp.nn
+(--model mlp: 784-256-256-10, ReLU) or examples/fashion_cnn.nn (--model cnn:
+conv 32 3x3 pad 1, batch norm, ReLU, max pool 2, conv 64, batch norm, ReLU,
+max pool 2, dropout 0.25, dense 128, ReLU, dense 10; random horizontal flips
+with p = 0.5), cross-entropy, Adam lr 1e-3, batch 64, trained on
+Fashion-MNIST in PyTorch's fastest settings on this machine (DESIGN.md,
+reference figures): one torch thread, OpenBLAS's own threads (the MLP) or
+OPENBLAS_NUM_THREADS=1 and two torch threads for oneDNN's convolutions (the
+CNN; the caller sets the environment), flush-denormal on.
 
 Prints one line per epoch and a final line
   RESULT framework=pytorch samples_per_s=... test_acc=... start_to_first_step_s=...
@@ -31,9 +36,11 @@ def main():
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
+    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     args = ap.parse_args()
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     torch.manual_seed(args.seed)
     d = args.data
@@ -42,10 +49,20 @@ def main():
     xte = torch.from_numpy(load_idx(f"{d}/t10k-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float32) / 255)
     yte = torch.from_numpy(load_idx(f"{d}/t10k-labels-idx1-ubyte.gz").astype(np.int64))
 
-    model = torch.nn.Sequential(
-        torch.nn.Linear(784, 256), torch.nn.ReLU(),
-        torch.nn.Linear(256, 256), torch.nn.ReLU(),
-        torch.nn.Linear(256, 10))
+    nn = torch.nn
+    if args.model == "mlp":
+        model = nn.Sequential(
+            nn.Linear(784, 256), nn.ReLU(),
+            nn.Linear(256, 256), nn.ReLU(),
+            nn.Linear(256, 10))
+    else:
+        xtr, xte = xtr.reshape(-1, 1, 28, 28), xte.reshape(-1, 1, 28, 28)
+        model = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Dropout(0.25),
+            nn.Linear(3136, 128), nn.ReLU(),
+            nn.Linear(128, 10))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     lossf = torch.nn.CrossEntropyLoss()
     n = xtr.shape[0] // args.batch * args.batch
@@ -56,20 +73,27 @@ def main():
         t = time.perf_counter()
         for i in range(0, n, args.batch):
             idx = perm[i:i + args.batch]
+            x = xtr[idx]
+            if args.model == "cnn":  # horizontal flips, p = 0.5 per image
+                flip = torch.rand(x.shape[0]) < 0.5
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             opt.zero_grad(set_to_none=True)
-            loss = lossf(model(xtr[idx]), ytr[idx])
+            loss = lossf(model(x), ytr[idx])
             loss.backward()
             opt.step()
             if first_step is None:
                 first_step = time.perf_counter() - T0
         dt = time.perf_counter() - t
         train_s += dt
+        model.eval()
         with torch.no_grad():
             acc = (model(xte).argmax(1) == yte).float().mean().item()
+        model.train()
         print(f"epoch {epoch + 1}: {n / dt:.0f} samples/s, test acc {acc:.4f}", flush=True)
     print(f"RESULT framework=pytorch samples_per_s={n * args.epochs / train_s:.0f} "
           f"test_acc={acc:.4f} start_to_first_step_s={first_step:.3f} "
-          f"threads=torch:1,openblas:{os.environ.get('OPENBLAS_NUM_THREADS', 'default')}")
+          f"model={args.model} threads=torch:{args.threads},"
+          f"openblas:{os.environ.get('OPENBLAS_NUM_THREADS', 'default')}")
 
 
 if __name__ == "__main__":

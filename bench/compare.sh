@@ -1,30 +1,44 @@
 #!/bin/bash
-# Benchmark: the Fashion-MNIST MLP (examples/fashion_mlp.nn: 784-256-256-10,
-# ReLU, Adam 1e-3, batch 64) trained by nnc and by PyTorch on the same data,
+# Benchmark: an example model trained by nnc and by PyTorch on the same data,
 # the same machine and the same two cores, in one run. Prints each one's
 # training throughput, test accuracy, time from command to first step and
 # peak memory, and the ratio nnc/PyTorch. See docs/performance.md.
 #
-#   bench/mlp.sh [EPOCHS]        (default 1; build first: README's first command)
+#   bench/compare.sh [mlp|cnn] [EPOCHS]   (default: mlp 1; build first with
+#                                          the README's first command)
+#
+# mlp: examples/fashion_mlp.nn (784-256-256-10, ReLU, Adam 1e-3, batch 64);
+# cnn: examples/fashion_cnn.nn. The PyTorch peer is bench/torch_peer.py, in
+# its fastest thread settings for each (DESIGN.md, reference figures).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EPOCHS=${1:-1}
+MODEL=${1:-mlp}
+EPOCHS=${2:-1}
 NNC=${NNC:-build/tools/nnc}
+case $MODEL in
+mlp) TORCH_ENV=() TORCH_THREADS=1 ;;
+cnn) TORCH_ENV=(OPENBLAS_NUM_THREADS=1) TORCH_THREADS=2 ;;
+*) echo "bench: unknown model '$MODEL' (mlp or cnn)" >&2; exit 2 ;;
+esac
 [ -x "$NNC" ] || { echo "bench: $NNC not built (run the README's first command)" >&2; exit 1; }
+NNC=$(realpath "$NNC")
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 field() { sed -n "s/.*[ ]$2=\([^ ]*\).*/\1/p" "$1" | tail -1; }
 rss_mb() { awk '/Maximum resident set size/ {printf "%.0f", $6/1024}' "$1"; }
 
-echo "== nnc ($EPOCHS epoch(s), 2 threads)"
-/usr/bin/time -v "$NNC" run examples/fashion_mlp.nn --epochs "$EPOCHS" --threads 2 --report \
-  >"$out/nnc.txt" 2>"$out/nnc.err" || { cat "$out/nnc.err" >&2; exit 1; }
+echo "== nnc: $MODEL, $EPOCHS epoch(s), 2 threads"
+# In a scratch folder: the CNN example writes its checkpoint and log there.
+src=$PWD
+(cd "$out" && /usr/bin/time -v "$NNC" run "$src/examples/fashion_$MODEL.nn" --epochs "$EPOCHS" \
+  --threads 2 --report >"$out/nnc.txt" 2>"$out/nnc.err") || { cat "$out/nnc.err" >&2; exit 1; }
 grep -E "^(test|trained|RESULT)" "$out/nnc.txt" || true
 grep -E "compiled in" "$out/nnc.err" || true
 
-echo "== PyTorch ($EPOCHS epoch(s), 1 torch thread + OpenBLAS threads, flush-denormal)"
-/usr/bin/time -v /usr/bin/python3 bench/torch_mlp.py --epochs "$EPOCHS" >"$out/torch.txt" 2>"$out/torch.err" ||
+echo "== PyTorch: $MODEL, $EPOCHS epoch(s), $TORCH_THREADS torch thread(s) ${TORCH_ENV[*]}, flush-denormal"
+env "${TORCH_ENV[@]}" /usr/bin/time -v /usr/bin/python3 bench/torch_peer.py --model "$MODEL" \
+  --threads "$TORCH_THREADS" --epochs "$EPOCHS" >"$out/torch.txt" 2>"$out/torch.err" ||
   { cat "$out/torch.err" >&2; exit 1; }
 grep RESULT "$out/torch.txt"
 
