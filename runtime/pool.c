@@ -1,31 +1,35 @@
 /* pool.c: the thread pool that generated kernels split their work over.
  *
  * nnc_rt_pool_create starts nthreads-1 persistent workers; the thread that
- * calls nnc_rt_parallel is the remaining one and runs chunk 0 itself. A
- * training step calls nnc_rt_parallel dozens of times, so a call must cost a
- * few microseconds, not a futex round trip per worker: the caller publishes
- * the job by bumping a generation counter, and workers that finished the
- * previous job spin on that counter for a while (NNC_RT_SPIN_S) before they
- * fall asleep on a condition variable (at once when the pool has more
- * threads than the machine has cores). The caller likewise spins on the
- * count of workers still busy before it sleeps. Sleepers are counted, so the
- * mutex and condition variables are touched only when someone sleeps (the
- * counter/flag pairs are a Dekker handshake, hence seq_cst atomics).
+ * calls nnc_rt_parallel is the remaining one. A training step calls
+ * nnc_rt_parallel dozens of times, so a call must cost a few microseconds,
+ * not a futex round trip per worker.
  *
- * Chunks 1.. are claimed, not assigned: whoever comes first (a worker, or
- * the caller once chunk 0 is done) takes the next one from an atomic
- * counter. On a machine whose cores are shared with other processes a
- * worker may not be scheduled for milliseconds; the caller then runs its
- * chunk instead of waiting. Which thread runs a chunk does not change its
- * bounds, so results stay the same.
+ * A job is [0, n) cut into nchunks contiguous chunks (as many as threads,
+ * at most n; bounds depend only on n and the thread count, so results do
+ * not depend on which thread runs a chunk). Chunk 0 runs on the caller.
+ * Chunks 1.. are claimed through one atomic word, `claim`, that packs the
+ * job's generation, the next chunk to hand out and the chunk count: a
+ * thread claims with a compare-and-swap that only succeeds for the current
+ * generation, so a worker that wakes late cannot take a chunk of a job that
+ * is gone. The caller, once chunk 0 is done, claims chunks too, and then
+ * waits only until every claimed chunk has finished (`done`). A worker the
+ * scheduler has not run — common when the machine's cores are shared with
+ * other processes — therefore costs nothing: the caller does its chunk.
  *
- * Invariants: one job is in flight at a time; every worker acknowledges
- * every job (even one with no chunk left for it), so the caller never
- * rewrites the job while a worker may still read it. Chunks are contiguous,
- * as many as threads (at most n), and depend only on n and the thread
- * count; chunk 0 runs on the caller. A call made
- * from inside a task runs inline. One pool serves one calling thread at a
- * time. Every worker sets FTZ/DAZ when it starts; so does the creator.
+ * Idle workers spin on the claim word for a while (NNC_RT_SPIN_S) before
+ * they sleep on a condition variable (at once when the pool has more
+ * threads than the machine has cores); the caller likewise spins on `done`
+ * before it sleeps. Sleepers are counted, so the mutex and condition
+ * variables are touched only when someone sleeps (the counter/flag pairs
+ * are a Dekker handshake, hence seq_cst atomics).
+ *
+ * Invariants: one job is in flight at a time; the job's fields (fn, arg, n)
+ * are written only while no chunk of the previous job is claimed and
+ * unfinished, and read by a worker only after it claimed a chunk of the
+ * current generation. A call made from inside a task runs inline. One pool
+ * serves one calling thread at a time. Every worker sets FTZ/DAZ when it
+ * starts; so does the creator.
  */
 #include "rt_internal.h"
 
@@ -48,25 +52,31 @@ enum { NNC_RT_MAX_THREADS = 1024 };
  * gap between two kernels of a step and the batch gather between steps. */
 static const double NNC_RT_SPIN_S = 200e-6;
 
+/* The claim word: generation in bits 32..63, next chunk in 16..31, chunk
+ * count in 0..15 (chunks <= NNC_RT_MAX_THREADS < 2^16). */
+#define CLAIM(gen, next, count) (((uint64_t)(gen) << 32) | ((uint64_t)(next) << 16) | (count))
+#define CLAIM_GEN(w)            ((uint32_t)((w) >> 32))
+#define CLAIM_NEXT(w)           ((int)(((w) >> 16) & 0xffff))
+#define CLAIM_COUNT(w)          ((int)((w)&0xffff))
+
 struct nnc_rt_pool {
   int nthreads;  /* including the caller */
   double spin_s; /* NNC_RT_SPIN_S, or 0 when there are more threads than cores */
   pthread_t *workers;
   int nworkers_started;
   pthread_mutex_t mu;
-  pthread_cond_t wake; /* workers sleep here waiting for a new generation */
-  pthread_cond_t done; /* the caller sleeps here waiting for remaining == 0 */
-  atomic_ulong generation;
-  atomic_int remaining;  /* workers that have not yet acknowledged the job */
-  atomic_int next_chunk; /* the next chunk to claim (1..nchunks-1) */
+  pthread_cond_t wake;    /* workers sleep here waiting for a new generation */
+  pthread_cond_t done_cv; /* the caller sleeps here waiting for claimed chunks */
+  _Atomic uint64_t claim;
+  atomic_int done; /* chunks 1.. of the current job finished by workers */
   atomic_int sleeping_workers;
   atomic_int caller_sleeping;
   atomic_int stop;
-  /* The current job; written by the caller only while no worker reads it. */
+  uint32_t gen; /* the caller's copy of the current generation */
+  /* The current job (see the invariants above). */
   nnc_rt_task fn;
   void *arg;
   int64_t n;
-  int nchunks;
 };
 
 typedef struct worker_start {
@@ -103,28 +113,32 @@ static void run_chunk(nnc_rt_task fn, void *arg, int64_t n, int nchunks, int c) 
   in_task = 0;
 }
 
-/* Runs chunks of the current job until none is left to claim. */
-static void claim_chunks(nnc_rt_pool *pool) {
+/* Claims the next chunk of generation gen; -1 when none is left (or the
+ * job is no longer current). *count receives the job's chunk count. */
+static int claim_chunk(nnc_rt_pool *pool, uint32_t gen, int *count) {
+  uint64_t w = atomic_load(&pool->claim);
   for (;;) {
-    int c = atomic_fetch_add(&pool->next_chunk, 1);
-    if (c >= pool->nchunks) return;
-    run_chunk(pool->fn, pool->arg, pool->n, pool->nchunks, c);
+    if (CLAIM_GEN(w) != gen || CLAIM_NEXT(w) >= CLAIM_COUNT(w)) return -1;
+    if (atomic_compare_exchange_weak(&pool->claim, &w, w + ((uint64_t)1 << 16))) {
+      *count = CLAIM_COUNT(w);
+      return CLAIM_NEXT(w);
+    }
   }
 }
 
-/* Spins, then sleeps, until the generation moves past seen. */
-static unsigned long wait_for_job(nnc_rt_pool *pool, unsigned long seen) {
+/* Spins, then sleeps, until the claim word's generation moves past seen. */
+static uint32_t wait_for_job(nnc_rt_pool *pool, uint32_t seen) {
   double deadline = nnc_rt_now() + pool->spin_s;
   for (int i = 1;; i++) {
-    unsigned long g = atomic_load_explicit(&pool->generation, memory_order_acquire);
+    uint32_t g = CLAIM_GEN(atomic_load_explicit(&pool->claim, memory_order_acquire));
     if (g != seen) return g;
     NNC_RT_PAUSE();
     if (i % 64 == 0 && nnc_rt_now() > deadline) break;
   }
   pthread_mutex_lock(&pool->mu);
   atomic_fetch_add(&pool->sleeping_workers, 1);
-  unsigned long g;
-  while ((g = atomic_load(&pool->generation)) == seen)
+  uint32_t g;
+  while ((g = CLAIM_GEN(atomic_load(&pool->claim))) == seen)
     pthread_cond_wait(&pool->wake, &pool->mu);
   atomic_fetch_sub(&pool->sleeping_workers, 1);
   pthread_mutex_unlock(&pool->mu);
@@ -136,50 +150,46 @@ static void *worker_main(void *p) {
   free(p);
   nnc_rt_pool *pool = start.pool;
   nnc_rt_set_ftz_daz();
-  unsigned long seen = 0;
+  uint32_t seen = 0;
   for (;;) {
     seen = wait_for_job(pool, seen);
     if (atomic_load(&pool->stop)) break;
-    claim_chunks(pool);
-    /* After this decrement the job may be rewritten: touch nothing of it. */
-    if (atomic_fetch_sub(&pool->remaining, 1) == 1 && atomic_load(&pool->caller_sleeping)) {
-      pthread_mutex_lock(&pool->mu);
-      pthread_cond_signal(&pool->done);
-      pthread_mutex_unlock(&pool->mu);
+    int c, count;
+    while ((c = claim_chunk(pool, seen, &count)) >= 0) {
+      /* The claim holds the job still until `done` counts this chunk. */
+      run_chunk(pool->fn, pool->arg, pool->n, count, c);
+      /* The caller re-checks its target under the mutex: wake it for any
+       * finished chunk once it sleeps (rare: only after its spin). */
+      atomic_fetch_add(&pool->done, 1);
+      if (atomic_load(&pool->caller_sleeping)) {
+        pthread_mutex_lock(&pool->mu);
+        pthread_cond_signal(&pool->done_cv);
+        pthread_mutex_unlock(&pool->mu);
+      }
     }
   }
   return NULL;
 }
 
-/* Wakes every worker for the job already written into pool. */
-static void publish(nnc_rt_pool *pool) {
-  atomic_store(&pool->remaining, pool->nthreads - 1);
-  atomic_fetch_add(&pool->generation, 1);
-  if (atomic_load(&pool->sleeping_workers) > 0) {
-    pthread_mutex_lock(&pool->mu);
-    pthread_cond_broadcast(&pool->wake);
-    pthread_mutex_unlock(&pool->mu);
-  }
-}
-
-static void wait_for_workers(nnc_rt_pool *pool) {
+/* Waits until workers have finished every chunk they claimed. */
+static void wait_for_workers(nnc_rt_pool *pool, int expect) {
   double deadline = nnc_rt_now() + pool->spin_s;
   for (int i = 1;; i++) {
-    if (atomic_load_explicit(&pool->remaining, memory_order_acquire) == 0) return;
+    if (atomic_load_explicit(&pool->done, memory_order_acquire) == expect) return;
     NNC_RT_PAUSE();
     if (i % 64 == 0 && nnc_rt_now() > deadline) break;
   }
   pthread_mutex_lock(&pool->mu);
   atomic_store(&pool->caller_sleeping, 1);
-  while (atomic_load(&pool->remaining) > 0)
-    pthread_cond_wait(&pool->done, &pool->mu);
+  while (atomic_load(&pool->done) != expect)
+    pthread_cond_wait(&pool->done_cv, &pool->mu);
   atomic_store(&pool->caller_sleeping, 0);
   pthread_mutex_unlock(&pool->mu);
 }
 
 static void stop_workers(nnc_rt_pool *pool) {
   atomic_store(&pool->stop, 1);
-  atomic_fetch_add(&pool->generation, 1);
+  atomic_store(&pool->claim, CLAIM(++pool->gen, 0, 0));
   pthread_mutex_lock(&pool->mu);
   pthread_cond_broadcast(&pool->wake);
   pthread_mutex_unlock(&pool->mu);
@@ -188,7 +198,7 @@ static void stop_workers(nnc_rt_pool *pool) {
 }
 
 static void free_pool(nnc_rt_pool *pool) {
-  pthread_cond_destroy(&pool->done);
+  pthread_cond_destroy(&pool->done_cv);
   pthread_cond_destroy(&pool->wake);
   pthread_mutex_destroy(&pool->mu);
   free(pool->workers);
@@ -219,7 +229,7 @@ nnc_rt_pool *nnc_rt_pool_create(int nthreads, nnc_rt_error *err) {
   pool->workers = workers;
   pthread_mutex_init(&pool->mu, NULL);
   pthread_cond_init(&pool->wake, NULL);
-  pthread_cond_init(&pool->done, NULL);
+  pthread_cond_init(&pool->done_cv, NULL);
   nnc_rt_set_ftz_daz();
   for (int i = 1; i < nthreads; i++) {
     worker_start *start = malloc(sizeof *start);
@@ -259,13 +269,24 @@ void nnc_rt_parallel(nnc_rt_pool *pool, nnc_rt_task fn, void *arg, int64_t n) {
     in_task = nested;
     return;
   }
+  int nchunks = n < pool->nthreads ? (int)n : pool->nthreads;
   pool->fn = fn;
   pool->arg = arg;
   pool->n = n;
-  pool->nchunks = n < pool->nthreads ? (int)n : pool->nthreads;
-  atomic_store(&pool->next_chunk, 1);
-  publish(pool);
-  run_chunk(fn, arg, n, pool->nchunks, 0);
-  claim_chunks(pool);
-  wait_for_workers(pool);
+  atomic_store(&pool->done, 0);
+  /* Publishing the claim word hands out chunks 1..nchunks-1. */
+  uint32_t gen = ++pool->gen;
+  atomic_store(&pool->claim, CLAIM(gen, 1, nchunks));
+  if (atomic_load(&pool->sleeping_workers) > 0) {
+    pthread_mutex_lock(&pool->mu);
+    pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->mu);
+  }
+  run_chunk(fn, arg, n, nchunks, 0);
+  int c, count, mine = 0;
+  while ((c = claim_chunk(pool, gen, &count)) >= 0) {
+    run_chunk(fn, arg, n, count, c);
+    mine++;
+  }
+  wait_for_workers(pool, nchunks - 1 - mine);
 }

@@ -188,12 +188,60 @@ static void test_sleep_and_wake(void **state) {
   nnc_rt_pool_destroy(pool);
 }
 
+/* Many short jobs back to back, of every size around the thread count:
+ * each index of each job is visited exactly once, and no chunk of one job
+ * runs during the next (a late worker must not claim a chunk of a job that
+ * is gone). */
+typedef struct stress_job {
+  atomic_int visits[32];
+  atomic_int running; /* chunks of this job in flight */
+  atomic_int overlap; /* chunks that saw another job's index range */
+  int64_t n;
+} stress_job;
+
+static void stress_task(void *arg, int64_t begin, int64_t end) {
+  stress_job *job = arg;
+  atomic_fetch_add(&job->running, 1);
+  if (end > job->n) atomic_fetch_add(&job->overlap, 1);
+  for (int64_t i = begin; i < end; i++)
+    atomic_fetch_add(&job->visits[i], 1);
+  atomic_fetch_sub(&job->running, 1);
+}
+
+static void stress(int nthreads) {
+  nnc_rt_error err;
+  nnc_rt_pool *pool = nnc_rt_pool_create(nthreads, &err);
+  assert_non_null(pool);
+  stress_job *job = calloc(1, sizeof *job);
+  assert_non_null(job);
+  for (int it = 0; it < 20000; it++) {
+    job->n = 1 + it % 31;
+    for (int i = 0; i < 32; i++)
+      atomic_store(&job->visits[i], 0);
+    nnc_rt_parallel(pool, stress_task, job, job->n);
+    assert_int_equal(atomic_load(&job->running), 0); /* every chunk finished */
+    for (int i = 0; i < 32; i++)
+      assert_int_equal(atomic_load(&job->visits[i]), i < job->n);
+  }
+  assert_int_equal(atomic_load(&job->overlap), 0);
+  free(job);
+  nnc_rt_pool_destroy(pool);
+}
+
+static void test_stress_2_threads(void **state) {
+  stress(2);
+}
+static void test_stress_8_threads(void **state) {
+  stress(8);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_1_thread),           cmocka_unit_test(test_2_threads),
       cmocka_unit_test(test_3_threads),          cmocka_unit_test(test_8_threads),
       cmocka_unit_test(test_null_pool),          cmocka_unit_test(test_all_cores_and_bad_count),
       cmocka_unit_test(test_nested_runs_inline), cmocka_unit_test(test_sleep_and_wake),
+      cmocka_unit_test(test_stress_2_threads),   cmocka_unit_test(test_stress_8_threads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
