@@ -43,6 +43,16 @@ typedef struct nnc_cg_program nnc_cg_program;
  * the model; free it with nnc_cg_free. */
 bool nnc_cg_compile(const nnc_module *m, const nnc_cg_options *o, nnc_cg_program **out, char *err,
                     size_t errlen);
+/* The same in two halves, so the caller can work while LLVM does: lowers,
+ * plans and fills the model table (everything but its entry points), then
+ * returns while a background thread generates the machine code and links
+ * it. The model's `ready` hook (and nnc_cg_wait) waits for that thread;
+ * the entry points are valid once it returned 0. nnc_cg_free waits too. */
+bool nnc_cg_compile_start(const nnc_module *m, const nnc_cg_options *o, nnc_cg_program **out,
+                          char *err, size_t errlen);
+bool nnc_cg_wait(nnc_cg_program *p, char *err, size_t errlen);
+/* Seconds from nnc_cg_compile_start to callable code (0 until then). */
+double nnc_cg_compile_seconds(const nnc_cg_program *p);
 const nnc_rt_model *nnc_cg_model(const nnc_cg_program *p);
 void nnc_cg_free(nnc_cg_program *p);
 /* Byte offset in the arena of an input or output slot; -1 when no graph

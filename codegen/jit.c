@@ -22,19 +22,42 @@
 
 #include "cg_internal.h"
 
+/* Parts the program is compiled in, one thread each (the development
+ * machines have 2 cores). A fixed number, not the core count: the code of
+ * every kernel is the same whichever part it is in, but a fixed split
+ * keeps the compile itself the same everywhere. */
+#define JIT_PARTS 2
+
+/* One part of the program, from kernel IR to an object file in memory, in
+ * an LLVM context of its own (so parts can compile on separate threads;
+ * they share only read-only inputs). */
+typedef struct part_job {
+  const nnc_kprog *prog;
+  const nnc_cg_options *o;
+  const nnc_cg_target *t;
+  int part;
+  LLVMMemoryBufferRef obj; /* the result, owned by the job until added to the JIT */
+  nnc_cg_times times;
+  bool ok;
+  char err[512];
+} part_job;
+
 struct nnc_cg_program {
   nnc_arena arena; /* the kernel program and the model's tables */
   nnc_kprog prog;
   nnc_rt_model model;
   LLVMOrcLLJITRef jit;
   const int64_t *profile[2]; /* train, eval counters (profile.c); NULL: off */
+  /* The second half of the compilation (finish), maybe on `finisher`. */
+  nnc_cg_options opts;
+  nnc_cg_target target;
+  part_job jobs[JIT_PARTS];
+  pthread_t finisher;
+  bool pending;   /* finisher started and not yet joined */
+  bool finish_ok; /* valid once finished */
+  char finish_err[1024];
+  double t0, t1, seconds; /* start, kernels built; start to callable code */
 };
-
-/* Parts the program is compiled in, one thread each (the development
- * machines have 2 cores). A fixed number, not the core count: the code of
- * every kernel is the same whichever part it is in, but a fixed split
- * keeps the compile itself the same everywhere. */
-#define JIT_PARTS 2
 
 static int64_t buf_offset(const nnc_kprog *p, int buf) {
   return buf < 0 ? -1 : p->bufs[buf].offset;
@@ -131,20 +154,6 @@ static bool create_jit(const nnc_cg_target *t, int opt_level, LLVMOrcLLJITRef *o
                       errlen); /* consumes builder */
 }
 
-/* One part of the program, from kernel IR to an object file in memory, in
- * an LLVM context of its own (so parts can compile on separate threads;
- * they share only read-only inputs). */
-typedef struct part_job {
-  const nnc_kprog *prog;
-  const nnc_cg_options *o;
-  const nnc_cg_target *t;
-  int part;
-  LLVMMemoryBufferRef obj; /* the result, owned by the job until added to the JIT */
-  nnc_cg_times times;
-  bool ok;
-  char err[512];
-} part_job;
-
 static void *compile_part(void *arg) {
   part_job *j = arg;
   LLVMContextRef ctx = LLVMContextCreate();
@@ -232,54 +241,102 @@ static void print_times(FILE *f, const part_job *jobs, double t0, double t1, dou
           1e3 * (t1 - t0), JIT_PARTS, 1e3 * (t2 - t1), 1e3 * (t3 - t2), 1e3 * (t3 - t0));
 }
 
-bool nnc_cg_compile(const nnc_module *m, const nnc_cg_options *o, nnc_cg_program **out, char *err,
-                    size_t errlen) {
-  nnc_cg_options defaults;
-  if (!o) {
-    nnc_cg_default_options(&defaults);
-    o = &defaults;
+/* The second half: machine code for every part, the JIT, the entry
+ * points. Frees the target and, on failure, whatever it made. */
+static bool finish(nnc_cg_program *prog, char *err, size_t errlen) {
+  bool ok = compile_parts(prog->jobs, err, errlen);
+  double t2 = nnc_cg_now();
+  ok = ok && create_jit(&prog->target, prog->opts.opt_level, &prog->jit, err, errlen);
+  ok = ok && define_runtime_symbols(prog->jit, err, errlen);
+  ok = ok && link_parts(prog, prog->jobs, &prog->opts, err, errlen);
+  double t3 = nnc_cg_now();
+  if (ok && prog->opts.timing)
+    print_times(prog->opts.timing, prog->jobs, prog->t0, prog->t1, t2, t3);
+  for (int i = 0; i < JIT_PARTS; i++)
+    if (prog->jobs[i].obj) {
+      LLVMDisposeMemoryBuffer(prog->jobs[i].obj);
+      prog->jobs[i].obj = NULL;
+    }
+  if (!ok && prog->jit) {
+    char ignored[16];
+    nnc_cg_check(LLVMOrcDisposeLLJIT(prog->jit), "", ignored, sizeof ignored);
+    prog->jit = NULL;
   }
-  double t0 = nnc_cg_now();
+  nnc_cg_target_dispose(&prog->target);
+  prog->seconds = t3 - prog->t0;
+  return ok;
+}
+
+static void *finish_thread(void *arg) {
+  nnc_cg_program *prog = arg;
+  prog->finish_ok = finish(prog, prog->finish_err, sizeof prog->finish_err);
+  return NULL;
+}
+
+/* The model's ready hook (nnc_rt_model.ready). */
+static int model_ready(void *ctx, nnc_rt_error *err) {
+  return nnc_cg_wait(ctx, err->msg, sizeof err->msg) ? 0 : -1;
+}
+
+bool nnc_cg_compile_start(const nnc_module *m, const nnc_cg_options *o, nnc_cg_program **out,
+                          char *err, size_t errlen) {
   nnc_cg_program *prog = calloc(1, sizeof *prog);
   if (!prog) {
     snprintf(err, errlen, "codegen: out of memory");
     return false;
   }
+  if (o)
+    prog->opts = *o;
+  else
+    nnc_cg_default_options(&prog->opts);
+  prog->t0 = nnc_cg_now();
   nnc_arena_init(&prog->arena);
   prog->prog.arena = &prog->arena;
-  nnc_cg_target t;
-  part_job jobs[JIT_PARTS];
-  memset(jobs, 0, sizeof jobs);
-  if (!nnc_cg_target_init(&t, o, err, errlen)) goto fail_prog;
-  if (!nnc_cg_build_kernels(&prog->prog, m, &t, err, errlen)) goto fail_target;
-  double t1 = nnc_cg_now();
-  for (int i = 0; i < JIT_PARTS; i++)
-    jobs[i] = (part_job){.prog = &prog->prog, .o = o, .t = &t, .part = i};
-  if (!compile_parts(jobs, err, errlen)) goto fail_objs;
-  double t2 = nnc_cg_now();
-  if (!create_jit(&t, o->opt_level, &prog->jit, err, errlen)) goto fail_objs;
-  if (!define_runtime_symbols(prog->jit, err, errlen)) goto fail_jit;
+  if (!nnc_cg_target_init(&prog->target, &prog->opts, err, errlen)) goto fail_prog;
+  if (!nnc_cg_build_kernels(&prog->prog, m, &prog->target, err, errlen)) goto fail_target;
+  prog->t1 = nnc_cg_now();
   fill_model(prog, m);
-  if (!link_parts(prog, jobs, o, err, errlen)) goto fail_jit;
-  double t3 = nnc_cg_now();
-  if (o->timing) print_times(o->timing, jobs, t0, t1, t2, t3);
-  nnc_cg_target_dispose(&t);
+  prog->model.ready = model_ready;
+  prog->model.ready_ctx = prog;
+  for (int i = 0; i < JIT_PARTS; i++)
+    prog->jobs[i] =
+        (part_job){.prog = &prog->prog, .o = &prog->opts, .t = &prog->target, .part = i};
+  prog->pending = pthread_create(&prog->finisher, NULL, finish_thread, prog) == 0;
+  if (!prog->pending) finish_thread(prog); /* no thread: finish here */
   *out = prog;
   return true;
 
-fail_jit : {
-  char ignored[16];
-  nnc_cg_check(LLVMOrcDisposeLLJIT(prog->jit), "", ignored, sizeof ignored);
-}
-fail_objs:
-  for (int i = 0; i < JIT_PARTS; i++)
-    if (jobs[i].obj) LLVMDisposeMemoryBuffer(jobs[i].obj);
 fail_target:
-  nnc_cg_target_dispose(&t);
+  nnc_cg_target_dispose(&prog->target);
 fail_prog:
   nnc_arena_destroy(&prog->arena);
   free(prog);
   return false;
+}
+
+bool nnc_cg_wait(nnc_cg_program *p, char *err, size_t errlen) {
+  if (p->pending) {
+    pthread_join(p->finisher, NULL);
+    p->pending = false;
+  }
+  if (!p->finish_ok) snprintf(err, errlen, "%s", p->finish_err);
+  return p->finish_ok;
+}
+
+double nnc_cg_compile_seconds(const nnc_cg_program *p) {
+  return p->pending ? 0 : p->seconds;
+}
+
+bool nnc_cg_compile(const nnc_module *m, const nnc_cg_options *o, nnc_cg_program **out, char *err,
+                    size_t errlen) {
+  nnc_cg_program *prog;
+  if (!nnc_cg_compile_start(m, o, &prog, err, errlen)) return false;
+  if (!nnc_cg_wait(prog, err, errlen)) {
+    nnc_cg_free(prog);
+    return false;
+  }
+  *out = prog;
+  return true;
 }
 
 const nnc_rt_model *nnc_cg_model(const nnc_cg_program *p) {
@@ -316,6 +373,7 @@ void nnc_cg_dump_kernels(const nnc_cg_program *p, FILE *out) {
 
 void nnc_cg_free(nnc_cg_program *p) {
   if (!p) return;
+  if (p->pending) pthread_join(p->finisher, NULL);
   char ignored[16];
   if (p->jit) nnc_cg_check(LLVMOrcDisposeLLJIT(p->jit), "", ignored, sizeof ignored);
   nnc_arena_destroy(&p->arena);

@@ -209,6 +209,12 @@ typedef struct nnc_rt_model {
   const nnc_rt_tensor *tensors;
   nnc_rt_entry train_step; /* forward, backward, update for one batch */
   nnc_rt_entry eval_step;  /* forward in evaluation mode */
+  /* Optional (NULL in standalone trainers): `nnc run` generates machine
+   * code while the session loads data. The session calls ready(ready_ctx)
+   * before the first step; train_step and eval_step are valid only after
+   * it returned 0 (-1: err says why). */
+  int (*ready)(void *ctx, nnc_rt_error *err);
+  void *ready_ctx;
 } nnc_rt_model;
 
 /* Initialises every persistent tensor from its init rule, in table order,

@@ -600,6 +600,8 @@ static int run_steps(session *S) {
   S->pool = nnc_rt_pool_create(S->f.threads, &S->err);
   if (!S->pool || make_arena(S)) return -1;
   if (s->load_path && !s->resume_path && transfer_load(S)) return -1;
+  /* nnc run: the machine code was generated while the data loaded. */
+  if (S->m->ready && S->m->ready(S->m->ready_ctx, &S->err)) return -1;
   if (train(S)) return -1;
   return report(S);
 }
