@@ -290,9 +290,97 @@ static int by_id(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* The graph being rewritten; nodes below nold were there before. */
+typedef struct sums {
+  nnc_graph *g;
+  int nold;
+} sums;
+
+static nnc_node *try_sum(sums *S, nnc_node *x, uint32_t axes, int depth);
+
+/* sum(s * c1 * ... * f1 * f2 ...) = s * c1 * ... * sum(f1 * f2 ...), or NULL.
+ * Tried for another rule's sake (depth > 0): only with one f whose sum
+ * reduces further. */
+static nnc_node *pull_factors(sums *S, nnc_node *n, int depth) {
+  nnc_graph *g = S->g;
+  nnc_node *x = n->in[0];
+  uint32_t axes = (uint32_t)n->attr[0];
+  factors F = {.ok = true};
+  collect(g, x, axes, x->shape.rank, &F);
+  if (!F.ok || F.nf == 0 || (F.nc == 0 && !F.negate)) return NULL;
+  qsort(F.f, (size_t)F.nf, sizeof F.f[0], by_id);
+  nnc_node *p = F.f[0];
+  for (int i = 1; i < F.nf; i++)
+    p = nnc_ir_binary(g, NNC_OP_MUL, p, F.f[i]);
+  if (!nnc_shape_eq(&p->shape, &x->shape)) return NULL; /* the f do not cover x's shape */
+  nnc_node *r = depth == 0  ? nnc_ir_reduce(g, NNC_OP_SUM, p, axes)
+                : F.nf == 1 ? try_sum(S, p, axes, depth)
+                            : NULL;
+  if (!r) return NULL;
+  for (int i = 0; i < F.nc; i++)
+    r = nnc_ir_binary(g, NNC_OP_MUL, r, F.c[i]);
+  return F.negate ? nnc_ir_unary(g, NNC_OP_NEG, r) : r;
+}
+
+static nnc_node *rewrite_sum(sums *S, nnc_node *n, int depth);
+
+/* Takes the op and operands of r into n, which keeps its id and users. */
+static void become(nnc_node *n, const nnc_node *r) {
+  n->op = r->op;
+  n->nin = r->nin;
+  n->in = r->in;
+  memcpy(n->attr, r->attr, sizeof n->attr);
+  n->fattr = r->fattr;
+}
+
+/* sum_axes(x) where the graph has it already, or a rule rewrites it into
+ * sums that it has (then the new sum node, rewritten), else NULL: for the
+ * rules below, which pay only when no new pass over x results. */
+static nnc_node *try_sum(sums *S, nnc_node *x, uint32_t axes, int depth) {
+  enum { MAX_DEPTH = 8 };
+  nnc_graph *g = S->g;
+  for (int i = 0; i < S->nold; i++) {
+    nnc_node *o = g->nodes[i];
+    if (o->op == NNC_OP_SUM && o->in[0] == x && (uint32_t)o->attr[0] == axes) return o;
+  }
+  if (depth >= MAX_DEPTH) return NULL;
+  nnc_node *s = nnc_ir_reduce(g, NNC_OP_SUM, x, axes);
+  nnc_node *r = rewrite_sum(S, s, depth + 1);
+  if (!r || !same_type(s, r)) return NULL;
+  become(s, r);
+  return s;
+}
+
+/* sum over axes of reshape(x) as reshape(sum over x's axes): where the
+ * reshape merges or splits dims in groups each wholly summed or wholly
+ * kept (the [N*H*W, C] rows of a convolution's gradient as [N,H,W,C]).
+ * Returns the mask over x's axes, or -1. */
+static int64_t reshape_axes(const nnc_node *x, uint32_t axes) {
+  const nnc_shape *in = &x->in[0]->shape, *out = &x->shape;
+  uint32_t res = 0;
+  /* dim d of a shape covers the positions (product before d, product up to d] */
+  int64_t ilo = 1;
+  for (int i = 0; i < in->rank; ilo *= in->dim[i++]) {
+    int64_t ihi = ilo * in->dim[i], olo = 1;
+    bool summed = false, kept = false;
+    for (int j = 0; j < out->rank; olo *= out->dim[j++]) {
+      int64_t ohi = olo * out->dim[j];
+      if (out->dim[j] == 1 || ohi <= ilo || olo >= ihi) continue; /* no overlap */
+      if (axes >> j & 1)
+        summed = true;
+      else
+        kept = true;
+    }
+    if (summed && kept) return -1;
+    if (summed) res |= 1u << i;
+  }
+  return res;
+}
+
 /* The new value of the sum n, or NULL where no rule applies. New nodes
  * are appended to g (topo_sort puts them in place). */
-static nnc_node *rewrite_sum(nnc_graph *g, nnc_node *n) {
+static nnc_node *rewrite_sum(sums *S, nnc_node *n, int depth) {
+  nnc_graph *g = S->g;
   nnc_node *x = n->in[0];
   uint32_t axes = (uint32_t)n->attr[0];
   int rank = x->shape.rank;
@@ -301,25 +389,43 @@ static nnc_node *rewrite_sum(nnc_graph *g, nnc_node *n) {
       nnc_node *c = along_axes(g, x->in[i], axes, rank), *v = x->in[1 - i];
       if (!c || !nnc_shape_eq(&v->shape, &x->shape)) continue;
       double count = (double)(nnc_shape_numel(&x->shape) / nnc_shape_numel(&n->shape));
+      /* tried for another rule's sake (depth > 0): only if sum(v) reduces too, else
+       * sum(v) would be a new pass (and a product's output a second reader) */
+      nnc_node *sv = depth ? try_sum(S, v, axes, depth) : nnc_ir_reduce(g, NNC_OP_SUM, v, axes);
+      if (!sv) continue;
       nnc_node *sc = nnc_ir_binary(g, NNC_OP_MUL, c, nnc_ir_const(g, n->dtype, count));
-      nnc_node *sv = nnc_ir_reduce(g, NNC_OP_SUM, v, axes);
       if (x->op == NNC_OP_ADD) return nnc_ir_binary(g, NNC_OP_ADD, sv, sc);
       return i == 1 ? nnc_ir_binary(g, NNC_OP_SUB, sv, sc) : nnc_ir_binary(g, NNC_OP_SUB, sc, sv);
     }
   }
-  if (x->op != NNC_OP_MUL && x->op != NNC_OP_NEG && x->op != NNC_OP_ADD) return NULL;
-  factors F = {.ok = true};
-  collect(g, x, axes, rank, &F);
-  if (!F.ok || F.nf == 0 || (F.nc == 0 && !F.negate)) return NULL;
-  qsort(F.f, (size_t)F.nf, sizeof F.f[0], by_id);
-  nnc_node *p = F.f[0];
-  for (int i = 1; i < F.nf; i++)
-    p = nnc_ir_binary(g, NNC_OP_MUL, p, F.f[i]);
-  if (!nnc_shape_eq(&p->shape, &x->shape)) return NULL; /* the f do not cover x's shape */
-  nnc_node *r = nnc_ir_reduce(g, NNC_OP_SUM, p, axes);
-  for (int i = 0; i < F.nc; i++)
-    r = nnc_ir_binary(g, NNC_OP_MUL, r, F.c[i]);
-  return F.negate ? nnc_ir_unary(g, NNC_OP_NEG, r) : r;
+  if (x->op == NNC_OP_MUL || x->op == NNC_OP_NEG || x->op == NNC_OP_ADD) {
+    nnc_node *r = pull_factors(S, n, depth);
+    if (r) return r;
+  }
+  /* sum(a +- b) = sum(a) +- sum(b) where both of those reduce further */
+  if ((x->op == NNC_OP_ADD || x->op == NNC_OP_SUB) && nnc_shape_eq(&x->in[0]->shape, &x->shape) &&
+      nnc_shape_eq(&x->in[1]->shape, &x->shape)) {
+    nnc_node *a = try_sum(S, x->in[0], axes, depth),
+             *b = a ? try_sum(S, x->in[1], axes, depth) : NULL;
+    return b ? nnc_ir_binary(g, x->op, a, b) : NULL;
+  }
+  if (x->op == NNC_OP_TRANSPOSE) {
+    uint32_t src = 0;
+    int perm[NNC_MAX_RANK];
+    for (int d = 0; d < rank; d++) {
+      perm[d] = (int)x->attr[d];
+      if (axes >> d & 1) src |= 1u << perm[d];
+    }
+    nnc_node *s = try_sum(S, x->in[0], src, depth);
+    return s ? nnc_ir_transpose(g, s, perm) : NULL;
+  }
+  if (x->op == NNC_OP_RESHAPE) {
+    int64_t src = reshape_axes(x, axes);
+    nnc_node *s = src >= 0 ? try_sum(S, x->in[0], (uint32_t)src, depth) : NULL;
+    if (!s || nnc_shape_numel(&s->shape) != nnc_shape_numel(&n->shape)) return NULL;
+    return nnc_ir_reshape(g, s, &n->shape);
+  }
+  return NULL;
 }
 
 /* Puts g's nodes in an order where operands come first (depth first from
@@ -364,16 +470,13 @@ static void topo_sort(nnc_graph *g) {
  * value, so its users need no redirection); returns whether any changed. */
 static bool rewrite_sums(nnc_graph *g) {
   bool changed = false;
+  sums S = {g, g->nnodes};
   for (int i = 0; i < g->nnodes; i++) { /* including sums the rewrites append */
     nnc_node *n = g->nodes[i];
     if (n->op != NNC_OP_SUM || n->dtype == NNC_I32) continue;
-    nnc_node *r = rewrite_sum(g, n);
+    nnc_node *r = rewrite_sum(&S, n, 0);
     if (!r || !same_type(n, r)) continue;
-    n->op = r->op;
-    n->nin = r->nin;
-    n->in = r->in;
-    memcpy(n->attr, r->attr, sizeof n->attr);
-    n->fattr = r->fattr;
+    become(n, r);
     changed = true;
   }
   return changed;
@@ -381,7 +484,11 @@ static bool rewrite_sums(nnc_graph *g) {
 
 void nnc_simplify(nnc_graph *g) {
   simplify_once(g);
-  if (!rewrite_sums(g)) return;
+  int n = g->nnodes;
+  if (!rewrite_sums(g)) {
+    g->nnodes = n; /* drop what failed attempts appended; nothing reads it */
+    return;
+  }
   topo_sort(g);
   simplify_once(g);
 }

@@ -209,6 +209,44 @@ static void test_sums_left_alone(void **state) {
   assert_ptr_equal(s1->in[0]->in[0], w); /* operand order kept */
 }
 
+/* A bias gradient: the rows of [N*W, C] (a transposed, reshaped [N,C,W])
+ * summed. Through the reshape and transpose, over a sum and into sums the
+ * graph has (sum(x)), it needs no pass of its own; without sum(x) in the
+ * graph it stays as it is. */
+static void check_bias_sum(fixture *fx, bool have_sum) {
+  nnc_graph *g = fx->g;
+  nnc_node *x = fx_leaf(fx, "x", sh(3, 2, 3, 4), -1, 1);
+  nnc_node *c = fx_leaf(fx, "c", sh(3, 1, 3, 1), 0.5, 2);
+  nnc_node *k = fx_leaf(fx, "k", sh(3, 1, 3, 1), -1, 1);
+  nnc_shape full = sh(3, 2, 3, 4), rows = sh(2, 8, 3);
+  nnc_node *xc = nnc_ir_binary(g, NNC_OP_MUL, x, c);
+  nnc_node *dx = nnc_ir_binary(g, NNC_OP_SUB, nnc_ir_binary(g, NNC_OP_ADD, xc, xc),
+                               nnc_ir_broadcast(g, k, &full));
+  static const int nwc[3] = {0, 2, 1};
+  nnc_node *b =
+      nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_reshape(g, nnc_ir_transpose(g, dx, nwc), &rows), 0x1);
+  nnc_graph_set_output(g, NNC_OUT_PRED, b);
+  if (have_sum) nnc_graph_set_output(g, NNC_OUT_LOSS_VEC, nnc_ir_reduce(g, NNC_OP_SUM, x, 0x5));
+  double before[3], after[3];
+  eval_into(fx, b, before);
+  nnc_simplify(g);
+  eval_into(fx, g->outputs[NNC_OUT_PRED], after);
+  for (int i = 0; i < 3; i++)
+    assert_near(before[i], after[i], 1e-12 * (1 + fabs(before[i])));
+  assert_int_equal(count_op(g, NNC_OP_SUM), 1);
+  for (int i = 0; i < g->nnodes; i++)
+    if (g->nodes[i]->op == NNC_OP_SUM)
+      assert_ptr_equal(g->nodes[i]->in[0]->op, have_sum ? NNC_OP_PARAM : NNC_OP_RESHAPE);
+}
+
+static void test_bias_sum_from_other_sums(void **state) {
+  check_bias_sum(*state, true);
+}
+
+static void test_bias_sum_kept(void **state) {
+  check_bias_sum(*state, false);
+}
+
 /* An MLP regression step with Adam, l2, clipping and a warmup schedule:
  * two steps on a simplified and an unsimplified copy agree. */
 static void build_training(fixture *fx) {
@@ -286,7 +324,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       T(test_constant_folding),          T(test_identities),       T(test_cse),
       T(test_dead_code_and_renumbering), T(test_sums_of_products), T(test_sums_left_alone),
-      T(test_training_step_unchanged),
+      T(test_bias_sum_from_other_sums),  T(test_bias_sum_kept),    T(test_training_step_unchanged),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
