@@ -296,8 +296,10 @@ static int64_t read_numel(const nnc_node *n) {
  * only by n that is not recomputable would take n's place in memory.) Every reader
  * must read each element once; vectors stay in memory (they would be
  * recomputed for every element of their broadcast). */
-static bool recomputable(lower *L, const nnc_node *n) {
+static bool recomputable(lower *L, const nnc_node *n, int depth) {
+  enum { MAX_CHAIN = 8 }; /* operands looked through, so long chains cost no more */
   int id = n->id;
+  if (depth > MAX_CHAIN) return false;
   if (!is_elementwise(n) || !cheap_op(n->op) || L->is_update[id] || L->final[id]) return false;
   int64_t numel = nnc_shape_numel(&n->shape);
   int big = 0;
@@ -306,7 +308,8 @@ static bool recomputable(lower *L, const nnc_node *n) {
     if (read_numel(o) * 8 <= numel) continue;
     if (nnc_shape_numel(&o->shape) != numel || (L->final[o->id] && L->final[o->id] != o) || big++)
       return false;
-    if (!cheap(o) && !has_memory(L, o) && L->nusers[o->id] < 2 && !recomputable(L, o)) return false;
+    if (!cheap(o) && !has_memory(L, o) && L->nusers[o->id] < 2 && !recomputable(L, o, depth + 1))
+      return false;
   }
   if (big != 1) return false;
   for (int i = 0; i < L->nusers[id]; i++) {
@@ -323,7 +326,7 @@ static bool recomputable(lower *L, const nnc_node *n) {
 /* Chooses INLINE (with its root) or KERNEL for an inlinable node. */
 static node_state decide_inline(lower *L, const nnc_node *n) {
   node_state s = decide_shared(L, n);
-  if (s == ST_KERNEL && !L->force[n->id] && L->out_kind[n->id] < 0 && recomputable(L, n)) {
+  if (s == ST_KERNEL && !L->force[n->id] && L->out_kind[n->id] < 0 && recomputable(L, n, 0)) {
     L->recompute[n->id] = true;
     return ST_INLINE;
   }
