@@ -54,8 +54,9 @@ typedef struct lower {
   nnc_kgraph *kg;
   int nn;
   bool *live, *force, *ident;
-  int *out_kind;  /* first output kind of a node, or -1 */
-  int *is_update; /* number of updates whose value is the node */
+  bool *recompute; /* INLINE in every kernel that reads it (see recomputable) */
+  int *out_kind;   /* first output kind of a node, or -1 */
+  int *is_update;  /* number of updates whose value is the node */
   nnc_node ***users;
   int *nusers;
   node_state *st;
@@ -160,6 +161,8 @@ static bool plain_node(lower *L, const nnc_node *n) {
   return L->out_kind[n->id] < 0 && !L->is_update[n->id] && L->nusers[n->id] == 1;
 }
 
+static node_state decide_shared(lower *L, const nnc_node *n);
+
 static bool is_zero_const(const nnc_node *n) {
   return n->op == NNC_OP_CONST && n->fattr == 0;
 }
@@ -249,8 +252,89 @@ static void force_operands(lower *L, const nnc_node *n) {
   }
 }
 
+/* One vector op per element, whatever the operands. */
+static bool cheap_op(nnc_op op) {
+  switch (op) {
+  case NNC_OP_NEG:
+  case NNC_OP_RELU:
+  case NNC_OP_ABS:
+  case NNC_OP_ADD:
+  case NNC_OP_SUB:
+  case NNC_OP_MUL:
+  case NNC_OP_MAX:
+  case NNC_OP_MIN:
+  case NNC_OP_GT:
+  case NNC_OP_GE:
+  case NNC_OP_EQ:
+  case NNC_OP_SELECT: return true;
+  default: return false;
+  }
+}
+
+/* Has memory whatever its users: a leaf, a view or a kernel op's result
+ * (a node with other users than n most likely has memory too). */
+static bool has_memory(const lower *L, const nnc_node *n) {
+  return n->op == NNC_OP_PARAM || n->op == NNC_OP_INPUT || n->op == NNC_OP_RESHAPE ||
+         is_kernel_op(n->op) || L->force[n->id] || L->out_kind[n->id] >= 0;
+}
+
+/* Elements n's readers load: those of the memory under a cheap node's
+ * broadcasts and views, none for a constant. */
+static int64_t read_numel(const nnc_node *n) {
+  if (cheap(n))
+    while (n->op == NNC_OP_BROADCAST || n->op == NNC_OP_RESHAPE || n->op == NNC_OP_TRANSPOSE)
+      n = n->in[0];
+  return n->op == NNC_OP_CONST ? 0 : nnc_shape_numel(&n->shape);
+}
+
+/* Is n worth computing again in each kernel that reads it rather than
+ * storing it once? Yes for a cheap elementwise op of one full-size operand
+ * (that has memory, or is recomputable in turn) and per-channel vectors,
+ * constants or memory (batch norm's x - mean, its scale and shift, ReLU
+ * after it): each reader then reads that operand where it would have read
+ * n, the same traffic, and the pass that wrote n is saved. (An operand read
+ * only by n that is not recomputable would take n's place in memory.) Every reader
+ * must read each element once; vectors stay in memory (they would be
+ * recomputed for every element of their broadcast). */
+static bool recomputable(lower *L, const nnc_node *n, int depth) {
+  enum { MAX_CHAIN = 8 }; /* operands looked through, so long chains cost no more */
+  int id = n->id;
+  if (depth > MAX_CHAIN) return false;
+  if (!is_elementwise(n) || !cheap_op(n->op) || L->is_update[id] || L->final[id]) return false;
+  int64_t numel = nnc_shape_numel(&n->shape);
+  int big = 0;
+  for (int i = 0; i < n->nin; i++) {
+    const nnc_node *o = n->in[i];
+    if (read_numel(o) * 8 <= numel) continue;
+    if (nnc_shape_numel(&o->shape) != numel || (L->final[o->id] && L->final[o->id] != o) || big++)
+      return false;
+    if (!cheap(o) && !has_memory(L, o) && L->nusers[o->id] < 2 && !recomputable(L, o, depth + 1))
+      return false;
+  }
+  if (big != 1) return false;
+  for (int i = 0; i < L->nusers[id]; i++) {
+    const nnc_node *u = L->users[id][i];
+    node_state us = L->st[u->id];
+    if (us == ST_DEAD || us == ST_ABSORBED) continue;
+    if (rereads(u, n) || (!is_elementwise(u) && nnc_op_class_of(u->op) != NNC_CLASS_REDUCE &&
+                          u->op != NNC_OP_TRANSPOSE))
+      return false;
+  }
+  return true;
+}
+
 /* Chooses INLINE (with its root) or KERNEL for an inlinable node. */
 static node_state decide_inline(lower *L, const nnc_node *n) {
+  node_state s = decide_shared(L, n);
+  if (s == ST_KERNEL && !L->force[n->id] && L->out_kind[n->id] < 0 && recomputable(L, n, 0)) {
+    L->recompute[n->id] = true;
+    return ST_INLINE;
+  }
+  return s;
+}
+
+/* decide_inline without recomputing. */
+static node_state decide_shared(lower *L, const nnc_node *n) {
   int id = n->id, root = -1, nreal = 0;
   bool all_own = true, reread = false;
   if (L->force[id] || L->out_kind[id] >= 0) return ST_KERNEL;
@@ -259,6 +343,7 @@ static node_state decide_inline(lower *L, const nnc_node *n) {
     const nnc_node *u = L->users[id][i];
     node_state us = L->st[u->id];
     if (us == ST_DEAD || us == ST_ABSORBED) continue;
+    if (L->recompute[u->id]) return ST_KERNEL; /* read in any number of kernels */
     int r = us == ST_KERNEL ? u->id : L->root[u->id];
     bool own = reads_at_own_index(u, n) && (us == ST_KERNEL || L->ident[u->id]);
     if (nreal++ && r != root) return ST_KERNEL;
@@ -762,6 +847,7 @@ static int unit_stride_kept_axis(lower *L, const nnc_node *n) {
     idx[d] = nnc_kx_var(L->a, var[d]);
   }
   nnc_kexpr *e = gen(L, &G, x, idx);
+  if (loads_along(e, var[r - 1])) return -1; /* x - mean read in place: per-channel loads too */
   for (int d = 0; d < r - 1; d++)
     if (!(axes & (1u << d)) && loads_along(e, var[d])) return d;
   return -1;
@@ -1461,6 +1547,7 @@ static bool lower_graph(nnc_kprog *p, const nnc_graph *g, nnc_kgraph *kg, char *
   L.live = nnc_arena_alloc(L.a, nn);
   L.force = nnc_arena_alloc(L.a, nn);
   L.ident = nnc_arena_alloc(L.a, nn);
+  L.recompute = nnc_arena_alloc(L.a, nn);
   L.out_kind = nnc_arena_alloc(L.a, sizeof(int) * nn);
   L.is_update = nnc_arena_alloc(L.a, sizeof(int) * nn);
   L.users = nnc_arena_alloc(L.a, sizeof(nnc_node **) * nn);

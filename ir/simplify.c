@@ -18,6 +18,12 @@
  * Finally outputs and updates are redirected, and dead code is removed:
  * only nodes that an output or an update needs are kept (INPUT nodes are
  * always kept, so g->inputs stays valid), and ids are renumbered.
+ *
+ * Then sums are rewritten so that factors constant along the summed axes
+ * leave the sum (see rewrite_sum): batch norm's backward turns from five
+ * full-size sums into two. Where any sum was rewritten, the new nodes are
+ * put in topological order and the pass above runs once more (to merge the
+ * sums that have become equal).
  */
 #include "passes.h"
 
@@ -197,7 +203,7 @@ static void remove_dead(nnc_graph *g) {
   free(live);
 }
 
-void nnc_simplify(nnc_graph *g) {
+static void simplify_once(nnc_graph *g) {
   size_t cap = 16;
   while (cap < 2 * (size_t)g->nnodes)
     cap *= 2;
@@ -218,4 +224,271 @@ void nnc_simplify(nnc_graph *g) {
   free(repl);
   free(table.slot);
   remove_dead(g);
+}
+
+/* ---- Sums of products ----
+ *
+ * sum_A(s * c1 * ... * f1 * f2 ...) = s * c1 * ... * sum_A(f1 * f2 ...)
+ * where s is a sign (neg), the c are constant along the summed axes A
+ * (scalars, per-channel vectors, broadcasts of them, fills; a + a counts
+ * as 2 * a) and the f are the other factors, multiplied in the order of
+ * their ids so that two sums of the same factors become one node. And
+ * sum_A(x +- c) = sum_A(x) +- count * c, sum_A(c - x) = count * c - sum_A(x).
+ * Each pulls per-element work out of a full pass over x and leaves sums
+ * that other nodes already compute (batch norm: sum(dy * xhat) is
+ * rstd * sum(dy * (x - mean)), sum(x - mean) is sum(x) - count * mean). */
+
+enum { MAX_FACTORS = 16 };
+
+typedef struct factors {
+  nnc_node *c[MAX_FACTORS], *f[MAX_FACTORS];
+  int nc, nf;
+  bool negate, ok;
+} factors;
+
+/* The value n, constant along `axes` of a rank-`rank` operand, as a node
+ * that broadcasts to the sum's shape; NULL if n varies along them. */
+static nnc_node *along_axes(nnc_graph *g, nnc_node *n, uint32_t axes, int rank) {
+  while (n->op == NNC_OP_BROADCAST)
+    n = n->in[0];
+  if (n->op == NNC_OP_CONST) return n->shape.rank == 0 ? n : nnc_ir_const(g, n->dtype, n->fattr);
+  if (n->shape.rank == 0) return n;
+  if (n->shape.rank != rank) return NULL;
+  for (int d = 0; d < rank; d++)
+    if ((axes >> d & 1) && n->shape.dim[d] != 1) return NULL;
+  return n;
+}
+
+static void add_factor(nnc_node **list, int *count, nnc_node *n, factors *F) {
+  if (*count == MAX_FACTORS)
+    F->ok = false;
+  else
+    list[(*count)++] = n;
+}
+
+/* Splits the product n (of the sum's operand shape) into F. */
+static void collect(nnc_graph *g, nnc_node *n, uint32_t axes, int rank, factors *F) {
+  nnc_node *c = along_axes(g, n, axes, rank);
+  if (c) {
+    add_factor(F->c, &F->nc, c, F);
+  } else if (n->op == NNC_OP_NEG) {
+    F->negate = !F->negate;
+    collect(g, n->in[0], axes, rank, F);
+  } else if (n->op == NNC_OP_MUL) {
+    collect(g, n->in[0], axes, rank, F);
+    collect(g, n->in[1], axes, rank, F);
+  } else if (n->op == NNC_OP_ADD && n->in[0] == n->in[1]) {
+    add_factor(F->c, &F->nc, nnc_ir_const(g, n->dtype, 2), F);
+    collect(g, n->in[0], axes, rank, F);
+  } else {
+    add_factor(F->f, &F->nf, n, F);
+  }
+}
+
+static int by_id(const void *a, const void *b) {
+  int x = (*(nnc_node *const *)a)->id, y = (*(nnc_node *const *)b)->id;
+  return (x > y) - (x < y);
+}
+
+/* The graph being rewritten; nodes below nold were there before. */
+typedef struct sums {
+  nnc_graph *g;
+  int nold;
+} sums;
+
+static nnc_node *try_sum(sums *S, nnc_node *x, uint32_t axes, int depth);
+
+/* sum(s * c1 * ... * f1 * f2 ...) = s * c1 * ... * sum(f1 * f2 ...), or NULL.
+ * Tried for another rule's sake (depth > 0): only with one f whose sum
+ * reduces further. */
+static nnc_node *pull_factors(sums *S, nnc_node *n, int depth) {
+  nnc_graph *g = S->g;
+  nnc_node *x = n->in[0];
+  uint32_t axes = (uint32_t)n->attr[0];
+  factors F = {.ok = true};
+  collect(g, x, axes, x->shape.rank, &F);
+  if (!F.ok || F.nf == 0 || (F.nc == 0 && !F.negate)) return NULL;
+  qsort(F.f, (size_t)F.nf, sizeof F.f[0], by_id);
+  nnc_node *p = F.f[0];
+  for (int i = 1; i < F.nf; i++)
+    p = nnc_ir_binary(g, NNC_OP_MUL, p, F.f[i]);
+  if (!nnc_shape_eq(&p->shape, &x->shape)) return NULL; /* the f do not cover x's shape */
+  nnc_node *r = depth == 0  ? nnc_ir_reduce(g, NNC_OP_SUM, p, axes)
+                : F.nf == 1 ? try_sum(S, p, axes, depth)
+                            : NULL;
+  if (!r) return NULL;
+  for (int i = 0; i < F.nc; i++)
+    r = nnc_ir_binary(g, NNC_OP_MUL, r, F.c[i]);
+  return F.negate ? nnc_ir_unary(g, NNC_OP_NEG, r) : r;
+}
+
+static nnc_node *rewrite_sum(sums *S, nnc_node *n, int depth);
+
+/* Takes the op and operands of r into n, which keeps its id and users. */
+static void become(nnc_node *n, const nnc_node *r) {
+  n->op = r->op;
+  n->nin = r->nin;
+  n->in = r->in;
+  memcpy(n->attr, r->attr, sizeof n->attr);
+  n->fattr = r->fattr;
+}
+
+/* sum_axes(x) where the graph has it already, or a rule rewrites it into
+ * sums that it has (then the new sum node, rewritten), else NULL: for the
+ * rules below, which pay only when no new pass over x results. */
+static nnc_node *try_sum(sums *S, nnc_node *x, uint32_t axes, int depth) {
+  enum { MAX_DEPTH = 8 };
+  nnc_graph *g = S->g;
+  for (int i = 0; i < S->nold; i++) {
+    nnc_node *o = g->nodes[i];
+    if (o->op == NNC_OP_SUM && o->in[0] == x && (uint32_t)o->attr[0] == axes) return o;
+  }
+  if (depth >= MAX_DEPTH) return NULL;
+  nnc_node *s = nnc_ir_reduce(g, NNC_OP_SUM, x, axes);
+  nnc_node *r = rewrite_sum(S, s, depth + 1);
+  if (!r || !same_type(s, r)) return NULL;
+  become(s, r);
+  return s;
+}
+
+/* sum over axes of reshape(x) as reshape(sum over x's axes): where the
+ * reshape merges or splits dims in groups each wholly summed or wholly
+ * kept (the [N*H*W, C] rows of a convolution's gradient as [N,H,W,C]).
+ * Returns the mask over x's axes, or -1. */
+static int64_t reshape_axes(const nnc_node *x, uint32_t axes) {
+  const nnc_shape *in = &x->in[0]->shape, *out = &x->shape;
+  uint32_t res = 0;
+  /* dim d of a shape covers the positions (product before d, product up to d] */
+  int64_t ilo = 1;
+  for (int i = 0; i < in->rank; ilo *= in->dim[i++]) {
+    int64_t ihi = ilo * in->dim[i], olo = 1;
+    bool summed = false, kept = false;
+    for (int j = 0; j < out->rank; olo *= out->dim[j++]) {
+      int64_t ohi = olo * out->dim[j];
+      if (out->dim[j] == 1 || ohi <= ilo || olo >= ihi) continue; /* no overlap */
+      if (axes >> j & 1)
+        summed = true;
+      else
+        kept = true;
+    }
+    if (summed && kept) return -1;
+    if (summed) res |= 1u << i;
+  }
+  return res;
+}
+
+/* The new value of the sum n, or NULL where no rule applies. New nodes
+ * are appended to g (topo_sort puts them in place). */
+static nnc_node *rewrite_sum(sums *S, nnc_node *n, int depth) {
+  nnc_graph *g = S->g;
+  nnc_node *x = n->in[0];
+  uint32_t axes = (uint32_t)n->attr[0];
+  int rank = x->shape.rank;
+  if (x->op == NNC_OP_ADD || x->op == NNC_OP_SUB) {
+    for (int i = 0; i < 2; i++) {
+      nnc_node *c = along_axes(g, x->in[i], axes, rank), *v = x->in[1 - i];
+      if (!c || !nnc_shape_eq(&v->shape, &x->shape)) continue;
+      double count = (double)(nnc_shape_numel(&x->shape) / nnc_shape_numel(&n->shape));
+      /* tried for another rule's sake (depth > 0): only if sum(v) reduces too, else
+       * sum(v) would be a new pass (and a product's output a second reader) */
+      nnc_node *sv = depth ? try_sum(S, v, axes, depth) : nnc_ir_reduce(g, NNC_OP_SUM, v, axes);
+      if (!sv) continue;
+      nnc_node *sc = nnc_ir_binary(g, NNC_OP_MUL, c, nnc_ir_const(g, n->dtype, count));
+      if (x->op == NNC_OP_ADD) return nnc_ir_binary(g, NNC_OP_ADD, sv, sc);
+      return i == 1 ? nnc_ir_binary(g, NNC_OP_SUB, sv, sc) : nnc_ir_binary(g, NNC_OP_SUB, sc, sv);
+    }
+  }
+  if (x->op == NNC_OP_MUL || x->op == NNC_OP_NEG || x->op == NNC_OP_ADD) {
+    nnc_node *r = pull_factors(S, n, depth);
+    if (r) return r;
+  }
+  /* sum(a +- b) = sum(a) +- sum(b) where both of those reduce further */
+  if ((x->op == NNC_OP_ADD || x->op == NNC_OP_SUB) && nnc_shape_eq(&x->in[0]->shape, &x->shape) &&
+      nnc_shape_eq(&x->in[1]->shape, &x->shape)) {
+    nnc_node *a = try_sum(S, x->in[0], axes, depth),
+             *b = a ? try_sum(S, x->in[1], axes, depth) : NULL;
+    return b ? nnc_ir_binary(g, x->op, a, b) : NULL;
+  }
+  if (x->op == NNC_OP_TRANSPOSE) {
+    uint32_t src = 0;
+    int perm[NNC_MAX_RANK];
+    for (int d = 0; d < rank; d++) {
+      perm[d] = (int)x->attr[d];
+      if (axes >> d & 1) src |= 1u << perm[d];
+    }
+    nnc_node *s = try_sum(S, x->in[0], src, depth);
+    return s ? nnc_ir_transpose(g, s, perm) : NULL;
+  }
+  if (x->op == NNC_OP_RESHAPE) {
+    int64_t src = reshape_axes(x, axes);
+    nnc_node *s = src >= 0 ? try_sum(S, x->in[0], (uint32_t)src, depth) : NULL;
+    if (!s || nnc_shape_numel(&s->shape) != nnc_shape_numel(&n->shape)) return NULL;
+    return nnc_ir_reshape(g, s, &n->shape);
+  }
+  return NULL;
+}
+
+/* Puts g's nodes in an order where operands come first (depth first from
+ * each node in the present order, so an ordered graph keeps its order),
+ * then renumbers. */
+static void topo_sort(nnc_graph *g) {
+  int nn = g->nnodes, done = 0, top = 0;
+  char *seen = calloc((size_t)nn + 1, 1);
+  int *next = calloc((size_t)nn + 1, sizeof(int));
+  nnc_node **stack = malloc(sizeof(nnc_node *) * ((size_t)nn + 1));
+  nnc_node **order = malloc(sizeof(nnc_node *) * ((size_t)nn + 1));
+  if (!seen || !next || !stack || !order) nnc_ir_bug("simplify: out of memory");
+  for (int i = 0; i < nn; i++) {
+    if (seen[i]) continue;
+    seen[i] = 1;
+    stack[top++] = g->nodes[i];
+    while (top) {
+      nnc_node *t = stack[top - 1];
+      if (next[t->id] < t->nin) {
+        nnc_node *u = t->in[next[t->id]++];
+        if (!seen[u->id]) {
+          seen[u->id] = 1;
+          stack[top++] = u;
+        }
+      } else {
+        order[done++] = t;
+        top--;
+      }
+    }
+  }
+  for (int i = 0; i < nn; i++) {
+    g->nodes[i] = order[i];
+    g->nodes[i]->id = i;
+  }
+  free(seen);
+  free(next);
+  free(stack);
+  free(order);
+}
+
+/* Rewrites every sum in place (it takes the op and operands of its new
+ * value, so its users need no redirection); returns whether any changed. */
+static bool rewrite_sums(nnc_graph *g) {
+  bool changed = false;
+  sums S = {g, g->nnodes};
+  for (int i = 0; i < g->nnodes; i++) { /* including sums the rewrites append */
+    nnc_node *n = g->nodes[i];
+    if (n->op != NNC_OP_SUM || n->dtype == NNC_I32) continue;
+    nnc_node *r = rewrite_sum(&S, n, 0);
+    if (!r || !same_type(n, r)) continue;
+    become(n, r);
+    changed = true;
+  }
+  return changed;
+}
+
+void nnc_simplify(nnc_graph *g) {
+  simplify_once(g);
+  int n = g->nnodes;
+  if (!rewrite_sums(g)) {
+    g->nnodes = n; /* drop what failed attempts appended; nothing reads it */
+    return;
+  }
+  topo_sort(g);
+  simplify_once(g);
 }

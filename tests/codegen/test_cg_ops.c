@@ -404,6 +404,55 @@ static void test_update_mixed(void **state) {
   fx_check(fx);
 }
 
+/* ---- Recomputed nodes ---- */
+
+/* Kernels in the compiled train step. */
+static int train_kernels(fixture *fx) {
+  fx_run r;
+  fx_compile(fx, &r, 0);
+  FILE *f = tmpfile();
+  assert_non_null(f);
+  nnc_cg_dump_kernels(r.prog, f);
+  rewind(f);
+  char line[256];
+  int n = -1;
+  while (n < 0 && fgets(line, sizeof line, f))
+    if (sscanf(line, "graph train: %d kernels", &n) != 1) n = -1;
+  fclose(f);
+  fx_release(&r);
+  return n;
+}
+
+/* Batch norm over N, H, W, then ReLU, with x - mean read by three
+ * kernels (the variance, the output, another sum): x - mean and the
+ * normalised value are computed again in each from x and per-channel
+ * vectors instead of being stored. */
+static void test_recompute_batchnorm(void **state) {
+  fixture *fx = *state;
+  nnc_graph *g = fx->g;
+  nnc_node *x = fx_param(fx, "x", sh(4, 3, 4, 5, 9), -2, 2);
+  nnc_node *q = fx_param(fx, "q", sh(4, 3, 4, 5, 9), -1, 1);
+  nnc_node *gamma = fx_param(fx, "gamma", sh(4, 1, 4, 1, 1), 0.5, 2);
+  nnc_node *beta = fx_param(fx, "beta", sh(4, 1, 4, 1, 1), -1, 1);
+  nnc_node *inv = nnc_ir_const(g, NNC_F32, 1.0 / (3 * 5 * 9));
+  nnc_node *mean = nnc_ir_binary(g, NNC_OP_MUL, nnc_ir_reduce(g, NNC_OP_SUM, x, 0xD), inv);
+  nnc_node *d = nnc_ir_binary(g, NNC_OP_SUB, x, mean);
+  nnc_node *var = nnc_ir_binary(
+      g, NNC_OP_MUL, nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_binary(g, NNC_OP_MUL, d, d), 0xD), inv);
+  nnc_node *rstd = nnc_ir_unary(g, NNC_OP_RSQRT,
+                                nnc_ir_binary(g, NNC_OP_ADD, var, nnc_ir_const(g, NNC_F32, 1e-5)));
+  nnc_node *y = nnc_ir_binary(
+      g, NNC_OP_ADD, nnc_ir_binary(g, NNC_OP_MUL, nnc_ir_binary(g, NNC_OP_MUL, d, rstd), gamma),
+      beta);
+  out(fx, NNC_OUT_PRED, nnc_ir_unary(g, NNC_OP_RELU, y));
+  out(fx, NNC_OUT_LOSS_VEC, nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_binary(g, NNC_OP_MUL, d, q), 0xD));
+  fx->rtol = 1e-4;
+  fx->atol = 1e-5;
+  fx_check(fx);
+  /* sum(x), mean, sum(d * d), rstd, relu(...), sum(d * q): no kernel for d */
+  assert_int_equal(train_kernels(fx), 6);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       T(test_unary_f32),
@@ -427,6 +476,7 @@ int main(void) {
       T(test_update_adam_like),
       T(test_update_transposed),
       T(test_update_mixed),
+      T(test_recompute_batchnorm),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -141,6 +141,112 @@ static void test_dead_code_and_renumbering(void **state) {
     assert_int_equal(g->nodes[i]->id, i);
 }
 
+/* Batch norm's backward sums over N, H, W (axes 0x5 of [N,C,H]): the
+ * per-channel factors leave the sums, sum(x - c) becomes sum(x) - count*c,
+ * and sums of the same factors merge: the five sums become two, and the
+ * values stay what they were (up to reassociation). */
+static void test_sums_of_products(void **state) {
+  fixture *fx = *state;
+  nnc_graph *g = fx->g;
+  nnc_node *x = fx_leaf(fx, "x", sh(3, 2, 3, 4), -1, 1);
+  nnc_node *dy = fx_leaf(fx, "dy", sh(3, 2, 3, 4), -1, 1);
+  nnc_node *c = fx_leaf(fx, "c", sh(3, 1, 3, 1), 0.5, 2);
+  nnc_node *gamma = fx_leaf(fx, "gamma", sh(3, 1, 3, 1), 0.5, 2);
+  nnc_shape full = sh(3, 2, 3, 4);
+  const uint32_t A = 0x5;
+  nnc_node *d = nnc_ir_binary(g, NNC_OP_SUB, x, c);    /* x - mean */
+  nnc_node *xhat = nnc_ir_binary(g, NNC_OP_MUL, d, c); /* (x-m)*rstd */
+  nnc_node *dg = nnc_ir_binary(g, NNC_OP_MUL, dy, nnc_ir_broadcast(g, gamma, &full)); /* dy*g */
+  nnc_node *s[5];
+  s[0] = nnc_ir_reduce(g, NNC_OP_SUM, dy, A);
+  s[1] = nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_binary(g, NNC_OP_MUL, dy, xhat), A);
+  s[2] = nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_binary(g, NNC_OP_MUL, dg, d), A);
+  s[3] = nnc_ir_reduce(g, NNC_OP_SUM,
+                       nnc_ir_unary(g, NNC_OP_NEG, nnc_ir_binary(g, NNC_OP_MUL, dg, c)), A);
+  nnc_node *twice = nnc_ir_binary(g, NNC_OP_MUL, d, nnc_ir_const(g, NNC_F64, 0.25));
+  s[4] = nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_binary(g, NNC_OP_ADD, twice, twice), A);
+  nnc_node *y = s[0];
+  for (int i = 1; i < 5; i++)
+    y = nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_binary(g, NNC_OP_MUL, y, nnc_ir_const(g, NNC_F64, 3)),
+                      s[i]);
+  nnc_graph_set_output(g, NNC_OUT_PRED, y);
+  double before[3], after[3];
+  eval_into(fx, y, before);
+  assert_int_equal(count_op(g, NNC_OP_SUM), 5);
+  nnc_simplify(g);
+  eval_into(fx, g->outputs[NNC_OUT_PRED], after);
+  for (int i = 0; i < 3; i++)
+    assert_near(before[i], after[i], 1e-12 * (1 + fabs(before[i])));
+  /* sum(dy), sum(dy * (x - c)), and sum(x) for sum(x - c) */
+  assert_int_equal(count_op(g, NNC_OP_SUM), 3);
+  for (int i = 0; i < g->nnodes; i++) {
+    const nnc_node *n = g->nodes[i];
+    if (n->op != NNC_OP_SUM) continue;
+    const nnc_node *o = n->in[0];
+    assert_true(o == dy || o == x ||
+                (o->op == NNC_OP_MUL && ((o->in[0] == dy) != (o->in[1] == dy))));
+  }
+}
+
+/* A sum whose operand has no factor constant along the summed axes is
+ * left alone: a product of two full tensors, a sum of two. */
+static void test_sums_left_alone(void **state) {
+  fixture *fx = *state;
+  nnc_graph *g = fx->g;
+  nnc_node *x = fx_leaf(fx, "x", sh(2, 2, 3), -1, 1);
+  nnc_node *w = fx_leaf(fx, "w", sh(2, 2, 3), -1, 1);
+  nnc_node *r = fx_leaf(fx, "r", sh(2, 2, 1), -1, 1); /* constant along axis 1, not axis 0 */
+  nnc_node *s1 = nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_binary(g, NNC_OP_MUL, w, x), 0x3);
+  nnc_node *s2 = nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_binary(g, NNC_OP_ADD, x, w), 0x1);
+  nnc_node *s3 = nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_binary(g, NNC_OP_MUL, x, r), 0x1);
+  nnc_node *y = nnc_ir_binary(
+      g, NNC_OP_ADD, nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_reduce(g, NNC_OP_SUM, s2, 0x2), s1),
+      nnc_ir_reduce(g, NNC_OP_SUM, s3, 0x2));
+  nnc_graph_set_output(g, NNC_OUT_LOSS, y);
+  nnc_simplify(g);
+  assert_verified(g);
+  assert_int_equal(count_op(g, NNC_OP_SUM), 5);
+  assert_ptr_equal(s1->in[0]->in[0], w); /* operand order kept */
+}
+
+/* A bias gradient: the rows of [N*W, C] (a transposed, reshaped [N,C,W])
+ * summed. Through the reshape and transpose, over a sum and into sums the
+ * graph has (sum(x)), it needs no pass of its own; without sum(x) in the
+ * graph it stays as it is. */
+static void check_bias_sum(fixture *fx, bool have_sum) {
+  nnc_graph *g = fx->g;
+  nnc_node *x = fx_leaf(fx, "x", sh(3, 2, 3, 4), -1, 1);
+  nnc_node *c = fx_leaf(fx, "c", sh(3, 1, 3, 1), 0.5, 2);
+  nnc_node *k = fx_leaf(fx, "k", sh(3, 1, 3, 1), -1, 1);
+  nnc_shape full = sh(3, 2, 3, 4), rows = sh(2, 8, 3);
+  nnc_node *xc = nnc_ir_binary(g, NNC_OP_MUL, x, c);
+  nnc_node *dx = nnc_ir_binary(g, NNC_OP_SUB, nnc_ir_binary(g, NNC_OP_ADD, xc, xc),
+                               nnc_ir_broadcast(g, k, &full));
+  static const int nwc[3] = {0, 2, 1};
+  nnc_node *b =
+      nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_reshape(g, nnc_ir_transpose(g, dx, nwc), &rows), 0x1);
+  nnc_graph_set_output(g, NNC_OUT_PRED, b);
+  if (have_sum) nnc_graph_set_output(g, NNC_OUT_LOSS_VEC, nnc_ir_reduce(g, NNC_OP_SUM, x, 0x5));
+  double before[3], after[3];
+  eval_into(fx, b, before);
+  nnc_simplify(g);
+  eval_into(fx, g->outputs[NNC_OUT_PRED], after);
+  for (int i = 0; i < 3; i++)
+    assert_near(before[i], after[i], 1e-12 * (1 + fabs(before[i])));
+  assert_int_equal(count_op(g, NNC_OP_SUM), 1);
+  for (int i = 0; i < g->nnodes; i++)
+    if (g->nodes[i]->op == NNC_OP_SUM)
+      assert_ptr_equal(g->nodes[i]->in[0]->op, have_sum ? NNC_OP_PARAM : NNC_OP_RESHAPE);
+}
+
+static void test_bias_sum_from_other_sums(void **state) {
+  check_bias_sum(*state, true);
+}
+
+static void test_bias_sum_kept(void **state) {
+  check_bias_sum(*state, false);
+}
+
 /* An MLP regression step with Adam, l2, clipping and a warmup schedule:
  * two steps on a simplified and an unsimplified copy agree. */
 static void build_training(fixture *fx) {
@@ -216,11 +322,9 @@ static void test_training_step_unchanged(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      T(test_constant_folding),
-      T(test_identities),
-      T(test_cse),
-      T(test_dead_code_and_renumbering),
-      T(test_training_step_unchanged),
+      T(test_constant_folding),          T(test_identities),       T(test_cse),
+      T(test_dead_code_and_renumbering), T(test_sums_of_products), T(test_sums_left_alone),
+      T(test_bias_sum_from_other_sums),  T(test_bias_sum_kept),    T(test_training_step_unchanged),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
