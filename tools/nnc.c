@@ -415,6 +415,7 @@ static int cmd_build(const char *path, const char *out, int64_t batch) {
     obj,
     NNC_TRAIN_MAIN_LIB,
     NNC_RUNTIME_LIB,
+    "-ldeflate",
     "-lz",
     "-lpthread",
     "-lm",

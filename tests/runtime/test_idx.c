@@ -288,6 +288,58 @@ static void test_corrupt_gzip(void **state) {
   assert_non_null(strstr(err.msg, "cut-images.gz: byte "));
 }
 
+/* Two gzip members (as `cat a.gz b.gz` makes): the one-call decompressor
+ * stops after the first, so the file streams through zlib, which reads
+ * both; the data is the same as from one member. */
+static void test_gzip_two_members(void **state) {
+  idx_bytes im, lb;
+  good_images(&im);
+  good_labels(&lb);
+  const char *first = write_file("m1.gz", im.b, 7, 1);
+  const char *second = write_file("m2.gz", im.b + 7, im.len - 7, 1);
+  char *ipath = created[ncreated++];
+  snprintf(ipath, sizeof created[0], "%s/two-members-images.gz", tmpdir);
+  FILE *out = fopen(ipath, "wb");
+  assert_non_null(out);
+  const char *parts[2] = {first, second};
+  for (int i = 0; i < 2; i++) {
+    FILE *in = fopen(parts[i], "rb");
+    assert_non_null(in);
+    unsigned char buf[512];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+      assert_int_equal(fwrite(buf, 1, n, out), n);
+    fclose(in);
+  }
+  fclose(out);
+  const char *lpath = write_file("two-members-labels.gz", lb.b, lb.len, 1);
+  nnc_rt_dataset ds;
+  nnc_rt_error err = {{0}};
+  assert_int_equal(nnc_rt_load_idx(&ds, ipath, lpath, 0.5f, &err), 0);
+  check_good(&ds);
+  nnc_rt_dataset_free(&ds);
+}
+
+/* A gzip trailer whose length field is wrong: the one-call decompressor
+ * refuses it, and zlib names the file. */
+static void test_gzip_bad_trailer(void **state) {
+  idx_bytes im, lb;
+  good_images(&im);
+  good_labels(&lb);
+  const char *ipath = write_file("trailer-images.gz", im.b, im.len, 1);
+  FILE *f = fopen(ipath, "r+b");
+  assert_non_null(f);
+  assert_int_equal(fseek(f, -4, SEEK_END), 0);
+  fputc(0x7f, f);
+  fclose(f);
+  const char *lpath = write_file("trailer-labels", lb.b, lb.len, 0);
+  nnc_rt_dataset ds;
+  nnc_rt_error err;
+  assert_int_equal(nnc_rt_load_idx(&ds, ipath, lpath, 1.0f, &err), -1);
+  printf("  %s\n", err.msg);
+  assert_non_null(strstr(err.msg, "trailer-images.gz: byte "));
+}
+
 static void test_fashion_mnist(void **state) {
   const char *images = FASHION_DIR "t10k-images-idx3-ubyte.gz";
   const char *labels = FASHION_DIR "t10k-labels-idx1-ubyte.gz";
@@ -331,6 +383,8 @@ int main(void) {
       cmocka_unit_test(test_count_mismatch),
       cmocka_unit_test(test_missing_file),
       cmocka_unit_test(test_corrupt_gzip),
+      cmocka_unit_test(test_gzip_two_members),
+      cmocka_unit_test(test_gzip_bad_trailer),
       cmocka_unit_test(test_fashion_mnist),
   };
   return cmocka_run_group_tests(tests, make_tmpdir, remove_tmpdir);
