@@ -76,6 +76,22 @@ static void put_sample(const nnc_rt_model *m, char *arena, const nnc_rt_dataset 
   }
 }
 
+/* Copies the samples rows[begin..end) into batch rows begin..end: the
+ * batch gather, split over the pool (a pure copy: the result is the same
+ * whoever copies which row). */
+typedef struct gather_job {
+  const nnc_rt_model *m;
+  char *arena;
+  const nnc_rt_dataset *ds;
+  const int64_t *rows;
+} gather_job;
+
+static void gather_task(void *arg, int64_t begin, int64_t end) {
+  const gather_job *g = arg;
+  for (int64_t i = begin; i < end; i++)
+    put_sample(g->m, g->arena, g->ds, i, g->rows[i]);
+}
+
 /* Zero sample with label 0: the padding of a short evaluation batch. */
 static void put_padding(const nnc_rt_model *m, char *arena, int64_t row) {
   memset((float *)(arena + m->x_off) + row * m->sample_size, 0,
@@ -185,9 +201,12 @@ static int train_epoch(run *r, int64_t epoch, nnc_rt_epoch_stats *st) {
   double loss_sum = 0, correct_sum = 0, start = nnc_rt_now();
   r->win_start = start;
   for (int64_t s = 0; s < r->steps; s++) {
-    const int64_t *rows = r->perm + s * m->batch;
-    for (int64_t i = 0; i < m->batch; i++)
-      put_sample(m, r->arena, r->train, i, rows[i]);
+    gather_job g = {m, r->arena, r->train, r->perm + s * m->batch};
+    /* Small batches of small samples are not worth a parallel call. */
+    if (m->batch * m->sample_size >= 16384)
+      nnc_rt_parallel(r->pool, gather_task, &g, m->batch);
+    else
+      gather_task(&g, 0, m->batch);
     if (r->o->naugment > 0)
       nnc_rt_augment_batch(r->o->augment, r->o->naugment, r->train->rank, r->train->shape,
                            (float *)(r->arena + m->x_off), m->batch, r->scratch,
