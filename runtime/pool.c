@@ -33,7 +33,6 @@
  */
 #include "rt_internal.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -78,11 +77,6 @@ struct nnc_rt_pool {
   void *arg;
   int64_t n;
 };
-
-typedef struct worker_start {
-  nnc_rt_pool *pool;
-  int index; /* 1..nthreads-1 */
-} worker_start;
 
 /* Set while this thread runs a task, so nested parallel calls run inline. */
 static _Thread_local int in_task;
@@ -145,10 +139,9 @@ static uint32_t wait_for_job(nnc_rt_pool *pool, uint32_t seen) {
   return g;
 }
 
+/* Workers are interchangeable: any of them may claim any chunk 1.. */
 static void *worker_main(void *p) {
-  worker_start start = *(worker_start *)p;
-  free(p);
-  nnc_rt_pool *pool = start.pool;
+  nnc_rt_pool *pool = p;
   nnc_rt_set_ftz_daz();
   uint32_t seen = 0;
   for (;;) {
@@ -232,13 +225,7 @@ nnc_rt_pool *nnc_rt_pool_create(int nthreads, nnc_rt_error *err) {
   pthread_cond_init(&pool->done_cv, NULL);
   nnc_rt_set_ftz_daz();
   for (int i = 1; i < nthreads; i++) {
-    worker_start *start = malloc(sizeof *start);
-    int rc = start ? 0 : ENOMEM;
-    if (start) {
-      *start = (worker_start){pool, i};
-      rc = pthread_create(&pool->workers[i - 1], NULL, worker_main, start);
-      if (rc) free(start);
-    }
+    int rc = pthread_create(&pool->workers[i - 1], NULL, worker_main, pool);
     if (rc) {
       stop_workers(pool);
       free_pool(pool);
