@@ -9,22 +9,22 @@
  * flattened. Pixels become f32 times scale; labels become i32 and
  * num_classes is the largest label plus one.
  *
- * A gzip file is first decompressed whole, in one call, by libdeflate
- * (about twice zlib's speed: decompressing the 26 MB of Fashion-MNIST's
- * training images is most of `nnc run`'s start-up). When that cannot be
- * done — not gzip, several gzip members, a damaged or truncated stream, a
- * size over 4 GB — the file is streamed through zlib's gzopen/gzread
- * instead, which decompresses gzip and passes any other file through
- * unchanged; so damaged files get zlib's diagnosis. Either way the parser
- * sees the same bytes. Every error names the file and the byte offset (in
+ * A file is read whole; a raw file is parsed from that buffer, and a gzip
+ * file is decompressed in one call by libdeflate (about twice zlib's speed:
+ * decompressing the 26 MB of Fashion-MNIST's training images is most of
+ * `nnc run`'s start-up). When that cannot be done — several gzip members, a
+ * damaged or truncated stream, a size over 4 GB, an unreadable file — the
+ * file is streamed through zlib's gzopen/gzread instead, which
+ * decompresses gzip and passes any other file through unchanged; so
+ * damaged files get zlib's diagnosis. Either way the parser sees the same
+ * bytes. Every error names the file and the byte offset (in
  * the uncompressed stream) where the problem is: "t10k-labels.gz: byte 11:
  * file ends after 3 of 10000 labels".
  */
-#include "nnc_rt.h"
+#include "rt_internal.h"
 
 #include <errno.h>
 #include <libdeflate.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -44,41 +44,46 @@ typedef struct idx_file {
   int64_t dims[NNC_RT_MAX_RANK + 1];
 } idx_file;
 
-/* Decompresses the gzip file at path into f->mem in one call; 0 (and
- * nothing allocated) whenever it cannot, so the caller streams instead. */
-static int inflate_whole(idx_file *f, const char *path) {
-  FILE *fp = fopen(path, "rb");
-  if (!fp) return 0;
-  unsigned char *in = NULL, *out = NULL;
-  long size = -1;
+/* The whole file, decompressed, in f->mem: the bytes themselves for a raw
+ * file, libdeflate's output for gzip. 0 (and nothing allocated) whenever
+ * it cannot, so the caller streams instead. */
+static int read_whole(idx_file *f, const char *path) {
+  char *in;
+  size_t size;
+  nnc_rt_error ignored;
+  if (nnc_rt_read_file(path, &in, &size, &ignored)) return 0;
+  const unsigned char *b = (const unsigned char *)in;
+  if (size < 2 || b[0] != 0x1f || b[1] != 0x8b) {
+    f->mem = (unsigned char *)in;
+    f->mem_len = size;
+    return 1;
+  }
+  unsigned char *out = NULL;
   int ok = 0;
-  if (fseek(fp, 0, SEEK_END) == 0) size = ftell(fp);
-  if (size >= 18 && fseek(fp, 0, SEEK_SET) == 0 && (in = malloc((size_t)size)) &&
-      fread(in, 1, (size_t)size, fp) == (size_t)size && in[0] == 0x1f && in[1] == 0x8b) {
+  if (size >= 18) {
     /* The trailer's ISIZE: the uncompressed size mod 2^32. */
-    const unsigned char *t = in + size - 4;
+    const unsigned char *t = b + size - 4;
     size_t isize = (size_t)t[0] | (size_t)t[1] << 8 | (size_t)t[2] << 16 | (size_t)t[3] << 24;
     struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
     size_t used = 0, got = 0;
-    if (d && (out = malloc(isize ? isize : 1)) &&
-        libdeflate_gzip_decompress_ex(d, in, (size_t)size, out, isize, &used, &got) ==
-            LIBDEFLATE_SUCCESS &&
-        used == (size_t)size && got == isize) {
+    ok =
+        d && (out = malloc(isize ? isize : 1)) &&
+        libdeflate_gzip_decompress_ex(d, in, size, out, isize, &used, &got) == LIBDEFLATE_SUCCESS &&
+        used == size && got == isize;
+    if (d) libdeflate_free_decompressor(d);
+    if (ok) {
       f->mem = out;
       f->mem_len = got;
-      ok = 1;
     }
-    if (d) libdeflate_free_decompressor(d);
   }
   if (!ok) free(out);
   free(in);
-  fclose(fp);
   return ok;
 }
 
 static int idx_open(idx_file *f, const char *path, nnc_rt_error *err) {
   *f = (idx_file){.path = path, .err = err};
-  if (inflate_whole(f, path)) return 0;
+  if (read_whole(f, path)) return 0;
   errno = 0;
   f->gz = gzopen(path, "rb");
   if (!f->gz)
