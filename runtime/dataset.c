@@ -6,9 +6,9 @@
  * after the validation split is taken off, so validation data never leaks
  * into them) and applied to every set; they are returned to the caller so
  * they can be saved with a checkpoint (as extra tensors) and applied again
- * at inference. Means and standard deviations are computed in double,
- * two-pass; the standard deviation is the population one (divide by n, as
- * scikit-learn's StandardScaler) and a constant feature keeps std 1.
+ * at inference. Means and standard deviations are computed in double in
+ * one pass over the data (shifted by the first sample); the standard deviation is the population
+ * one (divide by n, as scikit-learn's StandardScaler) and a constant feature keeps std 1.
  *
  * The split draws a permutation from an RNG seeded only by the caller's
  * seed, so the same seed always gives the same validation samples; both
@@ -29,7 +29,32 @@ void nnc_rt_dataset_scale(nnc_rt_dataset *ds, float scale) {
     ds->x[i] *= scale;
 }
 
-int nnc_rt_norm_fit(nnc_rt_norm_stats *stats, const nnc_rt_dataset *ds, nnc_rt_error *err) {
+/* Sums of one column range [begin, end) of features over every sample,
+ * shifted by the first sample's values so a large common offset does not
+ * cancel in sq - sum²/n. Each feature is summed in sample order whoever
+ * runs its range, so the statistics do not depend on the thread count. */
+typedef struct fit_job {
+  const nnc_rt_dataset *ds;
+  double *sum, *sq;
+} fit_job;
+
+static void fit_task(void *arg, int64_t begin, int64_t end) {
+  const fit_job *f = arg;
+  int64_t d = f->ds->sample_size;
+  const float *x0 = f->ds->x;
+  double *restrict sum = f->sum, *restrict sq = f->sq;
+  for (int64_t i = 0; i < f->ds->n; i++) {
+    const float *xi = f->ds->x + i * d;
+    for (int64_t j = begin; j < end; j++) {
+      double c = (double)xi[j] - (double)x0[j];
+      sum[j] += c;
+      sq[j] += c * c;
+    }
+  }
+}
+
+int nnc_rt_norm_fit(nnc_rt_norm_stats *stats, const nnc_rt_dataset *ds, nnc_rt_pool *pool,
+                    nnc_rt_error *err) {
   int64_t d = ds->sample_size;
   *stats = (nnc_rt_norm_stats){.size = d};
   double *sum = calloc((size_t)d + 1, sizeof *sum), *sq = calloc((size_t)d + 1, sizeof *sq);
@@ -43,19 +68,12 @@ int nnc_rt_norm_fit(nnc_rt_norm_stats *stats, const nnc_rt_dataset *ds, nnc_rt_e
     free(sum), free(sq), nnc_rt_norm_free(stats);
     return nnc_rt_fail(err, "cannot standardise: the training set is empty");
   }
-  for (int64_t i = 0; i < ds->n; i++)
-    for (int64_t j = 0; j < d; j++)
-      sum[j] += ds->x[i * d + j];
-  for (int64_t j = 0; j < d; j++)
-    sum[j] /= (double)ds->n; /* now the mean */
-  for (int64_t i = 0; i < ds->n; i++)
-    for (int64_t j = 0; j < d; j++) {
-      double c = ds->x[i * d + j] - sum[j];
-      sq[j] += c * c;
-    }
+  fit_job f = {ds, sum, sq};
+  nnc_rt_parallel(pool, fit_task, &f, d);
   for (int64_t j = 0; j < d; j++) {
-    double sd = sqrt(sq[j] / (double)ds->n);
-    stats->mean[j] = (float)sum[j];
+    double m = sum[j] / (double)ds->n;
+    double var = sq[j] / (double)ds->n - m * m, sd = var > 0 ? sqrt(var) : 0;
+    stats->mean[j] = (float)((double)ds->x[j] + m);
     stats->std[j] = sd > 0 && (float)sd > 0 ? (float)sd : 1.0f;
   }
   free(sum);
@@ -63,14 +81,29 @@ int nnc_rt_norm_fit(nnc_rt_norm_stats *stats, const nnc_rt_dataset *ds, nnc_rt_e
   return 0;
 }
 
-int nnc_rt_norm_apply(const nnc_rt_norm_stats *stats, nnc_rt_dataset *ds, nnc_rt_error *err) {
-  int64_t d = ds->sample_size;
-  if (stats->size != d)
-    return nnc_rt_fail(err, "standardisation statistics are for %lld features, the set has %lld",
-                       (long long)stats->size, (long long)d);
-  for (int64_t i = 0; i < ds->n; i++)
+typedef struct apply_job {
+  const nnc_rt_norm_stats *stats;
+  nnc_rt_dataset *ds;
+} apply_job;
+
+static void apply_task(void *arg, int64_t begin, int64_t end) {
+  const apply_job *a = arg;
+  int64_t d = a->ds->sample_size;
+  const float *restrict mean = a->stats->mean, *restrict std = a->stats->std;
+  for (int64_t i = begin; i < end; i++) {
+    float *restrict xi = a->ds->x + i * d;
     for (int64_t j = 0; j < d; j++)
-      ds->x[i * d + j] = (ds->x[i * d + j] - stats->mean[j]) / stats->std[j];
+      xi[j] = (xi[j] - mean[j]) / std[j];
+  }
+}
+
+int nnc_rt_norm_apply(const nnc_rt_norm_stats *stats, nnc_rt_dataset *ds, nnc_rt_pool *pool,
+                      nnc_rt_error *err) {
+  if (stats->size != ds->sample_size)
+    return nnc_rt_fail(err, "standardisation statistics are for %lld features, the set has %lld",
+                       (long long)stats->size, (long long)ds->sample_size);
+  apply_job a = {stats, ds};
+  nnc_rt_parallel(pool, apply_task, &a, ds->n);
   return 0;
 }
 

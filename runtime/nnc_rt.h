@@ -124,10 +124,14 @@ typedef struct nnc_rt_norm_stats {
   int64_t size;
   float *mean, *std; /* std of a constant feature is stored as 1 */
 } nnc_rt_norm_stats;
-/* Mean and (population) standard deviation of each feature over ds. */
-int nnc_rt_norm_fit(nnc_rt_norm_stats *stats, const nnc_rt_dataset *ds, nnc_rt_error *err);
-/* x = (x - mean) / std for each feature. */
-int nnc_rt_norm_apply(const nnc_rt_norm_stats *stats, nnc_rt_dataset *ds, nnc_rt_error *err);
+/* Mean and (population) standard deviation of each feature over ds. The
+ * pool (NULL: the calling thread alone) splits the work; the result does
+ * not depend on its size. */
+int nnc_rt_norm_fit(nnc_rt_norm_stats *stats, const nnc_rt_dataset *ds, nnc_rt_pool *pool,
+                    nnc_rt_error *err);
+/* x = (x - mean) / std for each feature, split over the pool likewise. */
+int nnc_rt_norm_apply(const nnc_rt_norm_stats *stats, nnc_rt_dataset *ds, nnc_rt_pool *pool,
+                      nnc_rt_error *err);
 void nnc_rt_norm_free(nnc_rt_norm_stats *stats);
 
 /* Moves round(fraction * n) samples, chosen by a shuffle seeded with seed,

@@ -402,10 +402,10 @@ static int prepare_data(session *S) {
     S->has_val = 1;
   }
   if (!s->standardize) return 0;
-  if (nnc_rt_norm_fit(&S->stats, &S->train, &S->err)) return -1;
+  if (nnc_rt_norm_fit(&S->stats, &S->train, S->pool, &S->err)) return -1;
   nnc_rt_dataset *sets[3] = {&S->train, S->has_val ? &S->val : NULL, S->has_test ? &S->test : NULL};
   for (int i = 0; i < 3; i++)
-    if (sets[i] && nnc_rt_norm_apply(&S->stats, sets[i], &S->err)) return -1;
+    if (sets[i] && nnc_rt_norm_apply(&S->stats, sets[i], S->pool, &S->err)) return -1;
   float *data[2] = {S->stats.mean, S->stats.std};
   const char *names[2] = {MEAN_NAME, STD_NAME};
   for (int i = 0; i < 2; i++) {
@@ -596,9 +596,9 @@ static int apply_flags(session *S) {
 
 static int run_steps(session *S) {
   const nnc_rt_spec *s = &S->spec;
-  if (load_data(S) || prepare_data(S)) return -1;
+  if (load_data(S)) return -1;
   S->pool = nnc_rt_pool_create(S->f.threads, &S->err);
-  if (!S->pool || make_arena(S)) return -1;
+  if (!S->pool || prepare_data(S) || make_arena(S)) return -1;
   if (s->load_path && !s->resume_path && transfer_load(S)) return -1;
   /* nnc run: the machine code was generated while the data loaded. */
   if (S->m->ready && S->m->ready(S->m->ready_ctx, &S->err)) return -1;

@@ -48,11 +48,11 @@ static void test_standardize(void **state) {
   memcpy(train.x, x, sizeof x);
   nnc_rt_norm_stats st;
   nnc_rt_error err = {{0}};
-  assert_int_equal(nnc_rt_norm_fit(&st, &train, &err), 0);
+  assert_int_equal(nnc_rt_norm_fit(&st, &train, NULL, &err), 0);
   assert_int_equal(st.size, 2);
   assert_true(st.mean[0] == 3.0f && st.mean[1] == 7.0f);
   assert_true(st.std[0] == (float)sqrt(3.5) && st.std[1] == 1.0f);
-  assert_int_equal(nnc_rt_norm_apply(&st, &train, &err), 0);
+  assert_int_equal(nnc_rt_norm_apply(&st, &train, NULL, &err), 0);
   assert_true(train.x[0] == (1.0f - 3.0f) / (float)sqrt(3.5));
   assert_true(train.x[6] == (6.0f - 3.0f) / (float)sqrt(3.5));
   assert_true(train.x[1] == 0.0f && train.x[7] == 0.0f);
@@ -60,14 +60,60 @@ static void test_standardize(void **state) {
   nnc_rt_dataset test = {.n = 1, .rank = 1, .shape = {2}, .sample_size = 2};
   test.x = malloc(2 * sizeof(float));
   test.x[0] = 3, test.x[1] = 9;
-  assert_int_equal(nnc_rt_norm_apply(&st, &test, &err), 0);
+  assert_int_equal(nnc_rt_norm_apply(&st, &test, NULL, &err), 0);
   assert_true(test.x[0] == 0.0f && test.x[1] == 2.0f);
   test.sample_size = 3;
-  assert_int_equal(nnc_rt_norm_apply(&st, &test, &err), -1);
+  assert_int_equal(nnc_rt_norm_apply(&st, &test, NULL, &err), -1);
   assert_string_equal(err.msg, "standardisation statistics are for 2 features, the set has 3");
   nnc_rt_norm_free(&st);
   nnc_rt_dataset_free(&train);
   nnc_rt_dataset_free(&test);
+}
+
+/* A larger set far from zero (features 1000 + small spread, one constant):
+ * the one-pass shifted statistics match a two-pass double reference, and
+ * a pool of three threads gives the same bits as one thread. */
+static void test_standardize_pool(void **state) {
+  enum { N = 1001, D = 37 };
+  nnc_rt_dataset a = {.n = N, .rank = 1, .shape = {D}, .sample_size = D}, b = a;
+  a.x = malloc(N * D * sizeof(float));
+  b.x = malloc(N * D * sizeof(float));
+  nnc_rt_rng rng;
+  nnc_rt_rng_seed(&rng, 11);
+  for (int i = 0; i < N * D; i++)
+    a.x[i] = i % D == 5 ? 42.0f : 1000.0f + (float)(i % D) + (float)nnc_rt_rng_normal(&rng);
+  memcpy(b.x, a.x, N * D * sizeof(float));
+  nnc_rt_error err = {{0}};
+  nnc_rt_pool *pool = nnc_rt_pool_create(3, &err);
+  assert_non_null(pool);
+  nnc_rt_norm_stats s1, s3;
+  assert_int_equal(nnc_rt_norm_fit(&s1, &a, NULL, &err), 0);
+  assert_int_equal(nnc_rt_norm_fit(&s3, &b, pool, &err), 0);
+  for (int j = 0; j < D; j++) {
+    double m = 0, v = 0;
+    for (int i = 0; i < N; i++)
+      m += a.x[i * D + j];
+    m /= N;
+    for (int i = 0; i < N; i++)
+      v += (a.x[i * D + j] - m) * (a.x[i * D + j] - m);
+    double sd = sqrt(v / N);
+    assert_float_equal(s1.mean[j], m, 1e-4);
+    if (j == 5)
+      assert_true(s1.std[j] == 1.0f && s1.mean[j] == 42.0f);
+    else
+      assert_float_equal(s1.std[j], sd, 1e-5 * sd + 1e-6);
+    assert_memory_equal(&s1.mean[j], &s3.mean[j], sizeof(float));
+    assert_memory_equal(&s1.std[j], &s3.std[j], sizeof(float));
+  }
+  assert_int_equal(nnc_rt_norm_apply(&s1, &a, NULL, &err), 0);
+  assert_int_equal(nnc_rt_norm_apply(&s3, &b, pool, &err), 0);
+  assert_memory_equal(a.x, b.x, N * D * sizeof(float));
+  assert_float_equal(a.x[7 * D + 5], 0.0, 0);
+  nnc_rt_pool_destroy(pool);
+  nnc_rt_norm_free(&s1);
+  nnc_rt_norm_free(&s3);
+  nnc_rt_dataset_free(&a);
+  nnc_rt_dataset_free(&b);
 }
 
 static void test_split(void **state) {
@@ -244,9 +290,13 @@ static void test_augment_check(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_scale),           cmocka_unit_test(test_standardize),
-      cmocka_unit_test(test_split),           cmocka_unit_test(test_crop_and_shift),
-      cmocka_unit_test(test_hflip_and_noise), cmocka_unit_test(test_batch_deterministic),
+      cmocka_unit_test(test_scale),
+      cmocka_unit_test(test_standardize),
+      cmocka_unit_test(test_standardize_pool),
+      cmocka_unit_test(test_split),
+      cmocka_unit_test(test_crop_and_shift),
+      cmocka_unit_test(test_hflip_and_noise),
+      cmocka_unit_test(test_batch_deterministic),
       cmocka_unit_test(test_augment_check),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
