@@ -1148,13 +1148,20 @@ static void kernel_matmul_loops(lower *L, nnc_kernel *k, const nnc_node *mm, int
  * backward) is split over B's rows (columns of C): each thread then
  * reads only its share of the weights, the share its part of the update
  * pass writes (split over the weight's first dim), so the weights stay in
- * that core's cache instead of moving between cores every step. */
+ * that core's cache instead of moving between cores every step. A product
+ * with a long K whose B is larger than 4 MB and wider than C is tall (a
+ * convolution's weight gradient dyᵀ.cols: 64x288x12544, B 14 MB) is split
+ * over columns too: each thread then streams half of B instead of all of
+ * it (conv2's 2.93 -> 2.46 ms per step). */
 static int64_t column_split(const nnc_node *mm) {
   const nnc_node *b = mm->in[1];
   while (b->op == NNC_OP_RESHAPE)
     b = b->in[0];
   int64_t M = mm->shape.dim[0], N = mm->shape.dim[1];
-  if (b->op != NNC_OP_PARAM || N < 2 * M / 4) return 0;
+  bool ta = mm->attr[0];
+  int64_t K = ta ? mm->in[0]->shape.dim[0] : mm->in[0]->shape.dim[1];
+  bool big_b = K * N * 4 > (4 << 20) && N > M;
+  if ((b->op != NNC_OP_PARAM && !big_b) || N < 2 * M / 4) return 0;
   for (int64_t parts = 2; parts <= 8; parts *= 2)
     if (N % parts == 0 && (N / parts) % 16 == 0 && N / parts <= 128) return N / parts;
   return N % 2 == 0 && (N / 2) % 16 == 0 ? N / 2 : 0;

@@ -228,6 +228,42 @@ static void test_matmul_epilogue(void **state) {
   check_matmul(9, 10, 33, false, false, NNC_F64, true, true);
 }
 
+/* A long-K product whose B is computed (a convolution's weight gradient,
+ * dyᵀ.cols, has this form): B is 4.6 MB and wider than C is tall, so the
+ * kernel is split over column blocks and each thread reads half of B.
+ * Against the interpreter, then bit for bit with 1, 2 and 3 threads. */
+static void test_matmul_long_k_column_split(void **state) {
+  fixture *fx = *state;
+  nnc_graph *g = fx->g;
+  enum { M = 16, N = 96, K = 12000 };
+  nnc_node *a = fx_param(fx, "a", sh(2, K, M), -1, 1);
+  nnc_node *b = nnc_ir_unary(g, NNC_OP_RELU, fx_param(fx, "b", sh(2, K, N), -1, 1));
+  out(fx, NNC_OUT_PRED, nnc_ir_matmul(g, a, b, true, false));
+  fx->rtol = 1e-5;
+  fx->atol = 1e-5 * sqrt((double)K);
+  fx_check(fx);
+  char *ref = NULL;
+  size_t bytes = 0;
+  for (int threads = 1; threads <= 3; threads++) {
+    fx_run r;
+    fx_compile(fx, &r, threads);
+    fx_fill(fx, &r, NULL);
+    fx_inputs(fx, &r, NULL, 1);
+    r.model->train_step(r.arena, r.pool);
+    if (!ref) {
+      bytes = r.model->arena_bytes;
+      ref = malloc(bytes);
+      memcpy(ref, r.arena, bytes);
+    } else if (memcmp(ref, r.arena, bytes) != 0) {
+      fx_release(&r);
+      free(ref);
+      fail_msg("the product differs with %d threads", threads);
+    }
+    fx_release(&r);
+  }
+  free(ref);
+}
+
 /* ---- Windows ---- */
 
 /* im2col and col2im of x[2, 3, h, w] with window k, stride s, padding p;
@@ -468,6 +504,7 @@ int main(void) {
       T(test_reshape_transpose_broadcast),
       T(test_matmul),
       T(test_matmul_epilogue),
+      T(test_matmul_long_k_column_split),
       T(test_im2col_col2im),
       T(test_gather_scatter_onehot),
       T(test_rand),
