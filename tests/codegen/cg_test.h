@@ -253,6 +253,35 @@ static inline void fx_check(fixture *fx) {
   fx_release(&r);
 }
 
+/* Runs `steps` training steps (then an evaluation step when eval) from the
+ * same start with 1, 2 and 3 threads; fails unless the arenas are
+ * identical bit for bit. */
+static inline void fx_check_threads(fixture *fx, int steps, bool eval) {
+  char *ref = NULL;
+  size_t bytes = 0;
+  for (int threads = 1; threads <= 3; threads++) {
+    fx_run r;
+    fx_compile(fx, &r, threads);
+    fx_fill(fx, &r, NULL);
+    for (int s = 1; s <= steps; s++) {
+      fx_inputs(fx, &r, NULL, s);
+      r.model->train_step(r.arena, r.pool);
+    }
+    if (eval) r.model->eval_step(r.arena, r.pool);
+    if (!ref) {
+      bytes = r.model->arena_bytes;
+      ref = malloc(bytes);
+      memcpy(ref, r.arena, bytes);
+    } else if (memcmp(ref, r.arena, bytes) != 0) {
+      fx_release(&r);
+      free(ref);
+      fail_msg("arena after %d steps differs with %d threads", steps, threads);
+    }
+    fx_release(&r);
+  }
+  free(ref);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
 
 #endif

@@ -97,29 +97,7 @@ static void test_mlp_sgd_3_steps(void **state) {
 static void test_mlp_threads_bit_identical(void **state) {
   fixture *fx = *state;
   build_mlp(fx, 64, 200, 96, 10, NNC_OPT_ADAM);
-  char *ref = NULL;
-  size_t bytes = 0;
-  for (int threads = 1; threads <= 3; threads++) {
-    fx_run r;
-    fx_compile(fx, &r, threads);
-    fx_fill(fx, &r, NULL);
-    for (int s = 1; s <= 3; s++) {
-      fx_inputs(fx, &r, NULL, s);
-      r.model->train_step(r.arena, r.pool);
-    }
-    r.model->eval_step(r.arena, r.pool);
-    if (!ref) {
-      bytes = r.model->arena_bytes;
-      ref = malloc(bytes);
-      memcpy(ref, r.arena, bytes);
-    } else if (memcmp(ref, r.arena, bytes) != 0) {
-      fx_release(&r);
-      free(ref);
-      fail_msg("arena after 3 steps differs with %d threads", threads);
-    }
-    fx_release(&r);
-  }
-  free(ref);
+  fx_check_threads(fx, 3, true);
 }
 
 /* ---- examples/fashion_mlp.nn through the front end ---- */

@@ -242,26 +242,7 @@ static void test_matmul_long_k_column_split(void **state) {
   fx->rtol = 1e-5;
   fx->atol = 1e-5 * sqrt((double)K);
   fx_check(fx);
-  char *ref = NULL;
-  size_t bytes = 0;
-  for (int threads = 1; threads <= 3; threads++) {
-    fx_run r;
-    fx_compile(fx, &r, threads);
-    fx_fill(fx, &r, NULL);
-    fx_inputs(fx, &r, NULL, 1);
-    r.model->train_step(r.arena, r.pool);
-    if (!ref) {
-      bytes = r.model->arena_bytes;
-      ref = malloc(bytes);
-      memcpy(ref, r.arena, bytes);
-    } else if (memcmp(ref, r.arena, bytes) != 0) {
-      fx_release(&r);
-      free(ref);
-      fail_msg("the product differs with %d threads", threads);
-    }
-    fx_release(&r);
-  }
-  free(ref);
+  fx_check_threads(fx, 1, false);
 }
 
 /* ---- Windows ---- */
