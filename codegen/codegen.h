@@ -51,6 +51,11 @@ bool nnc_cg_compile(const nnc_module *m, const nnc_cg_options *o, nnc_cg_program
 bool nnc_cg_compile_start(const nnc_module *m, const nnc_cg_options *o, nnc_cg_program **out,
                           char *err, size_t errlen);
 bool nnc_cg_wait(nnc_cg_program *p, char *err, size_t errlen);
+/* Only the first half: the model table (offsets of the memory plan) with
+ * no entry points and no machine code, for a program whose code comes
+ * from nnc_cg_emit (the same module lowers to the same plan). */
+bool nnc_cg_compile_table(const nnc_module *m, const nnc_cg_options *o, nnc_cg_program **out,
+                          char *err, size_t errlen);
 /* Seconds from nnc_cg_compile_start to callable code (0 until then). */
 double nnc_cg_compile_seconds(const nnc_cg_program *p);
 const nnc_rt_model *nnc_cg_model(const nnc_cg_program *p);

@@ -278,8 +278,10 @@ static int model_ready(void *ctx, nnc_rt_error *err) {
   return nnc_cg_wait(ctx, err->msg, sizeof err->msg) ? 0 : -1;
 }
 
-bool nnc_cg_compile_start(const nnc_module *m, const nnc_cg_options *o, nnc_cg_program **out,
-                          char *err, size_t errlen) {
+/* Lowers, plans and fills the model table; then, with machine_code,
+ * starts the second half on a thread. */
+static bool start(const nnc_module *m, const nnc_cg_options *o, bool machine_code,
+                  nnc_cg_program **out, char *err, size_t errlen) {
   nnc_cg_program *prog = calloc(1, sizeof *prog);
   if (!prog) {
     snprintf(err, errlen, "codegen: out of memory");
@@ -296,6 +298,12 @@ bool nnc_cg_compile_start(const nnc_module *m, const nnc_cg_options *o, nnc_cg_p
   if (!nnc_cg_build_kernels(&prog->prog, m, &prog->target, err, errlen)) goto fail_target;
   prog->t1 = nnc_cg_now();
   fill_model(prog, m);
+  if (!machine_code) {
+    nnc_cg_target_dispose(&prog->target);
+    prog->finish_ok = true;
+    *out = prog;
+    return true;
+  }
   prog->model.ready = model_ready;
   prog->model.ready_ctx = prog;
   for (int i = 0; i < JIT_PARTS; i++)
@@ -312,6 +320,16 @@ fail_prog:
   nnc_arena_destroy(&prog->arena);
   free(prog);
   return false;
+}
+
+bool nnc_cg_compile_start(const nnc_module *m, const nnc_cg_options *o, nnc_cg_program **out,
+                          char *err, size_t errlen) {
+  return start(m, o, true, out, err, errlen);
+}
+
+bool nnc_cg_compile_table(const nnc_module *m, const nnc_cg_options *o, nnc_cg_program **out,
+                          char *err, size_t errlen) {
+  return start(m, o, false, out, err, errlen);
 }
 
 bool nnc_cg_wait(nnc_cg_program *p, char *err, size_t errlen) {
