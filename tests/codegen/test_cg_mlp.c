@@ -179,6 +179,40 @@ static void test_fashion_mlp_learns(void **state) {
   fx_release(&r);
 }
 
+/* nnc -o's table (lowering and planning only) equals the JIT's, offset
+ * for offset, and has no entry points. */
+static void test_table_only_matches_jit(void **state) {
+  fixture *fx = *state;
+  nnc_module *m = load_example(&fx->arena, "fashion_mlp.nn");
+  if (!m) skip();
+  nnc_cg_options o;
+  nnc_cg_default_options(&o);
+  char err[512];
+  nnc_cg_program *full, *table;
+  if (!nnc_cg_compile(m, &o, &full, err, sizeof err)) fail_msg("compile: %s", err);
+  if (!nnc_cg_compile_table(m, &o, &table, err, sizeof err)) fail_msg("table: %s", err);
+  const nnc_rt_model *a = nnc_cg_model(full), *b = nnc_cg_model(table);
+  assert_non_null(a->train_step);
+  assert_null(b->train_step);
+  assert_null(b->eval_step);
+  assert_int_equal(a->arena_bytes, b->arena_bytes);
+  int64_t offs_a[] = {a->x_off,       a->y_off,        a->step_off,   a->epoch_off,
+                      a->seed_off,    a->loss_vec_off, a->lr_off,     a->correct_vec_off,
+                      a->sample_size, a->batch,        a->num_classes};
+  int64_t offs_b[] = {b->x_off,       b->y_off,        b->step_off,   b->epoch_off,
+                      b->seed_off,    b->loss_vec_off, b->lr_off,     b->correct_vec_off,
+                      b->sample_size, b->batch,        b->num_classes};
+  assert_memory_equal(offs_a, offs_b, sizeof offs_a);
+  assert_int_equal(a->ntensors, b->ntensors);
+  assert_true(a->ntensors > 0);
+  for (int i = 0; i < a->ntensors; i++) {
+    assert_string_equal(a->tensors[i].name, b->tensors[i].name);
+    assert_int_equal(a->tensors[i].offset, b->tensors[i].offset);
+  }
+  nnc_cg_free(full);
+  nnc_cg_free(table);
+}
+
 /* ---- assembly ---- */
 
 static void test_emit_asm_zmm_fma(void **state) {
@@ -219,7 +253,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       T(test_mlp_adam_3_steps),          T(test_mlp_sgd_3_steps),
       T(test_mlp_threads_bit_identical), T(test_fashion_mlp_against_interp),
-      T(test_fashion_mlp_learns),        T(test_emit_asm_zmm_fma),
+      T(test_fashion_mlp_learns),        T(test_table_only_matches_jit),
+      T(test_emit_asm_zmm_fma),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
