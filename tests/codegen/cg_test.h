@@ -34,8 +34,9 @@ typedef struct fixture {
   double x_lo, x_hi;                             /* range of the X input */
   int64_t y_classes;                             /* i32 Y input: labels in [0, y_classes) */
   double rtol, atol;
-  int steps;   /* training steps to compare */
-  int threads; /* pool size; 0: no pool (run inline) */
+  int steps;                  /* training steps to compare */
+  int threads;                /* pool size; 0: no pool (run inline) */
+  const char *cpu, *features; /* target other than the host (nnc_cg_options); NULL: host */
 } fixture;
 
 static inline int fx_setup(void **state) {
@@ -137,6 +138,8 @@ static inline void fx_compile(fixture *fx, fx_run *r, int threads) {
   nnc_cg_options o;
   nnc_cg_default_options(&o);
   o.verify = true;
+  o.cpu = fx->cpu;
+  o.features = fx->features;
   if (getenv("NNC_TEST_TIMING")) o.timing = stderr;
   if (!nnc_cg_compile(fx->m, &o, &r->prog, err, sizeof err)) fail_msg("compile: %s", err);
   if (getenv("NNC_TEST_DUMP")) nnc_cg_dump_kernels(r->prog, stderr);

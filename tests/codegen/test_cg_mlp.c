@@ -249,12 +249,48 @@ static void test_emit_asm_zmm_fma(void **state) {
   remove(obj);
 }
 
+/* Code for a CPU without FMA or AVX (x86-64 with SSE2 only): the products
+ * multiply and add instead of calling fmaf per lane (llvm.fma), and the
+ * step still matches the interpreter. (Runs on any x86-64 host.) */
+static void test_sse2_target(void **state) {
+  fixture *fx = *state;
+  build_mlp(fx, 64, 200, 96, 10, NNC_OPT_ADAM);
+  fx->cpu = "x86-64";
+  fx->features = "+sse2";
+  char path[] = "/tmp/nnc_test_sse2_XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  close(fd);
+  char err[512];
+  nnc_cg_options o;
+  nnc_cg_default_options(&o);
+  o.cpu = fx->cpu;
+  o.features = fx->features;
+  if (!nnc_cg_emit(fx->m, &o, NNC_CG_ASM, path, err, sizeof err)) fail_msg("emit: %s", err);
+  FILE *f = fopen(path, "r");
+  assert_non_null(f);
+  char line[512];
+  int calls_fma = 0, packed_mul = 0;
+  while (fgets(line, sizeof line, f)) {
+    if (strstr(line, "call") && strstr(line, "fma")) calls_fma++;
+    if (strstr(line, "mulps")) packed_mul++;
+    if (strstr(line, "ymm") || strstr(line, "zmm") || strstr(line, "vfmadd"))
+      fail_msg("SSE2 code uses AVX or FMA: %s", line);
+  }
+  fclose(f);
+  remove(path);
+  assert_int_equal(calls_fma, 0);
+  assert_true(packed_mul > 0);
+  fx->steps = 2;
+  fx_check(fx);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       T(test_mlp_adam_3_steps),          T(test_mlp_sgd_3_steps),
       T(test_mlp_threads_bit_identical), T(test_fashion_mlp_against_interp),
       T(test_fashion_mlp_learns),        T(test_table_only_matches_jit),
-      T(test_emit_asm_zmm_fma),
+      T(test_emit_asm_zmm_fma),          T(test_sse2_target),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
