@@ -215,6 +215,21 @@ static void test_table_only_matches_jit(void **state) {
 
 /* ---- assembly ---- */
 
+/* Writes m's assembly for o's target to a temporary file, opened for
+ * reading (already unlinked). */
+static FILE *emit_asm(nnc_module *m, const nnc_cg_options *o) {
+  char path[] = "/tmp/nnc_test_asm_XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  close(fd);
+  char err[512];
+  if (!nnc_cg_emit(m, o, NNC_CG_ASM, path, err, sizeof err)) fail_msg("emit: %s", err);
+  FILE *f = fopen(path, "r");
+  remove(path);
+  assert_non_null(f);
+  return f;
+}
+
 static void test_emit_asm_zmm_fma(void **state) {
   fixture *fx = *state;
   char *features = LLVMGetHostCPUFeatures();
@@ -222,28 +237,21 @@ static void test_emit_asm_zmm_fma(void **state) {
   LLVMDisposeMessage(features);
   if (!avx512) skip();
   build_mlp(fx, 64, 784, 256, 10, NNC_OPT_ADAM);
-  char path[] = "/tmp/nnc_test_asm_XXXXXX";
-  int fd = mkstemp(path);
-  assert_true(fd >= 0);
-  close(fd);
-  char err[512];
   nnc_cg_options o;
   nnc_cg_default_options(&o);
-  if (!nnc_cg_emit(fx->m, &o, NNC_CG_ASM, path, err, sizeof err)) fail_msg("emit: %s", err);
-  FILE *f = fopen(path, "r");
-  assert_non_null(f);
+  FILE *f = emit_asm(fx->m, &o);
   char line[512];
   int fma_zmm = 0;
   while (fgets(line, sizeof line, f))
     if (strstr(line, "vfmadd") && strstr(line, "zmm")) fma_zmm++;
   fclose(f);
-  remove(path);
   assert_true(fma_zmm > 0);
   /* and the IR and object forms are written too */
   char obj[] = "/tmp/nnc_test_obj_XXXXXX";
-  fd = mkstemp(obj);
+  int fd = mkstemp(obj);
   assert_true(fd >= 0);
   close(fd);
+  char err[512];
   if (!nnc_cg_emit(fx->m, &o, NNC_CG_OBJ, obj, err, sizeof err)) fail_msg("emit obj: %s", err);
   if (!nnc_cg_emit(fx->m, &o, NNC_CG_LLVM, obj, err, sizeof err)) fail_msg("emit llvm: %s", err);
   remove(obj);
@@ -257,18 +265,11 @@ static void test_sse2_target(void **state) {
   build_mlp(fx, 64, 200, 96, 10, NNC_OPT_ADAM);
   fx->cpu = "x86-64";
   fx->features = "+sse2";
-  char path[] = "/tmp/nnc_test_sse2_XXXXXX";
-  int fd = mkstemp(path);
-  assert_true(fd >= 0);
-  close(fd);
-  char err[512];
   nnc_cg_options o;
   nnc_cg_default_options(&o);
   o.cpu = fx->cpu;
   o.features = fx->features;
-  if (!nnc_cg_emit(fx->m, &o, NNC_CG_ASM, path, err, sizeof err)) fail_msg("emit: %s", err);
-  FILE *f = fopen(path, "r");
-  assert_non_null(f);
+  FILE *f = emit_asm(fx->m, &o);
   char line[512];
   int calls_fma = 0, packed_mul = 0;
   while (fgets(line, sizeof line, f)) {
@@ -278,7 +279,6 @@ static void test_sse2_target(void **state) {
       fail_msg("SSE2 code uses AVX or FMA: %s", line);
   }
   fclose(f);
-  remove(path);
   assert_int_equal(calls_fma, 0);
   assert_true(packed_mul > 0);
   fx->steps = 2;
