@@ -35,6 +35,11 @@ typedef struct nnc_cg_options {
 } nnc_cg_options;
 
 void nnc_cg_default_options(nnc_cg_options *o);
+/* Sets o->cpu and o->features for one of the x86-64 psABI levels
+ * ("x86-64", "x86-64-v2", "x86-64-v3": AVX2 and FMA, "x86-64-v4": AVX-512),
+ * so the code runs on any CPU of that level; "native" resets them to the
+ * host's. False for any other name. */
+bool nnc_cg_set_cpu_level(nnc_cg_options *o, const char *name);
 
 typedef struct nnc_cg_program nnc_cg_program;
 

@@ -47,6 +47,31 @@ static void init_llvm(void) {
   LLVMInitializeNativeAsmParser();
 }
 
+bool nnc_cg_set_cpu_level(nnc_cg_options *o, const char *name) {
+  /* Each level's features spelled out (LLVM would imply them from the CPU
+   * name, but the vector width is read from this string). */
+  static const char *const levels[][2] = {
+      {"x86-64", "+sse2"},
+      {"x86-64-v2", "+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+sahf"},
+      {"x86-64-v3", "+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+sahf,+avx,+avx2,+bmi,"
+                    "+bmi2,+f16c,+fma,+lzcnt,+movbe,+xsave"},
+      {"x86-64-v4", "+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+sahf,+avx,+avx2,+bmi,"
+                    "+bmi2,+f16c,+fma,+lzcnt,+movbe,+xsave,+avx512f,+avx512bw,+avx512cd,"
+                    "+avx512dq,+avx512vl,+evex512"},
+  };
+  if (!strcmp(name, "native")) {
+    o->cpu = o->features = NULL;
+    return true;
+  }
+  for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++)
+    if (!strcmp(name, levels[i][0])) {
+      o->cpu = levels[i][0];
+      o->features = levels[i][1];
+      return true;
+    }
+  return false;
+}
+
 bool nnc_cg_target_init(nnc_cg_target *t, const nnc_cg_options *o, char *err, size_t errlen) {
   init_llvm();
   memset(t, 0, sizeof *t);

@@ -45,6 +45,10 @@ static const char usage[] =
     "-o)\n"
     "       nnc --help | --version\n"
     "\n"
+    "  --cpu LEVEL  with -o or --emit: code for any CPU of that level instead of this\n"
+    "               machine's: x86-64, x86-64-v2, x86-64-v3 (AVX2, FMA), x86-64-v4\n"
+    "               (AVX-512), or native (the default)\n"
+    "\n"
     "flags of 'nnc run' (and of executables written with -o):\n"
     "  --epochs N  --batch N  --seed N  --threads N  --data PATH  --test-data PATH\n"
     "  --resume CKPT  --checkpoint FILE  --log FILE  --quiet  --report\n"
@@ -373,7 +377,7 @@ static bool run_tool(char *const argv[]) {
  * plus C glue, linked with the runtime by the system C compiler. The glue's
  * table comes from lowering and planning alone (no machine code is made
  * twice). */
-static int cmd_build(const char *path, const char *out, int64_t batch) {
+static int cmd_build(const char *path, const char *out, int64_t batch, const char *cpu) {
   compiled c;
   int status = 1;
   char err[1024];
@@ -382,6 +386,7 @@ static int cmd_build(const char *path, const char *out, int64_t batch) {
   if (!build_module(&c, path, batch)) goto done;
   nnc_cg_options co;
   nnc_cg_default_options(&co);
+  if (cpu) nnc_cg_set_cpu_level(&co, cpu); /* checked by main */
   if (!nnc_cg_compile_table(c.m, &co, &c.prog, err, sizeof err)) {
     fprintf(stderr, "%s: error: %s\n", path, err);
     goto done;
@@ -439,7 +444,8 @@ done:
 }
 
 /* nnc --emit=llvm|asm|obj FILE [-o OUT] [--batch N] */
-static int cmd_emit(const char *kind, const char *path, const char *out, int64_t batch) {
+static int cmd_emit(const char *kind, const char *path, const char *out, int64_t batch,
+                    const char *cpu) {
   nnc_cg_output k;
   if (!strcmp(kind, "llvm"))
     k = NNC_CG_LLVM;
@@ -460,6 +466,7 @@ static int cmd_emit(const char *kind, const char *path, const char *out, int64_t
   if (build_module(&c, path, batch)) {
     nnc_cg_options co;
     nnc_cg_default_options(&co);
+    if (cpu) nnc_cg_set_cpu_level(&co, cpu); /* checked by main */
     char err[1024];
     if (nnc_cg_emit(c.m, &co, k, out ? out : "-", err, sizeof err))
       status = 0;
@@ -489,12 +496,16 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2, t_start);
   if (strcmp(cmd, "show") == 0) return cmd_show(argc - 2, argv + 2);
   /* The remaining forms: [--emit=KIND] FILE [-o OUT] [--batch N], any order. */
-  const char *emit = NULL, *file = NULL, *out = NULL;
+  const char *emit = NULL, *file = NULL, *out = NULL, *cpu = NULL;
   int64_t batch = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strncmp(a, "--emit=", 7))
       emit = a + 7;
+    else if (!strncmp(a, "--cpu=", 6))
+      cpu = a + 6;
+    else if (!strcmp(a, "--cpu") && i + 1 < argc)
+      cpu = argv[++i];
     else if (!strcmp(a, "-o") && i + 1 < argc)
       out = argv[++i];
     else if (!strcmp(a, "--batch") || !strncmp(a, "--batch=", 8)) {
@@ -520,15 +531,23 @@ int main(int argc, char **argv) {
     fputs(usage, stderr);
     return 2;
   }
+  nnc_cg_options probe;
+  if (cpu && !nnc_cg_set_cpu_level(&probe, cpu)) {
+    fprintf(stderr,
+            "nnc: error: unknown --cpu '%s' (x86-64, x86-64-v2, x86-64-v3, x86-64-v4 or "
+            "native)\n",
+            cpu);
+    return 2;
+  }
   if (emit && !strcmp(emit, "ir")) {
-    if (out || batch) {
-      fputs("nnc: error: --emit=ir prints to stdout and takes no -o or --batch\n", stderr);
+    if (out || batch || cpu) {
+      fputs("nnc: error: --emit=ir prints to stdout and takes no -o, --batch or --cpu\n", stderr);
       return 2;
     }
     return cmd_emit_ir(file);
   }
-  if (emit) return cmd_emit(emit, file, out, batch);
-  if (out) return cmd_build(file, out, batch);
+  if (emit) return cmd_emit(emit, file, out, batch, cpu);
+  if (out) return cmd_build(file, out, batch, cpu);
   fprintf(stderr, "nnc: error: nothing to do with '%s': use 'nnc check', 'nnc run', -o or --emit\n",
           file);
   return 2;

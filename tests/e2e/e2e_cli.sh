@@ -16,6 +16,8 @@
 #              and resuming reaches the uninterrupted run's final tensors
 #   transfer   examples/fashion_cnn.nn then examples/transfer.nn (on generated
 #              IDX data): frozen tensors bit-identical to the CNN's, head trained
+#   cpu        -o trainers for x86-64 (no AVX in them) and x86-64-v3 (no
+#              AVX-512) train; an unknown --cpu is refused
 #   errors     exit status and message of a bad .nn, a missing data file, a
 #              truncated IDX file, a wrong --batch, a non-finite loss (and the
 #              checkpoint before it still loads)
@@ -313,6 +315,38 @@ if want transfer; then
       fi
     fi
   fi
+  end
+fi
+
+# ---- trainers for other CPUs (--cpu) -----------------------------------------
+if want cpu; then
+  begin cpu
+  flags=$(grep -m1 '^flags' /proc/cpuinfo)
+  levels="x86-64"
+  [[ " $flags " == *" avx2 "* && " $flags " == *" fma "* ]] && levels="$levels x86-64-v3"
+  for lv in $levels; do
+    run "build_$lv" "$NNC" "$EX/linear_regression.nn" -o "train_$lv" --cpu "$lv"
+    expect_rc "build_$lv" 0 || continue
+    if command -v objdump >/dev/null; then
+      objdump -d "train_$lv" >"train_$lv.s"
+      if [ "$lv" = x86-64 ] && grep -qE 'ymm|zmm|vfmadd' "train_$lv.s"; then
+        fail "the x86-64 trainer uses AVX: $(grep -m1 -E 'ymm|zmm|vfmadd' "train_$lv.s")"
+      fi
+      if [ "$lv" = x86-64-v3 ] && grep -q zmm "train_$lv.s"; then
+        fail "the x86-64-v3 trainer uses AVX-512: $(grep -m1 zmm "train_$lv.s")"
+      fi
+    fi
+    run "lin_$lv" "./train_$lv" --checkpoint "lin_$lv.safetensors" --threads 1 --quiet
+    if expect_rc "lin_$lv" 0; then
+      w=$("$TOOL" get "lin_$lv.safetensors" linreg.w)
+      check "$lv trainer recovers w" "w - 2 < 0.05 && 2 - w < 0.05" w="$w"
+    fi
+  done
+  run cpu_bad "$NNC" "$EX/linear_regression.nn" -o t --cpu pentium
+  expect_rc cpu_bad 2 && expect_grep cpu_bad.err "unknown --cpu 'pentium'"
+  [ ! -e t ] || fail "a trainer was written for an unknown --cpu"
+  run cpu_ir "$NNC" --emit=ir "$EX/linear_regression.nn" --cpu x86-64
+  expect_rc cpu_ir 2 && expect_grep cpu_ir.err "takes no -o, --batch or --cpu"
   end
 fi
 
