@@ -37,14 +37,13 @@ static void show_meta(FILE *out, const nnc_rt_st_file *f) {
 
 static int show_tensor(FILE *out, const nnc_rt_st_file *f, const nnc_rt_st_entry *e,
                        nnc_rt_error *err) {
-  int64_t n = 1;
+  int64_t n = nnc_rt_numel(e->rank, e->shape);
   char shape[160];
   int len = snprintf(shape, sizeof shape, "[");
   for (int d = 0; d < e->rank; d++) {
-    n *= e->shape[d];
     len += snprintf(shape + len, sizeof shape - (size_t)len, "%s%lld", d ? ", " : "",
                     (long long)e->shape[d]);
-    if (len >= (int)sizeof shape - 24) break;
+    if (len >= (int)sizeof shape - 24) break; /* the text only; n counts every dim */
   }
   snprintf(shape + len, sizeof shape - (size_t)len, "]");
   fprintf(out, "  %-32s %-4s %-18s %10lld", e->name, e->dtype_name, shape, (long long)n);

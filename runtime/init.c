@@ -17,10 +17,10 @@
 #include <math.h>
 #include <string.h>
 
-static int64_t tensor_elements(const nnc_rt_tensor *t) {
+int64_t nnc_rt_numel(int rank, const int64_t *shape) {
   int64_t n = 1;
-  for (int i = 0; i < t->rank; i++)
-    n *= t->shape[i];
+  for (int i = 0; i < rank; i++)
+    n *= shape[i];
   return n;
 }
 
@@ -49,7 +49,7 @@ static double fan(int64_t f) {
 }
 
 static void init_tensor(const nnc_rt_tensor *t, float *p, nnc_rt_rng *rng) {
-  int64_t n = tensor_elements(t);
+  int64_t n = nnc_rt_numel(t->rank, t->shape);
   double fan_sum = fan(t->fan_in) + fan(t->fan_out), b;
   switch ((enum nnc_rt_init_kind)t->init) {
   case NNC_RT_INIT_ZEROS: memset(p, 0, (size_t)n * sizeof *p); return;

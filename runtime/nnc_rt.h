@@ -194,6 +194,9 @@ typedef struct nnc_rt_tensor {
   int64_t fan_in, fan_out;
 } nnc_rt_tensor;
 
+/* Elements of a tensor of this shape (1 for rank 0). */
+int64_t nnc_rt_numel(int rank, const int64_t *shape);
+
 typedef struct nnc_rt_model {
   size_t arena_bytes;      /* size of the whole static memory plan */
   int64_t batch;           /* compiled batch size */

@@ -267,14 +267,12 @@ static char *make_header(const nnc_rt_st_out *t, int nt, const char *const *meta
   h[len++] = '}';
   int64_t off = 0;
   for (int i = 0; i < nt; i++) {
-    int64_t n = 1;
+    int64_t n = nnc_rt_numel(t[i].rank, t[i].shape);
     h[len++] = ',';
     len = nnc_rt_json_quote(h, cap, len, t[i].name);
     len += (size_t)snprintf(h + len, cap - len, ":{\"dtype\":\"F32\",\"shape\":[");
-    for (int d = 0; d < t[i].rank; d++) {
-      n *= t[i].shape[d];
+    for (int d = 0; d < t[i].rank; d++)
       len += (size_t)snprintf(h + len, cap - len, "%s%lld", d ? "," : "", (long long)t[i].shape[d]);
-    }
     len += (size_t)snprintf(h + len, cap - len, "],\"data_offsets\":[%lld,%lld]}", (long long)off,
                             (long long)(off + 4 * n));
     off += 4 * n;
@@ -284,13 +282,6 @@ static char *make_header(const nnc_rt_st_out *t, int nt, const char *const *meta
     h[len++] = ' ';
   *hlen = len;
   return h;
-}
-
-static int64_t elements(const nnc_rt_st_out *t) {
-  int64_t n = 1;
-  for (int d = 0; d < t->rank; d++)
-    n *= t->shape[d];
-  return n;
 }
 
 /* Header and data into the open temporary file, then fsync and close. */
@@ -306,7 +297,7 @@ static int write_body(st_writer *w, int fd, const char *tmp, const nnc_rt_st_out
   if (rc == 0) rc = write_all(w, fd, tmp, h, hlen);
   free(h);
   for (int i = 0; rc == 0 && i < nt; i++)
-    rc = write_all(w, fd, tmp, t[i].data, (size_t)elements(&t[i]) * 4);
+    rc = write_all(w, fd, tmp, t[i].data, (size_t)nnc_rt_numel(t[i].rank, t[i].shape) * 4);
   if (rc) return rc;
   int e = injected(w, "fsync");
   if (e || fsync(fd) != 0)

@@ -150,13 +150,6 @@ static const nnc_rt_tensor *tensor_named(const nnc_rt_model *m, const char *name
   return NULL;
 }
 
-static int64_t numel(const nnc_rt_tensor *t) {
-  int64_t n = 1;
-  for (int d = 0; d < t->rank; d++)
-    n *= t->shape[d];
-  return n;
-}
-
 static const char *const kNames[] = {"dense1.weight", "dense1.bias",   "dense2.weight",
                                      "dense2.bias",   "dense3.weight", "dense3.bias"};
 enum { NPARAMS = sizeof kNames / sizeof kNames[0] };
@@ -170,7 +163,7 @@ static void load_weights(compiled *c, const ref_file *r) {
     snprintf(name, sizeof name, "mlp.%s", kNames[k]);
     const nnc_rt_tensor *t = tensor_named(c->m, name);
     if (!t) fail_msg("the compiled model has no tensor %s", name);
-    const ref_entry *e = ref_get(r, kNames[k], numel(t));
+    const ref_entry *e = ref_get(r, kNames[k], nnc_rt_numel(t->rank, t->shape));
     float *dst = (float *)(c->mem + t->offset);
     for (int64_t i = 0; i < e->n; i++)
       dst[i] = (float)e->v[i];
@@ -262,7 +255,7 @@ static void test_mlp_against_pytorch(void **state) {
     snprintf(name, sizeof name, "mlp.%s", kNames[k]);
     snprintf(fname, sizeof fname, "final.%s", kNames[k]);
     const nnc_rt_tensor *t = tensor_named(c.m, name);
-    const ref_entry *e = ref_get(&r, fname, numel(t));
+    const ref_entry *e = ref_get(&r, fname, nnc_rt_numel(t->rank, t->shape));
     const float *w = (const float *)(c.mem + t->offset);
     for (int64_t i = 0; i < e->n; i++) {
       double d = fabs(w[i] - e->v[i]);
@@ -302,7 +295,8 @@ static void test_mlp_threads_identical(void **state) {
       /* Every persistent tensor (weights and Adam moments) and the losses. */
       for (int i = 0; i < c.m->ntensors; i++) {
         const nnc_rt_tensor *t = &c.m->tensors[i];
-        if (memcmp(arena1 + t->offset, c.mem + t->offset, (size_t)numel(t) * 4) != 0)
+        if (memcmp(arena1 + t->offset, c.mem + t->offset,
+                   (size_t)nnc_rt_numel(t->rank, t->shape) * 4) != 0)
           fail_msg("%s differs between 1 and 2 threads", t->name);
       }
       assert_memory_equal(arena1 + c.m->loss_vec_off, c.mem + c.m->loss_vec_off, BATCH * 4);
