@@ -49,16 +49,22 @@ static void init_llvm(void) {
 
 bool nnc_cg_set_cpu_level(nnc_cg_options *o, const char *name) {
   /* Each level's features spelled out (LLVM would imply them from the CPU
-   * name, but the vector width is read from this string). */
+   * name, but the vector width is read from this string); each level
+   * extends the one before. */
+#define NNC_X86_V1 "+sse2"
+#define NNC_X86_V2 NNC_X86_V1 ",+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+sahf"
+#define NNC_X86_V3 NNC_X86_V2 ",+avx,+avx2,+bmi,+bmi2,+f16c,+fma,+lzcnt,+movbe,+xsave"
+#define NNC_X86_V4 NNC_X86_V3 ",+avx512f,+avx512bw,+avx512cd,+avx512dq,+avx512vl,+evex512"
   static const char *const levels[][2] = {
-      {"x86-64", "+sse2"},
-      {"x86-64-v2", "+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+sahf"},
-      {"x86-64-v3", "+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+sahf,+avx,+avx2,+bmi,"
-                    "+bmi2,+f16c,+fma,+lzcnt,+movbe,+xsave"},
-      {"x86-64-v4", "+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+sahf,+avx,+avx2,+bmi,"
-                    "+bmi2,+f16c,+fma,+lzcnt,+movbe,+xsave,+avx512f,+avx512bw,+avx512cd,"
-                    "+avx512dq,+avx512vl,+evex512"},
+      {"x86-64", NNC_X86_V1},
+      {"x86-64-v2", NNC_X86_V2},
+      {"x86-64-v3", NNC_X86_V3},
+      {"x86-64-v4", NNC_X86_V4},
   };
+#undef NNC_X86_V1
+#undef NNC_X86_V2
+#undef NNC_X86_V3
+#undef NNC_X86_V4
   if (!strcmp(name, "native")) {
     o->cpu = o->features = NULL;
     return true;

@@ -377,17 +377,14 @@ static bool run_tool(char *const argv[]) {
  * plus C glue, linked with the runtime by the system C compiler. The glue's
  * table comes from lowering and planning alone (no machine code is made
  * twice). */
-static int cmd_build(const char *path, const char *out, int64_t batch, const char *cpu) {
+static int cmd_build(const char *path, const char *out, int64_t batch, const nnc_cg_options *co) {
   compiled c;
   int status = 1;
   char err[1024];
   char dir[] = "/tmp/nnc-link-XXXXXX";
   bool have_dir = false;
   if (!build_module(&c, path, batch)) goto done;
-  nnc_cg_options co;
-  nnc_cg_default_options(&co);
-  if (cpu) nnc_cg_set_cpu_level(&co, cpu); /* checked by main */
-  if (!nnc_cg_compile_table(c.m, &co, &c.prog, err, sizeof err)) {
+  if (!nnc_cg_compile_table(c.m, co, &c.prog, err, sizeof err)) {
     fprintf(stderr, "%s: error: %s\n", path, err);
     goto done;
   }
@@ -399,7 +396,7 @@ static int cmd_build(const char *path, const char *out, int64_t batch, const cha
   char obj[64], glue[64];
   snprintf(obj, sizeof obj, "%s/model.o", dir);
   snprintf(glue, sizeof glue, "%s/glue.c", dir);
-  if (!nnc_cg_emit(c.m, &co, NNC_CG_OBJ, obj, err, sizeof err)) {
+  if (!nnc_cg_emit(c.m, co, NNC_CG_OBJ, obj, err, sizeof err)) {
     fprintf(stderr, "%s: error: %s\n", path, err);
     goto done;
   }
@@ -445,7 +442,7 @@ done:
 
 /* nnc --emit=llvm|asm|obj FILE [-o OUT] [--batch N] */
 static int cmd_emit(const char *kind, const char *path, const char *out, int64_t batch,
-                    const char *cpu) {
+                    const nnc_cg_options *co) {
   nnc_cg_output k;
   if (!strcmp(kind, "llvm"))
     k = NNC_CG_LLVM;
@@ -464,11 +461,8 @@ static int cmd_emit(const char *kind, const char *path, const char *out, int64_t
   compiled c;
   int status = 1;
   if (build_module(&c, path, batch)) {
-    nnc_cg_options co;
-    nnc_cg_default_options(&co);
-    if (cpu) nnc_cg_set_cpu_level(&co, cpu); /* checked by main */
     char err[1024];
-    if (nnc_cg_emit(c.m, &co, k, out ? out : "-", err, sizeof err))
+    if (nnc_cg_emit(c.m, co, k, out ? out : "-", err, sizeof err))
       status = 0;
     else
       fprintf(stderr, "%s: error: %s\n", path, err);
@@ -531,8 +525,9 @@ int main(int argc, char **argv) {
     fputs(usage, stderr);
     return 2;
   }
-  nnc_cg_options probe;
-  if (cpu && !nnc_cg_set_cpu_level(&probe, cpu)) {
+  nnc_cg_options co; /* for -o and --emit */
+  nnc_cg_default_options(&co);
+  if (cpu && !nnc_cg_set_cpu_level(&co, cpu)) {
     fprintf(stderr,
             "nnc: error: unknown --cpu '%s' (x86-64, x86-64-v2, x86-64-v3, x86-64-v4 or "
             "native)\n",
@@ -546,8 +541,8 @@ int main(int argc, char **argv) {
     }
     return cmd_emit_ir(file);
   }
-  if (emit) return cmd_emit(emit, file, out, batch, cpu);
-  if (out) return cmd_build(file, out, batch, cpu);
+  if (emit) return cmd_emit(emit, file, out, batch, &co);
+  if (out) return cmd_build(file, out, batch, &co);
   fprintf(stderr, "nnc: error: nothing to do with '%s': use 'nnc check', 'nnc run', -o or --emit\n",
           file);
   return 2;
