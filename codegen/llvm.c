@@ -31,6 +31,7 @@
 #include <llvm-c/DebugInfo.h>
 
 #include "cg_internal.h"
+#include "nnc_hash.h"
 
 /* Kernels with less work than this run on the calling thread. */
 static const double PARALLEL_WORK = 1e6;
@@ -182,7 +183,24 @@ static LLVMValueRef emit_unary(emitter *E, const nnc_kexpr *e) {
   case NNC_K_COS: return nnc_cg_cos(&E->m, x);
   case NNC_K_FLOOR: return nnc_cg_intrinsic1(&E->m, "llvm.floor", x);
   case NNC_K_NOT: return LLVMBuildNot(b, x, "");
-  default: break;
+  /* not unary: a bug of the lowering */
+  case NNC_K_ADD:
+  case NNC_K_SUB:
+  case NNC_K_MUL:
+  case NNC_K_DIV:
+  case NNC_K_REM:
+  case NNC_K_MAX:
+  case NNC_K_MIN:
+  case NNC_K_POW:
+  case NNC_K_LT:
+  case NNC_K_LE:
+  case NNC_K_GT:
+  case NNC_K_GE:
+  case NNC_K_EQ:
+  case NNC_K_NE:
+  case NNC_K_AND:
+  case NNC_K_OR:
+  case NNC_K_COUNT_: break;
   }
   nnc_ir_bug("codegen: bad unary kernel op %d", (int)e->op);
 }
@@ -229,7 +247,25 @@ static LLVMValueRef emit_float_binary(emitter *E, const nnc_kexpr *e, LLVMValueR
   case NNC_K_GE: return LLVMBuildFCmp(b, LLVMRealOGE, x, y, "");
   case NNC_K_EQ: return LLVMBuildFCmp(b, LLVMRealOEQ, x, y, "");
   case NNC_K_NE: return LLVMBuildFCmp(b, LLVMRealUNE, x, y, "");
-  default: break;
+  /* not a binary op on floats */
+  case NNC_K_NEG:
+  case NNC_K_EXP:
+  case NNC_K_LOG:
+  case NNC_K_SQRT:
+  case NNC_K_RSQRT:
+  case NNC_K_RECIP:
+  case NNC_K_TANH:
+  case NNC_K_SIGMOID:
+  case NNC_K_RELU:
+  case NNC_K_ABS:
+  case NNC_K_SIGN:
+  case NNC_K_ERF:
+  case NNC_K_COS:
+  case NNC_K_FLOOR:
+  case NNC_K_NOT:
+  case NNC_K_AND:
+  case NNC_K_OR:
+  case NNC_K_COUNT_: break;
   }
   nnc_ir_bug("codegen: bad float kernel op %d", (int)e->op);
 }
@@ -253,7 +289,24 @@ static LLVMValueRef emit_int_binary(emitter *E, const nnc_kexpr *e, LLVMValueRef
   case NNC_K_NE: return LLVMBuildICmp(b, LLVMIntNE, x, y, "");
   case NNC_K_AND: return LLVMBuildAnd(b, x, y, "");
   case NNC_K_OR: return LLVMBuildOr(b, x, y, "");
-  default: break;
+  /* not a binary op on integers */
+  case NNC_K_NEG:
+  case NNC_K_EXP:
+  case NNC_K_LOG:
+  case NNC_K_SQRT:
+  case NNC_K_RSQRT:
+  case NNC_K_RECIP:
+  case NNC_K_TANH:
+  case NNC_K_SIGMOID:
+  case NNC_K_RELU:
+  case NNC_K_ABS:
+  case NNC_K_SIGN:
+  case NNC_K_ERF:
+  case NNC_K_COS:
+  case NNC_K_FLOOR:
+  case NNC_K_NOT:
+  case NNC_K_POW:
+  case NNC_K_COUNT_: break;
   }
   nnc_ir_bug("codegen: bad integer kernel op %d", (int)e->op);
 }
@@ -280,7 +333,8 @@ static LLVMValueRef emit_cast(emitter *E, const nnc_kexpr *e) {
   return LLVMBuildTrunc(E->b, x, t, "");
 }
 
-/* ops.def's RAND: the runtime's nnc_rt_hash_uniform, bit for bit. */
+/* ops.def's RAND: runtime/nnc_hash.h's formula, its finalizer expanded
+ * from the same step list. */
 static LLVMValueRef emit_rand(emitter *E, const nnc_kexpr *e) {
   LLVMBuilderRef b = E->b;
   LLVMTypeRef i64 = E->ti64;
@@ -291,19 +345,18 @@ static LLVMValueRef emit_rand(emitter *E, const nnc_kexpr *e) {
     seed = LLVMBuildAnd(b, seed, LLVMConstInt(i64, 0xffffffffu, 0), "");
   LLVMValueRef s = LLVMBuildXor(b, seed, LLVMConstInt(i64, (unsigned long long)e->i << 32, 0), "");
   LLVMValueRef step = expr(E, e->a[1]), index = expr(E, e->a[2]);
-  LLVMValueRef x = LLVMBuildXor(
-      b, s, LLVMBuildMul(b, step, LLVMConstInt(i64, 0x9E3779B97F4A7C15ull, 0), ""), "");
-  x = LLVMBuildXor(b, x, LLVMBuildMul(b, index, LLVMConstInt(i64, 0xC2B2AE3D27D4EB4Full, 0), ""),
-                   "");
-  x = LLVMBuildXor(b, x, LLVMBuildLShr(b, x, LLVMConstInt(i64, 30, 0), ""), "");
-  x = LLVMBuildMul(b, x, LLVMConstInt(i64, 0xBF58476D1CE4E5B9ull, 0), "");
-  x = LLVMBuildXor(b, x, LLVMBuildLShr(b, x, LLVMConstInt(i64, 27, 0), ""), "");
-  x = LLVMBuildMul(b, x, LLVMConstInt(i64, 0x94D049BB133111EBull, 0), "");
-  x = LLVMBuildXor(b, x, LLVMBuildLShr(b, x, LLVMConstInt(i64, 31, 0), ""), "");
-  x = LLVMBuildLShr(b, x, LLVMConstInt(i64, 40, 0), "");
+  LLVMValueRef x =
+      LLVMBuildXor(b, s, LLVMBuildMul(b, step, LLVMConstInt(i64, NNC_HASH_STEP_MUL, 0), ""), "");
+  x = LLVMBuildXor(b, x, LLVMBuildMul(b, index, LLVMConstInt(i64, NNC_HASH_INDEX_MUL, 0), ""), "");
+#define XORSHIFT(n) x = LLVMBuildXor(b, x, LLVMBuildLShr(b, x, LLVMConstInt(i64, n, 0), ""), "");
+#define MUL(c) x = LLVMBuildMul(b, x, LLVMConstInt(i64, c, 0), "");
+  NNC_HASH_FINALIZER(XORSHIFT, MUL)
+#undef XORSHIFT
+#undef MUL
+  x = LLVMBuildLShr(b, x, LLVMConstInt(i64, 64 - NNC_HASH_BITS, 0), "");
   LLVMTypeRef ft = ltype(E, e->type);
   LLVMValueRef f = LLVMBuildUIToFP(b, LLVMBuildTrunc(b, x, E->ti32, ""), ft, "");
-  return LLVMBuildFMul(b, f, LLVMConstReal(ft, 0x1p-24), "");
+  return LLVMBuildFMul(b, f, LLVMConstReal(ft, 1.0 / (double)(UINT32_C(1) << NNC_HASH_BITS)), "");
 }
 
 static LLVMValueRef expr_uncached(emitter *E, const nnc_kexpr *e) {

@@ -85,27 +85,54 @@ static bool fail(lower *L, const char *msg, const nnc_node *n) {
   return false;
 }
 
+/* Computed from its operands' elements at its own (broadcast) index. */
 static bool is_elementwise(const nnc_node *n) {
-  switch (nnc_op_class_of(n->op)) {
-  case NNC_CLASS_UNARY:
-  case NNC_CLASS_BINARY:
-  case NNC_CLASS_CMP: return true;
-  default: return n->op == NNC_OP_SELECT || n->op == NNC_OP_CAST;
-  }
-}
-
-/* Ops that always get a kernel of their own. */
-static bool is_kernel_op(nnc_op op) {
-  switch (op) {
+  switch (n->op) {
+  case NNC_OP_NEG:
+  case NNC_OP_EXP:
+  case NNC_OP_LOG:
+  case NNC_OP_SQRT:
+  case NNC_OP_RSQRT:
+  case NNC_OP_RECIP:
+  case NNC_OP_TANH:
+  case NNC_OP_SIGMOID:
+  case NNC_OP_RELU:
+  case NNC_OP_ABS:
+  case NNC_OP_SIGN:
+  case NNC_OP_ERF:
+  case NNC_OP_COS:
+  case NNC_OP_FLOOR:
+  case NNC_OP_CAST:
+  case NNC_OP_ADD:
+  case NNC_OP_SUB:
+  case NNC_OP_MUL:
+  case NNC_OP_DIV:
+  case NNC_OP_MAX:
+  case NNC_OP_MIN:
+  case NNC_OP_POW:
+  case NNC_OP_GT:
+  case NNC_OP_GE:
+  case NNC_OP_EQ:
+  case NNC_OP_SELECT: return true;
+  case NNC_OP_INPUT:
+  case NNC_OP_PARAM:
+  case NNC_OP_CONST:
   case NNC_OP_SUM:
   case NNC_OP_RMAX:
   case NNC_OP_ARGMAX:
+  case NNC_OP_RESHAPE:
+  case NNC_OP_TRANSPOSE:
+  case NNC_OP_BROADCAST:
   case NNC_OP_MATMUL:
   case NNC_OP_IM2COL:
   case NNC_OP_COL2IM:
-  case NNC_OP_SCATTER_ADD: return true;
-  default: return false;
+  case NNC_OP_GATHER:
+  case NNC_OP_SCATTER_ADD:
+  case NNC_OP_ONEHOT:
+  case NNC_OP_RAND:
+  case NNC_OP_COUNT_: break;
   }
+  return false;
 }
 
 /* Costs nothing to evaluate again: constants and memory, through index maps. */
@@ -117,8 +144,45 @@ static bool cheap(const nnc_node *n) {
   case NNC_OP_BROADCAST:
   case NNC_OP_RESHAPE:
   case NNC_OP_TRANSPOSE: return cheap(n->in[0]);
-  default: return false;
+  case NNC_OP_NEG:
+  case NNC_OP_EXP:
+  case NNC_OP_LOG:
+  case NNC_OP_SQRT:
+  case NNC_OP_RSQRT:
+  case NNC_OP_RECIP:
+  case NNC_OP_TANH:
+  case NNC_OP_SIGMOID:
+  case NNC_OP_RELU:
+  case NNC_OP_ABS:
+  case NNC_OP_SIGN:
+  case NNC_OP_ERF:
+  case NNC_OP_COS:
+  case NNC_OP_FLOOR:
+  case NNC_OP_CAST:
+  case NNC_OP_ADD:
+  case NNC_OP_SUB:
+  case NNC_OP_MUL:
+  case NNC_OP_DIV:
+  case NNC_OP_MAX:
+  case NNC_OP_MIN:
+  case NNC_OP_POW:
+  case NNC_OP_GT:
+  case NNC_OP_GE:
+  case NNC_OP_EQ:
+  case NNC_OP_SELECT:
+  case NNC_OP_SUM:
+  case NNC_OP_RMAX:
+  case NNC_OP_ARGMAX:
+  case NNC_OP_MATMUL:
+  case NNC_OP_IM2COL:
+  case NNC_OP_COL2IM:
+  case NNC_OP_GATHER:
+  case NNC_OP_SCATTER_ADD:
+  case NNC_OP_ONEHOT:
+  case NNC_OP_RAND:
+  case NNC_OP_COUNT_: break;
   }
+  return false;
 }
 
 /* ---- Liveness and users ---- */
@@ -248,7 +312,44 @@ static void force_operands(lower *L, const nnc_node *n) {
     for (int i = 0; i < n->nin; i++)
       if (!cheap(n->in[i])) L->force[n->in[i]->id] = true;
     break;
-  default: break;
+  /* read at the reader's own index, or through kernels of their own */
+  case NNC_OP_INPUT:
+  case NNC_OP_PARAM:
+  case NNC_OP_CONST:
+  case NNC_OP_NEG:
+  case NNC_OP_EXP:
+  case NNC_OP_LOG:
+  case NNC_OP_SQRT:
+  case NNC_OP_RSQRT:
+  case NNC_OP_RECIP:
+  case NNC_OP_TANH:
+  case NNC_OP_SIGMOID:
+  case NNC_OP_RELU:
+  case NNC_OP_ABS:
+  case NNC_OP_SIGN:
+  case NNC_OP_ERF:
+  case NNC_OP_COS:
+  case NNC_OP_FLOOR:
+  case NNC_OP_CAST:
+  case NNC_OP_ADD:
+  case NNC_OP_SUB:
+  case NNC_OP_MUL:
+  case NNC_OP_DIV:
+  case NNC_OP_MAX:
+  case NNC_OP_MIN:
+  case NNC_OP_POW:
+  case NNC_OP_GT:
+  case NNC_OP_GE:
+  case NNC_OP_EQ:
+  case NNC_OP_SELECT:
+  case NNC_OP_SUM:
+  case NNC_OP_RMAX:
+  case NNC_OP_ARGMAX:
+  case NNC_OP_TRANSPOSE:
+  case NNC_OP_BROADCAST:
+  case NNC_OP_MATMUL:
+  case NNC_OP_COL2IM:
+  case NNC_OP_COUNT_: break;
   }
 }
 
@@ -267,15 +368,46 @@ static bool cheap_op(nnc_op op) {
   case NNC_OP_GE:
   case NNC_OP_EQ:
   case NNC_OP_SELECT: return true;
-  default: return false;
+  case NNC_OP_INPUT:
+  case NNC_OP_PARAM:
+  case NNC_OP_CONST:
+  case NNC_OP_EXP:
+  case NNC_OP_LOG:
+  case NNC_OP_SQRT:
+  case NNC_OP_RSQRT:
+  case NNC_OP_RECIP:
+  case NNC_OP_TANH:
+  case NNC_OP_SIGMOID:
+  case NNC_OP_SIGN:
+  case NNC_OP_ERF:
+  case NNC_OP_COS:
+  case NNC_OP_FLOOR:
+  case NNC_OP_CAST:
+  case NNC_OP_DIV:
+  case NNC_OP_POW:
+  case NNC_OP_SUM:
+  case NNC_OP_RMAX:
+  case NNC_OP_ARGMAX:
+  case NNC_OP_RESHAPE:
+  case NNC_OP_TRANSPOSE:
+  case NNC_OP_BROADCAST:
+  case NNC_OP_MATMUL:
+  case NNC_OP_IM2COL:
+  case NNC_OP_COL2IM:
+  case NNC_OP_GATHER:
+  case NNC_OP_SCATTER_ADD:
+  case NNC_OP_ONEHOT:
+  case NNC_OP_RAND:
+  case NNC_OP_COUNT_: break;
   }
+  return false;
 }
 
 /* Has memory whatever its users: a leaf, a view or a kernel op's result
  * (a node with other users than n most likely has memory too). */
 static bool has_memory(const lower *L, const nnc_node *n) {
-  return n->op == NNC_OP_PARAM || n->op == NNC_OP_INPUT || n->op == NNC_OP_RESHAPE ||
-         is_kernel_op(n->op) || L->force[n->id] || L->out_kind[n->id] >= 0;
+  return nnc_op_lowering_of(n->op) != NNC_LOWER_INLINE || L->force[n->id] ||
+         L->out_kind[n->id] >= 0;
 }
 
 /* Elements n's readers load: those of the memory under a cheap node's
@@ -394,14 +526,12 @@ static void decide(lower *L) {
       continue;
     }
     force_operands(L, n);
-    if (n->op == NNC_OP_PARAM || n->op == NNC_OP_INPUT)
-      L->st[id] = ST_LEAF;
-    else if (n->op == NNC_OP_RESHAPE)
-      L->st[id] = ST_VIEW;
-    else if (is_kernel_op(n->op) || L->final[id] == n)
-      L->st[id] = ST_KERNEL;
-    else
-      L->st[id] = decide_inline(L, n);
+    switch (nnc_op_lowering_of(n->op)) {
+    case NNC_LOWER_MEMORY: L->st[id] = ST_LEAF; break;
+    case NNC_LOWER_VIEW: L->st[id] = ST_VIEW; break;
+    case NNC_LOWER_KERNEL: L->st[id] = ST_KERNEL; break;
+    case NNC_LOWER_INLINE: L->st[id] = L->final[id] == n ? ST_KERNEL : decide_inline(L, n); break;
+    }
   }
 }
 
@@ -411,10 +541,8 @@ static int output_slot(lower *L, nnc_output_kind k, const nnc_node *n) {
   nnc_kprog *p = L->p;
   int64_t numel = nnc_shape_numel(&n->shape);
   if (p->output_buf[k] < 0) {
-    static const char *const names[] = {"out.loss_vec", "out.loss", "out.correct_vec", "out.pred",
-                                        "out.lr"};
-    p->output_buf[k] =
-        nnc_kprog_add_buf(p, NNC_KBUF_OUTPUT, k, nnc_kt_of(n->dtype), numel, names[k]);
+    p->output_buf[k] = nnc_kprog_add_buf(p, NNC_KBUF_OUTPUT, k, nnc_kt_of(n->dtype), numel,
+                                         nnc_arena_printf(L->a, "out.%s", nnc_output_name(k)));
   }
   nnc_kbuf *b = &p->bufs[p->output_buf[k]];
   if (b->numel != numel || b->type != nnc_kt_of(n->dtype)) return -1;
@@ -433,9 +561,9 @@ static bool assign_buffers(lower *L) {
         int k = (int)n->attr[0];
         int64_t numel = nnc_shape_numel(&n->shape);
         if (p->input_buf[k] < 0) {
-          static const char *const names[] = {"in.x", "in.y", "in.step", "in.epoch", "in.seed"};
           p->input_buf[k] =
-              nnc_kprog_add_buf(p, NNC_KBUF_INPUT, k, nnc_kt_of(n->dtype), numel, names[k]);
+              nnc_kprog_add_buf(p, NNC_KBUF_INPUT, k, nnc_kt_of(n->dtype), numel,
+                                nnc_arena_printf(L->a, "in.%s", nnc_input_name((nnc_input_kind)k)));
         }
         if (p->bufs[p->input_buf[k]].numel != numel ||
             p->bufs[p->input_buf[k]].type != nnc_kt_of(n->dtype))
@@ -530,7 +658,26 @@ static nnc_kop kop_of(nnc_op op) {
   case NNC_OP_GT: return NNC_K_GT;
   case NNC_OP_GE: return NNC_K_GE;
   case NNC_OP_EQ: return NNC_K_EQ;
-  default: break;
+  /* not elementwise unary, binary or comparison */
+  case NNC_OP_INPUT:
+  case NNC_OP_PARAM:
+  case NNC_OP_CONST:
+  case NNC_OP_CAST:
+  case NNC_OP_SELECT:
+  case NNC_OP_SUM:
+  case NNC_OP_RMAX:
+  case NNC_OP_ARGMAX:
+  case NNC_OP_RESHAPE:
+  case NNC_OP_TRANSPOSE:
+  case NNC_OP_BROADCAST:
+  case NNC_OP_MATMUL:
+  case NNC_OP_IM2COL:
+  case NNC_OP_COL2IM:
+  case NNC_OP_GATHER:
+  case NNC_OP_SCATTER_ADD:
+  case NNC_OP_ONEHOT:
+  case NNC_OP_RAND:
+  case NNC_OP_COUNT_: break;
   }
   nnc_ir_bug("codegen: %s is not elementwise", nnc_op_name(op));
 }
@@ -809,11 +956,16 @@ static int64_t coef_of(const nnc_kexpr *e, int v) {
     if (e->a[0]->kind == NNC_KX_CONST) return y * e->a[0]->i;
     return NOT_AFFINE;
   }
-  default:
-    for (int i = 0; i < 3; i++)
-      if (e->a[i] && coef_of(e->a[i], v) != 0) return NOT_AFFINE;
-    return 0;
+  case NNC_KX_SCALAR:
+  case NNC_KX_LOAD:
+  case NNC_KX_UN:
+  case NNC_KX_SELECT:
+  case NNC_KX_CAST:
+  case NNC_KX_RAND: break;
   }
+  for (int i = 0; i < 3; i++)
+    if (e->a[i] && coef_of(e->a[i], v) != 0) return NOT_AFFINE;
+  return 0;
 }
 
 /* Does value expression e load some buffer contiguously along v? */
@@ -1354,6 +1506,7 @@ static void kernel_scatter_add(lower *L, const nnc_node *n) {
   add_kernel(L, k);
 }
 
+/* The kernel of a node that has one (ST_KERNEL). */
 static void kernel_for(lower *L, const nnc_node *n) {
   switch (n->op) {
   case NNC_OP_SUM:
@@ -1362,13 +1515,53 @@ static void kernel_for(lower *L, const nnc_node *n) {
   case NNC_OP_IM2COL: kernel_im2col(L, n); return;
   case NNC_OP_COL2IM: kernel_col2im(L, n); return;
   case NNC_OP_SCATTER_ADD: kernel_scatter_add(L, n); return;
-  default: break;
-  }
-  if (L->final[n->id] == n) {
-    kernel_matmul(L, n);
+  case NNC_OP_MATMUL: kernel_matmul(L, n); return;
+  /* inline ops stored for their readers: a loop nest over the node's
+   * elements, or the end of a product's epilogue chain (bias, ReLU) */
+  case NNC_OP_CONST:
+  case NNC_OP_NEG:
+  case NNC_OP_EXP:
+  case NNC_OP_LOG:
+  case NNC_OP_SQRT:
+  case NNC_OP_RSQRT:
+  case NNC_OP_RECIP:
+  case NNC_OP_TANH:
+  case NNC_OP_SIGMOID:
+  case NNC_OP_RELU:
+  case NNC_OP_ABS:
+  case NNC_OP_SIGN:
+  case NNC_OP_ERF:
+  case NNC_OP_COS:
+  case NNC_OP_FLOOR:
+  case NNC_OP_CAST:
+  case NNC_OP_ADD:
+  case NNC_OP_SUB:
+  case NNC_OP_MUL:
+  case NNC_OP_DIV:
+  case NNC_OP_MAX:
+  case NNC_OP_MIN:
+  case NNC_OP_POW:
+  case NNC_OP_GT:
+  case NNC_OP_GE:
+  case NNC_OP_EQ:
+  case NNC_OP_SELECT:
+  case NNC_OP_TRANSPOSE:
+  case NNC_OP_BROADCAST:
+  case NNC_OP_GATHER:
+  case NNC_OP_ONEHOT:
+  case NNC_OP_RAND:
+    if (L->final[n->id] == n)
+      kernel_matmul(L, n);
+    else
+      kernel_elementwise(L, n);
     return;
+  /* memory of their own, or views of it: no kernel */
+  case NNC_OP_INPUT:
+  case NNC_OP_PARAM:
+  case NNC_OP_RESHAPE:
+  case NNC_OP_COUNT_: break;
   }
-  kernel_elementwise(L, n);
+  nnc_ir_bug("codegen: %s gets no kernel", nnc_op_name(n->op));
 }
 
 /* dst[i] = src[i] over n elements. */
