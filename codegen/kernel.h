@@ -28,7 +28,7 @@
 #include <stdint.h>
 
 #include "arena.h"
-#include "gemm.h"
+#include "gemm_plan.h"
 #include "ir.h"
 
 /* Value types of kernel expressions. */
@@ -41,46 +41,46 @@ int nnc_kt_size(nnc_kt t);
 /* Kernel expression ops, as K(ENUM, "name"): the enum and nnc_kop_name
  * are expanded from this list; switches over nnc_kop spell out every op. */
 #define NNC_KOPS(K)                                                                                \
-  /* unary, float */                                                                              \
-  K(NEG, "neg")                                                                                   \
-  K(EXP, "exp")                                                                                   \
-  K(LOG, "log")                                                                                   \
-  K(SQRT, "sqrt")                                                                                 \
-  K(RSQRT, "rsqrt")                                                                               \
-  K(RECIP, "recip")                                                                               \
-  K(TANH, "tanh")                                                                                 \
-  K(SIGMOID, "sigmoid")                                                                           \
-  K(RELU, "relu")                                                                                 \
-  K(ABS, "abs")                                                                                   \
-  K(SIGN, "sign")                                                                                 \
-  K(ERF, "erf")                                                                                   \
-  K(COS, "cos")                                                                                   \
-  K(FLOOR, "floor")                                                                               \
-  /* unary, bool */                                                                               \
-  K(NOT, "not")                                                                                   \
-  /* binary, float or int (DIV and REM on ints: truncating, operands >= 0) */                     \
-  K(ADD, "add")                                                                                   \
-  K(SUB, "sub")                                                                                   \
-  K(MUL, "mul")                                                                                   \
-  K(DIV, "div")                                                                                   \
-  K(REM, "rem")                                                                                   \
-  K(MAX, "max")                                                                                   \
-  K(MIN, "min")                                                                                   \
-  K(POW, "pow")                                                                                   \
-  /* comparisons -> bool */                                                                       \
-  K(LT, "lt")                                                                                     \
-  K(LE, "le")                                                                                     \
-  K(GT, "gt")                                                                                     \
-  K(GE, "ge")                                                                                     \
-  K(EQ, "eq")                                                                                     \
-  K(NE, "ne")                                                                                     \
-  /* bool */                                                                                      \
-  K(AND, "and")                                                                                   \
+  /* unary, float */                                                                               \
+  K(NEG, "neg")                                                                                    \
+  K(EXP, "exp")                                                                                    \
+  K(LOG, "log")                                                                                    \
+  K(SQRT, "sqrt")                                                                                  \
+  K(RSQRT, "rsqrt")                                                                                \
+  K(RECIP, "recip")                                                                                \
+  K(TANH, "tanh")                                                                                  \
+  K(SIGMOID, "sigmoid")                                                                            \
+  K(RELU, "relu")                                                                                  \
+  K(ABS, "abs")                                                                                    \
+  K(SIGN, "sign")                                                                                  \
+  K(ERF, "erf")                                                                                    \
+  K(COS, "cos")                                                                                    \
+  K(FLOOR, "floor")                                                                                \
+  /* unary, bool */                                                                                \
+  K(NOT, "not")                                                                                    \
+  /* binary, float or int (DIV and REM on ints: truncating, operands >= 0) */                      \
+  K(ADD, "add")                                                                                    \
+  K(SUB, "sub")                                                                                    \
+  K(MUL, "mul")                                                                                    \
+  K(DIV, "div")                                                                                    \
+  K(REM, "rem")                                                                                    \
+  K(MAX, "max")                                                                                    \
+  K(MIN, "min")                                                                                    \
+  K(POW, "pow")                                                                                    \
+  /* comparisons -> bool */                                                                        \
+  K(LT, "lt")                                                                                      \
+  K(LE, "le")                                                                                      \
+  K(GT, "gt")                                                                                      \
+  K(GE, "ge")                                                                                      \
+  K(EQ, "eq")                                                                                      \
+  K(NE, "ne")                                                                                      \
+  /* bool */                                                                                       \
+  K(AND, "and")                                                                                    \
   K(OR, "or")
 
 typedef enum nnc_kop {
 #define NNC_KOP_ENUM_(e, name) NNC_K_##e,
-  NNC_KOPS(NNC_KOP_ENUM_)
+  NNC_KOPS(NNC_KOP_ENUM_) /* one enumerator each */
 #undef NNC_KOP_ENUM_
   NNC_K_COUNT_
 } nnc_kop;
@@ -158,7 +158,7 @@ typedef struct nnc_kernel {
   int nscalars;
   nnc_kt *scalar_type; /* [nscalars] */
   double work;         /* rough cost in element-operations, for threading */
-  /* A matrix product emitted by gemm.c instead of a loop nest: computes
+  /* A matrix product (gemm_plan.h) instead of a loop nest: computes
    * rows [begin * row_block, min(end * row_block, M)) of C. */
   bool is_gemm;
   nnc_cg_gemm gemm;

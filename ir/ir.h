@@ -82,15 +82,15 @@ size_t nnc_dtype_size(nnc_dtype t);
 /* Values fed into a graph from the runtime each step (see nnc_rt.h), as
  * K(ENUM, "name"): the enum below and nnc_input_name are expanded from it. */
 #define NNC_INPUT_KINDS(K)                                                                         \
-  K(X, "x")         /* the batch of samples, [batch, ...sample shape] */                          \
-  K(Y, "y")         /* labels i32[batch] or targets f32[batch, ...] */                            \
-  K(STEP, "step")   /* f32 scalar, optimizer step, 1-based */                                     \
-  K(EPOCH, "epoch") /* f32 scalar, 0-based */                                                     \
+  K(X, "x")         /* the batch of samples, [batch, ...sample shape] */                           \
+  K(Y, "y")         /* labels i32[batch] or targets f32[batch, ...] */                             \
+  K(STEP, "step")   /* f32 scalar, optimizer step, 1-based */                                      \
+  K(EPOCH, "epoch") /* f32 scalar, 0-based */                                                      \
   K(SEED, "seed")   /* i32 scalar, seed for random masks */
 
 typedef enum nnc_input_kind {
 #define NNC_INPUT_ENUM_(e, name) NNC_IN_##e,
-  NNC_INPUT_KINDS(NNC_INPUT_ENUM_)
+  NNC_INPUT_KINDS(NNC_INPUT_ENUM_) /* one enumerator each */
 #undef NNC_INPUT_ENUM_
   NNC_IN_COUNT_
 } nnc_input_kind;
@@ -177,16 +177,16 @@ typedef struct nnc_update {
 
 /* Named results a graph hands back to the runtime, as K(ENUM, "name"). */
 #define NNC_OUTPUT_KINDS(K)                                                                        \
-  K(LOSS_VEC, "loss_vec")       /* f32[batch] per-sample loss (before mean/sum) */                \
-  K(LOSS, "loss")               /* f32 scalar: the data loss (reduced loss_vec); l1/l2 penalties  \
-                                   are added only to what optim.c differentiates */               \
-  K(CORRECT_VEC, "correct_vec") /* f32[batch] 1.0 where the prediction is right */                \
-  K(PRED, "pred")               /* the model's output (logits, regression values) */              \
+  K(LOSS_VEC, "loss_vec")       /* f32[batch] per-sample loss (before mean/sum) */                 \
+  K(LOSS, "loss")               /* f32 scalar: the data loss (reduced loss_vec); l1/l2 penalties   \
+                                   are added only to what optim.c differentiates */                \
+  K(CORRECT_VEC, "correct_vec") /* f32[batch] 1.0 where the prediction is right */                 \
+  K(PRED, "pred")               /* the model's output (logits, regression values) */               \
   K(LR, "lr")                   /* f32 scalar learning rate of this step */
 
 typedef enum nnc_output_kind {
 #define NNC_OUTPUT_ENUM_(e, name) NNC_OUT_##e,
-  NNC_OUTPUT_KINDS(NNC_OUTPUT_ENUM_)
+  NNC_OUTPUT_KINDS(NNC_OUTPUT_ENUM_) /* one enumerator each */
 #undef NNC_OUTPUT_ENUM_
   NNC_OUT_COUNT_
 } nnc_output_kind;

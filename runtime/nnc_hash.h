@@ -16,7 +16,7 @@
 
 #include <stdint.h>
 
-#define NNC_HASH_STEP_MUL 0x9E3779B97F4A7C15u
+#define NNC_HASH_STEP_MUL  0x9E3779B97F4A7C15u
 #define NNC_HASH_INDEX_MUL 0xC2B2AE3D27D4EB4Fu
 enum { NNC_HASH_BITS = 24 }; /* bits of x kept, from the top */
 
@@ -27,7 +27,7 @@ enum { NNC_HASH_BITS = 24 }; /* bits of x kept, from the top */
 
 static inline uint64_t nnc_hash_finalize(uint64_t x) {
 #define NNC_HASH_XORSHIFT_(n) x ^= x >> (n);
-#define NNC_HASH_MUL_(c) x *= (uint64_t)(c);
+#define NNC_HASH_MUL_(c)      x *= (uint64_t)(c);
   NNC_HASH_FINALIZER(NNC_HASH_XORSHIFT_, NNC_HASH_MUL_)
 #undef NNC_HASH_XORSHIFT_
 #undef NNC_HASH_MUL_
