@@ -470,6 +470,21 @@ static void test_recompute_batchnorm(void **state) {
   assert_int_equal(train_kernels(fx), 6);
 }
 
+/* Runs last: every op of ops.def was compiled and compared with the
+ * interpreter by some test above. */
+static void test_every_op_is_checked(void **state) {
+  (void)state;
+  int missing = 0;
+  for (int op = 0; op < NNC_OP_COUNT_; op++)
+    if (!fx_kernel_checked[op]) {
+      print_error("op '%s' has no kernel-against-interpreter check in "
+                  "tests/codegen/test_cg_ops.c\n",
+                  nnc_op_name((nnc_op)op));
+      missing++;
+    }
+  if (missing) fail_msg("%d op(s) without a kernel check", missing);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       T(test_unary_f32),
@@ -495,6 +510,7 @@ int main(void) {
       T(test_update_transposed),
       T(test_update_mixed),
       T(test_recompute_batchnorm),
+      cmocka_unit_test(test_every_op_is_checked), /* last */
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
