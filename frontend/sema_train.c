@@ -131,8 +131,10 @@ static void set_validate(nnc_sema *s, const nnc_ast *v) {
 
 /* ---- loss ---- */
 
+/* In nnc_loss_kind's order. */
+static const char *const losses[] = {"mse", "mae", "cross_entropy", "binary_cross_entropy"};
+
 static void set_loss(nnc_sema *s, const nnc_ast *v) {
-  static const char *const losses[] = {"mse", "mae", "cross_entropy", "binary_cross_entropy"};
   static const nnc_loss_kind kinds[] = {NNC_LOSS_MSE, NNC_LOSS_MAE, NNC_LOSS_CROSS_ENTROPY,
                                         NNC_LOSS_BINARY_CROSS_ENTROPY};
   static const char *const p_loss[] = {"reduction"};
@@ -232,7 +234,7 @@ static void schedule(nnc_sema *s, const nnc_ast *v, bool inner, bool *unit_given
   const nnc_ast *a[4];
   static const nnc_sig sigs[] = {{"constant", p_const, 1, 0, 0},  {"step", p_step, 3, 1, 1},
                                  {"multistep", p_multi, 3, 1, 1}, {"exponential", p_exp, 2, 1, 0},
-                                 {"cosine", p_cos, 3, 0, 0},      {"warmup", p_warm, 4, 2, 1}};
+                                 {"cosine", p_cos, 3, 1, 0},      {"warmup", p_warm, 4, 2, 1}};
   if (!nnc_sema_match(s, v, &sigs[k], a)) return;
   if (a[sigs[k].n - 1] && !set_unit(s, a[sigs[k].n - 1], unit_given)) return;
   switch (k) {
@@ -517,6 +519,19 @@ static void unknown_setting(nnc_sema *s, const nnc_ast *st) {
     nnc_sema_error(s, st->name_span, "unknown setting '%s' in train block", st->str);
 }
 
+/* IDX files hold class labels (whole numbers), which only cross_entropy
+ * reads; a loss on float targets would fail when the data loads. */
+static void check_labels(nnc_sema *s) {
+  const nnc_train_config *c = &s->cfg;
+  if (!c->data_ref || c->data.format != NNC_DATA_IDX || c->loss == NNC_LOSS_CROSS_ENTROPY) return;
+  nnc_sema_error(s, s->loss_at,
+                 "%s needs float targets, but '%s' is IDX data, whose labels are class "
+                 "indices; use 'loss = cross_entropy' (one output per class)",
+                 losses[c->loss], c->data_ref);
+  int d = nnc_sema_find_data(s, c->data_ref);
+  if (d >= 0) nnc_sema_note(s, s->datas.items[d]->name_span, "'%s' is declared here", c->data_ref);
+}
+
 /* Rules that involve several settings. */
 static void check_together(nnc_sema *s) {
   nnc_train_config *c = &s->cfg;
@@ -531,9 +546,7 @@ static void check_together(nnc_sema *s) {
     nnc_sema_error(s, s->early_stop_at,
                    "early stopping on accuracy needs a classification "
                    "loss");
-  nnc_schedule_config *sc = &c->schedule;
-  if (sc->kind == NNC_SCHED_COSINE && sc->period == 0 && sc->unit == NNC_PER_EPOCH)
-    sc->period = c->epochs - sc->warmup > 1 ? c->epochs - sc->warmup : 1;
+  check_labels(s);
 }
 
 void nnc_sema_train(nnc_sema *s) {

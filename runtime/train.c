@@ -331,6 +331,21 @@ static int resume(run *r) {
   return 0;
 }
 
+/* A schedule whose length is the run's (cosine without a period) reads the
+ * run's total epochs from this scalar optimizer-state tensor; it is set
+ * here, after any resume, so `--epochs` and resuming to a new total
+ * stretch the schedule instead of restarting its cycle. */
+static const char RUN_EPOCHS_TENSOR[] = "schedule.epochs";
+
+static void set_run_length(const run *r) {
+  for (int i = 0; i < r->m->ntensors; i++) {
+    const nnc_rt_tensor *t = &r->m->tensors[i];
+    if (t->role != NNC_RT_OPT_STATE || t->rank != 0 || strcmp(t->name, RUN_EPOCHS_TENSOR)) continue;
+    float epochs = (float)r->o->epochs;
+    memcpy(r->arena + t->offset, &epochs, sizeof epochs);
+  }
+}
+
 static void init_state(run *r) {
   nnc_rt_train_state *st = &r->st;
   memset(st, 0, sizeof *st);
@@ -394,6 +409,7 @@ int nnc_rt_train(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nn
   if (opts->result) *opts->result = (nnc_rt_train_result){.best_metric = NAN};
   init_state(&r);
   if (opts->resume_path && resume(&r)) return -1;
+  set_run_length(&r);
   r.perm = malloc((size_t)train->n * sizeof *r.perm);
   r.scratch = malloc((size_t)m->sample_size * sizeof *r.scratch + 1);
   if (!r.perm || !r.scratch) {
