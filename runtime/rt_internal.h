@@ -41,6 +41,11 @@ void nnc_rt_progress_begin_epoch(nnc_rt_progress *p, int64_t epoch);
  * about ten times per second, and only when interactive. */
 void nnc_rt_progress_step(nnc_rt_progress *p, int64_t step, double loss_sum, double correct_sum,
                           int64_t samples);
+/* Says where a resumed run continues: "resumed from PATH: epoch E of N done
+ * (step S)", and that patience starts over when the saved run had stopped
+ * early. */
+void nnc_rt_progress_resumed(const nnc_rt_progress *p, const char *path, int64_t epoch,
+                             int64_t step, int patience_restarted);
 /* Clears the live line and prints the epoch summary line. */
 void nnc_rt_progress_end_epoch(nnc_rt_progress *p, const nnc_rt_epoch_stats *s);
 /* Formats the summary line of s (no newline) into buf. */

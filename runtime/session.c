@@ -209,8 +209,16 @@ static void print_help(const session *S, int have_spec) {
          " (default %llu)\n",
          have_spec ? (unsigned long long)s->seed : 0ULL);
   printf("  --threads N        worker threads; 0 = all cores (default 0)\n");
-  printf("  --data PATH        training data: the IDX folder, the CSV file, or X.npy,Y.npy\n");
-  printf("  --test-data PATH   test data: the CSV file or X.npy,Y.npy\n");
+  /* Only the form this program's data takes. */
+  static const char *const data_forms[] = {"the IDX folder", "a CSV file", "X.npy,Y.npy"};
+  int format = have_spec && s->format >= NNC_RT_DATA_IDX && s->format <= NNC_RT_DATA_NPY
+                   ? s->format - NNC_RT_DATA_IDX
+                   : -1;
+  if (format < 0)
+    printf("  --data PATH        training data: the IDX folder, a CSV file, or X.npy,Y.npy\n");
+  else
+    printf("  --data PATH        training data: %s\n", data_forms[format]);
+  if (format != 0) printf("  --test-data PATH   test data: %s\n", format < 0 ? "a CSV file or X.npy,Y.npy" : data_forms[format]);
   printf("  --resume CKPT      continue the run saved in this checkpoint\n");
   printf("  --checkpoint FILE  write checkpoints (safetensors) to FILE\n");
   printf(
@@ -364,6 +372,11 @@ static int load_files(session *S, const nnc_rt_spec_files *files, const char *cl
       return -1;
   } else {
     const char *want = cli ? cli : files->x;
+    if (cli && strchr(cli, ','))
+      return nnc_rt_fail(&S->err,
+                         "--data '%s': this model's data is one CSV file (FEATURES.npy,LABELS.npy "
+                         "is the form for npy data)",
+                         cli);
     if (resolve(S, want, 0, cli != NULL, "data file", &x)) return -1;
     if (s->format == NNC_RT_DATA_NPY && resolve(S, files->y, 0, 0, "data file", &y)) return -1;
   }

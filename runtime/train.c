@@ -164,6 +164,7 @@ typedef struct run {
   nnc_rt_log log;
   double t0; /* nnc_rt_now() at the start, less the wall time of resumed epochs */
   double lr; /* as the model last reported it; NaN: it does not */
+  int patience_restarted; /* resumed a run that had stopped early */
   /* The window of the next step row of the log. */
   double win_loss, win_correct, win_start;
   int64_t win_samples;
@@ -327,6 +328,17 @@ static int resume(run *r) {
                        "per epoch (was the data set or batch size changed?)",
                        o->resume_path, (long long)st.step, (long long)st.epoch,
                        (long long)r->steps);
+  if (st.epoch >= o->epochs)
+    return nnc_rt_fail(r->err,
+                       "nothing to train: %s has done %lld epoch%s and the run is for %lld in "
+                       "total (epochs counts the resumed ones too); ask for more than %lld",
+                       o->resume_path, (long long)st.epoch, st.epoch == 1 ? "" : "s",
+                       (long long)o->epochs, (long long)st.epoch);
+  /* A run that early stopping ended is resumed to train more: patience
+   * starts over, as a new fit does in Keras (otherwise it would stop again
+   * after one epoch). */
+  r->patience_restarted = o->early_stop && st.wait >= o->patience;
+  if (r->patience_restarted) st.wait = 0;
   r->st = st;
   return 0;
 }
@@ -420,6 +432,9 @@ int nnc_rt_train(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nn
   int rc = opts->log_path ? nnc_rt_log_open(&r.log, opts->log_path, r.st.epoch > 0, err) : 0;
   nnc_rt_progress_init(&r.progress, opts->progress, opts->interactive, opts->epochs, r.steps,
                        m->batch, m->correct_vec_off >= 0);
+  if (opts->resume_path)
+    nnc_rt_progress_resumed(&r.progress, opts->resume_path, r.st.epoch, r.st.step,
+                            r.patience_restarted);
   nnc_rt_set_ftz_daz();
   if (rc == 0) rc = run_epochs(&r, cb, user);
   rc = finish_log(&r, rc);

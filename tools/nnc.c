@@ -249,9 +249,24 @@ static bool has_flag(int argc, char **argv, const char *flag) {
   return false;
 }
 
+/* The .nn file may follow flags (`nnc run --quiet m.nn`): moves the first
+ * argument that names a .nn file to the front, the others keeping their
+ * order. */
+static void file_first(int argc, char **argv) {
+  for (int i = 0; i < argc; i++) {
+    size_t n = strlen(argv[i]);
+    if (argv[i][0] == '-' || n < 4 || strcmp(argv[i] + n - 3, ".nn") != 0) continue;
+    char *file = argv[i];
+    memmove(argv + 1, argv, (size_t)i * sizeof *argv);
+    argv[0] = file;
+    return;
+  }
+}
+
 /* nnc run FILE [flags]: JIT-compile and hand over to the runtime session,
  * which parses the remaining flags exactly as a standalone trainer does. */
 static int cmd_run(int argc, char **argv, double t_start) {
+  file_first(argc, argv);
   if (argc < 1 || argv[0][0] == '-') {
     if (argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
       fputs(usage, stdout);

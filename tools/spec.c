@@ -60,7 +60,9 @@ static void put_data(FILE *f, const nnc_train_config *c) {
 }
 
 static void put_control(FILE *f, const nnc_train_config *c) {
-  const char *validate = "none";
+  /* Without `validate =`, a declared validation split is evaluated (as
+   * Keras' validation_split is); the test set only when asked for. */
+  const char *validate = c->data.val_fraction > 0 ? "validation" : "none";
   if (c->has_validation)
     validate =
         c->validate_split && !strcmp(c->validate_split, "validation") ? "validation" : "test";
