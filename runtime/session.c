@@ -255,17 +255,16 @@ static int is_kind(const char *path, int want_dir) {
 
 /* Finds a data file or folder. Paths from the spec are tried next to the
  * .nn file (base_dir), in /usr/share/datasets, then as given; paths from
- * the command line as given, then in /usr/share/datasets. *out is owned by
- * the session. */
-static int resolve(session *S, const char *path, int want_dir, int from_cli, const char *what,
-                   const char **out) {
+ * the command line as given, then in /usr/share/datasets. *out is
+ * malloc'd. */
+int nnc_rt_find_data(const char *base_dir, const char *path, int want_dir, int from_cli,
+                     const char *what, char **out, nnc_rt_error *err) {
   char *cands[3] = {0};
   int n = 0;
   if (path[0] == '/') {
     cands[n++] = strdup(path);
   } else {
-    if (!from_cli && S->spec.base_dir && *S->spec.base_dir)
-      cands[n++] = join(S->spec.base_dir, path);
+    if (!from_cli && base_dir && *base_dir) cands[n++] = join(base_dir, path);
     if (from_cli) cands[n++] = strdup(path);
     cands[n++] = join(DATASETS_DIR, path);
     if (!from_cli) cands[n++] = strdup(path);
@@ -279,36 +278,52 @@ static int resolve(session *S, const char *path, int want_dir, int from_cli, con
     if (found < 0 && is_kind(cands[i], want_dir)) found = i;
   }
   if (found >= 0) {
-    *out = own(S, cands[found]);
+    *out = cands[found];
     cands[found] = NULL;
   } else if (found == -1) {
     char tried[1536] = "";
     for (int i = 0; i < n; i++)
       snprintf(tried + strlen(tried), sizeof tried - strlen(tried), "%s%s", i ? ", " : "",
                cands[i]);
-    nnc_rt_fail(&S->err, "%s '%s' not found; looked in: %s", what, path, tried);
+    nnc_rt_fail(err, "%s '%s' not found; looked in: %s", what, path, tried);
   }
   for (int i = 0; i < n; i++)
     free(cands[i]);
-  if (found == -2) return nnc_rt_fail(&S->err, "out of memory");
-  return found >= 0 && *out ? 0 : found >= 0 ? nnc_rt_fail(&S->err, "too many paths") : -1;
+  if (found == -2) return nnc_rt_fail(err, "out of memory");
+  return found >= 0 ? 0 : -1;
 }
 
-/* An IDX file of the folder, raw or gzipped. */
-static int idx_file(session *S, const char *dir, const char *name, const char **out) {
+/* nnc_rt_find_data with the result owned by the session. */
+static int resolve(session *S, const char *path, int want_dir, int from_cli, const char *what,
+                   const char **out) {
+  char *p;
+  if (nnc_rt_find_data(S->spec.base_dir, path, want_dir, from_cli, what, &p, &S->err)) return -1;
+  *out = own(S, p);
+  return *out ? 0 : nnc_rt_fail(&S->err, "too many paths");
+}
+
+/* An IDX file of the folder, raw or gzipped; *out is malloc'd. */
+int nnc_rt_find_idx_file(const char *dir, const char *name, char **out, nnc_rt_error *err) {
   char gz[128];
   snprintf(gz, sizeof gz, "%s.gz", name);
   const char *names[2] = {name, gz};
   for (int i = 0; i < 2; i++) {
     char *p = join(dir, names[i]);
-    if (!p) return nnc_rt_fail(&S->err, "out of memory");
+    if (!p) return nnc_rt_fail(err, "out of memory");
     if (is_kind(p, 0)) {
-      *out = own(S, p);
-      return *out ? 0 : nnc_rt_fail(&S->err, "too many paths");
+      *out = p;
+      return 0;
     }
     free(p);
   }
-  return nnc_rt_fail(&S->err, "%s/%s (or %s.gz): not found", dir, name, name);
+  return nnc_rt_fail(err, "%s/%s (or %s.gz): not found", dir, name, name);
+}
+
+static int idx_file(session *S, const char *dir, const char *name, const char **out) {
+  char *p;
+  if (nnc_rt_find_idx_file(dir, name, &p, &S->err)) return -1;
+  *out = own(S, p);
+  return *out ? 0 : nnc_rt_fail(&S->err, "too many paths");
 }
 
 /* ---- Data -------------------------------------------------------------------- */

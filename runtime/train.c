@@ -130,7 +130,13 @@ static void batch_sums(const nnc_rt_model *m, const char *arena, int64_t valid, 
 
 int nnc_rt_evaluate(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nnc_rt_dataset *ds,
                     double *loss, double *acc, nnc_rt_error *err) {
+  return nnc_rt_predict(m, arena, pool, ds, -1, NULL, loss, acc, err);
+}
+
+int nnc_rt_predict(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nnc_rt_dataset *ds,
+                   int64_t pred_off, float *out, double *loss, double *acc, nnc_rt_error *err) {
   *loss = *acc = NAN;
+  if (out && pred_off < 0) return nnc_rt_fail(err, "the model's output is not kept in its arena");
   if (m->batch < 1) return nnc_rt_fail(err, "model batch size %lld < 1", (long long)m->batch);
   if (check_dataset(m, ds, "evaluation", err)) return -1;
   if (ds->n <= 0) return 0;
@@ -143,6 +149,9 @@ int nnc_rt_evaluate(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const
       put_padding(m, arena, r);
     m->eval_step(arena, pool);
     batch_sums(m, arena, valid, &loss_sum, &correct_sum);
+    if (out) /* f32[batch, num_classes] at pred_off: keep the valid rows */
+      memcpy(out + start * m->num_classes, arena + pred_off,
+             (size_t)(valid * m->num_classes) * sizeof(float));
   }
   *loss = loss_sum / (double)ds->n;
   if (m->correct_vec_off >= 0) *acc = correct_sum / (double)ds->n;

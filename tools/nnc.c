@@ -5,6 +5,8 @@
  *   nnc check FILE...              diagnostics only; exit 0 and print nothing if clean
  *   nnc run FILE [flags]           compile in memory (ORC LLJIT) and train now
  *   nnc show CKPT [GLOB...]        list the tensors of a safetensors file
+ *   nnc eval|predict FILE --weights CKPT   a trained model on data (tools/eval.c)
+ *   nnc summary FILE               layers, shapes, parameters, memory (tools/summary.c)
  *   nnc FILE -o PROGRAM            a standalone training executable (no LLVM in it)
  *   nnc --emit=KIND FILE [-o OUT]  ir | llvm | asm | obj
  *   nnc --help | --version
@@ -26,6 +28,7 @@
 #include <sys/wait.h>
 
 #include "codegen.h"
+#include "driver.h"
 #include "frontend.h"
 #include "ir.h"
 #include "nnc_rt.h"
@@ -40,6 +43,9 @@ static const char usage[] =
     "usage: nnc check FILE...               check .nn files, print diagnostics\n"
     "       nnc run FILE [flags]            compile in memory and train now\n"
     "       nnc show CKPT [GLOB...]         list a checkpoint's tensors (values or statistics)\n"
+    "       nnc eval FILE --weights CKPT [--data PATH]      loss, accuracy, confusion matrix\n"
+    "       nnc predict FILE --weights CKPT [--data PATH] -o OUT.csv|OUT.npy\n"
+    "       nnc summary FILE                layers, shapes, parameter counts, memory plan\n"
     "       nnc FILE -o PROGRAM [--batch N] write a standalone training executable\n"
     "       nnc --emit=KIND FILE [-o OUT]   KIND: ir, llvm, asm (to stdout or OUT), obj (needs "
     "-o)\n"
@@ -166,22 +172,19 @@ static int cmd_emit_ir(const char *path) {
 
 /* ---- Compiling to kernels ------------------------------------------------ */
 
-/* Everything one compiled .nn file needs, freed by compiled_free. */
-typedef struct compiled {
-  nnc_arena arena;
-  nnc_module *m;
-  nnc_cg_program *prog; /* NULL unless JIT-compiled */
-  const char *path;
-} compiled;
-
-static void compiled_free(compiled *c) {
+void compiled_free(compiled *c) {
   if (c->prog) nnc_cg_free(c->prog);
   nnc_arena_destroy(&c->arena);
 }
 
 /* Front end and graph passes: a module ready for codegen, or false after
  * printing why. */
-static bool build_module(compiled *c, const char *path, int64_t batch) {
+bool build_module(compiled *c, const char *path, int64_t batch) {
+  if (!build_frontend(c, path, batch)) return false;
+  return build_passes(c);
+}
+
+bool build_frontend(compiled *c, const char *path, int64_t batch) {
   nnc_arena_init(&c->arena);
   c->path = path;
   c->prog = NULL;
@@ -193,6 +196,11 @@ static bool build_module(compiled *c, const char *path, int64_t batch) {
     return false;
   }
   c->m = r.module;
+  return true;
+}
+
+bool build_passes(compiled *c) {
+  const char *path = c->path;
   nnc_pipeline_opts po;
   nnc_pipeline_default_opts(&po, stderr);
   char err[1024];
@@ -221,12 +229,12 @@ static char *folder_of(nnc_arena *a, const char *path) {
   return out;
 }
 
-static char *spec_of(compiled *c) {
+char *spec_of(compiled *c) {
   return nnc_spec_write(c->m, c->path, folder_of(&c->arena, c->path), nnc_module_hash(c->m));
 }
 
 /* Finds "--batch N" / "--batch=N" among argv; 0 when absent, -1 when bad. */
-static int64_t batch_flag(int argc, char **argv) {
+int64_t batch_flag(int argc, char **argv) {
   for (int i = 0; i < argc; i++) {
     const char *v = NULL;
     if (!strcmp(argv[i], "--batch") && i + 1 < argc)
@@ -252,7 +260,7 @@ static bool has_flag(int argc, char **argv, const char *flag) {
 /* The .nn file may follow flags (`nnc run --quiet m.nn`): moves the first
  * argument that names a .nn file to the front, the others keeping their
  * order. */
-static void file_first(int argc, char **argv) {
+void file_first(int argc, char **argv) {
   for (int i = 0; i < argc; i++) {
     size_t n = strlen(argv[i]);
     if (argv[i][0] == '-' || n < 4 || strcmp(argv[i] + n - 3, ".nn") != 0) continue;
@@ -504,6 +512,9 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "check") == 0) return cmd_check(argc - 2, argv + 2);
   if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2, t_start);
   if (strcmp(cmd, "show") == 0) return cmd_show(argc - 2, argv + 2);
+  if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 2, argv + 2, 0);
+  if (strcmp(cmd, "predict") == 0) return cmd_eval(argc - 2, argv + 2, 1);
+  if (strcmp(cmd, "summary") == 0) return cmd_summary(argc - 2, argv + 2);
   /* The remaining forms: [--emit=KIND] FILE [-o OUT] [--batch N], any order. */
   const char *emit = NULL, *file = NULL, *out = NULL, *cpu = NULL;
   int64_t batch = 0;
