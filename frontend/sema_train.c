@@ -438,12 +438,12 @@ static void set_log(nnc_sema *s, const nnc_ast *v) {
   nnc_sema_str(s, v, "log", &s->cfg.log);
 }
 
-/* early_stop(metric = loss, patience = 5, min_delta = 0) */
+/* early_stop(metric = loss, patience = 5, min_delta = 0, restore_best = false) */
 static void set_early_stop(nnc_sema *s, const nnc_ast *v) {
-  static const char *const p[] = {"metric", "patience", "min_delta"};
+  static const char *const p[] = {"metric", "patience", "min_delta", "restore_best"};
   static const char *const metrics[] = {"loss", "accuracy"};
-  const nnc_ast *a[3];
-  nnc_sig sig = {"early_stop", p, 3, 0, 0};
+  const nnc_ast *a[4];
+  nnc_sig sig = {"early_stop", p, 4, 0, 0};
   if (!nnc_sema_match(s, v, &sig, a)) return;
   nnc_early_stop_config *e = &s->cfg.early_stop;
   e->enabled = true;
@@ -456,6 +456,7 @@ static void set_early_stop(nnc_sema *s, const nnc_ast *v) {
   }
   if (a[1]) nnc_sema_int(s, a[1], "patience", 1, 1000000, &e->patience);
   if (a[2]) nnc_sema_num(s, a[2], "min_delta", 0, 1e30, &e->min_delta);
+  if (a[3]) nnc_sema_bool(s, a[3], "restore_best", &e->restore_best);
 }
 
 /* checkpoint(path = "ckpt.safetensors", every = 1, keep_best = false) */

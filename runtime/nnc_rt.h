@@ -336,6 +336,7 @@ typedef struct nnc_rt_train_result {
   int stopped_early;  /* early stopping ended the run */
   double best_metric; /* best watched metric (NaN: none) */
   int64_t best_epoch; /* 1-based */
+  int64_t restored_epoch; /* restore_best: the epoch whose weights it ended on, 0: none */
 } nnc_rt_train_result;
 
 /* ---- Training loop ------------------------------------------------------- */
@@ -377,6 +378,12 @@ typedef struct nnc_rt_train_opts {
   const char *resume_path;
   const nnc_rt_io_hooks *io;   /* checkpoint write-failure injection (tests) */
   nnc_rt_train_result *result; /* filled when non-NULL */
+  /* End on the weights (parameters, frozen weights, buffers) of the best
+   * epoch by the watched metric, kept in memory, instead of the last
+   * epoch's (Keras' restore_best_weights). Checkpoints at checkpoint_path
+   * stay the last epoch's, the resumable position; after a resume, only
+   * epochs trained since can be restored. */
+  int restore_best;
 } nnc_rt_train_opts;
 
 typedef struct nnc_rt_epoch_stats {
@@ -458,6 +465,7 @@ typedef struct nnc_rt_spec {
   int early_stop_metric; /* enum nnc_rt_metric */
   int64_t patience;      /* 5 */
   double min_delta;
+  int restore_best; /* end on the best epoch's weights */
   char *checkpoint_path;
   int64_t checkpoint_every; /* 1 */
   int keep_best;

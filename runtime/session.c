@@ -561,7 +561,8 @@ static int train(session *S) {
                          .extra = S->nextra ? S->extra : NULL,
                          .nextra = S->nextra,
                          .resume_path = s->resume_path,
-                         .result = &S->result};
+                         .result = &S->result,
+                         .restore_best = s->restore_best};
   /* The first step follows at once: nnc_rt_train only shuffles (and, when
    * resuming, loads the checkpoint) before it. */
   double t0 = nnc_rt_now();
@@ -585,6 +586,9 @@ static int report(session *S) {
   if (S->result.stopped_early && !S->f.quiet)
     fprintf(stderr, "early stopping after epoch %lld: best epoch %lld\n",
             (long long)S->result.last_epoch, (long long)S->result.best_epoch);
+  if (S->result.restored_epoch && !S->f.quiet)
+    fprintf(stderr, "restored the weights of epoch %lld (restore_best)\n",
+            (long long)S->result.restored_epoch);
   double sps = nnc_rt_samples_per_s(S->trained_samples, S->step_s);
   printf("trained %lld epoch%s in %.1f s: %.0f samples/s\n", (long long)S->result.epochs_run,
          S->result.epochs_run == 1 ? "" : "s", S->train_s, sps);

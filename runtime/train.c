@@ -174,6 +174,8 @@ typedef struct run {
   double t0; /* nnc_rt_now() at the start, less the wall time of resumed epochs */
   double lr; /* as the model last reported it; NaN: it does not */
   int patience_restarted; /* resumed a run that had stopped early */
+  float *best;            /* restore_best: the weights of epoch best_kept */
+  int64_t best_kept;      /* 1-based, 0: none kept */
   /* The window of the next step row of the log. */
   double win_loss, win_correct, win_start;
   int64_t win_samples;
@@ -271,6 +273,35 @@ static int save(run *r, const char *path) {
   return nnc_rt_checkpoint_save(path, r->m, r->arena, &so, r->err);
 }
 
+/* The weights restore_best keeps: parameters, frozen weights, buffers. */
+static int is_weight(const nnc_rt_tensor *t) {
+  return t->role != NNC_RT_OPT_STATE;
+}
+
+/* Copies the weights between the arena and r->best (to_arena: back). */
+static void copy_weights(run *r, int to_arena) {
+  size_t at = 0;
+  for (int i = 0; i < r->m->ntensors; i++) {
+    const nnc_rt_tensor *t = &r->m->tensors[i];
+    if (!is_weight(t)) continue;
+    size_t bytes = (size_t)nnc_rt_numel(t->rank, t->shape) * sizeof(float);
+    if (to_arena)
+      memcpy(r->arena + t->offset, (char *)r->best + at, bytes);
+    else
+      memcpy((char *)r->best + at, r->arena + t->offset, bytes);
+    at += bytes;
+  }
+}
+
+static int alloc_best(run *r) {
+  size_t bytes = 1;
+  for (int i = 0; i < r->m->ntensors; i++)
+    if (is_weight(&r->m->tensors[i]))
+      bytes += (size_t)nnc_rt_numel(r->m->tensors[i].rank, r->m->tensors[i].shape) * sizeof(float);
+  r->best = malloc(bytes);
+  return r->best ? 0 : nnc_rt_fail(r->err, "out of memory for the best weights (%zu bytes)", bytes);
+}
+
 /* After epoch `epoch` (0-based) finished: log, watch, checkpoint. Sets
  * *stop when early stopping ends the run. */
 static int end_epoch(run *r, const nnc_rt_epoch_stats *s, int *stop) {
@@ -288,6 +319,10 @@ static int end_epoch(run *r, const nnc_rt_epoch_stats *s, int *stop) {
                         .wall_s = nnc_rt_now() - r->t0};
   if (nnc_rt_log_write(&r->log, &row, r->err)) return -1;
   int improved = watch(r, s);
+  if (r->best && improved) {
+    copy_weights(r, 0);
+    r->best_kept = s->epoch + 1;
+  }
   *stop = o->early_stop && !improved && r->st.wait >= o->patience;
   if (!o->checkpoint_path) return 0;
   int64_t every = o->checkpoint_every > 0 ? o->checkpoint_every : 1;
@@ -445,7 +480,12 @@ int nnc_rt_train(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nn
     nnc_rt_progress_resumed(&r.progress, opts->resume_path, r.st.epoch, r.st.step,
                             r.patience_restarted);
   nnc_rt_set_ftz_daz();
+  if (rc == 0 && opts->restore_best) rc = alloc_best(&r);
   if (rc == 0) rc = run_epochs(&r, cb, user);
+  if (rc == 0 && r.best_kept && r.best_kept != r.st.epoch) {
+    copy_weights(&r, 1);
+    if (opts->result) opts->result->restored_epoch = r.best_kept;
+  }
   rc = finish_log(&r, rc);
   if (opts->result) {
     opts->result->last_epoch = r.st.epoch;
@@ -454,5 +494,6 @@ int nnc_rt_train(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nn
   }
   free(r.perm);
   free(r.scratch);
+  free(r.best);
   return rc;
 }

@@ -76,6 +76,7 @@ static void put_control(FILE *f, const nnc_train_config *c) {
             c->early_stop.metric == NNC_METRIC_ACCURACY ? "accuracy" : "loss");
     fprintf(f, "early_stop.patience = %lld\n", (long long)c->early_stop.patience);
     fprintf(f, "early_stop.min_delta = %.17g\n", c->early_stop.min_delta);
+    if (c->early_stop.restore_best) fputs("early_stop.restore_best = true\n", f);
   }
   if (c->checkpoint.path) {
     put_str(f, "checkpoint.path", c->checkpoint.path);

@@ -369,6 +369,42 @@ static void test_early_stopping_loss(void **state) {
   assert_int_equal(res.best_epoch, 10);
 }
 
+/* restore_best: the run above ends on epoch 4's weight (8 steps: 8.0), not
+ * epoch 6's (12.0); the checkpoint stays the last epoch's. */
+static void test_restore_best(void **state) {
+  (void)state;
+  char *arena = scripted_make();
+  nnc_rt_dataset ds;
+  tu_lin_data(&ds, 4);
+  nnc_rt_train_result res;
+  const char *ck = tu_path(dir, "rb.safetensors");
+  nnc_rt_train_opts o = {.epochs = 10,
+                         .early_stop = 1,
+                         .patience = 2,
+                         .min_delta = 0.05,
+                         .checkpoint_path = ck,
+                         .restore_best = 1,
+                         .result = &res};
+  nnc_rt_error err = {{0}};
+  assert_int_equal(nnc_rt_train(&scripted, arena, NULL, &ds, &ds, &o, NULL, NULL, &err), 0);
+  assert_int_equal(res.last_epoch, 6);
+  assert_int_equal(res.restored_epoch, 4);
+  assert_true(*(float *)(arena + 128) == 8.0f);
+  nnc_rt_train_state st;
+  int has;
+  assert_int_equal(nnc_rt_checkpoint_load(ck, &scripted, arena, NULL, &st, &has, &err), 0);
+  assert_true(*(float *)(arena + 128) == 12.0f);
+  /* Without it, the last epoch's weights. */
+  memset(arena, 0, 256);
+  o.restore_best = 0;
+  o.checkpoint_path = NULL;
+  assert_int_equal(nnc_rt_train(&scripted, arena, NULL, &ds, &ds, &o, NULL, NULL, &err), 0);
+  assert_int_equal(res.restored_epoch, 0);
+  assert_true(*(float *)(arena + 128) == 12.0f);
+  nnc_rt_dataset_free(&ds);
+  free(arena);
+}
+
 static void test_early_stopping_accuracy_and_resume(void **state) {
   /* Accuracy 0.5, 0.6, 0.6, 0.7, 0.7, 0.7 -> patience 2 stops after 6. */
   nnc_rt_train_result res;
@@ -415,6 +451,7 @@ int main(void) {
       cmocka_unit_test(test_resume_after_early_stop),
       cmocka_unit_test(test_checkpoint_every),
       cmocka_unit_test(test_early_stopping_loss),
+      cmocka_unit_test(test_restore_best),
       cmocka_unit_test(test_early_stopping_accuracy_and_resume),
       cmocka_unit_test(test_option_errors),
   };
