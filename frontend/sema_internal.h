@@ -27,6 +27,8 @@ typedef struct nnc_sema {
   nnc_data_config *data_cfg; /* one per DATA declaration, same order */
   bool *model_bad;           /* per model: not to be lowered (cycle) */
   const nnc_ast *train;      /* the TRAIN declaration, or NULL */
+  const nnc_ast *const *overrides; /* TRAIN nodes of --set: settings replacing the file's */
+  int noverrides;
   nnc_train_config cfg;
   const nnc_ast *train_model;                  /* MODEL being trained */
   nnc_span loss_at, metrics_at, early_stop_at; /* where these were set */

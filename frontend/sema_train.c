@@ -293,6 +293,9 @@ static void schedule(nnc_sema *s, const nnc_ast *v, bool inner, bool *unit_given
 }
 
 static void set_schedule(nnc_sema *s, const nnc_ast *v) {
+  nnc_train_config defaults;
+  nnc_config_defaults(&defaults);
+  s->cfg.schedule = defaults.schedule; /* a --set replaces the file's */
   bool unit_given = false;
   schedule(s, v, false, &unit_given);
 }
@@ -446,6 +449,7 @@ static void set_early_stop(nnc_sema *s, const nnc_ast *v) {
   nnc_sig sig = {"early_stop", p, 4, 0, 0};
   if (!nnc_sema_match(s, v, &sig, a)) return;
   nnc_early_stop_config *e = &s->cfg.early_stop;
+  *e = (nnc_early_stop_config){0};
   e->enabled = true;
   e->metric = NNC_METRIC_LOSS;
   e->patience = 5;
@@ -466,6 +470,7 @@ static void set_checkpoint(nnc_sema *s, const nnc_ast *v) {
   nnc_sig sig = {"checkpoint", p, 3, 1, 1};
   if (!nnc_sema_match(s, v, &sig, a)) return;
   nnc_checkpoint_config *c = &s->cfg.checkpoint;
+  *c = (nnc_checkpoint_config){.every = 1};
   nnc_sema_str(s, a[0], "path", &c->path);
   if (a[1]) nnc_sema_int(s, a[1], "every", 1, 1000000, &c->every);
   if (a[2]) nnc_sema_bool(s, a[2], "keep_best", &c->keep_best);
@@ -550,9 +555,10 @@ static void check_together(nnc_sema *s) {
   check_labels(s);
 }
 
-void nnc_sema_train(nnc_sema *s) {
-  const nnc_ast *seen[NSETTINGS] = {0};
-  const nnc_ast *body = s->train->body;
+/* The settings of one train block (the file's, or the --set ones), each
+ * at most once per block (seen). */
+static void apply_block(nnc_sema *s, const nnc_ast *block, const nnc_ast **seen) {
+  const nnc_ast *body = block->body;
   for (int i = 0; i < body->list.n; i++) {
     const nnc_ast *st = body->list.items[i];
     if (st->kind == NNC_AST_GROUP) {
@@ -583,11 +589,19 @@ void nnc_sema_train(nnc_sema *s) {
     seen[k] = st;
     settings[k].fn(s, is_call ? st : st->a);
   }
+}
+
+void nnc_sema_train(nnc_sema *s) {
+  const nnc_ast *seen[NSETTINGS] = {0}, *replaced[NSETTINGS] = {0};
+  apply_block(s, s->train, seen);
+  /* --set: the command line's settings replace the file's. */
+  for (int i = 0; i < s->noverrides; i++)
+    apply_block(s, s->overrides[i], replaced);
   /* Settings that read others (epochs may follow schedule) are finished
    * after the whole block. */
   static const char *const required[] = {"model", "data", "loss"};
   for (int i = 0; i < 3; i++)
-    if (!seen[find_setting(required[i])])
+    if (!seen[find_setting(required[i])] && !replaced[find_setting(required[i])])
       nnc_sema_error(s, s->train->name_span, "train block needs '%s = ...'", required[i]);
   check_together(s);
 }

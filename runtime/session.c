@@ -41,6 +41,8 @@ typedef struct flags {
   int threads; /* 0: all cores */
   const char *data, *test_data, *resume, *log, *checkpoint;
   int quiet, help, report;
+  int no_checkpoint, no_log;
+  const char *compiled_flag; /* --lr or --set given to a compiled program */
 } flags;
 
 enum flag_id {
@@ -56,11 +58,16 @@ enum flag_id {
   FL_QUIET,
   FL_REPORT,
   FL_HELP,
+  FL_NO_CHECKPOINT,
+  FL_NO_LOG,
+  FL_LR,
+  FL_SET,
   NFLAGS
 };
 static const char *const flag_names[NFLAGS] = {
     "--epochs", "--batch", "--seed",       "--threads", "--data",   "--test-data",
-    "--resume", "--log",   "--checkpoint", "--quiet",   "--report", "--help"};
+    "--resume", "--log",   "--checkpoint", "--quiet",   "--report", "--help",
+    "--no-checkpoint", "--no-log", "--lr", "--set"};
 
 /* ---- One run ----------------------------------------------------------------- */
 typedef struct session {
@@ -159,6 +166,10 @@ static int set_flag(session *S, int id, const char *v) {
   case FL_QUIET: f->quiet = 1; return 0;
   case FL_REPORT: f->report = 1; return 0;
   case FL_HELP: f->help = 1; return 0;
+  case FL_NO_CHECKPOINT: f->no_checkpoint = 1; return 0;
+  case FL_NO_LOG: f->no_log = 1; return 0;
+  case FL_LR:
+  case FL_SET: f->compiled_flag = name; return 0;
   case NFLAGS: break;
   }
   return 0;
@@ -176,7 +187,8 @@ static int parse_flags(session *S, int argc, char **argv) {
       snprintf(name, sizeof name, "%.*s", (int)len, arg);
       return unknown_flag(S, name);
     }
-    int is_switch = id == FL_QUIET || id == FL_REPORT || id == FL_HELP;
+    int is_switch = id == FL_QUIET || id == FL_REPORT || id == FL_HELP ||
+                    id == FL_NO_CHECKPOINT || id == FL_NO_LOG;
     const char *v = NULL;
     if (is_switch && arg[len] == '=') return usage_error(S, "%s takes no value", flag_names[id]);
     if (!is_switch) {
@@ -223,6 +235,8 @@ static void print_help(const session *S, int have_spec) {
   printf("  --checkpoint FILE  write checkpoints (safetensors) to FILE\n");
   printf(
       "  --log FILE         metrics log, .csv or .jsonl; an SVG of the curves goes next to it\n");
+  printf("  --no-checkpoint    write no checkpoints, whatever the .nn file says\n");
+  printf("  --no-log           write no metrics log, whatever the .nn file says\n");
   printf("  --quiet            no progress output\n");
   printf("  --report           also print a machine-readable RESULT line\n");
   printf("  --help             this text\n");
@@ -613,6 +627,12 @@ static int apply_flags(session *S) {
                        "(nnc %s --batch %lld -o %s)",
                        (long long)f->batch, (long long)S->m->batch, (long long)f->batch,
                        s->source ? s->source : "MODEL.nn", (long long)f->batch, S->prog);
+  if (f->compiled_flag)
+    return usage_error(S,
+                       "%s changes what is compiled into this program; recompile with it (nnc %s "
+                       "%s ... -o %s)",
+                       f->compiled_flag, s->source ? s->source : "MODEL.nn", f->compiled_flag,
+                       S->prog);
   char **strs[3] = {&s->resume_path, &s->log_path, &s->checkpoint_path};
   const char *vals[3] = {f->resume, f->log, f->checkpoint};
   for (int i = 0; i < 3; i++) {
@@ -623,6 +643,11 @@ static int apply_flags(session *S) {
   }
   if (f->epochs) s->epochs = f->epochs;
   if (f->has_seed) s->seed = f->seed;
+  if (f->no_log) free(s->log_path), s->log_path = NULL;
+  if (f->no_checkpoint) { /* keep_best and restore_best's file need the path */
+    free(s->checkpoint_path), s->checkpoint_path = NULL;
+    s->keep_best = 0;
+  }
   return 0;
 }
 

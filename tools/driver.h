@@ -9,7 +9,16 @@
 #include <stdint.h>
 
 #include "codegen.h"
+#include "frontend.h"
 #include "ir.h"
+
+enum { MAX_SETTINGS = 32 };
+
+/* What the command line changes in the compiled program. */
+typedef struct compile_flags {
+  nnc_frontend_options fo; /* fo.settings points into settings */
+  const char *settings[MAX_SETTINGS];
+} compile_flags;
 
 /* Everything one compiled .nn file needs, freed by compiled_free. */
 typedef struct compiled {
@@ -24,8 +33,12 @@ typedef struct compiled {
 bool build_module(compiled *c, const char *path, int64_t batch);
 /* The two halves of build_module: the front end's module as it built it,
  * then the graph passes over it. */
-bool build_frontend(compiled *c, const char *path, int64_t batch);
+bool build_frontend(compiled *c, const char *path, const nnc_frontend_options *fo);
 bool build_passes(compiled *c);
+bool build_module_with(compiled *c, const char *path, const nnc_frontend_options *fo);
+/* Takes --lr and --set out of argv[1..argc-1] into cf (and reads --batch,
+ * which stays); prints and returns 2 for a bad value, else 0. */
+int take_compile_flags(int *argc, char **argv, compile_flags *cf);
 void compiled_free(compiled *c);
 /* The training spec of c's module (in c's arena). */
 char *spec_of(compiled *c);

@@ -126,7 +126,8 @@ int cmd_summary(int argc, char **argv) {
   char err[1024];
   /* The layers from the graph as the front end built it (before the
    * passes fold one layer's last reshape into the next). */
-  if (!build_frontend(&c, argv[0], batch)) goto done;
+  nnc_frontend_options fo = {.batch = batch};
+  if (!build_frontend(&c, argv[0], &fo)) goto done;
   printf("model %s (%s)\n", c.m->config.model ? c.m->config.model : c.m->name, c.path);
   print_layers(c.m);
   if (!build_passes(&c)) goto done;

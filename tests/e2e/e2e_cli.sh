@@ -480,6 +480,36 @@ if want workflow; then
     expect_grep st2.err "it had stopped early, so early stopping's patience starts over"
     expect_grep st2.out "trained 2 epochs"
   fi
+  # restore_best: no epoch improves by 1000, so the run ends on epoch 1's
+  # weights; its test loss is that of a 1-epoch run.
+  run rb "$NNC" run wf/stop.nn --epochs 20 --set 'early_stop(patience = 2, min_delta = 1000, restore_best = true)' --no-checkpoint --threads 1
+  run rb1 "$NNC" run wf/stop.nn --epochs 1 --no-checkpoint --threads 1
+  if expect_rc rb 0 && expect_rc rb1 0; then
+    expect_grep rb.err "restored the weights of epoch 1 (restore_best)"
+    [ "$(grep '^test:' rb.out)" = "$(grep '^test:' rb1.out)" ] ||
+      fail "restore_best: '$(grep '^test:' rb.out)' is not epoch 1's '$(grep '^test:' rb1.out)'"
+  fi
+  # Command-line overrides: --lr, --set (replacing the file's setting), and
+  # --no-checkpoint / --no-log over a file that names both; a -o trainer
+  # refuses --lr (it is compiled in) and honours the --set it was built with.
+  printf '  checkpoint(path = "ovr.safetensors")\n  log = "ovr.csv"\n}\n' >wf/ovr_tail
+  sed '$d' wf/csv_reg.nn | cat - wf/ovr_tail >wf/ovr.nn
+  run ovr1 "$NNC" run wf/ovr.nn --no-checkpoint --no-log --threads 1 --quiet
+  expect_rc ovr1 0 && { [ ! -e ovr.safetensors ] && [ ! -e ovr.csv ] || fail "--no-checkpoint/--no-log wrote files"; }
+  run ovr2 "$NNC" run wf/ovr.nn --lr 0.03 --set epochs=2 --set 'early_stop(patience = 1)' --log ovr2.csv --no-checkpoint --threads 1 --quiet
+  if expect_rc ovr2 0; then
+    check "--lr: the cosine starts at 0.03" "lr == 0.03" lr="$(log_col ovr2.csv lr | head -1)"
+    check "--set epochs=2" "n == 2" n="$(log_col ovr2.csv lr | wc -l)"
+  fi
+  run ovr3 "$NNC" run wf/ovr.nn --set 'epochz = 2'
+  expect_rc ovr3 1 && expect_grep ovr3.err "--set:1:9: error: unknown setting 'epochz' in train block; did you mean 'epochs'?"
+  run ovr4 "$NNC" wf/ovr.nn -o ovr_train --set epochs=3
+  if expect_rc ovr4 0; then
+    run ovr5 ./ovr_train --no-log --no-checkpoint --threads 1 --quiet
+    expect_rc ovr5 0 && expect_grep ovr5.out "trained 3 epochs"
+    run ovr6 ./ovr_train --lr 0.1
+    expect_rc ovr6 2 && expect_grep ovr6.err "--lr changes what is compiled into this program; recompile with it"
+  fi
   # nnc summary; located or clear errors for the usual mistakes.
   run sum "$NNC" summary "$EX/fashion_mlp.nn"
   if expect_rc sum 0; then
