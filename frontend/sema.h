@@ -19,8 +19,8 @@ nnc_module *nnc_sema_run(nnc_arena *arena, nnc_diags *diags, const nnc_ast *file
 
 /* What the command line changes (nnc_frontend_options, parsed). */
 typedef struct nnc_sema_overrides {
-  int64_t batch; /* > 0: the batch size */
-  double lr;     /* > 0: the optimizer's learning rate */
+  int64_t batch;                  /* > 0: the batch size */
+  double lr;                      /* > 0: the optimizer's learning rate */
   const nnc_ast *const *settings; /* TRAIN nodes whose settings replace the file's */
   int nsettings;
 } nnc_sema_overrides;

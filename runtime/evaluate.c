@@ -65,8 +65,8 @@ static int ends_with(const char *s, const char *tail) {
 }
 
 /* ---- Command line ---------------------------------------------------------- */
-static const char *const flag_names[] = {"--weights", "--data",  "--threads", "--output",
-                                         "--batch",   "--help"};
+static const char *const flag_names[] = {"--weights", "--data",  "--threads",
+                                         "--output",  "--batch", "--help"};
 enum { FL_WEIGHTS, FL_DATA, FL_THREADS, FL_OUTPUT, FL_BATCH, FL_HELP, NFLAGS };
 
 static int unknown(const evaluation *E, const char *arg) {
@@ -181,8 +181,9 @@ static int load_files(evaluation *E) {
   if (npy && E->data) {
     const char *comma = strchr(E->data, ',');
     if (!comma || comma == E->data || !comma[1])
-      return nnc_rt_fail(&E->err, "NumPy data is two files: give them as FEATURES.npy,LABELS.npy "
-                                  "(got '%s')",
+      return nnc_rt_fail(&E->err,
+                         "NumPy data is two files: give them as FEATURES.npy,LABELS.npy "
+                         "(got '%s')",
                          E->data);
     split = strndup(E->data, (size_t)(comma - E->data));
     if (!split) return nnc_rt_fail(&E->err, "out of memory");
@@ -193,8 +194,8 @@ static int load_files(evaluation *E) {
   int rc = nnc_rt_find_data(s->base_dir, want_x, 0, from_cli, "data file", &x, &E->err);
   free(npy && E->data ? split : NULL);
   if (rc || !keep(E, x)) return -1;
-  if (npy && (nnc_rt_find_data(s->base_dir, want_y, 0, from_cli, "data file", &y, &E->err) ||
-              !keep(E, y)))
+  if (npy &&
+      (nnc_rt_find_data(s->base_dir, want_y, 0, from_cli, "data file", &y, &E->err) || !keep(E, y)))
     return -1;
   if (npy) return nnc_rt_load_npy(&E->set, x, y, E->m->label_is_class, &E->err);
   nnc_rt_csv_opts o = {
@@ -229,8 +230,8 @@ static int load_weights(evaluation *E) {
     float *data[2] = {E->stats.mean, E->stats.std};
     const char *names[2] = {MEAN_NAME, STD_NAME};
     for (nextra = 0; nextra < 2; nextra++) {
-      extra[nextra] = (nnc_rt_named_tensor){
-          .name = names[nextra], .rank = E->set.rank, .data = data[nextra]};
+      extra[nextra] =
+          (nnc_rt_named_tensor){.name = names[nextra], .rank = E->set.rank, .data = data[nextra]};
       memcpy(extra[nextra].shape, E->set.shape, sizeof extra[nextra].shape);
     }
   }
@@ -291,11 +292,13 @@ static int print_confusion(evaluation *E) {
 /* A .npy (format 1.0) of f32 [n, k]. */
 static void write_npy(FILE *f, const float *v, int64_t n, int64_t k) {
   char dict[128];
-  int len = snprintf(dict, sizeof dict, "{'descr': '<f4', 'fortran_order': False, 'shape': (%lld, %lld), }",
+  int len = snprintf(dict, sizeof dict,
+                     "{'descr': '<f4', 'fortran_order': False, 'shape': (%lld, %lld), }",
                      (long long)n, (long long)k);
   int total = (10 + len + 1 + 63) / 64 * 64; /* magic, version, length, dict, '\n' */
   fwrite("\x93NUMPY\x01\x00", 1, 8, f);
-  unsigned char hlen[2] = {(unsigned char)((total - 10) & 0xff), (unsigned char)((total - 10) >> 8)};
+  unsigned char hlen[2] = {(unsigned char)((total - 10) & 0xff),
+                           (unsigned char)((total - 10) >> 8)};
   fwrite(hlen, 1, 2, f);
   fprintf(f, "%s%*s\n", dict, total - 10 - len - 1, "");
   fwrite(v, sizeof(float), (size_t)(n * k), f); /* little-endian, as the host */
@@ -334,9 +337,10 @@ static int write_predictions(evaluation *E) {
   else
     write_csv(f, E->pred, n, k, E->m->label_is_class);
   int bad = ferror(f);
-  if (fclose(f) || bad) return nnc_rt_fail(&E->err, "%s: cannot write: %s", E->out, strerror(errno));
-  fprintf(stderr, "wrote %lld predictions (%lld output%s each) to %s\n", (long long)n,
-          (long long)k, k == 1 ? "" : "s", E->out);
+  if (fclose(f) || bad)
+    return nnc_rt_fail(&E->err, "%s: cannot write: %s", E->out, strerror(errno));
+  fprintf(stderr, "wrote %lld predictions (%lld output%s each) to %s\n", (long long)n, (long long)k,
+          k == 1 ? "" : "s", E->out);
   return 0;
 }
 
@@ -349,7 +353,8 @@ static int run(evaluation *E) {
   int keep_pred = E->predict || (m->label_is_class && E->pred_off >= 0);
   if (keep_pred) {
     E->pred = malloc((size_t)(E->set.n * m->num_classes) * sizeof(float));
-    if (!E->pred) return nnc_rt_fail(&E->err, "out of memory for %lld predictions", (long long)E->set.n);
+    if (!E->pred)
+      return nnc_rt_fail(&E->err, "out of memory for %lld predictions", (long long)E->set.n);
   }
   double loss, acc;
   nnc_rt_set_ftz_daz();
@@ -374,8 +379,8 @@ int nnc_rt_eval_main(const nnc_rt_model *m, int64_t pred_off, const char *spec_t
   }
   *E = (evaluation){.m = m, .pred_off = pred_off, .prog = prog, .predict = predict};
   int status = parse_flags(E, argc, argv);
-  if (status == 0 && nnc_rt_spec_parse(&E->spec, spec_text ? spec_text : "", "training spec",
-                                       &E->err))
+  if (status == 0 &&
+      nnc_rt_spec_parse(&E->spec, spec_text ? spec_text : "", "training spec", &E->err))
     status = EXIT_ERROR;
   else if (status == 0 && E->help)
     print_help(E);

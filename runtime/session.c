@@ -65,9 +65,9 @@ enum flag_id {
   NFLAGS
 };
 static const char *const flag_names[NFLAGS] = {
-    "--epochs", "--batch", "--seed",       "--threads", "--data",   "--test-data",
-    "--resume", "--log",   "--checkpoint", "--quiet",   "--report", "--help",
-    "--no-checkpoint", "--no-log", "--lr", "--set"};
+    "--epochs",        "--batch",  "--seed",       "--threads", "--data",   "--test-data",
+    "--resume",        "--log",    "--checkpoint", "--quiet",   "--report", "--help",
+    "--no-checkpoint", "--no-log", "--lr",         "--set"};
 
 /* ---- One run ----------------------------------------------------------------- */
 typedef struct session {
@@ -187,8 +187,8 @@ static int parse_flags(session *S, int argc, char **argv) {
       snprintf(name, sizeof name, "%.*s", (int)len, arg);
       return unknown_flag(S, name);
     }
-    int is_switch = id == FL_QUIET || id == FL_REPORT || id == FL_HELP ||
-                    id == FL_NO_CHECKPOINT || id == FL_NO_LOG;
+    int is_switch = id == FL_QUIET || id == FL_REPORT || id == FL_HELP || id == FL_NO_CHECKPOINT ||
+                    id == FL_NO_LOG;
     const char *v = NULL;
     if (is_switch && arg[len] == '=') return usage_error(S, "%s takes no value", flag_names[id]);
     if (!is_switch) {
@@ -230,7 +230,9 @@ static void print_help(const session *S, int have_spec) {
     printf("  --data PATH        training data: the IDX folder, a CSV file, or X.npy,Y.npy\n");
   else
     printf("  --data PATH        training data: %s\n", data_forms[format]);
-  if (format != 0) printf("  --test-data PATH   test data: %s\n", format < 0 ? "a CSV file or X.npy,Y.npy" : data_forms[format]);
+  if (format != 0)
+    printf("  --test-data PATH   test data: %s\n",
+           format < 0 ? "a CSV file or X.npy,Y.npy" : data_forms[format]);
   printf("  --resume CKPT      continue the run saved in this checkpoint\n");
   printf("  --checkpoint FILE  write checkpoints (safetensors) to FILE\n");
   printf(

@@ -515,8 +515,7 @@ done:
 
 /* nnc --emit=llvm|asm|obj FILE [-o OUT] [--batch N] */
 static int cmd_emit(const char *kind, const char *path, const char *out,
-                    const nnc_frontend_options *fo,
-                    const nnc_cg_options *co) {
+                    const nnc_frontend_options *fo, const nnc_cg_options *co) {
   nnc_cg_output k;
   if (!strcmp(kind, "llvm"))
     k = NNC_CG_LLVM;

@@ -66,8 +66,10 @@ static bool check_dump_after(const nnc_pipeline_opts *o, char *err, size_t errle
   if (!o->dump_after || !strcmp(o->dump_after, "all")) return true;
   for (size_t i = 0; i < sizeof pass_names / sizeof pass_names[0]; i++)
     if (!strcmp(o->dump_after, pass_names[i])) return true;
-  snprintf(err, errlen, "NNC_DUMP_AFTER=%s names no pass (use all, frontend, build_training or "
-           "simplify)", o->dump_after);
+  snprintf(err, errlen,
+           "NNC_DUMP_AFTER=%s names no pass (use all, frontend, build_training or "
+           "simplify)",
+           o->dump_after);
   return false;
 }
 

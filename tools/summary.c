@@ -52,8 +52,8 @@ static int64_t count_under(const nnc_module *m, const char *path, unsigned roles
   return total;
 }
 
-static const unsigned WEIGHTS = 1u << NNC_ROLE_PARAM | 1u << NNC_ROLE_FROZEN | 1u
-                                                                                  << NNC_ROLE_BUFFER;
+static const unsigned WEIGHTS =
+    1u << NNC_ROLE_PARAM | 1u << NNC_ROLE_FROZEN | 1u << NNC_ROLE_BUFFER;
 
 static void print_layers(const nnc_module *m) {
   const nnc_graph *g = m->eval ? m->eval : m->train;

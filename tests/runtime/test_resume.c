@@ -200,7 +200,8 @@ static void test_resume_after_early_stop(void **state) {
                          .min_delta = 1e30,
                          .checkpoint_path = ck,
                          .result = &res};
-  if (nnc_rt_train(&l.m, l.arena, NULL, &train, NULL, &o, NULL, NULL, &err)) fail_msg("%s", err.msg);
+  if (nnc_rt_train(&l.m, l.arena, NULL, &train, NULL, &o, NULL, NULL, &err))
+    fail_msg("%s", err.msg);
   assert_true(res.stopped_early);
   assert_int_equal(res.last_epoch, 3);
   char *text = NULL;
