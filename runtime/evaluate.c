@@ -52,11 +52,9 @@ static int usage(const evaluation *E, const char *fmt, ...) __attribute__((forma
 static int usage(const evaluation *E, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  fprintf(stderr, "%s: error: ", E->prog);
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, " (see '%s --help')\n", E->prog);
+  int status = nnc_rt_vusage_error(E->prog, fmt, ap);
   va_end(ap);
-  return EXIT_USAGE;
+  return status;
 }
 
 static int ends_with(const char *s, const char *tail) {
@@ -70,12 +68,7 @@ static const char *const flag_names[] = {"--weights", "--data",  "--threads",
 enum { FL_WEIGHTS, FL_DATA, FL_THREADS, FL_OUTPUT, FL_BATCH, FL_HELP, NFLAGS };
 
 static int unknown(const evaluation *E, const char *arg) {
-  const char *best = NULL;
-  size_t best_d = 3;
-  for (int i = 0; i < NFLAGS; i++) {
-    size_t d = nnc_rt_edit_distance(arg, flag_names[i]);
-    if (d < best_d) best_d = d, best = flag_names[i];
-  }
+  const char *best = nnc_rt_closest_flag(arg, flag_names, NFLAGS);
   if (arg[0] != '-') return usage(E, "unexpected argument '%s'", arg);
   if (best) return usage(E, "unknown option '%s'; did you mean '%s'?", arg, best);
   return usage(E, "unknown option '%s'", arg);

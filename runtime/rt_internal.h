@@ -9,12 +9,16 @@
 
 #include "nnc_rt.h"
 
+#include <stdarg.h>
+
 /* nnc_rt_now(), the monotonic clock, is public (nnc_rt.h): drivers pass
  * its reading at process start to nnc_rt_main. */
 
 /* Levenshtein distance of two short strings (99 when either has 63 or more
  * characters); for "did you mean" suggestions (spec.c, session.c). */
 size_t nnc_rt_edit_distance(const char *a, const char *b);
+/* The one of n flag names within 2 edits of arg, or NULL (did you mean). */
+const char *nnc_rt_closest_flag(const char *arg, const char *const *names, int n);
 
 /* Throughput: samples / seconds, 0 when no time has passed. */
 double nnc_rt_samples_per_s(int64_t samples, double seconds);
@@ -61,6 +65,10 @@ void nnc_rt_progress_format_epoch(char *buf, size_t size, const nnc_rt_progress 
 int nnc_rt_find_data(const char *base_dir, const char *path, int want_dir, int from_cli,
                      const char *what, char **out, nnc_rt_error *err);
 int nnc_rt_find_idx_file(const char *dir, const char *name, char **out, nnc_rt_error *err);
+
+/* A bad command line (session.c): "prog: error: <message> (see 'prog
+ * --help')" on stderr; returns exit status 2. */
+int nnc_rt_vusage_error(const char *prog, const char *fmt, va_list ap);
 
 /* ---- JSON (json.c) ----
  * A parsed JSON value. Numbers keep their double value and, when written as

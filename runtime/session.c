@@ -96,10 +96,15 @@ static int usage_error(const session *S, const char *fmt, ...)
 static int usage_error(const session *S, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  fprintf(stderr, "%s: error: ", S->prog);
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, " (see '%s --help')\n", S->prog);
+  int status = nnc_rt_vusage_error(S->prog, fmt, ap);
   va_end(ap);
+  return status;
+}
+
+int nnc_rt_vusage_error(const char *prog, const char *fmt, va_list ap) {
+  fprintf(stderr, "%s: error: ", prog);
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, " (see '%s --help')\n", prog);
   return EXIT_USAGE;
 }
 
@@ -134,12 +139,7 @@ static int find_flag(const char *arg, size_t len) {
 }
 
 static int unknown_flag(const session *S, const char *arg) {
-  const char *best = NULL;
-  size_t best_d = 3;
-  for (int i = 0; i < NFLAGS; i++) {
-    size_t d = nnc_rt_edit_distance(arg, flag_names[i]);
-    if (d < best_d) best_d = d, best = flag_names[i];
-  }
+  const char *best = nnc_rt_closest_flag(arg, flag_names, NFLAGS);
   if (arg[0] != '-') return usage_error(S, "unexpected argument '%s'", arg);
   if (best) return usage_error(S, "unknown option '%s'; did you mean '%s'?", arg, best);
   return usage_error(S, "unknown option '%s'", arg);

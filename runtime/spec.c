@@ -159,6 +159,16 @@ size_t nnc_rt_edit_distance(const char *a, const char *b) {
   return row[lb];
 }
 
+const char *nnc_rt_closest_flag(const char *arg, const char *const *names, int n) {
+  const char *best = NULL;
+  size_t best_d = 3;
+  for (int i = 0; i < n; i++) {
+    size_t d = nnc_rt_edit_distance(arg, names[i]);
+    if (d < best_d) best_d = d, best = names[i];
+  }
+  return best;
+}
+
 /* The known key closest to name, or NULL: a key whose last part is name
  * ("patience" -> "early_stop.patience"), else one within a few edits. */
 static const char *suggest_key(const char *name) {

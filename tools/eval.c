@@ -22,15 +22,12 @@ int cmd_eval(int argc, char **argv, int predict) {
             name, predict ? " -o OUT.csv" : "");
     return 2;
   }
-  int64_t batch = batch_flag(argc - 1, argv + 1);
-  if (batch < 0) {
-    fputs("nnc: error: --batch needs a whole number from 1 to 1048576\n", stderr);
-    return 2;
-  }
+  compile_flags cf; /* --batch, and --lr/--set as for nnc run (taken out of argv) */
+  if (take_compile_flags(&argc, argv, &cf)) return 2;
   compiled c;
   int status = 1;
   char err[1024];
-  if (!build_module(&c, argv[0], batch)) goto done;
+  if (!build_module_with(&c, argv[0], &cf.fo)) goto done;
   nnc_cg_options co;
   nnc_cg_default_options(&co);
   if (!nnc_cg_compile(c.m, &co, &c.prog, err, sizeof err)) {

@@ -112,22 +112,19 @@ static void print_memory(const nnc_rt_model *rt) {
 }
 
 int cmd_summary(int argc, char **argv) {
-  if (argc != 1 && !(argc == 3 && !strcmp(argv[1], "--batch"))) {
-    fputs("nnc: error: usage: nnc summary FILE.nn [--batch N]\n", stderr);
+  file_first(argc, argv);
+  if (argc < 1 || argv[0][0] == '-') {
+    fputs("nnc: error: usage: nnc summary FILE.nn [--batch N] [--set SETTING]\n", stderr);
     return 2;
   }
-  int64_t batch = batch_flag(argc - 1, argv + 1);
-  if (batch < 0) {
-    fputs("nnc: error: --batch needs a whole number from 1 to 1048576\n", stderr);
-    return 2;
-  }
+  compile_flags cf;
+  if (take_compile_flags(&argc, argv, &cf)) return 2;
   compiled c;
   int status = 1;
   char err[1024];
   /* The layers from the graph as the front end built it (before the
    * passes fold one layer's last reshape into the next). */
-  nnc_frontend_options fo = {.batch = batch};
-  if (!build_frontend(&c, argv[0], &fo)) goto done;
+  if (!build_frontend(&c, argv[0], &cf.fo)) goto done;
   printf("model %s (%s)\n", c.m->config.model ? c.m->config.model : c.m->name, c.path);
   print_layers(c.m);
   if (!build_passes(&c)) goto done;

@@ -340,13 +340,18 @@ static void test_sched_per_epoch(void **state) {
   assert_true(lr[0] == 0.1 && lr[1] == 0.1 && lr[2] == 0.05 && lr[5] == 0.025);
 }
 
-/* Cosine per epoch without a period runs over the configured epochs. */
-static void test_sched_cosine_default_period(void **state) {
-  fixture *fx = *state;
+/* SGD(0.1) with cosine() and no period, in a file that says 5 epochs. */
+static void cosine_over_5_epochs(fixture *fx) {
   build_problem(fx, NNC_ROLE_PARAM);
   set_optim(fx, NNC_OPT_SGD, 0.1);
   fx->m->config.epochs = 5;
   fx->m->config.schedule.kind = NNC_SCHED_COSINE;
+}
+
+/* Cosine per epoch without a period runs over the configured epochs. */
+static void test_sched_cosine_default_period(void **state) {
+  fixture *fx = *state;
+  cosine_over_5_epochs(fx);
   double p[NP], lr[MAX_STEPS];
   train(fx, 6, 1, p, lr);
   assert_near(lr[0], 0.1, 1e-15);
@@ -362,10 +367,7 @@ static void test_sched_cosine_default_period(void **state) {
  * after epoch 5. */
 static void test_sched_cosine_run_length(void **state) {
   fixture *fx = *state;
-  build_problem(fx, NNC_ROLE_PARAM);
-  set_optim(fx, NNC_OPT_SGD, 0.1);
-  fx->m->config.epochs = 5;
-  fx->m->config.schedule.kind = NNC_SCHED_COSINE;
+  cosine_over_5_epochs(fx);
   double p[NP], lr[MAX_STEPS];
   train_run(fx, 8, 1, 8, p, lr);
   int t = nnc_module_find_tensor(fx->m, "schedule.epochs");
