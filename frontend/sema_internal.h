@@ -22,12 +22,13 @@ typedef struct nnc_sema {
   nnc_arena *arena;
   nnc_diags *diags;
   const nnc_ast *file;
-  nnc_ast_list models;             /* MODEL declarations, in file order */
-  nnc_ast_list datas;              /* DATA declarations */
-  nnc_data_config *data_cfg;       /* one per DATA declaration, same order */
-  bool *model_bad;                 /* per model: not to be lowered (cycle) */
-  const nnc_ast *train;            /* the TRAIN declaration, or NULL */
-  const nnc_ast *const *overrides; /* TRAIN nodes of --set: settings replacing the file's */
+  nnc_ast_list models;       /* MODEL declarations, in file order */
+  nnc_ast_list datas;        /* DATA declarations */
+  nnc_data_config *data_cfg; /* one per DATA declaration, same order */
+  bool *model_bad;           /* per model: not to be lowered (cycle) */
+  const nnc_ast *train;      /* the TRAIN declaration, or NULL */
+  /* TRAIN nodes of --set: settings that replace the file's */
+  const nnc_ast *const *overrides;
   int noverrides;
   nnc_train_config cfg;
   const nnc_ast *train_model;                  /* MODEL being trained */

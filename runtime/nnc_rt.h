@@ -331,12 +331,13 @@ int nnc_rt_log_svg_path(char *buf, size_t size, const char *log_path);
 enum nnc_rt_metric { NNC_RT_METRIC_LOSS, NNC_RT_METRIC_ACCURACY };
 
 typedef struct nnc_rt_train_result {
-  int64_t epochs_run;     /* epochs trained by this call */
-  int64_t last_epoch;     /* completed epochs in total (resumed ones included) */
-  int stopped_early;      /* early stopping ended the run */
-  double best_metric;     /* best watched metric (NaN: none) */
-  int64_t best_epoch;     /* 1-based */
-  int64_t restored_epoch; /* restore_best: the epoch whose weights it ended on, 0: none */
+  int64_t epochs_run; /* epochs trained by this call */
+  int64_t last_epoch; /* completed epochs in total (resumed ones included) */
+  int stopped_early;  /* early stopping ended the run */
+  double best_metric; /* best watched metric (NaN: none) */
+  int64_t best_epoch; /* 1-based */
+  /* restore_best: the epoch whose weights the run ended on, 0: none */
+  int64_t restored_epoch;
 } nnc_rt_train_result;
 
 /* ---- Training loop ------------------------------------------------------- */

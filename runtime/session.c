@@ -646,7 +646,7 @@ static int apply_flags(session *S) {
   if (f->epochs) s->epochs = f->epochs;
   if (f->has_seed) s->seed = f->seed;
   if (f->no_log) free(s->log_path), s->log_path = NULL;
-  if (f->no_checkpoint) { /* keep_best and restore_best's file need the path */
+  if (f->no_checkpoint) { /* keep_best's file needs the path */
     free(s->checkpoint_path), s->checkpoint_path = NULL;
     s->keep_best = 0;
   }

@@ -171,8 +171,9 @@ typedef struct run {
   nnc_rt_train_state st;
   nnc_rt_progress progress;
   nnc_rt_log log;
-  double t0;              /* nnc_rt_now() at the start, less the wall time of resumed epochs */
-  double lr;              /* as the model last reported it; NaN: it does not */
+  double t0; /* nnc_rt_now() at the start, less the wall time of resumed epochs */
+  double lr; /* as the model last reported it; NaN: it does not */
+
   int patience_restarted; /* resumed a run that had stopped early */
   float *best;            /* restore_best: the weights of epoch best_kept */
   int64_t best_kept;      /* 1-based, 0: none kept */
