@@ -119,6 +119,19 @@ int cmd_summary(int argc, char **argv) {
   }
   compile_flags cf;
   if (take_compile_flags(&argc, argv, &cf)) return 2;
+  /* What is left: the file, and --batch N (--batch=N). */
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--batch") && i + 1 < argc && cf.fo.batch > 0) {
+      i++;
+      continue;
+    }
+    if (!strncmp(argv[i], "--batch=", 8)) continue;
+    fprintf(stderr,
+            "nnc: error: unexpected argument '%s' (nnc summary FILE.nn [--batch N] "
+            "[--set SETTING])\n",
+            argv[i]);
+    return 2;
+  }
   compiled c;
   int status = 1;
   char err[1024];
