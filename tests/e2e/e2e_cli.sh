@@ -289,6 +289,13 @@ if want kill; then
         fi
         ep=$("$TOOL" meta k.safetensors epoch) || { fail "killed after $d s: the checkpoint does not parse"; continue; }
         [ "$ep" -lt "$E" ] && mid=$((mid + 1))
+        # Killed after the last checkpoint: nothing is left to resume (an
+        # error), and the checkpoint is already the finished run's.
+        if [ "$ep" -ge "$E" ]; then
+          "$TOOL" same kref.safetensors k.safetensors >same.out 2>&1 ||
+            { fail "killed after $d s at the end: the checkpoint differs"; head -5 same.out >&2; }
+          continue
+        fi
         run kres ck/train --resume k.safetensors --epochs $E --checkpoint k.safetensors --threads 1 --quiet
         if expect_rc kres 0; then
           if "$TOOL" same kref.safetensors k.safetensors >same.out 2>&1; then
