@@ -177,12 +177,19 @@ static nnc_node *decayed(build *b, nnc_node *t, double lr0, bool *ok) {
   case NNC_SCHED_EXPONENTIAL: count = t; break; /* ExponentialLR: lr0 gamma^t */
   case NNC_SCHED_COSINE: {
     /* CosineAnnealingLR's closed form: min + (lr0 - min) (1 + cos(pi t / T)) / 2 */
+    /* no period: the rest of training after warmup, in epochs (known
+     * now) or in steps (known when the data is: the TOTAL_STEPS input) */
     int64_t period = s->period;
-    if (period <= 0 && s->unit == NNC_PER_STEP)
-      return *ok = fail(b, "cosine schedule per step needs a period (in steps)"), NULL;
-    if (period <= 0)
-      period = b->m->config.epochs - s->warmup > 1 ? b->m->config.epochs - s->warmup : 1;
-    nnc_node *cosine = fn(b, NNC_OP_COS, scale(b, t, 3.14159265358979323846 / (double)period));
+    nnc_node *angle;
+    if (period <= 0 && s->unit == NNC_PER_STEP) {
+      nnc_node *rest = sub(b, scalar_input(b, NNC_IN_TOTAL_STEPS), k64(b, (double)s->warmup));
+      angle = dvd(b, scale(b, t, 3.14159265358979323846), bin(b, NNC_OP_MAX, rest, k64(b, 1)));
+    } else {
+      if (period <= 0)
+        period = b->m->config.epochs - s->warmup > 1 ? b->m->config.epochs - s->warmup : 1;
+      angle = scale(b, t, 3.14159265358979323846 / (double)period);
+    }
+    nnc_node *cosine = fn(b, NNC_OP_COS, angle);
     return add(b, k64(b, s->min_lr), scale(b, add(b, k64(b, 1), cosine), (lr0 - s->min_lr) / 2));
   }
   }

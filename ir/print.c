@@ -20,6 +20,7 @@ static const char *input_name(int64_t k) {
   case NNC_IN_STEP: return "step";
   case NNC_IN_EPOCH: return "epoch";
   case NNC_IN_SEED: return "seed";
+  case NNC_IN_TOTAL_STEPS: return "total_steps";
   case NNC_IN_COUNT_: break;
   }
   return "?";

@@ -211,6 +211,7 @@ typedef struct nnc_rt_model {
   int64_t step_off;        /* f32 scalar input: optimizer step, 1-based */
   int64_t epoch_off;       /* f32 scalar input: epoch, 0-based */
   int64_t seed_off;        /* u32 scalar input: seed for dropout masks */
+  int64_t total_steps_off; /* f32 scalar input: optimizer steps of the whole run (-1: unused) */
   int64_t lr_off;          /* f32 scalar output of the schedule: learning rate used */
   int ntensors;
   const nnc_rt_tensor *tensors;

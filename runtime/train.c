@@ -104,12 +104,13 @@ static void put_padding(const nnc_rt_model *m, char *arena, int64_t row) {
 }
 
 static void set_scalars(const nnc_rt_model *m, char *arena, int64_t step, int64_t epoch,
-                        uint64_t seed) {
-  float step_f = (float)step, epoch_f = (float)epoch;
+                        uint64_t seed, int64_t total_steps) {
+  float step_f = (float)step, epoch_f = (float)epoch, total_f = (float)total_steps;
   uint32_t seed_u = (uint32_t)seed;
   if (m->step_off >= 0) memcpy(arena + m->step_off, &step_f, sizeof step_f);
   if (m->epoch_off >= 0) memcpy(arena + m->epoch_off, &epoch_f, sizeof epoch_f);
   if (m->seed_off >= 0) memcpy(arena + m->seed_off, &seed_u, sizeof seed_u);
+  if (m->total_steps_off >= 0) memcpy(arena + m->total_steps_off, &total_f, sizeof total_f);
 }
 
 /* Sums loss_vec and correct_vec over the first `valid` samples of a batch. */
@@ -211,7 +212,7 @@ static int train_epoch(run *r, int64_t epoch, nnc_rt_epoch_stats *st) {
       nnc_rt_augment_batch(r->o->augment, r->o->naugment, r->train->rank, r->train->shape,
                            (float *)(r->arena + m->x_off), m->batch, r->scratch,
                            &r->st.augment_rng);
-    set_scalars(m, r->arena, epoch * r->steps + s + 1, epoch, r->st.seed);
+    set_scalars(m, r->arena, epoch * r->steps + s + 1, epoch, r->st.seed, r->o->epochs * r->steps);
     m->train_step(r->arena, r->pool);
     double batch_loss = 0, batch_correct = 0;
     batch_sums(m, r->arena, m->batch, &batch_loss, &batch_correct);

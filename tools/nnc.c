@@ -51,7 +51,7 @@ static const char usage[] =
     "\n"
     "flags of 'nnc run' (and of executables written with -o):\n"
     "  --epochs N  --batch N  --seed N  --threads N  --data PATH  --test-data PATH\n"
-    "  --resume CKPT  --checkpoint FILE  --log FILE  --quiet  --report\n"
+    "  --resume CKPT  --checkpoint FILE  --log FILE  --log-every N  --quiet  --report\n"
     "  (--batch recompiles: the batch size is compiled into the kernels)\n"
     "\n"
     "environment: NNC_DEBUG=1 verifies the IR after every pass and prints pass times;\n"
@@ -349,6 +349,7 @@ static bool write_glue(const char *path, const nnc_module *mod, const nnc_rt_mod
   fprintf(f, "  .step_off = %lld, .epoch_off = %lld, .seed_off = %lld, .lr_off = %lld,\n",
           (long long)m->step_off, (long long)m->epoch_off, (long long)m->seed_off,
           (long long)m->lr_off);
+  fprintf(f, "  .total_steps_off = %lld,\n", (long long)m->total_steps_off);
   fprintf(f, "  .ntensors = %d, .tensors = tensors,\n", m->ntensors);
   fprintf(f, "  .train_step = %s, .eval_step = %s,\n};\n", mod->train ? "nnc_train_step" : "0",
           mod->eval ? "nnc_eval_step" : "0");

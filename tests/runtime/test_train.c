@@ -126,6 +126,7 @@ static char *make_lin_model(int64_t batch) {
   m->step_off = off, off += 4;
   m->epoch_off = off, off += 4;
   m->seed_off = off, off += 4;
+  m->total_steps_off = -1;
   m->lr_off = off, off += 4;
   m->arena_bytes = (size_t)off;
   lin_tensors[0] = (nnc_rt_tensor){.name = "lin.w",
@@ -277,7 +278,7 @@ static char *make_cls_model(int64_t batch) {
   m->y_off = 256;
   m->loss_vec_off = 512;
   m->correct_vec_off = 768;
-  m->step_off = m->epoch_off = m->seed_off = m->lr_off = -1; /* no scalar inputs */
+  m->step_off = m->epoch_off = m->seed_off = m->total_steps_off = m->lr_off = -1; /* none */
   m->arena_bytes = 1024;
   m->train_step = m->eval_step = cls_step;
   return calloc(1, m->arena_bytes);
