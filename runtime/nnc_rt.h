@@ -476,6 +476,13 @@ void nnc_rt_spec_free(nnc_rt_spec *s);
  * it first thing in main() and passes it to nnc_rt_main as t_start. */
 double nnc_rt_now(void);
 
+/* The first batch of a run's training data, for gradient checks: loads and
+ * prepares the data of spec_text as nnc_rt_main would (paths, scale,
+ * validation split, standardisation) and writes samples 0 .. batch-1, in
+ * file order, into the model's x and y inputs in arena. */
+int nnc_rt_first_batch(const nnc_rt_model *m, const char *spec_text, char *arena,
+                       nnc_rt_error *err);
+
 /* The whole of a training program, shared by `nnc run` and standalone
  * `-o train` executables: parses the flags in argv[1..argc-1] (argv[0] is
  * not read; flags in docs/runtime.md), parses spec_text, loads and prepares

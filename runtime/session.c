@@ -625,6 +625,28 @@ static void end_session(session *S) {
   nnc_rt_spec_free(&S->spec);
 }
 
+int nnc_rt_first_batch(const nnc_rt_model *m, const char *spec_text, char *arena,
+                       nnc_rt_error *err) {
+  session *S = calloc(1, sizeof *S);
+  if (!S) return nnc_rt_fail(err, "out of memory");
+  S->m = m;
+  S->prog = "gradcheck";
+  S->f.log_every = -1;
+  int rc = nnc_rt_spec_parse(&S->spec, spec_text, "training spec", &S->err);
+  if (!rc) rc = load_data(S);
+  if (!rc && !(S->pool = nnc_rt_pool_create(1, &S->err))) rc = -1;
+  if (!rc) rc = prepare_data(S);
+  if (!rc && S->train.n < m->batch)
+    rc = nnc_rt_fail(&S->err, "the training data has %lld samples, fewer than a batch (%lld)",
+                     (long long)S->train.n, (long long)m->batch);
+  for (int64_t i = 0; !rc && i < m->batch; i++)
+    nnc_rt_put_sample(m, arena, &S->train, i, i);
+  if (rc) *err = S->err;
+  end_session(S);
+  free(S);
+  return rc;
+}
+
 int nnc_rt_main(const nnc_rt_model *m, const char *spec_text, const char *prog, int argc,
                 char **argv, double t_start) {
   session *S = calloc(1, sizeof *S);

@@ -64,7 +64,7 @@ static int check_dataset(const nnc_rt_model *m, const nnc_rt_dataset *ds, const 
 }
 
 /* Copies sample idx of ds into row `row` of the batch in the arena. */
-static void put_sample(const nnc_rt_model *m, char *arena, const nnc_rt_dataset *ds, int64_t row,
+void nnc_rt_put_sample(const nnc_rt_model *m, char *arena, const nnc_rt_dataset *ds, int64_t row,
                        int64_t idx) {
   float *x = (float *)(arena + m->x_off) + row * m->sample_size;
   memcpy(x, ds->x + idx * m->sample_size, (size_t)m->sample_size * sizeof(float));
@@ -89,7 +89,7 @@ typedef struct gather_job {
 static void gather_task(void *arg, int64_t begin, int64_t end) {
   const gather_job *g = arg;
   for (int64_t i = begin; i < end; i++)
-    put_sample(g->m, g->arena, g->ds, i, g->rows[i]);
+    nnc_rt_put_sample(g->m, g->arena, g->ds, i, g->rows[i]);
 }
 
 /* Zero sample with label 0: the padding of a short evaluation batch. */
@@ -139,7 +139,7 @@ int nnc_rt_evaluate(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const
   for (int64_t start = 0; start < ds->n; start += m->batch) {
     int64_t valid = ds->n - start < m->batch ? ds->n - start : m->batch;
     for (int64_t r = 0; r < valid; r++)
-      put_sample(m, arena, ds, r, start + r);
+      nnc_rt_put_sample(m, arena, ds, r, start + r);
     for (int64_t r = valid; r < m->batch; r++)
       put_padding(m, arena, r);
     m->eval_step(arena, pool);

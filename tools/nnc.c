@@ -30,6 +30,7 @@
 #include "ir.h"
 #include "nnc_rt.h"
 #include "pipeline.h"
+#include "gradcheck.h"
 #include "spec.h"
 
 #define NNC_VERSION "0.1.0"
@@ -40,7 +41,9 @@ static const char usage[] =
     "usage: nnc check FILE...               check .nn files, print diagnostics\n"
     "       nnc run FILE [flags]            compile in memory and train now\n"
     "       nnc show CKPT [GLOB...]         list a checkpoint's tensors (values or statistics)\n"
-    "       nnc FILE -o PROGRAM [--batch N] write a standalone training executable\n"
+    "       nnc gradcheck FILE [--batch N] [--tensors GLOB]\n"
+    "                                       compiled gradients against float64 and finite\n"
+    "                                       differences on one batch; exit 1 if one is off\n"    "       nnc FILE -o PROGRAM [--batch N] write a standalone training executable\n"
     "       nnc --emit=KIND FILE [-o OUT]   KIND: ir, llvm, asm (to stdout or OUT), obj (needs "
     "-o)\n"
     "       nnc --help | --version\n"
@@ -223,6 +226,16 @@ static char *folder_of(nnc_arena *a, const char *path) {
 
 static char *spec_of(compiled *c) {
   return nnc_spec_write(c->m, c->path, folder_of(&c->arena, c->path), nnc_module_hash(c->m));
+}
+
+/* The two services `nnc gradcheck` (gradcheck.c) takes from the driver. */
+bool nnc_driver_frontend(nnc_arena *arena, const char *path, int64_t batch,
+                         nnc_frontend_result *out) {
+  nnc_frontend_options fo = {batch};
+  return compile_file_with(arena, path, &fo, out);
+}
+char *nnc_driver_spec(nnc_arena *arena, const nnc_module *m, const char *path) {
+  return nnc_spec_write(m, path, folder_of(arena, path), nnc_module_hash(m));
 }
 
 /* Finds "--batch N" / "--batch=N" among argv; 0 when absent, -1 when bad. */
@@ -490,6 +503,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "check") == 0) return cmd_check(argc - 2, argv + 2);
   if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2, t_start);
   if (strcmp(cmd, "show") == 0) return cmd_show(argc - 2, argv + 2);
+  if (strcmp(cmd, "gradcheck") == 0) return nnc_gradcheck_main(argc - 2, argv + 2);
   /* The remaining forms: [--emit=KIND] FILE [-o OUT] [--batch N], any order. */
   const char *emit = NULL, *file = NULL, *out = NULL, *cpu = NULL;
   int64_t batch = 0;
