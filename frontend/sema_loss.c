@@ -69,8 +69,8 @@ static nnc_node *bce(loss_ctx *c, nnc_node *z, nnc_node *t) {
   nnc_node *e = nnc_ir_unary(c->g, NNC_OP_EXP,
                              nnc_ir_unary(c->g, NNC_OP_NEG, nnc_ir_unary(c->g, NNC_OP_ABS, z)));
   nnc_node *soft = nnc_ir_unary(c->g, NNC_OP_LOG, bin(c, NNC_OP_ADD, e, cst(c, 1.0)));
-  nnc_node *pos = bin(c, NNC_OP_MUL, bin(c, NNC_OP_ADD, z, nnc_ir_unary(c->g, NNC_OP_ABS, z)),
-                       cst(c, 0.5));
+  nnc_node *pos =
+      bin(c, NNC_OP_MUL, bin(c, NNC_OP_ADD, z, nnc_ir_unary(c->g, NNC_OP_ABS, z)), cst(c, 0.5));
   nnc_node *l = bin(c, NNC_OP_ADD, bin(c, NNC_OP_SUB, pos, bin(c, NNC_OP_MUL, z, t)), soft);
   return per_sample_mean(c, l);
 }

@@ -115,7 +115,8 @@ static void vjp_unary(ad *a, nnc_node *n, nnc_node *dy) {
     PUSH(0, mul(a, dy, sub(a, k(a, n, 1), mul(a, n, n))));
     return;
   case NNC_OP_SIGMOID: /* d sigmoid(x) = y (1 - y) */
-#ifdef NNC_TEST_BROKEN_SIGMOID /* a test build's wrong rule, which `nnc gradcheck` must catch */
+    /* NNC_TEST_BROKEN_SIGMOID: a test build's wrong rule, which `nnc gradcheck` must catch */
+#ifdef NNC_TEST_BROKEN_SIGMOID
     PUSH(0, mul(a, dy, n));
 #else
     PUSH(0, mul(a, dy, mul(a, n, sub(a, k(a, n, 1), n))));

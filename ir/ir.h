@@ -69,7 +69,8 @@ typedef enum nnc_input_kind {
   NNC_IN_STEP,  /* f32 scalar, optimizer step, 1-based */
   NNC_IN_EPOCH, /* f32 scalar, 0-based */
   NNC_IN_SEED,  /* i32 scalar, seed for random masks */
-  NNC_IN_TOTAL_STEPS, /* f32 scalar, optimizer steps of the whole run (epochs x steps/epoch) */
+  /* f32 scalar, optimizer steps of the whole run (epochs x steps per epoch) */
+  NNC_IN_TOTAL_STEPS,
   NNC_IN_COUNT_
 } nnc_input_kind;
 

@@ -61,8 +61,8 @@ enum flag_id {
   NFLAGS
 };
 static const char *const flag_names[NFLAGS] = {
-    "--epochs", "--batch", "--seed",       "--threads", "--data",   "--test-data",
-    "--resume", "--log",   "--log-every",  "--checkpoint", "--quiet", "--report", "--help"};
+    "--epochs", "--batch",     "--seed",       "--threads", "--data",   "--test-data", "--resume",
+    "--log",    "--log-every", "--checkpoint", "--quiet",   "--report", "--help"};
 
 /* ---- One run ----------------------------------------------------------------- */
 typedef struct session {

@@ -544,7 +544,8 @@ static void test_step_scalars_rounded_once(void **state) {
     memcpy(r.arena + m->step_off, &fs, sizeof fs);
     m->train_step(r.arena, NULL);
     double t = step - 1, after = fmax(t - w, 0);
-    double lr = sc->min_lr + (1 + cos(after * (pi / (double)sc->period))) * ((lr0 - sc->min_lr) / 2);
+    double lr =
+        sc->min_lr + (1 + cos(after * (pi / (double)sc->period))) * ((lr0 - sc->min_lr) / 2);
     lr *= fmin(1, sc->warmup_start + t * ((1 - sc->warmup_start) / w));
     double want[3] = {lr, lr / (1 - pow(b1, step)), sqrt(1 - pow(b2, step))};
     float got[3];
