@@ -14,9 +14,10 @@
  * schedule, warmup, bias corrections) are computed in f64 from the f32
  * step and epoch (integers, exact) and rounded once to the tensors' dtype
  * where they meet a tensor, as PyTorch computes them in Python floats: an
- * f32 1 - 0.999^t would be off by ~100 ulps, always the same way. Formulas follow PyTorch's
- * documented ones; docs/optimizers.md lists them with the differences and their reasons. Optimizer
- * state lives in new tensors of role NNC_ROLE_OPT_STATE, zero initialised, named
+ * f32 1 - 0.999^t would be off by ~100 ulps, always the same way.
+ * Formulas follow PyTorch's documented ones; docs/optimizers.md lists them
+ * with the differences and their reasons. Optimizer state lives in new
+ * tensors of role NNC_ROLE_OPT_STATE, zero initialised, named
  * "<optimizer>.<slot>.<parameter>".
  */
 #include "passes.h"

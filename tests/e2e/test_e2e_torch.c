@@ -7,9 +7,10 @@
  * `nnc run` does, loads those weights, feeds the same batches (generated on
  * both sides from one integer recipe, so they need not be stored) and
  * requires every step's loss within 1e-6 relative of PyTorch's (1e-5 for
- * the CNN) and the final weights within 1e-5 (1 + |w|) of its. The cases cover every optimizer, L1
- * and L2 penalties, clipping by norm and by value, step, exponential and warmup+cosine schedules,
- * and a CNN with batch norm and max pooling over tied maxima. */
+ * the CNN) and the final weights within 1e-5 (1 + |w|) of its. The cases
+ * cover every optimizer, L1 and L2 penalties, clipping by norm and by
+ * value, step, exponential and warmup+cosine schedules, and a CNN with
+ * batch norm and max pooling over tied maxima. */
 #define _POSIX_C_SOURCE 200809L
 #include "e2e_ref.h"
 
