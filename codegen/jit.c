@@ -92,6 +92,7 @@ static void fill_model(nnc_cg_program *prog, const nnc_module *m) {
   rt->step_off = buf_offset(p, p->input_buf[NNC_IN_STEP]);
   rt->epoch_off = buf_offset(p, p->input_buf[NNC_IN_EPOCH]);
   rt->seed_off = buf_offset(p, p->input_buf[NNC_IN_SEED]);
+  rt->total_steps_off = buf_offset(p, p->input_buf[NNC_IN_TOTAL_STEPS]);
   rt->loss_vec_off = buf_offset(p, p->output_buf[NNC_OUT_LOSS_VEC]);
   rt->correct_vec_off = buf_offset(p, p->output_buf[NNC_OUT_CORRECT_VEC]);
   rt->lr_off = buf_offset(p, p->output_buf[NNC_OUT_LR]);

@@ -61,14 +61,17 @@ static nnc_node *cross_entropy(loss_ctx *c, nnc_node *z, nnc_node *y) {
   return nnc_ir_unary(c->g, NNC_OP_NEG, nnc_ir_reshape(c->g, picked, &vec));
 }
 
-/* bce(z, t) = max(z, 0) - z t + log(1 + exp(-|z|)), stable for any z */
+/* bce(z, t) = max(z, 0) - z t + log(1 + exp(-|z|)), stable for any z,
+ * with max(z, 0) written (z + |z|) / 2: the same value, and at z = 0 (where
+ * a zero-initialised model starts) the gradient is the true 1/2 - t, since
+ * d|z| = sign(0) = 0 there; max's tie rule would give 1 - t. */
 static nnc_node *bce(loss_ctx *c, nnc_node *z, nnc_node *t) {
   nnc_node *e = nnc_ir_unary(c->g, NNC_OP_EXP,
                              nnc_ir_unary(c->g, NNC_OP_NEG, nnc_ir_unary(c->g, NNC_OP_ABS, z)));
   nnc_node *soft = nnc_ir_unary(c->g, NNC_OP_LOG, bin(c, NNC_OP_ADD, e, cst(c, 1.0)));
-  nnc_node *l =
-      bin(c, NNC_OP_ADD,
-          bin(c, NNC_OP_SUB, bin(c, NNC_OP_MAX, z, cst(c, 0.0)), bin(c, NNC_OP_MUL, z, t)), soft);
+  nnc_node *pos =
+      bin(c, NNC_OP_MUL, bin(c, NNC_OP_ADD, z, nnc_ir_unary(c->g, NNC_OP_ABS, z)), cst(c, 0.5));
+  nnc_node *l = bin(c, NNC_OP_ADD, bin(c, NNC_OP_SUB, pos, bin(c, NNC_OP_MUL, z, t)), soft);
   return per_sample_mean(c, l);
 }
 

@@ -440,6 +440,9 @@ static void set_resume(nnc_sema *s, const nnc_ast *v) {
 static void set_log(nnc_sema *s, const nnc_ast *v) {
   nnc_sema_str(s, v, "log", &s->cfg.log);
 }
+static void set_log_every(nnc_sema *s, const nnc_ast *v) {
+  nnc_sema_int(s, v, "log_every", 1, (int64_t)1 << 40, &s->cfg.log_every);
+}
 
 /* early_stop(metric = loss, patience = 5, min_delta = 0, restore_best = false) */
 static void set_early_stop(nnc_sema *s, const nnc_ast *v) {
@@ -501,6 +504,7 @@ static const struct {
     {"metrics", set_metrics, false},
     {"resume", set_resume, false},
     {"log", set_log, false},
+    {"log_every", set_log_every, false},
     {"early_stop", set_early_stop, true},
     {"checkpoint", set_checkpoint, true},
 };

@@ -131,6 +131,47 @@ static void window_attrs(const nnc_node *n, int64_t kk[2], int64_t st[2], int64_
   pad[0] = n->attr[4], pad[1] = n->attr[5];
 }
 
+/* x with its axes permuted (output axis i reads axis perm[i]); x itself
+ * for the identity. */
+static nnc_node *permute(nnc_graph *g, nnc_node *x, const int *perm) {
+  for (int i = 0; i < x->shape.rank; i++)
+    if (perm[i] != i) return nnc_ir_transpose(g, x, perm);
+  return x;
+}
+
+/* d max(x)/dx_i = [i is the first maximum of its window, in row-major scan
+ * order], times dy: the whole adjoint goes to one element, as PyTorch's
+ * max_pool2d and max(dim) route it. (Giving it to every tied element, the
+ * obvious [x_i == max(x)], is not a subgradient: a window of k equal
+ * maxima would pass on k dy, and ties are common: constant image
+ * backgrounds through ReLU.) Built from argmax so the interpreter and
+ * codegen follow the same rule: the reduced axes moved last and flattened
+ * to [rows, K], argmax over K (the first maximum wins), one-hot of it
+ * times dy, then back to x's layout. */
+static nnc_node *first_max_grad(ad *a, nnc_node *n, nnc_node *dy) {
+  nnc_graph *g = a->g;
+  const nnc_shape *xs = &n->in[0]->shape;
+  int perm[NNC_MAX_RANK], inv[NNC_MAX_RANK], r = 0;
+  int64_t rows = 1, width = 1;
+  for (int pass = 0; pass < 2; pass++)
+    for (int d = 0; d < xs->rank; d++)
+      if ((int)((n->attr[0] >> d) & 1) == pass) perm[r++] = d;
+  nnc_shape moved = {xs->rank, {0}};
+  for (int i = 0; i < xs->rank; i++) {
+    inv[perm[i]] = i;
+    moved.dim[i] = xs->dim[perm[i]];
+    if ((n->attr[0] >> perm[i]) & 1)
+      width *= xs->dim[perm[i]];
+    else
+      rows *= xs->dim[perm[i]];
+  }
+  nnc_shape flat = {2, {rows, width}}, col = {2, {rows, 1}}, vec = {1, {rows}};
+  nnc_node *x2 = nnc_ir_reshape(g, permute(g, n->in[0], perm), &flat);
+  nnc_node *at = nnc_ir_cast(g, nnc_ir_reshape(g, nnc_ir_argmax(g, x2, 1), &vec), NNC_I32);
+  nnc_node *d2 = mul(a, nnc_ir_onehot(g, at, width, dy->dtype), nnc_ir_reshape(g, dy, &col));
+  return permute(g, nnc_ir_reshape(g, d2, &moved), inv);
+}
+
 /* The rule of each op. y = n; x, a, b are its operands X0, X1, X2; every
  * contribution has y's shape and accumulate() sums it back to a broadcast
  * operand's. No default: -Wswitch names a new op without a rule. */
@@ -152,7 +193,12 @@ static void vjp(ad *a, nnc_node *n, nnc_node *dy) {
     PUSH(0, mul(a, dy, sub(a, k(a, n, 1), mul(a, n, n))));
     return;
   case NNC_OP_SIGMOID: /* d sigmoid(x) = y (1 - y) */
+    /* NNC_TEST_BROKEN_SIGMOID: a test build's wrong rule, which `nnc gradcheck` must catch */
+#ifdef NNC_TEST_BROKEN_SIGMOID
+    PUSH(0, mul(a, dy, n));
+#else
     PUSH(0, mul(a, dy, mul(a, n, sub(a, k(a, n, 1), n))));
+#endif
     return;
   case NNC_OP_RELU: /* d relu(x) = [x > 0]; 0 at x = 0 like PyTorch */
     PUSH(0, keep_if(a, cmp(a, NNC_OP_GT, X0, k(a, n, 0)), dy));
@@ -201,13 +247,7 @@ static void vjp(ad *a, nnc_node *n, nnc_node *dy) {
     PUSH(2, nnc_ir_select(g, X0, k(a, n, 0), dy));
     return;
   case NNC_OP_SUM: PUSH(0, nnc_ir_broadcast(g, dy, &X0->shape)); return; /* d sum(x)/dx_i = 1 */
-  case NNC_OP_RMAX:
-    /* d max(x)/dx_i = [x_i == max(x)]. On ties every maximal element gets
-     * the whole dy (PyTorch's amax splits it evenly, max(dim) picks one);
-     * ties have measure zero for real-valued inputs. */
-    PUSH(0, mul(a, nnc_ir_broadcast(g, dy, &X0->shape),
-                cmp(a, NNC_OP_EQ, X0, nnc_ir_broadcast(g, n, &X0->shape))));
-    return;
+  case NNC_OP_RMAX: PUSH(0, first_max_grad(a, n, dy)); return;
   case NNC_OP_RESHAPE: PUSH(0, nnc_ir_reshape(g, dy, &X0->shape)); return; /* same elements */
   case NNC_OP_TRANSPOSE: PUSH(0, untranspose(a, n, dy)); return;           /* permutation^-1 */
   case NNC_OP_BROADCAST: PUSH(0, dy); return; /* accumulate() sums the stretched axes */

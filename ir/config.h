@@ -179,6 +179,7 @@ typedef struct nnc_train_config {
   nnc_checkpoint_config checkpoint;
   const char *resume; /* checkpoint to resume from */
   const char *log;    /* metrics log path (.csv or .jsonl) */
+  int64_t log_every;  /* also a step row every N optimizer steps; 0: epoch rows only */
 } nnc_train_config;
 
 /* Fills c with the documented defaults (sgd, constant schedule, batch 32...). */

@@ -476,6 +476,19 @@ void nnc_interp_run(nnc_interp *in) {
   }
 }
 
+void nnc_interp_run_for(nnc_interp *in, const nnc_node *n) {
+  const nnc_graph *g = in->g;
+  bool *need = calloc((size_t)in->nnodes + 1, sizeof(bool));
+  if (!need) nnc_ir_bug("interp: out of memory");
+  need[n->id] = true;
+  for (int i = n->id; i >= 0; i--) /* operands come before their users */
+    for (int j = 0; need[i] && j < g->nodes[i]->nin; j++)
+      need[g->nodes[i]->in[j]->id] = true;
+  for (int i = 0; i <= n->id; i++)
+    if (need[i]) eval_node(in, g->nodes[i]);
+  free(need);
+}
+
 const double *nnc_interp_value(const nnc_interp *in, const nnc_node *n) {
   if (n->id < 0 || n->id >= in->nnodes || in->g->nodes[n->id] != n)
     nnc_ir_bug("interp: node is not in graph %s", in->g->name);

@@ -24,6 +24,10 @@ double *nnc_interp_tensor(nnc_interp *in, int t);
 double *nnc_interp_input(nnc_interp *in, nnc_input_kind k);
 /* Evaluates every node in order, then applies the graph's updates. */
 void nnc_interp_run(nnc_interp *in);
+/* Evaluates only the nodes n depends on, in order; applies no update (the
+ * persistent tensors keep their values). For a loss that finite
+ * differences evaluate many times in a graph that also holds its gradient. */
+void nnc_interp_run_for(nnc_interp *in, const nnc_node *n);
 /* A node's value after run, row-major, numel(node->shape) doubles. */
 const double *nnc_interp_value(const nnc_interp *in, const nnc_node *n);
 

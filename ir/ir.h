@@ -82,11 +82,12 @@ size_t nnc_dtype_size(nnc_dtype t);
 /* Values fed into a graph from the runtime each step (see nnc_rt.h), as
  * K(ENUM, "name"): the enum below and nnc_input_name are expanded from it. */
 #define NNC_INPUT_KINDS(K)                                                                         \
-  K(X, "x")         /* the batch of samples, [batch, ...sample shape] */                           \
-  K(Y, "y")         /* labels i32[batch] or targets f32[batch, ...] */                             \
-  K(STEP, "step")   /* f32 scalar, optimizer step, 1-based */                                      \
-  K(EPOCH, "epoch") /* f32 scalar, 0-based */                                                      \
-  K(SEED, "seed")   /* i32 scalar, seed for random masks */
+  K(X, "x")                     /* the batch of samples, [batch, ...sample shape] */               \
+  K(Y, "y")                     /* labels i32[batch] or targets f32[batch, ...] */                 \
+  K(STEP, "step")               /* f32 scalar, optimizer step, 1-based */                          \
+  K(EPOCH, "epoch")             /* f32 scalar, 0-based */                                          \
+  K(SEED, "seed")               /* i32 scalar, seed for random masks */                            \
+  K(TOTAL_STEPS, "total_steps") /* f32 scalar, optimizer steps of the whole run */
 
 typedef enum nnc_input_kind {
 #define NNC_INPUT_ENUM_(e, name) NNC_IN_##e,

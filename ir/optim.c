@@ -10,10 +10,15 @@
  * Everything is graph code appended to m->train: the learning rate is a
  * handful of scalar nodes, and the update of one parameter and its state is
  * one elementwise chain over (p, g, state) and scalars, so codegen fuses it
- * into one pass per parameter. Formulas follow PyTorch's documented ones;
- * docs/optimizers.md lists them with the differences and their reasons.
- * Optimizer state lives in new tensors of role NNC_ROLE_OPT_STATE, zero
- * initialised, named "<optimizer>.<slot>.<parameter>".
+ * into one pass per parameter. The per-step scalars (learning rate,
+ * schedule, warmup, bias corrections) are computed in f64 from the f32
+ * step and epoch (integers, exact) and rounded once to the tensors' dtype
+ * where they meet a tensor, as PyTorch computes them in Python floats: an
+ * f32 1 - 0.999^t would be off by ~100 ulps, always the same way.
+ * Formulas follow PyTorch's documented ones; docs/optimizers.md lists them
+ * with the differences and their reasons. Optimizer state lives in new
+ * tensors of role NNC_ROLE_OPT_STATE, zero initialised, named
+ * "<optimizer>.<slot>.<parameter>".
  */
 #include "passes.h"
 
@@ -69,7 +74,17 @@ static nnc_node *bin(build *b, nnc_op op, nnc_node *x, nnc_node *y) {
 }
 /* x * s, or x itself when s is 1 */
 static nnc_node *scale(build *b, nnc_node *x, double s) {
-  return s == 1.0 ? x : mul(b, x, c(b, s));
+  return s == 1.0 ? x : mul(b, x, nnc_ir_const(b->g, x->dtype, s));
+}
+
+/* ---- Per-step scalars: f64, rounded once to the tensors' dtype ---- */
+
+static nnc_node *k64(build *b, double v) {
+  return nnc_ir_const(b->g, NNC_F64, v);
+}
+/* an f64 scalar as the dtype of the tensors it meets */
+static nnc_node *rounded(build *b, nnc_node *x) {
+  return x->dtype == b->t ? x : nnc_ir_cast(b->g, x, b->t);
 }
 
 /* sum of all elements, as a rank-0 node */
@@ -80,11 +95,10 @@ static nnc_node *total(build *b, nnc_node *x) {
                         &scalar);
 }
 
-/* A scalar runtime input (STEP, EPOCH: f32) in the compute dtype. */
+/* A scalar runtime input (STEP, EPOCH: f32 holding an integer) in f64. */
 static nnc_node *scalar_input(build *b, nnc_input_kind k) {
   nnc_shape scalar = {0, {0}};
-  nnc_node *in = nnc_ir_input(b->g, k, NNC_F32, &scalar);
-  return in->dtype == b->t ? in : nnc_ir_cast(b->g, in, b->t);
+  return nnc_ir_cast(b->g, nnc_ir_input(b->g, k, NNC_F32, &scalar), NNC_F64);
 }
 
 /* ---- Parameters and penalties ---- */
@@ -162,8 +176,7 @@ static nnc_node *run_epochs(build *b) {
     t = nnc_module_add_tensor(m, "schedule.epochs", NNC_ROLE_OPT_STATE, NNC_F32, &scalar, init,
                               none);
   }
-  nnc_node *e = nnc_ir_param(b->g, t);
-  return e->dtype == b->t ? e : nnc_ir_cast(b->g, e, b->t);
+  return nnc_ir_cast(b->g, nnc_ir_param(b->g, t), NNC_F64); /* schedules are f64 */
 }
 
 /* lr0 * schedule(t), t >= 0 counted in the schedule's unit after warmup. */
@@ -171,34 +184,40 @@ static nnc_node *decayed(build *b, nnc_node *t, double lr0, bool *ok) {
   const nnc_schedule_config *s = &b->m->config.schedule;
   nnc_node *count = NULL; /* the exponent of gamma */
   switch (s->kind) {
-  case NNC_SCHED_CONSTANT: return c(b, lr0);
+  case NNC_SCHED_CONSTANT: return k64(b, lr0);
   case NNC_SCHED_STEP: /* StepLR: lr0 gamma^floor(t / every) */
     if (s->every < 1) return *ok = fail(b, "step schedule: every must be at least 1"), NULL;
-    count = fn(b, NNC_OP_FLOOR, dvd(b, t, c(b, (double)s->every)));
+    count = fn(b, NNC_OP_FLOOR, dvd(b, t, k64(b, (double)s->every)));
     break;
   case NNC_SCHED_MULTISTEP: /* MultiStepLR: lr0 gamma^(number of milestones <= t) */
-    count = c(b, 0);
+    count = k64(b, 0);
     for (int i = 0; i < s->nmilestones; i++)
-      count = add(b, count, bin(b, NNC_OP_GE, t, c(b, (double)s->milestones[i])));
+      count = add(b, count, bin(b, NNC_OP_GE, t, k64(b, (double)s->milestones[i])));
     break;
   case NNC_SCHED_EXPONENTIAL: count = t; break; /* ExponentialLR: lr0 gamma^t */
   case NNC_SCHED_COSINE: {
     /* CosineAnnealingLR's closed form: min + (lr0 - min) (1 + cos(pi t / T)) / 2 */
-    if (s->period <= 0 && s->unit == NNC_PER_STEP)
-      return *ok = fail(b, "cosine schedule per step needs a period (in steps)"), NULL;
-    /* No period: the epochs of the run after warmup, max(epochs - W, 1). */
-    nnc_node *period =
-        s->period > 0 ? c(b, (double)s->period)
-                      : bin(b, NNC_OP_MAX, sub(b, run_epochs(b), c(b, (double)s->warmup)), c(b, 1));
-    nnc_node *cosine = fn(b, NNC_OP_COS, scale(b, dvd(b, t, period), 3.14159265358979323846));
-    return add(b, c(b, s->min_lr), scale(b, add(b, c(b, 1), cosine), (lr0 - s->min_lr) / 2));
+    /* No period: the rest of training after warmup, in epochs (the run's
+     * epochs, run_epochs) or in steps (known when the data is: the
+     * TOTAL_STEPS input), at least 1. */
+    nnc_node *angle;
+    if (s->period > 0) {
+      angle = scale(b, t, 3.14159265358979323846 / (double)s->period);
+    } else {
+      nnc_node *total =
+          s->unit == NNC_PER_STEP ? scalar_input(b, NNC_IN_TOTAL_STEPS) : run_epochs(b);
+      nnc_node *rest = bin(b, NNC_OP_MAX, sub(b, total, k64(b, (double)s->warmup)), k64(b, 1));
+      angle = dvd(b, scale(b, t, 3.14159265358979323846), rest);
+    }
+    nnc_node *cosine = fn(b, NNC_OP_COS, angle);
+    return add(b, k64(b, s->min_lr), scale(b, add(b, k64(b, 1), cosine), (lr0 - s->min_lr) / 2));
   }
   }
   if (!(s->gamma > 0)) return *ok = fail(b, "schedule: gamma must be positive"), NULL;
-  return scale(b, bin(b, NNC_OP_POW, c(b, s->gamma), count), lr0);
+  return scale(b, bin(b, NNC_OP_POW, k64(b, s->gamma), count), lr0);
 }
 
-/* The learning rate of this step. t is the epoch (0-based, per epoch) or
+/* The learning rate of this step, in f64. t is the epoch (0-based, per epoch) or
  * step - 1 (per step), so the first step uses t = 0 as PyTorch does when
  * scheduler.step() follows each epoch or each optimizer step. A warmup of
  * W units multiplies by min(1, start + (1 - start) t / W) (LinearLR) and
@@ -206,16 +225,16 @@ static nnc_node *decayed(build *b, nnc_node *t, double lr0, bool *ok) {
 static nnc_node *learning_rate(build *b, bool *ok) {
   const nnc_schedule_config *s = &b->m->config.schedule;
   double lr0 = b->m->config.optim.lr;
-  if (s->kind == NNC_SCHED_CONSTANT && s->warmup <= 0) return c(b, lr0);
+  if (s->kind == NNC_SCHED_CONSTANT && s->warmup <= 0) return k64(b, lr0);
   nnc_node *t = s->unit == NNC_PER_EPOCH ? scalar_input(b, NNC_IN_EPOCH)
-                                         : sub(b, scalar_input(b, NNC_IN_STEP), c(b, 1));
+                                         : sub(b, scalar_input(b, NNC_IN_STEP), k64(b, 1));
   if (s->warmup <= 0) return decayed(b, t, lr0, ok);
   double w = (double)s->warmup, start = s->warmup_start;
-  nnc_node *after = bin(b, NNC_OP_MAX, sub(b, t, c(b, w)), c(b, 0));
+  nnc_node *after = bin(b, NNC_OP_MAX, sub(b, t, k64(b, w)), k64(b, 0));
   nnc_node *lr = decayed(b, after, lr0, ok);
   if (!lr) return NULL;
-  nnc_node *ramp = add(b, c(b, start), scale(b, t, (1 - start) / w));
-  return mul(b, lr, bin(b, NNC_OP_MIN, c(b, 1), ramp));
+  nnc_node *ramp = add(b, k64(b, start), scale(b, t, (1 - start) / w));
+  return mul(b, lr, bin(b, NNC_OP_MIN, k64(b, 1), ramp));
 }
 
 /* ---- Optimizers ---- */
@@ -235,7 +254,7 @@ static nnc_node *state(build *b, const char *opt, const char *slot, int param_te
   return nnc_ir_param(b->g, t);
 }
 
-/* Scalars shared by all parameters' updates. */
+/* Scalars shared by all parameters' updates, f64. */
 typedef struct shared {
   nnc_node *lr;        /* scheduled learning rate */
   nnc_node *bc1, *bc2; /* adam: 1 - beta1^t, sqrt(1 - beta2^t) */
@@ -260,7 +279,8 @@ static void update_param(build *b, const param *ps, const shared *sh) {
   const nnc_optim_config *o = &b->m->config.optim;
   const char *name = optim_name(o->kind);
   nnc_node *p = ps->value, *g = ps->grad;
-  nnc_node *lr = scale(b, sh->lr, b->m->tensors[ps->tensor].lr_scale);
+  nnc_node *lr64 = scale(b, sh->lr, b->m->tensors[ps->tensor].lr_scale);
+  nnc_node *lr = rounded(b, lr64);
   /* coupled weight decay (all but adamw): g += wd p */
   if (o->weight_decay != 0 && o->kind != NNC_OPT_ADAMW) g = add(b, g, scale(b, p, o->weight_decay));
   nnc_node *step = NULL; /* what p moves by, before * lr */
@@ -279,17 +299,20 @@ static void update_param(build *b, const param *ps, const shared *sh) {
   case NNC_OPT_ADAM:
   case NNC_OPT_ADAMW: {
     /* m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-     * p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps) */
+     * p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps), with
+     * lr/(1-b1^t) and sqrt(1-b2^t) each one rounding of their f64 value
+     * (torch's step_size and bias_correction2_sqrt) */
     nnc_node *mm = state(b, name, "m", ps->tensor), *vv = state(b, name, "v", ps->tensor);
     nnc_node *m1 = add(b, scale(b, mm, o->beta1), scale(b, g, 1 - o->beta1));
     nnc_node *v1 = add(b, scale(b, vv, o->beta2), scale(b, mul(b, g, g), 1 - o->beta2));
     nnc_graph_add_update(b->g, (int)mm->attr[0], m1);
     nnc_graph_add_update(b->g, (int)vv->attr[0], v1);
-    nnc_node *denom = add(b, dvd(b, fn(b, NNC_OP_SQRT, v1), sh->bc2), c(b, o->eps));
-    step = dvd(b, dvd(b, m1, sh->bc1), denom);
+    nnc_node *denom = add(b, dvd(b, fn(b, NNC_OP_SQRT, v1), rounded(b, sh->bc2)), c(b, o->eps));
+    step = dvd(b, m1, denom);
+    lr = rounded(b, dvd(b, lr64, sh->bc1));
     /* adamw: p = p (1 - lr wd) first (decoupled decay) */
     if (o->kind == NNC_OPT_ADAMW && o->weight_decay != 0)
-      p = mul(b, p, sub(b, c(b, 1), scale(b, lr, o->weight_decay)));
+      p = mul(b, p, rounded(b, sub(b, k64(b, 1), scale(b, lr64, o->weight_decay))));
     break;
   }
   case NNC_OPT_RMSPROP: {
@@ -323,10 +346,21 @@ static shared shared_scalars(build *b, bool *ok) {
   shared sh = {learning_rate(b, ok), NULL, NULL};
   if (o->kind == NNC_OPT_ADAM || o->kind == NNC_OPT_ADAMW) {
     nnc_node *t = scalar_input(b, NNC_IN_STEP); /* 1-based: the number of this step */
-    sh.bc1 = sub(b, c(b, 1), bin(b, NNC_OP_POW, c(b, o->beta1), t));
-    sh.bc2 = fn(b, NNC_OP_SQRT, sub(b, c(b, 1), bin(b, NNC_OP_POW, c(b, o->beta2), t)));
+    sh.bc1 = sub(b, k64(b, 1), bin(b, NNC_OP_POW, k64(b, o->beta1), t));
+    sh.bc2 = fn(b, NNC_OP_SQRT, sub(b, k64(b, 1), bin(b, NNC_OP_POW, k64(b, o->beta2), t)));
   }
   return sh;
+}
+
+bool nnc_optim_step_scalars(nnc_module *m, nnc_graph *g, nnc_dtype t, nnc_node *out[3], char *err,
+                            size_t errlen) {
+  build b = {m, g, t, err, errlen};
+  bool ok = true;
+  shared sh = shared_scalars(&b, &ok);
+  out[0] = ok ? rounded(&b, sh.lr) : NULL;
+  out[1] = ok && sh.bc1 ? rounded(&b, dvd(&b, sh.lr, sh.bc1)) : NULL;
+  out[2] = ok && sh.bc2 ? rounded(&b, sh.bc2) : NULL;
+  return ok;
 }
 
 bool nnc_build_training(nnc_module *m, char *err, size_t errlen) {
@@ -362,7 +396,7 @@ bool nnc_build_training(nnc_module *m, char *err, size_t errlen) {
   shared sh = {0};
   if (ok) sh = shared_scalars(&b, &ok);
   if (ok) {
-    nnc_graph_set_output(g, NNC_OUT_LR, sh.lr);
+    nnc_graph_set_output(g, NNC_OUT_LR, rounded(&b, sh.lr));
     for (int i = 0; i < kept; i++)
       update_param(&b, &ps[i], &sh);
   }

@@ -28,6 +28,14 @@ void nnc_ad_grad(nnc_graph *g, nnc_node *y, nnc_node *const *wrt, int n, nnc_nod
  * adds one update per parameter and state tensor. */
 bool nnc_build_training(nnc_module *m, char *err, size_t errlen);
 
+/* The per-step scalars nnc_build_training uses, appended to g on its
+ * STEP/EPOCH inputs, each computed in f64 and rounded once to t: out[0] the
+ * learning rate, and for adam/adamw out[1] = lr / (1 - beta1^step) and
+ * out[2] = sqrt(1 - beta2^step) (NULL otherwise). For tests that check
+ * them over many steps against double arithmetic. */
+bool nnc_optim_step_scalars(nnc_module *m, nnc_graph *g, nnc_dtype t, nnc_node *out[3], char *err,
+                            size_t errlen);
+
 /* Simplifies a graph in place (simplify.c): folds constants, removes
  * identities (x*1, x+0, reshape to the same shape), merges common
  * subexpressions and drops nodes no output or update needs. Renumbers nodes. */

@@ -357,9 +357,9 @@ static int run(evaluation *E) {
   if (!E->spec.metric_accuracy) acc = NAN;
   const char *name = E->data ? E->data : "test";
   if (isnan(acc))
-    printf("%s: loss %.4f (%lld samples)\n", name, loss, (long long)E->set.n);
+    printf("%s: loss %.9g (%lld samples)\n", name, loss, (long long)E->set.n);
   else
-    printf("%s: loss %.4f accuracy %.4f (%lld samples)\n", name, loss, acc, (long long)E->set.n);
+    printf("%s: loss %.9g accuracy %.4f (%lld samples)\n", name, loss, acc, (long long)E->set.n);
   return E->pred ? print_confusion(E) : 0;
 }
 

@@ -211,6 +211,7 @@ typedef struct nnc_rt_model {
   int64_t step_off;        /* f32 scalar input: optimizer step, 1-based */
   int64_t epoch_off;       /* f32 scalar input: epoch, 0-based */
   int64_t seed_off;        /* u32 scalar input: seed for dropout masks */
+  int64_t total_steps_off; /* f32 scalar input: optimizer steps of the whole run (-1: unused) */
   int64_t lr_off;          /* f32 scalar output of the schedule: learning rate used */
   int ntensors;
   const nnc_rt_tensor *tensors;
@@ -488,6 +489,13 @@ void nnc_rt_spec_free(nnc_rt_spec *s);
  * Seconds on a monotonic clock from an arbitrary fixed point. A driver reads
  * it first thing in main() and passes it to nnc_rt_main as t_start. */
 double nnc_rt_now(void);
+
+/* The first batch of a run's training data, for gradient checks: loads and
+ * prepares the data of spec_text as nnc_rt_main would (paths, scale,
+ * validation split, standardisation) and writes samples 0 .. batch-1, in
+ * file order, into the model's x and y inputs in arena. */
+int nnc_rt_first_batch(const nnc_rt_model *m, const char *spec_text, char *arena,
+                       nnc_rt_error *err);
 
 /* The whole of a training program, shared by `nnc run` and standalone
  * `-o train` executables: parses the flags in argv[1..argc-1] (argv[0] is

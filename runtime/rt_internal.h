@@ -181,6 +181,12 @@ int nnc_rt_log_close(nnc_rt_log *log, nnc_rt_error *err);
  * an epoch replace earlier ones; sorted by epoch. */
 int nnc_rt_log_read_epochs(const char *path, nnc_rt_log_row **rows, int *nrows, nnc_rt_error *err);
 
+/* ---- Batches ---- */
+/* Copies sample idx of ds (features, label or targets) into row `row` of
+ * the model's x and y inputs in arena. */
+void nnc_rt_put_sample(const nnc_rt_model *m, char *arena, const nnc_rt_dataset *ds, int64_t row,
+                       int64_t idx);
+
 /* ---- Augmentation stream ---- */
 /* Augments rows [0, rows) of a batch at x (rank/shape of one sample). */
 void nnc_rt_augment_batch(const nnc_rt_augment *aug, int naug, int rank, const int64_t *shape,

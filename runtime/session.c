@@ -36,6 +36,7 @@ enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_USAGE = 2, MAX_OWNED = 16 };
 /* ---- Command line ---------------------------------------------------------- */
 typedef struct flags {
   int64_t epochs, batch; /* 0: not given */
+  int64_t log_every;     /* -1: not given */
   uint64_t seed;
   int has_seed;
   int threads; /* 0: all cores */
@@ -54,6 +55,7 @@ enum flag_id {
   FL_TEST_DATA,
   FL_RESUME,
   FL_LOG,
+  FL_LOG_EVERY,
   FL_CHECKPOINT,
   FL_QUIET,
   FL_REPORT,
@@ -65,9 +67,9 @@ enum flag_id {
   NFLAGS
 };
 static const char *const flag_names[NFLAGS] = {
-    "--epochs",        "--batch",  "--seed",       "--threads", "--data",   "--test-data",
-    "--resume",        "--log",    "--checkpoint", "--quiet",   "--report", "--help",
-    "--no-checkpoint", "--no-log", "--lr",         "--set"};
+    "--epochs", "--batch",         "--seed",      "--threads",    "--data",  "--test-data",
+    "--resume", "--log",           "--log-every", "--checkpoint", "--quiet", "--report",
+    "--help",   "--no-checkpoint", "--no-log",    "--lr",         "--set"};
 
 /* ---- One run ----------------------------------------------------------------- */
 typedef struct session {
@@ -162,6 +164,7 @@ static int set_flag(session *S, int id, const char *v) {
   case FL_TEST_DATA: f->test_data = v; return 0;
   case FL_RESUME: f->resume = v; return 0;
   case FL_LOG: f->log = v; return 0;
+  case FL_LOG_EVERY: return flag_int(S, name, v, 0, 1000000000000, &f->log_every);
   case FL_CHECKPOINT: f->checkpoint = v; return 0;
   case FL_QUIET: f->quiet = 1; return 0;
   case FL_REPORT: f->report = 1; return 0;
@@ -237,6 +240,9 @@ static void print_help(const session *S, int have_spec) {
   printf("  --checkpoint FILE  write checkpoints (safetensors) to FILE\n");
   printf(
       "  --log FILE         metrics log, .csv or .jsonl; an SVG of the curves goes next to it\n");
+  printf("  --log-every N      also a row every N optimizer steps in the log; 0: epoch rows only"
+         " (default %lld)\n",
+         have_spec ? (long long)s->log_every_steps : 0LL);
   printf("  --no-checkpoint    write no checkpoints, whatever the .nn file says\n");
   printf("  --no-log           write no metrics log, whatever the .nn file says\n");
   printf("  --quiet            no progress output\n");
@@ -595,9 +601,9 @@ static int report(session *S) {
     if (nnc_rt_evaluate(S->m, S->arena, S->pool, &S->test, &loss, &acc, &S->err)) return -1;
     if (!s->metric_accuracy) acc = NAN;
     if (isnan(acc))
-      printf("test: loss %.4f (%lld samples)\n", loss, (long long)S->test.n);
+      printf("test: loss %.9g (%lld samples)\n", loss, (long long)S->test.n);
     else
-      printf("test: loss %.4f accuracy %.4f (%lld samples)\n", loss, acc, (long long)S->test.n);
+      printf("test: loss %.9g accuracy %.4f (%lld samples)\n", loss, acc, (long long)S->test.n);
   }
   if (S->result.stopped_early && !S->f.quiet)
     fprintf(stderr, "early stopping after epoch %lld: best epoch %lld\n",
@@ -609,7 +615,7 @@ static int report(session *S) {
   printf("trained %lld epoch%s in %.1f s: %.0f samples/s\n", (long long)S->result.epochs_run,
          S->result.epochs_run == 1 ? "" : "s", S->train_s, sps);
   if (S->f.report)
-    printf("RESULT framework=nnc samples_per_s=%.1f test_acc=%.4f test_loss=%.4f train_s=%.3f "
+    printf("RESULT framework=nnc samples_per_s=%.1f test_acc=%.4f test_loss=%.9g train_s=%.3f "
            "start_to_first_step_s=%.3f model=%s epochs=%lld batch=%lld threads=%d\n",
            sps, acc, loss, S->train_s, S->t_first_step, s->model ? s->model : "model",
            (long long)S->result.epochs_run, (long long)S->m->batch, nnc_rt_pool_threads(S->pool));
@@ -645,6 +651,7 @@ static int apply_flags(session *S) {
   }
   if (f->epochs) s->epochs = f->epochs;
   if (f->has_seed) s->seed = f->seed;
+  if (f->log_every >= 0) s->log_every_steps = f->log_every;
   if (f->no_log) free(s->log_path), s->log_path = NULL;
   if (f->no_checkpoint) { /* keep_best's file needs the path */
     free(s->checkpoint_path), s->checkpoint_path = NULL;
@@ -677,6 +684,28 @@ static void end_session(session *S) {
   nnc_rt_spec_free(&S->spec);
 }
 
+int nnc_rt_first_batch(const nnc_rt_model *m, const char *spec_text, char *arena,
+                       nnc_rt_error *err) {
+  session *S = calloc(1, sizeof *S);
+  if (!S) return nnc_rt_fail(err, "out of memory");
+  S->m = m;
+  S->prog = "gradcheck";
+  S->f.log_every = -1;
+  int rc = nnc_rt_spec_parse(&S->spec, spec_text, "training spec", &S->err);
+  if (!rc) rc = load_data(S);
+  if (!rc && !(S->pool = nnc_rt_pool_create(1, &S->err))) rc = -1;
+  if (!rc) rc = prepare_data(S);
+  if (!rc && S->train.n < m->batch)
+    rc = nnc_rt_fail(&S->err, "the training data has %lld samples, fewer than a batch (%lld)",
+                     (long long)S->train.n, (long long)m->batch);
+  for (int64_t i = 0; !rc && i < m->batch; i++)
+    nnc_rt_put_sample(m, arena, &S->train, i, i);
+  if (rc) *err = S->err;
+  end_session(S);
+  free(S);
+  return rc;
+}
+
 int nnc_rt_main(const nnc_rt_model *m, const char *spec_text, const char *prog, int argc,
                 char **argv, double t_start) {
   session *S = calloc(1, sizeof *S);
@@ -687,6 +716,7 @@ int nnc_rt_main(const nnc_rt_model *m, const char *spec_text, const char *prog, 
   S->m = m;
   S->prog = prog ? prog : "train";
   S->t_start = t_start < 0 ? nnc_rt_now() : t_start;
+  S->f.log_every = -1;
   int status = parse_flags(S, argc, argv);
   int have_spec =
       nnc_rt_spec_parse(&S->spec, spec_text ? spec_text : "", "training spec", &S->err) == 0;

@@ -64,7 +64,7 @@ static int check_dataset(const nnc_rt_model *m, const nnc_rt_dataset *ds, const 
 }
 
 /* Copies sample idx of ds into row `row` of the batch in the arena. */
-static void put_sample(const nnc_rt_model *m, char *arena, const nnc_rt_dataset *ds, int64_t row,
+void nnc_rt_put_sample(const nnc_rt_model *m, char *arena, const nnc_rt_dataset *ds, int64_t row,
                        int64_t idx) {
   float *x = (float *)(arena + m->x_off) + row * m->sample_size;
   memcpy(x, ds->x + idx * m->sample_size, (size_t)m->sample_size * sizeof(float));
@@ -89,7 +89,7 @@ typedef struct gather_job {
 static void gather_task(void *arg, int64_t begin, int64_t end) {
   const gather_job *g = arg;
   for (int64_t i = begin; i < end; i++)
-    put_sample(g->m, g->arena, g->ds, i, g->rows[i]);
+    nnc_rt_put_sample(g->m, g->arena, g->ds, i, g->rows[i]);
 }
 
 /* Zero sample with label 0: the padding of a short evaluation batch. */
@@ -104,12 +104,13 @@ static void put_padding(const nnc_rt_model *m, char *arena, int64_t row) {
 }
 
 static void set_scalars(const nnc_rt_model *m, char *arena, int64_t step, int64_t epoch,
-                        uint64_t seed) {
-  float step_f = (float)step, epoch_f = (float)epoch;
+                        uint64_t seed, int64_t total_steps) {
+  float step_f = (float)step, epoch_f = (float)epoch, total_f = (float)total_steps;
   uint32_t seed_u = (uint32_t)seed;
   if (m->step_off >= 0) memcpy(arena + m->step_off, &step_f, sizeof step_f);
   if (m->epoch_off >= 0) memcpy(arena + m->epoch_off, &epoch_f, sizeof epoch_f);
   if (m->seed_off >= 0) memcpy(arena + m->seed_off, &seed_u, sizeof seed_u);
+  if (m->total_steps_off >= 0) memcpy(arena + m->total_steps_off, &total_f, sizeof total_f);
 }
 
 /* Sums loss_vec and correct_vec over the first `valid` samples of a batch. */
@@ -144,7 +145,7 @@ int nnc_rt_predict(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const 
   for (int64_t start = 0; start < ds->n; start += m->batch) {
     int64_t valid = ds->n - start < m->batch ? ds->n - start : m->batch;
     for (int64_t r = 0; r < valid; r++)
-      put_sample(m, arena, ds, r, start + r);
+      nnc_rt_put_sample(m, arena, ds, r, start + r);
     for (int64_t r = valid; r < m->batch; r++)
       put_padding(m, arena, r);
     m->eval_step(arena, pool);
@@ -224,7 +225,7 @@ static int train_epoch(run *r, int64_t epoch, nnc_rt_epoch_stats *st) {
       nnc_rt_augment_batch(r->o->augment, r->o->naugment, r->train->rank, r->train->shape,
                            (float *)(r->arena + m->x_off), m->batch, r->scratch,
                            &r->st.augment_rng);
-    set_scalars(m, r->arena, epoch * r->steps + s + 1, epoch, r->st.seed);
+    set_scalars(m, r->arena, epoch * r->steps + s + 1, epoch, r->st.seed, r->o->epochs * r->steps);
     m->train_step(r->arena, r->pool);
     double batch_loss = 0, batch_correct = 0;
     batch_sums(m, r->arena, m->batch, &batch_loss, &batch_correct);

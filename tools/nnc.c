@@ -33,6 +33,7 @@
 #include "ir.h"
 #include "nnc_rt.h"
 #include "pipeline.h"
+#include "gradcheck.h"
 #include "spec.h"
 
 #define NNC_VERSION "0.1.0"
@@ -46,6 +47,9 @@ static const char usage[] =
     "       nnc eval FILE --weights CKPT [--data PATH]      loss, accuracy, confusion matrix\n"
     "       nnc predict FILE --weights CKPT [--data PATH] -o OUT.csv|OUT.npy\n"
     "       nnc summary FILE                layers, shapes, parameter counts, memory plan\n"
+    "       nnc gradcheck FILE [--batch N] [--tensors GLOB]\n"
+    "                                       compiled gradients against float64 and finite\n"
+    "                                       differences on one batch; exit 1 if one is off\n"
     "       nnc FILE -o PROGRAM [--batch N] write a standalone training executable\n"
     "       nnc --emit=KIND FILE [-o OUT]   KIND: ir, llvm, asm (to stdout or OUT), obj (needs "
     "-o)\n"
@@ -57,7 +61,7 @@ static const char usage[] =
     "\n"
     "flags of 'nnc run' (and of executables written with -o):\n"
     "  --epochs N  --batch N  --seed N  --threads N  --data PATH  --test-data PATH\n"
-    "  --resume CKPT  --checkpoint FILE  --log FILE  --quiet  --report\n"
+    "  --resume CKPT  --checkpoint FILE  --log FILE  --log-every N  --quiet  --report\n"
     "  --no-checkpoint  --no-log   write no checkpoint / metrics log, whatever the file says\n"
     "  --lr X  --set SETTING       change a train-block setting: --set epochs=3,\n"
     "                              --set 'optimizer = sgd(lr = 0.1)' (also with -o and --emit)\n"
@@ -237,6 +241,16 @@ static char *folder_of(nnc_arena *a, const char *path) {
 
 char *spec_of(compiled *c) {
   return nnc_spec_write(c->m, c->path, folder_of(&c->arena, c->path), nnc_module_hash(c->m));
+}
+
+/* The two services `nnc gradcheck` (gradcheck.c) takes from the driver. */
+bool nnc_driver_frontend(nnc_arena *arena, const char *path, int64_t batch,
+                         nnc_frontend_result *out) {
+  nnc_frontend_options fo = {.batch = batch};
+  return compile_file_with(arena, path, &fo, out);
+}
+char *nnc_driver_spec(nnc_arena *arena, const nnc_module *m, const char *path) {
+  return nnc_spec_write(m, path, folder_of(arena, path), nnc_module_hash(m));
 }
 
 /* Finds "--batch N" / "--batch=N" among argv; 0 when absent, -1 when bad. */
@@ -421,6 +435,7 @@ static bool write_glue(const char *path, const nnc_module *mod, const nnc_rt_mod
   fprintf(f, "  .step_off = %lld, .epoch_off = %lld, .seed_off = %lld, .lr_off = %lld,\n",
           (long long)m->step_off, (long long)m->epoch_off, (long long)m->seed_off,
           (long long)m->lr_off);
+  fprintf(f, "  .total_steps_off = %lld,\n", (long long)m->total_steps_off);
   fprintf(f, "  .ntensors = %d, .tensors = tensors,\n", m->ntensors);
   fprintf(f, "  .train_step = %s, .eval_step = %s,\n};\n", mod->train ? "nnc_train_step" : "0",
           mod->eval ? "nnc_eval_step" : "0");
@@ -565,6 +580,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 2, argv + 2, 0);
   if (strcmp(cmd, "predict") == 0) return cmd_eval(argc - 2, argv + 2, 1);
   if (strcmp(cmd, "summary") == 0) return cmd_summary(argc - 2, argv + 2);
+  if (strcmp(cmd, "gradcheck") == 0) return nnc_gradcheck_main(argc - 2, argv + 2);
   /* The remaining forms: [--emit=KIND] FILE [-o OUT] [--batch N] [--lr X]
    * [--set SETTING], any order. */
   compile_flags cf;

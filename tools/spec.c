@@ -86,6 +86,7 @@ static void put_control(FILE *f, const nnc_train_config *c) {
   }
   put_str(f, "resume", c->resume);
   put_str(f, "log.path", c->log);
+  if (c->log_every > 0) fprintf(f, "log.every_steps = %lld\n", (long long)c->log_every);
   if (c->load.path) {
     put_str(f, "load.path", c->load.path);
     for (int i = 0; i < c->load.nonly; i++)

@@ -274,6 +274,35 @@ static void check_window(int h, int w, const int64_t k[2], const int64_t s[2], c
   fx_teardown(&st);
 }
 
+/* The gradient of a window max with tied maxima (2x2 max pooling of an
+ * image of values in {0.5, 1.5}: p = 0.5 everywhere plus floor(2 q) with q
+ * in [0, 1)): compiled, it must route each window's adjoint to the same
+ * element as the interpreter (the first maximum in scan order). */
+static void test_pool_grad_ties(void **state) {
+  fixture *fx = *state;
+  nnc_graph *g = fx->g;
+  nnc_node *p = fx_param(fx, "p", sh(4, 2, 3, 6, 6), 0.5, 0.5);
+  nnc_node *q = fx_tensor(fx, "q", NNC_ROLE_FROZEN, NNC_F32, sh(4, 2, 3, 6, 6), 0, 1);
+  nnc_node *x = nnc_ir_binary(
+      g, NNC_OP_ADD, p,
+      nnc_ir_unary(g, NNC_OP_FLOOR, nnc_ir_binary(g, NNC_OP_MUL, q, nnc_ir_const(g, NNC_F32, 2))));
+  nnc_shape planes = sh(4, 6, 1, 6, 6);
+  const int64_t k2[2] = {2, 2}, zero[2] = {0, 0};
+  nnc_node *win = nnc_ir_im2col(g, nnc_ir_reshape(g, x, &planes), k2, k2, zero, -INFINITY);
+  nnc_node *m = nnc_ir_reduce(g, NNC_OP_RMAX, win, 0x2);
+  nnc_node *r = fx_tensor(fx, "r", NNC_ROLE_FROZEN, NNC_F32, m->shape, -1, 1);
+  nnc_shape scalar = sh(0);
+  nnc_node *y = nnc_ir_reshape(
+      g, nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_binary(g, NNC_OP_MUL, m, r), 0x3), &scalar);
+  nnc_node *grad;
+  nnc_ad_grad(g, y, &p, 1, &grad);
+  out(fx, NNC_OUT_LOSS, y);
+  out(fx, NNC_OUT_PRED, grad);
+  fx->rtol = 1e-6; /* the loss sums in f32; a misrouted gradient is off by O(1) */
+  fx->atol = 0;
+  fx_check(fx);
+}
+
 static void test_im2col_col2im(void **state) {
   (void)state;
   static const struct {
@@ -497,6 +526,67 @@ static void test_recompute_batchnorm(void **state) {
   assert_int_equal(train_kernels(fx), 6);
 }
 
+/* ---- Per-step scalars of the optimizer and schedule ---- */
+
+/* |got - want| is at most half an f32 ulp of want (with 1e-6 of slack for
+ * a last-bit difference in the double value): got is want rounded once. */
+static bool rounded_once(float got, double want) {
+  double ulp = nextafterf((float)want, INFINITY) - (float)want;
+  return fabs((double)got - want) <= 0.5 * ulp * (1 + 1e-6);
+}
+
+/* Adam's lr / (1 - beta1^t) and sqrt(1 - beta2^t) and a warmed-up cosine
+ * learning rate, compiled, for every step t = 1 .. 10^6: each is the
+ * double-precision value rounded once to f32 (computed in f32, 1 - 0.999^t
+ * was ~100 ulps off). */
+static void test_step_scalars_rounded_once(void **state) {
+  fixture *fx = *state;
+  nnc_train_config *cfg = &fx->m->config;
+  nnc_optim_defaults(&cfg->optim, NNC_OPT_ADAM);
+  nnc_schedule_config *sc = &cfg->schedule;
+  sc->kind = NNC_SCHED_COSINE;
+  sc->unit = NNC_PER_STEP;
+  sc->period = 300000;
+  sc->min_lr = 1e-5;
+  sc->warmup = 1000;
+  sc->warmup_start = 0.1;
+  nnc_node *s[3];
+  char err[256];
+  assert_true(nnc_optim_step_scalars(fx->m, fx->g, NNC_F32, s, err, sizeof err));
+  nnc_shape one = sh(1, 1);
+  out(fx, NNC_OUT_LR, s[0]);
+  out(fx, NNC_OUT_LOSS, s[1]);
+  out(fx, NNC_OUT_PRED, nnc_ir_reshape(fx->g, s[2], &one));
+  fx_run r;
+  fx_compile(fx, &r, 0);
+  const nnc_rt_model *m = r.model;
+  int64_t lr_off = nnc_cg_output_offset(r.prog, NNC_OUT_LR);
+  int64_t size_off = nnc_cg_output_offset(r.prog, NNC_OUT_LOSS);
+  int64_t bc2_off = nnc_cg_output_offset(r.prog, NNC_OUT_PRED);
+  const double lr0 = cfg->optim.lr, b1 = cfg->optim.beta1, b2 = cfg->optim.beta2;
+  const double pi = 3.14159265358979323846, w = (double)sc->warmup;
+  int bad = 0;
+  for (int step = 1; step <= 1000000; step++) {
+    float fs = (float)step;
+    memcpy(r.arena + m->step_off, &fs, sizeof fs);
+    m->train_step(r.arena, NULL);
+    double t = step - 1, after = fmax(t - w, 0);
+    double lr =
+        sc->min_lr + (1 + cos(after * (pi / (double)sc->period))) * ((lr0 - sc->min_lr) / 2);
+    lr *= fmin(1, sc->warmup_start + t * ((1 - sc->warmup_start) / w));
+    double want[3] = {lr, lr / (1 - pow(b1, step)), sqrt(1 - pow(b2, step))};
+    float got[3];
+    memcpy(&got[0], r.arena + lr_off, 4);
+    memcpy(&got[1], r.arena + size_off, 4);
+    memcpy(&got[2], r.arena + bc2_off, 4);
+    for (int i = 0; i < 3; i++)
+      if (!rounded_once(got[i], want[i]) && bad++ < 10)
+        print_error("step %d scalar %d: %.9g, double %.17g\n", step, i, got[i], want[i]);
+  }
+  fx_release(&r);
+  if (bad) fail_msg("%d scalars are not the double value rounded once", bad);
+}
+
 /* Runs last: every op of ops.def was compiled and compared with the
  * interpreter by some test above. */
 static void test_every_op_is_checked(void **state) {
@@ -529,6 +619,8 @@ int main(void) {
       T(test_matmul_epilogue),
       T(test_matmul_long_k_column_split),
       T(test_im2col_col2im),
+      T(test_pool_grad_ties),
+      T(test_step_scalars_rounded_once),
       T(test_gather_scatter_onehot),
       T(test_rand),
       T(test_rand_is_the_runtime_hash),

@@ -458,7 +458,8 @@ if want workflow; then
     if expect_rc pr 0; then
       mse=$(paste -d, <(tail -n +2 wf/reg_test.csv) <(tail -n +2 pred.csv) |
         awk -F, '{ d = $5 - $4; s += d * d; n++ } END { printf "%.4f", s / n }')
-      check "predict's outputs give eval's loss" "p == e" p="$mse" e="$(sed -n 's/^test: loss \([0-9.]*\).*/\1/p' ev.out)"
+      check "predict's outputs give eval's loss" "p == e" p="$mse" \
+        e="$(printf '%.4f' "$(sed -n 's/^test: loss \([0-9.e-]*\).*/\1/p' ev.out)")"
       check "one prediction per test row" "n == 80" n="$(($(wc -l <pred.csv) - 1))"
     fi
   fi

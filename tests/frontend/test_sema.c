@@ -16,6 +16,7 @@ static const char *mlp_src =
     "  loss = cross_entropy  optimizer = adam(lr = 2e-3, weight_decay = 0.01)\n"
     "  schedule = warmup(3, cosine(min_lr = 1e-5))\n"
     "  l2 = 1e-4  clip_norm = 5  batch = 64  epochs = 10  seed = 7\n"
+    "  log_every = 50\n"
     "}\n";
 
 static const nnc_tensor *tensor(const nnc_module *m, const char *name) {
@@ -91,6 +92,7 @@ static void test_mlp_config(void **state) {
   assert_int_equal(c->batch, 64);
   assert_int_equal(c->epochs, 10);
   assert_int_equal(c->seed, 7);
+  assert_int_equal(c->log_every, 50);
   assert_true(c->metric_accuracy);
   fe_free(&f);
 }

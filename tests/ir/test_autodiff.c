@@ -235,6 +235,68 @@ static void test_rmax(void **state) {
   check(fx, nnc_ir_binary(fx->g, NNC_OP_ADD, a, b), LEAVES(x));
 }
 
+/* Tied maxima: x takes values in {0, 1, 2} only, so most windows hold
+ * several equal maxima. d sum(rmax(x) * R)/dx must be R at the first
+ * maximum of each window in row-major scan order and 0 elsewhere (PyTorch's
+ * max_pool2d rule), for reduced axes that are last (pooling's layout) and
+ * for ones that are not (moved last by the rule). Finite differences are
+ * no use at a tie (max is not differentiable there), so the reference is
+ * that rule written out in loops. */
+static void check_rmax_ties(fixture *fx, uint32_t axes) {
+  nnc_graph *g = fx->g;
+  enum { D0 = 3, D1 = 4, D2 = 5, N = D0 * D1 * D2 };
+  nnc_node *x = fx_leaf(fx, "x", sh(3, D0, D1, D2), 0, 1);
+  nnc_node *m = nnc_ir_reduce(g, NNC_OP_RMAX, x, axes);
+  nnc_node *r = fx_tensor(fx, "R", NNC_ROLE_FROZEN, NNC_F64, m->shape, -1, 1);
+  nnc_shape scalar = sh(0);
+  nnc_node *y = nnc_ir_reshape(
+      g, nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_binary(g, NNC_OP_MUL, m, r), 0x7), &scalar);
+  nnc_node *grad;
+  nnc_ad_grad(g, y, &x, 1, &grad);
+  assert_verified(g);
+  nnc_interp *in = nnc_interp_new(g);
+  assert_non_null(in);
+  fx_fill(fx, in);
+  double *xv = nnc_interp_tensor(in, (int)x->attr[0]);
+  uint64_t state = 7;
+  for (int i = 0; i < N; i++)
+    xv[i] = floor(fx_rand(&state) * 3);
+  nnc_interp_run(in);
+  const double *got = nnc_interp_value(in, grad), *rv = nnc_interp_tensor(in, (int)r->attr[0]);
+  const int dim[3] = {D0, D1, D2};
+  double want[N] = {0};
+  int first[N]; /* per window (output element): flat index of its first maximum */
+  for (int i = 0; i < N; i++)
+    first[i] = -1;
+  int ties = 0;
+  for (int i = 0; i < N; i++) { /* row-major order visits each window's elements in scan order */
+    int c[3] = {i / (D1 * D2), i / D2 % D1, i % D2}, w = 0;
+    for (int d = 0; d < 3; d++)
+      w = w * ((axes >> d) & 1 ? 1 : dim[d]) + ((axes >> d) & 1 ? 0 : c[d]);
+    if (first[w] < 0 || xv[i] > xv[first[w]])
+      first[w] = i;
+    else if (xv[i] == xv[first[w]])
+      ties++;
+  }
+  for (int w = 0; w < (int)nnc_shape_numel(&m->shape); w++)
+    want[first[w]] = rv[w];
+  assert_true(ties > 0);
+  for (int i = 0; i < N; i++)
+    if (got[i] != want[i]) fail_msg("axes 0x%x: dx[%d] = %g, want %g", axes, i, got[i], want[i]);
+  nnc_interp_free(in);
+}
+
+static void test_rmax_ties_first_maximum(void **state) {
+  (void)state;
+  const uint32_t masks[] = {0x4, 0x6, 0x1, 0x5, 0x7};
+  for (size_t i = 0; i < sizeof masks / sizeof masks[0]; i++) {
+    void *st;
+    fx_setup(&st);
+    check_rmax_ties(st, masks[i]);
+    fx_teardown(&st);
+  }
+}
+
 static void test_reshape_transpose_broadcast(void **state) {
   fixture *fx = *state;
   nnc_graph *g = fx->g;
@@ -494,6 +556,7 @@ int main(void) {
       T(test_piecewise_constant_ops),
       T(test_sum),
       T(test_rmax),
+      T(test_rmax_ties_first_maximum),
       T(test_reshape_transpose_broadcast),
       T(test_matmul_nn),
       T(test_matmul_nt),

@@ -72,6 +72,8 @@ static void train_run(fixture *fx, int steps, int per_epoch, int run_epochs, dou
   for (int s = 1; s <= steps; s++) {
     if (fx->g->inputs[NNC_IN_STEP]) nnc_interp_input(in, NNC_IN_STEP)[0] = s;
     if (fx->g->inputs[NNC_IN_EPOCH]) nnc_interp_input(in, NNC_IN_EPOCH)[0] = (s - 1) / per_epoch;
+    if (fx->g->inputs[NNC_IN_TOTAL_STEPS]) /* the run is these steps */
+      nnc_interp_input(in, NNC_IN_TOTAL_STEPS)[0] = steps;
     nnc_interp_run(in);
     if (lrs) lrs[s - 1] = nnc_interp_value(in, fx->g->outputs[NNC_OUT_LR])[0];
   }
@@ -382,6 +384,26 @@ static void test_sched_cosine_run_length(void **state) {
     assert_true(lr[e] < lr[e - 1]);
 }
 
+/* Cosine per step without a period runs over the rest of training after
+ * warmup: the run's total steps (an input, known once the data is) - 2. */
+static void test_sched_cosine_default_period_per_step(void **state) {
+  fixture *fx = *state;
+  build_problem(fx, NNC_ROLE_PARAM);
+  set_optim(fx, NNC_OPT_SGD, 0.1);
+  nnc_schedule_config *sc = &fx->m->config.schedule;
+  sc->kind = NNC_SCHED_COSINE;
+  sc->unit = NNC_PER_STEP;
+  sc->warmup = 2;
+  double p[NP], lr[MAX_STEPS];
+  train(fx, 8, 8, p, lr);
+  assert_non_null(fx->g->inputs[NNC_IN_TOTAL_STEPS]);
+  sc->period = 6;
+  double want[NP], lr_want[MAX_STEPS];
+  reference(fx, 8, 8, want, lr_want);
+  assert_all_near("lr", lr, lr_want, 8, TOL);
+  assert_near(lr[7], 0.1 * (1 + cos(M_PI * 5 / 6)) / 2, 1e-15);
+}
+
 /* ---- Parameters, state, errors ---- */
 
 static void test_lr_scale(void **state) {
@@ -502,6 +524,7 @@ int main(void) {
       T(test_sched_warmup_constant),
       T(test_sched_per_epoch),
       T(test_sched_cosine_default_period),
+      T(test_sched_cosine_default_period_per_step),
       T(test_lr_scale),
       T(test_frozen_weight_and_state_names),
       T(test_state_names_per_optimizer),

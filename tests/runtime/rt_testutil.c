@@ -142,6 +142,7 @@ void tu_lin_make(tu_lin *l, int64_t batch, uint64_t init_seed) {
   m->step_off = off, off += 4;
   m->epoch_off = off, off += 4;
   m->seed_off = off, off += 4;
+  m->total_steps_off = -1;
   m->lr_off = off, off += 4;
   m->arena_bytes = (size_t)off;
   l->tensors[0] = scalar("lin.w", NNC_RT_PARAM, l->w_off, NNC_RT_INIT_UNIFORM, -1, 1);

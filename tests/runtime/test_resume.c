@@ -300,6 +300,7 @@ static char *scripted_make(void) {
                             .step_off = 64,
                             .epoch_off = 68,
                             .seed_off = 72,
+                            .total_steps_off = -1,
                             .lr_off = -1};
   scripted_t[0] =
       (nnc_rt_tensor){.name = "s.w", .role = NNC_RT_PARAM, .rank = 1, .shape = {1}, .offset = 128};

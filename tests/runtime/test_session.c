@@ -276,6 +276,32 @@ static void test_threads_and_log(void **state) {
   outcome_free(&b);
 }
 
+/* Step rows: log.every_steps from the spec (the train block's log_every),
+ * and --log-every replacing it (0: epoch rows only). */
+static void test_log_every(void **state) {
+  char log1[512], log2[512];
+  snprintf(log1, sizeof log1, "%s", tu_path(dir, "every1.csv"));
+  snprintf(log2, sizeof log2, "%s", tu_path(dir, "every2.csv"));
+  outcome a = RUN(csv_spec("log.every_steps = 10\n"), "--log", log1, "--quiet");
+  expect_ok(&a);
+  outcome b = RUN(csv_spec("log.every_steps = 10\n"), "--log-every", "0", "--log", log2, "--quiet");
+  expect_ok(&b);
+  char *la = log_losses(log1), *lb = log_losses(log2);
+  assert_non_null(strstr(la, "\nstep,1,10,"));
+  assert_non_null(strstr(la, "\nstep,3,30,"));
+  assert_null(strstr(la, "\nstep,1,5,"));
+  assert_null(strstr(lb, "\nstep,"));
+  assert_non_null(strstr(lb, "\nepoch,3,36,"));
+  free(la);
+  free(lb);
+  outcome_free(&a);
+  outcome_free(&b);
+  outcome c = RUN(csv_spec(""), "--log-every", "-1");
+  assert_int_equal(c.status, 2);
+  outcome_free(&c);
+  (void)state;
+}
+
 static void test_resume(void **state) {
   char full_log[512], part_log[512], full_ck[512], part_ck[512];
   snprintf(full_log, sizeof full_log, "%s", tu_path(dir, "full.csv"));
@@ -501,6 +527,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_basic_run, make_model, free_model),
       cmocka_unit_test_setup_teardown(test_epochs_and_seed, make_model, free_model),
       cmocka_unit_test_setup_teardown(test_threads_and_log, make_model, free_model),
+      cmocka_unit_test_setup_teardown(test_log_every, make_model, free_model),
       cmocka_unit_test_setup_teardown(test_resume, make_model, free_model),
       cmocka_unit_test_setup_teardown(test_npy_and_data_flag, make_model, free_model),
       cmocka_unit_test_setup_teardown(test_split_standardize_checkpoint, make_model, free_model),

@@ -29,7 +29,7 @@ static const float LR = 0.1f;
 static struct {
   nnc_rt_model m;
   int64_t train_calls, eval_calls;
-  float steps[MAX_STEPS], epochs[MAX_STEPS];
+  float steps[MAX_STEPS], epochs[MAX_STEPS], totals[MAX_STEPS];
   uint32_t seeds[MAX_STEPS];
   int64_t nsamples;
   int64_t samples[MAX_STEPS * 8]; /* index of each sample, in order of use */
@@ -85,6 +85,7 @@ static void lin_train(char *arena, nnc_rt_pool *pool) {
   g.steps[k] = *AT(float, m->step_off);
   g.epochs[k] = *AT(float, m->epoch_off);
   g.seeds[k] = *AT(uint32_t, m->seed_off);
+  g.totals[k] = *AT(float, m->total_steps_off);
   const float *x = AT(float, m->x_off), *y = AT(float, m->y_off);
   for (int64_t i = 0; i < m->batch; i++)
     g.samples[g.nsamples++] = (int64_t)lroundf((x[i] + 1.0f) * (float)g.n / 2.0f);
@@ -126,6 +127,7 @@ static char *make_lin_model(int64_t batch) {
   m->step_off = off, off += 4;
   m->epoch_off = off, off += 4;
   m->seed_off = off, off += 4;
+  m->total_steps_off = off, off += 4;
   m->lr_off = off, off += 4;
   m->arena_bytes = (size_t)off;
   lin_tensors[0] = (nnc_rt_tensor){.name = "lin.w",
@@ -189,12 +191,13 @@ static void test_linear_regression_converges(void **state) {
   assert_true(log.stats[epochs - 1].train_loss < 1e-8);
   assert_true(log.stats[epochs - 1].val_loss < 1e-8);
   /* floor(n / batch) steps per epoch, the step input 1-based and global,
-   * epoch 0-based, seed the low 32 bits. */
+   * epoch 0-based, seed the low 32 bits, total_steps those of the run. */
   assert_int_equal(g.train_calls, steps * epochs);
   for (int64_t k = 0; k < g.train_calls; k++) {
     assert_true(g.steps[k] == (float)(k + 1));
     assert_true(g.epochs[k] == (float)(k / steps));
     assert_int_equal(g.seeds[k], 7);
+    assert_true(g.totals[k] == (float)(steps * epochs));
   }
   /* Each epoch uses steps*batch distinct samples, in a different order. */
   for (int e = 0; e < epochs; e++) {
@@ -277,7 +280,7 @@ static char *make_cls_model(int64_t batch) {
   m->y_off = 256;
   m->loss_vec_off = 512;
   m->correct_vec_off = 768;
-  m->step_off = m->epoch_off = m->seed_off = m->lr_off = -1; /* no scalar inputs */
+  m->step_off = m->epoch_off = m->seed_off = m->total_steps_off = m->lr_off = -1; /* none */
   m->arena_bytes = 1024;
   m->train_step = m->eval_step = cls_step;
   return calloc(1, m->arena_bytes);
