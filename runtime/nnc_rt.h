@@ -105,6 +105,7 @@ typedef struct nnc_rt_csv_opts {
   int header;           /* 1: the first row is a header and is skipped */
   int64_t label_column; /* 0-based; negative counts from the end (-1: last) */
   int label_is_class;   /* 1: integer class labels >= 0; 0: an f32 target */
+  int32_t num_classes;  /* > 0: class labels must be below it (checked per row) */
 } nnc_rt_csv_opts;
 int nnc_rt_load_csv(nnc_rt_dataset *ds, const char *path, const nnc_rt_csv_opts *opts,
                     nnc_rt_error *err);
