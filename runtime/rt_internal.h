@@ -101,6 +101,12 @@ int64_t nnc_rt_checked_mul(int64_t a, int64_t b);
 /* The element count of a shape read from a file, checked as above. */
 int64_t nnc_rt_checked_numel(int rank, const int64_t *shape);
 
+/* The largest training position a checkpoint may hold: epochs as the
+ * --epochs flag allows, global steps within f32's exact integers (the
+ * model reads the step as f32). */
+#define NNC_RT_MAX_EPOCHS INT64_C(1000000000)
+#define NNC_RT_MAX_STEPS (INT64_C(1) << 53)
+
 /* ---- Safetensors files (safetensors.c) ---- */
 typedef enum nnc_rt_st_dtype { NNC_RT_ST_F32, NNC_RT_ST_F64, NNC_RT_ST_OTHER } nnc_rt_st_dtype;
 

@@ -96,12 +96,9 @@ static int parse_entry(nnc_rt_st_file *f, int i, const char *path, nnc_rt_error 
   if (int_array(o, offs, 2, &n, "data_offsets", e->name, path, err)) return -1;
   if (n != 2) return entry_fail(path, o, e->name, "\"data_offsets\" must be [begin, end]", err);
   e->begin = offs[0], e->end = offs[1];
-  int64_t bytes = size, data_len = (int64_t)f->len - f->data_start;
-  for (int d = 0; d < e->rank; d++)
-    if (e->shape[d] && bytes > INT64_MAX / e->shape[d])
-      return entry_fail(path, o, e->name, "shape too large", err);
-    else
-      bytes *= e->shape[d];
+  int64_t bytes = nnc_rt_checked_mul(nnc_rt_checked_numel(e->rank, e->shape), size),
+          data_len = (int64_t)f->len - f->data_start;
+  if (bytes < 0) return entry_fail(path, o, e->name, "shape too large (over 2^40 elements)", err);
   char what[200];
   if (e->end < e->begin || e->end - e->begin != bytes) {
     snprintf(what, sizeof what, "data_offsets [%lld, %lld] hold %lld bytes, the shape needs %lld",

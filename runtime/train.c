@@ -321,7 +321,8 @@ static int resume(run *r) {
   if (*hash && *st.model_hash && strcmp(hash, st.model_hash) != 0)
     return nnc_rt_fail(r->err, "%s: written by a different model (model hash %s, this one %s)",
                        o->resume_path, st.model_hash, hash);
-  if (st.step != st.epoch * r->steps)
+  /* step == epoch * steps, without a product that could wrap. */
+  if (st.epoch ? st.step % st.epoch || st.step / st.epoch != r->steps : st.step != 0)
     return nnc_rt_fail(r->err,
                        "%s: stopped at step %lld after %lld epochs, which does not fit %lld steps "
                        "per epoch (was the data set or batch size changed?)",

@@ -491,6 +491,8 @@ static void child_loop(const char *p) {
   add_tensor(&tm, "small", NNC_RT_PARAM, 1, small);
   table_alloc(&tm, 0);
   nnc_rt_train_state st = {.best_metric = NAN};
+  nnc_rt_rng_seed(&st.shuffle_rng, 1); /* an all-zero state does not load */
+  nnc_rt_rng_seed(&st.augment_rng, 2);
   nnc_rt_ckpt_save_opts so = {.state = &st};
   for (int64_t k = 1;; k++) {
     for (size_t i = 0; i < tm.m.arena_bytes / 4; i++)
