@@ -378,6 +378,9 @@ typedef struct nnc_rt_train_opts {
   const char *resume_path;
   const nnc_rt_io_hooks *io;   /* checkpoint write-failure injection (tests) */
   nnc_rt_train_result *result; /* filled when non-NULL */
+  /* What val is, in messages and the curves' legend: "validation" (NULL)
+   * or "test" when the test set is evaluated each epoch. */
+  const char *val_name;
 } nnc_rt_train_opts;
 
 typedef struct nnc_rt_epoch_stats {

@@ -385,7 +385,7 @@ int nnc_rt_train(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nn
   if (m->batch < 1) return nnc_rt_fail(err, "model batch size %lld < 1", (long long)m->batch);
   if (check_opts(m, train, opts, err)) return -1;
   if (check_dataset(m, train, "training", err)) return -1;
-  if (val && check_dataset(m, val, "validation", err)) return -1;
+  if (val && check_dataset(m, val, opts->val_name ? opts->val_name : "validation", err)) return -1;
   run r = {.m = m, .arena = arena, .pool = pool, .train = train, .val = val, .o = opts, .err = err};
   r.steps = train->n / m->batch;
   r.lr = NAN;
