@@ -4,7 +4,7 @@
 set -e
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
-PKGS="build-essential cmake flex bison llvm-19-dev zlib1g-dev libdeflate-dev libcmocka-dev
+PKGS="build-essential cmake pkg-config flex bison llvm-19-dev zlib1g-dev libdeflate-dev libcmocka-dev
       dataset-fashion-mnist python3-numpy python3-torch libopenblas0-pthread"
 missing=""
 for p in $PKGS; do
