@@ -322,9 +322,12 @@ int nnc_rt_checkpoint_best_path(char *buf, size_t size, const char *path);
 
 /* ---- Metrics log and plot ------------------------------------------------- */
 /* Reads a metrics log written by nnc_rt_train and draws its epoch rows as an
- * SVG: loss (and accuracy, when logged) of training and validation against
- * the epoch. The later row wins where a resumed run repeats an epoch. */
-int nnc_rt_log_plot(const char *log_path, const char *svg_path, nnc_rt_error *err);
+ * SVG: loss (and accuracy, when logged) of training and of the set
+ * evaluated each epoch against the epoch. val_name says what that set is
+ * in titles and legend: "validation" (NULL) or "test". The later row wins
+ * where a resumed run repeats an epoch. */
+int nnc_rt_log_plot(const char *log_path, const char *svg_path, const char *val_name,
+                    nnc_rt_error *err);
 /* "run.csv" -> "run.svg" (the extension replaced, or ".svg" appended). */
 int nnc_rt_log_svg_path(char *buf, size_t size, const char *log_path);
 

@@ -373,7 +373,7 @@ static int finish_log(run *r, int rc) {
   char svg[4096];
   if (nnc_rt_log_svg_path(svg, sizeof svg, r->o->log_path))
     return rc ? rc : nnc_rt_fail(err, "%s: path too long", r->o->log_path);
-  if (nnc_rt_log_plot(r->o->log_path, svg, err)) return -1;
+  if (nnc_rt_log_plot(r->o->log_path, svg, r->o->val_name, err)) return -1;
   return rc;
 }
 
