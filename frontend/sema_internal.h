@@ -131,7 +131,7 @@ typedef struct nnc_scope {
   nnc_span *layer_at;
   int nlayers, layer_cap;
   nnc_name_map layer_index; /* name -> its index in layer_names */
-  int counters[32]; /* per layer kind, for default names dense1, dense2, ... */
+  int counters[32];         /* per layer kind, for default names dense1, dense2, ... */
 } nnc_scope;
 
 #define NNC_VALUE_ERROR ((nnc_value){NULL, false, false, 0})

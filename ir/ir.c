@@ -190,9 +190,9 @@ nnc_node *nnc_ir_param(nnc_graph *g, int tensor) {
     int cap = g->param_cap ? g->param_cap : 16;
     while (cap <= tensor)
       cap *= 2;
-    g->param_nodes = nnc_arena_grow(m->arena, g->param_nodes,
-                                    sizeof(nnc_node *) * (size_t)g->param_cap,
-                                    sizeof(nnc_node *) * (size_t)cap);
+    g->param_nodes =
+        nnc_arena_grow(m->arena, g->param_nodes, sizeof(nnc_node *) * (size_t)g->param_cap,
+                       sizeof(nnc_node *) * (size_t)cap);
     g->param_cap = cap;
   }
   /* PARAM nodes are made only here, so the remembered one is the only

@@ -179,7 +179,7 @@ typedef struct nnc_module {
   nnc_tensor *tensors;
   int ntensors, tensor_cap;
   nnc_name_map tensor_index; /* name -> the first tensor of that name */
-  nnc_graph *train; /* NULL until built */
+  nnc_graph *train;          /* NULL until built */
   nnc_graph *eval;
   nnc_train_config config;
   nnc_shape sample_shape; /* shape of one input sample */

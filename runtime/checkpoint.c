@@ -301,8 +301,7 @@ static int parse_state(const nnc_rt_st_file *f, const char *path, nnc_rt_train_s
     bad = *end || !(st->wall_s >= 0 && st->wall_s < 1e12) ? "wall_s" : NULL;
   }
   if (bad)
-    return nnc_rt_fail(err, "%s: metadata \"%s\" is missing, malformed or out of range", path,
-                       bad);
+    return nnc_rt_fail(err, "%s: metadata \"%s\" is missing, malformed or out of range", path, bad);
   return 0;
 }
 

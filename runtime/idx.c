@@ -56,10 +56,10 @@ static int gunzip_fast(idx_file *f, const unsigned char *in, size_t size) {
   struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
   unsigned char *out = NULL;
   size_t used = 0, got = 0;
-  int ok = d && (out = malloc(isize ? isize : 1)) &&
-           libdeflate_gzip_decompress_ex(d, in, size, out, isize, &used, &got) ==
-               LIBDEFLATE_SUCCESS &&
-           used == size && got == isize;
+  int ok =
+      d && (out = malloc(isize ? isize : 1)) &&
+      libdeflate_gzip_decompress_ex(d, in, size, out, isize, &used, &got) == LIBDEFLATE_SUCCESS &&
+      used == size && got == isize;
   if (d) libdeflate_free_decompressor(d);
   if (!ok) {
     free(out);

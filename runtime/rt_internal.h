@@ -105,7 +105,7 @@ int64_t nnc_rt_checked_numel(int rank, const int64_t *shape);
  * --epochs flag allows, global steps within f32's exact integers (the
  * model reads the step as f32). */
 #define NNC_RT_MAX_EPOCHS INT64_C(1000000000)
-#define NNC_RT_MAX_STEPS (INT64_C(1) << 53)
+#define NNC_RT_MAX_STEPS  (INT64_C(1) << 53)
 
 /* ---- Safetensors files (safetensors.c) ---- */
 typedef enum nnc_rt_st_dtype { NNC_RT_ST_F32, NNC_RT_ST_F64, NNC_RT_ST_OTHER } nnc_rt_st_dtype;

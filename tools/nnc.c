@@ -410,8 +410,8 @@ static void print_version(void) {
   find_runtime(&rp);
   printf("nnc " NNC_VERSION "\n"
          "runtime for -o (%s):\n  %s\n  %s\n  headers in %s\n",
-         rp.installed ? "installed beside this nnc" : "this nnc's build tree", rp.lib,
-         rp.main_lib, rp.include);
+         rp.installed ? "installed beside this nnc" : "this nnc's build tree", rp.lib, rp.main_lib,
+         rp.include);
 }
 
 /* nnc FILE -o PROGRAM: object code from the same LLVM module the JIT uses,

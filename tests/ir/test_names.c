@@ -43,17 +43,17 @@ static void test_find_tensor(void **state) {
   for (int i = 0; i < 300; i++) {
     char name[32];
     snprintf(name, sizeof name, "t%d", i);
-    assert_int_equal(nnc_module_add_tensor(fx->m, name, NNC_ROLE_PARAM, NNC_F32, &s,
-                                           (nnc_init){0}, (nnc_span){0}),
+    assert_int_equal(nnc_module_add_tensor(fx->m, name, NNC_ROLE_PARAM, NNC_F32, &s, (nnc_init){0},
+                                           (nnc_span){0}),
                      i);
   }
   assert_int_equal(nnc_module_find_tensor(fx->m, "t0"), 0);
   assert_int_equal(nnc_module_find_tensor(fx->m, "t299"), 299);
   assert_int_equal(nnc_module_find_tensor(fx->m, "t300"), -1);
   /* A second tensor of a name: lookups keep finding the first. */
-  assert_int_equal(nnc_module_add_tensor(fx->m, "t5", NNC_ROLE_PARAM, NNC_F32, &s, (nnc_init){0},
-                                         (nnc_span){0}),
-                   300);
+  assert_int_equal(
+      nnc_module_add_tensor(fx->m, "t5", NNC_ROLE_PARAM, NNC_F32, &s, (nnc_init){0}, (nnc_span){0}),
+      300);
   assert_int_equal(nnc_module_find_tensor(fx->m, "t5"), 5);
 }
 

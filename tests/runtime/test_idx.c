@@ -382,7 +382,8 @@ static void test_gzip_trailing_junk(void **state) {
   nnc_rt_error err;
   assert_int_equal(nnc_rt_load_idx(&ds, ipath, lpath, 1.0f, &err), -1);
   printf("  %s\n", err.msg);
-  assert_non_null(strstr(err.msg, "junk-images.gz: byte 40: data after the end of the gzip stream"));
+  assert_non_null(
+      strstr(err.msg, "junk-images.gz: byte 40: data after the end of the gzip stream"));
   assert_null(ds.x);
 }
 

@@ -270,8 +270,9 @@ static void test_plot_reads_well(void **state) {
     const char *lg = strstr(panels[k], "<g class=\"legend\"");
     assert_non_null(lg);
     double x, y, w, h;
-    assert_int_equal(sscanf(strstr(lg, "<rect"), "<rect x=\"%lf\" y=\"%lf\" width=\"%lf\" height=\"%lf\"",
-                            &x, &y, &w, &h),
+    assert_int_equal(sscanf(strstr(lg, "<rect"),
+                            "<rect x=\"%lf\" y=\"%lf\" width=\"%lf\" height=\"%lf\"", &x, &y, &w,
+                            &h),
                      4);
     int circles = 0;
     for (const char *c = panels[k]; (c = strstr(c, "<circle")) && c < lg; c++, circles++) {
@@ -310,8 +311,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_csv_log),         cmocka_unit_test(test_jsonl_log),
       cmocka_unit_test(test_svg_next_to_log), cmocka_unit_test(test_plot_accuracy_and_repeats),
-      cmocka_unit_test(test_plot_reads_well),
-      cmocka_unit_test(test_bad_extension),
+      cmocka_unit_test(test_plot_reads_well), cmocka_unit_test(test_bad_extension),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

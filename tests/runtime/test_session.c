@@ -495,7 +495,8 @@ static void test_checked_before_training(void **state) {
   snprintf(log, sizeof log, "%s", tu_path(dir, "early.csv"));
   snprintf(want, sizeof want, "%s: 2 features per sample, but the model expects 1",
            tu_path(dir, "wide.csv"));
-  expect_early_error(RUN(csv_spec(""), "--test-data", tu_path(dir, "wide.csv"), "--log", log), want);
+  expect_early_error(RUN(csv_spec(""), "--test-data", tu_path(dir, "wide.csv"), "--log", log),
+                     want);
   assert_false(tu_exists(log));
   char ck[512];
   snprintf(ck, sizeof ck, "%s", tu_path(dir, "no-such-folder/ck.safetensors"));
