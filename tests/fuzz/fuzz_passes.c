@@ -3,23 +3,16 @@
  * simplification) with the IR verifier after every pass. A file the front
  * end accepts must come out of every pass as valid IR: a verifier failure
  * ("internal error") aborts, so the fuzzer reports it. */
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "frontend.h"
+#include "fuzz_frontend.h"
 #include "pipeline.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   nnc_arena arena;
-  nnc_arena_init(&arena);
-  nnc_diags diags;
-  nnc_diags_init(&diags, &arena);
-  uint32_t file = nnc_diags_add_source(&diags, "fuzz.nn", (const char *)data, size);
   nnc_frontend_result r;
-  if (nnc_frontend_compile(&arena, &diags, file, &r) && r.module) {
+  if (fz_compile(&arena, data, size, NULL, &r) && r.module) {
     nnc_pipeline_opts o = {.verify = true};
     char err[1024];
     if (!nnc_pipeline_run(r.module, &o, err, sizeof err) &&

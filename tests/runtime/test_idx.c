@@ -320,24 +320,39 @@ static void test_gzip_two_members(void **state) {
   nnc_rt_dataset_free(&ds);
 }
 
-/* A gzip trailer whose length field is wrong: the one-call decompressor
- * refuses it, and zlib names the file. */
-static void test_gzip_bad_trailer(void **state) {
+/* Writes the good images gzipped to name, changes them with `damage` (the
+ * file open for update at its end), and expects the load to fail with
+ * want (after the path). */
+static void expect_gzip_damage(const char *name, void (*damage)(FILE *), const char *want) {
   idx_bytes im, lb;
   good_images(&im);
   good_labels(&lb);
-  const char *ipath = write_file("trailer-images.gz", im.b, im.len, 1);
+  const char *ipath = write_file(name, im.b, im.len, 1);
   FILE *f = fopen(ipath, "r+b");
   assert_non_null(f);
-  assert_int_equal(fseek(f, -4, SEEK_END), 0);
-  fputc(0x7f, f);
+  assert_int_equal(fseek(f, 0, SEEK_END), 0);
+  damage(f);
   fclose(f);
-  const char *lpath = write_file("trailer-labels", lb.b, lb.len, 0);
+  const char *lpath = write_file("damage-labels", lb.b, lb.len, 0);
   nnc_rt_dataset ds;
   nnc_rt_error err;
   assert_int_equal(nnc_rt_load_idx(&ds, ipath, lpath, 1.0f, &err), -1);
   printf("  %s\n", err.msg);
-  assert_non_null(strstr(err.msg, "trailer-images.gz: byte 40: incorrect length check"));
+  char full[1100];
+  snprintf(full, sizeof full, "%s: %s", ipath, want);
+  assert_non_null(strstr(err.msg, full));
+  assert_null(ds.x);
+}
+
+static void wrong_length(FILE *f) {
+  assert_int_equal(fseek(f, -4, SEEK_END), 0);
+  fputc(0x7f, f);
+}
+
+/* A gzip trailer whose length field is wrong: the one-call decompressor
+ * refuses it, and zlib names the file. */
+static void test_gzip_bad_trailer(void **state) {
+  expect_gzip_damage("trailer-images.gz", wrong_length, "byte 40: incorrect length check");
 }
 
 /* The hostile header of issue 16: dims [64, 11, 1119412321, 2996173443]
@@ -366,25 +381,15 @@ static void test_claims_more_than_file(void **state) {
   expect_error("lclaim", &im, &lb, 0, 0, "byte 16: file ends after 0 of 4000000000 images", NULL);
 }
 
+static void junk_after(FILE *f) {
+  fputs("JUNK", f);
+}
+
 /* Bytes after the gzip stream are an error, not silently dropped (zlib's
  * gzread used to ignore them); a second member is still data. */
 static void test_gzip_trailing_junk(void **state) {
-  idx_bytes im, lb;
-  good_images(&im);
-  good_labels(&lb);
-  const char *ipath = write_file("junk-images.gz", im.b, im.len, 1);
-  FILE *f = fopen(ipath, "ab");
-  assert_non_null(f);
-  fputs("JUNK", f);
-  fclose(f);
-  const char *lpath = write_file("junk-labels", lb.b, lb.len, 0);
-  nnc_rt_dataset ds;
-  nnc_rt_error err;
-  assert_int_equal(nnc_rt_load_idx(&ds, ipath, lpath, 1.0f, &err), -1);
-  printf("  %s\n", err.msg);
-  assert_non_null(
-      strstr(err.msg, "junk-images.gz: byte 40: data after the end of the gzip stream"));
-  assert_null(ds.x);
+  expect_gzip_damage("junk-images.gz", junk_after,
+                     "byte 40: data after the end of the gzip stream (at byte 56");
 }
 
 /* Only regular files are data: a folder or /dev/zero is refused at once
