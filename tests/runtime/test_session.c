@@ -473,7 +473,7 @@ static void test_missing_data(void **state) {
 /* Expects status 1, stderr "train: error: <want>\n" and nothing on stdout:
  * the run stopped before its first epoch. */
 static void expect_early_error(outcome o, const char *want) {
-  char full[2048];
+  char full[2200];
   snprintf(full, sizeof full, "train: error: %s\n", want);
   printf("  %s", o.err);
   assert_int_equal(o.status, 1);
