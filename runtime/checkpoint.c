@@ -11,7 +11,8 @@
  * Loading selects model tensors (by role: weights only, or everything for a
  * resume; and by fnmatch globs), renames the file's tensors (strip a prefix,
  * add a prefix) and matches by name. All problems are collected first —
- * each missing tensor, each shape or dtype mismatch, and (for a load without
+ * each missing tensor, each shape or dtype mismatch, each tensor holding a
+ * NaN or an infinity, and (for a load without
  * globs) each file tensor the model lacks — and reported together; only when there are none is the
  * arena written, so a failed load changes nothing.
  */
@@ -199,6 +200,13 @@ static const nnc_rt_st_entry *match_one(const nnc_rt_st_file *f, char **names, c
   }
   if (e->rank != rank || memcmp(e->shape, shape, (size_t)rank * sizeof *shape) != 0) {
     problem(p, "%s: checkpoint has %s, model has %s", name, have, want);
+    return NULL;
+  }
+  double v;
+  int64_t bad = nnc_rt_st_first_nonfinite(f, e, &v);
+  if (bad >= 0) {
+    problem(p, "%s: element %lld is %g (byte %lld; only finite values load)", name, (long long)bad,
+            v, (long long)(f->data_start + e->begin + bad * (e->dtype == NNC_RT_ST_F64 ? 8 : 4)));
     return NULL;
   }
   return e;

@@ -136,6 +136,9 @@ void nnc_rt_st_free(nnc_rt_st_file *f);
 const nnc_rt_st_entry *nnc_rt_st_find(const nnc_rt_st_file *f, const char *name);
 /* A metadata string, or NULL. */
 const char *nnc_rt_st_meta(const nnc_rt_st_file *f, const char *key);
+/* The index of the first element of an F32 or F64 entry that is NaN or
+ * infinite (also once converted to f32), with its value; -1 if none. */
+int64_t nnc_rt_st_first_nonfinite(const nnc_rt_st_file *f, const nnc_rt_st_entry *e, double *value);
 /* Copies an entry's data into dst as f32 (F32 copied, F64 converted). */
 void nnc_rt_st_read_f32(const nnc_rt_st_file *f, const nnc_rt_st_entry *e, float *dst);
 

@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -195,6 +196,26 @@ const nnc_rt_st_entry *nnc_rt_st_find(const nnc_rt_st_file *f, const char *name)
 const char *nnc_rt_st_meta(const nnc_rt_st_file *f, const char *key) {
   const nnc_rt_json *v = nnc_rt_json_get(f->metadata, key);
   return v ? v->string : NULL;
+}
+
+int64_t nnc_rt_st_first_nonfinite(const nnc_rt_st_file *f, const nnc_rt_st_entry *e,
+                                  double *value) {
+  const char *src = f->bytes + f->data_start + e->begin;
+  int size = e->dtype == NNC_RT_ST_F64 ? 8 : 4;
+  int64_t n = (e->end - e->begin) / size;
+  for (int64_t i = 0; i < n; i++) {
+    float x;
+    double d;
+    if (size == 4)
+      memcpy(&x, src + 4 * i, 4), d = x;
+    else
+      memcpy(&d, src + 8 * i, 8);
+    if (!isfinite(d) || !isfinite((float)d)) {
+      *value = d;
+      return i;
+    }
+  }
+  return -1;
 }
 
 /* Data is little-endian; this runtime runs on little-endian machines only. */
