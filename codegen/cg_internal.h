@@ -1,11 +1,19 @@
 /* cg_internal.h: what the files of codegen/ share and nothing outside uses.
  *
- *   compile.c  the pipeline: lower -> plan -> LLVM module -> optimise -> code
- *   llvm.c     kernel IR -> LLVM modules (one per part: kernels, entry points)
- *   math.c     vectorisable exp/log/tanh/erf/sigmoid as LLVM IR
- *   jit.c      parts compiled on threads, ORC LLJIT, the nnc_rt_model table
- *   emit.c     object / assembly / LLVM IR files
- *   profile.c  per-kernel times (NNC_PROFILE)
+ * Without LLVM (the kernel IR, kernel.h, usable by any backend):
+ *   lower*.c     graph IR -> kernel IR, one file per pass (lower_internal.h)
+ *   plan.c       arena offsets of the buffers
+ *   kernel.c     kernel IR builders and printer
+ *   gemm_plan.c  how a product is tiled
+ * The LLVM backend:
+ *   compile.c    the pipeline: lower -> plan -> LLVM module -> optimise -> code
+ *   llvm.c       kernel IR -> LLVM modules (one per part: kernels, entry points)
+ *   llvm_expr.c  kernel expressions -> LLVM instructions (llvm_internal.h)
+ *   gemm.c       register-blocked products as LLVM IR
+ *   math.c       vectorisable exp/log/tanh/erf/sigmoid as LLVM IR
+ *   jit.c        parts compiled on threads, ORC LLJIT, the nnc_rt_model table
+ *   emit.c       object / assembly / LLVM IR files
+ *   profile.c    per-kernel times (NNC_PROFILE)
  */
 #ifndef NNC_CG_INTERNAL_H
 #define NNC_CG_INTERNAL_H

@@ -4,10 +4,12 @@
  * IR (loop nests; kernel.h), plans memory (one arena, offsets from
  * lifetimes; plan.c), emits LLVM IR with an entry point per graph
  * (llvm.c) and either JITs it (ORC LLJIT, compiled on 2 threads; jit.c)
- * or writes it out as one object file, assembly or LLVM IR. The result is an nnc_rt_model the
- * runtime can train with (runtime/nnc_rt.h).
+ * or writes it out as one object file, assembly or LLVM IR. The result is
+ * an nnc_rt_model the runtime can train with (runtime/nnc_rt.h).
  *
- * Errors are returned as a message; nothing here prints.
+ * Errors are returned as a message; nothing here prints, with one
+ * exception: with options.verify, a module that fails LLVM's verifier (a
+ * compiler bug) is dumped to stderr for the bug report.
  */
 #ifndef NNC_CODEGEN_H
 #define NNC_CODEGEN_H

@@ -20,10 +20,6 @@
 
 #include "cg_internal.h"
 
-#ifndef NNC_HAVE_GEMM
-#define NNC_HAVE_GEMM 0
-#endif
-
 void nnc_cg_default_options(nnc_cg_options *o) {
   memset(o, 0, sizeof *o);
   o->opt_level = 3;
@@ -122,7 +118,7 @@ LLVMTargetMachineRef nnc_cg_target_machine(const nnc_cg_target *t, int opt_level
 bool nnc_cg_build_kernels(nnc_kprog *p, const nnc_module *m, const nnc_cg_target *t, char *err,
                           size_t errlen) {
   p->vector_width = t->vector_width;
-  p->use_gemm = NNC_HAVE_GEMM;
+  p->use_gemm = true;
   if (!nnc_cg_lower(p, m, err, errlen)) return false;
   nnc_cg_plan(p);
   return true;

@@ -1,12 +1,13 @@
 /* gemm.c: emits shape-specialised matrix-product kernels as LLVM IR.
  *
- * Called by the kernel lowering (lower.c) once per MATMUL node with all
- * sizes, strides, layouts and the fused epilogue known at compile time; it
- * adds one function to the module that computes a range of rows of
+ * Called by the LLVM backend once per product kernel, with all sizes,
+ * strides, layouts and the fused epilogue known at compile time; it adds
+ * one function to the module that computes a range of rows of
  *   C = act(A.B + bias)        or        C += act(A.B + bias)
  * and returns it; the caller sets the target attributes and splits rows
- * over threads. Nothing here depends on the rest of codegen, so the
- * kernels are tested on their own (tests/codegen/gemm).
+ * over threads. The tiling is chosen without LLVM (gemm_plan.c); nothing
+ * here depends on the rest of codegen, so the kernels are tested on their
+ * own (tests/codegen/gemm).
  *
  * Two register-blocked micro-kernels, chosen by layout:
  *  - outer: B rows are contiguous along n (B not transposed; when it is,
@@ -35,25 +36,6 @@
 #define MAX_LANES  16
 #define MAX_ROWS   16           /* rows of the largest micro-tile */
 #define PACK_BYTES (128 * 1024) /* stack for one packed panel of B */
-#define KC_OUTER   512          /* k per block when the outer kernel blocks K */
-
-typedef enum gemm_kind { GEMM_OUTER, GEMM_DOT } gemm_kind;
-
-/* How a product is tiled. Rows: cache blocks of mc rows, each split into
- * micro-tiles of mr rows, then a cascade of power-of-two tiles for the
- * rest. Columns: panels of nr vectors (outer) or nr columns (dot), the
- * last panel narrower. */
-typedef struct gemm_plan {
-  gemm_kind kind;
-  int vl;     /* floats per vector */
-  int regs;   /* vector registers of the target */
-  int mr;     /* rows per full micro-tile */
-  int nr;     /* outer: vectors per panel; dot: columns per panel */
-  int ku;     /* unroll of the k loop */
-  int64_t mc; /* rows per cache block */
-  int64_t kc; /* k per block (K when not blocked) */
-  bool fold;  /* accumulate with K blocks: C's old value starts the sum */
-} gemm_plan;
 
 /* One column panel as the micro-kernel sees it. */
 typedef struct panel {
@@ -75,7 +57,7 @@ typedef struct emitter {
   LLVMBuilderRef b;
   LLVMValueRef fn;
   const nnc_cg_gemm *g;
-  gemm_plan p;
+  nnc_cg_gemm_plan p;
   LLVMTypeRef f32, i1, i32, i64, ptr, vec;
   LLVMValueRef A, B, bias, C, row_begin, row_end;
   LLVMValueRef pack_buf; /* stack buffer for packed panels, or NULL */
@@ -87,67 +69,6 @@ typedef struct loop {
   int n;
   LLVMValueRef carry[MAX_ACC];
 } loop;
-
-/* ---- choosing the tiling ---------------------------------------------- */
-
-static int lanes_for(int vector_width) {
-  if (vector_width >= 16) return 16;
-  if (vector_width >= 8) return 8;
-  return 4;
-}
-
-static int64_t max64(int64_t a, int64_t b) {
-  return a > b ? a : b;
-}
-
-static gemm_plan plan_for(const nnc_cg_gemm *g) {
-  gemm_plan p;
-  p.vl = lanes_for(g->vector_width);
-  p.regs = p.vl == 16 ? 32 : 16;
-  /* Two k steps per iteration: 24 independent FMA chains already hide the
-   * latency, and unrolling 4 gave the same speed (MLP, 1 and 2 threads)
-   * for 20% more machine code to compile. */
-  p.ku = 2;
-  /* Long K is cut into blocks of KC_OUTER so a block of B's panel (512 x 48
-   * floats, packed when B is stored [N,K]) stays in L2 while the rows
-   * sweep it, instead of streaming from memory once per micro-tile.
-   * Partial sums go through C, so with accumulate C's old value starts the
-   * sum; an activation after an accumulate cannot be split that way. */
-  bool can_block = !(g->accumulate && g->act != NNC_CG_ACT_NONE);
-  bool blocks = g->K > 2 * KC_OUTER && can_block;
-  /* Dot form needs k contiguous in both operands and enough k that its
-   * reduction at the end is cheap (at K = 256 it matches the packed outer
-   * kernel and needs no packing per call; narrow N wastes outer lanes).
-   * Past 2 * KC_OUTER the packed, blocked outer kernel is faster (L2
-   * bandwidth of the unpacked dot loads). */
-  bool long_k = g->K >= 8 * p.vl || (g->N < p.vl && g->K >= 2 * p.vl);
-  /* With many rows (a convolution's cols . W^T: 12544 x 64 x 288) the
-   * outer kernel's per-call packing of B is amortised and it is ~20%
-   * faster than the dot form. */
-  bool many_rows = g->M >= 1024;
-  if (!g->trans_a && g->trans_b && long_k && !blocks && !many_rows) {
-    p.kind = GEMM_DOT;
-    /* mr*nr accumulators + nr B vectors + one A vector fit the registers. */
-    p.mr = p.vl == 16 ? 4 : 3;
-    p.nr = p.vl == 16 ? 4 : 3;
-    p.ku = 2;
-  } else {
-    p.kind = GEMM_OUTER;
-    /* 8 x 3 vectors = 24 accumulators + 3 B vectors + a broadcast. */
-    p.mr = p.vl == 16 ? 8 : 4;
-    p.nr = 3;
-  }
-  p.kc = p.kind == GEMM_OUTER && blocks ? KC_OUTER : g->K;
-  p.fold = g->accumulate && p.kc < g->K;
-  /* Keep a cache block of A (mc rows of kc floats) within ~192 KiB of L2. */
-  int64_t rows = (192 * 1024) / (4 * max64(p.kc, 1));
-  p.mc = max64(p.mr, rows / p.mr * p.mr);
-  return p;
-}
-
-int64_t nnc_cg_gemm_row_block(const nnc_cg_gemm *g) {
-  return plan_for(g).mr;
-}
 
 /* ---- small IR helpers --------------------------------------------------- */
 
@@ -590,7 +511,7 @@ static void dot_tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
 /* ---- rows and panels ---------------------------------------------------- */
 
 static void tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
-  if (e->p.kind == GEMM_DOT)
+  if (e->p.kind == NNC_CG_GEMM_DOT)
     dot_tile(e, pn, mr, m);
   else
     outer_tile(e, pn, mr, m);
@@ -666,8 +587,8 @@ static void rows(emitter *e, const panel *pn, LLVMValueRef m0, LLVMValueRef m1) 
 static panel make_panel(emitter *e, int width, LLVMValueRef n, const panel *ks) {
   panel pn = *ks;
   pn.width = width;
-  pn.nv = e->p.kind == GEMM_DOT ? width : (width + e->p.vl - 1) / e->p.vl;
-  int full = e->p.kind == GEMM_DOT ? e->p.nr : e->p.nr * e->p.vl;
+  pn.nv = e->p.kind == NNC_CG_GEMM_DOT ? width : (width + e->p.vl - 1) / e->p.vl;
+  int full = e->p.kind == NNC_CG_GEMM_DOT ? e->p.nr : e->p.nr * e->p.vl;
   pn.mr = e->p.mr;
   if (width < full) {
     int budget = e->p.mr * e->p.nr; /* accumulators of a full tile */
@@ -694,7 +615,7 @@ static panel make_panel(emitter *e, int width, LLVMValueRef n, const panel *ks) 
 
 /* Every panel of columns over rows [m0, m1) for one k block (ks). */
 static void panels(emitter *e, LLVMValueRef m0, LLVMValueRef m1, const panel *ks) {
-  int64_t width = e->p.kind == GEMM_DOT ? e->p.nr : (int64_t)e->p.nr * e->p.vl;
+  int64_t width = e->p.kind == NNC_CG_GEMM_DOT ? e->p.nr : (int64_t)e->p.nr * e->p.vl;
   int64_t nfull = e->g->N / width, rest = e->g->N % width;
   if (nfull > 0) {
     loop nb;
@@ -752,7 +673,7 @@ LLVMValueRef nnc_cg_emit_gemm(LLVMModuleRef mod, const char *name, const nnc_cg_
   e.ctx = LLVMGetModuleContext(mod);
   e.mod = mod;
   e.g = g;
-  e.p = plan_for(g);
+  e.p = nnc_cg_gemm_plan_for(g);
   e.f32 = LLVMFloatTypeInContext(e.ctx);
   e.i1 = LLVMInt1TypeInContext(e.ctx);
   e.i32 = LLVMInt32TypeInContext(e.ctx);
@@ -779,7 +700,7 @@ LLVMValueRef nnc_cg_emit_gemm(LLVMModuleRef mod, const char *name, const nnc_cg_
   /* The outer kernel reads B stored [N,K] from a packed copy of each panel
    * when one fits in PACK_BYTES of stack; bigger ones are gathered. */
   int64_t panel_floats = e.p.kc * e.p.nr * e.p.vl;
-  if (e.p.kind == GEMM_OUTER && g->trans_b && g->K > 0 && panel_floats * 4 <= PACK_BYTES) {
+  if (e.p.kind == NNC_CG_GEMM_OUTER && g->trans_b && g->K > 0 && panel_floats * 4 <= PACK_BYTES) {
     e.pack_buf = LLVMBuildAlloca(e.b, LLVMArrayType2(e.f32, (uint64_t)panel_floats), "bpack");
     LLVMSetAlignment(e.pack_buf, 64);
   }

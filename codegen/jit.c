@@ -101,12 +101,12 @@ static void fill_model(nnc_cg_program *prog, const nnc_module *m) {
     const nnc_tensor *t = &m->tensors[i];
     nnc_rt_tensor *r = &ts[i];
     r->name = nnc_arena_strdup(&prog->arena, t->name);
-    r->role = (int)t->role; /* nnc_tensor_role matches nnc_rt_tensor_role */
+    r->role = (int)t->role; /* same values (checked below) */
     r->rank = t->shape.rank;
     for (int d = 0; d < t->shape.rank; d++)
       r->shape[d] = t->shape.dim[d];
     r->offset = buf_offset(p, p->tensor_bufs[i]);
-    r->init = (int)t->init.kind; /* nnc_init_kind matches nnc_rt_init_kind */
+    r->init = (int)t->init.kind; /* same values (checked below) */
     r->init_a = (float)t->init.a;
     r->init_b = (float)t->init.b;
     r->fan_in = t->init.fan_in;
@@ -115,6 +115,25 @@ static void fill_model(nnc_cg_program *prog, const nnc_module *m) {
   rt->ntensors = m->ntensors;
   rt->tensors = ts;
 }
+
+/* The IR's enums and the runtime's are converted by value (above): each
+ * pair is pinned here, so reordering one side fails the build. */
+#define SAME(ir, rt) _Static_assert((int)(ir) == (int)(rt), #ir " is " #rt);
+SAME(NNC_ROLE_PARAM, NNC_RT_PARAM)
+SAME(NNC_ROLE_FROZEN, NNC_RT_FROZEN)
+SAME(NNC_ROLE_BUFFER, NNC_RT_BUFFER)
+SAME(NNC_ROLE_OPT_STATE, NNC_RT_OPT_STATE)
+SAME(NNC_INIT_ZEROS, NNC_RT_INIT_ZEROS)
+SAME(NNC_INIT_ONES, NNC_RT_INIT_ONES)
+SAME(NNC_INIT_CONSTANT, NNC_RT_INIT_CONSTANT)
+SAME(NNC_INIT_NORMAL, NNC_RT_INIT_NORMAL)
+SAME(NNC_INIT_UNIFORM, NNC_RT_INIT_UNIFORM)
+SAME(NNC_INIT_XAVIER_UNIFORM, NNC_RT_INIT_XAVIER_UNIFORM)
+SAME(NNC_INIT_XAVIER_NORMAL, NNC_RT_INIT_XAVIER_NORMAL)
+SAME(NNC_INIT_HE_UNIFORM, NNC_RT_INIT_HE_UNIFORM)
+SAME(NNC_INIT_HE_NORMAL, NNC_RT_INIT_HE_NORMAL)
+SAME(NNC_MAX_RANK, NNC_RT_MAX_RANK)
+#undef SAME
 
 static bool define_runtime_symbols(LLVMOrcLLJITRef jit, char *err, size_t errlen) {
   LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(jit);

@@ -104,7 +104,36 @@ nnc_kexpr *nnc_kx_bin(nnc_arena *a, nnc_kop op, nnc_kexpr *x, nnc_kexpr *y) {
     case NNC_K_ADD: return nnc_kx_int(a, x->i + y->i);
     case NNC_K_SUB: return nnc_kx_int(a, x->i - y->i);
     case NNC_K_MUL: return nnc_kx_int(a, x->i * y->i);
-    default: break;
+    /* the others are not folded */
+    case NNC_K_NEG:
+    case NNC_K_EXP:
+    case NNC_K_LOG:
+    case NNC_K_SQRT:
+    case NNC_K_RSQRT:
+    case NNC_K_RECIP:
+    case NNC_K_TANH:
+    case NNC_K_SIGMOID:
+    case NNC_K_RELU:
+    case NNC_K_ABS:
+    case NNC_K_SIGN:
+    case NNC_K_ERF:
+    case NNC_K_COS:
+    case NNC_K_FLOOR:
+    case NNC_K_NOT:
+    case NNC_K_DIV:
+    case NNC_K_REM:
+    case NNC_K_MAX:
+    case NNC_K_MIN:
+    case NNC_K_POW:
+    case NNC_K_LT:
+    case NNC_K_LE:
+    case NNC_K_GT:
+    case NNC_K_GE:
+    case NNC_K_EQ:
+    case NNC_K_NE:
+    case NNC_K_AND:
+    case NNC_K_OR:
+    case NNC_K_COUNT_: break;
     }
   }
   if (x->type == NNC_KT_I64) {
@@ -291,12 +320,13 @@ int nnc_kbuf_base(const nnc_kprog *p, int b) {
 
 /* ---- Printing ---- */
 
-static const char *kop_name(nnc_kop op) {
+const char *nnc_kop_name(nnc_kop op) {
   static const char *const names[] = {
-      "neg", "exp", "log",   "sqrt", "rsqrt", "recip", "tanh", "sigmoid", "relu", "abs", "sign",
-      "erf", "cos", "floor", "not",  "add",   "sub",   "mul",  "div",     "rem",  "max", "min",
-      "pow", "lt",  "le",    "gt",   "ge",    "eq",    "ne",   "and",     "or"};
-  return names[op];
+#define NAME(e, name) name,
+      NNC_KOPS(NAME)
+#undef NAME
+  };
+  return (unsigned)op < NNC_K_COUNT_ ? names[op] : "?";
 }
 
 static void print_expr(FILE *out, const nnc_kexpr *e) {
@@ -316,7 +346,7 @@ static void print_expr(FILE *out, const nnc_kexpr *e) {
     return;
   case NNC_KX_UN:
   case NNC_KX_BIN:
-    fprintf(out, "%s(", kop_name(e->op));
+    fprintf(out, "%s(", nnc_kop_name(e->op));
     print_expr(out, e->a[0]);
     if (e->kind == NNC_KX_BIN) {
       fputs(", ", out);

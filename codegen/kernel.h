@@ -28,7 +28,7 @@
 #include <stdint.h>
 
 #include "arena.h"
-#include "gemm.h"
+#include "gemm_plan.h"
 #include "ir.h"
 
 /* Value types of kernel expressions. */
@@ -38,44 +38,54 @@ nnc_kt nnc_kt_of(nnc_dtype t);
 bool nnc_kt_is_float(nnc_kt t);
 int nnc_kt_size(nnc_kt t);
 
+/* Kernel expression ops, as K(ENUM, "name"): the enum and nnc_kop_name
+ * are expanded from this list; switches over nnc_kop spell out every op. */
+#define NNC_KOPS(K)                                                                                \
+  /* unary, float */                                                                               \
+  K(NEG, "neg")                                                                                    \
+  K(EXP, "exp")                                                                                    \
+  K(LOG, "log")                                                                                    \
+  K(SQRT, "sqrt")                                                                                  \
+  K(RSQRT, "rsqrt")                                                                                \
+  K(RECIP, "recip")                                                                                \
+  K(TANH, "tanh")                                                                                  \
+  K(SIGMOID, "sigmoid")                                                                            \
+  K(RELU, "relu")                                                                                  \
+  K(ABS, "abs")                                                                                    \
+  K(SIGN, "sign")                                                                                  \
+  K(ERF, "erf")                                                                                    \
+  K(COS, "cos")                                                                                    \
+  K(FLOOR, "floor")                                                                                \
+  /* unary, bool */                                                                                \
+  K(NOT, "not")                                                                                    \
+  /* binary, float or int (DIV and REM on ints: truncating, operands >= 0) */                      \
+  K(ADD, "add")                                                                                    \
+  K(SUB, "sub")                                                                                    \
+  K(MUL, "mul")                                                                                    \
+  K(DIV, "div")                                                                                    \
+  K(REM, "rem")                                                                                    \
+  K(MAX, "max")                                                                                    \
+  K(MIN, "min")                                                                                    \
+  K(POW, "pow")                                                                                    \
+  /* comparisons -> bool */                                                                        \
+  K(LT, "lt")                                                                                      \
+  K(LE, "le")                                                                                      \
+  K(GT, "gt")                                                                                      \
+  K(GE, "ge")                                                                                      \
+  K(EQ, "eq")                                                                                      \
+  K(NE, "ne")                                                                                      \
+  /* bool */                                                                                       \
+  K(AND, "and")                                                                                    \
+  K(OR, "or")
+
 typedef enum nnc_kop {
-  /* unary: float */
-  NNC_K_NEG,
-  NNC_K_EXP,
-  NNC_K_LOG,
-  NNC_K_SQRT,
-  NNC_K_RSQRT,
-  NNC_K_RECIP,
-  NNC_K_TANH,
-  NNC_K_SIGMOID,
-  NNC_K_RELU,
-  NNC_K_ABS,
-  NNC_K_SIGN,
-  NNC_K_ERF,
-  NNC_K_COS,
-  NNC_K_FLOOR,
-  /* unary: bool */
-  NNC_K_NOT,
-  /* binary: float or int (DIV and REM on ints: truncating, operands >= 0) */
-  NNC_K_ADD,
-  NNC_K_SUB,
-  NNC_K_MUL,
-  NNC_K_DIV,
-  NNC_K_REM,
-  NNC_K_MAX,
-  NNC_K_MIN,
-  NNC_K_POW,
-  /* comparisons -> bool */
-  NNC_K_LT,
-  NNC_K_LE,
-  NNC_K_GT,
-  NNC_K_GE,
-  NNC_K_EQ,
-  NNC_K_NE,
-  /* bool */
-  NNC_K_AND,
-  NNC_K_OR,
+#define NNC_KOP_ENUM_(e, name) NNC_K_##e,
+  NNC_KOPS(NNC_KOP_ENUM_) /* one enumerator each */
+#undef NNC_KOP_ENUM_
+  NNC_K_COUNT_
 } nnc_kop;
+
+const char *nnc_kop_name(nnc_kop op);
 
 typedef enum nnc_kx_kind {
   NNC_KX_CONST,  /* f (float types) or i (int types, bool) */
@@ -148,7 +158,7 @@ typedef struct nnc_kernel {
   int nscalars;
   nnc_kt *scalar_type; /* [nscalars] */
   double work;         /* rough cost in element-operations, for threading */
-  /* A matrix product emitted by gemm.c instead of a loop nest: computes
+  /* A matrix product (gemm_plan.h) instead of a loop nest: computes
    * rows [begin * row_block, min(end * row_block, M)) of C. */
   bool is_gemm;
   nnc_cg_gemm gemm;

@@ -64,8 +64,6 @@ static const nnc_ast *find_decl(nnc_sema *s, const char *name) {
 }
 
 static void collect(nnc_sema *s) {
-  int nb;
-  const char *const *builtins = nnc_builtin_names(&nb);
   for (int i = 0; i < s->file->list.n; i++) {
     nnc_ast *d = s->file->list.items[i];
     if (d->kind == NNC_AST_TRAIN) {
@@ -84,8 +82,8 @@ static void collect(nnc_sema *s) {
       continue;
     }
     bool reserved = false;
-    for (int k = 0; k < nb; k++)
-      reserved |= strcmp(builtins[k], d->str) == 0;
+    for (int k = 0; k < nnc_builtin_count(); k++)
+      reserved |= strcmp(nnc_builtin_name(k), d->str) == 0;
     if (reserved) {
       nnc_sema_error(s, d->name_span, "'%s' is a built-in layer; choose another name", d->str);
       continue;

@@ -174,8 +174,9 @@ bool nnc_lower_is_frozen(const nnc_lower *L, const char *name);
 /* Lowers a call to a built-in layer or function; *found false if `call`
  * names none (then it may be a model). */
 nnc_value nnc_lower_builtin(nnc_lower *L, nnc_scope *sc, const nnc_ast *call, bool *found);
-/* Names of all built-in layers and functions (for suggestions). */
-const char *const *nnc_builtin_names(int *n);
+/* The built-in layers and functions, by index (for suggestions). */
+int nnc_builtin_count(void);
+const char *nnc_builtin_name(int i);
 
 /* ---- sema_loss.c ---- */
 /* Builds m->train and m->eval for the trained model. */

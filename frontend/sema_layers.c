@@ -774,15 +774,12 @@ static const builtin builtins[] = {
 };
 enum { NBUILTINS = sizeof builtins / sizeof builtins[0] };
 
-const char *const *nnc_builtin_names(int *n) {
-  static const char *const names[NBUILTINS] = {
-      "dense",     "conv2d",  "maxpool",     "avgpool",   "global_avgpool",
-      "flatten",   "reshape", "batchnorm",   "layernorm", "dropout",
-      "embedding", "relu",    "leaky_relu",  "sigmoid",   "tanh",
-      "gelu",      "softmax", "log_softmax", "exp",       "log",
-      "sqrt",      "abs",     "sum",         "mean"};
-  *n = NBUILTINS;
-  return names;
+int nnc_builtin_count(void) {
+  return NBUILTINS;
+}
+
+const char *nnc_builtin_name(int i) {
+  return builtins[i].name;
 }
 
 nnc_value nnc_lower_builtin(nnc_lower *L, nnc_scope *sc, const nnc_ast *call, bool *found) {

@@ -311,11 +311,10 @@ static nnc_value lower_matmul(nnc_lower *L, nnc_span at, nnc_value a, nnc_value 
 
 static const char *const *model_names(nnc_lower *L, int *n) {
   nnc_sema *s = L->s;
-  int nb;
-  const char *const *b = nnc_builtin_names(&nb);
+  int nb = nnc_builtin_count();
   const char **all = nnc_arena_alloc(s->arena, sizeof(char *) * (size_t)(nb + s->models.n + 1));
   for (int i = 0; i < nb; i++)
-    all[i] = b[i];
+    all[i] = nnc_builtin_name(i);
   for (int i = 0; i < s->models.n; i++)
     all[nb + i] = s->models.items[i]->str;
   *n = nb + s->models.n;
@@ -325,10 +324,8 @@ static const char *const *model_names(nnc_lower *L, int *n) {
 static nnc_value lower_name(nnc_lower *L, nnc_scope *sc, const nnc_ast *e) {
   nnc_var *v = find_var(sc, e->str);
   if (v) return v->value;
-  int nb;
-  const char *const *b = nnc_builtin_names(&nb);
-  for (int i = 0; i < nb; i++)
-    if (strcmp(b[i], e->str) == 0) {
+  for (int i = 0; i < nnc_builtin_count(); i++)
+    if (strcmp(nnc_builtin_name(i), e->str) == 0) {
       nnc_lower_error(L, e->span, "'%s' is a function; call it, e.g. %s(h)", e->str, e->str);
       return NNC_VALUE_ERROR;
     }

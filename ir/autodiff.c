@@ -98,83 +98,6 @@ static bool wants(const ad *a, const nnc_node *n, int i) {
     if (wants(a, n, i)) accumulate(a, n->in[i], (c));                                              \
   } while (0)
 
-/* Unary elementwise rules; y = n, x = X0. */
-static void vjp_unary(ad *a, nnc_node *n, nnc_node *dy) {
-  switch (n->op) {
-  case NNC_OP_NEG: PUSH(0, neg(a, dy)); return;     /* d(-x) = -1 */
-  case NNC_OP_EXP: PUSH(0, mul(a, dy, n)); return;  /* d exp(x) = exp(x) = y */
-  case NNC_OP_LOG: PUSH(0, dvd(a, dy, X0)); return; /* d log(x) = 1/x */
-  case NNC_OP_SQRT:                                 /* d sqrt(x) = 1 / (2 sqrt(x)) = 0.5 / y */
-    PUSH(0, dvd(a, mul(a, dy, k(a, n, 0.5)), n));
-    return;
-  case NNC_OP_RSQRT: /* d x^-1/2 = -1/2 x^-3/2 = -0.5 y^3 */
-    PUSH(0, mul(a, mul(a, dy, k(a, n, -0.5)), mul(a, n, mul(a, n, n))));
-    return;
-  case NNC_OP_RECIP: PUSH(0, neg(a, mul(a, dy, mul(a, n, n)))); return; /* d(1/x) = -1/x^2 = -y^2 */
-  case NNC_OP_TANH: /* d tanh(x) = 1 - tanh(x)^2 = 1 - y^2 */
-    PUSH(0, mul(a, dy, sub(a, k(a, n, 1), mul(a, n, n))));
-    return;
-  case NNC_OP_SIGMOID: /* d sigmoid(x) = y (1 - y) */
-    PUSH(0, mul(a, dy, mul(a, n, sub(a, k(a, n, 1), n))));
-    return;
-  case NNC_OP_RELU: /* d relu(x) = [x > 0]; 0 at x = 0 like PyTorch */
-    PUSH(0, keep_if(a, cmp(a, NNC_OP_GT, X0, k(a, n, 0)), dy));
-    return;
-  case NNC_OP_ABS: PUSH(0, mul(a, dy, fn(a, NNC_OP_SIGN, X0))); return; /* d|x| = sign(x), 0 at 0 */
-  case NNC_OP_ERF: /* d erf(x) = 2/sqrt(pi) exp(-x^2) */
-    PUSH(0, mul(a, mul(a, dy, k(a, n, 1.1283791670955126)),
-                fn(a, NNC_OP_EXP, neg(a, mul(a, X0, X0)))));
-    return;
-  case NNC_OP_COS: /* d cos(x) = -sin(x) = cos(x + pi/2) (there is no sin op) */
-    PUSH(0, mul(a, dy, fn(a, NNC_OP_COS, add(a, X0, k(a, n, 1.5707963267948966)))));
-    return;
-  case NNC_OP_SIGN: /* piecewise constant: zero almost everywhere */
-  case NNC_OP_FLOOR: return;
-  default: break;
-  }
-  nnc_ir_bug("autodiff: %s is not unary", nnc_op_name(n->op));
-}
-
-/* Binary elementwise rules; y = n = f(a, b), a = X0, b = X1. Contributions
- * have y's shape; accumulate() sums them back to a broadcast operand's. */
-static void vjp_binary(ad *a, nnc_node *n, nnc_node *dy) {
-  switch (n->op) {
-  case NNC_OP_ADD: /* d(a+b)/da = 1, d(a+b)/db = 1 */
-    PUSH(0, dy);
-    PUSH(1, dy);
-    return;
-  case NNC_OP_SUB: /* d(a-b)/da = 1, d(a-b)/db = -1 */
-    PUSH(0, dy);
-    PUSH(1, neg(a, dy));
-    return;
-  case NNC_OP_MUL: /* d(a*b)/da = b, d(a*b)/db = a */
-    PUSH(0, mul(a, dy, X1));
-    PUSH(1, mul(a, dy, X0));
-    return;
-  case NNC_OP_DIV: /* d(a/b)/da = 1/b, d(a/b)/db = -a/b^2 = -y/b */
-    PUSH(0, dvd(a, dy, X1));
-    PUSH(1, neg(a, dvd(a, mul(a, dy, n), X1)));
-    return;
-  case NNC_OP_MAX: /* d max(a,b)/da = [a >= b], /db = [a < b]: a tie goes to a */
-    PUSH(0, keep_if(a, cmp(a, NNC_OP_GE, X0, X1), dy));
-    PUSH(1, drop_if(a, cmp(a, NNC_OP_GE, X0, X1), dy));
-    return;
-  case NNC_OP_MIN: /* d min(a,b)/da = [a <= b], /db = [a > b]: a tie goes to a */
-    PUSH(0, keep_if(a, cmp(a, NNC_OP_GE, X1, X0), dy));
-    PUSH(1, drop_if(a, cmp(a, NNC_OP_GE, X1, X0), dy));
-    return;
-  case NNC_OP_POW: /* d a^b/da = b a^(b-1), d a^b/db = a^b log(a) = y log(a) */
-    PUSH(0, mul(a, mul(a, dy, X1), nnc_ir_binary(a->g, NNC_OP_POW, X0, sub(a, X1, k(a, n, 1)))));
-    PUSH(1, mul(a, mul(a, dy, n), fn(a, NNC_OP_LOG, X0)));
-    return;
-  case NNC_OP_GT: /* comparisons are piecewise constant */
-  case NNC_OP_GE:
-  case NNC_OP_EQ: return;
-  default: break;
-  }
-  nnc_ir_bug("autodiff: %s is not binary", nnc_op_name(n->op));
-}
-
 /* Inverse of a transpose's permutation: output axis i read source axis
  * perm[i], so the adjoint's axis perm[i] reads dy's axis i. */
 static nnc_node *untranspose(ad *a, nnc_node *n, nnc_node *dy) {
@@ -208,13 +131,70 @@ static void window_attrs(const nnc_node *n, int64_t kk[2], int64_t st[2], int64_
   pad[0] = n->attr[4], pad[1] = n->attr[5];
 }
 
-/* Ops with their own shape rules. */
-static void vjp_other(ad *a, nnc_node *n, nnc_node *dy) {
+/* The rule of each op. y = n; x, a, b are its operands X0, X1, X2; every
+ * contribution has y's shape and accumulate() sums it back to a broadcast
+ * operand's. No default: -Wswitch names a new op without a rule. */
+static void vjp(ad *a, nnc_node *n, nnc_node *dy) {
   nnc_graph *g = a->g;
   int64_t kk[2], st[2], pad[2];
   switch (n->op) {
+  case NNC_OP_NEG: PUSH(0, neg(a, dy)); return;     /* d(-x) = -1 */
+  case NNC_OP_EXP: PUSH(0, mul(a, dy, n)); return;  /* d exp(x) = exp(x) = y */
+  case NNC_OP_LOG: PUSH(0, dvd(a, dy, X0)); return; /* d log(x) = 1/x */
+  case NNC_OP_SQRT:                                 /* d sqrt(x) = 1 / (2 sqrt(x)) = 0.5 / y */
+    PUSH(0, dvd(a, mul(a, dy, k(a, n, 0.5)), n));
+    return;
+  case NNC_OP_RSQRT: /* d x^-1/2 = -1/2 x^-3/2 = -0.5 y^3 */
+    PUSH(0, mul(a, mul(a, dy, k(a, n, -0.5)), mul(a, n, mul(a, n, n))));
+    return;
+  case NNC_OP_RECIP: PUSH(0, neg(a, mul(a, dy, mul(a, n, n)))); return; /* d(1/x) = -1/x^2 = -y^2 */
+  case NNC_OP_TANH: /* d tanh(x) = 1 - tanh(x)^2 = 1 - y^2 */
+    PUSH(0, mul(a, dy, sub(a, k(a, n, 1), mul(a, n, n))));
+    return;
+  case NNC_OP_SIGMOID: /* d sigmoid(x) = y (1 - y) */
+    PUSH(0, mul(a, dy, mul(a, n, sub(a, k(a, n, 1), n))));
+    return;
+  case NNC_OP_RELU: /* d relu(x) = [x > 0]; 0 at x = 0 like PyTorch */
+    PUSH(0, keep_if(a, cmp(a, NNC_OP_GT, X0, k(a, n, 0)), dy));
+    return;
+  case NNC_OP_ABS: PUSH(0, mul(a, dy, fn(a, NNC_OP_SIGN, X0))); return; /* d|x| = sign(x), 0 at 0 */
+  case NNC_OP_ERF: /* d erf(x) = 2/sqrt(pi) exp(-x^2) */
+    PUSH(0, mul(a, mul(a, dy, k(a, n, 1.1283791670955126)),
+                fn(a, NNC_OP_EXP, neg(a, mul(a, X0, X0)))));
+    return;
+  case NNC_OP_COS: /* d cos(x) = -sin(x) = cos(x + pi/2) (there is no sin op) */
+    PUSH(0, mul(a, dy, fn(a, NNC_OP_COS, add(a, X0, k(a, n, 1.5707963267948966)))));
+    return;
   case NNC_OP_CAST: /* float -> float: identity up to rounding; to/from i32: none */
     if (is_float(n->dtype)) PUSH(0, nnc_ir_cast(g, dy, X0->dtype));
+    return;
+  case NNC_OP_ADD: /* d(a+b)/da = 1, d(a+b)/db = 1 */
+    PUSH(0, dy);
+    PUSH(1, dy);
+    return;
+  case NNC_OP_SUB: /* d(a-b)/da = 1, d(a-b)/db = -1 */
+    PUSH(0, dy);
+    PUSH(1, neg(a, dy));
+    return;
+  case NNC_OP_MUL: /* d(a*b)/da = b, d(a*b)/db = a */
+    PUSH(0, mul(a, dy, X1));
+    PUSH(1, mul(a, dy, X0));
+    return;
+  case NNC_OP_DIV: /* d(a/b)/da = 1/b, d(a/b)/db = -a/b^2 = -y/b */
+    PUSH(0, dvd(a, dy, X1));
+    PUSH(1, neg(a, dvd(a, mul(a, dy, n), X1)));
+    return;
+  case NNC_OP_MAX: /* d max(a,b)/da = [a >= b], /db = [a < b]: a tie goes to a */
+    PUSH(0, keep_if(a, cmp(a, NNC_OP_GE, X0, X1), dy));
+    PUSH(1, drop_if(a, cmp(a, NNC_OP_GE, X0, X1), dy));
+    return;
+  case NNC_OP_MIN: /* d min(a,b)/da = [a <= b], /db = [a > b]: a tie goes to a */
+    PUSH(0, keep_if(a, cmp(a, NNC_OP_GE, X1, X0), dy));
+    PUSH(1, drop_if(a, cmp(a, NNC_OP_GE, X1, X0), dy));
+    return;
+  case NNC_OP_POW: /* d a^b/da = b a^(b-1), d a^b/db = a^b log(a) = y log(a) */
+    PUSH(0, mul(a, mul(a, dy, X1), nnc_ir_binary(g, NNC_OP_POW, X0, sub(a, X1, k(a, n, 1)))));
+    PUSH(1, mul(a, mul(a, dy, n), fn(a, NNC_OP_LOG, X0)));
     return;
   case NNC_OP_SELECT: /* y = c ? a : b: dy flows to the chosen side; c gets none */
     PUSH(1, nnc_ir_select(g, X0, dy, k(a, n, 0)));
@@ -246,59 +226,19 @@ static void vjp_other(ad *a, nnc_node *n, nnc_node *dy) {
   case NNC_OP_SCATTER_ADD: /* y[idx[i]] += d[i]: dd[i] = dy[idx[i]] */
     PUSH(0, nnc_ir_gather(g, dy, X1));
     return;
-  case NNC_OP_ARGMAX: /* integer-valued: no gradient */
-  case NNC_OP_ONEHOT:
-  case NNC_OP_RAND: return;
-  default: break;
-  }
-  nnc_ir_bug("autodiff: no rule for %s here", nnc_op_name(n->op));
-}
-
-/* Dispatch on the op: no default, so -Wswitch names a new op without a rule. */
-static void vjp(ad *a, nnc_node *n, nnc_node *dy) {
-  switch (n->op) {
-  case NNC_OP_INPUT: /* leaves: their adjoint is the result */
-  case NNC_OP_PARAM:
-  case NNC_OP_CONST: return;
-  case NNC_OP_NEG:
-  case NNC_OP_EXP:
-  case NNC_OP_LOG:
-  case NNC_OP_SQRT:
-  case NNC_OP_RSQRT:
-  case NNC_OP_RECIP:
-  case NNC_OP_TANH:
-  case NNC_OP_SIGMOID:
-  case NNC_OP_RELU:
-  case NNC_OP_ABS:
+  /* GRADIENT ZERO in ops.def: piecewise constant or integer-valued */
   case NNC_OP_SIGN:
-  case NNC_OP_ERF:
-  case NNC_OP_COS:
-  case NNC_OP_FLOOR: vjp_unary(a, n, dy); return;
-  case NNC_OP_ADD:
-  case NNC_OP_SUB:
-  case NNC_OP_MUL:
-  case NNC_OP_DIV:
-  case NNC_OP_MAX:
-  case NNC_OP_MIN:
-  case NNC_OP_POW:
+  case NNC_OP_FLOOR:
   case NNC_OP_GT:
   case NNC_OP_GE:
-  case NNC_OP_EQ: vjp_binary(a, n, dy); return;
-  case NNC_OP_CAST:
-  case NNC_OP_SELECT:
-  case NNC_OP_SUM:
-  case NNC_OP_RMAX:
+  case NNC_OP_EQ:
   case NNC_OP_ARGMAX:
-  case NNC_OP_RESHAPE:
-  case NNC_OP_TRANSPOSE:
-  case NNC_OP_BROADCAST:
-  case NNC_OP_MATMUL:
-  case NNC_OP_IM2COL:
-  case NNC_OP_COL2IM:
-  case NNC_OP_GATHER:
-  case NNC_OP_SCATTER_ADD:
   case NNC_OP_ONEHOT:
-  case NNC_OP_RAND: vjp_other(a, n, dy); return;
+  case NNC_OP_RAND:
+  /* GRADIENT NONE: leaves, whose adjoint is the result */
+  case NNC_OP_INPUT:
+  case NNC_OP_PARAM:
+  case NNC_OP_CONST: return;
   case NNC_OP_COUNT_: break;
   }
   nnc_ir_bug("autodiff: node %%%d has no op", n->id);

@@ -13,6 +13,7 @@
 #include "interp.h"
 
 #include "interp_internal.h"
+#include "nnc_hash.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -29,29 +30,22 @@ struct nnc_interp {
 
 /* ---- Scalar semantics (shared with the constant folder) ---- */
 
-double nnc_interp_unary(nnc_op op, double x) {
+double nnc_interp_scalar(nnc_op op, double a, double b) {
   switch (op) {
-  case NNC_OP_NEG: return -x;
-  case NNC_OP_EXP: return exp(x);
-  case NNC_OP_LOG: return log(x);
-  case NNC_OP_SQRT: return sqrt(x);
-  case NNC_OP_RSQRT: return 1.0 / sqrt(x);
-  case NNC_OP_RECIP: return 1.0 / x;
-  case NNC_OP_TANH: return tanh(x);
-  case NNC_OP_SIGMOID: return 1.0 / (1.0 + exp(-x));
-  case NNC_OP_RELU: return x > 0 ? x : 0.0;
-  case NNC_OP_ABS: return fabs(x);
-  case NNC_OP_SIGN: return (double)((x > 0) - (x < 0));
-  case NNC_OP_ERF: return erf(x);
-  case NNC_OP_COS: return cos(x);
-  case NNC_OP_FLOOR: return floor(x);
-  default: break; /* not a unary op: a caller's bug */
-  }
-  nnc_ir_bug("interp: %s is not unary", nnc_op_name(op));
-}
-
-double nnc_interp_binary(nnc_op op, double a, double b) {
-  switch (op) {
+  case NNC_OP_NEG: return -a;
+  case NNC_OP_EXP: return exp(a);
+  case NNC_OP_LOG: return log(a);
+  case NNC_OP_SQRT: return sqrt(a);
+  case NNC_OP_RSQRT: return 1.0 / sqrt(a);
+  case NNC_OP_RECIP: return 1.0 / a;
+  case NNC_OP_TANH: return tanh(a);
+  case NNC_OP_SIGMOID: return 1.0 / (1.0 + exp(-a));
+  case NNC_OP_RELU: return a > 0 ? a : 0.0;
+  case NNC_OP_ABS: return fabs(a);
+  case NNC_OP_SIGN: return (double)((a > 0) - (a < 0));
+  case NNC_OP_ERF: return erf(a);
+  case NNC_OP_COS: return cos(a);
+  case NNC_OP_FLOOR: return floor(a);
   case NNC_OP_ADD: return a + b;
   case NNC_OP_SUB: return a - b;
   case NNC_OP_MUL: return a * b;
@@ -62,24 +56,34 @@ double nnc_interp_binary(nnc_op op, double a, double b) {
   case NNC_OP_GT: return a > b ? 1.0 : 0.0;
   case NNC_OP_GE: return a >= b ? 1.0 : 0.0;
   case NNC_OP_EQ: return a == b ? 1.0 : 0.0;
-  default: break; /* not a binary op: a caller's bug */
+  /* not elementwise unary, binary or comparison: a caller's bug */
+  case NNC_OP_INPUT:
+  case NNC_OP_PARAM:
+  case NNC_OP_CONST:
+  case NNC_OP_CAST:
+  case NNC_OP_SELECT:
+  case NNC_OP_SUM:
+  case NNC_OP_RMAX:
+  case NNC_OP_ARGMAX:
+  case NNC_OP_RESHAPE:
+  case NNC_OP_TRANSPOSE:
+  case NNC_OP_BROADCAST:
+  case NNC_OP_MATMUL:
+  case NNC_OP_IM2COL:
+  case NNC_OP_COL2IM:
+  case NNC_OP_GATHER:
+  case NNC_OP_SCATTER_ADD:
+  case NNC_OP_ONEHOT:
+  case NNC_OP_RAND:
+  case NNC_OP_COUNT_: break;
   }
-  nnc_ir_bug("interp: %s is not binary", nnc_op_name(op));
+  nnc_ir_bug("interp: %s has no scalar form", nnc_op_name(op));
 }
 
-/* ops.def's RAND formula; the body is the runtime's nnc_rt_hash_uniform
- * (runtime/rng.c), copied so that ir/ does not depend on runtime/.
- * tests/ir/test_interp.c checks that the two agree. */
+/* ops.def's RAND formula (runtime/nnc_hash.h). */
 double nnc_interp_rand(double seed, double step, int64_t stream, uint64_t index) {
   uint64_t s = (uint64_t)(uint32_t)(int64_t)seed ^ ((uint64_t)stream << 32);
-  uint64_t t = step > 0 ? (uint64_t)step : 0;
-  uint64_t x = s ^ (t * UINT64_C(0x9E3779B97F4A7C15)) ^ (index * UINT64_C(0xC2B2AE3D27D4EB4F));
-  x ^= x >> 30;
-  x *= UINT64_C(0xBF58476D1CE4E5B9);
-  x ^= x >> 27;
-  x *= UINT64_C(0x94D049BB133111EB);
-  x ^= x >> 31;
-  return (double)(x >> 40) * 0x1p-24;
+  return nnc_hash_uniform(s, step > 0 ? (uint64_t)step : 0, index);
 }
 
 /* ---- Strided walks over a shape ----
@@ -133,7 +137,7 @@ static void eval_unary(nnc_interp *in, const nnc_node *n, double *out) {
   const double *a = operand(in, n, 0);
   int64_t numel = nnc_shape_numel(&n->shape);
   for (int64_t i = 0; i < numel; i++)
-    out[i] = nnc_interp_unary(n->op, a[i]);
+    out[i] = nnc_interp_scalar(n->op, a[i], 0);
 }
 
 static void eval_binary(nnc_interp *in, const nnc_node *n, double *out) {
@@ -144,7 +148,7 @@ static void eval_binary(nnc_interp *in, const nnc_node *n, double *out) {
   walker_broadcast(&w, 1, &n->in[1]->shape);
   int64_t numel = nnc_shape_numel(&n->shape);
   for (int64_t i = 0; i < numel; i++, walker_next(&w))
-    out[i] = nnc_interp_binary(n->op, a[w.off[0]], b[w.off[1]]);
+    out[i] = nnc_interp_scalar(n->op, a[w.off[0]], b[w.off[1]]);
 }
 
 /* select(c, a, b) = c != 0 ? a : b, all three broadcast. */

@@ -6,11 +6,10 @@
 
 #include "ir.h"
 
-/* f(x) for an op of class UNARY. */
-double nnc_interp_unary(nnc_op op, double x);
-/* f(a, b) for an op of class BINARY or CMP (CMP gives 1.0 or 0.0). */
-double nnc_interp_binary(nnc_op op, double a, double b);
-/* The value RAND gives at flat index i (the runtime's nnc_rt_hash_uniform). */
+/* f(a) for an op of class UNARY (b unused), f(a, b) for one of class
+ * BINARY or CMP (CMP gives 1.0 or 0.0). */
+double nnc_interp_scalar(nnc_op op, double a, double b);
+/* The value RAND gives at flat index i (runtime/nnc_hash.h). */
 double nnc_interp_rand(double seed, double step, int64_t stream, uint64_t index);
 
 #endif

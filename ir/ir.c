@@ -12,30 +12,53 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const op_names[] = {
-#define X(e, name, arity, cls) name,
+/* ops.def as a table: one row per op, indexed by nnc_op. */
+static const struct op_info {
+  const char *name;
+  int arity;
+  nnc_op_class cls;
+  nnc_op_lowering lowering;
+  nnc_op_gradient gradient;
+} op_info[] = {
+#define X(e, name, arity, cls, lowering, gradient)                                                 \
+  {name, arity, NNC_CLASS_##cls, NNC_LOWER_##lowering, NNC_GRAD_##gradient},
 #include "ops.def"
 #undef X
 };
-static const int op_arity[] = {
-#define X(e, name, arity, cls) arity,
-#include "ops.def"
-#undef X
-};
-static const nnc_op_class op_class[] = {
-#define X(e, name, arity, cls) NNC_CLASS_##cls,
-#include "ops.def"
-#undef X
-};
+_Static_assert(sizeof op_info / sizeof op_info[0] == NNC_OP_COUNT_, "one row per op");
 
 const char *nnc_op_name(nnc_op op) {
-  return op_names[op];
+  return op_info[op].name;
 }
 int nnc_op_arity(nnc_op op) {
-  return op_arity[op];
+  return op_info[op].arity;
 }
 nnc_op_class nnc_op_class_of(nnc_op op) {
-  return op_class[op];
+  return op_info[op].cls;
+}
+nnc_op_lowering nnc_op_lowering_of(nnc_op op) {
+  return op_info[op].lowering;
+}
+nnc_op_gradient nnc_op_gradient_of(nnc_op op) {
+  return op_info[op].gradient;
+}
+
+const char *nnc_input_name(nnc_input_kind k) {
+  static const char *const names[] = {
+#define NAME(e, name) name,
+      NNC_INPUT_KINDS(NAME)
+#undef NAME
+  };
+  return (unsigned)k < NNC_IN_COUNT_ ? names[k] : "?";
+}
+
+const char *nnc_output_name(nnc_output_kind k) {
+  static const char *const names[] = {
+#define NAME(e, name) name,
+      NNC_OUTPUT_KINDS(NAME)
+#undef NAME
+  };
+  return (unsigned)k < NNC_OUT_COUNT_ ? names[k] : "?";
 }
 
 const char *nnc_dtype_name(nnc_dtype t) {

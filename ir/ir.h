@@ -39,7 +39,7 @@
 enum { NNC_MAX_RANK = 8, NNC_MAX_ATTR = 8 };
 
 typedef enum nnc_op {
-#define X(e, name, arity, cls) NNC_OP_##e,
+#define X(e, name, arity, cls, lowering, gradient) NNC_OP_##e,
 #include "ops.def"
 #undef X
   NNC_OP_COUNT_
@@ -55,23 +55,48 @@ typedef enum nnc_op_class {
   NNC_CLASS_OTHER,
 } nnc_op_class;
 
+/* ops.def's LOWERING column: what codegen gives the op. */
+typedef enum nnc_op_lowering {
+  NNC_LOWER_MEMORY,
+  NNC_LOWER_INLINE,
+  NNC_LOWER_VIEW,
+  NNC_LOWER_KERNEL,
+} nnc_op_lowering;
+
+/* ops.def's GRADIENT column: what autodiff does with the op. */
+typedef enum nnc_op_gradient {
+  NNC_GRAD_NONE,
+  NNC_GRAD_ZERO,
+  NNC_GRAD_RULE,
+} nnc_op_gradient;
+
 const char *nnc_op_name(nnc_op op);
 int nnc_op_arity(nnc_op op); /* -1: variable */
 nnc_op_class nnc_op_class_of(nnc_op op);
+nnc_op_lowering nnc_op_lowering_of(nnc_op op);
+nnc_op_gradient nnc_op_gradient_of(nnc_op op);
 
 typedef enum nnc_dtype { NNC_F32, NNC_F64, NNC_I32 } nnc_dtype;
 const char *nnc_dtype_name(nnc_dtype t);
 size_t nnc_dtype_size(nnc_dtype t);
 
-/* Values fed into a graph from the runtime each step (see nnc_rt.h). */
+/* Values fed into a graph from the runtime each step (see nnc_rt.h), as
+ * K(ENUM, "name"): the enum below and nnc_input_name are expanded from it. */
+#define NNC_INPUT_KINDS(K)                                                                         \
+  K(X, "x")         /* the batch of samples, [batch, ...sample shape] */                           \
+  K(Y, "y")         /* labels i32[batch] or targets f32[batch, ...] */                             \
+  K(STEP, "step")   /* f32 scalar, optimizer step, 1-based */                                      \
+  K(EPOCH, "epoch") /* f32 scalar, 0-based */                                                      \
+  K(SEED, "seed")   /* i32 scalar, seed for random masks */
+
 typedef enum nnc_input_kind {
-  NNC_IN_X,     /* the batch of samples, [batch, ...sample shape] */
-  NNC_IN_Y,     /* labels i32[batch] or targets f32[batch, ...] */
-  NNC_IN_STEP,  /* f32 scalar, optimizer step, 1-based */
-  NNC_IN_EPOCH, /* f32 scalar, 0-based */
-  NNC_IN_SEED,  /* i32 scalar, seed for random masks */
+#define NNC_INPUT_ENUM_(e, name) NNC_IN_##e,
+  NNC_INPUT_KINDS(NNC_INPUT_ENUM_) /* one enumerator each */
+#undef NNC_INPUT_ENUM_
   NNC_IN_COUNT_
 } nnc_input_kind;
+
+const char *nnc_input_name(nnc_input_kind k); /* "x", "step", ... */
 
 /* A byte range in a source file. Line and column are computed only when a
  * diagnostic is printed. file indexes the compilation's source table. */
@@ -104,7 +129,8 @@ struct nnc_node {
   const char *name; /* optional, for the printer: "mlp.dense1" */
 };
 
-/* What a persistent tensor is for; matches nnc_rt_tensor_role. */
+/* What a persistent tensor is for; the same values as the runtime's
+ * nnc_rt_tensor_role (pinned by _Static_assert where codegen converts). */
 typedef enum nnc_tensor_role {
   NNC_ROLE_PARAM,
   NNC_ROLE_FROZEN,
@@ -112,7 +138,8 @@ typedef enum nnc_tensor_role {
   NNC_ROLE_OPT_STATE,
 } nnc_tensor_role;
 
-/* Initialiser; matches enum nnc_rt_init_kind. */
+/* Initialiser; the same values as the runtime's nnc_rt_init_kind (pinned
+ * likewise). */
 typedef enum nnc_init_kind {
   NNC_INIT_ZEROS,
   NNC_INIT_ONES,
@@ -149,16 +176,23 @@ typedef struct nnc_update {
   nnc_node *value; /* new value, shape and dtype of the tensor */
 } nnc_update;
 
-/* Named results a graph hands back to the runtime. */
+/* Named results a graph hands back to the runtime, as K(ENUM, "name"). */
+#define NNC_OUTPUT_KINDS(K)                                                                        \
+  K(LOSS_VEC, "loss_vec")       /* f32[batch] per-sample loss (before mean/sum) */                 \
+  K(LOSS, "loss")               /* f32 scalar: the data loss (reduced loss_vec); l1/l2 penalties   \
+                                   are added only to what optim.c differentiates */                \
+  K(CORRECT_VEC, "correct_vec") /* f32[batch] 1.0 where the prediction is right */                 \
+  K(PRED, "pred")               /* the model's output (logits, regression values) */               \
+  K(LR, "lr")                   /* f32 scalar learning rate of this step */
+
 typedef enum nnc_output_kind {
-  NNC_OUT_LOSS_VEC,    /* f32[batch] per-sample loss (before mean/sum) */
-  NNC_OUT_LOSS,        /* f32 scalar: the data loss (reduced loss_vec); l1/l2 penalties are
-                          added only to what optim.c differentiates */
-  NNC_OUT_CORRECT_VEC, /* f32[batch] 1.0 where the prediction is right */
-  NNC_OUT_PRED,        /* the model's output (logits, regression values) */
-  NNC_OUT_LR,          /* f32 scalar learning rate of this step */
+#define NNC_OUTPUT_ENUM_(e, name) NNC_OUT_##e,
+  NNC_OUTPUT_KINDS(NNC_OUTPUT_ENUM_) /* one enumerator each */
+#undef NNC_OUTPUT_ENUM_
   NNC_OUT_COUNT_
 } nnc_output_kind;
+
+const char *nnc_output_name(nnc_output_kind k); /* "loss", "pred", ... */
 
 typedef struct nnc_graph {
   const char *name; /* "train", "eval" */

@@ -1,5 +1,5 @@
-/* passes.h: graph-level passes, run in this order by the driver's pipeline
- * (tools/compile.c):
+/* passes.h: graph-level passes, run in this order by the driver's pass list
+ * (which verifies and dumps the IR after each, NNC_DEBUG / NNC_DUMP_AFTER):
  *
  *   front end      builds m->train (forward, loss) and m->eval
  *   nnc_build_training   penalties -> autodiff -> clipping -> schedule -> update

@@ -13,30 +13,6 @@
 
 #include <inttypes.h>
 
-static const char *input_name(int64_t k) {
-  switch ((nnc_input_kind)k) {
-  case NNC_IN_X: return "x";
-  case NNC_IN_Y: return "y";
-  case NNC_IN_STEP: return "step";
-  case NNC_IN_EPOCH: return "epoch";
-  case NNC_IN_SEED: return "seed";
-  case NNC_IN_COUNT_: break;
-  }
-  return "?";
-}
-
-static const char *output_name(nnc_output_kind k) {
-  switch (k) {
-  case NNC_OUT_LOSS_VEC: return "loss_vec";
-  case NNC_OUT_LOSS: return "loss";
-  case NNC_OUT_CORRECT_VEC: return "correct_vec";
-  case NNC_OUT_PRED: return "pred";
-  case NNC_OUT_LR: return "lr";
-  case NNC_OUT_COUNT_: break;
-  }
-  return "?";
-}
-
 static const char *role_name(nnc_tensor_role r) {
   switch (r) {
   case NNC_ROLE_PARAM: return "param";
@@ -65,7 +41,7 @@ static void print_init(FILE *out, const nnc_init *in) {
 /* Attributes worth printing, by op; empty for most. */
 static void print_attrs(FILE *out, const nnc_node *n) {
   switch (n->op) {
-  case NNC_OP_INPUT: fprintf(out, " %s", input_name(n->attr[0])); return;
+  case NNC_OP_INPUT: fprintf(out, " %s", nnc_input_name((nnc_input_kind)n->attr[0])); return;
   case NNC_OP_PARAM: fprintf(out, " @%" PRId64, n->attr[0]); return;
   case NNC_OP_CONST: fprintf(out, " %.9g", n->fattr); return;
   case NNC_OP_SUM:
@@ -144,7 +120,7 @@ void nnc_ir_print_graph(FILE *out, const nnc_graph *g) {
   for (int i = 0; i < g->nnodes; i++)
     print_node(out, g->nodes[i]);
   for (int k = 0; k < NNC_OUT_COUNT_; k++)
-    if (g->outputs[k]) fprintf(out, "  output %s = %%%d\n", output_name(k), g->outputs[k]->id);
+    if (g->outputs[k]) fprintf(out, "  output %s = %%%d\n", nnc_output_name(k), g->outputs[k]->id);
   for (int i = 0; i < g->nupdates; i++)
     fprintf(out, "  update @%d %s = %%%d\n", g->updates[i].tensor,
             g->module->tensors[g->updates[i].tensor].name, g->updates[i].value->id);

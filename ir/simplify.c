@@ -60,9 +60,9 @@ static bool fold(nnc_node *n) {
   if (n->nin == 0 || !all_const(n)) return false;
   double a = n->in[0]->fattr, v = 0;
   switch (nnc_op_class_of(n->op)) {
-  case NNC_CLASS_UNARY: v = nnc_interp_unary(n->op, a); break;
+  case NNC_CLASS_UNARY: v = nnc_interp_scalar(n->op, a, 0); break;
   case NNC_CLASS_BINARY:
-  case NNC_CLASS_CMP: v = nnc_interp_binary(n->op, a, n->in[1]->fattr); break;
+  case NNC_CLASS_CMP: v = nnc_interp_scalar(n->op, a, n->in[1]->fattr); break;
   case NNC_CLASS_SHAPE: v = a; break; /* reshape, transpose, broadcast of a fill */
   case NNC_CLASS_REDUCE:
     v = a;
@@ -128,7 +128,39 @@ static nnc_node *identity(nnc_node *n) {
       if (same_type(n, chosen)) return chosen;
     }
     break;
-  default: break; /* the other ops have no identity form */
+  /* no identity form */
+  case NNC_OP_INPUT:
+  case NNC_OP_PARAM:
+  case NNC_OP_CONST:
+  case NNC_OP_EXP:
+  case NNC_OP_LOG:
+  case NNC_OP_SQRT:
+  case NNC_OP_RSQRT:
+  case NNC_OP_RECIP:
+  case NNC_OP_TANH:
+  case NNC_OP_SIGMOID:
+  case NNC_OP_RELU:
+  case NNC_OP_ABS:
+  case NNC_OP_SIGN:
+  case NNC_OP_ERF:
+  case NNC_OP_COS:
+  case NNC_OP_FLOOR:
+  case NNC_OP_MAX:
+  case NNC_OP_MIN:
+  case NNC_OP_GT:
+  case NNC_OP_GE:
+  case NNC_OP_EQ:
+  case NNC_OP_SUM:
+  case NNC_OP_RMAX:
+  case NNC_OP_ARGMAX:
+  case NNC_OP_MATMUL:
+  case NNC_OP_IM2COL:
+  case NNC_OP_COL2IM:
+  case NNC_OP_GATHER:
+  case NNC_OP_SCATTER_ADD:
+  case NNC_OP_ONEHOT:
+  case NNC_OP_RAND:
+  case NNC_OP_COUNT_: break;
   }
   return n;
 }

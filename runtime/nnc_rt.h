@@ -342,7 +342,6 @@ typedef struct nnc_rt_train_result {
   int64_t best_epoch; /* 1-based */
 } nnc_rt_train_result;
 
-/* ---- Training loop ------------------------------------------------------- */
 typedef struct nnc_rt_train_opts {
   int64_t epochs;
   uint64_t seed;

@@ -8,18 +8,18 @@
  * Fisher-Yates with unbiased bounded integers (rejection sampling).
  *
  * nnc_rt_hash_uniform is a separate, stateless counter-based hash for
- * dropout masks and augmentation; generated LLVM code reproduces it bit for
- * bit, so its formula below is part of the ABI and must not change.
+ * dropout masks and augmentation, defined in nnc_hash.h (generated code
+ * computes the same bits).
  */
 #include "nnc_rt.h"
 
+#include "nnc_hash.h"
+
 #include <math.h>
 
+/* splitmix64: a Weyl sequence through the same finalizer as the hash. */
 static uint64_t splitmix64(uint64_t *x) {
-  uint64_t z = (*x += UINT64_C(0x9E3779B97F4A7C15));
-  z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-  z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-  return z ^ (z >> 31);
+  return nnc_hash_finalize(*x += UINT64_C(0x9E3779B97F4A7C15));
 }
 
 static uint64_t rotl(uint64_t x, int k) {
@@ -75,22 +75,7 @@ void nnc_rt_rng_shuffle(nnc_rt_rng *rng, int64_t *perm, int64_t n) {
   }
 }
 
-/* The exact formula (all arithmetic on uint64_t, wrapping):
- *
- *   x = seed ^ (step * 0x9E3779B97F4A7C15) ^ (index * 0xC2B2AE3D27D4EB4F)
- *   x ^= x >> 30;  x *= 0xBF58476D1CE4E5B9;
- *   x ^= x >> 27;  x *= 0x94D049BB133111EB;
- *   x ^= x >> 31;                       (the splitmix64 finalizer)
- *   result = (float)(x >> 40) * 2^-24   (top 24 bits; exact in f32)
- *
- * so the result is a multiple of 2^-24 in [0, 1 - 2^-24]. */
+/* The formula is nnc_hash.h's, shared with the interpreter and codegen. */
 float nnc_rt_hash_uniform(uint64_t seed, uint64_t step, uint64_t index) {
-  uint64_t x =
-      seed ^ (step * UINT64_C(0x9E3779B97F4A7C15)) ^ (index * UINT64_C(0xC2B2AE3D27D4EB4F));
-  x ^= x >> 30;
-  x *= UINT64_C(0xBF58476D1CE4E5B9);
-  x ^= x >> 27;
-  x *= UINT64_C(0x94D049BB133111EB);
-  x ^= x >> 31;
-  return (float)(x >> 40) * 0x1p-24f;
+  return nnc_hash_uniform(seed, step, index);
 }

@@ -239,6 +239,29 @@ static inline void fx_compare(fixture *fx, fx_run *r, nnc_interp *in, int step) 
   if (bad) fail_msg("%d values differ from the interpreter", bad);
 }
 
+/* Ops that some fx_check compiled and compared with the interpreter: every
+ * op of the graph that its outputs and updates depend on. test_cg_ops.c's
+ * last test demands every op of ops.def. */
+static bool fx_kernel_checked[NNC_OP_COUNT_];
+
+static inline void fx_mark_live(const nnc_node *n, bool *live) {
+  if (live[n->id]) return;
+  live[n->id] = true;
+  fx_kernel_checked[n->op] = true;
+  for (int i = 0; i < n->nin; i++)
+    fx_mark_live(n->in[i], live);
+}
+
+static inline void fx_mark_checked(const nnc_graph *g) {
+  bool *live = calloc((size_t)g->nnodes + 1, sizeof(bool));
+  assert_non_null(live);
+  for (int k = 0; k < NNC_OUT_COUNT_; k++)
+    if (g->outputs[k]) fx_mark_live(g->outputs[k], live);
+  for (int u = 0; u < g->nupdates; u++)
+    fx_mark_live(g->updates[u].value, live);
+  free(live);
+}
+
 /* Compiles fx's module, runs fx->steps steps on both sides, compares. */
 static inline void fx_check(fixture *fx) {
   fx_run r;
@@ -254,6 +277,7 @@ static inline void fx_check(fixture *fx) {
   }
   nnc_interp_free(in);
   fx_release(&r);
+  fx_mark_checked(fx->g);
 }
 
 /* Runs `steps` training steps (then an evaluation step when eval) from the

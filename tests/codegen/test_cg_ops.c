@@ -325,6 +325,33 @@ static void test_rand(void **state) {
   fx_check(fx);
 }
 
+/* RAND's three implementations agree by construction (runtime/nnc_hash.h);
+ * this shows it: the compiled values equal the runtime's function bit for
+ * bit (test_interp.c shows the interpreter's do, test_rand above that the
+ * compiled ones equal the interpreter's). */
+static void test_rand_is_the_runtime_hash(void **state) {
+  fixture *fx = *state;
+  nnc_graph *g = fx->g;
+  nnc_shape s0 = sh(0), s = sh(1, 1000);
+  nnc_node *seed = nnc_ir_input(g, NNC_IN_SEED, NNC_I32, &s0);
+  nnc_node *step = nnc_ir_input(g, NNC_IN_STEP, NNC_F32, &s0);
+  out(fx, NNC_OUT_PRED, nnc_ir_rand(g, seed, step, &s, NNC_F32, 5));
+  fx_run r;
+  fx_compile(fx, &r, 2);
+  for (int st = 1; st <= 3; st++) {
+    fx_inputs(fx, &r, NULL, st); /* seed 1234, step st */
+    r.model->train_step(r.arena, r.pool);
+    int64_t off = nnc_cg_output_offset(r.prog, NNC_OUT_PRED);
+    for (uint64_t i = 0; i < 1000; i++) {
+      float want = nnc_rt_hash_uniform(1234 ^ (UINT64_C(5) << 32), (uint64_t)st, i);
+      float got = ((const float *)(r.arena + off))[i];
+      if (got != want)
+        fail_msg("step %d [%llu]: got %.9g, want %.9g", st, (unsigned long long)i, got, want);
+    }
+  }
+  fx_release(&r);
+}
+
 /* ---- Composites ---- */
 
 /* log-softmax cross-entropy: row-wise max and sum kernels with the
@@ -470,6 +497,21 @@ static void test_recompute_batchnorm(void **state) {
   assert_int_equal(train_kernels(fx), 6);
 }
 
+/* Runs last: every op of ops.def was compiled and compared with the
+ * interpreter by some test above. */
+static void test_every_op_is_checked(void **state) {
+  (void)state;
+  int missing = 0;
+  for (int op = 0; op < NNC_OP_COUNT_; op++)
+    if (!fx_kernel_checked[op]) {
+      print_error("op '%s' has no kernel-against-interpreter check in "
+                  "tests/codegen/test_cg_ops.c\n",
+                  nnc_op_name((nnc_op)op));
+      missing++;
+    }
+  if (missing) fail_msg("%d op(s) without a kernel check", missing);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       T(test_unary_f32),
@@ -489,12 +531,14 @@ int main(void) {
       T(test_im2col_col2im),
       T(test_gather_scatter_onehot),
       T(test_rand),
+      T(test_rand_is_the_runtime_hash),
       T(test_softmax_cross_entropy),
       T(test_update_swap),
       T(test_update_adam_like),
       T(test_update_transposed),
       T(test_update_mixed),
       T(test_recompute_batchnorm),
+      cmocka_unit_test(test_every_op_is_checked), /* last */
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

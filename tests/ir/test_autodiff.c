@@ -14,6 +14,25 @@
 enum { MAX_LEAVES = 8 };
 static const double FD_STEP = 1e-5, FD_TOL = 1e-6;
 
+/* Ops whose VJP rule some check below compared with finite differences:
+ * every op of the checked function that depends on a leaf. The last test
+ * demands one for every op whose GRADIENT in ops.def is RULE. */
+static bool checked[NNC_OP_COUNT_];
+
+static void mark_checked(const nnc_graph *g, const nnc_node *y, int n, nnc_node **leaves) {
+  bool *active = calloc((size_t)y->id + 1, sizeof(bool));
+  assert_non_null(active);
+  for (int i = 0; i < n; i++)
+    active[leaves[i]->id] = true;
+  for (int i = 0; i <= y->id; i++) {
+    const nnc_node *v = g->nodes[i];
+    for (int j = 0; j < v->nin && !active[i]; j++)
+      active[i] = active[v->in[j]->id];
+    if (active[i]) checked[v->op] = true;
+  }
+  free(active);
+}
+
 static double eval_y(nnc_interp *in, const nnc_node *y) {
   nnc_interp_run(in);
   return nnc_interp_value(in, y)[0];
@@ -61,6 +80,7 @@ static void check_labels(fixture *fx, nnc_node *f, int n, nnc_node **leaves, con
     free(analytic);
   }
   nnc_interp_free(in);
+  mark_checked(g, y, n, leaves);
 }
 
 static void check(fixture *fx, nnc_node *f, int n, nnc_node **leaves) {
@@ -431,6 +451,20 @@ static void test_independent_wrt_is_null(void **state) {
   assert_verified(fx->g);
 }
 
+/* Runs last: every op with a gradient rule had a finite-difference check. */
+static void test_every_rule_is_checked(void **state) {
+  (void)state;
+  int missing = 0;
+  for (int op = 0; op < NNC_OP_COUNT_; op++)
+    if (nnc_op_gradient_of((nnc_op)op) == NNC_GRAD_RULE && !checked[op]) {
+      print_error("op '%s' has a gradient rule (ops.def GRADIENT RULE) but no float64 "
+                  "finite-difference check in tests/ir/test_autodiff.c\n",
+                  nnc_op_name((nnc_op)op));
+      missing++;
+    }
+  if (missing) fail_msg("%d op(s) without a gradient check", missing);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
 
 int main(void) {
@@ -475,6 +509,7 @@ int main(void) {
       T(test_conv_pool),
       T(test_no_work_for_input_or_frozen),
       T(test_independent_wrt_is_null),
+      cmocka_unit_test(test_every_rule_is_checked), /* last */
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -541,11 +541,12 @@ static void test_kill_during_checkpoint(void **state) {
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) child_loop(p);
-    /* The first round waits (up to 10 s) for a first checkpoint, so that a
-     * loaded machine cannot leave every round killed before one. */
-    for (int ms = 0; round == 0 && ms < 10000 && !tu_exists(p); ms++)
-      nanosleep(&(struct timespec){0, 1000000}, NULL);
-    /* Let it get going, then kill at a random moment (0..30 ms). */
+    /* Let it get going (on a loaded machine the first checkpoint can take
+     * longer than the kill delay: wait for it, up to 10 s), then kill at a
+     * random moment (2..32 ms). */
+    struct timespec poll = {0, 1000000};
+    for (int i = 0; i < 10000 && !tu_exists(p); i++)
+      nanosleep(&poll, NULL);
     struct timespec ts = {0, (long)(rand() % 30000) * 1000 + 2000000};
     nanosleep(&ts, NULL);
     kill(pid, SIGKILL);

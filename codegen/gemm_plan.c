@@ -1,0 +1,69 @@
+/* gemm_plan.c: how a matrix product is tiled, from its shape and the
+ * target's vector width alone: which micro-kernel (outer or dot), the
+ * register tile, cache blocks. The lowering asks it for the row block it
+ * splits threads by; the LLVM emitter (gemm.c) emits the plan. No LLVM
+ * here, so the kernel IR can describe products for any backend.
+ */
+#include "gemm_plan.h"
+
+#define KC_OUTER 512 /* k per block when the outer kernel blocks K */
+
+static int lanes_for(int vector_width) {
+  if (vector_width >= 16) return 16;
+  if (vector_width >= 8) return 8;
+  return 4;
+}
+
+static int64_t max64(int64_t a, int64_t b) {
+  return a > b ? a : b;
+}
+
+nnc_cg_gemm_plan nnc_cg_gemm_plan_for(const nnc_cg_gemm *g) {
+  nnc_cg_gemm_plan p;
+  p.vl = lanes_for(g->vector_width);
+  p.regs = p.vl == 16 ? 32 : 16;
+  /* Two k steps per iteration: 24 independent FMA chains already hide the
+   * latency, and unrolling 4 gave the same speed (MLP, 1 and 2 threads)
+   * for 20% more machine code to compile. */
+  p.ku = 2;
+  /* Long K is cut into blocks of KC_OUTER so a block of B's panel (512 x 48
+   * floats, packed when B is stored [N,K]) stays in L2 while the rows
+   * sweep it, instead of streaming from memory once per micro-tile.
+   * Partial sums go through C, so with accumulate C's old value starts the
+   * sum; an activation after an accumulate cannot be split that way. */
+  bool can_block = !(g->accumulate && g->act != NNC_CG_ACT_NONE);
+  bool blocks = g->K > 2 * KC_OUTER && can_block;
+  /* Dot form needs k contiguous in both operands and enough k that its
+   * reduction at the end is cheap (at K = 256 it matches the packed outer
+   * kernel and needs no packing per call; narrow N wastes outer lanes).
+   * Past 2 * KC_OUTER the packed, blocked outer kernel is faster (L2
+   * bandwidth of the unpacked dot loads). */
+  bool long_k = g->K >= 8 * p.vl || (g->N < p.vl && g->K >= 2 * p.vl);
+  /* With many rows (a convolution's cols . W^T: 12544 x 64 x 288) the
+   * outer kernel's per-call packing of B is amortised and it is ~20%
+   * faster than the dot form. */
+  bool many_rows = g->M >= 1024;
+  if (!g->trans_a && g->trans_b && long_k && !blocks && !many_rows) {
+    p.kind = NNC_CG_GEMM_DOT;
+    /* mr*nr accumulators + nr B vectors + one A vector fit the registers. */
+    p.mr = p.vl == 16 ? 4 : 3;
+    p.nr = p.vl == 16 ? 4 : 3;
+    p.ku = 2;
+  } else {
+    p.kind = NNC_CG_GEMM_OUTER;
+    /* 8 x 3 vectors = 24 accumulators + 3 B vectors + a broadcast. */
+    p.mr = p.vl == 16 ? 8 : 4;
+    p.nr = 3;
+  }
+  p.kc = p.kind == NNC_CG_GEMM_OUTER && blocks ? KC_OUTER : g->K;
+  p.fold = g->accumulate && p.kc < g->K;
+  /* Keep a cache block of A (mc rows of kc floats) within ~192 KiB of L2. */
+  int64_t rows = (192 * 1024) / (4 * max64(p.kc, 1));
+  p.mc = max64(p.mr, rows / p.mr * p.mr);
+  return p;
+}
+
+int64_t nnc_cg_gemm_row_block(const nnc_cg_gemm *g) {
+  return nnc_cg_gemm_plan_for(g).mr;
+}
+

@@ -1,0 +1,60 @@
+/* gemm_plan.h: a matrix product as the kernel IR describes it (shapes,
+ * layouts, fused epilogue) and how it is tiled. Plain C, no LLVM: the
+ * kernel IR (kernel.h) carries an nnc_cg_gemm for every product kernel and
+ * any backend reads it; the LLVM backend emits it through gemm.h.
+ *
+ * Rows of C are independent, so the caller splits [0, M) over threads in
+ * multiples of nnc_cg_gemm_row_block; every element of C is computed with
+ * the same arithmetic (same K order) wherever it runs, so results do not
+ * depend on the thread count.
+ */
+#ifndef NNC_CG_GEMM_PLAN_H
+#define NNC_CG_GEMM_PLAN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef enum nnc_cg_act { NNC_CG_ACT_NONE, NNC_CG_ACT_RELU } nnc_cg_act;
+
+typedef struct nnc_cg_gemm {
+  int64_t M, N, K;
+  bool trans_a;          /* A stored [K, M] instead of [M, K] */
+  bool trans_b;          /* B stored [N, K] instead of [K, N] */
+  int64_t lda, ldb, ldc; /* row strides in elements of A, B, C as stored */
+  bool accumulate;       /* C += A.B instead of C = A.B */
+  bool bias;             /* add bias[n] (a row vector of N) before the activation */
+  nnc_cg_act act;        /* applied last */
+  int vector_width;      /* floats per vector the target prefers: 16 (AVX-512), 8, 4 */
+  bool all_rows;         /* every call computes rows [0, M): the row range is
+                            ignored and the row loops get constant bounds (no
+                            code for tiles that never run) */
+  int64_t row_align;     /* when M is a multiple of it: every row range is
+                            too (then tiles for the remainders no range can
+                            leave are not emitted); 0 or 1: no promise */
+} nnc_cg_gemm;
+
+typedef enum nnc_cg_gemm_kind { NNC_CG_GEMM_OUTER, NNC_CG_GEMM_DOT } nnc_cg_gemm_kind;
+
+/* How a product is tiled. Rows: cache blocks of mc rows, each split into
+ * micro-tiles of mr rows, then a cascade of power-of-two tiles for the
+ * rest. Columns: panels of nr vectors (outer) or nr columns (dot), the
+ * last panel narrower. */
+typedef struct nnc_cg_gemm_plan {
+  nnc_cg_gemm_kind kind;
+  int vl;     /* floats per vector */
+  int regs;   /* vector registers of the target */
+  int mr;     /* rows per full micro-tile */
+  int nr;     /* outer: vectors per panel; dot: columns per panel */
+  int ku;     /* unroll of the k loop */
+  int64_t mc; /* rows per cache block */
+  int64_t kc; /* k per block (K when not blocked) */
+  bool fold;  /* accumulate with K blocks: C's old value starts the sum */
+} nnc_cg_gemm_plan;
+
+/* The tiling of g. */
+nnc_cg_gemm_plan nnc_cg_gemm_plan_for(const nnc_cg_gemm *g);
+
+/* Rows per block the kernel prefers; the caller splits work in multiples. */
+int64_t nnc_cg_gemm_row_block(const nnc_cg_gemm *g);
+
+#endif

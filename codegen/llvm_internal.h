@@ -1,0 +1,52 @@
+/* llvm_internal.h: what the LLVM backend's files share: the emitter state
+ * (llvm.c: kernels, statements, entry points; llvm_expr.c: expressions).
+ */
+#ifndef NNC_CG_LLVM_INTERNAL_H
+#define NNC_CG_LLVM_INTERNAL_H
+
+#include "cg_internal.h"
+
+typedef struct memo_entry {
+  const nnc_kexpr *e; /* NULL: invalidated */
+  LLVMValueRef v;
+} memo_entry;
+
+typedef struct emitter {
+  LLVMContextRef ctx;
+  LLVMModuleRef mod;
+  LLVMModuleRef gemm_mod; /* gemm.c's functions: optimised on their own */
+  LLVMBuilderRef b;
+  const nnc_kprog *p;
+  const nnc_cg_target *t;
+  nnc_cg_math m;
+  LLVMTypeRef tvoid, ti1, ti8, ti32, ti64, tf32, tf64, tptr, kfn_type;
+  unsigned md_scope, md_noalias, md_loop;
+  /* per kernel */
+  const nnc_kernel *k;
+  LLVMValueRef fn, arena, begin, end;
+  int loop_depth;
+  LLVMValueRef *vars, *scalars, *base;
+  LLVMValueRef *scope_md, *noalias_md; /* [nbufs], by base buffer */
+  memo_entry *memo;
+  int nmemo, memo_cap;
+  /* gemm.c functions emitted so far: kernels with the same product share one */
+  nnc_cg_gemm *gemm_k;
+  LLVMValueRef *gemm_fn; /* its declaration in mod */
+  int ngemm;
+  /* The part of the program this module holds (of nparts), and the part
+   * of every kernel: [0] train, [1] eval, by kernel index. */
+  int part, nparts;
+  int *part_of[2];
+} emitter;
+
+/* The LLVM type of kernel values of type t. */
+LLVMTypeRef nnc_ll_type(emitter *E, nnc_kt t);
+/* The value of e where the builder stands (emitted once per memo scope). */
+LLVMValueRef nnc_ll_expr(emitter *E, const nnc_kexpr *e);
+/* Forgets memoised values that read memory (mem) or scalars (scalar). */
+void nnc_ll_memo_invalidate(emitter *E, bool mem, bool scalar);
+/* Address of element idx of buffer buf, and the metadata of an access. */
+LLVMValueRef nnc_ll_address(emitter *E, int buf, LLVMValueRef idx);
+void nnc_ll_tag_access(emitter *E, LLVMValueRef inst, int buf);
+
+#endif

@@ -1,0 +1,138 @@
+/* lower_internal.h: the state the lowering passes share (lower.c is the
+ * driver; one file per pass), and nothing outside codegen/lower*.c uses.
+ *
+ *   lower_fuse.c    epilogue chains, which node gets memory, buffers
+ *   lower_expr.c    a node's value as a kernel expression; elementwise
+ *                   kernels, output copies
+ *   lower_reduce.c  sum / rmax / argmax kernels
+ *   lower_matmul.c  products: gemm calls with their epilogues, or loops
+ *   lower_window.c  im2col, col2im, scatter_add
+ *   lower_update.c  the update passes (simultaneous assignment)
+ */
+#ifndef NNC_CG_LOWER_INTERNAL_H
+#define NNC_CG_LOWER_INTERNAL_H
+
+#include "kernel.h"
+
+/* What a live node becomes (decided by lower_fuse.c, consumers first). */
+typedef enum node_state {
+  ST_DEAD,
+  ST_LEAF,     /* PARAM / INPUT: memory of its own, no kernel */
+  ST_VIEW,     /* RESHAPE of a node with memory */
+  ST_INLINE,   /* computed inside its consumers' kernel */
+  ST_KERNEL,   /* computed by a kernel of its own into its buffer */
+  ST_ABSORBED, /* computed by a later node's kernel (gemm epilogue chain) */
+} node_state;
+
+/* A node's expression already generated at one index, in one kernel. */
+typedef struct memo {
+  int rank;
+  nnc_kexpr *idx[NNC_MAX_RANK];
+  nnc_kexpr *val;
+  struct memo *next;
+} memo;
+
+/* Lowering state of one graph. Arrays are indexed by node id. */
+typedef struct lower {
+  nnc_kprog *p;
+  nnc_arena *a;
+  const nnc_graph *g;
+  nnc_kgraph *kg;
+  int nn;
+  bool *live, *force, *ident;
+  bool *recompute; /* INLINE in every kernel that reads it (see recomputable) */
+  int *out_kind;   /* first output kind of a node, or -1 */
+  int *is_update;  /* number of updates whose value is the node */
+  nnc_node ***users;
+  int *nusers;
+  node_state *st;
+  int *root;        /* INLINE: node id of the kernel node, or nn + group */
+  int *buf;         /* buffer of a node with memory, else -1 */
+  nnc_node **final; /* ABSORBED chain: the node whose kernel computes it */
+  nnc_node **subst; /* an ABSORBED node its readers read instead (see match_epilogues) */
+  int *group_of;    /* update index -> group */
+  int ngroups;
+  int nmade; /* kernels created so far: their names' numbers */
+  char *err;
+  size_t errlen;
+} lower;
+
+/* Expression building state of one kernel. */
+typedef struct kgen {
+  nnc_kernel *k;
+  const nnc_node *self; /* the node this kernel computes (generated, not loaded) */
+  memo **memo;          /* [nn] */
+  nnc_kexpr *zero;
+} kgen;
+
+/* How the operands of a node with memory are made to have memory too. */
+typedef enum nnc_lw_force {
+  FORCE_NONE,   /* read at the reader's own index, or through kernels of their own */
+  FORCE_ALL,    /* every operand read from memory */
+  FORCE_TABLE,  /* gather: the table from memory, the indices unless cheap */
+  FORCE_COSTLY, /* every operand that is not a constant or a view of memory */
+} nnc_lw_force;
+
+/* An op's traits for the lowering (lower_fuse.c spells them out per op). */
+typedef struct nnc_lw_op_traits {
+  bool elementwise;   /* computed from its operands at its own (broadcast) index */
+  bool one_op;        /* one vector instruction per element: worth recomputing */
+  bool index_map;     /* reads its operand through an index map only */
+  nnc_lw_force force; /* of its operands */
+  nnc_kop kop;        /* elementwise unary/binary/cmp: its kernel op; else NNC_K_COUNT_ */
+} nnc_lw_op_traits;
+
+nnc_lw_op_traits nnc_lw_traits(nnc_op op);
+
+/* ---- lower.c ---- */
+/* Sets L->err to "codegen: msg (graph, node)"; returns false. */
+bool nnc_lw_fail(lower *L, const char *msg, const nnc_node *n);
+
+/* ---- lower_fuse.c: the passes that decide, in order ---- */
+/* Marks matmul -> bias add -> ReLU chains that become one gemm call. */
+void nnc_lw_match_epilogues(lower *L);
+/* Gives every live node its state (L->st), consumers first. */
+void nnc_lw_decide(lower *L);
+/* Gives every node with memory its buffer (L->buf). */
+bool nnc_lw_assign_buffers(lower *L);
+/* The source of a row-vector bias [1, N] of a product, or NULL. */
+nnc_node *nnc_lw_row_bias_source(nnc_node *b, int64_t N);
+/* The buffer of output slot k for node n (made on first use); -1 when the
+ * graphs disagree on its shape. */
+int nnc_lw_output_slot(lower *L, nnc_output_kind k, const nnc_node *n);
+
+/* ---- lower_expr.c: expressions and the kernels built from them ---- */
+/* The flat element index of coordinates idx in shape s. */
+nnc_kexpr *nnc_lw_linear(lower *L, nnc_kexpr **idx, const nnc_shape *s);
+/* Node n's value at idx in G's kernel: loaded if it has memory, else
+ * generated from its op (memoised per index). */
+nnc_kexpr *nnc_lw_gen(lower *L, kgen *G, const nnc_node *n, nnc_kexpr **idx);
+nnc_kexpr *nnc_lw_fconst(lower *L, const nnc_node *n, double v); /* of n's type */
+nnc_kexpr *nnc_lw_clamp_index(lower *L, nnc_kexpr *i, int64_t hi);
+nnc_kexpr *nnc_lw_as_index(lower *L, nnc_kexpr *e);
+/* A new kernel named after `what` (and self, the node it computes, if any). */
+nnc_kernel *nnc_lw_new_kernel(lower *L, kgen *G, const char *what, const nnc_node *self);
+void nnc_lw_add_kernel(lower *L, nnc_kernel *k);
+nnc_kblock *nnc_lw_nest(lower *L, nnc_kernel *k, const nnc_shape *s, nnc_kexpr **idx);
+double nnc_lw_expr_cost(const nnc_kexpr *e);
+void nnc_lw_kernel_elementwise(lower *L, const nnc_node *n);
+void nnc_lw_kernel_copy(lower *L, const char *what, int dst, int src, int64_t n);
+/* Copies into output slots that no kernel wrote directly. */
+bool nnc_lw_output_copies(lower *L);
+
+/* ---- one kernel per op (lower_reduce.c, lower_matmul.c, lower_window.c) ---- */
+void nnc_lw_kernel_reduce(lower *L, const nnc_node *n);
+void nnc_lw_kernel_argmax(lower *L, const nnc_node *n);
+/* The product whose epilogue chain ends at n (n itself, or its bias add or ReLU). */
+void nnc_lw_kernel_matmul(lower *L, const nnc_node *n);
+void nnc_lw_kernel_im2col(lower *L, const nnc_node *n);
+void nnc_lw_kernel_col2im(lower *L, const nnc_node *n);
+void nnc_lw_kernel_scatter_add(lower *L, const nnc_node *n);
+
+/* ---- lower_update.c ---- */
+/* Groups updates by shape (one pass per group); before deciding. */
+void nnc_lw_assign_groups(lower *L);
+/* The update passes and their copies back; last. */
+bool nnc_lw_update_passes(lower *L);
+
+#endif

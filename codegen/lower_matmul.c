@@ -1,0 +1,153 @@
+/* lower_matmul.c: kernels for MATMUL. An f32 product becomes a call of a
+ * shape-specialised gemm (the LLVM backend emits it; nnc_cg_gemm in
+ * kernel.h says what it computes) with a bias add and ReLU folded into its
+ * epilogue where lower_fuse.c matched them, split over threads by row
+ * blocks or column blocks; anything else becomes loops in the kernel IR.
+ */
+#include "lower_internal.h"
+
+/* The matmul node behind a (possibly absorbed) epilogue chain ending at n. */
+static const nnc_node *chain_matmul(lower *L, const nnc_node *n, const nnc_node **add, bool *relu) {
+  *add = NULL;
+  *relu = n->op == NNC_OP_RELU;
+  const nnc_node *c = *relu ? n->in[0] : n;
+  if (c->op == NNC_OP_ADD) {
+    *add = c;
+    const nnc_node *a0 = c->in[0];
+    c = a0->op == NNC_OP_MATMUL && L->final[a0->id] == n ? a0 : c->in[1];
+  }
+  return c;
+}
+
+static int bias_buffer(lower *L, const nnc_node *add, const nnc_node *mm) {
+  if (!add) return -1;
+  nnc_node *other = add->in[0] == mm ? add->in[1] : add->in[0];
+  nnc_node *src = nnc_lw_row_bias_source(other, mm->shape.dim[1]);
+  return L->buf[src->id];
+}
+
+/* Matrix product with loops (f64, or when gemm.c is not linked). Each
+ * element of C sums over k in ascending order. */
+static void kernel_matmul_loops(lower *L, nnc_kernel *k, const nnc_node *mm, int a_buf, int b_buf,
+                                int bias, bool relu, int c_buf) {
+  nnc_arena *a = L->a;
+  int64_t M = mm->shape.dim[0], N = mm->shape.dim[1];
+  bool ta = mm->attr[0], tb = mm->attr[1];
+  int64_t K = ta ? mm->in[0]->shape.dim[0] : mm->in[0]->shape.dim[1];
+  nnc_kt t = nnc_kt_of(mm->dtype);
+  int vi = nnc_kernel_var(k), vj = nnc_kernel_var(k), vk = nnc_kernel_var(k);
+  nnc_kexpr *i = nnc_kx_var(a, vi), *j = nnc_kx_var(a, vj), *kk = nnc_kx_var(a, vk);
+  nnc_kblock *bi = nnc_kb_loop(a, &k->body, vi, M);
+  k->split = true;
+  k->extent = M;
+  nnc_kexpr *aik = nnc_kx_load(a, L->p, a_buf,
+                               ta ? nnc_kx_iadd(a, nnc_kx_imul(a, kk, M), i)
+                                  : nnc_kx_iadd(a, nnc_kx_imul(a, i, K), kk));
+  nnc_kexpr *bkj = nnc_kx_load(a, L->p, b_buf,
+                               tb ? nnc_kx_iadd(a, nnc_kx_imul(a, j, K), kk)
+                                  : nnc_kx_iadd(a, nnc_kx_imul(a, kk, N), j));
+  nnc_kexpr *cij = nnc_kx_iadd(a, nnc_kx_imul(a, i, N), j);
+  nnc_kexpr *prod = nnc_kx_bin(a, NNC_K_MUL, aik, bkj);
+  if (tb) { /* rows of B contiguous along k: a dot product per element */
+    nnc_kblock *bj = nnc_kb_loop(a, bi, vj, N);
+    int acc = nnc_kernel_scalar(a, k, t);
+    nnc_kb_set(a, bj, acc, nnc_kx_const(a, t, 0));
+    nnc_kblock *bk = nnc_kb_loop(a, bj, vk, K);
+    nnc_kb_set(a, bk, acc, nnc_kx_bin(a, NNC_K_ADD, nnc_kx_scalar(a, k, acc), prod));
+    nnc_kexpr *v = nnc_kx_scalar(a, k, acc);
+    if (bias >= 0) v = nnc_kx_bin(a, NNC_K_ADD, v, nnc_kx_load(a, L->p, bias, j));
+    if (relu) v = nnc_kx_un(a, NNC_K_RELU, v);
+    nnc_kb_store(a, bj, c_buf, cij, v);
+  } else { /* rows of C accumulate rows of B: vectorises along j */
+    nnc_kblock *b0 = nnc_kb_loop(a, bi, vj, N);
+    nnc_kb_store(a, b0, c_buf, cij, nnc_kx_const(a, t, 0));
+    nnc_kblock *bk = nnc_kb_loop(a, bi, vk, K);
+    nnc_kblock *bj = nnc_kb_loop(a, bk, vj, N);
+    nnc_kb_store(a, bj, c_buf, cij,
+                 nnc_kx_bin(a, NNC_K_ADD, nnc_kx_load(a, L->p, c_buf, cij), prod));
+    if (bias >= 0 || relu) {
+      nnc_kblock *be = nnc_kb_loop(a, bi, vj, N);
+      nnc_kexpr *v = nnc_kx_load(a, L->p, c_buf, cij);
+      if (bias >= 0) v = nnc_kx_bin(a, NNC_K_ADD, v, nnc_kx_load(a, L->p, bias, j));
+      if (relu) v = nnc_kx_un(a, NNC_K_RELU, v);
+      nnc_kb_store(a, be, c_buf, cij, v);
+    }
+  }
+}
+
+/* Columns per block when a product is better split over columns than
+ * rows, else 0. A product whose B is a parameter (x.W^T forward, dy.W
+ * backward) is split over B's rows (columns of C): each thread then
+ * reads only its share of the weights, the share its part of the update
+ * pass writes (split over the weight's first dim), so the weights stay in
+ * that core's cache instead of moving between cores every step. A product
+ * with a long K whose B is larger than 4 MB and wider than C is tall (a
+ * convolution's weight gradient dyᵀ.cols: 64x288x12544, B 14 MB) is split
+ * over columns too: each thread then streams half of B instead of all of
+ * it (conv2's 2.93 -> 2.46 ms per step). */
+static int64_t column_split(const nnc_node *mm) {
+  const nnc_node *b = mm->in[1];
+  while (b->op == NNC_OP_RESHAPE)
+    b = b->in[0];
+  int64_t M = mm->shape.dim[0], N = mm->shape.dim[1];
+  bool ta = mm->attr[0];
+  int64_t K = ta ? mm->in[0]->shape.dim[0] : mm->in[0]->shape.dim[1];
+  bool big_b = K * N * 4 > (4 << 20) && N > M;
+  if ((b->op != NNC_OP_PARAM && !big_b) || N < 2 * M / 4) return 0;
+  for (int64_t parts = 2; parts <= 8; parts *= 2)
+    if (N % parts == 0 && (N / parts) % 16 == 0 && N / parts <= 128) return N / parts;
+  return N % 2 == 0 && (N / 2) % 16 == 0 ? N / 2 : 0;
+}
+
+void nnc_lw_kernel_matmul(lower *L, const nnc_node *n) {
+  kgen G;
+  const nnc_node *add;
+  bool relu;
+  const nnc_node *mm = chain_matmul(L, n, &add, &relu);
+  nnc_kernel *k = nnc_lw_new_kernel(L, &G,
+                                    relu  ? "matmul_bias_relu"
+                                    : add ? "matmul_bias"
+                                          : "matmul",
+                                    n);
+  int a_buf = L->buf[mm->in[0]->id], b_buf = L->buf[mm->in[1]->id], c_buf = L->buf[n->id];
+  int bias = bias_buffer(L, add, mm);
+  int64_t M = mm->shape.dim[0], N = mm->shape.dim[1];
+  bool ta = mm->attr[0], tb = mm->attr[1];
+  int64_t K = ta ? mm->in[0]->shape.dim[0] : mm->in[0]->shape.dim[1];
+  k->work = 2.0 * (double)M * (double)N * (double)K;
+  k->label = nnc_arena_printf(L->a, "%s %lldx%lldx%lld%s%s", k->label, (long long)M, (long long)N,
+                              (long long)K, ta ? " ta" : "", tb ? " tb" : "");
+  if (L->p->use_gemm && mm->dtype == NNC_F32) {
+    k->is_gemm = true;
+    nnc_cg_gemm *g = &k->gemm;
+    g->M = M;
+    g->N = N;
+    g->K = K;
+    g->trans_a = ta;
+    g->trans_b = tb;
+    g->lda = mm->in[0]->shape.dim[1];
+    g->ldb = mm->in[1]->shape.dim[1];
+    g->ldc = N;
+    g->bias = bias >= 0;
+    g->act = relu ? NNC_CG_ACT_RELU : NNC_CG_ACT_NONE;
+    g->vector_width = L->p->vector_width;
+    k->row_block = nnc_cg_gemm_row_block(g);
+    if (k->row_block < 1) k->row_block = 1;
+    k->split = true;
+    k->extent = (M + k->row_block - 1) / k->row_block;
+    int64_t cb = column_split(mm);
+    if (cb > 0) {
+      g->N = cb;
+      g->all_rows = true;
+      k->col_block = cb;
+      k->extent = N / cb;
+    }
+    k->a_buf = a_buf;
+    k->b_buf = b_buf;
+    k->bias_buf = bias;
+    k->c_buf = c_buf;
+  } else {
+    kernel_matmul_loops(L, k, mm, a_buf, b_buf, bias, relu, c_buf);
+  }
+  nnc_lw_add_kernel(L, k);
+}

@@ -1,0 +1,284 @@
+/* lower_reduce.c: kernels for SUM, RMAX and ARGMAX. The operand's
+ * expression is generated inside the reduction's loops; every output
+ * element adds (or compares) its terms in a fixed order whatever the
+ * thread count, and the loop order is chosen so memory is read in order
+ * (column sums, lane accumulators, plain scalar loops).
+ */
+#include "lower_internal.h"
+
+/* A block of columns that divides n into at least 2 parts, or n. */
+static int64_t column_block(int64_t n) {
+  for (int64_t b = 256; b >= 16; b /= 2)
+    if (n % b == 0 && n / b >= 2) return b;
+  return n;
+}
+
+/* The coefficient of loop variable v in the i64 expression e, or
+ * NOT_AFFINE when e is not affine in v. */
+#define NOT_AFFINE INT64_MIN
+static int64_t coef_of(const nnc_kexpr *e, int v) {
+  switch (e->kind) {
+  case NNC_KX_VAR: return e->var == v;
+  case NNC_KX_CONST: return 0;
+  case NNC_KX_BIN: {
+    int64_t x = coef_of(e->a[0], v), y = coef_of(e->a[1], v);
+    if (x == NOT_AFFINE || y == NOT_AFFINE) return NOT_AFFINE;
+    if (e->op == NNC_K_ADD) return x + y;
+    if (e->op == NNC_K_SUB) return x - y;
+    if (x == 0 && y == 0) return 0;
+    if (e->op != NNC_K_MUL) return NOT_AFFINE;
+    if (e->a[1]->kind == NNC_KX_CONST) return x * e->a[1]->i;
+    if (e->a[0]->kind == NNC_KX_CONST) return y * e->a[0]->i;
+    return NOT_AFFINE;
+  }
+  case NNC_KX_SCALAR:
+  case NNC_KX_LOAD:
+  case NNC_KX_UN:
+  case NNC_KX_SELECT:
+  case NNC_KX_CAST:
+  case NNC_KX_RAND: break;
+  }
+  for (int i = 0; i < 3; i++)
+    if (e->a[i] && coef_of(e->a[i], v) != 0) return NOT_AFFINE;
+  return 0;
+}
+
+/* Does value expression e load some buffer contiguously along v? */
+static bool loads_along(const nnc_kexpr *e, int v) {
+  if (!e || !e->reads_mem) return false;
+  if (e->kind == NNC_KX_LOAD && coef_of(e->a[0], v) == 1) return true;
+  for (int i = 0; i < 3; i++)
+    if (loads_along(e->a[i], v)) return true;
+  return false;
+}
+
+/* For a reduction over the innermost axis and others: a kept axis along
+ * which the operand's memory is contiguous (a batch-norm sum over N, H, W
+ * of a convolution's output, stored [N*H*W, C]), or -1. Reducing with that
+ * axis innermost reads memory in order instead of striding through all of
+ * it once per kept index. */
+static int unit_stride_kept_axis(lower *L, const nnc_node *n) {
+  const nnc_node *x = n->in[0];
+  uint32_t axes = (uint32_t)n->attr[0];
+  int r = x->shape.rank;
+  if (r < 2 || !(axes & (1u << (r - 1)))) return -1;
+  kgen G = {0};
+  G.k = nnc_kernel_new(L->a, "probe");
+  G.self = n;
+  G.memo = nnc_arena_alloc(L->a, sizeof(memo *) * (size_t)(L->nn + 1));
+  G.zero = nnc_kx_int(L->a, 0);
+  nnc_kexpr *idx[NNC_MAX_RANK];
+  int var[NNC_MAX_RANK];
+  for (int d = 0; d < r; d++) {
+    var[d] = nnc_kernel_var(G.k);
+    idx[d] = nnc_kx_var(L->a, var[d]);
+  }
+  nnc_kexpr *e = nnc_lw_gen(L, &G, x, idx);
+  if (loads_along(e, var[r - 1])) return -1; /* x - mean read in place: per-channel loads too */
+  for (int d = 0; d < r - 1; d++)
+    if (!(axes & (1u << d)) && loads_along(e, var[d])) return d;
+  return -1;
+}
+
+/* Loops over the dims of shape xs outside the bit mask `skip` (outermost
+ * first; the first one is split over threads unless k already is); sets
+ * their coordinates in in_idx and out_idx; returns the body. */
+static nnc_kblock *outer_loops(lower *L, nnc_kernel *k, const nnc_shape *xs, uint32_t skip,
+                               nnc_kexpr **in_idx, nnc_kexpr **out_idx) {
+  nnc_kblock *blk = &k->body;
+  for (int d = 0; d < xs->rank; d++) {
+    if (skip & (1u << d)) continue;
+    int v = nnc_kernel_var(k);
+    blk = nnc_kb_loop(L->a, blk, v, xs->dim[d]);
+    in_idx[d] = out_idx[d] = nnc_kx_var(L->a, v);
+    if (!k->split) {
+      k->split = true;
+      k->extent = xs->dim[d];
+    }
+  }
+  return blk;
+}
+
+/* Loops over the kept dims of reduction n other than `skip` (-1: none). */
+static nnc_kblock *kept_loops(lower *L, nnc_kernel *k, const nnc_node *n, int skip,
+                              nnc_kexpr **in_idx, nnc_kexpr **out_idx) {
+  uint32_t mask = (uint32_t)n->attr[0] | (skip >= 0 ? 1u << skip : 0);
+  return outer_loops(L, k, &n->in[0]->shape, mask, in_idx, out_idx);
+}
+
+/* Loops over the reduced dims of n other than `skip` inside blk, in
+ * ascending order; sets their coordinates in in_idx; returns the body. */
+static nnc_kblock *reduced_loops(lower *L, nnc_kernel *k, const nnc_node *n, int skip,
+                                 nnc_kblock *blk, nnc_kexpr **in_idx) {
+  const nnc_shape *xs = &n->in[0]->shape;
+  uint32_t axes = (uint32_t)n->attr[0];
+  for (int d = 0; d < xs->rank; d++) {
+    if (d == skip || !(axes & (1u << d))) continue;
+    int v = nnc_kernel_var(k);
+    blk = nnc_kb_loop(L->a, blk, v, xs->dim[d]);
+    in_idx[d] = nnc_kx_var(L->a, v);
+  }
+  return blk;
+}
+
+/* sum / rmax keeping axis col innermost (a column sum such as a bias
+ * gradient): the output row accumulates in memory, reduced dims outside
+ * the contiguous column loop, so the inner loop is unit-stride and every
+ * element still adds its terms in the order of the reduced dims. Threads
+ * split over the outer kept dims, or over blocks of columns. */
+static void kernel_reduce_columns(lower *L, const nnc_node *n, int col) {
+  kgen G;
+  nnc_arena *a = L->a;
+  nnc_kernel *k = nnc_lw_new_kernel(L, &G, n->op == NNC_OP_SUM ? "colsum" : "colmax", n);
+  const nnc_node *x = n->in[0];
+  int r = x->shape.rank, last = col;
+  uint32_t axes = (uint32_t)n->attr[0];
+  int64_t N = x->shape.dim[last];
+  nnc_kexpr *in_idx[NNC_MAX_RANK], *out_idx[NNC_MAX_RANK];
+  nnc_kblock *blk = kept_loops(L, k, n, last, in_idx, out_idx);
+  nnc_kexpr *col0 = nnc_kx_int(a, 0);
+  int64_t B = N;
+  if (!k->split && (B = column_block(N)) < N) {
+    int vb = nnc_kernel_var(k);
+    blk = nnc_kb_loop(a, blk, vb, N / B);
+    col0 = nnc_kx_imul(a, nnc_kx_var(a, vb), B);
+    k->split = true;
+    k->extent = N / B;
+  }
+  nnc_kt t = nnc_kt_of(n->dtype);
+  bool is_sum = n->op == NNC_OP_SUM;
+  int vj = nnc_kernel_var(k);
+  nnc_kexpr *j = nnc_kx_iadd(a, col0, nnc_kx_var(a, vj));
+  in_idx[last] = out_idx[last] = j;
+  for (int d = 0; d < r; d++)
+    if (axes & (1u << d)) out_idx[d] = G.zero;
+  nnc_kexpr *at = nnc_lw_linear(L, out_idx, &n->shape);
+  int out = L->buf[n->id];
+  nnc_kb_store(a, nnc_kb_loop(a, blk, vj, B), out, at,
+               nnc_kx_const(a, t, is_sum ? 0.0 : -__builtin_inf()));
+  nnc_kblock *inner = nnc_kb_loop(a, reduced_loops(L, k, n, last, blk, in_idx), vj, B);
+  nnc_kexpr *e = nnc_lw_gen(L, &G, x, in_idx);
+  nnc_kb_store(a, inner, out, at,
+               nnc_kx_bin(a, is_sum ? NNC_K_ADD : NNC_K_MAX, nnc_kx_load(a, L->p, out, at), e));
+  k->work = (double)nnc_shape_numel(&x->shape) * nnc_lw_expr_cost(e) * 2;
+  nnc_lw_add_kernel(L, k);
+}
+
+/* sum / rmax over the innermost axis (length W) and others, e.g. a
+ * batch-norm sum over N, H, W of an NCHW tensor: W lane accumulators per
+ * output element in a scratch buffer, added to with a unit-stride vector
+ * loop for every index of the other reduced dims, then reduced in lane
+ * order. Each output element's order is fixed (per lane over the outer
+ * reduced dims ascending, then the lanes ascending); threads split over
+ * the kept dims, each with its own lanes. */
+static void kernel_reduce_lanes(lower *L, const nnc_node *n) {
+  kgen G;
+  nnc_arena *a = L->a;
+  nnc_kernel *k = nnc_lw_new_kernel(L, &G, n->op == NNC_OP_SUM ? "lanesum" : "lanemax", n);
+  const nnc_node *x = n->in[0];
+  int r = x->shape.rank, last = r - 1;
+  int64_t W = x->shape.dim[last];
+  nnc_kt t = nnc_kt_of(n->dtype);
+  bool is_sum = n->op == NNC_OP_SUM;
+  nnc_kop op = is_sum ? NNC_K_ADD : NNC_K_MAX;
+  nnc_kexpr *init = nnc_kx_const(a, t, is_sum ? 0.0 : -__builtin_inf());
+  int lanes = nnc_kprog_add_buf(L->p, NNC_KBUF_TEMP, 0, t, nnc_shape_numel(&n->shape) * W,
+                                nnc_arena_printf(a, "%s.lanes.%d", L->g->name, n->id));
+  nnc_kexpr *in_idx[NNC_MAX_RANK], *out_idx[NNC_MAX_RANK];
+  for (int d = 0; d < r; d++)
+    out_idx[d] = G.zero;
+  nnc_kblock *blk = kept_loops(L, k, n, last, in_idx, out_idx);
+  nnc_kexpr *at = nnc_lw_linear(L, out_idx, &n->shape);
+  int vj = nnc_kernel_var(k);
+  nnc_kexpr *j = nnc_kx_var(a, vj);
+  nnc_kexpr *lane = nnc_kx_iadd(a, nnc_kx_imul(a, at, W), j);
+  nnc_kb_store(a, nnc_kb_loop(a, blk, vj, W), lanes, lane, init);
+  in_idx[last] = j;
+  nnc_kblock *inner = nnc_kb_loop(a, reduced_loops(L, k, n, last, blk, in_idx), vj, W);
+  nnc_kexpr *e = nnc_lw_gen(L, &G, x, in_idx);
+  nnc_kb_store(a, inner, lanes, lane, nnc_kx_bin(a, op, nnc_kx_load(a, L->p, lanes, lane), e));
+  int acc = nnc_kernel_scalar(a, k, t);
+  nnc_kb_set(a, blk, acc, init);
+  nnc_kb_set(a, nnc_kb_loop(a, blk, vj, W), acc,
+             nnc_kx_bin(a, op, nnc_kx_scalar(a, k, acc), nnc_kx_load(a, L->p, lanes, lane)));
+  nnc_kb_store(a, blk, L->buf[n->id], at, nnc_kx_scalar(a, k, acc));
+  k->work = (double)nnc_shape_numel(&x->shape) * nnc_lw_expr_cost(e) * 2;
+  nnc_lw_add_kernel(L, k);
+}
+
+/* sum / rmax: loops over the kept dims outside, the reduced dims inside,
+ * a scalar accumulator, the operand's expression inlined in the loop. */
+void nnc_lw_kernel_reduce(lower *L, const nnc_node *n) {
+  const nnc_node *x0 = n->in[0];
+  uint32_t axes0 = (uint32_t)n->attr[0];
+  int r0 = x0->shape.rank;
+  if (r0 >= 2 && !(axes0 & (1u << (r0 - 1))) && (axes0 & ((1u << (r0 - 1)) - 1))) {
+    kernel_reduce_columns(L, n, r0 - 1);
+    return;
+  }
+  int col = unit_stride_kept_axis(L, n);
+  if (col >= 0) {
+    kernel_reduce_columns(L, n, col);
+    return;
+  }
+  /* lanes pay when the innermost axis fills a vector and other axes are
+   * reduced too (else the scalar loop below is as good) */
+  if (r0 >= 2 && (axes0 & (1u << (r0 - 1))) && (axes0 & ((1u << (r0 - 1)) - 1)) &&
+      x0->shape.dim[r0 - 1] >= 8 && nnc_kt_is_float(nnc_kt_of(n->dtype))) {
+    kernel_reduce_lanes(L, n);
+    return;
+  }
+  kgen G;
+  nnc_kernel *k = nnc_lw_new_kernel(L, &G, nnc_op_name(n->op), n);
+  const nnc_node *x = n->in[0];
+  uint32_t axes = (uint32_t)n->attr[0];
+  nnc_kexpr *in_idx[NNC_MAX_RANK], *out_idx[NNC_MAX_RANK];
+  nnc_kblock *blk = kept_loops(L, k, n, -1, in_idx, out_idx);
+  nnc_kt t = nnc_kt_of(n->dtype);
+  int acc = nnc_kernel_scalar(L->a, k, t);
+  bool is_sum = n->op == NNC_OP_SUM;
+  nnc_kb_set(L->a, blk, acc, nnc_kx_const(L->a, t, is_sum ? 0.0 : -__builtin_inf()));
+  nnc_kblock *inner = blk;
+  for (int d = 0; d < x->shape.rank; d++) {
+    if (!(axes & (1u << d))) continue;
+    int v = nnc_kernel_var(k);
+    inner = nnc_kb_loop(L->a, inner, v, x->shape.dim[d]);
+    in_idx[d] = nnc_kx_var(L->a, v);
+    out_idx[d] = G.zero;
+  }
+  nnc_kexpr *e = nnc_lw_gen(L, &G, x, in_idx);
+  nnc_kb_set(L->a, inner, acc,
+             nnc_kx_bin(L->a, is_sum ? NNC_K_ADD : NNC_K_MAX, nnc_kx_scalar(L->a, k, acc), e));
+  nnc_kb_store(L->a, blk, L->buf[n->id], nnc_lw_linear(L, out_idx, &n->shape),
+               nnc_kx_scalar(L->a, k, acc));
+  k->work = (double)nnc_shape_numel(&x->shape) * nnc_lw_expr_cost(e) * 2;
+  nnc_lw_add_kernel(L, k);
+}
+
+/* argmax along one axis; the first maximum wins (strict >). */
+void nnc_lw_kernel_argmax(lower *L, const nnc_node *n) {
+  kgen G;
+  nnc_kernel *k = nnc_lw_new_kernel(L, &G, "argmax", n);
+  const nnc_node *x = n->in[0];
+  int axis = (int)n->attr[0];
+  nnc_kexpr *in_idx[NNC_MAX_RANK], *out_idx[NNC_MAX_RANK];
+  nnc_kblock *blk = outer_loops(L, k, &x->shape, 1u << axis, in_idx, out_idx);
+  nnc_kt t = nnc_kt_of(x->dtype), ti = nnc_kt_of(n->dtype);
+  int best = nnc_kernel_scalar(L->a, k, t), at = nnc_kernel_scalar(L->a, k, ti);
+  nnc_kb_set(L->a, blk, best, nnc_kx_const(L->a, t, -__builtin_inf()));
+  nnc_kb_set(L->a, blk, at, nnc_kx_const(L->a, ti, 0));
+  int v = nnc_kernel_var(k);
+  nnc_kblock *inner = nnc_kb_loop(L->a, blk, v, x->shape.dim[axis]);
+  in_idx[axis] = nnc_kx_var(L->a, v);
+  out_idx[axis] = G.zero;
+  nnc_kexpr *e = nnc_lw_gen(L, &G, x, in_idx);
+  nnc_kexpr *better = nnc_kx_bin(L->a, NNC_K_GT, e, nnc_kx_scalar(L->a, k, best));
+  nnc_kb_set(
+      L->a, inner, at,
+      nnc_kx_select(L->a, better, nnc_kx_cast(L->a, in_idx[axis], ti), nnc_kx_scalar(L->a, k, at)));
+  nnc_kb_set(L->a, inner, best, nnc_kx_select(L->a, better, e, nnc_kx_scalar(L->a, k, best)));
+  nnc_kb_store(L->a, blk, L->buf[n->id], nnc_lw_linear(L, out_idx, &n->shape),
+               nnc_kx_scalar(L->a, k, at));
+  k->work = (double)nnc_shape_numel(&x->shape) * 4;
+  nnc_lw_add_kernel(L, k);
+}
