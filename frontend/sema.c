@@ -210,11 +210,19 @@ static void check_model(nnc_sema *s, int i) {
 
 nnc_module *nnc_sema_run(nnc_arena *arena, nnc_diags *diags, const nnc_ast *file,
                          int64_t batch_override) {
+  nnc_sema_overrides o = {.batch = batch_override};
+  return nnc_sema_run_with(arena, diags, file, &o);
+}
+
+nnc_module *nnc_sema_run_with(nnc_arena *arena, nnc_diags *diags, const nnc_ast *file,
+                              const nnc_sema_overrides *o) {
   nnc_sema s;
   memset(&s, 0, sizeof s);
   s.arena = arena;
   s.diags = diags;
   s.file = file;
+  s.overrides = o->settings;
+  s.noverrides = o->nsettings;
   nnc_config_defaults(&s.cfg);
   if (file->list.n == 0) {
     nnc_diag_file_error(diags, file->span.file,
@@ -228,7 +236,8 @@ nnc_module *nnc_sema_run(nnc_arena *arena, nnc_diags *diags, const nnc_ast *file
     nnc_sema_data(&s, s.datas.items[i], &s.data_cfg[i]);
   check_cycles(&s);
   if (s.train) nnc_sema_train(&s);
-  if (batch_override > 0) s.cfg.batch = batch_override; /* nnc run --batch N */
+  if (o->batch > 0) s.cfg.batch = o->batch; /* nnc run --batch N */
+  if (o->lr > 0) s.cfg.optim.lr = o->lr;    /* --lr X */
   if (s.train_model && s.train_model->list.n != 1)
     nnc_sema_error(&s, s.train_model->name_span,
                    "a trained model takes exactly one input (the sample); '%s' takes %d",

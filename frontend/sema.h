@@ -17,4 +17,14 @@
 nnc_module *nnc_sema_run(nnc_arena *arena, nnc_diags *diags, const nnc_ast *file,
                          int64_t batch_override);
 
+/* What the command line changes (nnc_frontend_options, parsed). */
+typedef struct nnc_sema_overrides {
+  int64_t batch;                  /* > 0: the batch size */
+  double lr;                      /* > 0: the optimizer's learning rate */
+  const nnc_ast *const *settings; /* TRAIN nodes whose settings replace the file's */
+  int nsettings;
+} nnc_sema_overrides;
+nnc_module *nnc_sema_run_with(nnc_arena *arena, nnc_diags *diags, const nnc_ast *file,
+                              const nnc_sema_overrides *o);
+
 #endif

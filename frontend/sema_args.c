@@ -18,7 +18,7 @@ bool nnc_sema_match(nnc_sema *s, const nnc_ast *call, const nnc_sig *sig, const 
   for (int i = 0; i < sig->n; i++)
     out[i] = NULL;
   int npos = 0;
-  bool seen_keyword = false;
+  bool seen_keyword = false, unknown_keyword = false;
   for (int i = 0; call->kind == NNC_AST_CALL && i < call->list.n; i++) {
     const nnc_ast *arg = call->list.items[i];
     int slot = -1;
@@ -55,6 +55,7 @@ bool nnc_sema_match(nnc_sema *s, const nnc_ast *call, const nnc_sig *sig, const 
             nnc_sema_error(s, arg->name_span, "unknown argument '%s' to %s", arg->str, sig->what);
         }
         ok = false;
+        unknown_keyword = true;
         continue;
       }
     }
@@ -68,7 +69,8 @@ bool nnc_sema_match(nnc_sema *s, const nnc_ast *call, const nnc_sig *sig, const 
     given_at[slot] = arg;
     out[slot] = arg->a;
   }
-  for (int k = 0; k < sig->nrequired; k++) {
+  /* A misspelt keyword usually is the missing argument: one error, not two. */
+  for (int k = 0; k < sig->nrequired && !unknown_keyword; k++) {
     if (out[k] || given_at[k]) continue;
     nnc_sema_error(s, call->kind == NNC_AST_CALL ? call->span : call->span,
                    "missing argument '%s' to %s", sig->names[k], sig->what);

@@ -29,6 +29,9 @@ typedef struct nnc_sema {
   nnc_data_config *data_cfg; /* one per DATA declaration, same order */
   bool *model_bad;           /* per model: not to be lowered (cycle) */
   const nnc_ast *train;      /* the TRAIN declaration, or NULL */
+  /* TRAIN nodes of --set: settings that replace the file's */
+  const nnc_ast *const *overrides;
+  int noverrides;
   nnc_train_config cfg;
   const nnc_ast *train_model;                  /* MODEL being trained */
   nnc_span loss_at, metrics_at, early_stop_at; /* where these were set */

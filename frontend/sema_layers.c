@@ -748,7 +748,7 @@ static const char *const p_reduce[] = {"x", "axis", "keepdims"};
 #define SIG(p) p, (int)(sizeof p / sizeof p[0])
 static const builtin builtins[] = {
     {"dense", SIG(p_dense), 2, 2, l_dense, true},
-    {"conv2d", SIG(p_conv), 3, 3, l_conv2d, true},
+    {"conv2d", SIG(p_conv), 3, 2, l_conv2d, true},
     {"maxpool", SIG(p_pool), 2, 2, l_maxpool, true},
     {"avgpool", SIG(p_pool), 2, 2, l_avgpool, true},
     {"global_avgpool", SIG(p_x), 1, 1, l_global_avgpool, true},

@@ -131,8 +131,10 @@ static void set_validate(nnc_sema *s, const nnc_ast *v) {
 
 /* ---- loss ---- */
 
+/* In nnc_loss_kind's order. */
+static const char *const losses[] = {"mse", "mae", "cross_entropy", "binary_cross_entropy"};
+
 static void set_loss(nnc_sema *s, const nnc_ast *v) {
-  static const char *const losses[] = {"mse", "mae", "cross_entropy", "binary_cross_entropy"};
   static const nnc_loss_kind kinds[] = {NNC_LOSS_MSE, NNC_LOSS_MAE, NNC_LOSS_CROSS_ENTROPY,
                                         NNC_LOSS_BINARY_CROSS_ENTROPY};
   static const char *const p_loss[] = {"reduction"};
@@ -232,7 +234,7 @@ static void schedule(nnc_sema *s, const nnc_ast *v, bool inner, bool *unit_given
   const nnc_ast *a[4];
   static const nnc_sig sigs[] = {{"constant", p_const, 1, 0, 0},  {"step", p_step, 3, 1, 1},
                                  {"multistep", p_multi, 3, 1, 1}, {"exponential", p_exp, 2, 1, 0},
-                                 {"cosine", p_cos, 3, 0, 0},      {"warmup", p_warm, 4, 2, 1}};
+                                 {"cosine", p_cos, 3, 1, 0},      {"warmup", p_warm, 4, 2, 1}};
   if (!nnc_sema_match(s, v, &sigs[k], a)) return;
   if (a[sigs[k].n - 1] && !set_unit(s, a[sigs[k].n - 1], unit_given)) return;
   switch (k) {
@@ -291,6 +293,9 @@ static void schedule(nnc_sema *s, const nnc_ast *v, bool inner, bool *unit_given
 }
 
 static void set_schedule(nnc_sema *s, const nnc_ast *v) {
+  nnc_train_config defaults;
+  nnc_config_defaults(&defaults);
+  s->cfg.schedule = defaults.schedule; /* a --set replaces the file's */
   bool unit_given = false;
   schedule(s, v, false, &unit_given);
 }
@@ -436,14 +441,15 @@ static void set_log(nnc_sema *s, const nnc_ast *v) {
   nnc_sema_str(s, v, "log", &s->cfg.log);
 }
 
-/* early_stop(metric = loss, patience = 5, min_delta = 0) */
+/* early_stop(metric = loss, patience = 5, min_delta = 0, restore_best = false) */
 static void set_early_stop(nnc_sema *s, const nnc_ast *v) {
-  static const char *const p[] = {"metric", "patience", "min_delta"};
+  static const char *const p[] = {"metric", "patience", "min_delta", "restore_best"};
   static const char *const metrics[] = {"loss", "accuracy"};
-  const nnc_ast *a[3];
-  nnc_sig sig = {"early_stop", p, 3, 0, 0};
+  const nnc_ast *a[4];
+  nnc_sig sig = {"early_stop", p, 4, 0, 0};
   if (!nnc_sema_match(s, v, &sig, a)) return;
   nnc_early_stop_config *e = &s->cfg.early_stop;
+  *e = (nnc_early_stop_config){0};
   e->enabled = true;
   e->metric = NNC_METRIC_LOSS;
   e->patience = 5;
@@ -454,6 +460,7 @@ static void set_early_stop(nnc_sema *s, const nnc_ast *v) {
   }
   if (a[1]) nnc_sema_int(s, a[1], "patience", 1, 1000000, &e->patience);
   if (a[2]) nnc_sema_num(s, a[2], "min_delta", 0, 1e30, &e->min_delta);
+  if (a[3]) nnc_sema_bool(s, a[3], "restore_best", &e->restore_best);
 }
 
 /* checkpoint(path = "ckpt.safetensors", every = 1, keep_best = false) */
@@ -463,6 +470,7 @@ static void set_checkpoint(nnc_sema *s, const nnc_ast *v) {
   nnc_sig sig = {"checkpoint", p, 3, 1, 1};
   if (!nnc_sema_match(s, v, &sig, a)) return;
   nnc_checkpoint_config *c = &s->cfg.checkpoint;
+  *c = (nnc_checkpoint_config){.every = 1};
   nnc_sema_str(s, a[0], "path", &c->path);
   if (a[1]) nnc_sema_int(s, a[1], "every", 1, 1000000, &c->every);
   if (a[2]) nnc_sema_bool(s, a[2], "keep_best", &c->keep_best);
@@ -517,6 +525,19 @@ static void unknown_setting(nnc_sema *s, const nnc_ast *st) {
     nnc_sema_error(s, st->name_span, "unknown setting '%s' in train block", st->str);
 }
 
+/* IDX files hold class labels (whole numbers), which only cross_entropy
+ * reads; a loss on float targets would fail when the data loads. */
+static void check_labels(nnc_sema *s) {
+  const nnc_train_config *c = &s->cfg;
+  if (!c->data_ref || c->data.format != NNC_DATA_IDX || c->loss == NNC_LOSS_CROSS_ENTROPY) return;
+  nnc_sema_error(s, s->loss_at,
+                 "%s needs float targets, but '%s' is IDX data, whose labels are class "
+                 "indices; use 'loss = cross_entropy' (one output per class)",
+                 losses[c->loss], c->data_ref);
+  int d = nnc_sema_find_data(s, c->data_ref);
+  if (d >= 0) nnc_sema_note(s, s->datas.items[d]->name_span, "'%s' is declared here", c->data_ref);
+}
+
 /* Rules that involve several settings. */
 static void check_together(nnc_sema *s) {
   nnc_train_config *c = &s->cfg;
@@ -531,14 +552,13 @@ static void check_together(nnc_sema *s) {
     nnc_sema_error(s, s->early_stop_at,
                    "early stopping on accuracy needs a classification "
                    "loss");
-  nnc_schedule_config *sc = &c->schedule;
-  if (sc->kind == NNC_SCHED_COSINE && sc->period == 0 && sc->unit == NNC_PER_EPOCH)
-    sc->period = c->epochs - sc->warmup > 1 ? c->epochs - sc->warmup : 1;
+  check_labels(s);
 }
 
-void nnc_sema_train(nnc_sema *s) {
-  const nnc_ast *seen[NSETTINGS] = {0};
-  const nnc_ast *body = s->train->body;
+/* The settings of one train block (the file's, or the --set ones), each
+ * at most once per block (seen). */
+static void apply_block(nnc_sema *s, const nnc_ast *block, const nnc_ast **seen) {
+  const nnc_ast *body = block->body;
   for (int i = 0; i < body->list.n; i++) {
     const nnc_ast *st = body->list.items[i];
     if (st->kind == NNC_AST_GROUP) {
@@ -569,11 +589,19 @@ void nnc_sema_train(nnc_sema *s) {
     seen[k] = st;
     settings[k].fn(s, is_call ? st : st->a);
   }
+}
+
+void nnc_sema_train(nnc_sema *s) {
+  const nnc_ast *seen[NSETTINGS] = {0}, *replaced[NSETTINGS] = {0};
+  apply_block(s, s->train, seen);
+  /* --set: the command line's settings replace the file's. */
+  for (int i = 0; i < s->noverrides; i++)
+    apply_block(s, s->overrides[i], replaced);
   /* Settings that read others (epochs may follow schedule) are finished
    * after the whole block. */
   static const char *const required[] = {"model", "data", "loss"};
   for (int i = 0; i < 3; i++)
-    if (!seen[find_setting(required[i])])
+    if (!seen[find_setting(required[i])] && !replaced[find_setting(required[i])])
       nnc_sema_error(s, s->train->name_span, "train block needs '%s = ...'", required[i]);
   check_together(s);
 }

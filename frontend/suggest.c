@@ -3,7 +3,9 @@
  * Takes a word and the names valid at that place; gives the closest one by
  * optimal-string-alignment distance (Levenshtein plus adjacent swaps, so
  * 'activaton' -> 'activation' is 1 and 'mdoel' -> 'model' is 1), or NULL when
- * nothing is close enough to be a plausible typo.
+ * nothing is close enough to be a plausible typo. A word that PyTorch or
+ * Keras spells differently (kernel_size, learning_rate, strides) gets our
+ * spelling when that is among the names, however far apart the two are.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +39,49 @@ int nnc_edit_distance(const char *a, const char *b, int cap) {
   return d[n][m] > cap ? cap + 1 : d[n][m];
 }
 
+/* PyTorch's and Keras' names for what nnc calls otherwise. */
+static const char *const foreign[][2] = {
+    {"kernel_size", "kernel"},
+    {"learning_rate", "lr"},
+    {"strides", "stride"},
+    {"pool_size", "size"},
+    {"rate", "p"},
+    {"out_features", "units"},
+    {"out_channels", "filters"},
+    {"use_bias", "bias"},
+    {"kernel_initializer", "init"},
+    {"bias_initializer", "bias_init"},
+    {"epsilon", "eps"},
+    {"negative_slope", "slope"},
+    {"num_embeddings", "vocab"},
+    {"embedding_dim", "dim"},
+    {"T_max", "period"},
+    {"eta_min", "min_lr"},
+    {"step_size", "every"},
+    {"decay_rate", "gamma"},
+    {"batch_size", "batch"},
+    {"num_epochs", "epochs"},
+    {"max_epochs", "epochs"},
+    {"validation_split", "validation"},
+    {"lr_scheduler", "schedule"},
+    {"scheduler", "schedule"},
+    {"criterion", "loss"},
+    {"optim", "optimizer"},
+};
+
+/* Our spelling of a foreign name, if it is among the candidates. */
+static const char *translate(const char *word, const char *const *candidates, int n) {
+  for (size_t f = 0; f < sizeof foreign / sizeof foreign[0]; f++) {
+    if (strcmp(word, foreign[f][0]) != 0) continue;
+    for (int i = 0; i < n; i++)
+      if (candidates[i] && strcmp(candidates[i], foreign[f][1]) == 0) return candidates[i];
+  }
+  return NULL;
+}
+
 const char *nnc_suggest(const char *word, const char *const *candidates, int n) {
+  const char *ours = translate(word, candidates, n);
+  if (ours) return ours;
   int len = (int)strlen(word);
   if (len < 2) return NULL; /* every one-letter name is one edit from every other */
   int limit = len / 3 > 1 ? len / 3 : 1;

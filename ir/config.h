@@ -148,6 +148,7 @@ typedef struct nnc_early_stop_config {
   nnc_metric metric; /* watched on the validation set (or the test split if none) */
   int64_t patience;  /* epochs without improvement before stopping */
   double min_delta;
+  bool restore_best; /* end on the best epoch's weights (Keras' restore_best_weights) */
 } nnc_early_stop_config;
 
 typedef struct nnc_checkpoint_config {

@@ -146,6 +146,26 @@ static void clip_by_value(build *b, param *ps, int n, double v) {
 
 /* ---- Learning-rate schedule ---- */
 
+/* The number of epochs the run trains, as a scalar the runtime writes before
+ * the first step (so `--epochs`, and resuming to a new total, stretch a
+ * schedule whose length is the run's), initialised to the .nn file's
+ * epochs. It is optimizer state, as PyTorch keeps T_max in the scheduler's
+ * state: resume restores it, transfer learning does not load it. The name is
+ * the runtime's contract (docs/runtime.md, "Schedules"). */
+static nnc_node *run_epochs(build *b) {
+  nnc_module *m = b->m;
+  int t = nnc_module_find_tensor(m, "schedule.epochs");
+  if (t < 0) {
+    nnc_init init = {NNC_INIT_CONSTANT, (double)m->config.epochs, 0, 0, 0};
+    nnc_shape scalar = {0, {0}};
+    nnc_span none = {0, 0, 0};
+    t = nnc_module_add_tensor(m, "schedule.epochs", NNC_ROLE_OPT_STATE, NNC_F32, &scalar, init,
+                              none);
+  }
+  nnc_node *e = nnc_ir_param(b->g, t);
+  return e->dtype == b->t ? e : nnc_ir_cast(b->g, e, b->t);
+}
+
 /* lr0 * schedule(t), t >= 0 counted in the schedule's unit after warmup. */
 static nnc_node *decayed(build *b, nnc_node *t, double lr0, bool *ok) {
   const nnc_schedule_config *s = &b->m->config.schedule;
@@ -164,12 +184,13 @@ static nnc_node *decayed(build *b, nnc_node *t, double lr0, bool *ok) {
   case NNC_SCHED_EXPONENTIAL: count = t; break; /* ExponentialLR: lr0 gamma^t */
   case NNC_SCHED_COSINE: {
     /* CosineAnnealingLR's closed form: min + (lr0 - min) (1 + cos(pi t / T)) / 2 */
-    int64_t period = s->period;
-    if (period <= 0 && s->unit == NNC_PER_STEP)
+    if (s->period <= 0 && s->unit == NNC_PER_STEP)
       return *ok = fail(b, "cosine schedule per step needs a period (in steps)"), NULL;
-    if (period <= 0)
-      period = b->m->config.epochs - s->warmup > 1 ? b->m->config.epochs - s->warmup : 1;
-    nnc_node *cosine = fn(b, NNC_OP_COS, scale(b, t, 3.14159265358979323846 / (double)period));
+    /* No period: the epochs of the run after warmup, max(epochs - W, 1). */
+    nnc_node *period =
+        s->period > 0 ? c(b, (double)s->period)
+                      : bin(b, NNC_OP_MAX, sub(b, run_epochs(b), c(b, (double)s->warmup)), c(b, 1));
+    nnc_node *cosine = fn(b, NNC_OP_COS, scale(b, dvd(b, t, period), 3.14159265358979323846));
     return add(b, c(b, s->min_lr), scale(b, add(b, c(b, 1), cosine), (lr0 - s->min_lr) / 2));
   }
   }

@@ -340,6 +340,8 @@ typedef struct nnc_rt_train_result {
   int stopped_early;  /* early stopping ended the run */
   double best_metric; /* best watched metric (NaN: none) */
   int64_t best_epoch; /* 1-based */
+  /* restore_best: the epoch whose weights the run ended on, 0: none */
+  int64_t restored_epoch;
 } nnc_rt_train_result;
 
 typedef struct nnc_rt_train_opts {
@@ -380,6 +382,12 @@ typedef struct nnc_rt_train_opts {
   const char *resume_path;
   const nnc_rt_io_hooks *io;   /* checkpoint write-failure injection (tests) */
   nnc_rt_train_result *result; /* filled when non-NULL */
+  /* End on the weights (parameters, frozen weights, buffers) of the best
+   * epoch by the watched metric, kept in memory, instead of the last
+   * epoch's (Keras' restore_best_weights). Checkpoints at checkpoint_path
+   * stay the last epoch's, the resumable position; after a resume, only
+   * epochs trained since can be restored. */
+  int restore_best;
   /* What val is, in messages and the curves' legend: "validation" (NULL)
    * or "test" when the test set is evaluated each epoch. */
   const char *val_name;
@@ -405,6 +413,12 @@ int nnc_rt_train(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nn
 /* Evaluates m on ds with eval_step: mean loss and accuracy over all samples. */
 int nnc_rt_evaluate(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nnc_rt_dataset *ds,
                     double *loss, double *acc, nnc_rt_error *err);
+/* nnc_rt_evaluate that also copies the model's output for every sample to
+ * out (f32[ds->n, m->num_classes], the output width: logits or regression
+ * values), read from the arena at pred_off after each eval_step (the
+ * compiler's offset of the model output; the table does not carry it). */
+int nnc_rt_predict(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nnc_rt_dataset *ds,
+                   int64_t pred_off, float *out, double *loss, double *acc, nnc_rt_error *err);
 
 /* ---- Training specification (spec.c) ------------------------------------
  * What a training run needs besides the compiled model: data, training
@@ -458,6 +472,7 @@ typedef struct nnc_rt_spec {
   int early_stop_metric; /* enum nnc_rt_metric */
   int64_t patience;      /* 5 */
   double min_delta;
+  int restore_best; /* end on the best epoch's weights */
   char *checkpoint_path;
   int64_t checkpoint_every; /* 1 */
   int keep_best;
@@ -492,6 +507,15 @@ double nnc_rt_now(void);
  * stdout. Returns the exit status: 0 done, 1 error, 2 bad command line. */
 int nnc_rt_main(const nnc_rt_model *m, const char *spec_text, const char *prog, int argc,
                 char **argv, double t_start);
+
+/* `nnc eval` (predict = 0) and `nnc predict` (predict = 1): the weights of
+ * --weights CKPT on the test set or --data, as docs/runtime.md describes
+ * ("Using a trained model"). pred_off is the arena offset of the model's
+ * output (the compiler's; -1: unknown, then eval prints no confusion
+ * matrix and predict fails). Flags in argv[1..argc-1]; prints like
+ * nnc_rt_main and returns the exit status. */
+int nnc_rt_eval_main(const nnc_rt_model *m, int64_t pred_off, const char *spec_text,
+                     const char *prog, int predict, int argc, char **argv);
 
 #ifdef __cplusplus
 }

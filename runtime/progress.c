@@ -72,6 +72,16 @@ void nnc_rt_progress_step(nnc_rt_progress *p, int64_t step, double loss_sum, dou
   p->line_open = 1;
 }
 
+void nnc_rt_progress_resumed(const nnc_rt_progress *p, const char *path, int64_t epoch,
+                             int64_t step, int patience_restarted) {
+  if (!p->out) return;
+  fprintf(p->out, "resumed from %s: epoch %lld of %lld done (step %lld)%s\n", path,
+          (long long)epoch, (long long)p->epochs, (long long)step,
+          patience_restarted ? "; it had stopped early, so early stopping's patience starts over"
+                             : "");
+  fflush(p->out);
+}
+
 void nnc_rt_progress_format_epoch(char *buf, size_t size, const nnc_rt_progress *p,
                                   const nnc_rt_epoch_stats *s) {
   int len = snprintf(buf, size, "epoch %lld/%lld  train loss %.4f", (long long)s->epoch + 1,

@@ -9,12 +9,16 @@
 
 #include "nnc_rt.h"
 
+#include <stdarg.h>
+
 /* nnc_rt_now(), the monotonic clock, is public (nnc_rt.h): drivers pass
  * its reading at process start to nnc_rt_main. */
 
 /* Levenshtein distance of two short strings (99 when either has 63 or more
  * characters); for "did you mean" suggestions (spec.c, session.c). */
 size_t nnc_rt_edit_distance(const char *a, const char *b);
+/* The one of n flag names within 2 edits of arg, or NULL (did you mean). */
+const char *nnc_rt_closest_flag(const char *arg, const char *const *names, int n);
 
 /* Throughput: samples / seconds, 0 when no time has passed. */
 double nnc_rt_samples_per_s(int64_t samples, double seconds);
@@ -41,11 +45,30 @@ void nnc_rt_progress_begin_epoch(nnc_rt_progress *p, int64_t epoch);
  * about ten times per second, and only when interactive. */
 void nnc_rt_progress_step(nnc_rt_progress *p, int64_t step, double loss_sum, double correct_sum,
                           int64_t samples);
+/* Says where a resumed run continues: "resumed from PATH: epoch E of N done
+ * (step S)", and that patience starts over when the saved run had stopped
+ * early. */
+void nnc_rt_progress_resumed(const nnc_rt_progress *p, const char *path, int64_t epoch,
+                             int64_t step, int patience_restarted);
 /* Clears the live line and prints the epoch summary line. */
 void nnc_rt_progress_end_epoch(nnc_rt_progress *p, const nnc_rt_epoch_stats *s);
 /* Formats the summary line of s (no newline) into buf. */
 void nnc_rt_progress_format_epoch(char *buf, size_t size, const nnc_rt_progress *p,
                                   const nnc_rt_epoch_stats *s);
+
+/* ---- Data paths (session.c), shared by training and evaluation ----
+ * nnc_rt_find_data finds a data file or folder: a path from the spec is
+ * tried in base_dir, /usr/share/datasets, then as given; one from the
+ * command line (from_cli) as given, then in /usr/share/datasets. The
+ * error lists every place tried. nnc_rt_find_idx_file finds NAME or
+ * NAME.gz in an IDX folder. Both give a malloc'd path. */
+int nnc_rt_find_data(const char *base_dir, const char *path, int want_dir, int from_cli,
+                     const char *what, char **out, nnc_rt_error *err);
+int nnc_rt_find_idx_file(const char *dir, const char *name, char **out, nnc_rt_error *err);
+
+/* A bad command line (session.c): "prog: error: <message> (see 'prog
+ * --help')" on stderr; returns exit status 2. */
+int nnc_rt_vusage_error(const char *prog, const char *fmt, va_list ap);
 
 /* ---- JSON (json.c) ----
  * A parsed JSON value. Numbers keep their double value and, when written as

@@ -134,15 +134,19 @@ static int read_header(nnc_rt_st_file *f, const char *path, nnc_rt_error *err) {
   uint64_t n = 0;
   for (int i = 7; i >= 0; i--)
     n = n << 8 | (unsigned char)f->bytes[i];
+  /* A file of another kind fails one of these first checks: say so before
+   * the detail (its first 8 bytes read as a length are text, not a size). */
   if (n < 2 || n > ST_MAX_HEADER)
-    return nnc_rt_fail(err, "%s: byte 0: header length %llu is %s", path, (unsigned long long)n,
-                       n < 2 ? "too small" : "over the 100 MB limit");
+    return nnc_rt_fail(err, "%s: byte 0: not a safetensors file: header length %llu is %s", path,
+                       (unsigned long long)n, n < 2 ? "too small" : "over the 100 MB limit");
   if (n > f->len - 8)
     return nnc_rt_fail(err,
-                       "%s: byte 0: header length %llu runs past the end of the file (%zu bytes)",
+                       "%s: byte 0: not a safetensors file: header length %llu runs past the "
+                       "end of the file (%zu bytes)",
                        path, (unsigned long long)n, f->len);
   if (f->bytes[8] != '{')
-    return nnc_rt_fail(err, "%s: byte 8: the header must start with '{'", path);
+    return nnc_rt_fail(err, "%s: byte 8: not a safetensors file: the header must start with '{'",
+                       path);
   f->data_start = 8 + (int64_t)n;
   if (nnc_rt_json_parse(&f->header, f->bytes + 8, (size_t)n, 8, path, err)) return -1;
   if (f->header.kind != NNC_RT_JSON_OBJECT)

@@ -41,6 +41,8 @@ typedef struct flags {
   int threads; /* 0: all cores */
   const char *data, *test_data, *resume, *log, *checkpoint;
   int quiet, help, report;
+  int no_checkpoint, no_log;
+  const char *compiled_flag; /* --lr or --set given to a compiled program */
 } flags;
 
 enum flag_id {
@@ -56,11 +58,16 @@ enum flag_id {
   FL_QUIET,
   FL_REPORT,
   FL_HELP,
+  FL_NO_CHECKPOINT,
+  FL_NO_LOG,
+  FL_LR,
+  FL_SET,
   NFLAGS
 };
 static const char *const flag_names[NFLAGS] = {
-    "--epochs", "--batch", "--seed",       "--threads", "--data",   "--test-data",
-    "--resume", "--log",   "--checkpoint", "--quiet",   "--report", "--help"};
+    "--epochs",        "--batch",  "--seed",       "--threads", "--data",   "--test-data",
+    "--resume",        "--log",    "--checkpoint", "--quiet",   "--report", "--help",
+    "--no-checkpoint", "--no-log", "--lr",         "--set"};
 
 /* ---- One run ----------------------------------------------------------------- */
 typedef struct session {
@@ -91,10 +98,15 @@ static int usage_error(const session *S, const char *fmt, ...)
 static int usage_error(const session *S, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  fprintf(stderr, "%s: error: ", S->prog);
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, " (see '%s --help')\n", S->prog);
+  int status = nnc_rt_vusage_error(S->prog, fmt, ap);
   va_end(ap);
+  return status;
+}
+
+int nnc_rt_vusage_error(const char *prog, const char *fmt, va_list ap) {
+  fprintf(stderr, "%s: error: ", prog);
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, " (see '%s --help')\n", prog);
   return EXIT_USAGE;
 }
 
@@ -129,12 +141,7 @@ static int find_flag(const char *arg, size_t len) {
 }
 
 static int unknown_flag(const session *S, const char *arg) {
-  const char *best = NULL;
-  size_t best_d = 3;
-  for (int i = 0; i < NFLAGS; i++) {
-    size_t d = nnc_rt_edit_distance(arg, flag_names[i]);
-    if (d < best_d) best_d = d, best = flag_names[i];
-  }
+  const char *best = nnc_rt_closest_flag(arg, flag_names, NFLAGS);
   if (arg[0] != '-') return usage_error(S, "unexpected argument '%s'", arg);
   if (best) return usage_error(S, "unknown option '%s'; did you mean '%s'?", arg, best);
   return usage_error(S, "unknown option '%s'", arg);
@@ -161,6 +168,10 @@ static int set_flag(session *S, int id, const char *v) {
   case FL_QUIET: f->quiet = 1; return 0;
   case FL_REPORT: f->report = 1; return 0;
   case FL_HELP: f->help = 1; return 0;
+  case FL_NO_CHECKPOINT: f->no_checkpoint = 1; return 0;
+  case FL_NO_LOG: f->no_log = 1; return 0;
+  case FL_LR:
+  case FL_SET: f->compiled_flag = name; return 0;
   case NFLAGS: break;
   }
   return 0;
@@ -178,7 +189,8 @@ static int parse_flags(session *S, int argc, char **argv) {
       snprintf(name, sizeof name, "%.*s", (int)len, arg);
       return unknown_flag(S, name);
     }
-    int is_switch = id == FL_QUIET || id == FL_REPORT || id == FL_HELP;
+    int is_switch = id == FL_QUIET || id == FL_REPORT || id == FL_HELP || id == FL_NO_CHECKPOINT ||
+                    id == FL_NO_LOG;
     const char *v = NULL;
     if (is_switch && arg[len] == '=') return usage_error(S, "%s takes no value", flag_names[id]);
     if (!is_switch) {
@@ -211,12 +223,24 @@ static void print_help(const session *S, int have_spec) {
          " (default %llu)\n",
          have_spec ? (unsigned long long)s->seed : 0ULL);
   printf("  --threads N        worker threads; 0 = all cores (default 0)\n");
-  printf("  --data PATH        training data: the IDX folder, the CSV file, or X.npy,Y.npy\n");
-  printf("  --test-data PATH   test data: the CSV file or X.npy,Y.npy\n");
+  /* Only the form this program's data takes. */
+  static const char *const data_forms[] = {"the IDX folder", "a CSV file", "X.npy,Y.npy"};
+  int format = have_spec && s->format >= NNC_RT_DATA_IDX && s->format <= NNC_RT_DATA_NPY
+                   ? s->format - NNC_RT_DATA_IDX
+                   : -1;
+  if (format < 0)
+    printf("  --data PATH        training data: the IDX folder, a CSV file, or X.npy,Y.npy\n");
+  else
+    printf("  --data PATH        training data: %s\n", data_forms[format]);
+  if (format != 0)
+    printf("  --test-data PATH   test data: %s\n",
+           format < 0 ? "a CSV file or X.npy,Y.npy" : data_forms[format]);
   printf("  --resume CKPT      continue the run saved in this checkpoint\n");
   printf("  --checkpoint FILE  write checkpoints (safetensors) to FILE\n");
   printf(
       "  --log FILE         metrics log, .csv or .jsonl; an SVG of the curves goes next to it\n");
+  printf("  --no-checkpoint    write no checkpoints, whatever the .nn file says\n");
+  printf("  --no-log           write no metrics log, whatever the .nn file says\n");
   printf("  --quiet            no progress output\n");
   printf("  --report           also print a machine-readable RESULT line\n");
   printf("  --help             this text\n");
@@ -249,17 +273,16 @@ static int is_kind(const char *path, int want_dir) {
 
 /* Finds a data file or folder. Paths from the spec are tried next to the
  * .nn file (base_dir), in /usr/share/datasets, then as given; paths from
- * the command line as given, then in /usr/share/datasets. *out is owned by
- * the session. */
-static int resolve(session *S, const char *path, int want_dir, int from_cli, const char *what,
-                   const char **out) {
+ * the command line as given, then in /usr/share/datasets. *out is
+ * malloc'd. */
+int nnc_rt_find_data(const char *base_dir, const char *path, int want_dir, int from_cli,
+                     const char *what, char **out, nnc_rt_error *err) {
   char *cands[3] = {0};
   int n = 0;
   if (path[0] == '/') {
     cands[n++] = strdup(path);
   } else {
-    if (!from_cli && S->spec.base_dir && *S->spec.base_dir)
-      cands[n++] = join(S->spec.base_dir, path);
+    if (!from_cli && base_dir && *base_dir) cands[n++] = join(base_dir, path);
     if (from_cli) cands[n++] = strdup(path);
     cands[n++] = join(DATASETS_DIR, path);
     if (!from_cli) cands[n++] = strdup(path);
@@ -273,36 +296,52 @@ static int resolve(session *S, const char *path, int want_dir, int from_cli, con
     if (found < 0 && is_kind(cands[i], want_dir)) found = i;
   }
   if (found >= 0) {
-    *out = own(S, cands[found]);
+    *out = cands[found];
     cands[found] = NULL;
   } else if (found == -1) {
     char tried[1536] = "";
     for (int i = 0; i < n; i++)
       snprintf(tried + strlen(tried), sizeof tried - strlen(tried), "%s%s", i ? ", " : "",
                cands[i]);
-    nnc_rt_fail(&S->err, "%s '%s' not found; looked in: %s", what, path, tried);
+    nnc_rt_fail(err, "%s '%s' not found; looked in: %s", what, path, tried);
   }
   for (int i = 0; i < n; i++)
     free(cands[i]);
-  if (found == -2) return nnc_rt_fail(&S->err, "out of memory");
-  return found >= 0 && *out ? 0 : found >= 0 ? nnc_rt_fail(&S->err, "too many paths") : -1;
+  if (found == -2) return nnc_rt_fail(err, "out of memory");
+  return found >= 0 ? 0 : -1;
 }
 
-/* An IDX file of the folder, raw or gzipped. */
-static int idx_file(session *S, const char *dir, const char *name, const char **out) {
+/* nnc_rt_find_data with the result owned by the session. */
+static int resolve(session *S, const char *path, int want_dir, int from_cli, const char *what,
+                   const char **out) {
+  char *p;
+  if (nnc_rt_find_data(S->spec.base_dir, path, want_dir, from_cli, what, &p, &S->err)) return -1;
+  *out = own(S, p);
+  return *out ? 0 : nnc_rt_fail(&S->err, "too many paths");
+}
+
+/* An IDX file of the folder, raw or gzipped; *out is malloc'd. */
+int nnc_rt_find_idx_file(const char *dir, const char *name, char **out, nnc_rt_error *err) {
   char gz[128];
   snprintf(gz, sizeof gz, "%s.gz", name);
   const char *names[2] = {name, gz};
   for (int i = 0; i < 2; i++) {
     char *p = join(dir, names[i]);
-    if (!p) return nnc_rt_fail(&S->err, "out of memory");
+    if (!p) return nnc_rt_fail(err, "out of memory");
     if (is_kind(p, 0)) {
-      *out = own(S, p);
-      return *out ? 0 : nnc_rt_fail(&S->err, "too many paths");
+      *out = p;
+      return 0;
     }
     free(p);
   }
-  return nnc_rt_fail(&S->err, "%s/%s (or %s.gz): not found", dir, name, name);
+  return nnc_rt_fail(err, "%s/%s (or %s.gz): not found", dir, name, name);
+}
+
+static int idx_file(session *S, const char *dir, const char *name, const char **out) {
+  char *p;
+  if (nnc_rt_find_idx_file(dir, name, &p, &S->err)) return -1;
+  *out = own(S, p);
+  return *out ? 0 : nnc_rt_fail(&S->err, "too many paths");
 }
 
 /* ---- Data -------------------------------------------------------------------- */
@@ -368,6 +407,11 @@ static int load_files(session *S, const nnc_rt_spec_files *files, const char *cl
       return -1;
   } else {
     const char *want = cli ? cli : files->x;
+    if (cli && strchr(cli, ','))
+      return nnc_rt_fail(&S->err,
+                         "--data '%s': this model's data is one CSV file (FEATURES.npy,LABELS.npy "
+                         "is the form for npy data)",
+                         cli);
     if (resolve(S, want, 0, cli != NULL, "data file", &x)) return -1;
     if (s->format == NNC_RT_DATA_NPY && resolve(S, files->y, 0, 0, "data file", &y)) return -1;
   }
@@ -589,6 +633,7 @@ static int train(session *S) {
                          .nextra = S->nextra,
                          .resume_path = s->resume_path,
                          .result = &S->result,
+                         .restore_best = s->restore_best,
                          .val_name = val == &S->test ? "test" : "validation"};
   /* The first step follows at once: nnc_rt_train only shuffles (and, when
    * resuming, loads the checkpoint) before it. */
@@ -613,6 +658,9 @@ static int report(session *S) {
   if (S->result.stopped_early && !S->f.quiet)
     fprintf(stderr, "early stopping after epoch %lld: best epoch %lld\n",
             (long long)S->result.last_epoch, (long long)S->result.best_epoch);
+  if (S->result.restored_epoch && !S->f.quiet)
+    fprintf(stderr, "restored the weights of epoch %lld (restore_best)\n",
+            (long long)S->result.restored_epoch);
   double sps = nnc_rt_samples_per_s(S->trained_samples, S->step_s);
   printf("trained %lld epoch%s in %.1f s: %.0f samples/s\n", (long long)S->result.epochs_run,
          S->result.epochs_run == 1 ? "" : "s", S->train_s, sps);
@@ -637,6 +685,12 @@ static int apply_flags(session *S) {
                        "(nnc %s --batch %lld -o %s)",
                        (long long)f->batch, (long long)S->m->batch, (long long)f->batch,
                        s->source ? s->source : "MODEL.nn", (long long)f->batch, S->prog);
+  if (f->compiled_flag)
+    return usage_error(S,
+                       "%s changes what is compiled into this program; recompile with it (nnc %s "
+                       "%s ... -o %s)",
+                       f->compiled_flag, s->source ? s->source : "MODEL.nn", f->compiled_flag,
+                       S->prog);
   char **strs[3] = {&s->resume_path, &s->log_path, &s->checkpoint_path};
   const char *vals[3] = {f->resume, f->log, f->checkpoint};
   for (int i = 0; i < 3; i++) {
@@ -647,6 +701,11 @@ static int apply_flags(session *S) {
   }
   if (f->epochs) s->epochs = f->epochs;
   if (f->has_seed) s->seed = f->seed;
+  if (f->no_log) free(s->log_path), s->log_path = NULL;
+  if (f->no_checkpoint) { /* keep_best's file needs the path */
+    free(s->checkpoint_path), s->checkpoint_path = NULL;
+    s->keep_best = 0;
+  }
   return 0;
 }
 

@@ -77,6 +77,7 @@ static const key_def keys[] = {
     {"early_stop.metric", V_ENUM, F(early_stop_metric), 0, 0, "loss|accuracy", NNC_RT_METRIC_LOSS},
     {"early_stop.patience", V_INT, F(patience), 0, 1e9, NULL, 0},
     {"early_stop.min_delta", V_NUM, F(min_delta), 0, 1e30, NULL, 0},
+    {"early_stop.restore_best", V_BOOL, F(restore_best), 0, 0, NULL, 0},
     {"checkpoint.path", V_STR, F(checkpoint_path), 0, 0, NULL, 0},
     {"checkpoint.every", V_INT, F(checkpoint_every), 1, 1e9, NULL, 0},
     {"checkpoint.keep_best", V_BOOL, F(keep_best), 0, 0, NULL, 0},
@@ -156,6 +157,16 @@ size_t nnc_rt_edit_distance(const char *a, const char *b) {
     }
   }
   return row[lb];
+}
+
+const char *nnc_rt_closest_flag(const char *arg, const char *const *names, int n) {
+  const char *best = NULL;
+  size_t best_d = 3;
+  for (int i = 0; i < n; i++) {
+    size_t d = nnc_rt_edit_distance(arg, names[i]);
+    if (d < best_d) best_d = d, best = names[i];
+  }
+  return best;
 }
 
 /* The known key closest to name, or NULL: a key whose last part is name

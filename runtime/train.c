@@ -130,7 +130,13 @@ static void batch_sums(const nnc_rt_model *m, const char *arena, int64_t valid, 
 
 int nnc_rt_evaluate(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nnc_rt_dataset *ds,
                     double *loss, double *acc, nnc_rt_error *err) {
+  return nnc_rt_predict(m, arena, pool, ds, -1, NULL, loss, acc, err);
+}
+
+int nnc_rt_predict(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nnc_rt_dataset *ds,
+                   int64_t pred_off, float *out, double *loss, double *acc, nnc_rt_error *err) {
   *loss = *acc = NAN;
+  if (out && pred_off < 0) return nnc_rt_fail(err, "the model's output is not kept in its arena");
   if (m->batch < 1) return nnc_rt_fail(err, "model batch size %lld < 1", (long long)m->batch);
   if (check_dataset(m, ds, "evaluation", err)) return -1;
   if (ds->n <= 0) return 0;
@@ -143,6 +149,9 @@ int nnc_rt_evaluate(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const
       put_padding(m, arena, r);
     m->eval_step(arena, pool);
     batch_sums(m, arena, valid, &loss_sum, &correct_sum);
+    if (out) /* f32[batch, num_classes] at pred_off: keep the valid rows */
+      memcpy(out + start * m->num_classes, arena + pred_off,
+             (size_t)(valid * m->num_classes) * sizeof(float));
   }
   *loss = loss_sum / (double)ds->n;
   if (m->correct_vec_off >= 0) *acc = correct_sum / (double)ds->n;
@@ -164,6 +173,10 @@ typedef struct run {
   nnc_rt_log log;
   double t0; /* nnc_rt_now() at the start, less the wall time of resumed epochs */
   double lr; /* as the model last reported it; NaN: it does not */
+
+  int patience_restarted; /* resumed a run that had stopped early */
+  float *best;            /* restore_best: the weights of epoch best_kept */
+  int64_t best_kept;      /* 1-based, 0: none kept */
   /* The window of the next step row of the log. */
   double win_loss, win_correct, win_start;
   int64_t win_samples;
@@ -261,6 +274,35 @@ static int save(run *r, const char *path) {
   return nnc_rt_checkpoint_save(path, r->m, r->arena, &so, r->err);
 }
 
+/* The weights restore_best keeps: parameters, frozen weights, buffers. */
+static int is_weight(const nnc_rt_tensor *t) {
+  return t->role != NNC_RT_OPT_STATE;
+}
+
+/* Copies the weights between the arena and r->best (to_arena: back). */
+static void copy_weights(run *r, int to_arena) {
+  size_t at = 0;
+  for (int i = 0; i < r->m->ntensors; i++) {
+    const nnc_rt_tensor *t = &r->m->tensors[i];
+    if (!is_weight(t)) continue;
+    size_t bytes = (size_t)nnc_rt_numel(t->rank, t->shape) * sizeof(float);
+    if (to_arena)
+      memcpy(r->arena + t->offset, (char *)r->best + at, bytes);
+    else
+      memcpy((char *)r->best + at, r->arena + t->offset, bytes);
+    at += bytes;
+  }
+}
+
+static int alloc_best(run *r) {
+  size_t bytes = 1;
+  for (int i = 0; i < r->m->ntensors; i++)
+    if (is_weight(&r->m->tensors[i]))
+      bytes += (size_t)nnc_rt_numel(r->m->tensors[i].rank, r->m->tensors[i].shape) * sizeof(float);
+  r->best = malloc(bytes);
+  return r->best ? 0 : nnc_rt_fail(r->err, "out of memory for the best weights (%zu bytes)", bytes);
+}
+
 /* After epoch `epoch` (0-based) finished: log, watch, checkpoint. Sets
  * *stop when early stopping ends the run. */
 static int end_epoch(run *r, const nnc_rt_epoch_stats *s, int *stop) {
@@ -278,6 +320,10 @@ static int end_epoch(run *r, const nnc_rt_epoch_stats *s, int *stop) {
                         .wall_s = nnc_rt_now() - r->t0};
   if (nnc_rt_log_write(&r->log, &row, r->err)) return -1;
   int improved = watch(r, s);
+  if (r->best && improved) {
+    copy_weights(r, 0);
+    r->best_kept = s->epoch + 1;
+  }
   *stop = o->early_stop && !improved && r->st.wait >= o->patience;
   if (!o->checkpoint_path) return 0;
   int64_t every = o->checkpoint_every > 0 ? o->checkpoint_every : 1;
@@ -328,8 +374,34 @@ static int resume(run *r) {
                        "per epoch (was the data set or batch size changed?)",
                        o->resume_path, (long long)st.step, (long long)st.epoch,
                        (long long)r->steps);
+  if (st.epoch >= o->epochs)
+    return nnc_rt_fail(r->err,
+                       "nothing to train: %s has done %lld epoch%s and the run is for %lld in "
+                       "total (epochs counts the resumed ones too); ask for more than %lld",
+                       o->resume_path, (long long)st.epoch, st.epoch == 1 ? "" : "s",
+                       (long long)o->epochs, (long long)st.epoch);
+  /* A run that early stopping ended is resumed to train more: patience
+   * starts over, as a new fit does in Keras (otherwise it would stop again
+   * after one epoch). */
+  r->patience_restarted = o->early_stop && st.wait >= o->patience;
+  if (r->patience_restarted) st.wait = 0;
   r->st = st;
   return 0;
+}
+
+/* A schedule whose length is the run's (cosine without a period) reads the
+ * run's total epochs from this scalar optimizer-state tensor; it is set
+ * here, after any resume, so `--epochs` and resuming to a new total
+ * stretch the schedule instead of restarting its cycle. */
+static const char RUN_EPOCHS_TENSOR[] = "schedule.epochs";
+
+static void set_run_length(const run *r) {
+  for (int i = 0; i < r->m->ntensors; i++) {
+    const nnc_rt_tensor *t = &r->m->tensors[i];
+    if (t->role != NNC_RT_OPT_STATE || t->rank != 0 || strcmp(t->name, RUN_EPOCHS_TENSOR)) continue;
+    float epochs = (float)r->o->epochs;
+    memcpy(r->arena + t->offset, &epochs, sizeof epochs);
+  }
 }
 
 static void init_state(run *r) {
@@ -395,6 +467,7 @@ int nnc_rt_train(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nn
   if (opts->result) *opts->result = (nnc_rt_train_result){.best_metric = NAN};
   init_state(&r);
   if (opts->resume_path && resume(&r)) return -1;
+  set_run_length(&r);
   r.perm = malloc((size_t)train->n * sizeof *r.perm);
   r.scratch = malloc((size_t)m->sample_size * sizeof *r.scratch + 1);
   if (!r.perm || !r.scratch) {
@@ -405,8 +478,16 @@ int nnc_rt_train(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nn
   int rc = opts->log_path ? nnc_rt_log_open(&r.log, opts->log_path, r.st.epoch > 0, err) : 0;
   nnc_rt_progress_init(&r.progress, opts->progress, opts->interactive, opts->epochs, r.steps,
                        m->batch, m->correct_vec_off >= 0);
+  if (opts->resume_path)
+    nnc_rt_progress_resumed(&r.progress, opts->resume_path, r.st.epoch, r.st.step,
+                            r.patience_restarted);
   nnc_rt_set_ftz_daz();
+  if (rc == 0 && opts->restore_best) rc = alloc_best(&r);
   if (rc == 0) rc = run_epochs(&r, cb, user);
+  if (rc == 0 && r.best_kept && r.best_kept != r.st.epoch) {
+    copy_weights(&r, 1);
+    if (opts->result) opts->result->restored_epoch = r.best_kept;
+  }
   rc = finish_log(&r, rc);
   if (opts->result) {
     opts->result->last_epoch = r.st.epoch;
@@ -415,5 +496,6 @@ int nnc_rt_train(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nn
   }
   free(r.perm);
   free(r.scratch);
+  free(r.best);
   return rc;
 }

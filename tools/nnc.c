@@ -5,6 +5,8 @@
  *   nnc check FILE...              diagnostics only; exit 0 and print nothing if clean
  *   nnc run FILE [flags]           compile in memory (ORC LLJIT) and train now
  *   nnc show CKPT [GLOB...]        list the tensors of a safetensors file
+ *   nnc eval|predict FILE --weights CKPT   a trained model on data (tools/eval.c)
+ *   nnc summary FILE               layers, shapes, parameters, memory (tools/summary.c)
  *   nnc FILE -o PROGRAM            a standalone training executable (no LLVM in it)
  *   nnc --emit=KIND FILE [-o OUT]  ir | llvm | asm | obj
  *   nnc --help | --version
@@ -26,6 +28,7 @@
 #include <sys/wait.h>
 
 #include "codegen.h"
+#include "driver.h"
 #include "frontend.h"
 #include "ir.h"
 #include "nnc_rt.h"
@@ -40,6 +43,9 @@ static const char usage[] =
     "usage: nnc check FILE...               check .nn files, print diagnostics\n"
     "       nnc run FILE [flags]            compile in memory and train now\n"
     "       nnc show CKPT [GLOB...]         list a checkpoint's tensors (values or statistics)\n"
+    "       nnc eval FILE --weights CKPT [--data PATH]      loss, accuracy, confusion matrix\n"
+    "       nnc predict FILE --weights CKPT [--data PATH] -o OUT.csv|OUT.npy\n"
+    "       nnc summary FILE                layers, shapes, parameter counts, memory plan\n"
     "       nnc FILE -o PROGRAM [--batch N] write a standalone training executable\n"
     "       nnc --emit=KIND FILE [-o OUT]   KIND: ir, llvm, asm (to stdout or OUT), obj (needs "
     "-o)\n"
@@ -52,7 +58,10 @@ static const char usage[] =
     "flags of 'nnc run' (and of executables written with -o):\n"
     "  --epochs N  --batch N  --seed N  --threads N  --data PATH  --test-data PATH\n"
     "  --resume CKPT  --checkpoint FILE  --log FILE  --quiet  --report\n"
-    "  (--batch recompiles: the batch size is compiled into the kernels)\n"
+    "  --no-checkpoint  --no-log   write no checkpoint / metrics log, whatever the file says\n"
+    "  --lr X  --set SETTING       change a train-block setting: --set epochs=3,\n"
+    "                              --set 'optimizer = sgd(lr = 0.1)' (also with -o and --emit)\n"
+    "  (--batch, --lr and --set recompile: they are compiled into the kernels)\n"
     "\n"
     "environment: NNC_DEBUG=1 verifies the IR after every pass and prints pass times;\n"
     "             NNC_DUMP_AFTER=PASS|all prints the IR after a pass\n";
@@ -166,33 +175,38 @@ static int cmd_emit_ir(const char *path) {
 
 /* ---- Compiling to kernels ------------------------------------------------ */
 
-/* Everything one compiled .nn file needs, freed by compiled_free. */
-typedef struct compiled {
-  nnc_arena arena;
-  nnc_module *m;
-  nnc_cg_program *prog; /* NULL unless JIT-compiled */
-  const char *path;
-} compiled;
-
-static void compiled_free(compiled *c) {
+void compiled_free(compiled *c) {
   if (c->prog) nnc_cg_free(c->prog);
   nnc_arena_destroy(&c->arena);
 }
 
 /* Front end and graph passes: a module ready for codegen, or false after
  * printing why. */
-static bool build_module(compiled *c, const char *path, int64_t batch) {
+bool build_module(compiled *c, const char *path, int64_t batch) {
+  nnc_frontend_options fo = {.batch = batch};
+  return build_module_with(c, path, &fo);
+}
+
+bool build_module_with(compiled *c, const char *path, const nnc_frontend_options *fo) {
+  return build_frontend(c, path, fo) && build_passes(c);
+}
+
+bool build_frontend(compiled *c, const char *path, const nnc_frontend_options *fo) {
   nnc_arena_init(&c->arena);
   c->path = path;
   c->prog = NULL;
-  nnc_frontend_options fo = {batch};
   nnc_frontend_result r;
-  if (!compile_file_with(&c->arena, path, &fo, &r)) return false;
+  if (!compile_file_with(&c->arena, path, fo, &r)) return false;
   if (!r.module) {
     fprintf(stderr, "%s: error: no 'train' block: nothing to compile\n", path);
     return false;
   }
   c->m = r.module;
+  return true;
+}
+
+bool build_passes(compiled *c) {
+  const char *path = c->path;
   nnc_pipeline_opts po;
   nnc_pipeline_default_opts(&po, stderr);
   char err[1024];
@@ -221,12 +235,12 @@ static char *folder_of(nnc_arena *a, const char *path) {
   return out;
 }
 
-static char *spec_of(compiled *c) {
+char *spec_of(compiled *c) {
   return nnc_spec_write(c->m, c->path, folder_of(&c->arena, c->path), nnc_module_hash(c->m));
 }
 
 /* Finds "--batch N" / "--batch=N" among argv; 0 when absent, -1 when bad. */
-static int64_t batch_flag(int argc, char **argv) {
+int64_t batch_flag(int argc, char **argv) {
   for (int i = 0; i < argc; i++) {
     const char *v = NULL;
     if (!strcmp(argv[i], "--batch") && i + 1 < argc)
@@ -243,15 +257,76 @@ static int64_t batch_flag(int argc, char **argv) {
   return 0;
 }
 
+/* Takes --lr X and --set SETTING (also --lr=X, --set=SETTING) out of
+ * argv[1..] into cf, and --batch's value (left in argv: the session checks
+ * it); prints and returns 2 on a bad value. */
+int take_compile_flags(int *argc, char **argv, compile_flags *cf) {
+  memset(cf, 0, sizeof *cf);
+  cf->fo.settings = cf->settings;
+  cf->fo.batch = batch_flag(*argc - 1, argv + 1);
+  if (cf->fo.batch < 0) {
+    fputs("nnc: error: --batch needs a whole number from 1 to 1048576\n", stderr);
+    return 2;
+  }
+  int out = 1;
+  for (int i = 1; i < *argc; i++) {
+    const char *a = argv[i], *v = NULL;
+    bool lr = !strcmp(a, "--lr") || !strncmp(a, "--lr=", 5);
+    bool set = !strcmp(a, "--set") || !strncmp(a, "--set=", 6);
+    if (!lr && !set) {
+      argv[out++] = argv[i];
+      continue;
+    }
+    const char *eq = strchr(a, '=');
+    v = eq ? eq + 1 : i + 1 < *argc ? argv[++i] : NULL;
+    if (!v || !*v) {
+      fprintf(stderr, "nnc: error: %s needs a value\n", lr ? "--lr" : "--set");
+      return 2;
+    }
+    if (set) {
+      if (cf->fo.nsettings == MAX_SETTINGS) {
+        fprintf(stderr, "nnc: error: at most %d --set\n", MAX_SETTINGS);
+        return 2;
+      }
+      cf->settings[cf->fo.nsettings++] = v;
+      continue;
+    }
+    char *end;
+    cf->fo.lr = strtod(v, &end);
+    if (*end || !(cf->fo.lr > 0) || cf->fo.lr > 1e6) {
+      fprintf(stderr, "nnc: error: --lr needs a positive number, got '%s'\n", v);
+      return 2;
+    }
+  }
+  *argc = out;
+  argv[out] = NULL;
+  return 0;
+}
+
 static bool has_flag(int argc, char **argv, const char *flag) {
   for (int i = 0; i < argc; i++)
     if (!strcmp(argv[i], flag)) return true;
   return false;
 }
 
+/* The .nn file may follow flags (`nnc run --quiet m.nn`): moves the first
+ * argument that names a .nn file to the front, the others keeping their
+ * order. */
+void file_first(int argc, char **argv) {
+  for (int i = 0; i < argc; i++) {
+    size_t n = strlen(argv[i]);
+    if (argv[i][0] == '-' || n < 4 || strcmp(argv[i] + n - 3, ".nn") != 0) continue;
+    char *file = argv[i];
+    memmove(argv + 1, argv, (size_t)i * sizeof *argv);
+    argv[0] = file;
+    return;
+  }
+}
+
 /* nnc run FILE [flags]: JIT-compile and hand over to the runtime session,
  * which parses the remaining flags exactly as a standalone trainer does. */
 static int cmd_run(int argc, char **argv, double t_start) {
+  file_first(argc, argv);
   if (argc < 1 || argv[0][0] == '-') {
     if (argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
       fputs(usage, stdout);
@@ -261,13 +336,10 @@ static int cmd_run(int argc, char **argv, double t_start) {
     fputs(usage, stderr);
     return 2;
   }
-  int64_t batch = batch_flag(argc - 1, argv + 1);
-  if (batch < 0) {
-    fputs("nnc: error: --batch needs a whole number from 1 to 1048576\n", stderr);
-    return 2;
-  }
+  compile_flags cf;
+  if (take_compile_flags(&argc, argv, &cf)) return 2;
   compiled c;
-  if (!build_module(&c, argv[0], batch)) {
+  if (!build_module_with(&c, argv[0], &cf.fo)) {
     compiled_free(&c);
     return 1;
   }
@@ -418,13 +490,14 @@ static void print_version(void) {
  * plus C glue, linked with the runtime by the system C compiler. The glue's
  * table comes from lowering and planning alone (no machine code is made
  * twice). */
-static int cmd_build(const char *path, const char *out, int64_t batch, const nnc_cg_options *co) {
+static int cmd_build(const char *path, const char *out, const nnc_frontend_options *fo,
+                     const nnc_cg_options *co) {
   compiled c;
   int status = 1;
   char err[1024];
   char dir[] = "/tmp/nnc-link-XXXXXX";
   bool have_dir = false;
-  if (!build_module(&c, path, batch)) goto done;
+  if (!build_module_with(&c, path, fo)) goto done;
   if (!nnc_cg_compile_table(c.m, co, &c.prog, err, sizeof err)) {
     fprintf(stderr, "%s: error: %s\n", path, err);
     goto done;
@@ -484,8 +557,8 @@ done:
 }
 
 /* nnc --emit=llvm|asm|obj FILE [-o OUT] [--batch N] */
-static int cmd_emit(const char *kind, const char *path, const char *out, int64_t batch,
-                    const nnc_cg_options *co) {
+static int cmd_emit(const char *kind, const char *path, const char *out,
+                    const nnc_frontend_options *fo, const nnc_cg_options *co) {
   nnc_cg_output k;
   if (!strcmp(kind, "llvm"))
     k = NNC_CG_LLVM;
@@ -503,7 +576,7 @@ static int cmd_emit(const char *kind, const char *path, const char *out, int64_t
   }
   compiled c;
   int status = 1;
-  if (build_module(&c, path, batch)) {
+  if (build_module_with(&c, path, fo)) {
     char err[1024];
     if (nnc_cg_emit(c.m, co, k, out ? out : "-", err, sizeof err))
       status = 0;
@@ -532,7 +605,13 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "check") == 0) return cmd_check(argc - 2, argv + 2);
   if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2, t_start);
   if (strcmp(cmd, "show") == 0) return cmd_show(argc - 2, argv + 2);
-  /* The remaining forms: [--emit=KIND] FILE [-o OUT] [--batch N], any order. */
+  if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 2, argv + 2, 0);
+  if (strcmp(cmd, "predict") == 0) return cmd_eval(argc - 2, argv + 2, 1);
+  if (strcmp(cmd, "summary") == 0) return cmd_summary(argc - 2, argv + 2);
+  /* The remaining forms: [--emit=KIND] FILE [-o OUT] [--batch N] [--lr X]
+   * [--set SETTING], any order. */
+  compile_flags cf;
+  if (take_compile_flags(&argc, argv, &cf)) return 2;
   const char *emit = NULL, *file = NULL, *out = NULL, *cpu = NULL;
   int64_t batch = 0;
   for (int i = 1; i < argc; i++) {
@@ -584,8 +663,9 @@ int main(int argc, char **argv) {
     }
     return cmd_emit_ir(file);
   }
-  if (emit) return cmd_emit(emit, file, out, batch, &co);
-  if (out) return cmd_build(file, out, batch, &co);
+  cf.fo.batch = batch;
+  if (emit) return cmd_emit(emit, file, out, &cf.fo, &co);
+  if (out) return cmd_build(file, out, &cf.fo, &co);
   fprintf(stderr, "nnc: error: nothing to do with '%s': use 'nnc check', 'nnc run', -o or --emit\n",
           file);
   return 2;

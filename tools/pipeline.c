@@ -58,18 +58,34 @@ static bool after(nnc_module *m, const nnc_pipeline_opts *o, const char *name, d
   return true;
 }
 
+/* The passes, in order, by the names NNC_DUMP_AFTER takes. */
+static const char *const pass_names[] = {"frontend", "build_training", "simplify"};
+
+/* A dump request that names no pass is a mistake to report, not to ignore. */
+static bool check_dump_after(const nnc_pipeline_opts *o, char *err, size_t errlen) {
+  if (!o->dump_after || !strcmp(o->dump_after, "all")) return true;
+  for (size_t i = 0; i < sizeof pass_names / sizeof pass_names[0]; i++)
+    if (!strcmp(o->dump_after, pass_names[i])) return true;
+  snprintf(err, errlen,
+           "NNC_DUMP_AFTER=%s names no pass (use all, frontend, build_training or "
+           "simplify)",
+           o->dump_after);
+  return false;
+}
+
 bool nnc_pipeline_run(nnc_module *m, const nnc_pipeline_opts *o, char *err, size_t errlen) {
+  if (!check_dump_after(o, err, errlen)) return false;
   double t = now_s();
-  if (!after(m, o, "frontend", 0, err, errlen)) return false;
+  if (!after(m, o, pass_names[0], 0, err, errlen)) return false;
 
   if (m->train) {
     t = now_s();
     if (!nnc_build_training(m, err, errlen)) return false;
-    if (!after(m, o, "build_training", now_s() - t, err, errlen)) return false;
+    if (!after(m, o, pass_names[1], now_s() - t, err, errlen)) return false;
   }
 
   t = now_s();
   if (m->train) nnc_simplify(m->train);
   if (m->eval) nnc_simplify(m->eval);
-  return after(m, o, "simplify", now_s() - t, err, errlen);
+  return after(m, o, pass_names[2], now_s() - t, err, errlen);
 }

@@ -60,7 +60,9 @@ static void put_data(FILE *f, const nnc_train_config *c) {
 }
 
 static void put_control(FILE *f, const nnc_train_config *c) {
-  const char *validate = "none";
+  /* Without `validate =`, a declared validation split is evaluated (as
+   * Keras' validation_split is); the test set only when asked for. */
+  const char *validate = c->data.val_fraction > 0 ? "validation" : "none";
   if (c->has_validation)
     validate =
         c->validate_split && !strcmp(c->validate_split, "validation") ? "validation" : "test";
@@ -74,6 +76,7 @@ static void put_control(FILE *f, const nnc_train_config *c) {
             c->early_stop.metric == NNC_METRIC_ACCURACY ? "accuracy" : "loss");
     fprintf(f, "early_stop.patience = %lld\n", (long long)c->early_stop.patience);
     fprintf(f, "early_stop.min_delta = %.17g\n", c->early_stop.min_delta);
+    if (c->early_stop.restore_best) fputs("early_stop.restore_best = true\n", f);
   }
   if (c->checkpoint.path) {
     put_str(f, "checkpoint.path", c->checkpoint.path);

@@ -21,6 +21,11 @@
 #   errors     exit status and message of a bad .nn, a missing data file, a
 #              truncated IDX file, a wrong --batch, a non-finite loss (and the
 #              checkpoint before it still loads)
+#   workflow   a CSV regression and classifier as a Keras user runs them:
+#              --epochs stretches cosine(), the validation split is evaluated
+#              by default, resume (more epochs, after early stopping, nothing
+#              left), nnc eval and predict equal nnc run's test results,
+#              nnc summary of fashion_mlp, and the errors of common mistakes
 #
 # Runs use --threads 1 unless threads are the point: the pool spins while
 # waiting, so several multi-threaded trainers on few cores (ctest -j) crawl.
@@ -159,7 +164,7 @@ if want fashion; then
       run help "$TMP/train_mlp" --help
       expect_rc help 0 && expect_grep help.out "--epochs"
       run mlp_a "$TMP/train_mlp" --epochs 1 --log a.csv --report --quiet
-      run mlp_b "$NNC" run "$EX/fashion_mlp.nn" --epochs 1 --log b.csv --threads 1 --report --quiet
+      run mlp_b "$NNC" run "$EX/fashion_mlp.nn" --epochs 1 --log b.csv --checkpoint b.safetensors --threads 1 --report --quiet
       if expect_rc mlp_a 0 && expect_rc mlp_b 0; then
         acc_a=$(result_field mlp_a.out test_acc)
         acc_b=$(result_field mlp_b.out test_acc)
@@ -174,6 +179,20 @@ if want fashion; then
         fi
         check "Fashion-MNIST MLP, 1 epoch" "acc >= 0.83" acc="$acc_b"
         check "one epoch of 937 steps" "s == 937" s="$(log_col a.csv step)"
+        # nnc eval of the checkpoint prints nnc run's test line; predict's
+        # classes are the columns of eval's confusion matrix.
+        run mlp_ev "$NNC" eval "$EX/fashion_mlp.nn" --weights b.safetensors --threads 1
+        run mlp_pr "$NNC" predict "$EX/fashion_mlp.nn" --weights b.safetensors -o b_pred.csv --threads 1
+        if expect_rc mlp_ev 0 && expect_rc mlp_pr 0; then
+          [ "$(grep '^test:' mlp_b.out)" = "$(grep '^test:' mlp_ev.out)" ] ||
+            fail "eval '$(grep '^test:' mlp_ev.out)' differs from run '$(grep '^test:' mlp_b.out)'"
+          cols=$(awk '/^confusion/ { m = 1; next } /^accuracy per class/ { m = 0 }
+                      m && m++ > 1 { for (i = 2; i <= NF; i++) c[i - 2] += $i }
+                      END { for (j = 0; j < 10; j++) printf "%d ", c[j] }' mlp_ev.out)
+          preds=$(awk -F, 'NR > 1 { c[$1]++ } END { for (j = 0; j < 10; j++) printf "%d ", c[j] }' b_pred.csv)
+          [ "$cols" = "$preds" ] || fail "predicted classes $preds differ from the confusion matrix's columns $cols"
+          check "10000 predictions" "n == 10000" n="$(($(wc -l <b_pred.csv) - 1))"
+        fi
       fi
     fi
   fi
@@ -270,6 +289,13 @@ if want kill; then
         fi
         ep=$("$TOOL" meta k.safetensors epoch) || { fail "killed after $d s: the checkpoint does not parse"; continue; }
         [ "$ep" -lt "$E" ] && mid=$((mid + 1))
+        # Killed after the last checkpoint: nothing is left to resume (an
+        # error), and the checkpoint is already the finished run's.
+        if [ "$ep" -ge "$E" ]; then
+          "$TOOL" same kref.safetensors k.safetensors >same.out 2>&1 ||
+            { fail "killed after $d s at the end: the checkpoint differs"; head -5 same.out >&2; }
+          continue
+        fi
         run kres ck/train --resume k.safetensors --epochs $E --checkpoint k.safetensors --threads 1 --quiet
         if expect_rc kres 0; then
           if "$TOOL" same kref.safetensors k.safetensors >same.out 2>&1; then
@@ -374,8 +400,8 @@ if want errors; then
   fi
 
   # SGD with lr 2 diverges on linear regression: inf/NaN in epoch 6. The
-  # checkpoint of epoch 5 must stay whole and load (resume to 5 epochs: nothing
-  # left to train, exit 0).
+  # checkpoint of epoch 5 must stay whole and load (resume to 5 epochs: it
+  # loads, then nothing is left to train, exit 1).
   mkdir -p nan/data && cp "$EX/data/linear.csv" nan/data/ &&
     sed 's/sgd(lr = 0.1)/sgd(lr = 2)/' "$EX/linear_regression.nn" >nan/lin.nn
   grep -q 'lr = 2)' nan/lin.nn || fail "could not edit linear_regression.nn's learning rate"
@@ -385,8 +411,128 @@ if want errors; then
     nanep=$(sed -n 's/.*NaN\/inf at epoch \([0-9]*\).*/\1/p' nan.err)
     check "the checkpoint is the epoch before the NaN" "ep == nanep - 1 && ep >= 1" ep="$ep" nanep="$nanep"
     run nanres "$NNC" run nan/lin.nn --resume nan.safetensors --epochs "$ep" --threads 1 --quiet
-    expect_rc nanres 0
+    expect_rc nanres 1 && expect_grep nanres.err "nothing to train: nan.safetensors has done $ep epochs"
   fi
+  end
+fi
+
+# ---- the user's workflow: schedules, validation, resume, eval, predict ----
+# reg_data DIR: y = 2a - b + 0.5c + 1 (+ a little noise) on a fixed LCG.
+reg_data() {
+  awk -v n=400 'function u() { s = (s * 1103515245 + 12345) % 2147483648; return 2 * s / 2147483648 - 1 }
+    BEGIN { s = 7; print "a,b,c,y" > "'"$1"'/reg.csv"; print "a,b,c,y" > "'"$1"'/reg_test.csv"
+      for (i = 0; i < n; i++) { a = u(); b = u(); c = u(); y = 2 * a - b + 0.5 * c + 1 + 0.01 * u()
+        printf "%.6f,%.6f,%.6f,%.6f\n", a, b, c, y > (i < 320 ? "'"$1"'/reg.csv" : "'"$1"'/reg_test.csv") } }'
+}
+if want workflow; then
+  begin workflow
+  mkdir -p wf && cp "$DATA/csv_reg.nn" wf/ && reg_data wf
+  # --epochs 10 over a file that says 5: cosine() runs over 10 epochs (lr
+  # 0.1 (1 + cos(pi t / 10)) / 2: 0.05 at epoch 6, falling to the end).
+  # The validation split is evaluated without 'validate =' (val_loss).
+  run wf1 "$NNC" run --quiet wf/csv_reg.nn --epochs 10 --log wf1.csv --threads 1
+  if expect_rc wf1 0; then
+    check "lr at epoch 6 of 10" "lr > 0.0499 && lr < 0.0501" lr="$(log_col wf1.csv lr | sed -n 6p)"
+    log_col wf1.csv lr | awk 'NR > 1 && $1 >= prev { bad = 1 } { prev = $1 } END { exit bad }' ||
+      fail "lr does not fall over the 10 epochs: $(log_col wf1.csv lr | tr '\n' ' ')"
+    check "validation split evaluated" "n == 10" n="$(log_col wf1.csv val_loss | grep -c .)"
+  fi
+  # Resume for more epochs stretches the schedule too; it says where it
+  # resumed; resuming to the epochs already done is an error.
+  run wf2 "$NNC" run wf/csv_reg.nn --checkpoint wf.safetensors --log wf2.csv --threads 1
+  run wf3 "$NNC" run wf/csv_reg.nn --resume wf.safetensors --epochs 10 --checkpoint wf.safetensors --log wf2.csv --threads 1
+  if expect_rc wf2 0 && expect_rc wf3 0; then
+    expect_grep wf3.err "resumed from wf.safetensors: epoch 5 of 10 done (step 80)"
+    check "resumed epoch 6 follows the 10-epoch cosine" "lr > 0.0499 && lr < 0.0501" lr="$(log_col wf2.csv lr | sed -n 6p)"
+    run wf4 "$NNC" run wf/csv_reg.nn --resume wf.safetensors --epochs 10 --threads 1
+    expect_rc wf4 1 && expect_grep wf4.err "nothing to train: wf.safetensors has done 10 epochs and the run is for 10 in total"
+    # nnc eval on the checkpoint prints nnc run's test line; predict's
+    # outputs give the same mean squared error.
+    run ev "$NNC" eval wf/csv_reg.nn --weights wf.safetensors --threads 1
+    if expect_rc ev 0; then
+      grep '^test:' wf3.out >run_test.txt
+      [ -s run_test.txt ] && [ "$(cat run_test.txt)" = "$(cat ev.out)" ] ||
+        fail "nnc eval differs from nnc run: '$(cat ev.out)' vs '$(cat run_test.txt)'"
+    fi
+    run pr "$NNC" predict wf/csv_reg.nn --weights wf.safetensors -o pred.csv --threads 1
+    if expect_rc pr 0; then
+      mse=$(paste -d, <(tail -n +2 wf/reg_test.csv) <(tail -n +2 pred.csv) |
+        awk -F, '{ d = $5 - $4; s += d * d; n++ } END { printf "%.4f", s / n }')
+      check "predict's outputs give eval's loss" "p == e" p="$mse" e="$(sed -n 's/^test: loss \([0-9.]*\).*/\1/p' ev.out)"
+      check "one prediction per test row" "n == 80" n="$(($(wc -l <pred.csv) - 1))"
+    fi
+  fi
+  # Classifier: eval's accuracy equals nnc run's, its confusion matrix
+  # holds every sample, predict's classes give the same accuracy.
+  mkdir -p wfc && cp "$DATA/csv_clf.nn" wfc/ && "$TOOL" npy wfc 512 8 3 1 >/dev/null || fail "e2e_tool npy"
+  run clf "$NNC" run wfc/csv_clf.nn --checkpoint clf.safetensors --threads 1 --quiet
+  run clfev "$NNC" eval wfc/csv_clf.nn --weights clf.safetensors --threads 1
+  run clfpr "$NNC" predict wfc/csv_clf.nn --weights clf.safetensors -o clf.csv --threads 1
+  if expect_rc clf 0 && expect_rc clfev 0 && expect_rc clfpr 0; then
+    [ "$(grep '^test:' clf.out)" = "$(grep '^test:' clfev.out)" ] ||
+      fail "eval '$(grep '^test:' clfev.out)' differs from run '$(grep '^test:' clf.out)'"
+    expect_grep clfev.out "confusion matrix (rows: true class, columns: predicted class):"
+    n=$(awk '/^confusion/ { m = 1; next } /^accuracy per class/ { m = 0 } m && m++ > 1 { for (i = 2; i <= NF; i++) s += $i } END { print s }' clfev.out)
+    check "the confusion matrix counts every test sample" "n == 128" n="$n"
+    acc=$(paste -d, <(awk -F, '{ print $NF }' wfc/tx.csv) <(tail -n +2 clf.csv) |
+      awk -F, '{ r += ($1 == $2); n++ } END { printf "%.4f", r / n }')
+    check "predict's classes give run's accuracy" "p == r" p="$acc" r="$(sed -n 's/^test: .*accuracy \([0-9.]*\).*/\1/p' clf.out)"
+  fi
+  # A run that early stopping ended resumes with its patience restarted.
+  sed 's/early_stop(patience = 3)/early_stop(patience = 2, min_delta = 1000)/' wf/csv_reg.nn >wf/stop.nn
+  run st1 "$NNC" run wf/stop.nn --epochs 20 --checkpoint st.safetensors --threads 1
+  run st2 "$NNC" run wf/stop.nn --resume st.safetensors --epochs 20 --checkpoint st.safetensors --threads 1
+  if expect_rc st1 0 && expect_rc st2 0; then
+    expect_grep st1.out "trained 3 epochs"
+    expect_grep st2.err "it had stopped early, so early stopping's patience starts over"
+    expect_grep st2.out "trained 2 epochs"
+  fi
+  # restore_best: no epoch improves by 1000, so the run ends on epoch 1's
+  # weights; its test loss is that of a 1-epoch run.
+  run rb "$NNC" run wf/stop.nn --epochs 20 --set 'early_stop(patience = 2, min_delta = 1000, restore_best = true)' --no-checkpoint --threads 1
+  run rb1 "$NNC" run wf/stop.nn --epochs 1 --no-checkpoint --threads 1
+  if expect_rc rb 0 && expect_rc rb1 0; then
+    expect_grep rb.err "restored the weights of epoch 1 (restore_best)"
+    [ "$(grep '^test:' rb.out)" = "$(grep '^test:' rb1.out)" ] ||
+      fail "restore_best: '$(grep '^test:' rb.out)' is not epoch 1's '$(grep '^test:' rb1.out)'"
+  fi
+  # Command-line overrides: --lr, --set (replacing the file's setting), and
+  # --no-checkpoint / --no-log over a file that names both; a -o trainer
+  # refuses --lr (it is compiled in) and honours the --set it was built with.
+  printf '  checkpoint(path = "ovr.safetensors")\n  log = "ovr.csv"\n}\n' >wf/ovr_tail
+  sed '$d' wf/csv_reg.nn | cat - wf/ovr_tail >wf/ovr.nn
+  run ovr1 "$NNC" run wf/ovr.nn --no-checkpoint --no-log --threads 1 --quiet
+  expect_rc ovr1 0 && { [ ! -e ovr.safetensors ] && [ ! -e ovr.csv ] || fail "--no-checkpoint/--no-log wrote files"; }
+  run ovr2 "$NNC" run wf/ovr.nn --lr 0.03 --set epochs=2 --set 'early_stop(patience = 1)' --log ovr2.csv --no-checkpoint --threads 1 --quiet
+  if expect_rc ovr2 0; then
+    check "--lr: the cosine starts at 0.03" "lr == 0.03" lr="$(log_col ovr2.csv lr | head -1)"
+    check "--set epochs=2" "n == 2" n="$(log_col ovr2.csv lr | wc -l)"
+  fi
+  run ovr3 "$NNC" run wf/ovr.nn --set 'epochz = 2'
+  expect_rc ovr3 1 && expect_grep ovr3.err "--set:1:9: error: unknown setting 'epochz' in train block; did you mean 'epochs'?"
+  run ovr4 "$NNC" wf/ovr.nn -o ovr_train --set epochs=3
+  if expect_rc ovr4 0; then
+    run ovr5 ./ovr_train --no-log --no-checkpoint --threads 1 --quiet
+    expect_rc ovr5 0 && expect_grep ovr5.out "trained 3 epochs"
+    run ovr6 ./ovr_train --lr 0.1
+    expect_rc ovr6 2 && expect_grep ovr6.err "--lr changes what is compiled into this program; recompile with it"
+  fi
+  # nnc summary; located or clear errors for the usual mistakes.
+  run sum "$NNC" summary "$EX/fashion_mlp.nn"
+  if expect_rc sum 0; then
+    expect_grep sum.out "parameters: 269,322 (trainable 269,322, frozen 0)"
+    expect_grep sum.out "mlp.dense1                   [256]                     200,960"
+    expect_grep sum.out "optimizer state                                   2,154,576 bytes"
+  fi
+  sed 's/loss      = cross_entropy/loss = mse/' "$EX/fashion_mlp.nn" >wf/idx_mse.nn
+  run idxmse "$NNC" check wf/idx_mse.nn
+  expect_rc idxmse 1 && expect_grep idxmse.err "idx_mse.nn:24:10: error: mse needs float targets, but 'fashion' is IDX data"
+  run npydata "$NNC" run wf/csv_reg.nn --data x.npy,y.npy
+  expect_rc npydata 1 && expect_grep npydata.err "this model's data is one CSV file"
+  run showcsv "$NNC" show wf/reg.csv
+  expect_rc showcsv 1 && expect_grep showcsv.err "reg.csv: byte 0: not a safetensors file"
+  NNC_DUMP_AFTER=bogus run dump "$NNC" run wf/csv_reg.nn
+  expect_rc dump 1 && expect_grep dump.err "NNC_DUMP_AFTER=bogus names no pass"
   end
 fi
 

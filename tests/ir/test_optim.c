@@ -50,7 +50,11 @@ static void build_problem(fixture *fx, nnc_tensor_role w_role) {
 /* Builds the training step and runs `steps` of it; step s (1-based) is in
  * epoch (s - 1) / per_epoch. Writes W then b into out and each step's
  * learning rate (output LR) into lrs. */
-static void train(fixture *fx, int steps, int per_epoch, double *out, double *lrs) {
+/* Trains `steps` steps (per_epoch steps per epoch), with the run's length
+ * (the tensor schedule.epochs, when the schedule reads it) set to
+ * run_epochs as the runtime sets it, or left at its init value when 0. */
+static void train_run(fixture *fx, int steps, int per_epoch, int run_epochs, double *out,
+                      double *lrs) {
   char err[256] = "";
   if (!nnc_build_training(fx->m, err, sizeof err)) fail_msg("nnc_build_training: %s", err);
   assert_verified(fx->g);
@@ -62,6 +66,9 @@ static void train(fixture *fx, int steps, int per_epoch, double *out, double *lr
   fx_set(nnc_interp_tensor(in, 2), A, NW);
   fx_set(nnc_interp_tensor(in, 3), TGT, NW);
   fx_set(nnc_interp_tensor(in, 4), C, NB);
+  int length = nnc_module_find_tensor(fx->m, "schedule.epochs");
+  if (length >= 0)
+    nnc_interp_tensor(in, length)[0] = run_epochs ? run_epochs : fx->m->tensors[length].init.a;
   for (int s = 1; s <= steps; s++) {
     if (fx->g->inputs[NNC_IN_STEP]) nnc_interp_input(in, NNC_IN_STEP)[0] = s;
     if (fx->g->inputs[NNC_IN_EPOCH]) nnc_interp_input(in, NNC_IN_EPOCH)[0] = (s - 1) / per_epoch;
@@ -71,6 +78,10 @@ static void train(fixture *fx, int steps, int per_epoch, double *out, double *lr
   fx_set(out, nnc_interp_tensor(in, 0), NW);
   fx_set(out + NW, nnc_interp_tensor(in, 1), NB);
   nnc_interp_free(in);
+}
+
+static void train(fixture *fx, int steps, int per_epoch, double *out, double *lrs) {
+  train_run(fx, steps, per_epoch, 0, out, lrs);
 }
 
 /* ---- The C reference ---- */
@@ -329,13 +340,18 @@ static void test_sched_per_epoch(void **state) {
   assert_true(lr[0] == 0.1 && lr[1] == 0.1 && lr[2] == 0.05 && lr[5] == 0.025);
 }
 
-/* Cosine per epoch without a period runs over the configured epochs. */
-static void test_sched_cosine_default_period(void **state) {
-  fixture *fx = *state;
+/* SGD(0.1) with cosine() and no period, in a file that says 5 epochs. */
+static void cosine_over_5_epochs(fixture *fx) {
   build_problem(fx, NNC_ROLE_PARAM);
   set_optim(fx, NNC_OPT_SGD, 0.1);
   fx->m->config.epochs = 5;
   fx->m->config.schedule.kind = NNC_SCHED_COSINE;
+}
+
+/* Cosine per epoch without a period runs over the configured epochs. */
+static void test_sched_cosine_default_period(void **state) {
+  fixture *fx = *state;
+  cosine_over_5_epochs(fx);
   double p[NP], lr[MAX_STEPS];
   train(fx, 6, 1, p, lr);
   assert_near(lr[0], 0.1, 1e-15);
@@ -344,6 +360,26 @@ static void test_sched_cosine_default_period(void **state) {
   double want[NP], lr_want[MAX_STEPS];
   reference(fx, 6, 1, want, lr_want);
   assert_all_near("lr", lr, lr_want, 6, TOL);
+}
+
+/* A run of 8 epochs (--epochs 8, or resumed to 8) stretches the default
+ * period to 8 though the file says 5: 0.05 (1 + cos(pi t / 8)), no rise
+ * after epoch 5. */
+static void test_sched_cosine_run_length(void **state) {
+  fixture *fx = *state;
+  cosine_over_5_epochs(fx);
+  double p[NP], lr[MAX_STEPS];
+  train_run(fx, 8, 1, 8, p, lr);
+  int t = nnc_module_find_tensor(fx->m, "schedule.epochs");
+  assert_true(t >= 0);
+  assert_int_equal(fx->m->tensors[t].role, NNC_ROLE_OPT_STATE);
+  assert_int_equal(fx->m->tensors[t].shape.rank, 0);
+  assert_true(fx->m->tensors[t].init.kind == NNC_INIT_CONSTANT && fx->m->tensors[t].init.a == 5);
+  for (int e = 0; e < 8; e++)
+    assert_near(lr[e], 0.05 * (1 + cos(M_PI * e / 8)), 1e-12);
+  assert_near(lr[4], 0.05 * (1 + cos(M_PI / 2)), 1e-15); /* half way at epoch 5 */
+  for (int e = 1; e < 8; e++)
+    assert_true(lr[e] < lr[e - 1]);
 }
 
 /* ---- Parameters, state, errors ---- */
@@ -460,6 +496,7 @@ int main(void) {
       T(test_sched_multistep),
       T(test_sched_exponential),
       T(test_sched_cosine),
+      T(test_sched_cosine_run_length),
       T(test_sched_warmup_step),
       T(test_sched_warmup_cosine),
       T(test_sched_warmup_constant),

@@ -365,7 +365,7 @@ static void test_malformed(void **state) {
   static const struct {
     const char *header, *want;
   } cases[] = {
-      {"[1]", "byte 8: the header must start with '{'"},
+      {"[1]", "byte 8: not a safetensors file: the header must start with '{'"},
       {"{\"w\" 1}", "byte 13: expected ':' after an object key"},
       {"{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}", "byte 8: unclosed '{'"},
       {"{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,8]}}",
@@ -412,11 +412,13 @@ static void test_malformed(void **state) {
                                   "length"));
   tu_write(p, "\xff\xff\0\0\0\0\0\0{}", 10);
   assert_int_equal(nnc_rt_checkpoint_load(p, &l.m, l.arena, NULL, NULL, NULL, &err), -1);
-  assert_non_null(strstr(err.msg, "byte 0: header length 65535 runs past the end of the file "
-                                  "(10 bytes)"));
+  assert_non_null(strstr(
+      err.msg, "byte 0: not a safetensors file: header length 65535 runs past the end of the file "
+               "(10 bytes)"));
   tu_write(p, "\0\0\0\x10\0\0\0\0{}", 10);
   assert_int_equal(nnc_rt_checkpoint_load(p, &l.m, l.arena, NULL, NULL, NULL, &err), -1);
-  assert_non_null(strstr(err.msg, "byte 0: header length 268435456 is over the 100 MB limit"));
+  assert_non_null(strstr(
+      err.msg, "byte 0: not a safetensors file: header length 268435456 is over the 100 MB limit"));
   tu_lin_free(&l);
 }
 

@@ -6,7 +6,9 @@
  *     for bit, with noise augmentation on so the augmentation stream must be
  *     restored too; the log of the two runs together has all four epochs.
  *   - Resume refuses a checkpoint of another model (hash) or another epoch
- *     length, and one without a training position.
+ *     length, and one without a training position, and one that has done
+ *     all the epochs asked for; a run that stopped early resumes with its
+ *     patience restarted.
  *   - checkpoint_every writes after epochs N, 2N, ... and the last.
  *   - Early stopping and keep_best on a scripted model whose validation
  *     loss/accuracy per epoch is fixed: stops at the right epoch, keeps the
@@ -166,12 +168,59 @@ static void test_resume_refusals(void **state) {
   assert_int_equal(nnc_rt_train(&l.m, l.arena, NULL, &train, NULL, &o, NULL, NULL, &err), -1);
   snprintf(want, sizeof want, "%s: holds weights only, no training position to resume from", w);
   assert_string_equal(err.msg, want);
-  /* Already at the end: nothing to do. */
+  /* Already at the end: nothing to train is an error that says so, not a
+   * silent "trained 0 epochs". */
+  o = (nnc_rt_train_opts){.epochs = 1, .resume_path = ck};
+  assert_int_equal(nnc_rt_train(&l.m, l.arena, NULL, &train, NULL, &o, NULL, NULL, &err), -1);
+  snprintf(want, sizeof want,
+           "nothing to train: %s has done 1 epoch and the run is for 1 in total (epochs counts "
+           "the resumed ones too); ask for more than 1",
+           ck);
+  assert_string_equal(err.msg, want);
+  nnc_rt_dataset_free(&train);
+  tu_lin_free(&l);
+}
+
+/* A run that early stopping ended, resumed for more epochs, trains until
+ * patience runs out again (2 epochs here), not one epoch; the progress
+ * stream says where it resumed. */
+static void test_resume_after_early_stop(void **state) {
+  (void)state;
+  tu_lin l;
+  tu_lin_make(&l, 8, 1);
+  nnc_rt_dataset train;
+  tu_lin_data(&train, 100);
+  const char *ck = tu_path(dir, "stopped.safetensors");
   nnc_rt_train_result res;
-  o = (nnc_rt_train_opts){.epochs = 1, .resume_path = ck, .result = &res};
+  nnc_rt_error err = {{0}};
+  /* min_delta so large that no epoch improves: stops after epoch 3. */
+  nnc_rt_train_opts o = {.epochs = 10,
+                         .early_stop = 1,
+                         .patience = 2,
+                         .min_delta = 1e30,
+                         .checkpoint_path = ck,
+                         .result = &res};
+  if (nnc_rt_train(&l.m, l.arena, NULL, &train, NULL, &o, NULL, NULL, &err))
+    fail_msg("%s", err.msg);
+  assert_true(res.stopped_early);
+  assert_int_equal(res.last_epoch, 3);
+  char *text = NULL;
+  size_t len = 0;
+  FILE *progress = open_memstream(&text, &len);
+  o.resume_path = ck;
+  o.progress = progress;
   assert_int_equal(nnc_rt_train(&l.m, l.arena, NULL, &train, NULL, &o, NULL, NULL, &err), 0);
-  assert_int_equal(res.epochs_run, 0);
-  assert_int_equal(res.last_epoch, 1);
+  fclose(progress);
+  assert_true(res.stopped_early);
+  assert_int_equal(res.epochs_run, 2);
+  assert_int_equal(res.last_epoch, 5);
+  char want[1200];
+  snprintf(want, sizeof want,
+           "resumed from %s: epoch 3 of 10 done (step 36); it had stopped early, so early "
+           "stopping's patience starts over\n",
+           ck);
+  assert_non_null(strstr(text, want));
+  free(text);
   nnc_rt_dataset_free(&train);
   tu_lin_free(&l);
 }
@@ -371,6 +420,42 @@ static void test_early_stopping_loss(void **state) {
   assert_int_equal(res.best_epoch, 10);
 }
 
+/* restore_best: the run above ends on epoch 4's weight (8 steps: 8.0), not
+ * epoch 6's (12.0); the checkpoint stays the last epoch's. */
+static void test_restore_best(void **state) {
+  (void)state;
+  char *arena = scripted_make();
+  nnc_rt_dataset ds;
+  tu_lin_data(&ds, 4);
+  nnc_rt_train_result res;
+  const char *ck = tu_path(dir, "rb.safetensors");
+  nnc_rt_train_opts o = {.epochs = 10,
+                         .early_stop = 1,
+                         .patience = 2,
+                         .min_delta = 0.05,
+                         .checkpoint_path = ck,
+                         .restore_best = 1,
+                         .result = &res};
+  nnc_rt_error err = {{0}};
+  assert_int_equal(nnc_rt_train(&scripted, arena, NULL, &ds, &ds, &o, NULL, NULL, &err), 0);
+  assert_int_equal(res.last_epoch, 6);
+  assert_int_equal(res.restored_epoch, 4);
+  assert_true(*(float *)(arena + 128) == 8.0f);
+  nnc_rt_train_state st;
+  int has;
+  assert_int_equal(nnc_rt_checkpoint_load(ck, &scripted, arena, NULL, &st, &has, &err), 0);
+  assert_true(*(float *)(arena + 128) == 12.0f);
+  /* Without it, the last epoch's weights. */
+  memset(arena, 0, 256);
+  o.restore_best = 0;
+  o.checkpoint_path = NULL;
+  assert_int_equal(nnc_rt_train(&scripted, arena, NULL, &ds, &ds, &o, NULL, NULL, &err), 0);
+  assert_int_equal(res.restored_epoch, 0);
+  assert_true(*(float *)(arena + 128) == 12.0f);
+  nnc_rt_dataset_free(&ds);
+  free(arena);
+}
+
 static void test_early_stopping_accuracy_and_resume(void **state) {
   /* Accuracy 0.5, 0.6, 0.6, 0.7, 0.7, 0.7 -> patience 2 stops after 6. */
   nnc_rt_train_result res;
@@ -415,8 +500,10 @@ int main(void) {
       cmocka_unit_test(test_resume_bit_exact),
       cmocka_unit_test(test_resume_refusals),
       cmocka_unit_test(test_resume_damaged_position),
+      cmocka_unit_test(test_resume_after_early_stop),
       cmocka_unit_test(test_checkpoint_every),
       cmocka_unit_test(test_early_stopping_loss),
+      cmocka_unit_test(test_restore_best),
       cmocka_unit_test(test_early_stopping_accuracy_and_resume),
       cmocka_unit_test(test_option_errors),
   };
