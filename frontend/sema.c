@@ -36,15 +36,12 @@ void nnc_sema_note(nnc_sema *s, nnc_span at, const char *fmt, ...) {
 }
 
 const nnc_ast *nnc_sema_find_model(const nnc_sema *s, const char *name) {
-  for (int i = 0; i < s->models.n; i++)
-    if (strcmp(s->models.items[i]->str, name) == 0) return s->models.items[i];
-  return NULL;
+  int i = nnc_name_map_get(&s->model_index, name);
+  return i >= 0 ? s->models.items[i] : NULL;
 }
 
 int nnc_sema_find_data(const nnc_sema *s, const char *name) {
-  for (int i = 0; i < s->datas.n; i++)
-    if (strcmp(s->datas.items[i]->str, name) == 0) return i;
-  return -1;
+  return nnc_name_map_get(&s->data_index, name);
 }
 
 static void push(nnc_sema *s, nnc_ast_list *l, nnc_ast *item) {
@@ -91,7 +88,10 @@ static void collect(nnc_sema *s) {
       nnc_sema_error(s, d->name_span, "'%s' is a built-in layer; choose another name", d->str);
       continue;
     }
-    push(s, d->kind == NNC_AST_MODEL ? &s->models : &s->datas, d);
+    bool is_model = d->kind == NNC_AST_MODEL;
+    nnc_ast_list *l = is_model ? &s->models : &s->datas;
+    nnc_name_map_put(is_model ? &s->model_index : &s->data_index, s->arena, d->str, l->n);
+    push(s, l, d);
   }
 }
 
@@ -110,8 +110,8 @@ static void visit_expr(cycle_walk *w, const nnc_ast *e) {
   if (!e) return;
   switch (e->kind) {
   case NNC_AST_CALL: {
-    for (int j = 0; j < w->s->models.n; j++) {
-      if (strcmp(w->s->models.items[j]->str, e->str) != 0) continue;
+    int j = nnc_name_map_get(&w->s->model_index, e->str);
+    if (j >= 0) {
       if (w->state[j] == 1) {
         /* a back edge: every model on the path from j is in the cycle */
         nnc_sema_error(w->s, e->name_span, "model '%s' uses itself", e->str);

@@ -24,6 +24,8 @@ typedef struct nnc_sema {
   const nnc_ast *file;
   nnc_ast_list models;       /* MODEL declarations, in file order */
   nnc_ast_list datas;        /* DATA declarations */
+  nnc_name_map model_index;  /* name -> index in models */
+  nnc_name_map data_index;   /* name -> index in datas */
   nnc_data_config *data_cfg; /* one per DATA declaration, same order */
   bool *model_bad;           /* per model: not to be lowered (cycle) */
   const nnc_ast *train;      /* the TRAIN declaration, or NULL */
@@ -131,7 +133,8 @@ typedef struct nnc_scope {
   const char **layer_names;
   nnc_span *layer_at;
   int nlayers, layer_cap;
-  int counters[32]; /* per layer kind, for default names dense1, dense2, ... */
+  nnc_name_map layer_index; /* name -> its index in layer_names */
+  int counters[32];         /* per layer kind, for default names dense1, dense2, ... */
 } nnc_scope;
 
 #define NNC_VALUE_ERROR ((nnc_value){NULL, false, false, 0})

@@ -154,12 +154,12 @@ nnc_node *nnc_lower_tensor(nnc_lower *L, const char *name, nnc_tensor_role role,
 }
 
 const char *nnc_lower_layer_name(nnc_lower *L, nnc_scope *sc, const char *name, nnc_span at) {
-  for (int i = 0; i < sc->nlayers; i++)
-    if (strcmp(sc->layer_names[i], name) == 0) {
-      nnc_lower_error(L, at, "duplicate layer name '%s' in model '%s'", name, sc->model->str);
-      nnc_lower_note(L, sc->layer_at[i], "'%s' is first used here", name);
-      return NULL;
-    }
+  int i = nnc_name_map_put(&sc->layer_index, L->s->arena, name, sc->nlayers);
+  if (i != sc->nlayers) {
+    nnc_lower_error(L, at, "duplicate layer name '%s' in model '%s'", name, sc->model->str);
+    nnc_lower_note(L, sc->layer_at[i], "'%s' is first used here", name);
+    return NULL;
+  }
   if (sc->nlayers == sc->layer_cap) {
     int cap = sc->layer_cap ? 2 * sc->layer_cap : 8;
     nnc_arena *a = L->s->arena;

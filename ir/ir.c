@@ -144,13 +144,12 @@ int nnc_module_add_tensor(nnc_module *m, const char *name, nnc_tensor_role role,
   t->init = init;
   t->lr_scale = 1.0;
   t->span = span;
+  nnc_name_map_put(&m->tensor_index, m->arena, t->name, m->ntensors);
   return m->ntensors++;
 }
 
 int nnc_module_find_tensor(const nnc_module *m, const char *name) {
-  for (int i = 0; i < m->ntensors; i++)
-    if (strcmp(m->tensors[i].name, name) == 0) return i;
-  return -1;
+  return nnc_name_map_get(&m->tensor_index, name);
 }
 
 nnc_graph *nnc_graph_new(nnc_module *m, const char *name) {
@@ -210,15 +209,27 @@ nnc_node *nnc_ir_input(nnc_graph *g, nnc_input_kind kind, nnc_dtype t, const nnc
 nnc_node *nnc_ir_param(nnc_graph *g, int tensor) {
   nnc_module *m = g->module;
   if (tensor < 0 || tensor >= m->ntensors) nnc_ir_bug("param: no tensor %d", tensor);
-  for (int i = 0; i < g->nnodes; i++)
-    if (g->nodes[i]->op == NNC_OP_PARAM && g->nodes[i]->attr[0] == tensor) return g->nodes[i];
+  if (tensor >= g->param_cap) {
+    int cap = g->param_cap ? g->param_cap : 16;
+    while (cap <= tensor)
+      cap *= 2;
+    g->param_nodes =
+        nnc_arena_grow(m->arena, g->param_nodes, sizeof(nnc_node *) * (size_t)g->param_cap,
+                       sizeof(nnc_node *) * (size_t)cap);
+    g->param_cap = cap;
+  }
+  /* PARAM nodes are made only here, so the remembered one is the only
+   * one; it counts while it is still in the graph (a pass that drops
+   * nodes renumbers the rest, so id finds it), else a new one is made. */
+  nnc_node *n = g->param_nodes[tensor];
+  if (n && n->id < g->nnodes && g->nodes[n->id] == n) return n;
   nnc_node p = proto_of(NNC_OP_PARAM, 0, NULL);
   p.attr[0] = tensor;
   p.dtype = m->tensors[tensor].dtype;
   p.shape = m->tensors[tensor].shape;
   p.span = m->tensors[tensor].span;
   p.name = m->tensors[tensor].name;
-  return nnc_ir_append(g, &p);
+  return g->param_nodes[tensor] = nnc_ir_append(g, &p);
 }
 
 nnc_node *nnc_ir_fill(nnc_graph *g, nnc_dtype t, const nnc_shape *s, double value) {

@@ -33,6 +33,7 @@
 #include <stdio.h>
 
 #include "arena.h"
+#include "names.h"
 #include "config.h"
 
 enum { NNC_MAX_RANK = 8, NNC_MAX_ATTR = 8 };
@@ -203,6 +204,8 @@ typedef struct nnc_graph {
   nnc_node *outputs[NNC_OUT_COUNT_]; /* NULL where absent */
   nnc_update *updates;
   int nupdates, update_cap;
+  nnc_node **param_nodes; /* per tensor: its PARAM node here, or NULL */
+  int param_cap;
 } nnc_graph;
 
 typedef struct nnc_module {
@@ -210,7 +213,8 @@ typedef struct nnc_module {
   const char *name; /* model name */
   nnc_tensor *tensors;
   int ntensors, tensor_cap;
-  nnc_graph *train; /* NULL until built */
+  nnc_name_map tensor_index; /* name -> the first tensor of that name */
+  nnc_graph *train;          /* NULL until built */
   nnc_graph *eval;
   nnc_train_config config;
   nnc_shape sample_shape; /* shape of one input sample */

@@ -11,12 +11,14 @@
  * Loading selects model tensors (by role: weights only, or everything for a
  * resume; and by fnmatch globs), renames the file's tensors (strip a prefix,
  * add a prefix) and matches by name. All problems are collected first —
- * each missing tensor, each shape or dtype mismatch, and (for a load without
+ * each missing tensor, each shape or dtype mismatch, each tensor holding a
+ * NaN or an infinity, and (for a load without
  * globs) each file tensor the model lacks — and reported together; only when there are none is the
  * arena written, so a failed load changes nothing.
  */
 #include "rt_internal.h"
 
+#include <errno.h>
 #include <fnmatch.h>
 #include <inttypes.h>
 #include <math.h>
@@ -200,6 +202,13 @@ static const nnc_rt_st_entry *match_one(const nnc_rt_st_file *f, char **names, c
     problem(p, "%s: checkpoint has %s, model has %s", name, have, want);
     return NULL;
   }
+  double v;
+  int64_t bad = nnc_rt_st_first_nonfinite(f, e, &v);
+  if (bad >= 0) {
+    problem(p, "%s: element %lld is %g (byte %lld; only finite values load)", name, (long long)bad,
+            v, (long long)(f->data_start + e->begin + bad * (e->dtype == NNC_RT_ST_F64 ? 8 : 4)));
+    return NULL;
+  }
   return e;
 }
 
@@ -238,23 +247,42 @@ static void match_all(const nnc_rt_st_file *f, char **names, const nnc_rt_model 
   }
 }
 
-static int parse_i64(const char *s, int64_t *out) {
+/* A whole number in [lo, hi]. */
+static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
   char *end;
   if (!s || !*s) return -1;
+  errno = 0;
   long long v = strtoll(s, &end, 10);
   *out = v;
-  return *end ? -1 : 0;
+  return *end || errno || v < lo || v > hi ? -1 : 0;
 }
 
+/* Four hex words, not all zero: the all-zero state is a fixed point of
+ * xoshiro256**, on which a bounded draw would never return. */
 static int parse_rng(const char *s, nnc_rt_rng *r) {
   if (!s) return -1;
   for (int i = 0; i < 4; i++) {
     char *end;
+    errno = 0;
     r->s[i] = strtoull(s, &end, 16);
-    if (end == s) return -1;
+    if (end == s || errno || *s == '-') return -1;
     s = end;
   }
-  return *s ? -1 : 0;
+  return *s || (r->s[0] | r->s[1] | r->s[2] | r->s[3]) == 0 ? -1 : 0;
+}
+
+/* The position's numbers, each in its range (a damaged file must not make
+ * a run train 10^12 epochs or none): epochs and steps from 0 to
+ * NNC_RT_MAX_EPOCHS and NNC_RT_MAX_STEPS, best_epoch <= epoch, wait >= 0. */
+static const char *parse_position(const nnc_rt_st_file *f, nnc_rt_train_state *st) {
+  if (parse_i64(nnc_rt_st_meta(f, "step"), 0, NNC_RT_MAX_STEPS, &st->step)) return "step";
+  if (parse_i64(nnc_rt_st_meta(f, "epoch"), 0, NNC_RT_MAX_EPOCHS, &st->epoch)) return "epoch";
+  if (parse_i64(nnc_rt_st_meta(f, "best_epoch"), 0, st->epoch, &st->best_epoch))
+    return "best_epoch";
+  if (parse_i64(nnc_rt_st_meta(f, "wait"), 0, st->epoch, &st->wait)) return "wait";
+  if (parse_rng(nnc_rt_st_meta(f, "rng_shuffle"), &st->shuffle_rng)) return "rng_shuffle";
+  if (parse_rng(nnc_rt_st_meta(f, "rng_augment"), &st->augment_rng)) return "rng_augment";
+  return NULL;
 }
 
 static int parse_state(const nnc_rt_st_file *f, const char *path, nnc_rt_train_state *st,
@@ -265,24 +293,23 @@ static int parse_state(const nnc_rt_st_file *f, const char *path, nnc_rt_train_s
   snprintf(st->model_hash, sizeof st->model_hash, "%s", hash ? hash : "");
   *has_state = nnc_rt_st_meta(f, "step") != NULL;
   if (!*has_state) return 0;
-  const char *bad = parse_i64(nnc_rt_st_meta(f, "step"), &st->step)                 ? "step"
-                    : parse_i64(nnc_rt_st_meta(f, "epoch"), &st->epoch)             ? "epoch"
-                    : parse_i64(nnc_rt_st_meta(f, "best_epoch"), &st->best_epoch)   ? "best_epoch"
-                    : parse_i64(nnc_rt_st_meta(f, "wait"), &st->wait)               ? "wait"
-                    : parse_rng(nnc_rt_st_meta(f, "rng_shuffle"), &st->shuffle_rng) ? "rng_shuffle"
-                    : parse_rng(nnc_rt_st_meta(f, "rng_augment"), &st->augment_rng) ? "rng_augment"
-                                                                                    : NULL;
+  const char *bad = parse_position(f, st);
   const char *s = nnc_rt_st_meta(f, "seed"), *bm = nnc_rt_st_meta(f, "best_metric"),
              *ws = nnc_rt_st_meta(f, "wall_s");
   char *end = NULL;
-  if (!bad && (!s || !*s)) bad = "seed";
+  if (!bad && (!s || !*s || *s == '-')) bad = "seed";
   if (!bad) {
+    errno = 0;
     st->seed = strtoull(s, &end, 10);
-    if (*end) bad = "seed";
+    if (*end || errno) bad = "seed";
   }
   if (!bad && bm) st->best_metric = strtod(bm, &end), bad = *end ? "best_metric" : NULL;
-  if (!bad && ws) st->wall_s = strtod(ws, &end), bad = *end ? "wall_s" : NULL;
-  if (bad) return nnc_rt_fail(err, "%s: metadata \"%s\" is missing or malformed", path, bad);
+  if (!bad && ws) {
+    st->wall_s = strtod(ws, &end);
+    bad = *end || !(st->wall_s >= 0 && st->wall_s < 1e12) ? "wall_s" : NULL;
+  }
+  if (bad)
+    return nnc_rt_fail(err, "%s: metadata \"%s\" is missing, malformed or out of range", path, bad);
   return 0;
 }
 

@@ -9,7 +9,9 @@
  * skipped. Everything else is an error naming the file, the row (the line
  * number in the file, 1-based, header included) and the column (1-based):
  *   "d.csv: row 3, column 2: expected a number, got 'abc'"
- * Quoted cells, NaN and infinities are not numbers here. Every row must
+ * Quoted cells, NaN, infinities and cells with a NUL byte inside are not
+ * numbers here. When the caller gives the model's class count, a class
+ * label at or above it is an error at its row. Every row must
  * have as many cells as the first data row.
  */
 #include "rt_internal.h"
@@ -65,7 +67,8 @@ static int cell_number(csv_reader *r, int64_t col, const char *b, const char *e,
     char *stop;
     errno = 0;
     double v = strtod(buf, &stop);
-    if (*stop == 0 && isfinite(v)) {
+    /* stop must reach the cell's end: a NUL inside the cell ends buf early. */
+    if (stop == buf + n && isfinite(v)) {
       *out = v;
       return 0;
     }
@@ -77,6 +80,7 @@ static int cell_number(csv_reader *r, int64_t col, const char *b, const char *e,
 typedef struct csv_shape {
   int64_t ncols, label; /* label: 0-based column */
   int is_class;
+  int32_t num_classes; /* labels must be below it; 0: any */
 } csv_shape;
 
 /* Stores one row's cells: features into x, the label into ds. */
@@ -101,6 +105,12 @@ static int parse_row(csv_reader *r, const csv_shape *s, const char *b, const cha
                          "%s: row %lld, column %lld: a class label must be a whole number >= 0, "
                          "got '%.*s'",
                          r->path, (long long)r->row, (long long)col + 1, (int)(c - b), b);
+    } else if (s->num_classes > 0 && v >= s->num_classes) {
+      return nnc_rt_fail(r->err,
+                         "%s: row %lld, column %lld: class label %.0f is outside 0..%d (the model "
+                         "has %d classes)",
+                         r->path, (long long)r->row, (long long)col + 1, v, s->num_classes - 1,
+                         s->num_classes);
     } else {
       ds->labels[i] = (int32_t)v;
       if (ds->labels[i] + 1 > ds->num_classes) ds->num_classes = ds->labels[i] + 1;
@@ -122,6 +132,7 @@ static int setup(csv_reader *r, csv_shape *s, const nnc_rt_csv_opts *o, const ch
                  const char *e, nnc_rt_dataset *ds) {
   s->ncols = count_cells(b, e);
   s->is_class = o->label_is_class;
+  s->num_classes = o->num_classes;
   s->label = o->label_column < 0 ? s->ncols + o->label_column : o->label_column;
   if (s->ncols < 2)
     return nnc_rt_fail(r->err, "%s: row %lld: need at least 2 columns (features and a label)",
@@ -129,10 +140,13 @@ static int setup(csv_reader *r, csv_shape *s, const nnc_rt_csv_opts *o, const ch
   if (s->label < 0 || s->label >= s->ncols)
     return nnc_rt_fail(r->err, "%s: label column %lld does not exist: rows have %lld columns",
                        r->path, (long long)o->label_column, (long long)s->ncols);
-  int64_t cap = count_lines(b, r->end);
+  int64_t cap = count_lines(b, r->end), cells = nnc_rt_checked_mul(cap, s->ncols - 1);
+  if (cells < 0)
+    return nnc_rt_fail(r->err, "%s: row %lld: %lld rows of %lld columns is too much data", r->path,
+                       (long long)r->row, (long long)cap, (long long)s->ncols);
   ds->rank = 1;
   ds->shape[0] = ds->sample_size = s->ncols - 1;
-  ds->x = malloc((size_t)(cap * ds->sample_size) * sizeof(float));
+  ds->x = malloc((size_t)cells * sizeof(float));
   if (s->is_class)
     ds->labels = malloc((size_t)cap * sizeof(int32_t));
   else

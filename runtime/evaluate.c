@@ -191,8 +191,10 @@ static int load_files(evaluation *E) {
       (nnc_rt_find_data(s->base_dir, want_y, 0, from_cli, "data file", &y, &E->err) || !keep(E, y)))
     return -1;
   if (npy) return nnc_rt_load_npy(&E->set, x, y, E->m->label_is_class, &E->err);
-  nnc_rt_csv_opts o = {
-      .header = f->header, .label_column = f->label_column, .label_is_class = E->m->label_is_class};
+  nnc_rt_csv_opts o = {.header = f->header,
+                       .label_column = f->label_column,
+                       .label_is_class = E->m->label_is_class,
+                       .num_classes = (int32_t)E->m->num_classes};
   return nnc_rt_load_csv(&E->set, x, &o, &E->err);
 }
 

@@ -9,17 +9,19 @@
  * flattened. Pixels become f32 times scale; labels become i32 and
  * num_classes is the largest label plus one.
  *
- * A file is read whole; a raw file is parsed from that buffer, and a gzip
- * file is decompressed in one call by libdeflate (about twice zlib's speed:
- * decompressing the 26 MB of Fashion-MNIST's training images is most of
- * `nnc run`'s start-up). When that cannot be done — several gzip members, a
- * damaged or truncated stream, a size over 4 GB, an unreadable file — the
- * file is streamed through zlib's gzopen/gzread instead, which
- * decompresses gzip and passes any other file through unchanged; so
- * damaged files get zlib's diagnosis. Either way the parser sees the same
- * bytes. Every error names the file and the byte offset (in
- * the uncompressed stream) where the problem is: "t10k-labels.gz: byte 11:
- * file ends after 3 of 10000 labels".
+ * A file is read whole (regular files only) and, when it starts with the
+ * gzip magic, decompressed whole before parsing: by libdeflate in one call
+ * (about twice zlib's speed: decompressing the 26 MB of Fashion-MNIST's
+ * training images is most of `nnc run`'s start-up) when the file is one
+ * gzip member whose trailer is believable, otherwise by zlib's inflate, member
+ * after member, into a buffer that grows with the output actually produced.
+ * Bytes after the last member that do not start another one are an error,
+ * as is a damaged or cut stream. The parser then reads the decompressed
+ * bytes, and checks that the data the header announces is there before
+ * allocating for it, with every size computed by nnc_rt_checked_mul. Every
+ * error names the file and the byte offset (in the uncompressed stream)
+ * where the problem is: "t10k-labels.gz: byte 11: file ends after 3 of 10000
+ * labels".
  */
 #include "rt_internal.h"
 
@@ -30,12 +32,11 @@
 #include <zlib.h>
 
 enum { IDX_TYPE_UBYTE = 0x08, IDX_CHUNK = 1 << 16 };
-/* Larger data sets than this (elements) are surely a corrupt header. */
-static const int64_t IDX_MAX_ELEMENTS = INT64_C(1) << 40;
+/* Deflate expands at most 1032:1; a trailer claiming more is not believed. */
+enum { DEFLATE_MAX_RATIO = 1032 };
 
 typedef struct idx_file {
-  gzFile gz;
-  unsigned char *mem; /* the whole decompressed file (libdeflate), or NULL */
+  unsigned char *mem; /* the whole file, decompressed */
   size_t mem_len, mem_pos;
   const char *path;
   int64_t offset; /* bytes of the uncompressed stream consumed so far */
@@ -44,87 +45,117 @@ typedef struct idx_file {
   int64_t dims[NNC_RT_MAX_RANK + 1];
 } idx_file;
 
-/* The whole file, decompressed, in f->mem: the bytes themselves for a raw
- * file, libdeflate's output for gzip. 0 (and nothing allocated) whenever
- * it cannot, so the caller streams instead. */
-static int read_whole(idx_file *f, const char *path) {
-  char *in;
-  size_t size;
-  nnc_rt_error ignored;
-  if (nnc_rt_read_file(path, &in, &size, &ignored)) return 0;
-  const unsigned char *b = (const unsigned char *)in;
-  if (size < 2 || b[0] != 0x1f || b[1] != 0x8b) {
-    f->mem = (unsigned char *)in;
-    f->mem_len = size;
-    return 1;
-  }
+/* One gzip member in one libdeflate call; 0 (nothing allocated) when it
+ * cannot, so the caller inflates with zlib instead. */
+static int gunzip_fast(idx_file *f, const unsigned char *in, size_t size) {
+  if (size < 18) return 0;
+  /* The trailer's ISIZE: the uncompressed size mod 2^32. */
+  const unsigned char *t = in + size - 4;
+  size_t isize = (size_t)t[0] | (size_t)t[1] << 8 | (size_t)t[2] << 16 | (size_t)t[3] << 24;
+  if (isize / DEFLATE_MAX_RATIO > size) return 0;
+  struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
   unsigned char *out = NULL;
-  int ok = 0;
-  if (size >= 18) {
-    /* The trailer's ISIZE: the uncompressed size mod 2^32. */
-    const unsigned char *t = b + size - 4;
-    size_t isize = (size_t)t[0] | (size_t)t[1] << 8 | (size_t)t[2] << 16 | (size_t)t[3] << 24;
-    struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
-    size_t used = 0, got = 0;
-    ok =
-        d && (out = malloc(isize ? isize : 1)) &&
-        libdeflate_gzip_decompress_ex(d, in, size, out, isize, &used, &got) == LIBDEFLATE_SUCCESS &&
-        used == size && got == isize;
-    if (d) libdeflate_free_decompressor(d);
-    if (ok) {
-      f->mem = out;
-      f->mem_len = got;
+  size_t used = 0, got = 0;
+  int ok =
+      d && (out = malloc(isize ? isize : 1)) &&
+      libdeflate_gzip_decompress_ex(d, in, size, out, isize, &used, &got) == LIBDEFLATE_SUCCESS &&
+      used == size && got == isize;
+  if (d) libdeflate_free_decompressor(d);
+  if (!ok) {
+    free(out);
+    return 0;
+  }
+  f->mem = out;
+  f->mem_len = got;
+  return 1;
+}
+
+static int gz_fail(idx_file *f, const z_stream *z, const unsigned char *in, const char *what) {
+  return nnc_rt_fail(f->err, "%s: byte %lld: %s (at byte %lld of the compressed file)", f->path,
+                     (long long)z->total_out, what, (long long)(z->next_in - in));
+}
+
+/* Inflates every gzip member of in[0, size) into f->mem, growing it as
+ * output arrives; the input must end exactly after a member. */
+static int gunzip_slow(idx_file *f, const unsigned char *in, size_t size) {
+  z_stream z = {0};
+  if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
+    return nnc_rt_fail(f->err, "%s: out of memory for gzip decompression", f->path);
+  z.next_in = (unsigned char *)in;
+  const unsigned char *end = in + size;
+  size_t cap = 0;
+  int rc = 0;
+  for (;;) {
+    if (z.total_out == cap) {
+      size_t bigger = cap ? 2 * cap : (size_t)1 << 20;
+      unsigned char *m = realloc(f->mem, bigger);
+      if (!m) {
+        rc = nnc_rt_fail(f->err, "%s: out of memory decompressing %zu bytes", f->path, bigger);
+        break;
+      }
+      f->mem = m, cap = bigger;
+    }
+    z.next_out = f->mem + z.total_out;
+    z.avail_out = (uInt)(cap - z.total_out < (1u << 30) ? cap - z.total_out : 1u << 30);
+    size_t left = (size_t)(end - z.next_in);
+    z.avail_in = (uInt)(left < (1u << 30) ? left : 1u << 30);
+    int zr = inflate(&z, Z_NO_FLUSH);
+    left = (size_t)(end - z.next_in);
+    if (zr == Z_STREAM_END) {
+      if (left == 0) break;
+      if (left < 2 || z.next_in[0] != 0x1f || z.next_in[1] != 0x8b) {
+        rc = gz_fail(f, &z, in, "data after the end of the gzip stream");
+        break;
+      }
+      uLong total = z.total_out; /* inflateReset clears it */
+      inflateReset(&z);
+      z.total_out = total;
+    } else if (zr == Z_BUF_ERROR && left == 0) {
+      rc = gz_fail(f, &z, in, "the gzip stream is cut short");
+      break;
+    } else if (zr != Z_OK && zr != Z_BUF_ERROR) {
+      rc = gz_fail(f, &z, in, zr == Z_MEM_ERROR ? "out of memory" : z.msg ? z.msg : "damaged");
+      break;
     }
   }
-  if (!ok) free(out);
-  free(in);
-  return ok;
+  f->mem_len = z.total_out;
+  inflateEnd(&z);
+  return rc;
 }
 
 static int idx_open(idx_file *f, const char *path, nnc_rt_error *err) {
   *f = (idx_file){.path = path, .err = err};
-  if (read_whole(f, path)) return 0;
-  errno = 0;
-  f->gz = gzopen(path, "rb");
-  if (!f->gz)
-    return nnc_rt_fail(err, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
-  gzbuffer(f->gz, 1 << 17);
-  return 0;
+  char *in;
+  size_t size;
+  if (nnc_rt_read_file(path, &in, &size, err)) return -1;
+  const unsigned char *b = (const unsigned char *)in;
+  if (size < 2 || b[0] != 0x1f || b[1] != 0x8b) {
+    f->mem = (unsigned char *)in;
+    f->mem_len = size;
+    return 0;
+  }
+  int rc = gunzip_fast(f, b, size) ? 0 : gunzip_slow(f, b, size);
+  free(in);
+  if (rc) free(f->mem), f->mem = NULL;
+  return rc;
 }
 
 static void idx_close(idx_file *f) {
-  if (f->gz) gzclose(f->gz);
-  f->gz = NULL;
   free(f->mem);
   f->mem = NULL;
 }
 
-/* Reads up to len bytes; *got says how many arrived (fewer at end of file).
- * Fails only on a read or gzip error. */
+/* Bytes not yet read. */
+static size_t idx_left(const idx_file *f) {
+  return f->mem_len - f->mem_pos;
+}
+
+/* Reads up to len bytes; *got says how many arrived (fewer at end of file). */
 static int idx_read(idx_file *f, void *buf, size_t len, size_t *got) {
-  *got = 0;
-  if (f->mem) {
-    size_t left = f->mem_len - f->mem_pos;
-    *got = len < left ? len : left;
-    memcpy(buf, f->mem + f->mem_pos, *got);
-    f->mem_pos += *got;
-    f->offset += (int64_t)*got;
-    return 0;
-  }
-  while (*got < len) {
-    size_t want = len - *got;
-    if (want > (1u << 30)) want = 1u << 30;
-    int n = gzread(f->gz, (char *)buf + *got, (unsigned)want);
-    if (n < 0) {
-      int code;
-      const char *msg = gzerror(f->gz, &code);
-      if (code == Z_ERRNO) msg = strerror(errno);
-      return nnc_rt_fail(f->err, "%s: byte %lld: read error: %s", f->path,
-                         (long long)(f->offset + (int64_t)*got), msg);
-    }
-    if (n == 0) break;
-    *got += (size_t)n;
-  }
+  size_t left = idx_left(f);
+  *got = len < left ? len : left;
+  memcpy(buf, f->mem + f->mem_pos, *got);
+  f->mem_pos += *got;
   f->offset += (int64_t)*got;
   return 0;
 }
@@ -168,14 +199,12 @@ static int idx_read_header(idx_file *f, const char *what, int min_dims, int max_
     return nnc_rt_fail(f->err,
                        "%s: byte %lld: file ends inside the header (%zu of %d dimension sizes)",
                        f->path, (long long)f->offset, got / 4, f->ndim);
-  int64_t elements = 1;
   for (int i = 0; i < f->ndim; i++) {
     const unsigned char *b = raw + 4 * i;
     f->dims[i] = (int64_t)b[0] << 24 | (int64_t)b[1] << 16 | (int64_t)b[2] << 8 | b[3];
     if (f->dims[i] == 0)
       return nnc_rt_fail(f->err, "%s: byte %d: dimension %d is 0", f->path, 4 + 4 * i, i);
-    elements *= f->dims[i];
-    if (elements > IDX_MAX_ELEMENTS)
+    if (nnc_rt_checked_numel(i + 1, f->dims) < 0)
       return nnc_rt_fail(f->err, "%s: byte %d: dimensions too large (over 2^40 elements)", f->path,
                          4 + 4 * i);
   }
@@ -203,12 +232,16 @@ static int load_images(nnc_rt_dataset *ds, idx_file *f, float scale) {
   if (idx_read_header(f, "image", 2, NNC_RT_MAX_RANK + 1)) return -1;
   ds->n = f->dims[0];
   ds->rank = f->ndim - 1;
-  ds->sample_size = 1;
-  for (int i = 0; i < ds->rank; i++) {
+  for (int i = 0; i < ds->rank; i++)
     ds->shape[i] = f->dims[i + 1];
-    ds->sample_size *= ds->shape[i];
-  }
+  /* The header's product was checked; nothing below can wrap. */
+  ds->sample_size = nnc_rt_checked_numel(ds->rank, ds->shape);
   int64_t total = ds->n * ds->sample_size;
+  if ((int64_t)idx_left(f) < total) {
+    int64_t have = (int64_t)idx_left(f);
+    f->offset += have;
+    return idx_short_data(f, have, ds->sample_size, ds->n, "image");
+  }
   ds->x = malloc((size_t)total * sizeof(float));
   if (!ds->x)
     return nnc_rt_fail(f->err, "%s: out of memory for %lld pixels", f->path, (long long)total);
@@ -229,6 +262,11 @@ static int load_labels(nnc_rt_dataset *ds, idx_file *f, const char *images_path)
   if (f->dims[0] != ds->n)
     return nnc_rt_fail(f->err, "%s: byte 4: %lld labels, but %s has %lld images", f->path,
                        (long long)f->dims[0], images_path, (long long)ds->n);
+  if ((int64_t)idx_left(f) < ds->n) {
+    int64_t have = (int64_t)idx_left(f);
+    f->offset += have;
+    return idx_short_data(f, have, 1, ds->n, "label");
+  }
   unsigned char *raw = malloc((size_t)ds->n);
   ds->labels = malloc((size_t)ds->n * sizeof(int32_t));
   if (!raw || !ds->labels) {

@@ -12,7 +12,7 @@
  * The compiler fills fan_in and fan_out; a fan below 1 counts as 1 so a
  * malformed table cannot divide by zero.
  */
-#include "nnc_rt.h"
+#include "rt_internal.h"
 
 #include <math.h>
 #include <string.h>
@@ -21,6 +21,19 @@ int64_t nnc_rt_numel(int rank, const int64_t *shape) {
   int64_t n = 1;
   for (int i = 0; i < rank; i++)
     n *= shape[i];
+  return n;
+}
+
+int64_t nnc_rt_checked_mul(int64_t a, int64_t b) {
+  if (a < 0 || b < 0) return -1;
+  if (b && a > NNC_RT_MAX_FILE_ELEMENTS / b) return -1;
+  return a * b;
+}
+
+int64_t nnc_rt_checked_numel(int rank, const int64_t *shape) {
+  int64_t n = 1;
+  for (int i = 0; i < rank && n >= 0; i++)
+    n = nnc_rt_checked_mul(n, shape[i]);
   return n;
 }
 

@@ -17,6 +17,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 enum { JSON_MAX_DEPTH = 64 };
 
@@ -329,25 +330,27 @@ int nnc_rt_read_file(const char *path, char **data, size_t *len, nnc_rt_error *e
   *len = 0;
   FILE *f = fopen(path, "rb");
   if (!f) return nnc_rt_fail(err, "%s: cannot open: %s", path, strerror(errno));
-  size_t cap = 1 << 16, n = 0;
-  char *buf = malloc(cap + 1);
-  for (;;) {
-    if (!buf) {
-      fclose(f);
-      return nnc_rt_fail(err, "%s: out of memory reading the file", path);
-    }
-    n += fread(buf + n, 1, cap - n, f);
-    if (n < cap) break;
-    char *bigger = realloc(buf, 2 * cap + 1);
-    if (!bigger) free(buf);
-    buf = bigger;
-    cap *= 2;
+  struct stat st = {0};
+  if (fstat(fileno(f), &st) || !S_ISREG(st.st_mode)) {
+    int is_dir = S_ISDIR(st.st_mode);
+    fclose(f);
+    return nnc_rt_fail(err, "%s: %s, not a regular file", path,
+                       is_dir ? "is a folder" : "is a device, pipe or socket");
   }
+  /* One byte more than the size: a file that grew meanwhile shows as such. */
+  size_t cap = (size_t)st.st_size, n = 0;
+  char *buf = (uint64_t)st.st_size < SIZE_MAX - 1 ? malloc(cap + 2) : NULL;
+  if (!buf) {
+    fclose(f);
+    return nnc_rt_fail(err, "%s: out of memory for its %lld bytes", path, (long long)st.st_size);
+  }
+  n = fread(buf, 1, cap + 1, f);
   int bad = ferror(f);
   fclose(f);
-  if (bad) {
+  if (bad || n != cap) {
     free(buf);
-    return nnc_rt_fail(err, "%s: read error at byte %zu", path, n);
+    return bad ? nnc_rt_fail(err, "%s: read error at byte %zu", path, n)
+               : nnc_rt_fail(err, "%s: changed size while being read", path);
   }
   buf[n] = 0;
   *data = buf;

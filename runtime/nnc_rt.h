@@ -105,6 +105,7 @@ typedef struct nnc_rt_csv_opts {
   int header;           /* 1: the first row is a header and is skipped */
   int64_t label_column; /* 0-based; negative counts from the end (-1: last) */
   int label_is_class;   /* 1: integer class labels >= 0; 0: an f32 target */
+  int32_t num_classes;  /* > 0: class labels must be below it (checked per row) */
 } nnc_rt_csv_opts;
 int nnc_rt_load_csv(nnc_rt_dataset *ds, const char *path, const nnc_rt_csv_opts *opts,
                     nnc_rt_error *err);
@@ -322,9 +323,12 @@ int nnc_rt_checkpoint_best_path(char *buf, size_t size, const char *path);
 
 /* ---- Metrics log and plot ------------------------------------------------- */
 /* Reads a metrics log written by nnc_rt_train and draws its epoch rows as an
- * SVG: loss (and accuracy, when logged) of training and validation against
- * the epoch. The later row wins where a resumed run repeats an epoch. */
-int nnc_rt_log_plot(const char *log_path, const char *svg_path, nnc_rt_error *err);
+ * SVG: loss (and accuracy, when logged) of training and of the set
+ * evaluated each epoch against the epoch. val_name says what that set is
+ * in titles and legend: "validation" (NULL) or "test". The later row wins
+ * where a resumed run repeats an epoch. */
+int nnc_rt_log_plot(const char *log_path, const char *svg_path, const char *val_name,
+                    nnc_rt_error *err);
 /* "run.csv" -> "run.svg" (the extension replaced, or ".svg" appended). */
 int nnc_rt_log_svg_path(char *buf, size_t size, const char *log_path);
 
@@ -385,6 +389,9 @@ typedef struct nnc_rt_train_opts {
    * stay the last epoch's, the resumable position; after a resume, only
    * epochs trained since can be restored. */
   int restore_best;
+  /* What val is, in messages and the curves' legend: "validation" (NULL)
+   * or "test" when the test set is evaluated each epoch. */
+  const char *val_name;
 } nnc_rt_train_opts;
 
 typedef struct nnc_rt_epoch_stats {

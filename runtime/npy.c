@@ -11,7 +11,8 @@
  * size — is an error naming the file and the byte offset where the problem
  * is. Features [n, d1, ...] become n samples of shape [d1, ...] ([1] for a
  * 1-D file); labels are [n] class labels (whole numbers >= 0, any dtype) or
- * [n] / [n, k] f32 targets; both files must agree on n.
+ * [n] / [n, k] f32 targets; both files must agree on n. Features and
+ * targets must be finite (also after conversion to f32).
  */
 #include "rt_internal.h"
 
@@ -107,8 +108,8 @@ static int parse_shape(npy_header *h, npy_array *a) {
     if (end == h->s + h->pos || d < 0) return hfail(h, "expected a dimension size");
     h->pos = (size_t)(end - h->s);
     a->shape[a->rank++] = d;
-    if (d && a->count > (INT64_C(1) << 40) / d) return hfail(h, "shape too large");
-    a->count *= d;
+    a->count = nnc_rt_checked_mul(a->count, d);
+    if (a->count < 0) return hfail(h, "shape too large (over 2^40 elements)");
     if (!hchar(h, ',') && !(hskip(h), h->pos < h->len && h->s[h->pos] == ')'))
       return hfail(h, "expected ',' or ')' in the shape");
   }
@@ -196,6 +197,22 @@ static double element(const npy_array *a, int64_t i) {
   return 0;
 }
 
+/* Converts every element to f32 into dst; NaN and infinities (which CSV
+ * refuses too) are errors naming the sample, the element and its byte, not
+ * a "loss became NaN" epochs later. per_sample: elements per sample. */
+static int convert_finite(const npy_array *a, float *dst, int64_t per_sample, const char *what,
+                          nnc_rt_error *err) {
+  for (int64_t i = 0; i < a->count; i++) {
+    double v = element(a, i);
+    if (!isfinite(v) || !isfinite((float)v))
+      return nnc_rt_fail(err, "%s: byte %lld: sample %lld, %s %lld is %g (only finite values load)",
+                         a->path, (long long)(a->data_start + i * a->itemsize),
+                         (long long)(i / per_sample), what, (long long)(i % per_sample), v);
+    dst[i] = (float)v;
+  }
+  return 0;
+}
+
 static int load_features(nnc_rt_dataset *ds, const npy_array *a, nnc_rt_error *err) {
   if (a->rank < 1)
     return nnc_rt_fail(err, "%s: a 0-dimensional array cannot hold samples", a->path);
@@ -204,14 +221,10 @@ static int load_features(nnc_rt_dataset *ds, const npy_array *a, nnc_rt_error *e
   ds->shape[0] = 1;
   for (int i = 1; i < a->rank; i++)
     ds->shape[i - 1] = a->shape[i];
-  ds->sample_size = 1;
-  for (int i = 1; i < a->rank; i++)
-    ds->sample_size *= a->shape[i];
+  ds->sample_size = nnc_rt_checked_numel(a->rank - 1, a->shape + 1);
   ds->x = malloc((size_t)(a->count ? a->count : 1) * sizeof(float));
   if (!ds->x) return nnc_rt_fail(err, "%s: out of memory", a->path);
-  for (int64_t i = 0; i < a->count; i++)
-    ds->x[i] = (float)element(a, i);
-  return 0;
+  return convert_finite(a, ds->x, ds->sample_size, "feature", err);
 }
 
 static int load_labels(nnc_rt_dataset *ds, const npy_array *a, int is_class, const char *x_path,
@@ -241,9 +254,7 @@ static int load_labels(nnc_rt_dataset *ds, const npy_array *a, int is_class, con
   ds->target_size = a->rank == 2 ? a->shape[1] : 1;
   ds->targets = malloc((size_t)(a->count ? a->count : 1) * sizeof(float));
   if (!ds->targets) return nnc_rt_fail(err, "%s: out of memory", a->path);
-  for (int64_t i = 0; i < a->count; i++)
-    ds->targets[i] = (float)element(a, i);
-  return 0;
+  return convert_finite(a, ds->targets, ds->target_size, "target", err);
 }
 
 int nnc_rt_load_npy(nnc_rt_dataset *ds, const char *x_path, const char *y_path, int label_is_class,

@@ -2,12 +2,17 @@
  *
  * Input: the metrics log (metrics_log.c reads back its epoch rows). Output:
  * one SVG with a loss panel and, when the log has accuracy, an accuracy
- * panel beside it. Each panel has axes, five value ticks, epoch ticks, a
- * title, and up to two series: training (solid blue) and validation (dashed
- * orange). A series is a <polyline> plus one <circle> per epoch whose
- * <title> reads "train loss, epoch 3: 0.1234" (a tooltip in browsers, and
- * what the tests look for). Missing values (NaN) are skipped. The training
- * loop writes it next to the log when a run ends (run.csv -> run.svg).
+ * panel beside it. Each panel has axes, value ticks at round values (steps
+ * of 1, 2 or 5 times a power of ten, as matplotlib's default locator picks
+ * them; the axis ends on ticks and does not go below zero for values that
+ * are not negative), epoch ticks, a title, and up to two series: training
+ * (solid blue) and the set evaluated each epoch (dashed orange), named by
+ * what it is ("validation" or "test"). A series is a <polyline> plus one
+ * <circle> per epoch whose <title> reads "train loss, epoch 3: 0.1234" (a
+ * tooltip in browsers, and what the tests look for). The legend goes in the
+ * corner (or side) of the panel where it covers no point of either curve.
+ * Missing values (NaN) are skipped. The training loop writes it next to the
+ * log when a run ends (run.csv -> run.svg).
  */
 #include "rt_internal.h"
 
@@ -22,7 +27,8 @@ typedef struct panel {
   FILE *f;
   double x0;         /* left edge of the panel in the SVG */
   double emin, emax; /* epoch range */
-  double vmin, vmax; /* value range */
+  double vmin, vmax; /* value range, whole ticks */
+  double step;       /* between value ticks */
 } panel;
 
 static double px(const panel *p, double epoch) {
@@ -42,18 +48,36 @@ static double value(const nnc_rt_log_row *r, int which) {
   }
 }
 
-/* Value range over the two series `first` and `first + 1`, padded 5%. */
+/* A step of 1, 2 or 5 times a power of ten giving at most `most`
+ * intervals over span. */
+static double round_step(double span, int most) {
+  double step = pow(10, floor(log10(span / most)));
+  static const double factors[] = {1, 2, 5, 10};
+  for (int i = 0; i < 4; i++)
+    if (span / (factors[i] * step) <= most) return factors[i] * step;
+  return 10 * step;
+}
+
+/* Value range over the two series `first` and `first + 1`, padded 5%,
+ * then widened to whole ticks; not below 0 when no value is negative (a
+ * loss or an accuracy), nor above 1 for accuracies that stay within it. */
 static int value_range(panel *p, const nnc_rt_log_row *rows, int n, int first) {
-  p->vmin = INFINITY, p->vmax = -INFINITY;
+  double lo = INFINITY, hi = -INFINITY;
   for (int i = 0; i < n; i++)
     for (int k = first; k < first + 2; k++) {
       double v = value(&rows[i], k);
-      if (isfinite(v)) p->vmin = fmin(p->vmin, v), p->vmax = fmax(p->vmax, v);
+      if (isfinite(v)) lo = fmin(lo, v), hi = fmax(hi, v);
     }
-  if (p->vmin > p->vmax) return 0;
-  double pad = (p->vmax - p->vmin) * 0.05;
-  if (pad == 0) pad = fabs(p->vmax) * 0.1 + 0.05;
-  p->vmin -= pad, p->vmax += pad;
+  if (lo > hi) return 0;
+  double pad = (hi - lo) * 0.05;
+  if (pad == 0) pad = fabs(hi) * 0.1 + 0.05;
+  double vlo = lo - pad, vhi = hi + pad;
+  if (lo >= 0 && vlo < 0) vlo = 0;
+  p->step = round_step(vhi - vlo, 5);
+  p->vmin = floor(vlo / p->step) * p->step;
+  p->vmax = ceil(vhi / p->step) * p->step;
+  if (lo >= 0 && p->vmin < 0) p->vmin = 0;
+  if (first == 2 && hi <= 1 && p->vmax > 1) p->vmax = 1;
   return 1;
 }
 
@@ -67,10 +91,13 @@ static void axes(const panel *p, const char *title) {
           (l + r) / 2, title);
   fprintf(p->f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">epoch</text>\n", (l + r) / 2,
           PANEL_H - 8);
-  for (int i = 0; i <= 4; i++) { /* value ticks */
-    double v = p->vmin + (p->vmax - p->vmin) * i / 4;
-    fprintf(p->f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.4g</text>\n", l - 6,
-            py(p, v) + 4, v);
+  /* Value ticks: multiples of step, printed with the step's decimals. */
+  int decimals = p->step >= 1 ? 0 : (int)ceil(-log10(p->step) - 1e-9);
+  int64_t first = (int64_t)llround(p->vmin / p->step), last = (int64_t)llround(p->vmax / p->step);
+  for (int64_t k = first; k <= last; k++) {
+    double v = (double)k * p->step;
+    fprintf(p->f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.*f</text>\n", l - 6,
+            py(p, v) + 4, decimals, v);
   }
   int64_t span = (int64_t)(p->emax - p->emin), stride = span > 10 ? (span + 9) / 10 : 1;
   for (int64_t e = (int64_t)ceil(p->emin); e <= (int64_t)p->emax; e += stride)
@@ -102,22 +129,62 @@ static void series(const panel *p, const nnc_rt_log_row *rows, int n, int which,
   }
 }
 
-static void legend(const panel *p) {
-  double x = p->x0 + PANEL_W - RIGHT - 110;
-  fprintf(p->f, "<g font-family=\"sans-serif\" font-size=\"11\">\n");
+enum { LEGEND_W = 100, LEGEND_H = 34 };
+
+/* How many points of the two series `first` and `first + 1` (each circle,
+ * and points along each line segment) fall in the box at (x, y). */
+static int covered(const panel *p, const nnc_rt_log_row *rows, int n, int first, double x,
+                   double y) {
+  int count = 0;
+  for (int k = first; k < first + 2; k++) {
+    double last_x = NAN, last_y = NAN;
+    for (int i = 0; i < n; i++) {
+      double v = value(&rows[i], k);
+      if (!isfinite(v)) continue;
+      double cx = px(p, (double)rows[i].epoch), cy = py(p, v);
+      for (int t = isnan(last_x) ? 16 : 0; t <= 16; t++) {
+        double sx = isnan(last_x) ? cx : last_x + (cx - last_x) * t / 16;
+        double sy = isnan(last_y) ? cy : last_y + (cy - last_y) * t / 16;
+        count += sx >= x - 4 && sx <= x + LEGEND_W + 4 && sy >= y - 4 && sy <= y + LEGEND_H + 4;
+      }
+      last_x = cx, last_y = cy;
+    }
+  }
+  return count;
+}
+
+/* The legend in the first of six places (the corners, then the middle of
+ * each side) where it covers nothing, else where it covers least. */
+static void legend(const panel *p, const nnc_rt_log_row *rows, int n, int first,
+                   const char *val_name) {
+  double l = p->x0 + LEFT + 8, r = p->x0 + PANEL_W - RIGHT - LEGEND_W - 4, t = TOP + 4,
+         b = PANEL_H - BOTTOM - LEGEND_H - 4, m = (t + b) / 2;
+  const double places[6][2] = {{r, t}, {l, t}, {r, b}, {l, b}, {r, m}, {l, m}};
+  int best = 0, best_count = -1;
+  for (int i = 0; i < 6 && best_count != 0; i++) {
+    int c = covered(p, rows, n, first, places[i][0], places[i][1]);
+    if (best_count < 0 || c < best_count) best = i, best_count = c;
+  }
+  double x = places[best][0], y = places[best][1];
+  fprintf(p->f, "<g class=\"legend\" font-family=\"sans-serif\" font-size=\"11\">\n");
   fprintf(p->f,
-          "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#1f77b4\" "
-          "stroke-width=\"2\"/><text x=\"%.1f\" y=\"%d\">train</text>\n",
-          x, TOP + 8, x + 20, TOP + 8, x + 26, TOP + 12);
+          "<rect x=\"%.1f\" y=\"%.1f\" width=\"%d\" height=\"%d\" fill=\"white\" "
+          "fill-opacity=\"0.8\"/>\n",
+          x, y, LEGEND_W, LEGEND_H);
   fprintf(p->f,
-          "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#ff7f0e\" "
-          "stroke-width=\"2\" stroke-dasharray=\"5,3\"/><text x=\"%.1f\" y=\"%d\">"
-          "validation</text>\n</g>\n",
-          x, TOP + 24, x + 20, TOP + 24, x + 26, TOP + 28);
+          "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#1f77b4\" "
+          "stroke-width=\"2\"/><text x=\"%.1f\" y=\"%.1f\">train</text>\n",
+          x + 4, y + 10, x + 24, y + 10, x + 30, y + 14);
+  fprintf(p->f,
+          "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ff7f0e\" "
+          "stroke-width=\"2\" stroke-dasharray=\"5,3\"/><text x=\"%.1f\" y=\"%.1f\">"
+          "%s</text>\n</g>\n",
+          x + 4, y + 26, x + 24, y + 26, x + 30, y + 30, val_name);
 }
 
 /* One panel for the series pair `first` (0: loss, 2: accuracy). */
-static void draw_panel(FILE *f, int index, const nnc_rt_log_row *rows, int n, int first) {
+static void draw_panel(FILE *f, int index, const nnc_rt_log_row *rows, int n, int first,
+                       const char *val_name) {
   panel p = {.f = f, .x0 = index * PANEL_W};
   p.emin = (double)rows[0].epoch, p.emax = (double)rows[n - 1].epoch;
   if (p.emax <= p.emin) p.emin -= 0.5, p.emax += 0.5;
@@ -125,13 +192,17 @@ static void draw_panel(FILE *f, int index, const nnc_rt_log_row *rows, int n, in
   const char *name = first ? "accuracy" : "loss";
   fprintf(f, "<g class=\"%s\">\n", name);
   axes(&p, name);
+  char label[64];
   series(&p, rows, n, first, first ? "train accuracy" : "train loss");
-  series(&p, rows, n, first + 1, first ? "validation accuracy" : "validation loss");
-  legend(&p);
+  snprintf(label, sizeof label, "%s %s", val_name, name);
+  series(&p, rows, n, first + 1, label);
+  legend(&p, rows, n, first, val_name);
   fprintf(f, "</g>\n");
 }
 
-int nnc_rt_log_plot(const char *log_path, const char *svg_path, nnc_rt_error *err) {
+int nnc_rt_log_plot(const char *log_path, const char *svg_path, const char *val_name,
+                    nnc_rt_error *err) {
+  if (!val_name) val_name = "validation";
   nnc_rt_log_row *rows;
   int n;
   if (nnc_rt_log_read_epochs(log_path, &rows, &n, err)) return -1;
@@ -152,8 +223,8 @@ int nnc_rt_log_plot(const char *log_path, const char *svg_path, nnc_rt_error *er
   fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
   if (!panels)
     fprintf(f, "<text x=\"20\" y=\"40\" font-family=\"sans-serif\">no epochs logged</text>\n");
-  if (has_loss) draw_panel(f, 0, rows, n, 0);
-  if (has_acc) draw_panel(f, has_loss, rows, n, 2);
+  if (has_loss) draw_panel(f, 0, rows, n, 0, val_name);
+  if (has_acc) draw_panel(f, has_loss, rows, n, 2, val_name);
   fprintf(f, "</svg>\n");
   free(rows);
   if (fclose(f) != 0) return nnc_rt_fail(err, "%s: cannot write: %s", svg_path, strerror(errno));

@@ -108,8 +108,27 @@ const nnc_rt_json *nnc_rt_json_get(const nnc_rt_json *obj, const char *key);
 size_t nnc_rt_json_quote(char *buf, size_t size, size_t len, const char *s);
 
 /* ---- Whole files ---- */
-/* Reads the whole file into a malloc'd buffer (NUL-terminated). */
+/* Reads the whole file into a malloc'd buffer (NUL-terminated). Only a
+ * regular file is read (a folder, /dev/zero or a pipe is an error), and the
+ * buffer is sized from the file's size, not grown while reading. */
 int nnc_rt_read_file(const char *path, char **data, size_t *len, nnc_rt_error *err);
+
+/* ---- Sizes read from files ----
+ * Every count a reader computes from a file's header goes through these:
+ * the product of non-negative factors, or -1 when a factor is negative or
+ * the product passes NNC_RT_MAX_FILE_ELEMENTS (2^40; no data set or
+ * checkpoint read here is that large, so a header claiming it is damaged).
+ * Nothing is multiplied unchecked, so no count wraps. */
+#define NNC_RT_MAX_FILE_ELEMENTS (INT64_C(1) << 40)
+int64_t nnc_rt_checked_mul(int64_t a, int64_t b);
+/* The element count of a shape read from a file, checked as above. */
+int64_t nnc_rt_checked_numel(int rank, const int64_t *shape);
+
+/* The largest training position a checkpoint may hold: epochs as the
+ * --epochs flag allows, global steps within f32's exact integers (the
+ * model reads the step as f32). */
+#define NNC_RT_MAX_EPOCHS INT64_C(1000000000)
+#define NNC_RT_MAX_STEPS  (INT64_C(1) << 53)
 
 /* ---- Safetensors files (safetensors.c) ---- */
 typedef enum nnc_rt_st_dtype { NNC_RT_ST_F32, NNC_RT_ST_F64, NNC_RT_ST_OTHER } nnc_rt_st_dtype;
@@ -140,6 +159,9 @@ void nnc_rt_st_free(nnc_rt_st_file *f);
 const nnc_rt_st_entry *nnc_rt_st_find(const nnc_rt_st_file *f, const char *name);
 /* A metadata string, or NULL. */
 const char *nnc_rt_st_meta(const nnc_rt_st_file *f, const char *key);
+/* The index of the first element of an F32 or F64 entry that is NaN or
+ * infinite (also once converted to f32), with its value; -1 if none. */
+int64_t nnc_rt_st_first_nonfinite(const nnc_rt_st_file *f, const nnc_rt_st_entry *e, double *value);
 /* Copies an entry's data into dst as f32 (F32 copied, F64 converted). */
 void nnc_rt_st_read_f32(const nnc_rt_st_file *f, const nnc_rt_st_entry *e, float *dst);
 

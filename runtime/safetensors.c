@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -96,12 +97,9 @@ static int parse_entry(nnc_rt_st_file *f, int i, const char *path, nnc_rt_error 
   if (int_array(o, offs, 2, &n, "data_offsets", e->name, path, err)) return -1;
   if (n != 2) return entry_fail(path, o, e->name, "\"data_offsets\" must be [begin, end]", err);
   e->begin = offs[0], e->end = offs[1];
-  int64_t bytes = size, data_len = (int64_t)f->len - f->data_start;
-  for (int d = 0; d < e->rank; d++)
-    if (e->shape[d] && bytes > INT64_MAX / e->shape[d])
-      return entry_fail(path, o, e->name, "shape too large", err);
-    else
-      bytes *= e->shape[d];
+  int64_t bytes = nnc_rt_checked_mul(nnc_rt_checked_numel(e->rank, e->shape), size),
+          data_len = (int64_t)f->len - f->data_start;
+  if (bytes < 0) return entry_fail(path, o, e->name, "shape too large (over 2^40 elements)", err);
   char what[200];
   if (e->end < e->begin || e->end - e->begin != bytes) {
     snprintf(what, sizeof what, "data_offsets [%lld, %lld] hold %lld bytes, the shape needs %lld",
@@ -202,6 +200,26 @@ const nnc_rt_st_entry *nnc_rt_st_find(const nnc_rt_st_file *f, const char *name)
 const char *nnc_rt_st_meta(const nnc_rt_st_file *f, const char *key) {
   const nnc_rt_json *v = nnc_rt_json_get(f->metadata, key);
   return v ? v->string : NULL;
+}
+
+int64_t nnc_rt_st_first_nonfinite(const nnc_rt_st_file *f, const nnc_rt_st_entry *e,
+                                  double *value) {
+  const char *src = f->bytes + f->data_start + e->begin;
+  int size = e->dtype == NNC_RT_ST_F64 ? 8 : 4;
+  int64_t n = (e->end - e->begin) / size;
+  for (int64_t i = 0; i < n; i++) {
+    float x;
+    double d;
+    if (size == 4)
+      memcpy(&x, src + 4 * i, 4), d = x;
+    else
+      memcpy(&d, src + 8 * i, 8);
+    if (!isfinite(d) || !isfinite((float)d)) {
+      *value = d;
+      return i;
+    }
+  }
+  return -1;
 }
 
 /* Data is little-endian; this runtime runs on little-endian machines only. */

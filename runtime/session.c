@@ -80,6 +80,8 @@ typedef struct session {
   int label_is_class;
   nnc_rt_dataset train, val, test;
   int has_val, has_test;
+  /* The files each set came from (features, labels), for messages. */
+  const char *train_files[2], *test_files[2];
   nnc_rt_norm_stats stats;
   nnc_rt_named_tensor extra[2];
   int nextra;
@@ -378,6 +380,8 @@ static int load_idx(session *S) {
   /* The test set loads on a second thread while the training set loads
    * here: decompressing and converting them is most of the time from start
    * to the first step. */
+  S->train_files[0] = xi, S->train_files[1] = yi;
+  S->test_files[0] = xt, S->test_files[1] = yt;
   idx_job test = {&S->test, xt, yt, (float)S->spec.scale, -1, {{0}}};
   pthread_t thread;
   int threaded = pthread_create(&thread, NULL, idx_job_run, &test) == 0;
@@ -393,7 +397,7 @@ static int load_idx(session *S) {
 /* One CSV or NPY split: the spec's files, or the command line's `path`
  * (a CSV file, or "X.npy,Y.npy"). */
 static int load_files(session *S, const nnc_rt_spec_files *files, const char *cli,
-                      nnc_rt_dataset *ds, const char *what) {
+                      nnc_rt_dataset *ds, const char *what, const char **paths) {
   const nnc_rt_spec *s = &S->spec;
   const char *x, *y = NULL;
   if (s->format == NNC_RT_DATA_NPY && cli) {
@@ -417,10 +421,12 @@ static int load_files(session *S, const nnc_rt_spec_files *files, const char *cl
     if (resolve(S, want, 0, cli != NULL, "data file", &x)) return -1;
     if (s->format == NNC_RT_DATA_NPY && resolve(S, files->y, 0, 0, "data file", &y)) return -1;
   }
+  paths[0] = x, paths[1] = y ? y : x;
   if (s->format == NNC_RT_DATA_CSV) {
     nnc_rt_csv_opts o = {.header = files->header,
                          .label_column = files->label_column,
-                         .label_is_class = S->label_is_class};
+                         .label_is_class = S->label_is_class,
+                         .num_classes = (int32_t)S->m->num_classes};
     if (nnc_rt_load_csv(ds, x, &o, &S->err)) return -1;
   } else if (nnc_rt_load_npy(ds, x, y, S->label_is_class, &S->err)) {
     return -1;
@@ -438,10 +444,39 @@ static int load_data(session *S) {
                        s->origin, S->label_is_class ? "class labels" : "float targets",
                        S->m->label_is_class ? "class labels" : "float targets");
   if (s->format == NNC_RT_DATA_IDX) return load_idx(S);
-  if (load_files(S, &s->train, S->f.data, &S->train, "training")) return -1;
+  if (load_files(S, &s->train, S->f.data, &S->train, "training", S->train_files)) return -1;
   if (!s->test.x && !S->f.test_data) return 0;
   S->has_test = 1;
-  return load_files(S, &s->test, S->f.test_data, &S->test, "test");
+  return load_files(S, &s->test, S->f.test_data, &S->test, "test", S->test_files);
+}
+
+/* A loaded set against the model, before anything trains (a bad test set
+ * used to show only after training), naming the file and the sample: IDX
+ * labels also by byte (one byte each after an 8-byte header). CSV labels
+ * were checked by row as they loaded. */
+static int check_set(session *S, const nnc_rt_dataset *ds, const char *const files[2]) {
+  const nnc_rt_model *m = S->m;
+  if (ds->sample_size != m->sample_size)
+    return nnc_rt_fail(&S->err, "%s: %lld features per sample, but the model expects %lld",
+                       files[0], (long long)ds->sample_size, (long long)m->sample_size);
+  if (!m->label_is_class) {
+    if (ds->target_size != m->target_size)
+      return nnc_rt_fail(&S->err, "%s: %lld targets per sample, but the model expects %lld",
+                         files[1], (long long)ds->target_size, (long long)m->target_size);
+    return 0;
+  }
+  int is_idx = S->spec.format == NNC_RT_DATA_IDX;
+  for (int64_t i = 0; i < ds->n; i++)
+    if (ds->labels[i] >= m->num_classes) {
+      char where[48] = "";
+      if (is_idx) snprintf(where, sizeof where, "byte %lld: ", (long long)(8 + i));
+      return nnc_rt_fail(&S->err,
+                         "%s: %ssample %lld has label %d, outside 0..%lld (the model has %lld "
+                         "classes)",
+                         files[1], where, (long long)i, ds->labels[i],
+                         (long long)m->num_classes - 1, (long long)m->num_classes);
+    }
+  return 0;
 }
 
 /* Validation split, then standardisation fitted on what is left to train. */
@@ -557,11 +592,31 @@ static void print_plan(const session *S, const nnc_rt_dataset *val) {
           val == &S->test ? "; validating on the test set" : "");
 }
 
+/* An output file (checkpoint, log) must be writable before training
+ * starts, not only when the first epoch ends: its folder must exist and
+ * take writes, and the path must not be a folder. */
+static int check_output(session *S, const char *path, const char *what) {
+  if (!path) return 0;
+  struct stat st;
+  if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+    return nnc_rt_fail(&S->err, "%s %s: is a folder, not a file", what, path);
+  const char *slash = strrchr(path, '/');
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) + (slash == path) : 1,
+           slash ? path : ".");
+  if (access(dir, W_OK))
+    return nnc_rt_fail(&S->err, "%s %s: cannot write into folder '%s': %s", what, path, dir,
+                       strerror(errno));
+  return 0;
+}
+
 static int train(session *S) {
   const nnc_rt_spec *s = &S->spec;
   const nnc_rt_dataset *val = validation_set(S);
   if (s->validate == NNC_RT_VALIDATE_TEST && !val)
     return nnc_rt_fail(&S->err, "%s: 'validate = test', but the data has no test set", s->origin);
+  if (check_output(S, s->checkpoint_path, "checkpoint") || check_output(S, s->log_path, "log"))
+    return -1;
   print_plan(S, val);
   nnc_rt_train_opts o = {.epochs = s->epochs,
                          .seed = s->seed,
@@ -584,7 +639,8 @@ static int train(session *S) {
                          .nextra = S->nextra,
                          .resume_path = s->resume_path,
                          .result = &S->result,
-                         .restore_best = s->restore_best};
+                         .restore_best = s->restore_best,
+                         .val_name = val == &S->test ? "test" : "validation"};
   /* The first step follows at once: nnc_rt_train only shuffles (and, when
    * resuming, loads the checkpoint) before it. */
   double t0 = nnc_rt_now();
@@ -662,7 +718,8 @@ static int apply_flags(session *S) {
 
 static int run_steps(session *S) {
   const nnc_rt_spec *s = &S->spec;
-  if (load_data(S)) return -1;
+  if (load_data(S) || check_set(S, &S->train, S->train_files)) return -1;
+  if (S->has_test && check_set(S, &S->test, S->test_files)) return -1;
   S->pool = nnc_rt_pool_create(S->f.threads, &S->err);
   if (!S->pool || prepare_data(S) || make_arena(S)) return -1;
   if (s->load_path && !s->resume_path && transfer_load(S)) return -1;

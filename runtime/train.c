@@ -368,7 +368,8 @@ static int resume(run *r) {
   if (*hash && *st.model_hash && strcmp(hash, st.model_hash) != 0)
     return nnc_rt_fail(r->err, "%s: written by a different model (model hash %s, this one %s)",
                        o->resume_path, st.model_hash, hash);
-  if (st.step != st.epoch * r->steps)
+  /* step == epoch * steps, without a product that could wrap. */
+  if (st.epoch ? st.step % st.epoch || st.step / st.epoch != r->steps : st.step != 0)
     return nnc_rt_fail(r->err,
                        "%s: stopped at step %lld after %lld epochs, which does not fit %lld steps "
                        "per epoch (was the data set or batch size changed?)",
@@ -445,7 +446,7 @@ static int finish_log(run *r, int rc) {
   char svg[4096];
   if (nnc_rt_log_svg_path(svg, sizeof svg, r->o->log_path))
     return rc ? rc : nnc_rt_fail(err, "%s: path too long", r->o->log_path);
-  if (nnc_rt_log_plot(r->o->log_path, svg, err)) return -1;
+  if (nnc_rt_log_plot(r->o->log_path, svg, r->o->val_name, err)) return -1;
   return rc;
 }
 
@@ -457,7 +458,7 @@ int nnc_rt_train(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nn
   if (m->batch < 1) return nnc_rt_fail(err, "model batch size %lld < 1", (long long)m->batch);
   if (check_opts(m, train, opts, err)) return -1;
   if (check_dataset(m, train, "training", err)) return -1;
-  if (val && check_dataset(m, val, "validation", err)) return -1;
+  if (val && check_dataset(m, val, opts->val_name ? opts->val_name : "validation", err)) return -1;
   run r = {.m = m, .arena = arena, .pool = pool, .train = train, .val = val, .o = opts, .err = err};
   r.steps = train->n / m->batch;
   r.lr = NAN;

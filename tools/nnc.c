@@ -460,6 +460,47 @@ static bool run_tool(char *const argv[]) {
   return WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
+/* Where -o finds the runtime's header and libraries. An installed nnc,
+ * PREFIX/bin/nnc, uses PREFIX/lib and PREFIX/include/nnc, found from its
+ * own path (/proc/self/exe), so it works from any folder with nothing
+ * set; an nnc run from its build folder uses the build tree. */
+typedef struct runtime_paths {
+  char include[4096], lib[4096], main_lib[4096];
+  bool installed;
+} runtime_paths;
+
+static void find_runtime(runtime_paths *rp) {
+  char exe[2048]; /* shorter than the paths made from it */
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0 && exe[0] == '/') {
+    exe[n] = 0;
+    *strrchr(exe, '/') = 0; /* the folder of nnc */
+    snprintf(rp->lib, sizeof rp->lib, "%s/%s%s/libnnc_runtime.a", exe, NNC_BIN_TO_PREFIX,
+             NNC_INSTALL_LIBDIR);
+    snprintf(rp->main_lib, sizeof rp->main_lib, "%s/%s%s/libnnc_train_main.a", exe,
+             NNC_BIN_TO_PREFIX, NNC_INSTALL_LIBDIR);
+    snprintf(rp->include, sizeof rp->include, "%s/%s%s", exe, NNC_BIN_TO_PREFIX,
+             NNC_INSTALL_INCLUDEDIR);
+    char header[4200];
+    snprintf(header, sizeof header, "%s/nnc_rt.h", rp->include);
+    rp->installed = !access(rp->lib, R_OK) && !access(rp->main_lib, R_OK) && !access(header, R_OK);
+    if (rp->installed) return;
+  }
+  snprintf(rp->lib, sizeof rp->lib, "%s", NNC_RUNTIME_LIB);
+  snprintf(rp->main_lib, sizeof rp->main_lib, "%s", NNC_TRAIN_MAIN_LIB);
+  snprintf(rp->include, sizeof rp->include, "%s", NNC_RUNTIME_INCLUDE);
+  rp->installed = false;
+}
+
+static void print_version(void) {
+  runtime_paths rp;
+  find_runtime(&rp);
+  printf("nnc " NNC_VERSION "\n"
+         "runtime for -o (%s):\n  %s\n  %s\n  headers in %s\n",
+         rp.installed ? "installed beside this nnc" : "this nnc's build tree", rp.lib, rp.main_lib,
+         rp.include);
+}
+
 /* nnc FILE -o PROGRAM: object code from the same LLVM module the JIT uses,
  * plus C glue, linked with the runtime by the system C compiler. The glue's
  * table comes from lowering and planning alone (no machine code is made
@@ -493,6 +534,8 @@ static int cmd_build(const char *path, const char *out, const nnc_frontend_optio
     goto done;
   }
   const char *cc = getenv("CC") && *getenv("CC") ? getenv("CC") : "cc";
+  runtime_paths rp;
+  find_runtime(&rp);
   char *args[] = {
     (char *)cc,
 #if NNC_LINK_SANITIZE
@@ -502,11 +545,11 @@ static int cmd_build(const char *path, const char *out, const nnc_frontend_optio
     "-o",
     (char *)out,
     "-I",
-    NNC_RUNTIME_INCLUDE,
+    rp.include,
     glue,
     obj,
-    NNC_TRAIN_MAIN_LIB,
-    NNC_RUNTIME_LIB,
+    rp.main_lib,
+    rp.lib,
     "-ldeflate",
     "-lz",
     "-lpthread",
@@ -571,7 +614,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (strcmp(cmd, "--version") == 0) {
-    puts("nnc " NNC_VERSION);
+    print_version();
     return 0;
   }
   if (strcmp(cmd, "check") == 0) return cmd_check(argc - 2, argv + 2);

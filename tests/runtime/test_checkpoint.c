@@ -330,6 +330,37 @@ static void test_f64_converts_f16_refused(void **state) {
   free(tm.arena);
 }
 
+/* NaN and infinities in a checkpoint's tensors are refused with the
+ * tensor, element and byte (they would only show later as a NaN loss). */
+static void test_non_finite_refused(void **state) {
+  table_model tm;
+  memset(&tm, 0, sizeof tm);
+  const int64_t s3[1] = {3};
+  add_tensor(&tm, "w", NNC_RT_PARAM, 1, s3);
+  add_tensor(&tm, "v", NNC_RT_PARAM, 1, s3);
+  table_alloc(&tm, 0);
+  const float f[6] = {0.5f, 1, 2, 3, NAN, 4};
+  const char *hdr = "{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12]},"
+                    "\"v\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[12,24]}}";
+  const char *p = raw_file("nan.safetensors", hdr, f, sizeof f);
+  nnc_rt_error err = {{0}};
+  assert_int_equal(nnc_rt_checkpoint_load(p, &tm.m, tm.arena, NULL, NULL, NULL, &err), -1);
+  char want[1024];
+  snprintf(want, sizeof want,
+           "%s: 1 tensor does not match the model:\n  v: element 1 is nan (byte %zu; only finite "
+           "values load)",
+           p, 8 + strlen(hdr) + 16);
+  assert_string_equal(err.msg, want);
+  assert_true(at(&tm, 0, 0) == 0); /* nothing loaded */
+  const double d[3] = {1, 1e300, 2};
+  p = raw_file("inf64.safetensors",
+               "{\"w\":{\"dtype\":\"F64\",\"shape\":[3],\"data_offsets\":[0,24]}}", d, sizeof d);
+  nnc_rt_ckpt_load_opts only_w = {.only = (const char *const[]){"w"}, .nonly = 1};
+  assert_int_equal(nnc_rt_checkpoint_load(p, &tm.m, tm.arena, &only_w, NULL, NULL, &err), -1);
+  assert_non_null(strstr(err.msg, "w: element 1 is 1e+300 (byte "));
+  free(tm.arena);
+}
+
 static void test_malformed(void **state) {
   static const struct {
     const char *header, *want;
@@ -493,6 +524,8 @@ static void child_loop(const char *p) {
   add_tensor(&tm, "small", NNC_RT_PARAM, 1, small);
   table_alloc(&tm, 0);
   nnc_rt_train_state st = {.best_metric = NAN};
+  nnc_rt_rng_seed(&st.shuffle_rng, 1); /* an all-zero state does not load */
+  nnc_rt_rng_seed(&st.augment_rng, 2);
   nnc_rt_ckpt_save_opts so = {.state = &st};
   for (int64_t k = 1;; k++) {
     for (size_t i = 0; i < tm.m.arena_bytes / 4; i++)
@@ -554,15 +587,11 @@ static void test_kill_during_checkpoint(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_file_layout),
-      cmocka_unit_test(test_round_trip),
-      cmocka_unit_test(test_mismatch_report),
-      cmocka_unit_test(test_many_problems_truncated),
-      cmocka_unit_test(test_globs_and_rename),
-      cmocka_unit_test(test_f64_converts_f16_refused),
-      cmocka_unit_test(test_malformed),
-      cmocka_unit_test(test_injected_failures),
-      cmocka_unit_test(test_kill_during_checkpoint),
+      cmocka_unit_test(test_file_layout),        cmocka_unit_test(test_round_trip),
+      cmocka_unit_test(test_mismatch_report),    cmocka_unit_test(test_many_problems_truncated),
+      cmocka_unit_test(test_globs_and_rename),   cmocka_unit_test(test_f64_converts_f16_refused),
+      cmocka_unit_test(test_non_finite_refused), cmocka_unit_test(test_malformed),
+      cmocka_unit_test(test_injected_failures),  cmocka_unit_test(test_kill_during_checkpoint),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

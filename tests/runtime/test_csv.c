@@ -107,6 +107,30 @@ static void test_errors(void **state) {
   expect_error("1,2,3\n", &neg, "label column -4 does not exist: rows have 3 columns");
 }
 
+/* A NUL byte inside a cell used to end the cell: "1\0 2" read as 1. */
+static void test_nul_in_cell(void **state) {
+  const char *p = tu_path(dir, "nul.csv");
+  static const char text[] = "1\0 2,3\n";
+  tu_write(p, text, sizeof text - 1);
+  nnc_rt_dataset ds;
+  nnc_rt_error err = {{0}};
+  assert_int_equal(nnc_rt_load_csv(&ds, p, NULL, &err), -1);
+  char want[600];
+  snprintf(want, sizeof want, "%s: row 1, column 1: expected a number, got '1'", p);
+  assert_string_equal(err.msg, want);
+  char zeros[60] = "4,";
+  tu_write(p, zeros, sizeof zeros);
+  assert_int_equal(nnc_rt_load_csv(&ds, p, NULL, &err), -1);
+  assert_non_null(strstr(err.msg, "row 1, column 2: expected a number"));
+}
+
+/* With the model's class count, a label past it is reported at its row. */
+static void test_label_out_of_range(void **state) {
+  nnc_rt_csv_opts o = {.header = 1, .label_column = -1, .label_is_class = 1, .num_classes = 3};
+  expect_error("a,b\n1,2\n\n5,3\n", &o,
+               "row 4, column 2: class label 3 is outside 0..2 (the model has 3 classes)");
+}
+
 static void test_missing_file(void **state) {
   nnc_rt_dataset ds;
   nnc_rt_error err = {{0}};
@@ -122,6 +146,8 @@ int main(void) {
       cmocka_unit_test(test_header_last_column_classes),
       cmocka_unit_test(test_first_column_targets_no_header),
       cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_nul_in_cell),
+      cmocka_unit_test(test_label_out_of_range),
       cmocka_unit_test(test_missing_file),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

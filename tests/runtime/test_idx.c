@@ -285,7 +285,7 @@ static void test_corrupt_gzip(void **state) {
   nnc_rt_error err;
   assert_int_equal(nnc_rt_load_idx(&ds, ipath, lpath, 1.0f, &err), -1);
   printf("  %s\n", err.msg);
-  assert_non_null(strstr(err.msg, "cut-images.gz: byte "));
+  assert_non_null(strstr(err.msg, "cut-images.gz: byte 21: the gzip stream is cut short"));
 }
 
 /* Two gzip members (as `cat a.gz b.gz` makes): the one-call decompressor
@@ -320,24 +320,90 @@ static void test_gzip_two_members(void **state) {
   nnc_rt_dataset_free(&ds);
 }
 
-/* A gzip trailer whose length field is wrong: the one-call decompressor
- * refuses it, and zlib names the file. */
-static void test_gzip_bad_trailer(void **state) {
+/* Writes the good images gzipped to name, changes them with `damage` (the
+ * file open for update at its end), and expects the load to fail with
+ * want (after the path). */
+static void expect_gzip_damage(const char *name, void (*damage)(FILE *), const char *want) {
   idx_bytes im, lb;
   good_images(&im);
   good_labels(&lb);
-  const char *ipath = write_file("trailer-images.gz", im.b, im.len, 1);
+  const char *ipath = write_file(name, im.b, im.len, 1);
   FILE *f = fopen(ipath, "r+b");
   assert_non_null(f);
-  assert_int_equal(fseek(f, -4, SEEK_END), 0);
-  fputc(0x7f, f);
+  assert_int_equal(fseek(f, 0, SEEK_END), 0);
+  damage(f);
   fclose(f);
-  const char *lpath = write_file("trailer-labels", lb.b, lb.len, 0);
+  const char *lpath = write_file("damage-labels", lb.b, lb.len, 0);
   nnc_rt_dataset ds;
   nnc_rt_error err;
   assert_int_equal(nnc_rt_load_idx(&ds, ipath, lpath, 1.0f, &err), -1);
   printf("  %s\n", err.msg);
-  assert_non_null(strstr(err.msg, "trailer-images.gz: byte "));
+  char full[1100];
+  snprintf(full, sizeof full, "%s: %s", ipath, want);
+  assert_non_null(strstr(err.msg, full));
+  assert_null(ds.x);
+}
+
+static void wrong_length(FILE *f) {
+  assert_int_equal(fseek(f, -4, SEEK_END), 0);
+  fputc(0x7f, f);
+}
+
+/* A gzip trailer whose length field is wrong: the one-call decompressor
+ * refuses it, and zlib names the file. */
+static void test_gzip_bad_trailer(void **state) {
+  expect_gzip_damage("trailer-images.gz", wrong_length, "byte 40: incorrect length check");
+}
+
+/* The hostile header of issue 16: dims [64, 11, 1119412321, 2996173443]
+ * multiply past 2^64 and used to wrap to a sample size of 1, so an 84-byte
+ * file loaded and augmentations ran off the end of a sample. */
+static void test_wrapping_dims(void **state) {
+  idx_bytes im, lb;
+  idx_header(&im, 0x08, 4, (const uint32_t[]){64, 11, 1119412321u, 2996173443u});
+  unsigned char pad[64] = {0};
+  idx_append(&im, pad, 84 - im.len);
+  assert_int_equal(im.len, 84);
+  good_labels(&lb);
+  expect_error("wrap", &im, &lb, 0, 0, "byte 16: dimensions too large (over 2^40 elements)", NULL);
+}
+
+/* A header that claims 10^12 pixels with 2 bytes of data is reported as the
+ * short file it is, before anything is allocated for the pixels (under
+ * ASan, a 4 TB malloc would abort the test). */
+static void test_claims_more_than_file(void **state) {
+  idx_bytes im, lb;
+  idx_header(&im, 0x08, 3, (const uint32_t[]){1000000, 1000, 1000});
+  idx_append(&im, PIXELS, 2);
+  good_labels(&lb);
+  expect_error("claim", &im, &lb, 0, 0, "byte 18: file ends after 0 of 1000000 images", NULL);
+  idx_header(&im, 0x08, 3, (const uint32_t[]){4000000000u, 1, 1});
+  expect_error("lclaim", &im, &lb, 0, 0, "byte 16: file ends after 0 of 4000000000 images", NULL);
+}
+
+static void junk_after(FILE *f) {
+  fputs("JUNK", f);
+}
+
+/* Bytes after the gzip stream are an error, not silently dropped (zlib's
+ * gzread used to ignore them); a second member is still data. */
+static void test_gzip_trailing_junk(void **state) {
+  expect_gzip_damage("junk-images.gz", junk_after,
+                     "byte 40: data after the end of the gzip stream (at byte 56");
+}
+
+/* Only regular files are data: a folder or /dev/zero is refused at once
+ * (/dev/zero used to be read until memory ran out). */
+static void test_not_regular(void **state) {
+  idx_bytes lb;
+  good_labels(&lb);
+  const char *lpath = write_file("reg-labels", lb.b, lb.len, 0);
+  nnc_rt_dataset ds;
+  nnc_rt_error err;
+  assert_int_equal(nnc_rt_load_idx(&ds, "/dev/zero", lpath, 1.0f, &err), -1);
+  assert_string_equal(err.msg, "/dev/zero: is a device, pipe or socket, not a regular file");
+  assert_int_equal(nnc_rt_load_idx(&ds, tmpdir, lpath, 1.0f, &err), -1);
+  assert_non_null(strstr(err.msg, ": is a folder, not a regular file"));
 }
 
 static void test_fashion_mnist(void **state) {
@@ -385,6 +451,10 @@ int main(void) {
       cmocka_unit_test(test_corrupt_gzip),
       cmocka_unit_test(test_gzip_two_members),
       cmocka_unit_test(test_gzip_bad_trailer),
+      cmocka_unit_test(test_wrapping_dims),
+      cmocka_unit_test(test_claims_more_than_file),
+      cmocka_unit_test(test_gzip_trailing_junk),
+      cmocka_unit_test(test_not_regular),
       cmocka_unit_test(test_fashion_mnist),
   };
   return cmocka_run_group_tests(tests, make_tmpdir, remove_tmpdir);

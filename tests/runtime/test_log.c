@@ -206,7 +206,7 @@ static void test_plot_accuracy_and_repeats(void **state) {
                      "epoch,4,40,0.4,0.85,0.6,0.80,0.1,100,4\n";
   tu_write(log, text, strlen(text));
   nnc_rt_error err = {{0}};
-  assert_int_equal(nnc_rt_log_plot(log, svg, &err), 0);
+  assert_int_equal(nnc_rt_log_plot(log, svg, NULL, &err), 0);
   char *s = tu_read(svg, NULL);
   check_xml(s);
   assert_int_equal(count(s, "<polyline"), 4);
@@ -216,6 +216,72 @@ static void test_plot_accuracy_and_repeats(void **state) {
   assert_non_null(strstr(s, "<title>train loss, epoch 3: 0.5</title>"));
   assert_null(strstr(s, "epoch 3: 0.9<"));
   assert_non_null(strstr(s, "width=\"920\""));
+  free(s);
+}
+
+/* The numbers of the element `tag` carrying attribute `attr`="..." at each
+ * occurrence of `after` in s: e.g. the value tick labels. */
+static int tick_labels(const char *s, double *out, int max) {
+  int n = 0;
+  const char *key = "text-anchor=\"end\">";
+  for (const char *p = s; (p = strstr(p, key)) && n < max; p += strlen(key))
+    out[n++] = strtod(p + strlen(key), NULL);
+  return n;
+}
+
+/* Issue 16: ticks fell on the data's extremes (0.4379, 0.357, ...), the
+ * legend sat on the training accuracy curve at its right end, the y axis
+ * of a loss could run below zero, and the test set used for validation was
+ * called "validation". A 15-epoch run like fashion_cnn's, drawn with the
+ * evaluated set named "test". */
+static void test_plot_reads_well(void **state) {
+  const char *log = tu_path(dir, "fashion.csv"), *svg = tu_path(dir, "fashion.svg");
+  FILE *f = fopen(log, "w");
+  assert_non_null(f);
+  fputs("kind,epoch,step,loss,accuracy,val_loss,val_accuracy,lr,samples_per_s,wall_s\n", f);
+  for (int e = 1; e <= 15; e++) {
+    double loss = 0.06 + 0.38 * exp(-0.25 * (e - 1)), acc = 0.98 - 0.14 * exp(-0.3 * (e - 1));
+    fprintf(f, "epoch,%d,%d,%.4f,%.4f,%.4f,%.4f,0.001,1000,%d\n", e, 100 * e, loss, acc,
+            loss + 0.03, acc - 0.02, e);
+  }
+  fclose(f);
+  nnc_rt_error err = {{0}};
+  assert_int_equal(nnc_rt_log_plot(log, svg, "test", &err), 0);
+  char *s = tu_read(svg, NULL);
+  check_xml(s);
+  /* Round ticks, 1-2-5 steps, starting at zero for the loss. */
+  double t[32];
+  int nt = tick_labels(s, t, 32);
+  assert_int_equal(nt, 11);
+  const double want[11] = {0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.80, 0.85, 0.90, 0.95, 1.00};
+  for (int i = 0; i < nt; i++)
+    assert_true(fabs(t[i] - want[i]) < 1e-9);
+  assert_non_null(strstr(s, "text-anchor=\"end\">0.0</text>"));
+  assert_non_null(strstr(s, "text-anchor=\"end\">0.85</text>"));
+  /* The evaluated set is named as what it is. */
+  assert_non_null(strstr(s, "<title>test loss, epoch 15: "));
+  assert_non_null(strstr(s, "<title>test accuracy, epoch 1: "));
+  assert_null(strstr(s, "validation"));
+  assert_int_equal(count(s, ">test</text>"), 2);
+  /* No circle of either panel inside its legend's box. */
+  const char *panels[2] = {strstr(s, "<g class=\"loss\">"), strstr(s, "<g class=\"accuracy\">")};
+  for (int k = 0; k < 2; k++) {
+    assert_non_null(panels[k]);
+    const char *lg = strstr(panels[k], "<g class=\"legend\"");
+    assert_non_null(lg);
+    double x, y, w, h;
+    assert_int_equal(sscanf(strstr(lg, "<rect"),
+                            "<rect x=\"%lf\" y=\"%lf\" width=\"%lf\" height=\"%lf\"", &x, &y, &w,
+                            &h),
+                     4);
+    int circles = 0;
+    for (const char *c = panels[k]; (c = strstr(c, "<circle")) && c < lg; c++, circles++) {
+      double cx, cy;
+      assert_int_equal(sscanf(c, "<circle cx=\"%lf\" cy=\"%lf\"", &cx, &cy), 2);
+      assert_false(cx >= x && cx <= x + w && cy >= y && cy <= y + h);
+    }
+    assert_int_equal(circles, 30);
+  }
   free(s);
 }
 
@@ -245,7 +311,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_csv_log),         cmocka_unit_test(test_jsonl_log),
       cmocka_unit_test(test_svg_next_to_log), cmocka_unit_test(test_plot_accuracy_and_repeats),
-      cmocka_unit_test(test_bad_extension),
+      cmocka_unit_test(test_plot_reads_well), cmocka_unit_test(test_bad_extension),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,11 +193,32 @@ static void test_errors(void **state) {
   expect_error(&fx, &bad, 1, 1, "byte 132: label 1 is 0.5, not a whole number >= 0");
 }
 
+/* NaN and infinities in features or targets used to load and surface as
+ * "loss became NaN/inf" with no word of the data; f64 values past the f32
+ * range become inf on conversion and are refused too. */
+static void test_non_finite(void **state) {
+  const float x[4] = {1, 2, NAN, 4};
+  const int64_t y[2] = {0, 1};
+  npy_bytes fx, fy, bad;
+  npy(&fx, 1, "<f4", "(2, 2)", x, sizeof x);
+  npy(&fy, 1, "<i8", "(2,)", y, sizeof y);
+  expect_error(&fx, &fy, 1, 0, "byte 136: sample 1, feature 0 is nan (only finite values load)");
+  const float ok[4] = {1, 2, 3, 4};
+  npy(&fx, 1, "<f4", "(2, 2)", ok, sizeof ok);
+  const double t[4] = {0.5, 1e300, 2, 3};
+  npy(&bad, 1, "<f8", "(2, 2)", t, sizeof t);
+  expect_error(&fx, &bad, 0, 1, "byte 136: sample 0, target 1 is 1e+300 (only finite values load)");
+  const float ti[2] = {-INFINITY, 1};
+  npy(&bad, 1, "<f4", "(2,)", ti, sizeof ti);
+  expect_error(&fx, &bad, 0, 1, "byte 128: sample 0, target 0 is -inf (only finite values load)");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_f4_features_i8_labels),
       cmocka_unit_test(test_versions_and_dtypes),
       cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_non_finite),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

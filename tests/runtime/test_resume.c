@@ -225,6 +225,56 @@ static void test_resume_after_early_stop(void **state) {
   tu_lin_free(&l);
 }
 
+/* Saves l's weights with the training position st, resumes from it and
+ * expects "<path>: metadata "<field>" is missing, malformed or out of range". */
+static void expect_bad_position(tu_lin *l, const nnc_rt_train_state *st, const char *field) {
+  const char *ck = tu_path(dir, "damaged.safetensors");
+  nnc_rt_error err = {{0}};
+  nnc_rt_ckpt_save_opts so = {.state = st};
+  assert_int_equal(nnc_rt_checkpoint_save(ck, &l->m, l->arena, &so, &err), 0);
+  nnc_rt_dataset train;
+  tu_lin_data(&train, 100);
+  nnc_rt_train_opts o = {.epochs = 3, .shuffle = 1, .resume_path = ck};
+  assert_int_equal(nnc_rt_train(&l->m, l->arena, NULL, &train, NULL, &o, NULL, NULL, &err), -1);
+  char want[1100];
+  snprintf(want, sizeof want, "%s: metadata \"%s\" is missing, malformed or out of range", ck,
+           field);
+  printf("  %s\n", err.msg);
+  assert_string_equal(err.msg, want);
+  nnc_rt_dataset_free(&train);
+}
+
+/* Damaged positions of issue 16: an all-zero RNG state (a fixed point of
+ * xoshiro256**: the shuffle looped forever), a negative epoch (ran ~10^12
+ * epochs), epoch 2^61 with step 0 (the product wrapped to 0: "trained" 0
+ * epochs and exited 0), and the other fields out of their ranges. */
+static void test_resume_damaged_position(void **state) {
+  tu_lin l;
+  tu_lin_make(&l, 8, 1);
+  nnc_rt_train_state good = {.step = 12, .epoch = 1, .best_metric = NAN};
+  nnc_rt_rng_seed(&good.shuffle_rng, 1);
+  nnc_rt_rng_seed(&good.augment_rng, 2);
+  nnc_rt_train_state st = good;
+  memset(&st.shuffle_rng, 0, sizeof st.shuffle_rng);
+  expect_bad_position(&l, &st, "rng_shuffle");
+  st = good;
+  memset(&st.augment_rng, 0, sizeof st.augment_rng);
+  expect_bad_position(&l, &st, "rng_augment");
+  st = good, st.epoch = -1, st.step = -12;
+  expect_bad_position(&l, &st, "step");
+  st = good, st.epoch = -1;
+  expect_bad_position(&l, &st, "epoch");
+  st = good, st.epoch = INT64_C(1) << 61, st.step = 0;
+  expect_bad_position(&l, &st, "epoch");
+  st = good, st.best_epoch = 2;
+  expect_bad_position(&l, &st, "best_epoch");
+  st = good, st.wait = -1;
+  expect_bad_position(&l, &st, "wait");
+  st = good, st.wall_s = -5;
+  expect_bad_position(&l, &st, "wall_s");
+  tu_lin_free(&l);
+}
+
 /* Records the epoch of every checkpoint rename. */
 typedef struct save_log {
   int epoch_now; /* set by the epoch callback */
@@ -450,6 +500,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_resume_bit_exact),
       cmocka_unit_test(test_resume_refusals),
+      cmocka_unit_test(test_resume_damaged_position),
       cmocka_unit_test(test_resume_after_early_stop),
       cmocka_unit_test(test_checkpoint_every),
       cmocka_unit_test(test_early_stopping_loss),

@@ -496,6 +496,86 @@ static void test_missing_data(void **state) {
   outcome_free(&o);
 }
 
+/* Expects status 1, stderr "train: error: <want>\n" and nothing on stdout:
+ * the run stopped before its first epoch. */
+static void expect_early_error(outcome o, const char *want) {
+  char full[2200];
+  snprintf(full, sizeof full, "train: error: %s\n", want);
+  printf("  %s", o.err);
+  assert_int_equal(o.status, 1);
+  assert_string_equal(o.err, full);
+  assert_string_equal(o.out, "");
+  outcome_free(&o);
+}
+
+/* Issue 16: a bad test set was found only after training, a checkpoint
+ * into a missing folder failed only after the first epoch, and --resume
+ * FOLDER / --data /dev/zero gave "read error at byte 0" or ran out of
+ * memory. Each now stops before training, naming the file. */
+static void test_checked_before_training(void **state) {
+  FILE *f = fopen(tu_path(dir, "wide.csv"), "w");
+  assert_non_null(f);
+  fputs("a,b,y\n1,2,3\n4,5,6\n", f);
+  fclose(f);
+  char want[2048], log[512];
+  snprintf(log, sizeof log, "%s", tu_path(dir, "early.csv"));
+  snprintf(want, sizeof want, "%s: 2 features per sample, but the model expects 1",
+           tu_path(dir, "wide.csv"));
+  expect_early_error(RUN(csv_spec(""), "--test-data", tu_path(dir, "wide.csv"), "--log", log),
+                     want);
+  assert_false(tu_exists(log));
+  char ck[512];
+  snprintf(ck, sizeof ck, "%s", tu_path(dir, "no-such-folder/ck.safetensors"));
+  snprintf(want, sizeof want,
+           "checkpoint %s: cannot write into folder '%s/no-such-folder': No such file or directory",
+           ck, dir);
+  expect_early_error(RUN(csv_spec(""), "--checkpoint", ck, "--log", log), want);
+  assert_false(tu_exists(log));
+  snprintf(want, sizeof want, "checkpoint %s: is a folder, not a file", dir);
+  expect_early_error(RUN(csv_spec(""), "--checkpoint", dir), want);
+  snprintf(want, sizeof want, "%s: is a folder, not a regular file", dir);
+  expect_early_error(RUN(csv_spec(""), "--resume", dir, "--quiet"), want);
+  expect_early_error(RUN(csv_spec(""), "--data", "/dev/zero"),
+                     "/dev/zero: is a device, pipe or socket, not a regular file");
+}
+
+/* Class labels beyond the model's classes name the file and the row (CSV)
+ * or the sample and byte (IDX), before training. The linear model is
+ * relabelled as a 2-class model: nothing trains, so it never runs. */
+static void test_labels_out_of_range(void **state) {
+  lin.m.label_is_class = 1, lin.m.num_classes = 2;
+  FILE *f = fopen(tu_path(dir, "cls.csv"), "w");
+  assert_non_null(f);
+  fputs("0.5,0\n0.25,1\n0.1,5\n", f);
+  fclose(f);
+  snprintf(spec, sizeof spec,
+           "nnc_spec = 1\nbase_dir = \"%s\"\ndata.format = csv\ndata.train.x = \"cls.csv\"\n"
+           "data.labels = class\n",
+           dir);
+  char want[2048];
+  snprintf(want, sizeof want,
+           "%s/cls.csv: row 3, column 2: class label 5 is outside 0..1 (the model has 2 classes)",
+           dir);
+  expect_early_error(RUN0(spec), want);
+  /* IDX: 2 images of 1x1 pixels, labels 1 and 7. */
+  const char *names[4] = {"train-images-idx3-ubyte", "t10k-images-idx3-ubyte",
+                          "train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"};
+  static const unsigned char images[18] = {0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 1, 9, 9};
+  static const unsigned char labels[10] = {0, 0, 8, 1, 0, 0, 0, 2, 1, 7};
+  for (int i = 0; i < 4; i++)
+    tu_write(tu_path(dir, names[i]), i < 2 ? (const char *)images : (const char *)labels,
+             i < 2 ? sizeof images : sizeof labels);
+  snprintf(spec, sizeof spec, "nnc_spec = 1\ndata.format = idx\ndata.dir = \"%s\"\n", dir);
+  snprintf(want, sizeof want,
+           "%s/train-labels-idx1-ubyte: byte 9: sample 1 has label 7, outside 0..1 (the model "
+           "has 2 classes)",
+           dir);
+  expect_early_error(RUN0(spec), want);
+  for (int i = 0; i < 4; i++)
+    unlink(tu_path(dir, names[i]));
+  lin.m.label_is_class = 0, lin.m.num_classes = 0;
+}
+
 static void test_nan_loss(void **state) {
   lin.nan_at_step = 15;
   outcome o = RUN(csv_spec(""), "--quiet");
@@ -536,6 +616,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_missing_data, make_model, free_model),
       cmocka_unit_test_setup_teardown(test_nan_loss, make_model, free_model),
       cmocka_unit_test_setup_teardown(test_help, make_model, free_model),
+      cmocka_unit_test_setup_teardown(test_checked_before_training, make_model, free_model),
+      cmocka_unit_test_setup_teardown(test_labels_out_of_range, make_model, free_model),
   };
   return cmocka_run_group_tests(tests, group_setup, teardown);
 }
