@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cg_internal.h"
+#include "deploy_internal.h"
 
 static bool write_text(const char *path, const char *text, size_t n, char *err, size_t errlen) {
   FILE *f = strcmp(path, "-") == 0 ? stdout : fopen(path, "wb");
@@ -90,4 +91,11 @@ done_target:
 done_arena:
   nnc_arena_destroy(&arena);
   return ok;
+}
+
+bool nnc_deploy_write_obj(const nnc_deploy *d, const nnc_deploy_values *v,
+                          const nnc_cg_options *o, const char *path, char *err, size_t errlen) {
+  (void)d, (void)v, (void)o, (void)path;
+  snprintf(err, errlen, "not yet");
+  return false;
 }

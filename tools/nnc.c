@@ -6,7 +6,9 @@
  *   nnc run FILE [flags]           compile in memory (ORC LLJIT) and train now
  *   nnc show CKPT [GLOB...]        list the tensors of a safetensors file
  *   nnc FILE -o PROGRAM            a standalone training executable (no LLVM in it)
- *   nnc --emit=KIND FILE [-o OUT]  ir | llvm | asm | obj
+ *   nnc --emit=KIND FILE [-o OUT]  ir | llvm | asm | train-obj
+ *   nnc FILE --emit=c|obj -o OUT/NAME [--weights CKPT] [--name PREFIX]
+ *                                  the trained network for deployment
  *   nnc --help | --version
  *
  * The pipeline: frontend (parse, check, lower) -> tools/pipeline.c (graph
@@ -26,6 +28,7 @@
 #include <sys/wait.h>
 
 #include "codegen.h"
+#include "deploy_cmd.h"
 #include "frontend.h"
 #include "ir.h"
 #include "nnc_rt.h"
@@ -41,13 +44,21 @@ static const char usage[] =
     "       nnc run FILE [flags]            compile in memory and train now\n"
     "       nnc show CKPT [GLOB...]         list a checkpoint's tensors (values or statistics)\n"
     "       nnc FILE -o PROGRAM [--batch N] write a standalone training executable\n"
-    "       nnc --emit=KIND FILE [-o OUT]   KIND: ir, llvm, asm (to stdout or OUT), obj (needs "
-    "-o)\n"
+    "       nnc --emit=KIND FILE [-o OUT]   KIND: ir, llvm, asm (to stdout or OUT), train-obj\n"
+    "                                       (the training kernels as an object; needs -o)\n"
+    "       nnc FILE --emit=c -o OUT/NAME   the trained network as C99: OUT/NAME.c, OUT/NAME.h\n"
+    "       nnc FILE --emit=obj -o OUT/NAME.o  the same compiled: OUT/NAME.o, OUT/NAME.h\n"
     "       nnc --help | --version\n"
     "\n"
     "  --cpu LEVEL  with -o or --emit: code for any CPU of that level instead of this\n"
     "               machine's: x86-64, x86-64-v2, x86-64-v3 (AVX2, FMA), x86-64-v4\n"
     "               (AVX-512), or native (the default)\n"
+    "  with --emit=c or --emit=obj (docs/deploy.md):\n"
+    "  --weights CKPT    trained values (default: the file's checkpoint(path))\n"
+    "  --name PREFIX     PREFIX_predict, PREFIX_BATCH... (default: the model's name)\n"
+    "  --batch N         samples per predict call (default 1)\n"
+    "  --emit-test       also OUT/NAME_test.c: checks the code against nnc's evaluation\n"
+    "  --extern-weights  (C) weights in OUT/NAME.weights, PREFIX_predict_with(weights, ...)\n"
     "\n"
     "flags of 'nnc run' (and of executables written with -o):\n"
     "  --epochs N  --batch N  --seed N  --threads N  --data PATH  --test-data PATH\n"
@@ -440,7 +451,7 @@ done:
   return status;
 }
 
-/* nnc --emit=llvm|asm|obj FILE [-o OUT] [--batch N] */
+/* nnc --emit=llvm|asm|train-obj FILE [-o OUT] [--batch N] */
 static int cmd_emit(const char *kind, const char *path, const char *out, int64_t batch,
                     const nnc_cg_options *co) {
   nnc_cg_output k;
@@ -448,14 +459,15 @@ static int cmd_emit(const char *kind, const char *path, const char *out, int64_t
     k = NNC_CG_LLVM;
   else if (!strcmp(kind, "asm"))
     k = NNC_CG_ASM;
-  else if (!strcmp(kind, "obj"))
+  else if (!strcmp(kind, "train-obj"))
     k = NNC_CG_OBJ;
   else {
-    fprintf(stderr, "nnc: error: unknown output kind '%s' (ir, llvm, asm or obj)\n", kind);
+    fprintf(stderr,
+            "nnc: error: unknown output kind '%s' (ir, llvm, asm, train-obj, c or obj)\n", kind);
     return 2;
   }
   if (k == NNC_CG_OBJ && !out) {
-    fputs("nnc: error: --emit=obj needs -o FILE\n", stderr);
+    fputs("nnc: error: --emit=train-obj needs -o FILE\n", stderr);
     return 2;
   }
   compiled c;
@@ -467,6 +479,22 @@ static int cmd_emit(const char *kind, const char *path, const char *out, int64_t
     else
       fprintf(stderr, "%s: error: %s\n", path, err);
   }
+  compiled_free(&c);
+  return status;
+}
+
+/* nnc FILE --emit=c|obj -o OUT/NAME [--weights CKPT] ...: deployment
+ * (tools/deploy_cmd.c), batch 1 unless --batch says otherwise. */
+static int cmd_deploy(const char *kind, const char *path, const char *out, int64_t batch,
+                      const nnc_cg_options *co, const nnc_deploy_flags *df) {
+  if (!out) {
+    fprintf(stderr, "nnc: error: --emit=%s needs -o OUT/NAME\n", kind);
+    return 2;
+  }
+  compiled c;
+  int status = 1;
+  if (build_module(&c, path, batch ? batch : 1))
+    status = nnc_deploy_main(c.m, path, !strcmp(kind, "obj"), out, co, df);
   compiled_free(&c);
   return status;
 }
@@ -492,9 +520,19 @@ int main(int argc, char **argv) {
   /* The remaining forms: [--emit=KIND] FILE [-o OUT] [--batch N], any order. */
   const char *emit = NULL, *file = NULL, *out = NULL, *cpu = NULL;
   int64_t batch = 0;
+  nnc_deploy_flags df = {0};
+  bool deploy_flag = false;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if (!strncmp(a, "--emit=", 7))
+    if (!strcmp(a, "--weights") && i + 1 < argc)
+      df.weights = argv[++i], deploy_flag = true;
+    else if (!strcmp(a, "--name") && i + 1 < argc)
+      df.name = argv[++i], deploy_flag = true;
+    else if (!strcmp(a, "--emit-test"))
+      df.emit_test = deploy_flag = true;
+    else if (!strcmp(a, "--extern-weights"))
+      df.extern_weights = deploy_flag = true;
+    else if (!strncmp(a, "--emit=", 7))
       emit = a + 7;
     else if (!strncmp(a, "--cpu=", 6))
       cpu = a + 6;
@@ -541,6 +579,14 @@ int main(int argc, char **argv) {
     }
     return cmd_emit_ir(file);
   }
+  bool deploy = emit && (!strcmp(emit, "c") || !strcmp(emit, "obj"));
+  if (deploy_flag && !deploy) {
+    fputs("nnc: error: --weights, --name, --emit-test and --extern-weights go with --emit=c or "
+          "--emit=obj\n",
+          stderr);
+    return 2;
+  }
+  if (deploy) return cmd_deploy(emit, file, out, batch, &co, &df);
   if (emit) return cmd_emit(emit, file, out, batch, &co);
   if (out) return cmd_build(file, out, batch, &co);
   fprintf(stderr, "nnc: error: nothing to do with '%s': use 'nnc check', 'nnc run', -o or --emit\n",
