@@ -298,25 +298,29 @@ bool nnc_deploy_write_header(const nnc_deploy *d, const nnc_deploy_values *v, FI
 
 /* ---- the weights file ---- */
 
-bool nnc_deploy_write_weights(const nnc_deploy *d, const nnc_deploy_values *v, FILE *f, char *err,
-                              size_t errlen) {
-  int64_t at = 0;
+unsigned char *nnc_deploy_weights_block(const nnc_deploy *d, const nnc_deploy_values *v) {
+  unsigned char *w = calloc((size_t)d->w_bytes + 1, 1);
+  if (!w) return NULL;
   for (int t = 0; t < d->mod.ntensors; t++) {
     if (d->w_off[t] < 0) continue;
-    for (; at < d->w_off[t]; at++)
-      fputc(0, f);
     int64_t n = nnc_shape_numel(&d->mod.tensors[t].shape);
     for (int64_t i = 0; i < n; i++) {
       uint32_t u;
       memcpy(&u, &v->tensor[t][i], 4);
       for (int byte = 0; byte < 4; byte++) /* little-endian whatever the host */
-        fputc((int)(u >> (8 * byte)) & 0xff, f);
+        w[d->w_off[t] + 4 * i + byte] = (unsigned char)(u >> (8 * byte));
     }
-    at += 4 * n;
   }
-  for (; at < d->w_bytes; at++)
-    fputc(0, f);
-  if (ferror(f)) return fail(err, errlen, "cannot write the weights");
+  return w;
+}
+
+bool nnc_deploy_write_weights(const nnc_deploy *d, const nnc_deploy_values *v, FILE *f, char *err,
+                              size_t errlen) {
+  unsigned char *w = nnc_deploy_weights_block(d, v);
+  if (!w) return fail(err, errlen, "out of memory");
+  bool ok = fwrite(w, 1, (size_t)d->w_bytes, f) == (size_t)d->w_bytes;
+  free(w);
+  if (!ok) return fail(err, errlen, "cannot write the weights");
   return true;
 }
 

@@ -34,6 +34,9 @@ bool nnc_deploy_in_weights(const nnc_deploy *d, int b);
 void nnc_deploy_identifier(char *buf, size_t n, const char *name);
 /* A float constant as C source ("1.5f", "-2.0f", "INFINITY"); buf >= 48 bytes. */
 const char *nnc_deploy_float(char *buf, size_t n, double v, bool f32);
+/* The weights block (d->w_bytes, malloc'd): every tensor the program reads
+ * at its offset, little-endian f32, zeros between. NULL: out of memory. */
+unsigned char *nnc_deploy_weights_block(const nnc_deploy *d, const nnc_deploy_values *v);
 /* n floats as the body of an initializer, 8 a line. */
 void nnc_deploy_float_list(FILE *f, const float *x, int64_t n);
 
