@@ -15,6 +15,6 @@ bool nnc_frontend_compile_with(nnc_arena *arena, nnc_diags *diags, uint32_t file
   out->ast = nnc_parse(&ctx, file);
   out->module = NULL;
   if (!nnc_diags_ok(diags)) return false;
-  out->module = nnc_sema_run(arena, diags, out->ast, o ? o->batch : 0);
+  out->module = nnc_sema_run(arena, diags, out->ast, o ? o->batch : 0, o ? o->eval_batch : 0);
   return nnc_diags_ok(diags);
 }

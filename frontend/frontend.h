@@ -24,7 +24,8 @@ bool nnc_frontend_compile(nnc_arena *arena, nnc_diags *diags, uint32_t file,
 
 /* Command-line settings that change what is compiled. */
 typedef struct nnc_frontend_options {
-  int64_t batch; /* > 0: overrides the train block's batch size */
+  int64_t batch;      /* > 0: overrides the train block's batch size */
+  int64_t eval_batch; /* > 0: the eval graph's batch instead (deployment) */
 } nnc_frontend_options;
 
 bool nnc_frontend_compile_with(nnc_arena *arena, nnc_diags *diags, uint32_t file,

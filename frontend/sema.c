@@ -209,9 +209,10 @@ static void check_model(nnc_sema *s, int i) {
 }
 
 nnc_module *nnc_sema_run(nnc_arena *arena, nnc_diags *diags, const nnc_ast *file,
-                         int64_t batch_override) {
+                         int64_t batch_override, int64_t eval_batch) {
   nnc_sema s;
   memset(&s, 0, sizeof s);
+  s.eval_batch = eval_batch;
   s.arena = arena;
   s.diags = diags;
   s.file = file;

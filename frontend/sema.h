@@ -13,8 +13,9 @@
 #include "ir.h"
 
 /* batch_override > 0 replaces the train block's batch size (a command-line
- * --batch), before anything is lowered. */
+ * --batch), before anything is lowered; eval_batch > 0 is the eval graph's
+ * batch instead (deployment: a batch that training could not use). */
 nnc_module *nnc_sema_run(nnc_arena *arena, nnc_diags *diags, const nnc_ast *file,
-                         int64_t batch_override);
+                         int64_t batch_override, int64_t eval_batch);
 
 #endif

@@ -21,6 +21,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include "deploy.h"
 #include "nnc_rt.h"
 
@@ -152,7 +154,7 @@ static bool evaluate(const nnc_module *m, const nnc_cg_options *co, const char *
   char err[1024];
   nnc_cg_options o = *co;
   trained t;
-  bool ok = nnc_cg_compile(m, &o, &prog, err, sizeof err);
+  bool ok = nnc_cg_compile(m, &o, &prog, err, sizeof err); /* m: eval graph only */
   if (!ok) fprintf(stderr, "nnc: error: %s\n", err);
   ok = ok && load_trained(m, nnc_cg_model(prog), ckpt, &t);
   nnc_rt_error rerr;
@@ -276,9 +278,22 @@ int nnc_deploy_main(const nnc_module *m, const char *nn_path, bool obj, const ch
   float *tin = NULL, *tout = NULL;
   char err[1024];
   if (!base || !h_path || !src || !w_path || !t_path || !header) goto done;
+  if (slash && slash != base) { /* OUT/ may not exist yet (its parent must) */
+    char *dir = strndup(base, (size_t)(slash - base));
+    if (dir && mkdir(dir, 0777) != 0 && errno != EEXIST) {
+      fprintf(stderr, "nnc: error: cannot make the folder %s: %s\n", dir, strerror(errno));
+      free(dir);
+      goto done;
+    }
+    free(dir);
+  }
   ckpt = find_checkpoint(m, nn_path, fl->weights);
   if (!ckpt) goto done;
-  if (!nnc_cg_compile_table(m, co, &table, err, sizeof err)) {
+  /* The eval graph alone: its batch is the deployed one, which the
+   * training graph (at the file's batch) does not share. */
+  nnc_module eval_only = *m;
+  eval_only.train = NULL;
+  if (!nnc_cg_compile_table(&eval_only, co, &table, err, sizeof err)) {
     fprintf(stderr, "%s: error: %s\n", nn_path, err);
     goto done;
   }
@@ -312,7 +327,7 @@ int nnc_deploy_main(const nnc_module *m, const char *nn_path, bool obj, const ch
       goto done;
     }
     test_inputs(&t.values, tin, TEST_CALLS * B * D, D);
-    if (!evaluate(m, co, ckpt, d, tin, tout)) goto done;
+    if (!evaluate(&eval_only, co, ckpt, d, tin, tout)) goto done;
     nnc_deploy_tests tests = {TEST_CALLS, tin, tout, TEST_TOLERANCE};
     j.tests = &tests;
     if (!write_file(t_path, w_test, &j)) goto done;

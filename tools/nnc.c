@@ -192,11 +192,10 @@ static void compiled_free(compiled *c) {
 
 /* Front end and graph passes: a module ready for codegen, or false after
  * printing why. */
-static bool build_module(compiled *c, const char *path, int64_t batch) {
+static bool build_module_with(compiled *c, const char *path, nnc_frontend_options fo) {
   nnc_arena_init(&c->arena);
   c->path = path;
   c->prog = NULL;
-  nnc_frontend_options fo = {batch};
   nnc_frontend_result r;
   if (!compile_file_with(&c->arena, path, &fo, &r)) return false;
   if (!r.module) {
@@ -212,6 +211,10 @@ static bool build_module(compiled *c, const char *path, int64_t batch) {
     return false;
   }
   return true;
+}
+
+static bool build_module(compiled *c, const char *path, int64_t batch) {
+  return build_module_with(c, path, (nnc_frontend_options){.batch = batch});
 }
 
 /* The folder of path as an absolute path (for the spec's base_dir). */
@@ -462,8 +465,8 @@ static int cmd_emit(const char *kind, const char *path, const char *out, int64_t
   else if (!strcmp(kind, "train-obj"))
     k = NNC_CG_OBJ;
   else {
-    fprintf(stderr,
-            "nnc: error: unknown output kind '%s' (ir, llvm, asm, train-obj, c or obj)\n", kind);
+    fprintf(stderr, "nnc: error: unknown output kind '%s' (ir, llvm, asm, train-obj, c or obj)\n",
+            kind);
     return 2;
   }
   if (k == NNC_CG_OBJ && !out) {
@@ -491,9 +494,11 @@ static int cmd_deploy(const char *kind, const char *path, const char *out, int64
     fprintf(stderr, "nnc: error: --emit=%s needs -o OUT/NAME\n", kind);
     return 2;
   }
+  /* The training graph keeps the file's batch (batch norm may need it);
+   * only the eval graph, the one deployed, takes --batch. */
   compiled c;
   int status = 1;
-  if (build_module(&c, path, batch ? batch : 1))
+  if (build_module_with(&c, path, (nnc_frontend_options){.eval_batch = batch ? batch : 1}))
     status = nnc_deploy_main(c.m, path, !strcmp(kind, "obj"), out, co, df);
   compiled_free(&c);
   return status;
