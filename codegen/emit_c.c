@@ -420,60 +420,78 @@ static void kernel_head(cwriter *W, const nnc_kernel *k, const int *bases, const
   }
 }
 
-/* One product block: rows [m, m + rows) of C, every column. */
-static void gemm_rows(cwriter *W, const nnc_kernel *k, int rows, int64_t N) {
+/* Operand names of a product kernel. */
+typedef struct gemm_names {
+  char A[96]; /* A(m + r, kk) */
+  char acc[64], bias[64];
+  int b, c;
+} gemm_names;
+
+static gemm_names names_of(const cwriter *W, const nnc_kernel *k) {
   const nnc_cg_gemm *g = &k->gemm;
-  int a = nnc_kbuf_base(W->p, k->a_buf), b = nnc_kbuf_base(W->p, k->b_buf),
-      c = nnc_kbuf_base(W->p, k->c_buf);
-  int bias = k->bias_buf >= 0 ? nnc_kbuf_base(W->p, k->bias_buf) : -1;
-  FILE *f = W->f;
-  char A[96];
-  /* A(m + r, kk) */
+  gemm_names n = {.b = nnc_kbuf_base(W->p, k->b_buf), .c = nnc_kbuf_base(W->p, k->c_buf)};
+  int a = nnc_kbuf_base(W->p, k->a_buf);
   if (g->trans_a)
-    snprintf(A, sizeof A, "b%d[(kk) * %lld + m + r]", a, (long long)g->lda);
+    snprintf(n.A, sizeof n.A, "b%d[(kk) * %lld + m + r]", a, (long long)g->lda);
   else
-    snprintf(A, sizeof A, "b%d[(m + r) * %lld + (kk)]", a, (long long)g->lda);
-  const char *epi_fmt = "      float v = %ssum[r]%s;\n";
-  char acc[64], bi[64];
-  snprintf(acc, sizeof acc, "%s", g->accumulate ? "" : "");
-  if (g->accumulate) snprintf(acc, sizeof acc, "b%d[(m + r) * %lld + n] + ", c, (long long)g->ldc);
-  bi[0] = 0;
-  if (bias >= 0) snprintf(bi, sizeof bi, " + b%d[n]", bias);
-  if (g->trans_b) { /* dot products: B(kk, n) = b[n * ldb + kk] */
-    fprintf(f, "    for (int64_t n = 0; n < %lld; n++) {\n", (long long)N);
-    fprintf(f, "      const float *restrict br = b%d + n * %lld;\n", b, (long long)g->ldb);
-    fprintf(f, "      float part[%d][%d] = {{0}};\n      float sum[%d];\n", rows, LANES, rows);
-    fprintf(f, "      int64_t k0 = 0;\n      for (; k0 + %d <= %lld; k0 += %d)\n", LANES,
-            (long long)g->K, LANES);
-    fprintf(f, "        for (int r = 0; r < %d; r++)\n", rows);
-    fprintf(f, "          for (int j = 0; j < %d; j++) {\n", LANES);
-    fprintf(f, "            const int64_t kk = k0 + j;\n");
-    fprintf(f, "            part[r][j] += %s * br[kk];\n          }\n", A);
-    fprintf(f, "      for (int r = 0; r < %d; r++) {\n        sum[r] = 0;\n", rows);
-    fprintf(f, "        for (int j = 0; j < %d; j++)\n          sum[r] += part[r][j];\n", LANES);
-    fprintf(f, "        for (int64_t kk = k0; kk < %lld; kk++)\n", (long long)g->K);
-    fprintf(f, "          sum[r] += %s * br[kk];\n      }\n", A);
-    fprintf(f, "      for (int r = 0; r < %d; r++) {\n", rows);
-    fprintf(f, epi_fmt, acc, bi);
-    fprintf(f, "        b%d[(m + r) * %lld + n] = %s;\n      }\n    }\n", c, (long long)g->ldc,
-            g->act == NNC_CG_ACT_RELU ? "v > 0 ? v : 0.0f" : "v");
-    return;
-  }
-  /* axpy over rows of B: C(m, :) += A(m, kk) * B(kk, :) */
-  fprintf(f, "    for (int r = 0; r < %d; r++) {\n", rows);
-  fprintf(f, "      float *restrict cr = b%d + (m + r) * %lld;\n", c, (long long)g->ldc);
-  fprintf(f, "      float sum[%lld];\n", (long long)N);
-  fprintf(f, "      for (int64_t n = 0; n < %lld; n++)\n        sum[n] = 0;\n", (long long)N);
-  fprintf(f, "      for (int64_t kk = 0; kk < %lld; kk++) {\n", (long long)g->K);
-  fprintf(f, "        const float av = %s;\n", A);
-  fprintf(f, "        const float *restrict br = b%d + kk * %lld;\n", b, (long long)g->ldb);
-  fprintf(f,
-          "        for (int64_t n = 0; n < %lld; n++)\n          sum[n] += av * br[n];\n      }\n",
+    snprintf(n.A, sizeof n.A, "b%d[(m + r) * %lld + (kk)]", a, (long long)g->lda);
+  if (g->accumulate)
+    snprintf(n.acc, sizeof n.acc, "b%d[(m + r) * %lld + n + q] + ", n.c, (long long)g->ldc);
+  if (k->bias_buf >= 0)
+    snprintf(n.bias, sizeof n.bias, " + b%d[n + q]", nnc_kbuf_base(W->p, k->bias_buf));
+  return n;
+}
+
+/* Dot products (B stored [N, K]) for rows [m, m + rows) and columns
+ * [n0, n1) in tiles of rows x cols outputs, each summed in LANES partial
+ * sums (independent chains a C compiler turns into vector registers). */
+static void gemm_dots(cwriter *W, const nnc_kernel *k, int rows, int cols, int64_t n0, int64_t n1) {
+  const nnc_cg_gemm *g = &k->gemm;
+  gemm_names nm = names_of(W, k);
+  FILE *f = W->f;
+  fprintf(f, "    for (int64_t n = %lld; n < %lld; n += %d) {\n", (long long)n0, (long long)n1,
+          cols);
+  fprintf(f, "      float part[%d][%d][%d] = {{{0}}};\n", rows, cols, LANES);
+  fprintf(f, "      int64_t k0 = 0;\n      for (; k0 + %d <= %lld; k0 += %d)\n", LANES,
+          (long long)g->K, LANES);
+  fprintf(f, "        for (int r = 0; r < %d; r++)\n          for (int q = 0; q < %d; q++)\n",
+          rows, cols);
+  fprintf(f, "            for (int j = 0; j < %d; j++) {\n", LANES);
+  fprintf(f, "              const int64_t kk = k0 + j;\n");
+  fprintf(f, "              part[r][q][j] += %s * b%d[(n + q) * %lld + kk];\n            }\n",
+          nm.A, nm.b, (long long)g->ldb);
+  fprintf(f, "      for (int r = 0; r < %d; r++)\n        for (int q = 0; q < %d; q++) {\n", rows,
+          cols);
+  fprintf(f, "          float sum = 0;\n          for (int j = 0; j < %d; j++)\n", LANES);
+  fprintf(f, "            sum += part[r][q][j];\n");
+  fprintf(f, "          for (int64_t kk = k0; kk < %lld; kk++)\n", (long long)g->K);
+  fprintf(f, "            sum += %s * b%d[(n + q) * %lld + kk];\n", nm.A, nm.b,
+          (long long)g->ldb);
+  fprintf(f, "          const float v = %ssum%s;\n", nm.acc, nm.bias);
+  fprintf(f, "          b%d[(m + r) * %lld + n + q] = %s;\n        }\n    }\n", nm.c,
+          (long long)g->ldc, g->act == NNC_CG_ACT_RELU ? "v > 0 ? v : 0.0f" : "v");
+}
+
+/* B stored [K, N]: rows of C as sums of rows of B scaled by A (axpy over
+ * unit-stride rows), accumulated in C itself. */
+static void gemm_axpy(cwriter *W, const nnc_kernel *k, int64_t N) {
+  const nnc_cg_gemm *g = &k->gemm;
+  gemm_names nm = names_of(W, k);
+  FILE *f = W->f;
+  fprintf(f, "    const int r = 0;\n");
+  fprintf(f, "    float *restrict cr = b%d + m * %lld;\n", nm.c, (long long)g->ldc);
+  if (!g->accumulate)
+    fprintf(f, "    for (int64_t n = 0; n < %lld; n++)\n      cr[n] = 0;\n", (long long)N);
+  fprintf(f, "    for (int64_t kk = 0; kk < %lld; kk++) {\n", (long long)g->K);
+  fprintf(f, "      const float av = %s;\n", nm.A);
+  fprintf(f, "      const float *restrict br = b%d + kk * %lld;\n", nm.b, (long long)g->ldb);
+  fprintf(f, "      for (int64_t n = 0; n < %lld; n++)\n        cr[n] += av * br[n];\n    }\n",
           (long long)N);
-  fprintf(f, "      for (int64_t n = 0; n < %lld; n++) {\n", (long long)N);
-  fprintf(f, "        float v = %ssum[n]%s;\n", g->accumulate ? "cr[n] + " : "", bi);
-  fprintf(f, "        cr[n] = %s;\n      }\n    }\n",
-          g->act == NNC_CG_ACT_RELU ? "v > 0 ? v : 0.0f" : "v");
+  if (k->bias_buf >= 0 || g->act == NNC_CG_ACT_RELU) {
+    fprintf(f, "    for (int64_t n = 0; n < %lld; n++) {\n      const int q = 0;\n", (long long)N);
+    fprintf(f, "      const float v = cr[n]%s;\n      cr[n] = %s;\n    }\n", nm.bias,
+            g->act == NNC_CG_ACT_RELU ? "v > 0 ? v : 0.0f" : "v");
+  }
 }
 
 static void gemm_kernel(cwriter *W, const nnc_kernel *k) {
@@ -483,18 +501,25 @@ static void gemm_kernel(cwriter *W, const nnc_kernel *k) {
   fprintf(W->f, "  /* C[%lld x %lld] = A . B%s%s%s, K = %lld */\n", (long long)g->M, (long long)N,
           g->trans_b ? "^T" : "", k->bias_buf >= 0 ? " + bias" : "",
           g->act == NNC_CG_ACT_RELU ? ", then ReLU" : "", (long long)g->K);
-  /* Blocks of ROWS rows (dot products share B's loads), then the rest. */
-  int rows = g->trans_b ? ROWS : 1;
-  int64_t blocked = g->M / rows * rows;
+  if (!g->trans_b) {
+    fprintf(W->f, "  for (int64_t m = 0; m < %lld; m++) {\n", (long long)g->M);
+    gemm_axpy(W, k, N);
+    fputs("  }\n", W->f);
+    return;
+  }
+  /* Tiles of ROWS rows (they share B's loads), or of ROWS columns for the
+   * rows left (they share A's), then single outputs. */
+  int64_t blocked = g->M / ROWS * ROWS, ncols = N / ROWS * ROWS;
   if (blocked > 0) {
-    fprintf(W->f, "  for (int64_t m = 0; m < %lld; m += %d) {\n", (long long)blocked, rows);
-    gemm_rows(W, k, rows, N);
+    fprintf(W->f, "  for (int64_t m = 0; m < %lld; m += %d) {\n", (long long)blocked, ROWS);
+    gemm_dots(W, k, ROWS, 1, 0, N);
     fputs("  }\n", W->f);
   }
   if (blocked < g->M) {
     fprintf(W->f, "  for (int64_t m = %lld; m < %lld; m++) {\n", (long long)blocked,
             (long long)g->M);
-    gemm_rows(W, k, 1, N);
+    if (ncols > 0) gemm_dots(W, k, 1, ROWS, 0, ncols);
+    if (ncols < N) gemm_dots(W, k, 1, 1, ncols, N);
     fputs("  }\n", W->f);
   }
 }
