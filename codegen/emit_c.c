@@ -454,19 +454,18 @@ static void gemm_dots(cwriter *W, const nnc_kernel *k, int rows, int cols, int64
   fprintf(f, "      float part[%d][%d][%d] = {{{0}}};\n", rows, cols, LANES);
   fprintf(f, "      int64_t k0 = 0;\n      for (; k0 + %d <= %lld; k0 += %d)\n", LANES,
           (long long)g->K, LANES);
-  fprintf(f, "        for (int r = 0; r < %d; r++)\n          for (int q = 0; q < %d; q++)\n",
-          rows, cols);
+  fprintf(f, "        for (int r = 0; r < %d; r++)\n          for (int q = 0; q < %d; q++)\n", rows,
+          cols);
   fprintf(f, "            for (int j = 0; j < %d; j++) {\n", LANES);
   fprintf(f, "              const int64_t kk = k0 + j;\n");
-  fprintf(f, "              part[r][q][j] += %s * b%d[(n + q) * %lld + kk];\n            }\n",
-          nm.A, nm.b, (long long)g->ldb);
+  fprintf(f, "              part[r][q][j] += %s * b%d[(n + q) * %lld + kk];\n            }\n", nm.A,
+          nm.b, (long long)g->ldb);
   fprintf(f, "      for (int r = 0; r < %d; r++)\n        for (int q = 0; q < %d; q++) {\n", rows,
           cols);
   fprintf(f, "          float sum = 0;\n          for (int j = 0; j < %d; j++)\n", LANES);
   fprintf(f, "            sum += part[r][q][j];\n");
   fprintf(f, "          for (int64_t kk = k0; kk < %lld; kk++)\n", (long long)g->K);
-  fprintf(f, "            sum += %s * b%d[(n + q) * %lld + kk];\n", nm.A, nm.b,
-          (long long)g->ldb);
+  fprintf(f, "            sum += %s * b%d[(n + q) * %lld + kk];\n", nm.A, nm.b, (long long)g->ldb);
   fprintf(f, "          const float v = %ssum%s;\n", nm.acc, nm.bias);
   fprintf(f, "          b%d[(m + r) * %lld + n + q] = %s;\n        }\n    }\n", nm.c,
           (long long)g->ldc, g->act == NNC_CG_ACT_RELU ? "v > 0 ? v : 0.0f" : "v");
@@ -556,13 +555,12 @@ static void helpers(cwriter *W, FILE *f) {
       fprintf(f, "static %s nnc_%s_%s(%s x", T, o, n, T);
       if (op == NNC_K_MAX || op == NNC_K_MIN) fprintf(f, ", %s y", T);
       fputs(") {\n  return ", f);
-      switch ((nnc_kop)op) {
-      case NNC_K_MAX: fputs("x >= y ? x : y", f); break;
-      case NNC_K_MIN: fputs("x <= y ? x : y", f); break;
-      case NNC_K_RELU: fputs("x > 0 ? x : 0", f); break;
-      case NNC_K_SIGN: fputs("x > 0 ? 1 : x < 0 ? -1 : 0", f); break;
-      default: fprintf(f, "1 / (1 + exp%s(-x))", fs); break;
-      }
+      /* the ops helper() is called for (llvm_expr.c's definitions) */
+      if (op == NNC_K_MAX) fputs("x >= y ? x : y", f);
+      if (op == NNC_K_MIN) fputs("x <= y ? x : y", f);
+      if (op == NNC_K_RELU) fputs("x > 0 ? x : 0", f);
+      if (op == NNC_K_SIGN) fputs("x > 0 ? 1 : x < 0 ? -1 : 0", f);
+      if (op == NNC_K_SIGMOID) fprintf(f, "1 / (1 + exp%s(-x))", fs);
       fputs(";\n}\n\n", f);
     }
 }
