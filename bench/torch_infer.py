@@ -12,19 +12,12 @@ fastest:
   RESULT framework=pytorch model=mlp us_per_sample_b1=... samples_per_s_b64=...
 The weights are random: the speed of these models does not depend on them."""
 import argparse
-import gzip
 import time
 
 import numpy as np
 import torch
 
-
-def load_idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+from torch_peer import load_idx  # the IDX reader of the training peer
 
 
 def model_of(name):

@@ -190,6 +190,9 @@ int64_t nnc_deploy_input_size(const nnc_deploy *d) {
 int64_t nnc_deploy_output_size(const nnc_deploy *d) {
   return d->out_size;
 }
+bool nnc_deploy_input_is_i32(const nnc_deploy *d) {
+  return d->in_type == NNC_KT_I32;
+}
 int64_t nnc_deploy_workspace_size(const nnc_deploy *d) {
   return d->ws_bytes;
 }

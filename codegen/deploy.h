@@ -67,6 +67,7 @@ void nnc_deploy_free(nnc_deploy *d);
 int64_t nnc_deploy_batch(const nnc_deploy *d);
 int64_t nnc_deploy_input_size(const nnc_deploy *d);  /* elements per sample */
 int64_t nnc_deploy_output_size(const nnc_deploy *d); /* elements per sample */
+bool nnc_deploy_input_is_i32(const nnc_deploy *d);   /* else f32 */
 int64_t nnc_deploy_workspace_size(const nnc_deploy *d);
 int64_t nnc_deploy_weights_size(const nnc_deploy *d);
 /* Is tensor t of the module read by the inference program? */

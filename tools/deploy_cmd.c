@@ -318,6 +318,10 @@ int nnc_deploy_main(const nnc_module *m, const char *nn_path, bool obj, const ch
     goto done;
   }
   if (fl->extern_weights && !write_file(w_path, w_weights, &j)) goto done;
+  if (fl->emit_test && nnc_deploy_input_is_i32(d)) {
+    fprintf(stderr, "%s: error: --emit-test does not support i32 (index) inputs yet\n", nn_path);
+    goto done;
+  }
   if (fl->emit_test) {
     int64_t B = nnc_deploy_batch(d), D = nnc_deploy_input_size(d), O = nnc_deploy_output_size(d);
     tin = malloc(sizeof(float) * (size_t)(TEST_CALLS * B * D));
