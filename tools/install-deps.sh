@@ -5,7 +5,7 @@ set -e
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 PKGS="build-essential cmake flex bison llvm-19-dev zlib1g-dev libdeflate-dev libcmocka-dev
-      dataset-fashion-mnist python3-numpy python3-torch libopenblas0-pthread"
+      dataset-fashion-mnist python3-numpy python3-torch libopenblas0-pthread clang-19"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
