@@ -24,7 +24,9 @@
 #              examples/deploy/classify.c on the raw IDX test images gives
 #              nnc run's test accuracy, the C's logits are within 1e-4 of the
 #              object's (which are nnc's evaluation bit for bit), two threads
-#              with a workspace each agree; the header is C++; errors
+#              with a workspace each agree, the C under AddressSanitizer with
+#              a workspace of exactly WORKSPACE_SIZE bytes; the header is C++;
+#              errors
 #   deploy_cnn examples/fashion_cnn.nn, tests/e2e/data/bn_relu.nn (batch
 #              norm after ReLU, standardised images) and ops_mix.nn (exp, log,
 #              tanh, erf, sigmoid, softmax, layernorm, pools, a residual) on
@@ -406,6 +408,16 @@ deploy_classify() {
   local got
   got=$(sed -n 's/^accuracy \([0-9.]*\) .*/\1/p' "cls_$tag.out")
   check "$tag: the accuracy of nnc run" "got - want <= 0.001 && want - got <= 0.001" got="$got" want="$acc"
+  # The C under AddressSanitizer, with a workspace of exactly WORKSPACE_SIZE
+  # bytes (classify.c allocates no more): no access outside it or the weights.
+  if [ "$model" = "$dir/model.c" ]; then
+    run "cls_asan_build_$tag" gcc -std=c99 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
+      -I "$dir" -o "$dir/classify_asan" "$SRC/examples/deploy/classify.c" "$model" -lz -lm -lpthread
+    expect_rc "cls_asan_build_$tag" 0 || return 1
+    run "cls_asan_$tag" "$dir/classify_asan" "$images" "$labels" --logits "${tag}_asan.txt"
+    expect_rc "cls_asan_$tag" 0 && cmp -s "$tag.txt" "${tag}_asan.txt" ||
+      fail "$tag: the C under AddressSanitizer gives other outputs"
+  fi
 }
 # logits_close A B: the largest |difference| of two logits files is <= 1e-4.
 logits_close() {
