@@ -197,8 +197,9 @@ static const nnc_rt_st_entry *match_one(const nnc_rt_st_file *f, char **names, c
     problem(p, "%s: checkpoint has %s; only F32 and F64 tensors load", name, have);
     return NULL;
   }
-  int same = by_numel ? nnc_rt_numel(e->rank, e->shape) == nnc_rt_numel(rank, shape)
-                      : e->rank == rank && memcmp(e->shape, shape, (size_t)rank * sizeof *shape) == 0;
+  int same = by_numel
+                 ? nnc_rt_numel(e->rank, e->shape) == nnc_rt_numel(rank, shape)
+                 : e->rank == rank && memcmp(e->shape, shape, (size_t)rank * sizeof *shape) == 0;
   if (!same) {
     problem(p, "%s: checkpoint has %s, model has %s", name, have, want);
     return NULL;

@@ -80,8 +80,9 @@ static int load(images *im, const char *img_path, const char *lab_path) {
   }
   free(img);
   free(lab);
-  if (!ok) fprintf(stderr, "classify: cannot read %s and %s as IDX images of %d pixels\n",
-                   img_path, lab_path, MODEL_INPUT_SIZE);
+  if (!ok)
+    fprintf(stderr, "classify: cannot read %s and %s as IDX images of %d pixels\n", img_path,
+            lab_path, MODEL_INPUT_SIZE);
   return ok ? 0 : -1;
 }
 
@@ -103,7 +104,8 @@ static void *classify(void *arg) {
   for (long s = j->begin; !j->rc && s < j->end; s += MODEL_BATCH) {
     long n = j->end - s < MODEL_BATCH ? j->end - s : MODEL_BATCH;
     memset(in, 0, sizeof(float) * MODEL_BATCH * MODEL_INPUT_SIZE);
-    memcpy(in, j->im->pixels + s * MODEL_INPUT_SIZE, sizeof(float) * (size_t)(n * MODEL_INPUT_SIZE));
+    memcpy(in, j->im->pixels + s * MODEL_INPUT_SIZE,
+           sizeof(float) * (size_t)(n * MODEL_INPUT_SIZE));
     j->rc = model_predict(in, out, ws);
     memcpy(j->out + s * MODEL_OUTPUT_SIZE, out, sizeof(float) * (size_t)(n * MODEL_OUTPUT_SIZE));
   }
@@ -144,9 +146,12 @@ int main(int argc, char **argv) {
     return 2;
   }
   for (int i = 3; i + 1 < argc; i += 2) {
-    if (!strcmp(argv[i], "--logits")) logits = argv[i + 1];
-    else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
-    else if (!strcmp(argv[i], "--repeat")) repeat = atoi(argv[i + 1]);
+    if (!strcmp(argv[i], "--logits"))
+      logits = argv[i + 1];
+    else if (!strcmp(argv[i], "--threads"))
+      threads = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--repeat"))
+      repeat = atoi(argv[i + 1]);
   }
   if (threads < 1 || threads > 64 || repeat < 1) return 2;
   images im;
@@ -171,8 +176,8 @@ int main(int argc, char **argv) {
       if (out[i * MODEL_OUTPUT_SIZE + c] > out[i * MODEL_OUTPUT_SIZE + arg]) arg = c;
     right += arg == im.label[i];
   }
-  printf("accuracy %.4f (%ld of %ld), %.2f us per sample (batch %d)\n", (double)right / im.n,
-         right, im.n, 1e6 * best / im.n, MODEL_BATCH);
+  printf("accuracy %.4f (%ld of %ld), %.2f us per sample (batch %d)\n", (double)right / im.n, right,
+         im.n, 1e6 * best / im.n, MODEL_BATCH);
   if (threads > 1) {
     float *again = malloc(sizeof(float) * (size_t)(im.n * MODEL_OUTPUT_SIZE));
     if (!again || run_threads(&im, again, threads)) return 1;
@@ -185,7 +190,8 @@ int main(int argc, char **argv) {
     FILE *f = fopen(logits, "w");
     for (long i = 0; f && i < im.n; i++)
       for (int c = 0; c < MODEL_OUTPUT_SIZE; c++)
-        fprintf(f, "%.9g%c", out[i * MODEL_OUTPUT_SIZE + c], c + 1 < MODEL_OUTPUT_SIZE ? ' ' : '\n');
+        fprintf(f, "%.9g%c", out[i * MODEL_OUTPUT_SIZE + c],
+                c + 1 < MODEL_OUTPUT_SIZE ? ' ' : '\n');
     if (!f || fclose(f)) return 1;
   }
   free(out);
