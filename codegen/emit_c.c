@@ -14,8 +14,9 @@
  * twice in one statement is computed once into a const local. libm stands
  * in for math.c's polynomials, so results agree with the object's to
  * rounding, not bit for bit. Products (is_gemm kernels) print as blocked
- * loops whose inner loops a C compiler vectorises: 16 partial sums per
- * dot product over 4 rows at a time, or an axpy over unit-stride rows.
+ * loops whose inner loops a C compiler vectorises: tiles of 4 rows (or, for
+ * the rows left, 4 columns) of dot products, each in 16 partial sums, or
+ * an axpy over unit-stride rows when B is stored [K, N].
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -38,7 +39,6 @@ typedef struct cwriter {
   FILE *f;
   const nnc_deploy *d;
   const nnc_kprog *p;
-  const nnc_kernel *k;
   bool helper[NNC_K_COUNT_][NTYPES]; /* helper functions the code calls */
   use_entry *uses;
   size_t cap;
@@ -524,7 +524,6 @@ static void gemm_kernel(cwriter *W, const nnc_kernel *k) {
 }
 
 static void kernel(cwriter *W, const nnc_kernel *k) {
-  W->k = k;
   int *bases = malloc(sizeof(int) * (size_t)(k->nreads + k->nwrites + 1));
   bool *written = malloc((size_t)(k->nreads + k->nwrites + 1));
   if (!bases || !written) nnc_ir_bug("emit_c: out of memory");
