@@ -42,6 +42,9 @@ void nnc_cg_default_options(nnc_cg_options *o);
  * so the code runs on any CPU of that level; "native" resets them to the
  * host's. False for any other name. */
 bool nnc_cg_set_cpu_level(nnc_cg_options *o, const char *name);
+/* Floats per vector of the target o describes (16 with AVX-512, 8 with
+ * AVX, else 4): what products are tiled for. */
+int nnc_cg_vector_width(const nnc_cg_options *o);
 
 typedef struct nnc_cg_program nnc_cg_program;
 

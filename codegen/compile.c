@@ -91,6 +91,15 @@ bool nnc_cg_target_init(nnc_cg_target *t, const nnc_cg_options *o, char *err, si
   return true;
 }
 
+int nnc_cg_vector_width(const nnc_cg_options *o) {
+  nnc_cg_target t;
+  char err[16];
+  nnc_cg_target_init(&t, o, err, sizeof err);
+  int width = t.vector_width;
+  nnc_cg_target_dispose(&t);
+  return width;
+}
+
 void nnc_cg_target_dispose(nnc_cg_target *t) {
   LLVMDisposeMessage(t->triple);
   LLVMDisposeMessage(t->cpu);

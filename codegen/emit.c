@@ -8,9 +8,11 @@
  * nnc_rt_parallel from the runtime library.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cg_internal.h"
+#include "deploy_internal.h"
 
 static bool write_text(const char *path, const char *text, size_t n, char *err, size_t errlen) {
   FILE *f = strcmp(path, "-") == 0 ? stdout : fopen(path, "wb");
@@ -89,5 +91,51 @@ done_target:
   nnc_cg_target_dispose(&t);
 done_arena:
   nnc_arena_destroy(&arena);
+  return ok;
+}
+
+/* A deployed inference program (deploy.h) as one object file: its kernels,
+ * the weights in .rodata and PREFIX_predict, the only exported symbol. */
+bool nnc_deploy_write_obj(const nnc_deploy *d, const nnc_deploy_values *v, const nnc_cg_options *o,
+                          const char *path, char *err, size_t errlen) {
+  char predict[256];
+  snprintf(predict, sizeof predict, "%s_predict", d->o.prefix);
+  nnc_kdeploy kd = {
+      .predict = predict,
+      .weights = nnc_deploy_weights_block(d, v),
+      .weights_bytes = d->w_bytes,
+      .x_offset = d->p.bufs[d->x_buf].offset,
+      .pred_offset = d->p.bufs[d->pred_buf].offset,
+      .in_count = d->batch * d->in_size,
+      .in_size = d->in_size,
+      .out_count = d->batch * d->out_size,
+      .in_i32 = d->in_type == NNC_KT_I32,
+      .scale = (float)v->scale,
+      .mean = v->mean,
+      .std = v->std,
+      .workspace_align = NNC_DEPLOY_ALIGN,
+  };
+  if (!kd.weights) {
+    snprintf(err, errlen, "out of memory");
+    return false;
+  }
+  nnc_kprog p = d->p; /* the same program, with its interface */
+  p.deploy = &kd;
+  nnc_cg_options plain = *o;
+  plain.profile = false;
+  nnc_cg_target t;
+  bool ok = false;
+  if (nnc_cg_target_init(&t, &plain, err, errlen)) {
+    LLVMContextRef ctx = LLVMContextCreate();
+    LLVMModuleRef mod = NULL;
+    nnc_cg_times times = {0};
+    if (nnc_cg_build_llvm(&p, &plain, &t, 0, 1, ctx, &mod, &times, err, errlen)) {
+      ok = write_module(mod, &t, &plain, NNC_CG_OBJ, path, &times, err, errlen);
+      LLVMDisposeModule(mod);
+    }
+    LLVMContextDispose(ctx);
+    nnc_cg_target_dispose(&t);
+  }
+  free((void *)kd.weights);
   return ok;
 }

@@ -180,6 +180,23 @@ typedef struct nnc_kgraph {
   int64_t temp_bytes; /* set by plan.c: bytes of temporaries from temp_base */
 } nnc_kgraph;
 
+/* A deployed inference program's interface (deploy.c), for a backend that
+ * emits PREFIX_predict itself: the persistent tensors live in a read-only
+ * weights block at their buffers' offsets, everything else in the caller's
+ * workspace; the entry point runs every kernel on the calling thread. */
+typedef struct nnc_kdeploy {
+  const char *predict;          /* the exported function: "mlp_predict" */
+  const unsigned char *weights; /* the weights block, weights_bytes long */
+  int64_t weights_bytes;
+  int64_t x_offset, pred_offset; /* in the workspace */
+  int64_t in_count, in_size;     /* input elements per call, per sample */
+  int64_t out_count;             /* output floats per call */
+  bool in_i32;                   /* i32 input (copied as is) instead of f32 */
+  float scale;                   /* the raw input times this, */
+  const float *mean, *std;       /* then standardised when non-NULL ([in_size]) */
+  int64_t workspace_align;
+} nnc_kdeploy;
+
 /* The kernel program of a module: buffers shared by both graphs. */
 typedef struct nnc_kprog {
   nnc_arena *arena;
@@ -191,10 +208,11 @@ typedef struct nnc_kprog {
   int output_buf[NNC_OUT_COUNT_]; /* -1 when no graph writes it */
   nnc_kgraph train, eval;
   bool has_train, has_eval;
-  int64_t temp_base;   /* first byte of the temporaries (both graphs overlap) */
-  int64_t arena_bytes; /* total */
-  int vector_width;    /* floats per vector of the target (gemm) */
-  bool use_gemm;       /* f32 products through gemm.c */
+  int64_t temp_base;         /* first byte of the temporaries (both graphs overlap) */
+  int64_t arena_bytes;       /* total */
+  int vector_width;          /* floats per vector of the target (gemm) */
+  bool use_gemm;             /* f32 products through gemm.c */
+  const nnc_kdeploy *deploy; /* non-NULL: a deployed inference program (see above) */
 } nnc_kprog;
 
 /* ---- Builders (kernel.c) ---- */

@@ -197,8 +197,10 @@ static void alias_scopes(emitter *E, const nnc_kernel *k, const char *kname) {
 }
 
 static LLVMValueRef buffer_ptr(emitter *E, int buf) {
-  LLVMValueRef off =
-      LLVMConstInt(E->ti64, (unsigned long long)E->p->bufs[nnc_kbuf_base(E->p, buf)].offset, 0);
+  const nnc_kbuf *base = &E->p->bufs[nnc_kbuf_base(E->p, buf)];
+  LLVMValueRef off = LLVMConstInt(E->ti64, (unsigned long long)base->offset, 0);
+  if (E->p->deploy && base->kind == NNC_KBUF_TENSOR) /* in the weights block */
+    return LLVMBuildInBoundsGEP2(E->b, E->ti8, nnc_ll_weights(E), &off, 1, "");
   return LLVMBuildInBoundsGEP2(E->b, E->ti8, E->arena, &off, 1, "");
 }
 
@@ -434,8 +436,11 @@ static void emit_entry(emitter *E, const nnc_kgraph *g, const int *part_of, cons
   LLVMValueRef arena = LLVMGetParam(entry, 0), pool = LLVMGetParam(entry, 1);
   LLVMTypeRef pparams[4] = {E->tptr, E->tptr, E->tptr, E->ti64};
   LLVMTypeRef pt = LLVMFunctionType(E->tvoid, pparams, 4, 0);
-  LLVMValueRef par = LLVMGetNamedFunction(E->mod, "nnc_rt_parallel");
-  if (!par) par = LLVMAddFunction(E->mod, "nnc_rt_parallel", pt);
+  LLVMValueRef par = NULL;
+  if (E->p->deploy) /* called by the predict wrapper only; needs no runtime */
+    LLVMSetLinkage(entry, LLVMInternalLinkage);
+  else if (!(par = LLVMGetNamedFunction(E->mod, "nnc_rt_parallel")))
+    par = LLVMAddFunction(E->mod, "nnc_rt_parallel", pt);
   LLVMValueRef counters = NULL, clock = NULL;
   LLVMTypeRef now_type = LLVMFunctionType(E->ti64, NULL, 0, 0);
   if (profile) {
@@ -447,7 +452,7 @@ static void emit_entry(emitter *E, const nnc_kgraph *g, const int *part_of, cons
     const nnc_kernel *k = g->k[i];
     LLVMValueRef t0 = profile ? LLVMBuildCall2(E->b, now_type, clock, NULL, 0, "") : NULL;
     LLVMValueRef n = LLVMConstInt(E->ti64, (unsigned long long)k->extent, 0);
-    if (nnc_cg_kernel_parallel(k)) {
+    if (par && nnc_cg_kernel_parallel(k)) {
       LLVMValueRef args[4] = {pool, fns[i], arena, n};
       LLVMBuildCall2(E->b, pt, par, args, 4, "");
     } else {
@@ -505,6 +510,7 @@ bool nnc_cg_emit_module(const nnc_kprog *p, int part, int nparts, LLVMModuleRef 
   assign_parts(&E);
   if (p->has_train) emit_entry(&E, &p->train, E.part_of[0], "nnc_train_step", profile);
   if (p->has_eval) emit_entry(&E, &p->eval, E.part_of[1], "nnc_eval_step", profile);
+  if (p->deploy && part == 0) nnc_ll_emit_predict(&E, LLVMGetNamedFunction(mod, "nnc_eval_step"));
   free(E.part_of[0]);
   free(E.part_of[1]);
   free(E.base);

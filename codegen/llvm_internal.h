@@ -49,4 +49,11 @@ void nnc_ll_memo_invalidate(emitter *E, bool mem, bool scalar);
 LLVMValueRef nnc_ll_address(emitter *E, int buf, LLVMValueRef idx);
 void nnc_ll_tag_access(emitter *E, LLVMValueRef inst, int buf);
 
+/* ---- llvm_predict.c: a deployed program's interface (E->p->deploy) ---- */
+/* The constant weights block (made on first use). */
+LLVMValueRef nnc_ll_weights(emitter *E);
+/* PREFIX_predict(input, output, workspace): checks, the input prepared
+ * into the workspace, run (the eval entry point), the prediction out. */
+void nnc_ll_emit_predict(emitter *E, LLVMValueRef run);
+
 #endif

@@ -32,7 +32,7 @@ bool nnc_frontend_compile_with(nnc_arena *arena, nnc_diags *diags, uint32_t file
   nnc_sema_overrides ov = {0};
   const nnc_ast *settings[MAX_SETTINGS];
   if (o) {
-    ov.batch = o->batch, ov.lr = o->lr, ov.settings = settings;
+    ov.batch = o->batch, ov.eval_batch = o->eval_batch, ov.lr = o->lr, ov.settings = settings;
     for (int i = 0; i < o->nsettings && i < MAX_SETTINGS; i++)
       if ((settings[ov.nsettings] = parse_setting(&ctx, o->settings[i]))) ov.nsettings++;
     if (!nnc_diags_ok(diags)) return false;

@@ -24,8 +24,9 @@ bool nnc_frontend_compile(nnc_arena *arena, nnc_diags *diags, uint32_t file,
 
 /* Command-line settings that change what is compiled. */
 typedef struct nnc_frontend_options {
-  int64_t batch; /* > 0: overrides the train block's batch size */
-  double lr;     /* > 0: overrides the optimizer's learning rate (--lr) */
+  int64_t batch;      /* > 0: overrides the train block's batch size */
+  int64_t eval_batch; /* > 0: the eval graph's batch instead (deployment) */
+  double lr;          /* > 0: overrides the optimizer's learning rate (--lr) */
   /* --set SETTING: train-block settings as written in a train block
    * ("epochs = 3", "optimizer = sgd(lr = 0.1)", "early_stop(patience = 2)"),
    * applied after the file's own, replacing them. Each is a source of its

@@ -218,6 +218,7 @@ nnc_module *nnc_sema_run_with(nnc_arena *arena, nnc_diags *diags, const nnc_ast 
                               const nnc_sema_overrides *o) {
   nnc_sema s;
   memset(&s, 0, sizeof s);
+  s.eval_batch = o->eval_batch;
   s.arena = arena;
   s.diags = diags;
   s.file = file;

@@ -33,7 +33,8 @@ typedef struct nnc_sema {
   const nnc_ast *const *overrides;
   int noverrides;
   nnc_train_config cfg;
-  const nnc_ast *train_model;                  /* MODEL being trained */
+  int64_t eval_batch;         /* > 0: the eval graph's batch instead of cfg.batch */
+  const nnc_ast *train_model; /* MODEL being trained */
   nnc_span loss_at, metrics_at, early_stop_at; /* where these were set */
   bool metrics_given;
   nnc_span group_at[NNC_MAX_GROUPS];

@@ -132,7 +132,7 @@ static bool build_graph(nnc_sema *s, nnc_module *m, const char *name, bool train
   L.m = m;
   L.g = nnc_graph_new(m, name);
   L.training = training;
-  L.batch = s->cfg.batch;
+  L.batch = !training && s->eval_batch > 0 ? s->eval_batch : s->cfg.batch;
   int64_t b = L.batch;
   nnc_shape xs = {m->sample_shape.rank + 1, {b}};
   for (int i = 0; i < m->sample_shape.rank; i++)

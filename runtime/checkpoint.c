@@ -184,7 +184,8 @@ static int find_renamed(char **names, int n, const char *name) {
 
 /* Checks one wanted tensor against the file; returns the entry or NULL. */
 static const nnc_rt_st_entry *match_one(const nnc_rt_st_file *f, char **names, const char *name,
-                                        int rank, const int64_t *shape, int required, problems *p) {
+                                        int rank, const int64_t *shape, int required, int by_numel,
+                                        problems *p) {
   char want[160], have[160];
   shape_str(want, sizeof want, "f32", rank, shape);
   int i = find_renamed(names, f->nentries, name);
@@ -198,7 +199,10 @@ static const nnc_rt_st_entry *match_one(const nnc_rt_st_file *f, char **names, c
     problem(p, "%s: checkpoint has %s; only F32 and F64 tensors load", name, have);
     return NULL;
   }
-  if (e->rank != rank || memcmp(e->shape, shape, (size_t)rank * sizeof *shape) != 0) {
+  int same = by_numel
+                 ? nnc_rt_numel(e->rank, e->shape) == nnc_rt_numel(rank, shape)
+                 : e->rank == rank && memcmp(e->shape, shape, (size_t)rank * sizeof *shape) == 0;
+  if (!same) {
     problem(p, "%s: checkpoint has %s, model has %s", name, have, want);
     return NULL;
   }
@@ -226,11 +230,11 @@ static void match_all(const nnc_rt_st_file *f, char **names, const nnc_rt_model 
                       const nnc_rt_st_entry **extra_src, problems *p) {
   for (int i = 0; i < m->ntensors; i++) {
     const nnc_rt_tensor *t = &m->tensors[i];
-    src[i] = selected(o, t) ? match_one(f, names, t->name, t->rank, t->shape, 1, p) : NULL;
+    src[i] = selected(o, t) ? match_one(f, names, t->name, t->rank, t->shape, 1, 0, p) : NULL;
   }
   for (int i = 0; i < o->nextra; i++) {
     const nnc_rt_named_tensor *t = &o->extra[i];
-    extra_src[i] = match_one(f, names, t->name, t->rank, t->shape, 0, p);
+    extra_src[i] = match_one(f, names, t->name, t->rank, t->shape, 0, o->extra_by_numel, p);
   }
   /* With globs the load takes what it selects; the rest of the file is not
    * its business. Without, the file must be this model's. */

@@ -293,6 +293,8 @@ typedef struct nnc_rt_ckpt_load_opts {
   const char *add_prefix;     /* then add this one */
   nnc_rt_named_tensor *extra; /* also filled from the file when present */
   int nextra;
+  int extra_by_numel; /* 1: an extra tensor matches any shape of as many elements
+                         (a data set's sample shape against a model's input) */
   /* Called with each problem line (mismatch, missing, extra) so a driver can
    * print them all; err holds as many as fit. */
   void (*on_problem)(void *user, const char *line);

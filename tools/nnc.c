@@ -8,7 +8,9 @@
  *   nnc eval|predict FILE --weights CKPT   a trained model on data (tools/eval.c)
  *   nnc summary FILE               layers, shapes, parameters, memory (tools/summary.c)
  *   nnc FILE -o PROGRAM            a standalone training executable (no LLVM in it)
- *   nnc --emit=KIND FILE [-o OUT]  ir | llvm | asm | obj
+ *   nnc --emit=KIND FILE [-o OUT]  ir | llvm | asm | train-obj
+ *   nnc FILE --emit=c|obj -o OUT/NAME [--weights CKPT] [--name PREFIX]
+ *                                  the trained network for deployment
  *   nnc --help | --version
  *
  * The pipeline: frontend (parse, check, lower) -> tools/pipeline.c (graph
@@ -28,6 +30,7 @@
 #include <sys/wait.h>
 
 #include "codegen.h"
+#include "deploy_cmd.h"
 #include "driver.h"
 #include "frontend.h"
 #include "ir.h"
@@ -51,13 +54,21 @@ static const char usage[] =
     "                                       compiled gradients against float64 and finite\n"
     "                                       differences on one batch; exit 1 if one is off\n"
     "       nnc FILE -o PROGRAM [--batch N] write a standalone training executable\n"
-    "       nnc --emit=KIND FILE [-o OUT]   KIND: ir, llvm, asm (to stdout or OUT), obj (needs "
-    "-o)\n"
+    "       nnc --emit=KIND FILE [-o OUT]   KIND: ir, llvm, asm (to stdout or OUT), train-obj\n"
+    "                                       (the training kernels as an object; needs -o)\n"
+    "       nnc FILE --emit=c -o OUT/NAME   the trained network as C99: OUT/NAME.c, OUT/NAME.h\n"
+    "       nnc FILE --emit=obj -o OUT/NAME.o  the same compiled: OUT/NAME.o, OUT/NAME.h\n"
     "       nnc --help | --version\n"
     "\n"
     "  --cpu LEVEL  with -o or --emit: code for any CPU of that level instead of this\n"
     "               machine's: x86-64, x86-64-v2, x86-64-v3 (AVX2, FMA), x86-64-v4\n"
     "               (AVX-512), or native (the default)\n"
+    "  with --emit=c or --emit=obj (docs/deploy.md):\n"
+    "  --weights CKPT    trained values (default: the file's checkpoint(path))\n"
+    "  --name PREFIX     PREFIX_predict, PREFIX_BATCH... (default: the model's name)\n"
+    "  --batch N         samples per predict call (default 1)\n"
+    "  --emit-test       also OUT/NAME_test.c: checks the code against nnc's evaluation\n"
+    "  --extern-weights  (C) weights in OUT/NAME.weights, PREFIX_predict_with(weights, ...)\n"
     "\n"
     "flags of 'nnc run' (and of executables written with -o):\n"
     "  --epochs N  --batch N  --seed N  --threads N  --data PATH  --test-data PATH\n"
@@ -571,7 +582,7 @@ done:
   return status;
 }
 
-/* nnc --emit=llvm|asm|obj FILE [-o OUT] [--batch N] */
+/* nnc --emit=llvm|asm|train-obj FILE [-o OUT] [--batch N] */
 static int cmd_emit(const char *kind, const char *path, const char *out,
                     const nnc_frontend_options *fo, const nnc_cg_options *co) {
   nnc_cg_output k;
@@ -579,14 +590,15 @@ static int cmd_emit(const char *kind, const char *path, const char *out,
     k = NNC_CG_LLVM;
   else if (!strcmp(kind, "asm"))
     k = NNC_CG_ASM;
-  else if (!strcmp(kind, "obj"))
+  else if (!strcmp(kind, "train-obj"))
     k = NNC_CG_OBJ;
   else {
-    fprintf(stderr, "nnc: error: unknown output kind '%s' (ir, llvm, asm or obj)\n", kind);
+    fprintf(stderr, "nnc: error: unknown output kind '%s' (ir, llvm, asm, train-obj, c or obj)\n",
+            kind);
     return 2;
   }
   if (k == NNC_CG_OBJ && !out) {
-    fputs("nnc: error: --emit=obj needs -o FILE\n", stderr);
+    fputs("nnc: error: --emit=train-obj needs -o FILE\n", stderr);
     return 2;
   }
   compiled c;
@@ -598,6 +610,28 @@ static int cmd_emit(const char *kind, const char *path, const char *out,
     else
       fprintf(stderr, "%s: error: %s\n", path, err);
   }
+  compiled_free(&c);
+  return status;
+}
+
+/* nnc FILE --emit=c|obj -o OUT/NAME [--weights CKPT] ...: deployment
+ * (tools/deploy_cmd.c), batch 1 unless --batch says otherwise. */
+static int cmd_deploy(const char *kind, const char *path, const char *out, int64_t batch,
+                      const nnc_frontend_options *base, const nnc_cg_options *co,
+                      const nnc_deploy_flags *df) {
+  if (!out) {
+    fprintf(stderr, "nnc: error: --emit=%s needs -o OUT/NAME\n", kind);
+    return 2;
+  }
+  /* The training graph keeps the file's batch (batch norm may need it);
+   * only the eval graph, the one deployed, takes --batch. */
+  compiled c;
+  int status = 1;
+  nnc_frontend_options fo = *base;
+  fo.batch = 0;
+  fo.eval_batch = batch ? batch : 1;
+  if (build_module_with(&c, path, &fo))
+    status = nnc_deploy_main(c.m, path, !strcmp(kind, "obj"), out, co, df);
   compiled_free(&c);
   return status;
 }
@@ -630,9 +664,19 @@ int main(int argc, char **argv) {
   if (take_compile_flags(&argc, argv, &cf)) return 2;
   const char *emit = NULL, *file = NULL, *out = NULL, *cpu = NULL;
   int64_t batch = 0;
+  nnc_deploy_flags df = {0};
+  bool deploy_flag = false;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if (!strncmp(a, "--emit=", 7))
+    if (!strcmp(a, "--weights") && i + 1 < argc)
+      df.weights = argv[++i], deploy_flag = true;
+    else if (!strcmp(a, "--name") && i + 1 < argc)
+      df.name = argv[++i], deploy_flag = true;
+    else if (!strcmp(a, "--emit-test"))
+      df.emit_test = deploy_flag = true;
+    else if (!strcmp(a, "--extern-weights"))
+      df.extern_weights = deploy_flag = true;
+    else if (!strncmp(a, "--emit=", 7))
       emit = a + 7;
     else if (!strncmp(a, "--cpu=", 6))
       cpu = a + 6;
@@ -679,6 +723,14 @@ int main(int argc, char **argv) {
     }
     return cmd_emit_ir(file);
   }
+  bool deploy = emit && (!strcmp(emit, "c") || !strcmp(emit, "obj"));
+  if (deploy_flag && !deploy) {
+    fputs("nnc: error: --weights, --name, --emit-test and --extern-weights go with --emit=c or "
+          "--emit=obj\n",
+          stderr);
+    return 2;
+  }
+  if (deploy) return cmd_deploy(emit, file, out, batch, &cf.fo, &co, &df);
   cf.fo.batch = batch;
   if (emit) return cmd_emit(emit, file, out, &cf.fo, &co);
   if (out) return cmd_build(file, out, &cf.fo, &co);

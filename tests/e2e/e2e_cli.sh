@@ -18,6 +18,19 @@
 #              IDX data): frozen tensors bit-identical to the CNN's, head trained
 #   cpu        -o trainers for x86-64 (no AVX in them) and x86-64-v3 (no
 #              AVX-512) train; an unknown --cpu is refused
+#   deploy     examples/fashion_mlp.nn, 1 epoch on Fashion-MNIST, emitted as C
+#              (gcc and clang, -std=c99 -pedantic -Werror), as C with
+#              --extern-weights and as an object: each parity test passes;
+#              examples/deploy/classify.c on the raw IDX test images gives
+#              nnc run's test accuracy, the C's logits are within 1e-4 of the
+#              object's (which are nnc's evaluation bit for bit), two threads
+#              with a workspace each agree, the C under AddressSanitizer with
+#              a workspace of exactly WORKSPACE_SIZE bytes; the header is C++;
+#              errors
+#   deploy_cnn examples/fashion_cnn.nn, tests/e2e/data/bn_relu.nn (batch
+#              norm after ReLU, standardised images) and ops_mix.nn (exp, log,
+#              tanh, erf, sigmoid, softmax, layernorm, pools, a residual) on
+#              generated IDX data: the same, at batch 1 and 4
 #   errors     exit status and message of a bad .nn, a missing data file, a
 #              truncated IDX file, a wrong --batch, a non-finite loss (and the
 #              checkpoint before it still loads)
@@ -373,6 +386,148 @@ if want cpu; then
   [ ! -e t ] || fail "a trainer was written for an unknown --cpu"
   run cpu_ir "$NNC" --emit=ir "$EX/linear_regression.nn" --cpu x86-64
   expect_rc cpu_ir 2 && expect_grep cpu_ir.err "takes no -o, --batch or --cpu"
+  end
+fi
+
+# ---- deployment: --emit=c and --emit=obj -------------------------------------
+# Compilers for the emitted C: gcc, and clang-19 or clang where present.
+deploy_ccs() {
+  local c
+  echo gcc
+  [ -n "${GCC_ONLY:-}" ] && return
+  for c in clang-19 clang; do
+    if command -v $c >/dev/null; then
+      echo $c
+      return
+    fi
+  done
+}
+STRICT="-std=c99 -O2 -Wall -Wextra -Werror -pedantic"
+# deploy_check DIR NAME KIND: compiles DIR/NAME_test.c with DIR/NAME.c (KIND
+# c, with each compiler) or DIR/NAME.o (KIND obj) and runs it (extra args:
+# the test's arguments).
+deploy_check() {
+  local dir=$1 name=$2 kind=$3 cc
+  shift 3
+  for cc in $(deploy_ccs); do
+    local obj="$dir/$name.c"
+    [ "$kind" = obj ] && obj="$dir/$name.o"
+    run "cc_${name}_${kind}_$cc" $cc $STRICT -o "$dir/test_$cc" "$dir/${name}_test.c" "$obj" -lm
+    expect_rc "cc_${name}_${kind}_$cc" 0 || continue
+    run "t_${name}_${kind}_$cc" "$dir/test_$cc" "$@"
+    expect_rc "t_${name}_${kind}_$cc" 0 && expect_grep "t_${name}_${kind}_$cc.out" "(tolerance 0.0001): ok" &&
+      echo "  $kind $name ($cc): $(cat "t_${name}_${kind}_$cc.out")"
+    [ "$kind" = obj ] && break # the object does not depend on the compiler
+  done
+}
+# deploy_classify DIR TAG IMAGES LABELS ACC: classify.c with DIR/model.{c,o}
+# on an IDX set: nnc run's accuracy ACC, two threads agree; logits to TAG.txt.
+deploy_classify() {
+  local dir=$1 tag=$2 images=$3 labels=$4 acc=$5 model=$1/model.c
+  [ -e "$dir/model.o" ] && model=$dir/model.o
+  run "cls_build_$tag" gcc $STRICT -I "$dir" -o "$dir/classify" "$SRC/examples/deploy/classify.c" "$model" -lz -lm -lpthread
+  expect_rc "cls_build_$tag" 0 || return 1
+  run "cls_$tag" "$dir/classify" "$images" "$labels" --threads 2 --logits "$tag.txt"
+  expect_rc "cls_$tag" 0 || return 1
+  echo "  $tag: $(head -1 "cls_$tag.out")"
+  expect_grep "cls_$tag.out" "2 threads, a workspace each: same outputs"
+  local got
+  got=$(sed -n 's/^accuracy \([0-9.]*\) .*/\1/p' "cls_$tag.out")
+  check "$tag: the accuracy of nnc run" "got - want <= 0.001 && want - got <= 0.001" got="$got" want="$acc"
+  # The C under AddressSanitizer, with a workspace of exactly WORKSPACE_SIZE
+  # bytes (classify.c allocates no more): no access outside it or the weights.
+  if [ "$model" = "$dir/model.c" ]; then
+    run "cls_asan_build_$tag" gcc -std=c99 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
+      -I "$dir" -o "$dir/classify_asan" "$SRC/examples/deploy/classify.c" "$model" -lz -lm -lpthread
+    expect_rc "cls_asan_build_$tag" 0 || return 1
+    run "cls_asan_$tag" "$dir/classify_asan" "$images" "$labels" --logits "${tag}_asan.txt"
+    expect_rc "cls_asan_$tag" 0 && cmp -s "$tag.txt" "${tag}_asan.txt" ||
+      fail "$tag: the C under AddressSanitizer gives other outputs"
+  fi
+}
+# logits_close A B: the largest |difference| of two logits files is <= 1e-4.
+logits_close() {
+  local worst
+  worst=$(paste -d' ' "$1" "$2" | awk '{ n = NF / 2; for (i = 1; i <= n; i++) { d = $i - $(i + n); if (d < 0) d = -d; if (d > m) m = d } }
+                                      END { printf "%g", m + 0 }')
+  check "logits of $1 and $2 agree" "worst <= 1e-4" worst="$worst"
+}
+
+if want deploy; then
+  begin deploy
+  FM=/usr/share/datasets/fashion-mnist
+  [ -d "$FM" ] || FM=$EX/fashion-mnist
+  if [ ! -d "$FM" ]; then
+    echo "  skipped: no Fashion-MNIST (tools/install-deps.sh fetches it)"
+    SKIPPED=$((SKIPPED + 1))
+  else
+    run dtrain "$NNC" run "$EX/fashion_mlp.nn" --epochs 1 --checkpoint mlp.safetensors --threads 1 --report --quiet
+    if expect_rc dtrain 0; then
+      acc=$(result_field dtrain.out test_acc)
+      run emit_c "$NNC" "$EX/fashion_mlp.nn" --emit=c -o dc/model --name model --weights mlp.safetensors --emit-test
+      run emit_x "$NNC" "$EX/fashion_mlp.nn" --emit=c -o dx/model --name model --weights mlp.safetensors --emit-test --extern-weights
+      run emit_o "$NNC" "$EX/fashion_mlp.nn" --emit=obj -o do/model.o --name model --weights mlp.safetensors --emit-test
+      if expect_rc emit_c 0 && expect_rc emit_x 0 && expect_rc emit_o 0; then
+        expect_grep dc/model.h "#define MODEL_INPUT_SIZE 784 /* floats per sample */"
+        expect_grep dc/model.h "#define MODEL_BATCH 1 /* samples per call */"
+        expect_grep dx/model.h "int model_predict_with(const void *weights, const float *input"
+        size=$(sed -n 's/^#define MODEL_WEIGHTS_SIZE \([0-9]*\).*/\1/p' dx/model.h)
+        check "the weights file has MODEL_WEIGHTS_SIZE bytes" "size == bytes && size > 1000000" size="$size" bytes="$(wc -c <dx/model.weights)"
+        if nm do/model.o | grep -q ' U '; then fail "the object needs symbols: $(nm do/model.o | grep ' U ' | tr '\n' ' ')"; fi
+        [ "$(nm do/model.o | grep -c ' T ')" = 1 ] || fail "the object exports more than model_predict: $(nm do/model.o | grep ' T ')"
+        deploy_check dc model c
+        deploy_check dx model c dx/model.weights
+        deploy_check do model obj
+        if command -v g++ >/dev/null; then
+          printf '#include "model.h"\nint main() { return model_predict(nullptr, nullptr, nullptr) == 1 ? 0 : 1; }\n' >hdr.cc
+          run hdr_c gcc $STRICT -c -o hdr_model.o dc/model.c
+          run hdr g++ -std=c++11 -Wall -Werror -I dc -o hdr hdr.cc hdr_model.o
+          expect_rc hdr_c 0 && expect_rc hdr 0 && { ./hdr || fail "predict(NULL, ...) does not return 1"; }
+        fi
+        deploy_classify dc mlp_c "$FM/t10k-images-idx3-ubyte.gz" "$FM/t10k-labels-idx1-ubyte.gz" "$acc"
+        deploy_classify do mlp_o "$FM/t10k-images-idx3-ubyte.gz" "$FM/t10k-labels-idx1-ubyte.gz" "$acc"
+        logits_close mlp_c.txt mlp_o.txt
+      fi
+      # Errors: no checkpoint, a checkpoint of another model, a bad prefix.
+      run nockpt "$NNC" "$EX/fashion_mlp.nn" --emit=c -o e/model
+      expect_rc nockpt 1 && expect_grep nockpt.err "fashion_mlp.nn: error: no weights to deploy"
+      run missing "$NNC" "$EX/fashion_mlp.nn" --emit=c -o e/model --weights nothere.safetensors
+      expect_rc missing 1 && expect_grep missing.err "cannot read the checkpoint 'nothere.safetensors'"
+      run other "$NNC" "$EX/linear_regression.nn" --emit=c -o e/model --weights mlp.safetensors
+      expect_rc other 1 && expect_grep other.err "mlp.safetensors:"
+      run badname "$NNC" "$EX/fashion_mlp.nn" --emit=c -o e/model --weights mlp.safetensors --name 9lives
+      expect_rc badname 2 && expect_grep badname.err "--name '9lives' is not a C identifier"
+      [ ! -e e/model.c ] || fail "a failed emission left e/model.c"
+    fi
+  fi
+  end
+fi
+
+# ---- deployment of the CNN and of batch norm after ReLU (generated data) ------
+if want deploy_cnn; then
+  begin deploy_cnn
+  mkdir -p dcnn/fashion-mnist && cp "$EX/fashion_cnn.nn" "$DATA/bn_relu.nn" "$DATA/ops_mix.nn" dcnn/
+  "$TOOL" idx dcnn/fashion-mnist 512 128 || fail "e2e_tool idx"
+  T10K="$TMP/dcnn/fashion-mnist/t10k-images-idx3-ubyte $TMP/dcnn/fashion-mnist/t10k-labels-idx1-ubyte"
+  for model in fashion_cnn bn_relu ops_mix; do
+    (cd dcnn && "$NNC" run $model.nn --epochs 1 --threads 1 --report --quiet >../tr_$model.out 2>../tr_$model.err)
+    RC=$?
+    expect_rc tr_$model 0 || continue
+    acc=$(result_field tr_$model.out test_acc)
+    for b in 1 4; do
+      run emit_${model}_$b "$NNC" dcnn/$model.nn --emit=c -o d_${model}_$b/model --name model --emit-test --batch $b
+      run emit_${model}_o$b "$NNC" dcnn/$model.nn --emit=obj -o d_${model}_o$b/model.o --name model --emit-test --batch $b
+      only=""
+      [ $b != 1 ] && only=1 # batch 4: gcc alone (CI time)
+      expect_rc emit_${model}_$b 0 && GCC_ONLY=$only deploy_check d_${model}_$b model c
+      expect_rc emit_${model}_o$b 0 && deploy_check d_${model}_o$b model obj
+    done
+    deploy_classify d_${model}_1 ${model}_c $T10K "$acc"
+    deploy_classify d_${model}_o1 ${model}_o $T10K "$acc"
+    deploy_classify d_${model}_4 ${model}_c4 $T10K "$acc"
+    logits_close ${model}_c.txt ${model}_o.txt
+    logits_close ${model}_c4.txt ${model}_o.txt
+  done
   end
 fi
 

@@ -1,0 +1,24 @@
+/* deploy_cmd.h: `nnc MODEL.nn --emit=c|obj -o OUT/NAME`, the driver's half of
+ * deployment (codegen/deploy.h is the compiler's). See deploy_cmd.c. */
+#ifndef NNC_TOOLS_DEPLOY_CMD_H
+#define NNC_TOOLS_DEPLOY_CMD_H
+
+#include <stdbool.h>
+
+#include "codegen.h"
+#include "ir.h"
+
+typedef struct nnc_deploy_flags {
+  const char *weights; /* --weights CKPT; NULL: the .nn file's checkpoint(path) */
+  const char *name;    /* --name PREFIX; NULL: the model's name */
+  bool emit_test;      /* --emit-test: also NAME_test.c */
+  bool extern_weights; /* --extern-weights: NAME.weights and PREFIX_predict_with */
+} nnc_deploy_flags;
+
+/* Writes OUT/NAME.c (obj: OUT/NAME.o) and OUT/NAME.h for the module m
+ * compiled from nn_path, with the flags' extras. Prints its errors
+ * ("nnc: error: ..." naming the file); returns the exit status. */
+int nnc_deploy_main(const nnc_module *m, const char *nn_path, bool obj, const char *out,
+                    const nnc_cg_options *co, const nnc_deploy_flags *f);
+
+#endif
