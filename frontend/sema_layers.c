@@ -2,7 +2,8 @@
  * desugared into the primitive ops of ir/ops.def.
  *
  * Takes a CALL node of a model body; gives the output value. One table lists
- * every built-in with its signature; the first argument is always the input
+ * every built-in with its signature (the functions without parameters, and
+ * the activations, are in sema_functions.c); the first argument is always the input
  * tensor, lowered before the layer's own nodes so that those nodes can be
  * tagged with the call's span and the layer's path ("mlp.dense1").
  *
@@ -15,18 +16,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "sema_internal.h"
-
-typedef struct layer_args {
-  nnc_lower *L;
-  nnc_scope *sc;
-  const nnc_ast *call;
-  const nnc_ast **a; /* argument values by signature slot; a[0] is the input */
-  nnc_value x;       /* the lowered input */
-  const char *tag;   /* name for the printer; layers with parameters set their path */
-} layer_args;
-
-typedef nnc_value (*layer_fn)(layer_args *A);
+#include "sema_layers_internal.h"
 
 typedef struct builtin {
   const char *name;
@@ -39,59 +29,6 @@ typedef struct builtin {
 /* Layer kinds with parameters, for default names dense1, conv1, bn1, ... */
 enum { KIND_DENSE, KIND_CONV, KIND_BN, KIND_LN, KIND_EMBED };
 static const char *const kind_prefix[] = {"dense", "conv", "bn", "ln", "embedding"};
-
-static nnc_graph *G(layer_args *A) {
-  return A->L->g;
-}
-static nnc_value tensor(layer_args *A, nnc_node *n) {
-  return (nnc_value){n, A->x.batched, false, 0};
-}
-static nnc_node *cst(layer_args *A, double v) {
-  return nnc_ir_const(G(A), NNC_F32, v);
-}
-static nnc_node *bin(layer_args *A, nnc_op op, nnc_node *a, nnc_node *b) {
-  return nnc_ir_binary(G(A), op, a, b);
-}
-static nnc_node *un(layer_args *A, nnc_op op, nnc_node *a) {
-  return nnc_ir_unary(G(A), op, a);
-}
-static const char *shape_of(layer_args *A, nnc_node *n) {
-  return nnc_lower_shape_str(A->L, n);
-}
-static nnc_span at(layer_args *A) {
-  return A->call->span;
-}
-static nnc_value fail(layer_args *A) {
-  A->L->failed = true;
-  return NNC_VALUE_ERROR;
-}
-
-/* Integer argument with a default. */
-static bool int_arg(layer_args *A, int slot, const char *what, int64_t def, int64_t lo, int64_t hi,
-                    int64_t *out) {
-  *out = def;
-  if (!A->a[slot]) return true;
-  if (nnc_sema_int(A->L->s, A->a[slot], what, lo, hi, out)) return true;
-  A->L->failed = true;
-  return false;
-}
-
-static bool num_arg(layer_args *A, int slot, const char *what, double def, double lo, double hi,
-                    double *out) {
-  *out = def;
-  if (!A->a[slot]) return true;
-  if (nnc_sema_num(A->L->s, A->a[slot], what, lo, hi, out)) return true;
-  A->L->failed = true;
-  return false;
-}
-
-static bool bool_arg(layer_args *A, int slot, const char *what, bool def, bool *out) {
-  *out = def;
-  if (!A->a[slot]) return true;
-  if (nnc_sema_bool(A->L->s, A->a[slot], what, out)) return true;
-  A->L->failed = true;
-  return false;
-}
 
 /* An int or a pair [a, b] (kernel sizes, strides, padding). */
 static bool pair_arg(layer_args *A, int slot, const char *what, int64_t def, int64_t lo,
@@ -150,86 +87,6 @@ static nnc_node *weight(layer_args *A, const char *path, const char *what, int i
   return nnc_lower_tensor(A->L, name, NNC_ROLE_PARAM, s, init, A->call->span);
 }
 
-/* ---- Activations ---- */
-
-static nnc_node *softmax_axis(layer_args *A, nnc_node *x, int axis, bool log) {
-  nnc_node *m = nnc_ir_reduce(G(A), NNC_OP_RMAX, x, 1u << axis);
-  nnc_node *z = bin(A, NNC_OP_SUB, x, m); /* x - max: exp cannot overflow */
-  nnc_node *e = un(A, NNC_OP_EXP, z);
-  nnc_node *s = nnc_ir_reduce(G(A), NNC_OP_SUM, e, 1u << axis);
-  if (log) return bin(A, NNC_OP_SUB, z, un(A, NNC_OP_LOG, s)); /* z - log(sum(exp(z))) */
-  return bin(A, NNC_OP_DIV, e, s);
-}
-
-/* gelu(x) = 0.5 x (1 + erf(x / sqrt(2))), the exact form */
-static nnc_node *gelu(layer_args *A, nnc_node *x) {
-  nnc_node *e = un(A, NNC_OP_ERF, bin(A, NNC_OP_MUL, x, cst(A, 0.70710678118654752440)));
-  return bin(A, NNC_OP_MUL, bin(A, NNC_OP_MUL, x, cst(A, 0.5)), bin(A, NNC_OP_ADD, e, cst(A, 1.0)));
-}
-
-/* leaky_relu(x) = x > 0 ? x : a x; max(x, a x) when 0 <= a <= 1 */
-static nnc_node *leaky(layer_args *A, nnc_node *x, double slope) {
-  nnc_node *ax = bin(A, NNC_OP_MUL, x, cst(A, slope));
-  if (slope >= 0 && slope <= 1) return bin(A, NNC_OP_MAX, x, ax);
-  nnc_node *pos = bin(A, NNC_OP_GT, x, cst(A, 0.0));
-  return nnc_ir_select(G(A), pos, x, ax);
-}
-
-static const char *const activation_names[] = {"relu",    "sigmoid",     "tanh",       "gelu",
-                                               "softmax", "log_softmax", "leaky_relu", "linear"};
-
-/* activation = relu (dense and conv2d): applied to the layer's output. */
-static nnc_node *activation(layer_args *A, int slot, nnc_node *y, int channel_axis) {
-  if (!A->a[slot]) return y;
-  int k;
-  if (!nnc_sema_word(A->L->s, A->a[slot], "activation", activation_names, 8, &k)) {
-    A->L->failed = true;
-    return NULL;
-  }
-  switch (k) {
-  case 0: return un(A, NNC_OP_RELU, y);
-  case 1: return un(A, NNC_OP_SIGMOID, y);
-  case 2: return un(A, NNC_OP_TANH, y);
-  case 3: return gelu(A, y);
-  case 4: return softmax_axis(A, y, channel_axis, false);
-  case 5: return softmax_axis(A, y, channel_axis, true);
-  case 6: return leaky(A, y, 0.01);
-  default: return y;
-  }
-}
-
-/* ---- Axes ---- */
-
-/* A per-sample axis (negative counts from the end) to a tensor axis. */
-static bool axis_of(layer_args *A, const nnc_ast *e, nnc_node *x, int *out) {
-  int off = A->x.batched ? 1 : 0;
-  int per = x->shape.rank - off;
-  int64_t v;
-  if (!nnc_sema_int(A->L->s, e, "axis", -64, 64, &v)) return !(A->L->failed = true);
-  if (v < 0) v += per;
-  if (v < 0 || v >= per) {
-    nnc_lower_error(A->L, e->span,
-                    "axis is out of range for %s (per-sample axes 0..%d, or -1 "
-                    "for the last)",
-                    shape_of(A, x), per - 1);
-    return false;
-  }
-  *out = (int)v + off;
-  return true;
-}
-
-static bool axis_arg(layer_args *A, int slot, nnc_node *x, int *out) {
-  if (!A->a[slot]) {
-    *out = x->shape.rank - 1;
-    if (A->x.batched && x->shape.rank < 2) {
-      nnc_lower_error(A->L, at(A), "%s needs a feature axis, got %s", A->call->str, shape_of(A, x));
-      return false;
-    }
-    return true;
-  }
-  return axis_of(A, A->a[slot], x, out);
-}
-
 /* ---- Layers ---- */
 
 enum { DENSE_X, DENSE_UNITS, DENSE_ACT, DENSE_BIAS, DENSE_INIT, DENSE_BIAS_INIT, DENSE_NAME };
@@ -271,7 +128,7 @@ static nnc_value l_dense(layer_args *A) {
     nnc_lower_error(A->L, A->a[DENSE_BIAS_INIT]->span, "bias_init given, but bias = false");
     return NNC_VALUE_ERROR;
   }
-  y = activation(A, DENSE_ACT, y, 1);
+  y = nnc_layer_activation(A, DENSE_ACT, y, 1);
   return y ? tensor(A, y) : NNC_VALUE_ERROR;
 }
 
@@ -372,7 +229,7 @@ static nnc_value l_conv2d(layer_args *A) {
   nnc_shape nhwc = {4, {n, oh, ow, filters}};
   static const int to_nchw[4] = {0, 3, 1, 2};
   y = nnc_ir_transpose(G(A), nnc_ir_reshape(G(A), y, &nhwc), to_nchw);
-  y = activation(A, CONV_ACT, y, 1);
+  y = nnc_layer_activation(A, CONV_ACT, y, 1);
   return y ? tensor(A, y) : NNC_VALUE_ERROR;
 }
 
@@ -638,96 +495,6 @@ static nnc_value l_embedding(layer_args *A) {
   return tensor(A, nnc_ir_gather(G(A), table, x));
 }
 
-/* ---- Functions ---- */
-
-static nnc_value unary(layer_args *A, nnc_op op) {
-  return tensor(A, un(A, op, A->x.node));
-}
-static nnc_value l_relu(layer_args *A) {
-  return unary(A, NNC_OP_RELU);
-}
-static nnc_value l_sigmoid(layer_args *A) {
-  return unary(A, NNC_OP_SIGMOID);
-}
-static nnc_value l_tanh(layer_args *A) {
-  return unary(A, NNC_OP_TANH);
-}
-static nnc_value l_exp(layer_args *A) {
-  return unary(A, NNC_OP_EXP);
-}
-static nnc_value l_log(layer_args *A) {
-  return unary(A, NNC_OP_LOG);
-}
-static nnc_value l_sqrt(layer_args *A) {
-  return unary(A, NNC_OP_SQRT);
-}
-static nnc_value l_abs(layer_args *A) {
-  return unary(A, NNC_OP_ABS);
-}
-static nnc_value l_gelu(layer_args *A) {
-  return tensor(A, gelu(A, A->x.node));
-}
-
-static nnc_value l_leaky_relu(layer_args *A) {
-  double slope;
-  if (!num_arg(A, 1, "slope", 0.01, -1e6, 1e6, &slope)) return fail(A);
-  return tensor(A, leaky(A, A->x.node, slope));
-}
-
-static nnc_value softmax_like(layer_args *A, bool log) {
-  int axis;
-  if (!axis_arg(A, 1, A->x.node, &axis)) return fail(A);
-  return tensor(A, softmax_axis(A, A->x.node, axis, log));
-}
-static nnc_value l_softmax(layer_args *A) {
-  return softmax_like(A, false);
-}
-static nnc_value l_log_softmax(layer_args *A) {
-  return softmax_like(A, true);
-}
-
-/* sum/mean(x, axis = a or [a, b], keepdims = false); no axis: every
- * per-sample axis (every axis of a parameter). */
-static nnc_value reduce(layer_args *A, bool mean) {
-  nnc_node *x = A->x.node;
-  int off = A->x.batched ? 1 : 0;
-  uint32_t axes = 0;
-  const nnc_ast *e = A->a[1];
-  if (!e) {
-    for (int i = off; i < x->shape.rank; i++)
-      axes |= 1u << i;
-  } else {
-    int n = e->kind == NNC_AST_LIST ? e->list.n : 1;
-    for (int i = 0; i < n && i < NNC_MAX_RANK; i++) {
-      int ax;
-      if (!axis_of(A, e->kind == NNC_AST_LIST ? e->list.items[i] : e, x, &ax)) return fail(A);
-      axes |= 1u << ax;
-    }
-  }
-  bool keep;
-  if (!bool_arg(A, 2, "keepdims", false, &keep)) return fail(A);
-  nnc_node *r = nnc_ir_reduce(G(A), NNC_OP_SUM, x, axes);
-  if (mean) {
-    int64_t count = 1;
-    for (int i = 0; i < x->shape.rank; i++)
-      if (axes & (1u << i)) count *= x->shape.dim[i];
-    r = bin(A, NNC_OP_MUL, r, cst(A, 1.0 / (double)count));
-  }
-  if (!keep) {
-    nnc_shape s = {0, {0}};
-    for (int i = 0; i < x->shape.rank; i++)
-      if (!(axes & (1u << i))) s.dim[s.rank++] = x->shape.dim[i];
-    r = nnc_ir_reshape(G(A), r, &s);
-  }
-  return tensor(A, r);
-}
-static nnc_value l_sum(layer_args *A) {
-  return reduce(A, false);
-}
-static nnc_value l_mean(layer_args *A) {
-  return reduce(A, true);
-}
-
 /* ---- The table ---- */
 
 static const char *const p_dense[] = {"x",    "units",     "activation", "bias",
@@ -758,19 +525,19 @@ static const builtin builtins[] = {
     {"layernorm", SIG(p_ln), 1, 1, l_layernorm, true},
     {"dropout", SIG(p_dropout), 2, 2, l_dropout, true},
     {"embedding", SIG(p_embedding), 3, 3, l_embedding, true},
-    {"relu", SIG(p_x), 1, 1, l_relu, false},
-    {"leaky_relu", SIG(p_leaky), 2, 1, l_leaky_relu, false},
-    {"sigmoid", SIG(p_x), 1, 1, l_sigmoid, false},
-    {"tanh", SIG(p_x), 1, 1, l_tanh, false},
-    {"gelu", SIG(p_x), 1, 1, l_gelu, false},
-    {"softmax", SIG(p_softmax), 1, 1, l_softmax, false},
-    {"log_softmax", SIG(p_softmax), 1, 1, l_log_softmax, false},
-    {"exp", SIG(p_x), 1, 1, l_exp, false},
-    {"log", SIG(p_x), 1, 1, l_log, false},
-    {"sqrt", SIG(p_x), 1, 1, l_sqrt, false},
-    {"abs", SIG(p_x), 1, 1, l_abs, false},
-    {"sum", SIG(p_reduce), 2, 1, l_sum, false},
-    {"mean", SIG(p_reduce), 2, 1, l_mean, false},
+    {"relu", SIG(p_x), 1, 1, nnc_fn_relu, false},
+    {"leaky_relu", SIG(p_leaky), 2, 1, nnc_fn_leaky_relu, false},
+    {"sigmoid", SIG(p_x), 1, 1, nnc_fn_sigmoid, false},
+    {"tanh", SIG(p_x), 1, 1, nnc_fn_tanh, false},
+    {"gelu", SIG(p_x), 1, 1, nnc_fn_gelu, false},
+    {"softmax", SIG(p_softmax), 1, 1, nnc_fn_softmax, false},
+    {"log_softmax", SIG(p_softmax), 1, 1, nnc_fn_log_softmax, false},
+    {"exp", SIG(p_x), 1, 1, nnc_fn_exp, false},
+    {"log", SIG(p_x), 1, 1, nnc_fn_log, false},
+    {"sqrt", SIG(p_x), 1, 1, nnc_fn_sqrt, false},
+    {"abs", SIG(p_x), 1, 1, nnc_fn_abs, false},
+    {"sum", SIG(p_reduce), 2, 1, nnc_fn_sum, false},
+    {"mean", SIG(p_reduce), 2, 1, nnc_fn_mean, false},
 };
 enum { NBUILTINS = sizeof builtins / sizeof builtins[0] };
 
