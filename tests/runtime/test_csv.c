@@ -92,6 +92,11 @@ static void test_errors(void **state) {
   expect_error("a,b,c\n1,2,3\n4,abc,5\n", &cls, "row 3, column 2: expected a number, got 'abc'");
   expect_error("a,b,c\n1,2,3\n4,,5\n", &cls, "row 3, column 2: expected a number, got ''");
   expect_error("a,b,c\n1,2,3\n4,5,nan\n", &cls, "row 3, column 3: expected a number, got 'nan'");
+  /* Finite as a double, inf as a float: the stored value would not be finite. */
+  expect_error("a,b,c\n1,2,3\n4,1e39,5\n", &cls,
+               "row 3, column 2: 1e39 is too large for a 32-bit float (at most 3.4e38)");
+  expect_error("1,2,3\n4,-5e50,6\n", &tgt,
+               "row 2, column 2: -5e50 is too large for a 32-bit float (at most 3.4e38)");
   expect_error("a,b,c\n1,2,3\n4,5\n", &cls, "row 3: 2 columns, but the first data row has 3");
   expect_error("a,b,c\n1,2,3\n4,5,6,7\n", &cls, "row 3: 4 columns, but the first data row has 3");
   expect_error("a,b,c\n1,2,1.5\n", &cls,
