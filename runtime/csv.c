@@ -74,8 +74,7 @@ static int cell_number(csv_reader *r, int64_t col, const char *b, const char *e,
         return nnc_rt_fail(r->err,
                            "%s: row %lld, column %lld: %.*s is too large for a 32-bit float "
                            "(at most 3.4e38)",
-                           r->path, (long long)r->row, (long long)col + 1,
-                           n > 40 ? 40 : (int)n, b);
+                           r->path, (long long)r->row, (long long)col + 1, n > 40 ? 40 : (int)n, b);
       *out = v;
       return 0;
     }
