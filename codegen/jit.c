@@ -47,7 +47,7 @@ struct nnc_cg_program {
   nnc_kprog prog;
   nnc_rt_model model;
   LLVMOrcLLJITRef jit;
-  const int64_t *profile[2]; /* train, eval counters (profile.c); NULL: off */
+  const int64_t *profile[4]; /* train, eval, grad, update counters (profile.c); NULL: off */
   /* The second half of the compilation (finish), maybe on `finisher`. */
   nnc_cg_options opts;
   nnc_cg_target target;
@@ -96,6 +96,7 @@ static void fill_model(nnc_cg_program *prog, const nnc_module *m) {
   rt->loss_vec_off = buf_offset(p, p->output_buf[NNC_OUT_LOSS_VEC]);
   rt->correct_vec_off = buf_offset(p, p->output_buf[NNC_OUT_CORRECT_VEC]);
   rt->lr_off = buf_offset(p, p->output_buf[NNC_OUT_LR]);
+  rt->micro_batches = p->has_grad && p->has_update ? m->micro_batches : 0;
   nnc_rt_tensor *ts =
       nnc_arena_alloc(&prog->arena, sizeof(nnc_rt_tensor) * (size_t)(m->ntensors + 1));
   for (int i = 0; i < m->ntensors; i++) {
@@ -124,6 +125,7 @@ SAME(NNC_ROLE_PARAM, NNC_RT_PARAM)
 SAME(NNC_ROLE_FROZEN, NNC_RT_FROZEN)
 SAME(NNC_ROLE_BUFFER, NNC_RT_BUFFER)
 SAME(NNC_ROLE_OPT_STATE, NNC_RT_OPT_STATE)
+SAME(NNC_ROLE_GRAD, NNC_RT_GRAD)
 SAME(NNC_INIT_ZEROS, NNC_RT_INIT_ZEROS)
 SAME(NNC_INIT_ONES, NNC_RT_INIT_ONES)
 SAME(NNC_INIT_CONSTANT, NNC_RT_INIT_CONSTANT)
@@ -224,21 +226,20 @@ static bool link_parts(nnc_cg_program *prog, part_job *jobs, const nnc_cg_option
       return false;
   }
   LLVMOrcExecutorAddress addr;
-  if (prog->prog.has_train) {
-    if (!nnc_cg_check(LLVMOrcLLJITLookup(prog->jit, &addr, "nnc_train_step"),
-                      "looking up nnc_train_step", err, errlen))
+  const nnc_kgraph *graphs[4];
+  nnc_cg_graphs(&prog->prog, graphs);
+  static const char *const entries[4] = {"nnc_train_step", "nnc_eval_step", "nnc_grad_step",
+                                         "nnc_update_step"};
+  nnc_rt_entry *slots[4] = {&prog->model.train_step, &prog->model.eval_step, &prog->model.grad_step,
+                            &prog->model.update_step};
+  for (int g = 0; g < 4; g++) {
+    if (!graphs[g]) continue;
+    if (!nnc_cg_check(LLVMOrcLLJITLookup(prog->jit, &addr, entries[g]), "looking up an entry point",
+                      err, errlen))
       return false;
-    prog->model.train_step = (nnc_rt_entry)(uintptr_t)addr;
+    *slots[g] = (nnc_rt_entry)(uintptr_t)addr;
   }
-  if (prog->prog.has_eval) {
-    if (!nnc_cg_check(LLVMOrcLLJITLookup(prog->jit, &addr, "nnc_eval_step"),
-                      "looking up nnc_eval_step", err, errlen))
-      return false;
-    prog->model.eval_step = (nnc_rt_entry)(uintptr_t)addr;
-  }
-  const nnc_kgraph *graphs[2] = {prog->prog.has_train ? &prog->prog.train : NULL,
-                                 prog->prog.has_eval ? &prog->prog.eval : NULL};
-  for (int g = 0; g < 2 && o->profile; g++) {
+  for (int g = 0; g < 4 && o->profile; g++) {
     if (!graphs[g]) continue;
     const char *sym = nnc_cg_profile_symbol(graphs[g]);
     if (!nnc_cg_check(LLVMOrcLLJITLookup(prog->jit, &addr, sym), "looking up the profile counters",
@@ -390,8 +391,9 @@ int64_t nnc_cg_output_offset(const nnc_cg_program *p, nnc_output_kind k) {
 }
 
 void nnc_cg_profile_print(const nnc_cg_program *p, FILE *out) {
-  const nnc_kgraph *graphs[2] = {&p->prog.train, &p->prog.eval};
-  for (int g = 0; g < 2; g++)
+  const nnc_kgraph *graphs[4];
+  nnc_cg_graphs(&p->prog, graphs);
+  for (int g = 0; g < 4; g++)
     if (p->profile[g]) nnc_cg_profile_report(out, graphs[g], p->profile[g]);
 }
 
@@ -399,8 +401,9 @@ void nnc_cg_dump_kernels(const nnc_cg_program *p, FILE *out) {
   const nnc_kprog *kp = &p->prog;
   fprintf(out, "arena %lld bytes, temporaries from %lld\n", (long long)kp->arena_bytes,
           (long long)kp->temp_base);
-  const nnc_kgraph *gs[2] = {kp->has_train ? &kp->train : NULL, kp->has_eval ? &kp->eval : NULL};
-  for (int g = 0; g < 2; g++) {
+  const nnc_kgraph *gs[4];
+  nnc_cg_graphs(kp, gs);
+  for (int g = 0; g < 4; g++) {
     if (!gs[g]) continue;
     fprintf(out, "graph %s: %d kernels, %lld bytes of temporaries\n", gs[g]->name, gs[g]->n,
             (long long)gs[g]->temp_bytes);

@@ -208,6 +208,8 @@ typedef struct nnc_kprog {
   int output_buf[NNC_OUT_COUNT_]; /* -1 when no graph writes it */
   nnc_kgraph train, eval;
   bool has_train, has_eval;
+  nnc_kgraph grad, update; /* data-parallel steps (module->grad, ->update) */
+  bool has_grad, has_update;
   int64_t temp_base;         /* first byte of the temporaries (both graphs overlap) */
   int64_t arena_bytes;       /* total */
   int vector_width;          /* floats per vector of the target (gemm) */

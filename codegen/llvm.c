@@ -365,12 +365,13 @@ static int lightest(const double *load, int n) {
  * are in part 0. Depends only on the program, so every part's emitter
  * computes the same assignment. */
 static void assign_parts(emitter *E) {
-  const nnc_kgraph *gs[2] = {E->p->has_train ? &E->p->train : NULL,
-                             E->p->has_eval ? &E->p->eval : NULL};
+  const nnc_kgraph *gs[4];
+  nnc_cg_graphs(E->p, gs);
   double load[NNC_CG_MAX_PARTS] = {0};
-  load[0] = ENTRY_COST * (double)(E->p->has_train + E->p->has_eval);
+  load[0] =
+      ENTRY_COST * (double)(E->p->has_train + E->p->has_eval + E->p->has_grad + E->p->has_update);
   for (int pass = 0; pass < 2; pass++)
-    for (int g = 0; g < 2; g++)
+    for (int g = 0; g < 4; g++)
       for (int i = 0; gs[g] && i < gs[g]->n; i++) {
         const nnc_kernel *k = gs[g]->k[i];
         if (k->is_gemm != (pass == 0)) continue;
@@ -503,16 +504,21 @@ bool nnc_cg_emit_module(const nnc_kprog *p, int part, int nparts, LLVMModuleRef 
   E.base = calloc((size_t)p->nbufs + 1, sizeof(LLVMValueRef));
   E.scope_md = calloc((size_t)p->nbufs + 1, sizeof(LLVMValueRef));
   E.noalias_md = calloc((size_t)p->nbufs + 1, sizeof(LLVMValueRef));
-  E.part_of[0] = calloc((size_t)p->train.n + 1, sizeof(int));
-  E.part_of[1] = calloc((size_t)p->eval.n + 1, sizeof(int));
-  if (!E.base || !E.scope_md || !E.noalias_md || !E.part_of[0] || !E.part_of[1])
-    nnc_ir_bug("codegen: out of memory");
+  const nnc_kgraph *gs[4];
+  nnc_cg_graphs(p, gs);
+  for (int g = 0; g < 4; g++) {
+    E.part_of[g] = calloc((size_t)(gs[g] ? gs[g]->n : 0) + 1, sizeof(int));
+    if (!E.part_of[g]) nnc_ir_bug("codegen: out of memory");
+  }
+  if (!E.base || !E.scope_md || !E.noalias_md) nnc_ir_bug("codegen: out of memory");
   assign_parts(&E);
-  if (p->has_train) emit_entry(&E, &p->train, E.part_of[0], "nnc_train_step", profile);
-  if (p->has_eval) emit_entry(&E, &p->eval, E.part_of[1], "nnc_eval_step", profile);
+  static const char *const entries[4] = {"nnc_train_step", "nnc_eval_step", "nnc_grad_step",
+                                         "nnc_update_step"};
+  for (int g = 0; g < 4; g++)
+    if (gs[g]) emit_entry(&E, gs[g], E.part_of[g], entries[g], profile);
   if (p->deploy && part == 0) nnc_ll_emit_predict(&E, LLVMGetNamedFunction(mod, "nnc_eval_step"));
-  free(E.part_of[0]);
-  free(E.part_of[1]);
+  for (int g = 0; g < 4; g++)
+    free(E.part_of[g]);
   free(E.base);
   free(E.scope_md);
   free(E.noalias_md);

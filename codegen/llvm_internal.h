@@ -36,7 +36,7 @@ typedef struct emitter {
   /* The part of the program this module holds (of nparts), and the part
    * of every kernel: [0] train, [1] eval, by kernel index. */
   int part, nparts;
-  int *part_of[2];
+  int *part_of[4]; /* train, eval, grad, update */
 } emitter;
 
 /* The LLVM type of kernel values of type t. */

@@ -189,5 +189,15 @@ bool nnc_cg_lower(nnc_kprog *p, const nnc_module *m, char *err, size_t errlen) {
     p->has_eval = true;
     if (!lower_graph(p, m->eval, &p->eval, err, errlen)) return false;
   }
+  /* After train and eval: the micro-batch graph's x, y, loss_vec and
+   * correct_vec are prefixes of theirs (nnc_lw_assign_buffers). */
+  if (m->grad) {
+    p->has_grad = true;
+    if (!lower_graph(p, m->grad, &p->grad, err, errlen)) return false;
+  }
+  if (m->update) {
+    p->has_update = true;
+    if (!lower_graph(p, m->update, &p->update, err, errlen)) return false;
+  }
   return true;
 }

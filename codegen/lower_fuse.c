@@ -331,6 +331,13 @@ void nnc_lw_decide(lower *L) {
   }
 }
 
+/* Whether a graph's input or output of numel elements can use buffer b:
+ * the same size, or a prefix of it for the micro-batch graph of
+ * data-parallel training (its batch is a part of the others'). */
+static bool fits(const lower *L, const nnc_kbuf *b, int64_t numel) {
+  return b->numel == numel || (L->g == L->p->module->grad && numel < b->numel);
+}
+
 int nnc_lw_output_slot(lower *L, nnc_output_kind k, const nnc_node *n) {
   nnc_kprog *p = L->p;
   int64_t numel = nnc_shape_numel(&n->shape);
@@ -339,7 +346,7 @@ int nnc_lw_output_slot(lower *L, nnc_output_kind k, const nnc_node *n) {
                                          nnc_arena_printf(L->a, "out.%s", nnc_output_name(k)));
   }
   nnc_kbuf *b = &p->bufs[p->output_buf[k]];
-  if (b->numel != numel || b->type != nnc_kt_of(n->dtype)) return -1;
+  if (!fits(L, b, numel) || b->type != nnc_kt_of(n->dtype)) return -1;
   return p->output_buf[k];
 }
 
@@ -359,7 +366,7 @@ bool nnc_lw_assign_buffers(lower *L) {
               nnc_kprog_add_buf(p, NNC_KBUF_INPUT, k, nnc_kt_of(n->dtype), numel,
                                 nnc_arena_printf(L->a, "in.%s", nnc_input_name((nnc_input_kind)k)));
         }
-        if (p->bufs[p->input_buf[k]].numel != numel ||
+        if (!fits(L, &p->bufs[p->input_buf[k]], numel) ||
             p->bufs[p->input_buf[k]].type != nnc_kt_of(n->dtype))
           return nnc_lw_fail(L, "the graphs disagree on an input's shape", n);
         L->buf[id] = p->input_buf[k];

@@ -93,7 +93,7 @@ static int64_t place_temps(nnc_kprog *p, const nnc_kgraph *g, int64_t base) {
 
 void nnc_cg_plan(nnc_kprog *p) {
   int64_t off = 0;
-  for (int role = NNC_ROLE_PARAM; role <= NNC_ROLE_OPT_STATE; role++)
+  for (int role = NNC_ROLE_PARAM; role <= NNC_ROLE_GRAD; role++)
     off = place_fixed(p, off, NNC_KBUF_TENSOR, role);
   off = place_fixed(p, off, NNC_KBUF_INPUT, 0);
   off = place_fixed(p, off, NNC_KBUF_OUTPUT, 0);
@@ -107,6 +107,12 @@ void nnc_cg_plan(nnc_kprog *p) {
     p->eval.temp_bytes = place_temps(p, &p->eval, off);
     if (p->eval.temp_bytes > temps) temps = p->eval.temp_bytes;
   }
+  nnc_kgraph *dp[2] = {p->has_grad ? &p->grad : NULL, p->has_update ? &p->update : NULL};
+  for (int i = 0; i < 2; i++)
+    if (dp[i]) {
+      dp[i]->temp_bytes = place_temps(p, dp[i], off);
+      if (dp[i]->temp_bytes > temps) temps = dp[i]->temp_bytes;
+    }
   /* Temporaries no kernel touches (none expected) still get a valid offset. */
   for (int i = 0; i < p->nbufs; i++)
     if (p->bufs[i].kind == NNC_KBUF_TEMP && p->bufs[i].offset < 0) p->bufs[i].offset = off;

@@ -137,6 +137,8 @@ typedef enum nnc_tensor_role {
   NNC_ROLE_FROZEN,
   NNC_ROLE_BUFFER,
   NNC_ROLE_OPT_STATE,
+  NNC_ROLE_GRAD, /* a gradient the data-parallel step hands from `grad` to `update`: not
+                    saved in checkpoints, not printed (so the model hash ignores it) */
 } nnc_tensor_role;
 
 /* Initialiser; the same values as the runtime's nnc_rt_init_kind (pinned
@@ -216,6 +218,13 @@ typedef struct nnc_module {
   nnc_name_map tensor_index; /* name -> the first tensor of that name */
   nnc_graph *train;          /* NULL until built */
   nnc_graph *eval;
+  /* Data-parallel training (optim.c, nnc_build_data_parallel): `grad` is
+   * the training graph of one micro-batch of config.batch / micro_batches
+   * samples, storing its gradients into GRAD tensors; `update` reads them
+   * and applies clipping and the optimizer. NULL (and 0) when not built. */
+  nnc_graph *grad;
+  nnc_graph *update;
+  int64_t micro_batches;
   nnc_train_config config;
   nnc_shape sample_shape; /* shape of one input sample */
   nnc_dtype sample_dtype;

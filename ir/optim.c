@@ -363,45 +363,117 @@ bool nnc_optim_step_scalars(nnc_module *m, nnc_graph *g, nnc_dtype t, nnc_node *
   return ok;
 }
 
-bool nnc_build_training(nnc_module *m, char *err, size_t errlen) {
-  nnc_graph *g = m->train;
-  build b = {m, g, NNC_F32, err, errlen};
-  if (!g || !g->outputs[NNC_OUT_LOSS]) return fail(&b, "the training graph has no loss");
+/* The gradients of g's loss (times loss_scale, plus the penalties times
+ * penalty_scale) with respect to the PARAM tensors g reads, into ps: the
+ * parameters with a gradient, *kept of them. False (err set) on a model
+ * that cannot be trained. */
+static bool differentiate(build *b, double loss_scale, double penalty_scale, param *ps, int *kept) {
+  nnc_module *m = b->m;
+  nnc_graph *g = b->g;
+  if (!g || !g->outputs[NNC_OUT_LOSS]) return fail(b, "the training graph has no loss");
   nnc_node *loss = g->outputs[NNC_OUT_LOSS];
   if (loss->shape.rank != 0 || loss->dtype == NNC_I32)
-    return fail(&b, "the loss must be a float scalar");
-  b.t = loss->dtype;
-  param *ps = malloc(sizeof(param) * (size_t)(m->ntensors + 1));
+    return fail(b, "the loss must be a float scalar");
+  b->t = loss->dtype;
   nnc_node **wrt = calloc((size_t)m->ntensors + 1, sizeof(nnc_node *));
   nnc_node **grads = malloc(sizeof(nnc_node *) * (size_t)(m->ntensors + 1));
-  if (!ps || !wrt || !grads) nnc_ir_bug("optim: out of memory");
+  if (!wrt || !grads) nnc_ir_bug("optim: out of memory");
   bool ok = true;
-  int n = collect_params(&b, ps), kept = 0;
+  int n = collect_params(b, ps);
+  *kept = 0;
   for (int i = 0; i < n && ok; i++)
-    if (ps[i].value->dtype != b.t)
-      ok = fail(&b, "parameter %s is %s but the loss is %s", m->tensors[ps[i].tensor].name,
-                nnc_dtype_name(ps[i].value->dtype), nnc_dtype_name(b.t));
+    if (ps[i].value->dtype != b->t)
+      ok = fail(b, "parameter %s is %s but the loss is %s", m->tensors[ps[i].tensor].name,
+                nnc_dtype_name(ps[i].value->dtype), nnc_dtype_name(b->t));
   if (ok) {
     for (int i = 0; i < n; i++)
       wrt[i] = ps[i].value;
-    nnc_ad_grad(g, add_penalties(&b, loss, ps, n), wrt, n, grads);
+    nnc_node *y = loss_scale == 1 ? loss : scale(b, loss, loss_scale);
+    if (penalty_scale == 1)
+      y = add_penalties(b, y, ps, n);
+    else if (m->config.regular.l1 != 0 || m->config.regular.l2 != 0)
+      y = add(b, y, scale(b, add_penalties(b, c(b, 0), ps, n), penalty_scale));
+    nnc_ad_grad(g, y, wrt, n, grads);
     for (int i = 0; i < n; i++) /* a parameter the loss does not depend on keeps its value */
-      if (grads[i]) ps[kept++] = (param){ps[i].tensor, ps[i].value, grads[i]};
-    if (!kept) ok = fail(&b, "the loss does not depend on any trainable parameter");
+      if (grads[i]) ps[(*kept)++] = (param){ps[i].tensor, ps[i].value, grads[i]};
+    if (!*kept) ok = fail(b, "the loss does not depend on any trainable parameter");
   }
-  if (ok && m->config.regular.clip_norm > 0)
-    clip_by_norm(&b, ps, kept, m->config.regular.clip_norm);
-  if (ok && m->config.regular.clip_value > 0)
-    clip_by_value(&b, ps, kept, m->config.regular.clip_value);
-  shared sh = {0};
-  if (ok) sh = shared_scalars(&b, &ok);
-  if (ok) {
-    nnc_graph_set_output(g, NNC_OUT_LR, rounded(&b, sh.lr));
-    for (int i = 0; i < kept; i++)
-      update_param(&b, &ps[i], &sh);
-  }
-  free(ps);
   free(wrt);
   free(grads);
+  return ok;
+}
+
+/* Clipping, the learning rate (output NNC_OUT_LR) and every parameter's
+ * update, appended to b->g, from the gradients in ps. */
+static bool apply_updates(build *b, param *ps, int kept) {
+  nnc_module *m = b->m;
+  if (m->config.regular.clip_norm > 0) clip_by_norm(b, ps, kept, m->config.regular.clip_norm);
+  if (m->config.regular.clip_value > 0) clip_by_value(b, ps, kept, m->config.regular.clip_value);
+  bool ok = true;
+  shared sh = shared_scalars(b, &ok);
+  if (!ok) return false;
+  nnc_graph_set_output(b->g, NNC_OUT_LR, rounded(b, sh.lr));
+  for (int i = 0; i < kept; i++)
+    update_param(b, &ps[i], &sh);
+  return true;
+}
+
+bool nnc_build_training(nnc_module *m, char *err, size_t errlen) {
+  build b = {m, m->train, NNC_F32, err, errlen};
+  param *ps = malloc(sizeof(param) * (size_t)(m->ntensors + 1));
+  if (!ps) nnc_ir_bug("optim: out of memory");
+  int kept = 0;
+  bool ok = differentiate(&b, 1, 1, ps, &kept) && apply_updates(&b, ps, kept);
+  free(ps);
+  return ok;
+}
+
+/* The micro-batch graph m->grad differentiates
+ *
+ *   loss_g * (1/G if the loss is a mean) + penalties / G
+ *
+ * so that the sum of the G micro-batches' gradients is the gradient of the
+ * global batch's loss plus the penalties, and stores each gradient into a
+ * tensor "grad.<param>" (role GRAD). The update graph m->update reads those
+ * tensors (which the runtime has replaced by the sum over all micro-batches
+ * of all ranks) as the gradients and does what nnc_build_training does
+ * after differentiating. The learning rate and optimizer state are the same
+ * graph code on the same tensors, so checkpoints do not change. */
+bool nnc_build_data_parallel(nnc_module *m, char *err, size_t errlen) {
+  build b = {m, m->grad, NNC_F32, err, errlen};
+  if (!m->grad || m->micro_batches < 1) return fail(&b, "no micro-batch graph to build from");
+  double g_inv = 1.0 / (double)m->micro_batches;
+  param *ps = malloc(sizeof(param) * (size_t)(m->ntensors + 1));
+  if (!ps) nnc_ir_bug("optim: out of memory");
+  int kept = 0;
+  bool ok = differentiate(&b, m->config.reduction == NNC_REDUCE_MEAN ? g_inv : 1, g_inv, ps, &kept);
+  nnc_init zeros = {NNC_INIT_ZEROS, 0, 0, 0, 0};
+  /* Buffers (batch-norm running statistics): each micro-batch's new value,
+   * from the value before the step, goes to "bufnew.<buffer>"; the runtime
+   * sets the buffer to the mean over the micro-batches (the blend with the
+   * mean statistics), the same on every rank. */
+  for (int i = 0; ok && i < m->grad->nupdates; i++) {
+    const nnc_tensor *buf = &m->tensors[m->grad->updates[i].tensor];
+    if (buf->role != NNC_ROLE_BUFFER) continue;
+    char *name = nnc_arena_printf(m->arena, "bufnew.%s", buf->name);
+    nnc_shape shape = buf->shape;
+    m->grad->updates[i].tensor =
+        nnc_module_add_tensor(m, name, NNC_ROLE_GRAD, buf->dtype, &shape, zeros, buf->span);
+  }
+  if (ok) {
+    m->update = nnc_graph_new(m, "update");
+    for (int i = 0; i < kept; i++) {
+      const nnc_tensor *p = &m->tensors[ps[i].tensor];
+      char *name = nnc_arena_printf(m->arena, "grad.%s", p->name);
+      nnc_shape shape = p->shape;
+      int t = nnc_module_add_tensor(m, name, NNC_ROLE_GRAD, p->dtype, &shape, zeros, p->span);
+      nnc_graph_add_update(m->grad, t, ps[i].grad);
+      ps[i].value = nnc_ir_param(m->update, ps[i].tensor);
+      ps[i].grad = nnc_ir_param(m->update, t);
+    }
+    b.g = m->update;
+    ok = apply_updates(&b, ps, kept);
+  }
+  free(ps);
   return ok;
 }

@@ -28,6 +28,14 @@ void nnc_ad_grad(nnc_graph *g, nnc_node *y, nnc_node *const *wrt, int n, nnc_nod
  * adds one update per parameter and state tensor. */
 bool nnc_build_training(nnc_module *m, char *err, size_t errlen);
 
+/* Data-parallel training (optim.c): from m->grad, the training graph of one
+ * micro-batch (config.batch / m->micro_batches samples), builds the
+ * gradient step (gradients stored into tensors of role NNC_ROLE_GRAD,
+ * "grad.<param name>") and m->update (clipping, schedule, optimizer on
+ * those tensors). Run after nnc_build_training, whose optimizer-state
+ * tensors it shares. */
+bool nnc_build_data_parallel(nnc_module *m, char *err, size_t errlen);
+
 /* The per-step scalars nnc_build_training uses, appended to g on its
  * STEP/EPOCH inputs, each computed in f64 and rounded once to t: out[0] the
  * learning rate, and for adam/adamw out[1] = lr / (1 - beta1^step) and

@@ -19,6 +19,7 @@ static const char *role_name(nnc_tensor_role r) {
   case NNC_ROLE_FROZEN: return "frozen";
   case NNC_ROLE_BUFFER: return "buffer";
   case NNC_ROLE_OPT_STATE: return "state";
+  case NNC_ROLE_GRAD: return "grad";
   }
   return "?";
 }
@@ -132,6 +133,7 @@ void nnc_ir_print_module(FILE *out, const nnc_module *m) {
   fprintf(out, "module %s\n", m->name);
   for (int i = 0; i < m->ntensors; i++) {
     const nnc_tensor *t = &m->tensors[i];
+    if (t->role == NNC_ROLE_GRAD) continue; /* data-parallel plumbing, not the model */
     fprintf(out, "tensor @%d %s : %s %s init=", i, t->name,
             nnc_shape_str(buf, sizeof buf, t->dtype, &t->shape), role_name(t->role));
     print_init(out, &t->init);

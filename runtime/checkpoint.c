@@ -90,13 +90,15 @@ int nnc_rt_checkpoint_save(const char *path, const nnc_rt_model *m, const char *
   int nt = m->ntensors + opts->nextra;
   nnc_rt_st_out *out = calloc(nt ? (size_t)nt : 1, sizeof *out);
   if (!out) return nnc_rt_fail(err, "%s: out of memory", path);
+  nt = 0;
   for (int i = 0; i < m->ntensors; i++) {
     const nnc_rt_tensor *t = &m->tensors[i];
-    out[i] = (nnc_rt_st_out){t->name, t->rank, t->shape, (const float *)(arena + t->offset)};
+    if (t->role == NNC_RT_GRAD) continue; /* data-parallel plumbing, not state */
+    out[nt++] = (nnc_rt_st_out){t->name, t->rank, t->shape, (const float *)(arena + t->offset)};
   }
   for (int i = 0; i < opts->nextra; i++) {
     const nnc_rt_named_tensor *t = &opts->extra[i];
-    out[m->ntensors + i] = (nnc_rt_st_out){t->name, t->rank, t->shape, t->data};
+    out[nt++] = (nnc_rt_st_out){t->name, t->rank, t->shape, t->data};
   }
   meta_buf mb;
   make_meta(&mb, opts);
@@ -150,6 +152,7 @@ static int matches_only(const nnc_rt_ckpt_load_opts *o, const char *name) {
 }
 
 static int selected(const nnc_rt_ckpt_load_opts *o, const nnc_rt_tensor *t) {
+  if (t->role == NNC_RT_GRAD) return 0; /* never saved */
   if (o->weights_only && t->role == NNC_RT_OPT_STATE) return 0;
   return matches_only(o, t->name);
 }

@@ -57,6 +57,49 @@ int nnc_rt_pool_threads(const nnc_rt_pool *pool);
 void nnc_rt_parallel(nnc_rt_pool *pool, nnc_rt_task fn, void *arg, int64_t n);
 void nnc_rt_set_ftz_daz(void); /* for the calling thread */
 
+/* ---- Communication between the processes of a data-parallel run --------
+ * A small interface so that the runtime core knows no communication
+ * library: an engine (MPI: comm_mpi.c, library nnc_comm_mpi, built only
+ * where CMake finds MPI) fills the struct; nnc_rt_comm_single is the one-
+ * process engine. Every collective must be called by every rank in the
+ * same order. Functions return 0, or -1 with err set. */
+typedef struct nnc_rt_comm {
+  int rank, size;
+  const char *engine; /* "single", "mpi" */
+  void *ctx;
+  /* recv[r * bytes ..] = rank r's send[0 .. bytes), on every rank */
+  int (*allgather)(void *ctx, const void *send, void *recv, size_t bytes, nnc_rt_error *err);
+  int (*broadcast)(void *ctx, void *buf, size_t bytes, int root, nnc_rt_error *err);
+  int (*barrier)(void *ctx, nnc_rt_error *err);
+  void (*close)(void *ctx); /* at the end of the program; may be NULL */
+} nnc_rt_comm;
+
+/* The engine of one process: rank 0 of 1, collectives copy. */
+void nnc_rt_comm_single(nnc_rt_comm *c);
+
+/* The number of processes a launcher (mpirun, srun) started this one among,
+ * from its environment (OMPI_COMM_WORLD_SIZE, PMI_SIZE, PMIX_SIZE...); 1
+ * when none did. A program built without MPI refuses to run when it is >1. */
+int nnc_rt_comm_launched_size(void);
+
+/* Error agreement: every rank passes whether it failed (its message in
+ * err). Returns 0 on every rank when none failed; else -1 on every rank,
+ * with err holding the message of the lowest failed rank, prefixed by
+ * "rank R: " when R > 0. */
+int nnc_rt_comm_agree(const nnc_rt_comm *c, int failed, nnc_rt_error *err);
+
+/* All-reduce of n floats in a fixed order: buf becomes, on every rank, the
+ * pairwise-tree sum over ranks ((r0 + r1) + (r2 + r3)) ..., so the bits
+ * depend on the values alone, never on timing. scratch holds size * n
+ * floats. */
+int nnc_rt_comm_allreduce_tree(const nnc_rt_comm *c, float *buf, int64_t n, float *scratch,
+                               nnc_rt_error *err);
+
+/* Sums count vectors of n floats (vec[i * n ..]) in place into vec[0..n)
+ * as a pairwise tree (count a power of two): the order the data-parallel
+ * step uses for micro-batches, on one rank and across ranks alike. */
+void nnc_rt_tree_sum(float *vec, int64_t count, int64_t n);
+
 /* ---- RNG ----------------------------------------------------------------
  * A small, fast, seedable generator (xoshiro256** seeded by splitmix64).
  * Its whole state is the struct, so it can be saved in a checkpoint. */
@@ -180,6 +223,7 @@ enum nnc_rt_tensor_role {
   NNC_RT_FROZEN,    /* weight that is not trained */
   NNC_RT_BUFFER,    /* non-trained state, e.g. batch-norm running statistics */
   NNC_RT_OPT_STATE, /* optimizer state, e.g. adam moments */
+  NNC_RT_GRAD,      /* data-parallel gradient from grad_step to update_step: not saved */
 };
 
 /* A named persistent tensor in the arena (f32). Persistent tensors are
@@ -218,6 +262,17 @@ typedef struct nnc_rt_model {
   const nnc_rt_tensor *tensors;
   nnc_rt_entry train_step; /* forward, backward, update for one batch */
   nnc_rt_entry eval_step;  /* forward in evaluation mode */
+  /* Data-parallel training (docs/distributed.md), present when
+   * micro_batches > 0: the global batch is micro_batches micro-batches of
+   * batch / micro_batches samples each. grad_step runs forward and backward
+   * on one micro-batch (its samples at x_off/y_off, its per-sample results
+   * in the first rows of loss_vec/correct_vec) and writes its gradients
+   * into the GRAD tensors; update_step reads the GRAD tensors (the sum over
+   * all micro-batches, put there by the runtime) and applies the
+   * optimizer, as the end of train_step does. */
+  int64_t micro_batches;
+  nnc_rt_entry grad_step;
+  nnc_rt_entry update_step;
   /* Optional (NULL in standalone trainers): `nnc run` generates machine
    * code while the session loads data. The session calls ready(ready_ctx)
    * before the first step; train_step and eval_step are valid only after
@@ -394,6 +449,13 @@ typedef struct nnc_rt_train_opts {
   /* What val is, in messages and the curves' legend: "validation" (NULL)
    * or "test" when the test set is evaluated each epoch. */
   const char *val_name;
+  /* Data-parallel training (docs/distributed.md): with data_parallel set
+   * the step is m's grad_step over micro-batches and update_step, the
+   * micro-batches split over comm's ranks (NULL: one process). Evaluation
+   * is split over the ranks too. Every rank must call nnc_rt_train with the
+   * same options but for the outputs, which rank 0 alone should name. */
+  int data_parallel;
+  const nnc_rt_comm *comm;
 } nnc_rt_train_opts;
 
 typedef struct nnc_rt_epoch_stats {
@@ -517,6 +579,15 @@ int nnc_rt_first_batch(const nnc_rt_model *m, const char *spec_text, char *arena
  * stdout. Returns the exit status: 0 done, 1 error, 2 bad command line. */
 int nnc_rt_main(const nnc_rt_model *m, const char *spec_text, const char *prog, int argc,
                 char **argv, double t_start);
+
+/* nnc_rt_main as one rank of a data-parallel run over comm (NULL: one
+ * process; a program whose launcher started several processes but that has
+ * no comm refuses to run): every rank loads the data and trains its part
+ * of each batch; rank 0 alone prints, writes checkpoints and the log
+ * (docs/distributed.md). With --data-parallel, or more than one rank, it
+ * trains with m's data-parallel step (micro_batches > 0). */
+int nnc_rt_main_comm(const nnc_rt_model *m, const char *spec_text, const char *prog, int argc,
+                     char **argv, double t_start, const nnc_rt_comm *comm);
 
 /* `nnc eval` (predict = 0) and `nnc predict` (predict = 1): the weights of
  * --weights CKPT on the test set or --data, as docs/runtime.md describes

@@ -214,4 +214,57 @@ void nnc_rt_put_sample(const nnc_rt_model *m, char *arena, const nnc_rt_dataset 
 void nnc_rt_augment_batch(const nnc_rt_augment *aug, int naug, int rank, const int64_t *shape,
                           float *x, int64_t rows, float *scratch, nnc_rt_rng *rng);
 
+/* ---- The training step's plumbing (train.c), shared with the
+ * data-parallel step (train_parallel.c) ---- */
+typedef struct nnc_rt_step_scalars {
+  int64_t step; /* 1-based global optimizer step */
+  int64_t epoch;
+  uint64_t seed;
+  int64_t total_steps;
+} nnc_rt_step_scalars;
+/* Writes the step's scalar inputs into the arena. */
+void nnc_rt_set_scalars(const nnc_rt_model *m, char *arena, const nnc_rt_step_scalars *s);
+/* Adds loss_vec and correct_vec over the first `valid` samples to *loss, *correct. */
+void nnc_rt_batch_sums(const nnc_rt_model *m, const char *arena, int64_t valid, double *loss,
+                       double *correct);
+/* Runs eval_step on the batch of ds starting at sample `start` (padded at
+ * the end of ds); *loss, *correct = the sums over its valid samples. */
+void nnc_rt_eval_batch(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool,
+                       const nnc_rt_dataset *ds, int64_t start, double *loss, double *correct);
+
+/* ---- Data-parallel training (train_parallel.c) ---- */
+typedef struct nnc_rt_dp {
+  const nnc_rt_model *m;
+  const nnc_rt_comm *comm; /* the run's, or &single */
+  nnc_rt_comm single;
+  int64_t G, b;     /* micro-batches per batch, samples per micro-batch */
+  int64_t per;      /* micro-batches per rank */
+  int64_t first;    /* this rank's first micro-batch */
+  int64_t P;        /* floats of all GRAD tensors */
+  int64_t nsums;    /* doubles per rank in the status all-gather */
+  float *local;     /* [per][P]: this rank's micro-batch gradients */
+  float *gathered;  /* [size][P] */
+  double *sums;     /* [nsums]: status, then loss and correct per micro-batch */
+  double *all_sums; /* [size][nsums] */
+  /* Buffers the step sets to the mean of the micro-batches' new values
+   * (tensor "bufnew.<name>" -> tensor <name>): batch-norm statistics. */
+  int nbuffers;
+  int *buffer_new, *buffer;
+} nnc_rt_dp;
+int nnc_rt_dp_init(nnc_rt_dp *dp, const nnc_rt_model *m, const nnc_rt_comm *comm,
+                   nnc_rt_error *err);
+void nnc_rt_dp_free(nnc_rt_dp *dp);
+/* One optimizer step over the global batch already in the arena (all B
+ * rows): this rank's micro-batches, the fixed-order sum over all ranks,
+ * update_step. `failed`: this rank has an error pending (in err), which
+ * then ends every rank. *loss, *correct: the global batch's sums. */
+int nnc_rt_dp_step(nnc_rt_dp *dp, char *arena, nnc_rt_pool *pool, const nnc_rt_step_scalars *sc,
+                   int failed, double *loss, double *correct, nnc_rt_error *err);
+/* nnc_rt_evaluate with the batches split over comm's ranks (contiguous
+ * ranges) and their sums added in batch order: the same result as one
+ * process. A collective. */
+int nnc_rt_evaluate_split(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool,
+                          const nnc_rt_dataset *ds, const nnc_rt_comm *c, double *loss, double *acc,
+                          nnc_rt_error *err);
+
 #endif

@@ -43,6 +43,7 @@ typedef struct flags {
   const char *data, *test_data, *resume, *log, *checkpoint;
   int quiet, help, report;
   int no_checkpoint, no_log;
+  int data_parallel;         /* --data-parallel: the data-parallel step in one process too */
   const char *compiled_flag; /* --lr or --set given to a compiled program */
 } flags;
 
@@ -64,12 +65,13 @@ enum flag_id {
   FL_NO_LOG,
   FL_LR,
   FL_SET,
+  FL_DATA_PARALLEL,
   NFLAGS
 };
 static const char *const flag_names[NFLAGS] = {
     "--epochs", "--batch",         "--seed",      "--threads",    "--data",  "--test-data",
     "--resume", "--log",           "--log-every", "--checkpoint", "--quiet", "--report",
-    "--help",   "--no-checkpoint", "--no-log",    "--lr",         "--set"};
+    "--help",   "--no-checkpoint", "--no-log",    "--lr",         "--set",   "--data-parallel"};
 
 /* ---- One run ----------------------------------------------------------------- */
 typedef struct session {
@@ -93,6 +95,8 @@ typedef struct session {
   int64_t trained_samples;
   nnc_rt_train_result result;
   nnc_rt_error err;
+  const nnc_rt_comm *comm; /* the ranks of a data-parallel run, or &single */
+  nnc_rt_comm single;
 } session;
 
 static int usage_error(const session *S, const char *fmt, ...)
@@ -175,6 +179,7 @@ static int set_flag(session *S, int id, const char *v) {
   case FL_NO_LOG: f->no_log = 1; return 0;
   case FL_LR:
   case FL_SET: f->compiled_flag = name; return 0;
+  case FL_DATA_PARALLEL: f->data_parallel = 1; return 0;
   case NFLAGS: break;
   }
   return 0;
@@ -193,7 +198,7 @@ static int parse_flags(session *S, int argc, char **argv) {
       return unknown_flag(S, name);
     }
     int is_switch = id == FL_QUIET || id == FL_REPORT || id == FL_HELP || id == FL_NO_CHECKPOINT ||
-                    id == FL_NO_LOG;
+                    id == FL_NO_LOG || id == FL_DATA_PARALLEL;
     const char *v = NULL;
     if (is_switch && arg[len] == '=') return usage_error(S, "%s takes no value", flag_names[id]);
     if (!is_switch) {
@@ -249,6 +254,12 @@ static void print_help(const session *S, int have_spec) {
   printf("  --no-log           write no metrics log, whatever the .nn file says\n");
   printf("  --quiet            no progress output\n");
   printf("  --report           also print a machine-readable RESULT line\n");
+  if (S->m->micro_batches > 0)
+    printf(
+        "  --data-parallel    train as mpirun -np N does (%lld micro-batches of %lld, summed in a\n"
+        "                     fixed order): the same bits as N processes for N dividing %lld\n",
+        (long long)S->m->micro_batches, (long long)(S->m->batch / S->m->micro_batches),
+        (long long)S->m->micro_batches);
   printf("  --help             this text\n");
   printf("\nResults go to stdout, progress and errors to stderr. Exit status: 0 done, 1 error,\n"
          "2 bad command line.\n");
@@ -523,7 +534,7 @@ static int count_selected(const nnc_rt_model *m, const nnc_rt_spec *s) {
     int match = s->nload_only == 0;
     for (int k = 0; k < s->nload_only && !match; k++)
       match = fnmatch(s->load_only[k], t->name, 0) == 0;
-    n += match && t->role != NNC_RT_OPT_STATE;
+    n += match && t->role != NNC_RT_OPT_STATE && t->role != NNC_RT_GRAD;
   }
   return n;
 }
@@ -613,12 +624,17 @@ static int check_output(session *S, const char *path, const char *what) {
 static int train(session *S) {
   const nnc_rt_spec *s = &S->spec;
   const nnc_rt_dataset *val = validation_set(S);
+  int rc = 0;
   if (s->validate == NNC_RT_VALIDATE_TEST && !val)
-    return nnc_rt_fail(&S->err, "%s: 'validate = test', but the data has no test set", s->origin);
-  if (check_output(S, s->checkpoint_path, "checkpoint") || check_output(S, s->log_path, "log"))
-    return -1;
+    rc = nnc_rt_fail(&S->err, "%s: 'validate = test', but the data has no test set", s->origin);
+  if (rc == 0 &&
+      (check_output(S, s->checkpoint_path, "checkpoint") || check_output(S, s->log_path, "log")))
+    rc = -1;
+  if (nnc_rt_comm_agree(S->comm, rc != 0, &S->err)) return -1;
   print_plan(S, val);
-  nnc_rt_train_opts o = {.epochs = s->epochs,
+  nnc_rt_train_opts o = {.data_parallel = S->f.data_parallel || S->comm->size > 1,
+                         .comm = S->comm,
+                         .epochs = s->epochs,
                          .seed = s->seed,
                          .shuffle = s->shuffle,
                          .progress = S->f.quiet ? NULL : stderr,
@@ -645,7 +661,7 @@ static int train(session *S) {
    * resuming, loads the checkpoint) before it. */
   double t0 = nnc_rt_now();
   S->t_first_step = t0 - S->t_start;
-  int rc = nnc_rt_train(S->m, S->arena, S->pool, &S->train, val, &o, on_epoch, S, &S->err);
+  rc = nnc_rt_train(S->m, S->arena, S->pool, &S->train, val, &o, on_epoch, S, &S->err);
   S->train_s = nnc_rt_now() - t0;
   return rc;
 }
@@ -654,7 +670,11 @@ static int report(session *S) {
   const nnc_rt_spec *s = &S->spec;
   double loss = NAN, acc = NAN;
   if (S->has_test) {
-    if (nnc_rt_evaluate(S->m, S->arena, S->pool, &S->test, &loss, &acc, &S->err)) return -1;
+    if (nnc_rt_evaluate_split(S->m, S->arena, S->pool, &S->test, S->comm, &loss, &acc, &S->err))
+      return -1;
+  }
+  if (S->comm->rank != 0) return 0; /* rank 0 prints */
+  if (S->has_test) {
     if (!s->metric_accuracy) acc = NAN;
     if (isnan(acc))
       printf("test: loss %.9g (%lld samples)\n", loss, (long long)S->test.n);
@@ -709,14 +729,19 @@ static int apply_flags(session *S) {
   if (f->has_seed) s->seed = f->seed;
   if (f->log_every >= 0) s->log_every_steps = f->log_every;
   if (f->no_log) free(s->log_path), s->log_path = NULL;
-  if (f->no_checkpoint) { /* keep_best's file needs the path */
+  if (f->no_checkpoint || S->comm->rank != 0) { /* keep_best's file needs the path */
     free(s->checkpoint_path), s->checkpoint_path = NULL;
     s->keep_best = 0;
+  }
+  if (S->comm->rank != 0) { /* rank 0 alone writes and prints */
+    free(s->log_path), s->log_path = NULL;
+    S->f.quiet = 1, S->f.report = 0;
   }
   return 0;
 }
 
-static int run_steps(session *S) {
+/* Everything before training; on every rank of a data-parallel run. */
+static int prepare(session *S) {
   const nnc_rt_spec *s = &S->spec;
   if (load_data(S) || check_set(S, &S->train, S->train_files)) return -1;
   if (S->has_test && check_set(S, &S->test, S->test_files)) return -1;
@@ -725,6 +750,12 @@ static int run_steps(session *S) {
   if (s->load_path && !s->resume_path && transfer_load(S)) return -1;
   /* nnc run: the machine code was generated while the data loaded. */
   if (S->m->ready && S->m->ready(S->m->ready_ctx, &S->err)) return -1;
+  return 0;
+}
+
+static int run_steps(session *S) {
+  /* A rank that cannot start stops every rank, with its message. */
+  if (nnc_rt_comm_agree(S->comm, prepare(S) != 0, &S->err)) return -1;
   if (train(S)) return -1;
   return report(S);
 }
@@ -765,6 +796,11 @@ int nnc_rt_first_batch(const nnc_rt_model *m, const char *spec_text, char *arena
 
 int nnc_rt_main(const nnc_rt_model *m, const char *spec_text, const char *prog, int argc,
                 char **argv, double t_start) {
+  return nnc_rt_main_comm(m, spec_text, prog, argc, argv, t_start, NULL);
+}
+
+int nnc_rt_main_comm(const nnc_rt_model *m, const char *spec_text, const char *prog, int argc,
+                     char **argv, double t_start, const nnc_rt_comm *comm) {
   session *S = calloc(1, sizeof *S);
   if (!S) {
     fprintf(stderr, "%s: error: out of memory\n", prog);
@@ -774,10 +810,20 @@ int nnc_rt_main(const nnc_rt_model *m, const char *spec_text, const char *prog, 
   S->prog = prog ? prog : "train";
   S->t_start = t_start < 0 ? nnc_rt_now() : t_start;
   S->f.log_every = -1;
+  nnc_rt_comm_single(&S->single);
+  S->comm = comm ? comm : &S->single;
   int status = parse_flags(S, argc, argv);
   int have_spec =
       nnc_rt_spec_parse(&S->spec, spec_text ? spec_text : "", "training spec", &S->err) == 0;
-  if (status == 0 && S->f.help) {
+  int launched = nnc_rt_comm_launched_size();
+  if (status == 0 && !comm && launched > 1 && !S->f.help) {
+    status = EXIT_ERROR;
+    nnc_rt_fail(&S->err,
+                "started as one of %d processes (by mpirun or another launcher), but this "
+                "program was built without MPI, so it cannot train data-parallel; build nnc "
+                "where MPI is installed (libopenmpi-dev, docs/distributed.md) or run one process",
+                launched);
+  } else if (status == 0 && S->f.help) {
     print_help(S, have_spec);
   } else if (status == 0 && !have_spec) {
     status = EXIT_ERROR;
@@ -785,7 +831,9 @@ int nnc_rt_main(const nnc_rt_model *m, const char *spec_text, const char *prog, 
     status = apply_flags(S);
     if (status == 0 && run_steps(S)) status = EXIT_ERROR;
   }
-  if (status == EXIT_ERROR) {
+  /* Errors of a data-parallel run are agreed: every rank has the message,
+   * rank 0 prints it. */
+  if (status == EXIT_ERROR && S->comm->rank == 0) {
     fflush(stdout);
     fprintf(stderr, "%s: error: %s\n", S->prog, S->err.msg);
   }

@@ -103,10 +103,9 @@ static void put_padding(const nnc_rt_model *m, char *arena, int64_t row) {
            (size_t)m->target_size * sizeof(float));
 }
 
-static void set_scalars(const nnc_rt_model *m, char *arena, int64_t step, int64_t epoch,
-                        uint64_t seed, int64_t total_steps) {
-  float step_f = (float)step, epoch_f = (float)epoch, total_f = (float)total_steps;
-  uint32_t seed_u = (uint32_t)seed;
+void nnc_rt_set_scalars(const nnc_rt_model *m, char *arena, const nnc_rt_step_scalars *s) {
+  float step_f = (float)s->step, epoch_f = (float)s->epoch, total_f = (float)s->total_steps;
+  uint32_t seed_u = (uint32_t)s->seed;
   if (m->step_off >= 0) memcpy(arena + m->step_off, &step_f, sizeof step_f);
   if (m->epoch_off >= 0) memcpy(arena + m->epoch_off, &epoch_f, sizeof epoch_f);
   if (m->seed_off >= 0) memcpy(arena + m->seed_off, &seed_u, sizeof seed_u);
@@ -114,7 +113,7 @@ static void set_scalars(const nnc_rt_model *m, char *arena, int64_t step, int64_
 }
 
 /* Sums loss_vec and correct_vec over the first `valid` samples of a batch. */
-static void batch_sums(const nnc_rt_model *m, const char *arena, int64_t valid, double *loss,
+void nnc_rt_batch_sums(const nnc_rt_model *m, const char *arena, int64_t valid, double *loss,
                        double *correct) {
   const float *lv = (const float *)(arena + m->loss_vec_off);
   double l = 0, c = 0;
@@ -127,6 +126,17 @@ static void batch_sums(const nnc_rt_model *m, const char *arena, int64_t valid, 
   }
   *loss += l;
   *correct += c;
+}
+
+void nnc_rt_eval_batch(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool,
+                       const nnc_rt_dataset *ds, int64_t start, double *loss, double *correct) {
+  int64_t valid = ds->n - start < m->batch ? ds->n - start : m->batch;
+  for (int64_t r = 0; r < valid; r++)
+    nnc_rt_put_sample(m, arena, ds, r, start + r);
+  for (int64_t r = valid; r < m->batch; r++)
+    put_padding(m, arena, r);
+  m->eval_step(arena, pool);
+  nnc_rt_batch_sums(m, arena, valid, loss, correct);
 }
 
 int nnc_rt_evaluate(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nnc_rt_dataset *ds,
@@ -144,12 +154,7 @@ int nnc_rt_predict(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const 
   double loss_sum = 0, correct_sum = 0;
   for (int64_t start = 0; start < ds->n; start += m->batch) {
     int64_t valid = ds->n - start < m->batch ? ds->n - start : m->batch;
-    for (int64_t r = 0; r < valid; r++)
-      nnc_rt_put_sample(m, arena, ds, r, start + r);
-    for (int64_t r = valid; r < m->batch; r++)
-      put_padding(m, arena, r);
-    m->eval_step(arena, pool);
-    batch_sums(m, arena, valid, &loss_sum, &correct_sum);
+    nnc_rt_eval_batch(m, arena, pool, ds, start, &loss_sum, &correct_sum);
     if (out) /* f32[batch, num_classes] at pred_off: keep the valid rows */
       memcpy(out + start * m->num_classes, arena + pred_off,
              (size_t)(valid * m->num_classes) * sizeof(float));
@@ -182,6 +187,9 @@ typedef struct run {
   double win_loss, win_correct, win_start;
   int64_t win_samples;
   nnc_rt_error *err;
+  nnc_rt_dp dp; /* data-parallel: the step's state; dp.m NULL otherwise */
+  const nnc_rt_comm *comm;
+  int pending; /* data-parallel: an error (in err) waits for the next agreement */
 } run;
 
 static double read_lr(const run *r) {
@@ -225,10 +233,17 @@ static int train_epoch(run *r, int64_t epoch, nnc_rt_epoch_stats *st) {
       nnc_rt_augment_batch(r->o->augment, r->o->naugment, r->train->rank, r->train->shape,
                            (float *)(r->arena + m->x_off), m->batch, r->scratch,
                            &r->st.augment_rng);
-    set_scalars(m, r->arena, epoch * r->steps + s + 1, epoch, r->st.seed, r->o->epochs * r->steps);
-    m->train_step(r->arena, r->pool);
+    nnc_rt_step_scalars sc = {epoch * r->steps + s + 1, epoch, r->st.seed, r->o->epochs * r->steps};
     double batch_loss = 0, batch_correct = 0;
-    batch_sums(m, r->arena, m->batch, &batch_loss, &batch_correct);
+    if (r->dp.m) {
+      if (nnc_rt_dp_step(&r->dp, r->arena, r->pool, &sc, r->pending, &batch_loss, &batch_correct,
+                         r->err))
+        return -1;
+    } else {
+      nnc_rt_set_scalars(m, r->arena, &sc);
+      m->train_step(r->arena, r->pool);
+      nnc_rt_batch_sums(m, r->arena, m->batch, &batch_loss, &batch_correct);
+    }
     if (!isfinite(batch_loss))
       return nnc_rt_fail(r->err,
                          "loss became NaN/inf at epoch %lld step %lld/%lld (global step %lld)",
@@ -238,7 +253,9 @@ static int train_epoch(run *r, int64_t epoch, nnc_rt_epoch_stats *st) {
     correct_sum += batch_correct;
     r->st.step = epoch * r->steps + s + 1;
     r->lr = read_lr(r);
-    if (log_step(r, epoch, batch_loss, batch_correct)) return -1;
+    /* Data-parallel: rank 0's log error stops every rank at the next
+     * agreement (the next step, or the end of the epoch). */
+    if (log_step(r, epoch, batch_loss, batch_correct) && (r->pending = 1, !r->dp.m)) return -1;
     nnc_rt_progress_step(&r->progress, s + 1, loss_sum, correct_sum, (s + 1) * m->batch);
   }
   double seconds = nnc_rt_now() - start, samples = (double)(r->steps * m->batch);
@@ -277,7 +294,7 @@ static int save(run *r, const char *path) {
 
 /* The weights restore_best keeps: parameters, frozen weights, buffers. */
 static int is_weight(const nnc_rt_tensor *t) {
-  return t->role != NNC_RT_OPT_STATE;
+  return t->role != NNC_RT_OPT_STATE && t->role != NNC_RT_GRAD;
 }
 
 /* Copies the weights between the arena and r->best (to_arena: back). */
@@ -427,12 +444,16 @@ static int run_epochs(run *r, nnc_rt_epoch_cb cb, void *user) {
     nnc_rt_epoch_stats st = {.epoch = epoch, .val_loss = NAN, .val_acc = NAN};
     if (train_epoch(r, epoch, &st)) return -1;
     if (r->val && r->val->n > 0 &&
-        nnc_rt_evaluate(r->m, r->arena, r->pool, r->val, &st.val_loss, &st.val_acc, r->err))
+        nnc_rt_evaluate_split(r->m, r->arena, r->pool, r->val, r->comm, &st.val_loss, &st.val_acc,
+                              r->err))
       return -1;
     st.seconds = nnc_rt_now() - start;
     nnc_rt_progress_end_epoch(&r->progress, &st);
     if (cb) cb(user, &st);
-    if (end_epoch(r, &st, &stop)) return -1;
+    int failed = r->pending || end_epoch(r, &st, &stop);
+    /* Rank 0 alone writes checkpoints and the log: its errors end all. */
+    if (r->comm && r->comm->size > 1 ? nnc_rt_comm_agree(r->comm, failed, r->err) : failed)
+      return -1;
     if (o->result) o->result->epochs_run++, o->result->stopped_early = stop;
   }
   return 0;
@@ -466,17 +487,25 @@ int nnc_rt_train(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nn
     return nnc_rt_fail(err, "training set has %lld samples, fewer than one batch of %lld",
                        (long long)train->n, (long long)m->batch);
   if (opts->result) *opts->result = (nnc_rt_train_result){.best_metric = NAN};
+  r.comm = opts->comm && opts->comm->size > 1 ? opts->comm : NULL;
+  if (opts->data_parallel && nnc_rt_dp_init(&r.dp, m, opts->comm, err)) return -1;
   init_state(&r);
-  if (opts->resume_path && resume(&r)) return -1;
-  set_run_length(&r);
+  int rc = opts->resume_path ? resume(&r) : 0;
+  if (rc == 0) set_run_length(&r);
   r.perm = malloc((size_t)train->n * sizeof *r.perm);
   r.scratch = malloc((size_t)m->sample_size * sizeof *r.scratch + 1);
-  if (!r.perm || !r.scratch) {
-    free(r.perm), free(r.scratch);
-    return nnc_rt_fail(err, "out of memory for a permutation of %lld samples", (long long)train->n);
-  }
+  if (rc == 0 && (!r.perm || !r.scratch))
+    rc = nnc_rt_fail(err, "out of memory for a permutation of %lld samples", (long long)train->n);
   r.t0 = nnc_rt_now() - r.st.wall_s;
-  int rc = opts->log_path ? nnc_rt_log_open(&r.log, opts->log_path, r.st.epoch > 0, err) : 0;
+  if (rc == 0 && opts->log_path) rc = nnc_rt_log_open(&r.log, opts->log_path, r.st.epoch > 0, err);
+  /* Every rank starts, or none (rank 0 alone opens the log). */
+  if (r.comm) rc = nnc_rt_comm_agree(r.comm, rc != 0, err);
+  if (rc) {
+    if (r.log.f) finish_log(&r, rc);
+    free(r.perm), free(r.scratch);
+    nnc_rt_dp_free(&r.dp);
+    return -1;
+  }
   nnc_rt_progress_init(&r.progress, opts->progress, opts->interactive, opts->epochs, r.steps,
                        m->batch, m->correct_vec_off >= 0);
   if (opts->resume_path)
@@ -490,6 +519,7 @@ int nnc_rt_train(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nn
     if (opts->result) opts->result->restored_epoch = r.best_kept;
   }
   rc = finish_log(&r, rc);
+  if (r.comm) rc = nnc_rt_comm_agree(r.comm, rc != 0, err);
   if (opts->result) {
     opts->result->last_epoch = r.st.epoch;
     opts->result->best_metric = r.st.best_metric;
@@ -498,5 +528,6 @@ int nnc_rt_train(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nn
   free(r.perm);
   free(r.scratch);
   free(r.best);
+  nnc_rt_dp_free(&r.dp);
   return rc;
 }

@@ -11,6 +11,7 @@
 #include "codegen.h"
 #include "frontend.h"
 #include "ir.h"
+#include "nnc_rt.h"
 
 enum { MAX_SETTINGS = 32 };
 
@@ -46,6 +47,19 @@ char *spec_of(compiled *c);
 int64_t batch_flag(int argc, char **argv);
 /* Moves the first argument naming a .nn file to argv[0]. */
 void file_first(int argc, char **argv);
+
+/* The front end alone over path: its module (NULL: no train block) in
+ * *out, or false after printing the diagnostics. */
+bool frontend_module(nnc_arena *arena, const char *path, const nnc_frontend_options *o,
+                     nnc_module **out);
+
+/* Data-parallel training (parallel.c, docs/distributed.md). */
+int64_t micro_batches_for(int64_t batch); /* 4, 2, or 0: none */
+/* build_module_with plus the micro-batch graphs (m->grad, m->update). */
+bool build_module_parallel(compiled *c, const char *path, const nnc_frontend_options *fo);
+/* With MPI and a launcher: joins the ranks (*opened set); else nothing.
+ * 1 after printing an error. */
+int comm_open(nnc_rt_comm *comm, int *argc, char ***argv, bool *opened);
 
 /* The commands in their own files; argv after the command's name. */
 int cmd_eval(int argc, char **argv, int predict); /* eval.c */

@@ -2,7 +2,9 @@
  *
  *   front end          m->train = forward + loss, m->eval = forward (eval mode)
  *   build_training     penalties, autodiff, clipping, schedule, optimizer update
- *   simplify           folding, CSE, DCE on both graphs
+ *                      (and, when the driver added m->grad for data-parallel
+ *                      training, its gradient step and m->update)
+ *   simplify           folding, CSE, DCE on every graph
  *
  * After each pass the IR is verified (debug builds, or NNC_DEBUG=1) and
  * optionally printed (NNC_DUMP_AFTER=pass|all) with the pass's time.
@@ -42,8 +44,8 @@ static bool after(nnc_module *m, const nnc_pipeline_opts *o, const char *name, d
                   char *err, size_t errlen) {
   if (o->timing && o->dump) fprintf(o->dump, "nnc: pass %-16s %8.3f ms\n", name, 1e3 * secs);
   if (o->verify) {
-    nnc_graph *gs[2] = {m->train, m->eval};
-    for (int i = 0; i < 2; i++) {
+    nnc_graph *gs[4] = {m->train, m->eval, m->grad, m->update};
+    for (int i = 0; i < 4; i++) {
       char why[512];
       if (gs[i] && !nnc_ir_verify(gs[i], why, sizeof why)) {
         snprintf(err, errlen, "internal error: IR invalid after %s: %s", name, why);
@@ -81,11 +83,14 @@ bool nnc_pipeline_run(nnc_module *m, const nnc_pipeline_opts *o, char *err, size
   if (m->train) {
     t = now_s();
     if (!nnc_build_training(m, err, errlen)) return false;
+    if (m->grad && !nnc_build_data_parallel(m, err, errlen)) return false;
     if (!after(m, o, pass_names[1], now_s() - t, err, errlen)) return false;
   }
 
   t = now_s();
   if (m->train) nnc_simplify(m->train);
   if (m->eval) nnc_simplify(m->eval);
+  if (m->grad) nnc_simplify(m->grad);
+  if (m->update) nnc_simplify(m->update);
   return after(m, o, pass_names[2], now_s() - t, err, errlen);
 }
