@@ -3,12 +3,14 @@
 # each package is there). Runs apt-get as root, through sudo when not root.
 # clang-19 compiles the deployed C in the tests; with --fuzz also its
 # sanitizer/libFuzzer runtimes, for the fuzz targets (cmake -DNNC_FUZZ=ON,
-# docs/fuzzing.md; CI builds them).
+# docs/fuzzing.md; CI builds them). Open MPI is optional for building (data-
+# parallel training, docs/distributed.md) but installed so CI tests it.
 set -e
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 PKGS="build-essential cmake pkg-config flex bison llvm-19-dev zlib1g-dev libdeflate-dev libcmocka-dev
-      dataset-fashion-mnist python3-numpy python3-torch libopenblas0-pthread clang-19"
+      dataset-fashion-mnist python3-numpy python3-torch libopenblas0-pthread clang-19
+      libopenmpi-dev openmpi-bin"
 [ "${1:-}" = --fuzz ] && PKGS="$PKGS libclang-rt-19-dev"
 missing=""
 for p in $PKGS; do
