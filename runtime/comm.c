@@ -95,9 +95,31 @@ void nnc_rt_tree_sum(float *vec, int64_t count, int64_t n) {
     }
 }
 
+int64_t nnc_rt_comm_scratch_floats(const nnc_rt_comm *c, int64_t n) {
+  int64_t slice = (n + c->size - 1) / c->size;
+  return c->alltoall ? 2 * c->size * slice + 1 : c->size * n + 1;
+}
+
+/* Reduce-scatter then all-gather: rank r sums slice r of every rank's
+ * vector (the same tree per element as a whole-vector sum), then the sums
+ * are gathered. The vector is padded with zeros to size equal slices. */
+static int allreduce_slices(const nnc_rt_comm *c, float *buf, int64_t n, float *scratch,
+                            nnc_rt_error *err) {
+  int64_t slice = (n + c->size - 1) / c->size, padded = slice * c->size;
+  float *send = scratch, *recv = scratch + padded;
+  memcpy(send, buf, (size_t)n * sizeof(float));
+  memset(send + n, 0, (size_t)(padded - n) * sizeof(float));
+  if (c->alltoall(c->ctx, send, recv, (size_t)slice * sizeof(float), err)) return -1;
+  nnc_rt_tree_sum(recv, c->size, slice);
+  if (c->allgather(c->ctx, recv, send, (size_t)slice * sizeof(float), err)) return -1;
+  memcpy(buf, send, (size_t)n * sizeof(float));
+  return 0;
+}
+
 int nnc_rt_comm_allreduce_tree(const nnc_rt_comm *c, float *buf, int64_t n, float *scratch,
                                nnc_rt_error *err) {
   if (c->size == 1) return 0;
+  if (c->alltoall) return allreduce_slices(c, buf, n, scratch, err);
   if (c->allgather(c->ctx, buf, scratch, (size_t)n * sizeof(float), err)) return -1;
   nnc_rt_tree_sum(scratch, c->size, n);
   memcpy(buf, scratch, (size_t)n * sizeof(float));

@@ -45,6 +45,15 @@ static int mpi_allgather(void *ctx, const void *send, void *recv, size_t bytes, 
   return 0;
 }
 
+static int mpi_alltoall(void *ctx, const void *send, void *recv, size_t bytes, nnc_rt_error *err) {
+  (void)ctx;
+  if (bytes > INT_MAX)
+    return nnc_rt_fail(err, "MPI: an all-to-all of %zu bytes per rank is over MPI's int count",
+                       bytes);
+  int rc = MPI_Alltoall(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, MPI_COMM_WORLD);
+  return rc == MPI_SUCCESS ? 0 : mpi_fail(err, "MPI_Alltoall", rc);
+}
+
 static int mpi_broadcast(void *ctx, void *buf, size_t bytes, int root, nnc_rt_error *err) {
   (void)ctx;
   for (size_t at = 0; at < bytes || at == 0; at += INT_MAX) {
@@ -77,6 +86,7 @@ int nnc_rt_comm_mpi_open(nnc_rt_comm *c, int *argc, char ***argv, nnc_rt_error *
                      .allgather = mpi_allgather,
                      .broadcast = mpi_broadcast,
                      .barrier = mpi_barrier,
+                     .alltoall = mpi_alltoall,
                      .close = mpi_close};
   MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
   MPI_Comm_size(MPI_COMM_WORLD, &c->size);

@@ -71,6 +71,9 @@ typedef struct nnc_rt_comm {
   int (*allgather)(void *ctx, const void *send, void *recv, size_t bytes, nnc_rt_error *err);
   int (*broadcast)(void *ctx, void *buf, size_t bytes, int root, nnc_rt_error *err);
   int (*barrier)(void *ctx, nnc_rt_error *err);
+  /* recv[r * bytes ..] = rank r's send[rank * bytes ..]; may be NULL (then
+   * the all-reduce gathers whole vectors instead of slices) */
+  int (*alltoall)(void *ctx, const void *send, void *recv, size_t bytes, nnc_rt_error *err);
   void (*close)(void *ctx); /* at the end of the program; may be NULL */
 } nnc_rt_comm;
 
@@ -90,10 +93,14 @@ int nnc_rt_comm_agree(const nnc_rt_comm *c, int failed, nnc_rt_error *err);
 
 /* All-reduce of n floats in a fixed order: buf becomes, on every rank, the
  * pairwise-tree sum over ranks ((r0 + r1) + (r2 + r3)) ..., so the bits
- * depend on the values alone, never on timing. scratch holds size * n
- * floats. */
+ * depend on the values alone, never on timing. With the engine's alltoall
+ * each rank sums one slice of the vector over all ranks and the sums are
+ * all-gathered (2 (size-1)/size * n floats received per rank); without,
+ * every rank gathers every vector ((size-1) * n). scratch holds
+ * nnc_rt_comm_scratch_floats(c, n) floats. */
 int nnc_rt_comm_allreduce_tree(const nnc_rt_comm *c, float *buf, int64_t n, float *scratch,
                                nnc_rt_error *err);
+int64_t nnc_rt_comm_scratch_floats(const nnc_rt_comm *c, int64_t n);
 
 /* Sums count vectors of n floats (vec[i * n ..]) in place into vec[0..n)
  * as a pairwise tree (count a power of two): the order the data-parallel

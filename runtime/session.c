@@ -601,6 +601,17 @@ static void print_plan(const session *S, const nnc_rt_dataset *val) {
           (long long)S->spec.epochs, S->spec.epochs == 1 ? "" : "s", threads,
           threads == 1 ? "" : "s", (unsigned long long)S->spec.seed,
           val == &S->test ? "; validating on the test set" : "");
+  if ((S->f.data_parallel || S->comm->size > 1) && S->m->micro_batches > 0) {
+    int64_t g = S->m->micro_batches, floats = 0;
+    for (int i = 0; i < S->m->ntensors; i++)
+      if (S->m->tensors[i].role == NNC_RT_GRAD)
+        floats += nnc_rt_numel(S->m->tensors[i].rank, S->m->tensors[i].shape);
+    fprintf(stderr,
+            "data-parallel: %d process%s (%s), each batch %lld micro-batches of %lld; %lld "
+            "gradient bytes per process and step\n",
+            S->comm->size, S->comm->size == 1 ? "" : "es", S->comm->engine, (long long)g,
+            (long long)(S->m->batch / g), (long long)(floats * 4));
+  }
 }
 
 /* An output file (checkpoint, log) must be writable before training

@@ -9,8 +9,9 @@
  * ((g0 + g1) + (g2 + g3)), puts the sum back into the GRAD tensors and
  * runs update_step. With N ranks (N divides G), rank r computes the
  * micro-batches [r G/N, (r+1) G/N): an aligned subtree, which it sums
- * locally; the N subtree sums are all-gathered and summed as the top of the
- * same tree on every rank. Every addition is the one a single process
+ * locally; the N subtree sums are added as the top of the same tree
+ * (nnc_rt_comm_allreduce_tree: each rank sums a slice, the slices are
+ * all-gathered), so every rank holds the same sum. Every addition is the one a single process
  * makes, so weights and losses are the same bits for every N dividing G.
  *
  * The caller has gathered (and augmented) the whole global batch into the
@@ -20,10 +21,14 @@
  * the run's seed plus g times a constant: masks depend on the global
  * micro-batch, not on the rank.
  *
+ * Batch-norm running statistics: each micro-batch's new value (computed
+ * from the value before the step) goes to a tensor "bufnew.<buffer>"; the
+ * buffer becomes their mean, summed like the gradients.
+ *
  * Collectives per step, in this order on every rank: an all-gather of each
  * rank's status and per-micro-batch loss sums (a rank that failed since
  * the last step, e.g. writing the log, stops every rank here with its
- * message), then the all-gather of the gradient subtree sums.
+ * message), then the all-reduce of the gradient subtree sums.
  */
 #include "rt_internal.h"
 
@@ -84,7 +89,7 @@ int nnc_rt_dp_init(nnc_rt_dp *dp, const nnc_rt_model *m, const nnc_rt_comm *comm
   dp->P = grad_floats(m);
   dp->nsums = 1 + 2 * dp->per;
   dp->local = malloc((size_t)(dp->per * dp->P + 1) * sizeof(float));
-  dp->gathered = malloc((size_t)(n * dp->P + 1) * sizeof(float));
+  dp->gathered = malloc((size_t)nnc_rt_comm_scratch_floats(dp->comm, dp->P) * sizeof(float));
   dp->sums = malloc((size_t)dp->nsums * sizeof(double));
   dp->all_sums = malloc((size_t)(n * dp->nsums) * sizeof(double));
   dp->buffer_new = malloc(sizeof(int) * (size_t)(m->ntensors + 1));
