@@ -242,7 +242,7 @@ typedef struct nnc_rt_dp {
   int64_t first;    /* this rank's first micro-batch */
   int64_t P;        /* floats of all GRAD tensors */
   int64_t nsums;    /* doubles per rank in the status all-gather */
-  float *local;     /* [per][P]: this rank's micro-batch gradients */
+  float *local;     /* [(per + 1) / 2][P]: this rank's micro-batch gradients, in pairs */
   float *gathered;  /* scratch of nnc_rt_comm_allreduce_tree */
   double *sums;     /* [nsums]: status, then loss and correct per micro-batch */
   double *all_sums; /* [size][nsums] */

@@ -601,7 +601,7 @@ static void print_plan(const session *S, const nnc_rt_dataset *val) {
           (long long)S->spec.epochs, S->spec.epochs == 1 ? "" : "s", threads,
           threads == 1 ? "" : "s", (unsigned long long)S->spec.seed,
           val == &S->test ? "; validating on the test set" : "");
-  if ((S->f.data_parallel || S->comm->size > 1) && S->m->micro_batches > 0) {
+  if ((S->f.data_parallel || S->comm != &S->single) && S->m->micro_batches > 0) {
     int64_t g = S->m->micro_batches, floats = 0;
     for (int i = 0; i < S->m->ntensors; i++)
       if (S->m->tensors[i].role == NNC_RT_GRAD)
@@ -643,7 +643,7 @@ static int train(session *S) {
     rc = -1;
   if (nnc_rt_comm_agree(S->comm, rc != 0, &S->err)) return -1;
   print_plan(S, val);
-  nnc_rt_train_opts o = {.data_parallel = S->f.data_parallel || S->comm->size > 1,
+  nnc_rt_train_opts o = {.data_parallel = S->f.data_parallel || S->comm != &S->single,
                          .comm = S->comm,
                          .epochs = s->epochs,
                          .seed = s->seed,

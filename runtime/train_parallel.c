@@ -50,16 +50,22 @@ static int64_t grad_floats(const nnc_rt_model *m) {
   return n;
 }
 
-/* Copies the GRAD tensors, in table order, to v (or back from v). */
-static void copy_grads(const nnc_rt_model *m, char *arena, float *v, int to_arena) {
+/* Moves the GRAD tensors, in table order, between the arena and v. */
+enum grads_move { TO_ARENA, FROM_ARENA, ADD_FROM_ARENA /* v += */ };
+static void move_grads(const nnc_rt_model *m, char *arena, float *v, enum grads_move how) {
   for (int i = 0; i < m->ntensors; i++) {
     const nnc_rt_tensor *t = &m->tensors[i];
     if (t->role != NNC_RT_GRAD) continue;
-    size_t n = (size_t)nnc_rt_numel(t->rank, t->shape);
-    if (to_arena)
-      memcpy(arena + t->offset, v, n * sizeof(float));
-    else
-      memcpy(v, arena + t->offset, n * sizeof(float));
+    int64_t n = nnc_rt_numel(t->rank, t->shape);
+    float *a = (float *)(arena + t->offset);
+    switch (how) {
+    case TO_ARENA: memcpy(a, v, (size_t)n * sizeof(float)); break;
+    case FROM_ARENA: memcpy(v, a, (size_t)n * sizeof(float)); break;
+    case ADD_FROM_ARENA:
+      for (int64_t j = 0; j < n; j++)
+        v[j] += a[j];
+      break;
+    }
     v += n;
   }
 }
@@ -154,7 +160,8 @@ int nnc_rt_dp_step(nnc_rt_dp *dp, char *arena, nnc_rt_pool *pool, const nnc_rt_s
     nnc_rt_batch_sums(m, arena, dp->b, &l, &k);
     dp->sums[1 + 2 * j] = l;
     dp->sums[2 + 2 * j] = k;
-    copy_grads(m, arena, dp->local + j * dp->P, 0);
+    /* The tree's first level as the gradients come: slot j/2 = g_j + g_j+1. */
+    move_grads(m, arena, dp->local + j / 2 * dp->P, j % 2 ? ADD_FROM_ARENA : FROM_ARENA);
   }
   /* The status and the micro-batches' sums: the agreement point. */
   if (c->allgather(c->ctx, dp->sums, dp->all_sums, (size_t)dp->nsums * sizeof(double), err))
@@ -170,9 +177,9 @@ int nnc_rt_dp_step(nnc_rt_dp *dp, char *arena, nnc_rt_pool *pool, const nnc_rt_s
       k += dp->all_sums[r * dp->nsums + 2 + 2 * j];
     }
   *loss = l, *correct = k;
-  nnc_rt_tree_sum(dp->local, dp->per, dp->P);
+  nnc_rt_tree_sum(dp->local, (dp->per + 1) / 2, dp->P);
   if (nnc_rt_comm_allreduce_tree(c, dp->local, dp->P, dp->gathered, err)) return -1;
-  copy_grads(m, arena, dp->local, 1);
+  move_grads(m, arena, dp->local, TO_ARENA);
   float inv = 1.0f / (float)dp->G; /* a power of two: exact */
   for (int i = 0; i < dp->nbuffers; i++) {
     const nnc_rt_tensor *src = &m->tensors[dp->buffer_new[i]], *dst = &m->tensors[dp->buffer[i]];
