@@ -3,7 +3,8 @@
 # -o trainer on Fashion-MNIST, in one run on the same two cores, as
 #   fused   one process x 2 threads, the ordinary step (./train alone)
 #   dp1     one process x 2 threads, the data-parallel step (--data-parallel)
-#   np2     2 processes x 1 thread under mpirun (the same bits as dp1)
+#   np2     2 processes x 1 thread under mpirun (the same bits as dp1),
+#           yielding when idle, not bound to cores
 # Prints each one's samples/s (training steps only), test loss and accuracy,
 # and whether np2's final checkpoint equals dp1's tensor for tensor.
 #
@@ -16,6 +17,9 @@ EPOCHS=${2:-1}
 NNC=$(realpath "${NNC:-build-rel/tools/nnc}")
 TOOL=$(realpath "${E2E_TOOL:-build-rel/tests/e2e/e2e_tool}")
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# On a shared machine the ranks must not spin while they wait for each
+# other, nor be pinned to a core another program is using.
+export OMPI_MCA_mpi_yield_when_idle=1 OMPI_MCA_hwloc_base_binding_policy=none
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 "$NNC" "examples/fashion_$MODEL.nn" -o "$out/train"
