@@ -253,9 +253,10 @@ static int train_epoch(run *r, int64_t epoch, nnc_rt_epoch_stats *st) {
     correct_sum += batch_correct;
     r->st.step = epoch * r->steps + s + 1;
     r->lr = read_lr(r);
-    /* Data-parallel: rank 0's log error stops every rank at the next
-     * agreement (the next step, or the end of the epoch). */
-    if (log_step(r, epoch, batch_loss, batch_correct) && (r->pending = 1, !r->dp.m)) return -1;
+    if (log_step(r, epoch, batch_loss, batch_correct)) {
+      if (!r->dp.m) return -1;
+      r->pending = 1; /* data-parallel: every rank stops at the next agreement */
+    }
     nnc_rt_progress_step(&r->progress, s + 1, loss_sum, correct_sum, (s + 1) * m->batch);
   }
   double seconds = nnc_rt_now() - start, samples = (double)(r->steps * m->batch);
