@@ -8,7 +8,9 @@
  * NAME.c or NAME.o, NAME.weights with --extern-weights, NAME_test.c with
  * --emit-test. The test's expected outputs are nnc's own evaluation: the
  * module JIT-compiled as `nnc run` compiles it, its eval step run on the
- * same inputs with the same weights. Only this file and nnc.c print.
+ * same inputs with the same weights. --emit=onnx loads the weights the same
+ * way and has codegen write an ONNX model (codegen/onnx.h). Only this file
+ * and nnc.c print.
  */
 #define _XOPEN_SOURCE 700
 #include "deploy_cmd.h"
@@ -25,6 +27,7 @@
 
 #include "deploy.h"
 #include "nnc_rt.h"
+#include "onnx.h"
 
 enum { TEST_CALLS = 2 };
 static const double TEST_TOLERANCE = 1e-4;
@@ -345,5 +348,47 @@ done:
   nnc_cg_free(table);
   free(ckpt);
   free(base), free(h_path), free(src), free(w_path), free(t_path), free(header);
+  return status;
+}
+
+typedef struct onnx_job {
+  const nnc_module *m;
+  const nnc_deploy_values *v;
+  const nnc_onnx_options *o;
+} onnx_job;
+
+static bool w_onnx(FILE *f, void *ctx, char *err, size_t errlen) {
+  onnx_job *j = ctx;
+  return nnc_onnx_write(j->m, j->v, j->o, f, err, errlen);
+}
+
+int nnc_deploy_onnx_main(const nnc_module *m, const char *nn_path, const char *out,
+                         const nnc_cg_options *co, const nnc_deploy_flags *fl) {
+  if (fl->name || fl->emit_test || fl->extern_weights) {
+    fputs("nnc: error: --name, --emit-test and --extern-weights go with --emit=c or --emit=obj, "
+          "not --emit=onnx\n",
+          stderr);
+    return 2;
+  }
+  int status = 1;
+  char *ckpt = find_checkpoint(m, nn_path, fl->weights);
+  nnc_cg_program *table = NULL;
+  trained t = {0};
+  char err[1024];
+  nnc_module eval_only = *m;
+  eval_only.train = NULL;
+  if (!ckpt) goto done;
+  if (!nnc_cg_compile_table(&eval_only, co, &table, err, sizeof err)) {
+    fprintf(stderr, "%s: error: %s\n", nn_path, err);
+    goto done;
+  }
+  if (!load_trained(m, nnc_cg_model(table), ckpt, &t)) goto done;
+  nnc_onnx_options o = {.fold_bn = fl->fold_bn, .producer = fl->version};
+  onnx_job j = {&eval_only, &t.values, &o};
+  if (write_file(out, w_onnx, &j)) status = 0;
+done:
+  trained_free(&t);
+  nnc_cg_free(table);
+  free(ckpt);
   return status;
 }

@@ -58,17 +58,19 @@ static const char usage[] =
     "                                       (the training kernels as an object; needs -o)\n"
     "       nnc FILE --emit=c -o OUT/NAME   the trained network as C99: OUT/NAME.c, OUT/NAME.h\n"
     "       nnc FILE --emit=obj -o OUT/NAME.o  the same compiled: OUT/NAME.o, OUT/NAME.h\n"
+    "       nnc FILE --emit=onnx -o OUT.onnx   the trained network as an ONNX model (opset 13)\n"
     "       nnc --help | --version\n"
     "\n"
     "  --cpu LEVEL  with -o or --emit: code for any CPU of that level instead of this\n"
     "               machine's: x86-64, x86-64-v2, x86-64-v3 (AVX2, FMA), x86-64-v4\n"
     "               (AVX-512), or native (the default)\n"
-    "  with --emit=c or --emit=obj (docs/deploy.md):\n"
+    "  with --emit=c, --emit=obj or --emit=onnx (docs/deploy.md):\n"
     "  --weights CKPT    trained values (default: the file's checkpoint(path))\n"
     "  --name PREFIX     PREFIX_predict, PREFIX_BATCH... (default: the model's name)\n"
     "  --batch N         samples per predict call (default 1)\n"
     "  --emit-test       also OUT/NAME_test.c: checks the code against nnc's evaluation\n"
     "  --extern-weights  (C) weights in OUT/NAME.weights, PREFIX_predict_with(weights, ...)\n"
+    "  --fold-bn         (ONNX) batch norm folded into the conv before it\n"
     "\n"
     "flags of 'nnc run' (and of executables written with -o):\n"
     "  --epochs N  --batch N  --seed N  --threads N  --data PATH  --test-data PATH\n"
@@ -614,7 +616,7 @@ static int cmd_emit(const char *kind, const char *path, const char *out,
   return status;
 }
 
-/* nnc FILE --emit=c|obj -o OUT/NAME [--weights CKPT] ...: deployment
+/* nnc FILE --emit=c|obj|onnx -o OUT/NAME [--weights CKPT] ...: deployment
  * (tools/deploy_cmd.c), batch 1 unless --batch says otherwise. */
 static int cmd_deploy(const char *kind, const char *path, const char *out, int64_t batch,
                       const nnc_frontend_options *base, const nnc_cg_options *co,
@@ -631,7 +633,8 @@ static int cmd_deploy(const char *kind, const char *path, const char *out, int64
   fo.batch = 0;
   fo.eval_batch = batch ? batch : 1;
   if (build_module_with(&c, path, &fo))
-    status = nnc_deploy_main(c.m, path, !strcmp(kind, "obj"), out, co, df);
+    status = !strcmp(kind, "onnx") ? nnc_deploy_onnx_main(c.m, path, out, co, df)
+                                   : nnc_deploy_main(c.m, path, !strcmp(kind, "obj"), out, co, df);
   compiled_free(&c);
   return status;
 }
@@ -676,6 +679,8 @@ int main(int argc, char **argv) {
       df.emit_test = deploy_flag = true;
     else if (!strcmp(a, "--extern-weights"))
       df.extern_weights = deploy_flag = true;
+    else if (!strcmp(a, "--fold-bn"))
+      df.fold_bn = deploy_flag = true;
     else if (!strncmp(a, "--emit=", 7))
       emit = a + 7;
     else if (!strncmp(a, "--cpu=", 6))
@@ -723,13 +728,20 @@ int main(int argc, char **argv) {
     }
     return cmd_emit_ir(file);
   }
-  bool deploy = emit && (!strcmp(emit, "c") || !strcmp(emit, "obj"));
+  bool deploy = emit && (!strcmp(emit, "c") || !strcmp(emit, "obj") || !strcmp(emit, "onnx"));
   if (deploy_flag && !deploy) {
-    fputs("nnc: error: --weights, --name, --emit-test and --extern-weights go with --emit=c or "
-          "--emit=obj\n",
+    fputs("nnc: error: --weights, --name, --emit-test, --extern-weights and --fold-bn go with "
+          "--emit=c, --emit=obj or --emit=onnx\n",
           stderr);
     return 2;
   }
+  if (df.fold_bn && strcmp(emit, "onnx")) {
+    fputs("nnc: error: --fold-bn goes with --emit=onnx (C and objects fuse batch norm into the "
+          "loop after the convolution)\n",
+          stderr);
+    return 2;
+  }
+  df.version = NNC_VERSION;
   if (deploy) return cmd_deploy(emit, file, out, batch, &cf.fo, &co, &df);
   cf.fo.batch = batch;
   if (emit) return cmd_emit(emit, file, out, &cf.fo, &co);

@@ -31,6 +31,13 @@
 #              norm after ReLU, standardised images) and ops_mix.nn (exp, log,
 #              tanh, erf, sigmoid, softmax, layernorm, pools, a residual) on
 #              generated IDX data: the same, at batch 1 and 4
+#   onnx       --emit=onnx of examples/fashion_mlp.nn (1 epoch on Fashion-MNIST)
+#              and, on generated IDX data, of fashion_cnn.nn, bn_relu.nn (each
+#              with batch norm as BatchNormalization and with --fold-bn) and
+#              ops_mix.nn: onnx.checker passes; OpenCV's DNN module loads the
+#              MLP and the CNNs and reproduces nnc's logits (the object's,
+#              which are nnc's evaluation bit for bit) within 1e-4
+#              (tests/e2e/onnx_check.py); errors
 #   errors     exit status and message of a bad .nn, a missing data file, a
 #              truncated IDX file, a wrong --batch, a non-finite loss (and the
 #              checkpoint before it still loads)
@@ -528,6 +535,77 @@ if want deploy_cnn; then
     logits_close ${model}_c.txt ${model}_o.txt
     logits_close ${model}_c4.txt ${model}_o.txt
   done
+  end
+fi
+
+# ---- ONNX export: --emit=onnx ---------------------------------------------------
+# onnx_logits NN TAG IMAGES LABELS: nnc's own logits of NN (trained: its
+# checkpoint) on an IDX set, through the object and classify.c, to TAG.txt.
+onnx_logits() {
+  local nn=$1 tag=$2
+  run "ox_emit_$tag" "$NNC" "$nn" --emit=obj -o "ox_$tag/model.o" --name model "${@:5}"
+  expect_rc "ox_emit_$tag" 0 || return 1
+  run "ox_build_$tag" gcc -std=c99 -O2 -I "ox_$tag" -o "ox_$tag/classify" "$SRC/examples/deploy/classify.c" "ox_$tag/model.o" -lz -lm -lpthread
+  expect_rc "ox_build_$tag" 0 || return 1
+  run "ox_cls_$tag" "ox_$tag/classify" "$3" "$4" --logits "$tag.txt"
+  expect_rc "ox_cls_$tag" 0
+}
+# onnx_check ONNX IMAGES LOGITS [ARGS]: tests/e2e/onnx_check.py
+onnx_check() {
+  local tag
+  tag=$(basename "$1" .onnx)
+  run "oc_$tag" /usr/bin/python3 "$SRC/tests/e2e/onnx_check.py" "$@"
+  expect_rc "oc_$tag" 0 || { sed 's/^/    | /' "oc_$tag.out" >&2; return 1; }
+  sed "s/^onnx_check:/  $tag:/" "oc_$tag.out"
+}
+if want onnx; then
+  begin onnx
+  FM=/usr/share/datasets/fashion-mnist
+  [ -d "$FM" ] || FM=$EX/fashion-mnist
+  if ! /usr/bin/python3 -c 'import onnx, cv2' 2>/dev/null; then
+    echo "  skipped: no python3-onnx or python3-opencv (tools/install-deps.sh installs them)"
+    SKIPPED=$((SKIPPED + 1))
+  else
+    if [ -d "$FM" ]; then
+      run otrain "$NNC" run "$EX/fashion_mlp.nn" --epochs 1 --checkpoint mlp.safetensors --threads 1 --quiet
+      if expect_rc otrain 0; then
+        run oemit "$NNC" "$EX/fashion_mlp.nn" --emit=onnx -o mlp.onnx --weights mlp.safetensors
+        expect_rc oemit 0 &&
+          onnx_logits "$EX/fashion_mlp.nn" mlp "$FM/t10k-images-idx3-ubyte.gz" "$FM/t10k-labels-idx1-ubyte.gz" --weights mlp.safetensors &&
+          onnx_check mlp.onnx "$FM/t10k-images-idx3-ubyte.gz" mlp.txt --count 1000
+        run obatch "$NNC" "$EX/fashion_mlp.nn" --emit=onnx -o mlp_b8.onnx --weights mlp.safetensors --batch 8
+        expect_rc obatch 0 && onnx_check mlp_b8.onnx "$FM/t10k-images-idx3-ubyte.gz" mlp.txt --count 1000
+        run obadflag "$NNC" "$EX/fashion_mlp.nn" --emit=c -o e/model --weights mlp.safetensors --fold-bn
+        expect_rc obadflag 2 && expect_grep obadflag.err "--fold-bn goes with --emit=onnx"
+      fi
+    else
+      echo "  (no Fashion-MNIST: the MLP part is skipped)"
+    fi
+    mkdir -p ocnn/fashion-mnist && cp "$EX/fashion_cnn.nn" "$DATA/bn_relu.nn" "$DATA/ops_mix.nn" ocnn/
+    "$TOOL" idx ocnn/fashion-mnist 256 64 || fail "e2e_tool idx"
+    I="$TMP/ocnn/fashion-mnist/t10k-images-idx3-ubyte"
+    L="$TMP/ocnn/fashion-mnist/t10k-labels-idx1-ubyte"
+    for model in fashion_cnn bn_relu ops_mix; do
+      (cd ocnn && "$NNC" run $model.nn --epochs 1 --threads 1 --quiet >../otr_$model.out 2>../otr_$model.err)
+      RC=$?
+      expect_rc otr_$model 0 || continue
+      run oe_$model "$NNC" ocnn/$model.nn --emit=onnx -o $model.onnx
+      run of_$model "$NNC" ocnn/$model.nn --emit=onnx -o ${model}_folded.onnx --fold-bn
+      expect_rc oe_$model 0 && expect_rc of_$model 0 || continue
+      if [ $model = ops_mix ]; then
+        # OpenCV 4.6 cannot broadcast layernorm's [N,1] statistics in Mul:
+        # the checker alone (every op of it is exported generically).
+        onnx_check $model.onnx "$I" none --checker-only
+        continue
+      fi
+      onnx_logits ocnn/$model.nn $model "$I" "$L" || continue
+      onnx_check $model.onnx "$I" $model.txt --count 64
+      onnx_check ${model}_folded.onnx "$I" $model.txt --count 64
+    done
+    expect_grep oc_fashion_cnn.out "BatchNormalization Conv Gemm MaxPool"
+    if grep -q BatchNormalization oc_fashion_cnn_folded.out; then fail "--fold-bn left a BatchNormalization in the CNN"; fi
+    expect_grep oc_bn_relu_folded.out "BatchNormalization" # after a ReLU: not foldable
+  fi
   end
 fi
 
