@@ -9,12 +9,15 @@
 #include "ir.h"
 
 typedef struct nnc_deploy_flags {
-  const char *weights; /* --weights CKPT; NULL: the .nn file's checkpoint(path) */
-  const char *name;    /* --name PREFIX; NULL: the model's name */
-  bool emit_test;      /* --emit-test: also NAME_test.c */
-  bool extern_weights; /* --extern-weights: NAME.weights and PREFIX_predict_with */
-  bool fold_bn;        /* --fold-bn (ONNX): batch norm folded into the conv before it */
-  const char *version; /* nnc's version, for the ONNX model's producer_version */
+  const char *weights;    /* --weights CKPT; NULL: the .nn file's checkpoint(path) */
+  const char *name;       /* --name PREFIX; NULL: the model's name */
+  bool emit_test;         /* --emit-test: also NAME_test.c */
+  bool extern_weights;    /* --extern-weights: NAME.weights and PREFIX_predict_with */
+  bool fold_bn;           /* --fold-bn (ONNX): batch norm folded into the conv before it */
+  const char *version;    /* nnc's version, for the ONNX model's producer_version */
+  bool int8;              /* --quantize int8 */
+  long calibrate;         /* --calibrate N: training samples (default 1000) */
+  const char *keep_float; /* --keep-float GLOB: layers left in float */
 } nnc_deploy_flags;
 
 /* Writes OUT/NAME.c (obj: OUT/NAME.o) and OUT/NAME.h for the module m

@@ -71,6 +71,10 @@ static const char usage[] =
     "  --emit-test       also OUT/NAME_test.c: checks the code against nnc's evaluation\n"
     "  --extern-weights  (C) weights in OUT/NAME.weights, PREFIX_predict_with(weights, ...)\n"
     "  --fold-bn         (ONNX) batch norm folded into the conv before it\n"
+    "  --quantize int8   int8 products (TFLite's scheme), calibrated on training data;\n"
+    "                    prints the test accuracy of int8 and float\n"
+    "  --calibrate N     training samples for the calibration (default 1000)\n"
+    "  --keep-float GLOB layers left in float (e.g. 'cnn.dense2', '*.conv1')\n"
     "\n"
     "flags of 'nnc run' (and of executables written with -o):\n"
     "  --epochs N  --batch N  --seed N  --threads N  --data PATH  --test-data PATH\n"
@@ -681,6 +685,22 @@ int main(int argc, char **argv) {
       df.extern_weights = deploy_flag = true;
     else if (!strcmp(a, "--fold-bn"))
       df.fold_bn = deploy_flag = true;
+    else if (!strcmp(a, "--quantize") && i + 1 < argc) {
+      if (strcmp(argv[++i], "int8")) {
+        fprintf(stderr, "nnc: error: --quantize '%s': the one scheme is int8\n", argv[i]);
+        return 2;
+      }
+      df.int8 = deploy_flag = true;
+    } else if (!strcmp(a, "--calibrate") && i + 1 < argc) {
+      char *end;
+      df.calibrate = strtol(argv[++i], &end, 10);
+      if (*end || df.calibrate < 1) {
+        fprintf(stderr, "nnc: error: --calibrate needs a number of samples, at least 1\n");
+        return 2;
+      }
+      deploy_flag = true;
+    } else if (!strcmp(a, "--keep-float") && i + 1 < argc)
+      df.keep_float = argv[++i], deploy_flag = true;
     else if (!strncmp(a, "--emit=", 7))
       emit = a + 7;
     else if (!strncmp(a, "--cpu=", 6))
@@ -741,6 +761,15 @@ int main(int argc, char **argv) {
           stderr);
     return 2;
   }
+  if ((df.calibrate || df.keep_float) && !df.int8) {
+    fputs("nnc: error: --calibrate and --keep-float go with --quantize int8\n", stderr);
+    return 2;
+  }
+  if (df.int8 && strcmp(emit, "c") && strcmp(emit, "obj")) {
+    fputs("nnc: error: --quantize int8 goes with --emit=c or --emit=obj\n", stderr);
+    return 2;
+  }
+  if (!df.calibrate) df.calibrate = 1000;
   df.version = NNC_VERSION;
   if (deploy) return cmd_deploy(emit, file, out, batch, &cf.fo, &co, &df);
   cf.fo.batch = batch;

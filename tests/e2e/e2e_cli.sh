@@ -38,6 +38,12 @@
 #              MLP and the CNNs and reproduces nnc's logits (the object's,
 #              which are nnc's evaluation bit for bit) within 1e-4
 #              (tests/e2e/onnx_check.py); errors
+#   int8       --quantize int8: examples/fashion_mlp.nn (1 epoch on Fashion-MNIST)
+#              as C and as an object: the int8 test accuracy nnc prints is
+#              within 1 point of the float one and is what classify.c gets;
+#              the C (gcc and clang) and the object give the same logits bit
+#              for bit; parity tests; --keep-float; errors. On generated
+#              data: fashion_cnn.nn, bn_relu.nn, ops_mix.nn at batch 1 and 4
 #   errors     exit status and message of a bad .nn, a missing data file, a
 #              truncated IDX file, a wrong --batch, a non-finite loss (and the
 #              checkpoint before it still loads)
@@ -606,6 +612,64 @@ if want onnx; then
     if grep -q BatchNormalization oc_fashion_cnn_folded.out; then fail "--fold-bn left a BatchNormalization in the CNN"; fi
     expect_grep oc_bn_relu_folded.out "BatchNormalization" # after a ReLU: not foldable
   fi
+  end
+fi
+
+# ---- int8: --quantize int8 ---------------------------------------------------
+if want int8; then
+  begin int8
+  FM=/usr/share/datasets/fashion-mnist
+  [ -d "$FM" ] || FM=$EX/fashion-mnist
+  if [ -d "$FM" ]; then
+    run qtrain "$NNC" run "$EX/fashion_mlp.nn" --epochs 1 --checkpoint mlp.safetensors --threads 1 --quiet
+    if expect_rc qtrain 0; then
+      run qc "$NNC" "$EX/fashion_mlp.nn" --emit=c -o qc/model --name model --weights mlp.safetensors --quantize int8 --emit-test
+      run qo "$NNC" "$EX/fashion_mlp.nn" --emit=obj -o qo/model.o --name model --weights mlp.safetensors --quantize int8 --emit-test
+      if expect_rc qc 0 && expect_rc qo 0; then
+        echo "  $(cat qc.out)"
+        got=$(sed -n 's/^int8: test accuracy \([0-9.]*\) (float \([0-9.]*\),.*/\1 \2/p' qc.out)
+        check "int8 within 1 point of float" "f - q <= 0.01" q="${got% *}" f="${got#* }"
+        sed -n 's/.*weights \([0-9]*\) -> \([0-9]*\) bytes/\1 \2/p' qc.out >qbytes.txt
+        check "int8 weights about 4x smaller" "f >= 3.5 * q" f="$(cut -d' ' -f1 qbytes.txt)" q="$(cut -d' ' -f2 qbytes.txt)"
+        cmp -s qc.out qo.out || fail "the C and the object print other accuracies"
+        deploy_check qc model c
+        deploy_check qo model obj
+        if objdump -d qo/model.o | grep -q vpdpbusd; then echo "  ok: the object uses vpdpbusd"; else fail "no vpdpbusd in the int8 object"; fi
+        deploy_classify qc qmlp_c "$FM/t10k-images-idx3-ubyte.gz" "$FM/t10k-labels-idx1-ubyte.gz" "${got% *}"
+        deploy_classify qo qmlp_o "$FM/t10k-images-idx3-ubyte.gz" "$FM/t10k-labels-idx1-ubyte.gz" "${got% *}"
+        run qclang clang-19 $STRICT -I qc -o qc/classify_clang "$SRC/examples/deploy/classify.c" qc/model.c -lz -lm -lpthread
+        if expect_rc qclang 0; then
+          qc/classify_clang "$FM/t10k-images-idx3-ubyte.gz" "$FM/t10k-labels-idx1-ubyte.gz" --logits qmlp_clang.txt >/dev/null
+          cmp -s qmlp_c.txt qmlp_clang.txt || fail "int8 C: gcc and clang give other logits"
+        fi
+        cmp -s qmlp_c.txt qmlp_o.txt && echo "  ok: int8 C and object logits bit for bit" || fail "int8 C and object logits differ"
+      fi
+      run qkeep "$NNC" "$EX/fashion_mlp.nn" --emit=c -o qk/model --weights mlp.safetensors --quantize int8 --keep-float 'mlp.dense3' --calibrate 100
+      expect_rc qkeep 0 && expect_grep qkeep.out "2 of 3 products int8, calibrated on 100 training images"
+      run qv3 "$NNC" "$EX/fashion_mlp.nn" --emit=obj -o qv3/model.o --weights mlp.safetensors --quantize int8 --cpu x86-64-v3
+      expect_rc qv3 1 && expect_grep qv3.err "need a target with AVX512-VNNI"
+      run qbad "$NNC" "$EX/fashion_mlp.nn" --emit=c -o qb/model --weights mlp.safetensors --quantize int4
+      expect_rc qbad 2 && expect_grep qbad.err "the one scheme is int8"
+      run qcal "$NNC" "$EX/fashion_mlp.nn" --emit=c -o qb/model --weights mlp.safetensors --calibrate 10
+      expect_rc qcal 2 && expect_grep qcal.err "go with --quantize int8"
+    fi
+  else
+    echo "  (no Fashion-MNIST: the MLP part is skipped)"
+  fi
+  mkdir -p qcnn/fashion-mnist && cp "$EX/fashion_cnn.nn" "$DATA/bn_relu.nn" "$DATA/ops_mix.nn" qcnn/
+  "$TOOL" idx qcnn/fashion-mnist 256 64 || fail "e2e_tool idx"
+  for model in fashion_cnn bn_relu ops_mix; do
+    (cd qcnn && "$NNC" run $model.nn --epochs 1 --threads 1 --quiet >../qtr_$model.out 2>../qtr_$model.err)
+    RC=$?
+    expect_rc qtr_$model 0 || continue
+    for b in 1 4; do
+      run qe_${model}_$b "$NNC" qcnn/$model.nn --emit=c -o q_${model}_$b/model --name model --quantize int8 --calibrate 128 --emit-test --batch $b
+      run qeo_${model}_$b "$NNC" qcnn/$model.nn --emit=obj -o qo_${model}_$b/model.o --name model --quantize int8 --calibrate 128 --emit-test --batch $b
+      expect_rc qe_${model}_$b 0 && GCC_ONLY=1 deploy_check q_${model}_$b model c
+      expect_rc qeo_${model}_$b 0 && deploy_check qo_${model}_$b model obj
+    done
+    echo "  $model: $(cat qe_${model}_1.out)"
+  done
   end
 fi
 
