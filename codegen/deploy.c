@@ -282,9 +282,12 @@ bool nnc_deploy_write_header(const nnc_deploy *d, const nnc_deploy_values *v, FI
           " * Returns 0, or 1 for a NULL argument, 2 for a misaligned one. No malloc, no\n"
           " * static mutable state, no threads: calls with workspaces of their own may run\n"
           " * at once on different threads. The kernels are the ones `nnc run` evaluates\n"
-          " * with, run one after another on the calling thread.\n"
+          " * with, run one after another on the calling thread%s\n"
           " */\n",
-          P, P, P, P);
+          P, P, P, P,
+          d->quant
+              ? ";\n * the products (dense, conv2d) in int8 (nnc --quantize int8, docs/deploy.md)."
+              : ".");
   fprintf(f, "#ifndef %s_H\n#define %s_H\n\n#include <stdint.h>\n\n", P, P);
   fputs("#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n", f);
   fprintf(f, "#define %s_BATCH %lld /* samples per call */\n", P, (long long)d->batch);
