@@ -1,9 +1,9 @@
 /* llvm_qgemm.c: an int8 product of a deployed program (kernel.h's
  * nnc_kqgemm) as LLVM IR with AVX512-VNNI's vpdpbusd.
  *
- * The kernel function quantises A into the workspace scratch (u8, rows of
- * K4 bytes), then computes C in tiles of R rows x C blocks of 16 columns,
- * one <16 x i32> accumulator each: per step of 4 k, each row's 4 bytes of
+ * The kernel function computes C in tiles of R rows x C blocks of 16
+ * columns, the R rows of A first quantised into the workspace scratch (u8,
+ * rows of K4 bytes), one <16 x i32> accumulator per row and block: per step of 4 k, each row's 4 bytes of
  * A are broadcast and vpdpbusd adds their products with 64 bytes of the
  * packed weights (16 columns x 4 k, the VNNI layout, packed here from q->w
  * into a private constant) to the accumulator. The epilogue adds the
@@ -56,17 +56,20 @@ typedef struct qstate {
   int64_t kq, nfull; /* steps of 4 k; blocks of 16 full columns */
 } qstate;
 
-/* A -> u8 rows of K4 bytes: clamp(rint(a * inv) , -zero, 255 - zero) + zero */
-static void quantize_a(emitter *E, const qstate *S) {
+/* Rows [m0, m0 + R) of A -> u8 rows 0..R-1 of the scratch, K4 bytes each:
+ * clamp(rint(a * inv), -zero, 255 - zero) + zero. Done per row tile, just
+ * before its products, so the quantised rows are still in L1 when read. */
+static void quantize_a(emitter *E, const qstate *S, LLVMValueRef m0, int R) {
   const nnc_kqgemm *q = S->q;
   LLVMTypeRef f[1] = {E->tf32}, ff[2] = {E->tf32, E->tf32}, t;
   LLVMValueRef rint = intrinsic(E, "llvm.rint.f32", E->tf32, f, 1, &t);
   LLVMTypeRef rint_t = t;
   LLVMValueRef minnum = intrinsic(E, "llvm.minnum.f32", E->tf32, ff, 2, &t);
   LLVMValueRef maxnum = intrinsic(E, "llvm.maxnum.f32", E->tf32, ff, 2, &t);
-  nnc_ll_loop m = nnc_ll_loop_open(E, E->fn, 0, q->M, 1);
+  nnc_ll_loop m = nnc_ll_loop_open(E, E->fn, 0, R, 1);
   nnc_ll_loop k = nnc_ll_loop_open(E, E->fn, 0, q->K, 1);
-  LLVMValueRef src = LLVMBuildAdd(E->b, LLVMBuildMul(E->b, m.i, i64c(E, q->lda), ""), k.i, "");
+  LLVMValueRef row = LLVMBuildAdd(E->b, m0, m.i, "");
+  LLVMValueRef src = LLVMBuildAdd(E->b, LLVMBuildMul(E->b, row, i64c(E, q->lda), ""), k.i, "");
   LLVMValueRef x =
       LLVMBuildLoad2(E->b, E->tf32, at(E, S->a, LLVMBuildMul(E->b, src, i64c(E, 4), "")), "");
   LLVMValueRef y = LLVMBuildFMul(E->b, x, LLVMConstReal(E->tf32, q->a_inv_scale), "");
@@ -107,9 +110,8 @@ static void tile(emitter *E, const qstate *S, LLVMValueRef m0, LLVMValueRef nb0,
   nnc_ll_loop k = nnc_ll_loop_open(E, E->fn, 0, S->kq, 1);
   LLVMValueRef a[ROW_TILE], b[COL_TILE];
   for (int r = 0; r < R; r++) {
-    LLVMValueRef row = LLVMBuildAdd(E->b, m0, i64c(E, r), "");
-    LLVMValueRef off = LLVMBuildAdd(E->b, LLVMBuildMul(E->b, row, i64c(E, q->K4), ""),
-                                    LLVMBuildMul(E->b, k.i, i64c(E, 4), ""), "");
+    LLVMValueRef off =
+        LLVMBuildAdd(E->b, i64c(E, r * q->K4), LLVMBuildMul(E->b, k.i, i64c(E, 4), ""), "");
     LLVMValueRef x = LLVMBuildLoad2(E->b, E->ti32, at(E, S->scratch, off), "");
     LLVMSetAlignment(x, 1);
     LLVMValueRef v =
@@ -165,6 +167,7 @@ static void tile(emitter *E, const qstate *S, LLVMValueRef m0, LLVMValueRef nb0,
 static void rows(emitter *E, const qstate *S, int64_t from, int64_t to, int R) {
   if (to <= from) return;
   nnc_ll_loop m = nnc_ll_loop_open(E, E->fn, from, to, R);
+  quantize_a(E, S, m.i, R);
   int64_t ntile = S->nfull / COL_TILE * COL_TILE;
   if (ntile > 0) {
     nnc_ll_loop n = nnc_ll_loop_open(E, E->fn, 0, ntile, COL_TILE);
@@ -221,7 +224,6 @@ LLVMValueRef nnc_ll_emit_qgemm(emitter *E, const nnc_kernel *k, const nnc_kqgemm
   free(packed);
   free(offset);
   free(scale);
-  quantize_a(E, &S);
   int64_t mtile = q->M / ROW_TILE * ROW_TILE;
   rows(E, &S, 0, mtile, ROW_TILE);
   rows(E, &S, mtile, q->M, 1);

@@ -34,6 +34,12 @@
 
 enum { TEST_CALLS = 2 };
 static const double TEST_TOLERANCE = 1e-4;
+/* int8: the reference is the int8 program as the object computes it. The
+ * C's float kernels (batch norm, pooling, ...) round differently from the
+ * object's; an activation that lands on the other side of a quantisation
+ * step then moves the outputs by a step's worth (up to 0.024 in the CNN's
+ * logits, measured on the 10,000 test images). */
+static const double TEST_TOLERANCE_INT8 = 0.05;
 
 /* The trained values: an arena in the training layout, and the
  * standardisation statistics from the checkpoint. */
@@ -294,7 +300,9 @@ static bool quantize(const nnc_module *m, const char *nn_path, nnc_deploy *d,
     fprintf(stderr, "%s: error: %s\n", nn_path, wf || !cal || !jf ? err : "out of memory");
     goto done;
   }
-  int64_t ncal = fl->calibrate < train.n ? fl->calibrate : train.n;
+  /* Whole calls only: a padded batch would show the products zeros. */
+  int64_t ncal = fl->calibrate < train.n ? fl->calibrate : train.n, B = nnc_deploy_batch(d);
+  if (ncal >= B) ncal = ncal / B * B;
   ranges r = {cal, which, amin, amax};
   run_set(cal, jf, &train, ncal, observe, &r, wf);
   int64_t wfloat = nnc_deploy_weights_size(d);
@@ -309,8 +317,8 @@ static bool quantize(const nnc_module *m, const char *nn_path, nnc_deploy *d,
   double aq = (double)run_set(d, jq, &test, test.n, NULL, NULL, wq) / (double)test.n;
   printf("int8: test accuracy %.4f (float %.4f, %+.2f points) on %lld test images; %d of %d "
          "products int8, calibrated on %lld training images; weights %lld -> %lld bytes\n",
-         aq, af, 100 * (aq - af), (long long)test.n, nq, nproducts, (long long)ncal, (long long)wfloat,
-         (long long)(nnc_deploy_weights_size(d) + nnc_deploy_int8_bytes(d)));
+         aq, af, 100 * (aq - af), (long long)test.n, nq, nproducts, (long long)ncal,
+         (long long)wfloat, (long long)(nnc_deploy_weights_size(d) + nnc_deploy_int8_bytes(d)));
   ok = true;
 done:
   nnc_deploy_jit_free(jf);
@@ -496,7 +504,8 @@ int nnc_deploy_main(const nnc_module *m, const char *nn_path, bool obj, const ch
     if (fl->int8 ? !evaluate_int8(d, &t.values, co, nn_path, tin, tout)
                  : !evaluate(&eval_only, co, ckpt, d, tin, tout))
       goto done;
-    nnc_deploy_tests tests = {TEST_CALLS, tin, tout, TEST_TOLERANCE};
+    nnc_deploy_tests tests = {TEST_CALLS, tin, tout,
+                              fl->int8 ? TEST_TOLERANCE_INT8 : TEST_TOLERANCE};
     j.tests = &tests;
     if (!write_file(t_path, w_test, &j)) goto done;
   }
