@@ -3,14 +3,16 @@
  *
  * The kernel function computes C in tiles of R rows x C blocks of 16
  * columns, the R rows of A first quantised into the workspace scratch (u8,
- * rows of K4 bytes), one <16 x i32> accumulator per row and block: per step of 4 k, each row's 4 bytes of
- * A are broadcast and vpdpbusd adds their products with 64 bytes of the
- * packed weights (16 columns x 4 k, the VNNI layout, packed here from q->w
- * into a private constant) to the accumulator. The epilogue adds the
- * int32 offsets, converts, scales per column and applies the ReLU, with
- * the operations and order of emit_c.c's portable loops, so the object
- * and the C agree bit for bit. Rows: tiles of 4, then single rows;
- * columns: tiles of 4 blocks, then single blocks, then a last partial
+ * rows of K4 bytes), one <16 x i32> accumulator per row and block: per
+ * step of 4 k, each row's 4 bytes of A are broadcast and vpdpbusd adds
+ * their products with 64 bytes of the packed weights (16 columns x 4 k,
+ * the VNNI layout, packed here from q->w into a private constant) to the
+ * accumulator. The epilogue adds the int32 offsets, converts, scales per
+ * column and applies the ReLU, with the operations and order of emit_c.c's
+ * portable loops: the same integer sums and float epilogue, so the object
+ * and the C agree bit for bit when the float kernels around the products
+ * do (docs/deploy.md). Rows: tiles of 4, then single rows; columns: tiles
+ * of 4 blocks, then single blocks, then a last partial
  * block stored lane by lane. Called once per prediction (begin and end
  * are ignored: the whole product).
  */
