@@ -5,7 +5,9 @@
 # (bench/torch_infer.py: torch.no_grad(), its fastest thread setting) in
 # the same run: batch-1 latency (us per sample) and batch-64 throughput
 # (samples/s) over the Fashion-MNIST test images, one thread, plus code and
-# weight sizes. See docs/performance.md.
+# weight sizes; and the int8 object (--quantize int8) against the float one
+# (its test accuracy beside the float one's, as nnc prints them). See
+# docs/performance.md and docs/deploy.md.
 #
 #   bench/deploy.sh [mlp|cnn]   (NNC=build-rel/tools/nnc by default)
 #
@@ -33,9 +35,12 @@ REPEAT=3
 row() { printf '%-28s %14s %18s\n' "$@"; }
 results=()
 for b in 1 64; do
-  for kind in obj c; do
+  for kind in obj c obj8; do
     dir=${kind}_b$b
-    if [ $kind = obj ]; then
+    if [ $kind = obj8 ]; then
+      "$NNC" "$src/examples/fashion_$MODEL.nn" --emit=obj -o $dir/model.o --name model --weights ck.safetensors --batch $b --quantize int8 | tee $dir.acc
+      model=$dir/model.o
+    elif [ $kind = obj ]; then
       "$NNC" "$src/examples/fashion_$MODEL.nn" --emit=obj -o $dir/model.o --name model --weights ck.safetensors --batch $b
       model=$dir/model.o
     else
@@ -64,6 +69,9 @@ for kind in obj c; do
   b64=$(printf '%s\n' "${results[@]}" | awk -v k=$kind '$1 == k && $2 == 64 { printf "%.0f", 1e6 / $3 }')
   row "nnc $kind" "$b1" "$b64"
 done
+b1=$(printf '%s\n' "${results[@]}" | awk '$1 == "obj8" && $2 == 1 { print $3 }')
+b64=$(printf '%s\n' "${results[@]}" | awk '$1 == "obj8" && $2 == 64 { printf "%.0f", 1e6 / $3 }')
+row "nnc obj int8" "$b1" "$b64"
 row "pytorch (fastest threads)" "$t_b1" "$t_b64"
 ob1=$(printf '%s\n' "${results[@]}" | awk '$1 == "obj" && $2 == 1 { print $3 }')
 ob64=$(printf '%s\n' "${results[@]}" | awk '$1 == "obj" && $2 == 64 { print 1e6 / $3 }')
@@ -72,12 +80,21 @@ cb64=$(printf '%s\n' "${results[@]}" | awk '$1 == "c" && $2 == 64 { print 1e6 / 
 awk -v o1="$ob1" -v o64="$ob64" -v c1="$cb1" -v c64="$cb64" -v t1="$t_b1" -v t64="$t_b64" 'BEGIN {
   printf "object / pytorch: %.1fx at batch 1, %.1fx at batch 64\n", t1 / o1, o64 / t64
   printf "C / object time: %.2fx at batch 1, %.2fx at batch 64\n", c1 / o1, o64 / c64 }'
+q1=$(printf '%s\n' "${results[@]}" | awk '$1 == "obj8" && $2 == 1 { print $3 }')
+q64=$(printf '%s\n' "${results[@]}" | awk '$1 == "obj8" && $2 == 64 { print 1e6 / $3 }')
+awk -v o1="$ob1" -v o64="$ob64" -v q1="$q1" -v q64="$q64" 'BEGIN {
+  printf "int8 object / float object: %.2fx at batch 1, %.2fx the throughput at batch 64\n", o1 / q1, q64 / o64 }'
+echo "int8 accuracy: $(cat obj8_b64.acc)"
 "$NNC" "$src/examples/fashion_$MODEL.nn" --emit=c -o w/model --name model --weights ck.safetensors --extern-weights
 wb=$(sed -n 's/^#define MODEL_WEIGHTS_SIZE \([0-9]*\).*/\1/p' w/model.h)
 $CC -std=c99 -O3 -march=native -c -o w/model.o w/model.c
-for kind in obj c; do
+for kind in obj c obj8; do
   o=obj_b1/model.o
   [ $kind = c ] && o=c_b1/model_c.o
+  if [ $kind = obj8 ]; then
+    size obj8_b1/model.o | tail -1 | awk '{ printf "obj8 batch 1: %d bytes of text + rodata (int8 weights, offsets, scales, the float tensors left, code)\n", $1 + $2 }'
+    continue
+  fi
   size "$o" | tail -1 | awk -v k=$kind -v w="$wb" '{ printf "%s batch 1: %d bytes of text + rodata, of which %d weights (%d code and constants)\n", k, $1 + $2, w, $1 + $2 - w }'
 done
 size w/model.o | tail -1 | awk '{ printf "c --extern-weights: %d bytes of code\n", $1 + $2 }'

@@ -20,6 +20,7 @@
 
 #include <llvm-c/Core.h>
 #include <llvm-c/Error.h>
+#include <llvm-c/LLJIT.h>
 #include <llvm-c/TargetMachine.h>
 
 #include "codegen.h"
@@ -77,6 +78,10 @@ const char *nnc_cg_profile_symbol(const nnc_kgraph *g); /* "nnc_train_profile" *
  * order of the entry points and of profile counters). */
 void nnc_cg_graphs(const nnc_kprog *p, const nnc_kgraph *gs[4]);
 void nnc_cg_profile_report(FILE *out, const nnc_kgraph *g, const int64_t *counters);
+
+/* An ORC LLJIT for target t (jit.c). */
+bool nnc_cg_create_jit(const nnc_cg_target *t, int opt_level, LLVMOrcLLJITRef *out, char *err,
+                       size_t errlen);
 
 /* Runs an optimisation pipeline ("default<O3>", ...) on mod. */
 bool nnc_cg_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, const char *pipeline,

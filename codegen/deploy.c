@@ -112,15 +112,24 @@ static bool relayout(nnc_deploy *d, char *err, size_t errlen) {
   d->pred_buf = p->output_buf[NNC_OUT_PRED];
   if (d->x_buf < 0 || d->pred_buf < 0)
     return fail(err, errlen, "the prediction does not depend on the input x");
-  /* Workspace: x, the prediction, then the temporaries as planned. */
+  /* Workspace: x, the prediction, then the temporaries as planned (for
+   * calibration: one after another, none sharing memory). */
   p->bufs[d->x_buf].offset = 0;
   p->bufs[d->pred_buf].offset = bytes_of(&p->bufs[d->x_buf]);
   int64_t temps = p->bufs[d->pred_buf].offset + bytes_of(&p->bufs[d->pred_buf]);
-  for (int b = 0; b < p->nbufs; b++)
-    if (p->bufs[b].kind == NNC_KBUF_TEMP) p->bufs[b].offset += temps - p->temp_base;
+  int64_t apart = temps;
+  for (int b = 0; b < p->nbufs; b++) {
+    if (p->bufs[b].kind != NNC_KBUF_TEMP) continue;
+    if (d->o.calibration) {
+      p->bufs[b].offset = apart;
+      apart += bytes_of(&p->bufs[b]);
+    } else {
+      p->bufs[b].offset += temps - p->temp_base;
+    }
+  }
   for (int b = 0; b < p->nbufs; b++)
     if (p->bufs[b].kind == NNC_KBUF_VIEW) p->bufs[b].offset = p->bufs[nnc_kbuf_base(p, b)].offset;
-  d->ws_bytes = temps + p->eval.temp_bytes;
+  d->ws_bytes = d->o.calibration ? apart : temps + p->eval.temp_bytes;
   return true;
 }
 
@@ -199,6 +208,9 @@ int64_t nnc_deploy_workspace_size(const nnc_deploy *d) {
 int64_t nnc_deploy_weights_size(const nnc_deploy *d) {
   return d->w_bytes;
 }
+int nnc_deploy_kernels(const nnc_deploy *d) {
+  return d->p.eval.n;
+}
 bool nnc_deploy_uses_tensor(const nnc_deploy *d, int t) {
   return t >= 0 && t < d->mod.ntensors && d->w_off[t] >= 0;
 }
@@ -270,9 +282,12 @@ bool nnc_deploy_write_header(const nnc_deploy *d, const nnc_deploy_values *v, FI
           " * Returns 0, or 1 for a NULL argument, 2 for a misaligned one. No malloc, no\n"
           " * static mutable state, no threads: calls with workspaces of their own may run\n"
           " * at once on different threads. The kernels are the ones `nnc run` evaluates\n"
-          " * with, run one after another on the calling thread.\n"
+          " * with, run one after another on the calling thread%s\n"
           " */\n",
-          P, P, P, P);
+          P, P, P, P,
+          d->quant
+              ? ";\n * the products (dense, conv2d) in int8 (nnc --quantize int8, docs/deploy.md)."
+              : ".");
   fprintf(f, "#ifndef %s_H\n#define %s_H\n\n#include <stdint.h>\n\n", P, P);
   fputs("#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n", f);
   fprintf(f, "#define %s_BATCH %lld /* samples per call */\n", P, (long long)d->batch);

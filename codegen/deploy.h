@@ -44,6 +44,9 @@ typedef struct nnc_deploy_options {
   bool extern_weights; /* weights in a file of their own (nnc_deploy_write_weights)
                           and PREFIX_predict_with(weights, ...) instead of predict */
   int vector_width;    /* floats per vector of the target (product tiling); 0: 16 */
+  bool calibration;    /* no two temporaries share workspace memory, so every
+                          product's input is still there after a call
+                          (nnc_deploy_observe); not for shipping */
 } nnc_deploy_options;
 
 /* Inputs with the outputs nnc computed for them, for NAME_test.c: ncalls
@@ -72,6 +75,31 @@ int64_t nnc_deploy_workspace_size(const nnc_deploy *d);
 int64_t nnc_deploy_weights_size(const nnc_deploy *d);
 /* Is tensor t of the module read by the inference program? */
 bool nnc_deploy_uses_tensor(const nnc_deploy *d, int t);
+
+/* ---- int8 quantisation (deploy_quant.c; kernel.h's nnc_kqgemm) ---- */
+/* Can eval kernel i be an int8 product (a product of an activation by a
+ * weight tensor)? Not when its layer (or weight tensor) matches keep_float
+ * (a glob such as "cnn.dense2" or "*.conv1"; NULL: none). */
+bool nnc_deploy_quantizable(const nnc_deploy *d, int i, const char *keep_float);
+/* Widens [amin[i], amax[i]] by the input of every product i in `which`,
+ * read from the workspace of a calibration program after a call. */
+void nnc_deploy_observe(const nnc_deploy *cal, const void *workspace, const bool *which,
+                        float *amin, float *amax);
+/* Makes products `which` int8 with the calibrated ranges; returns how many. */
+int nnc_deploy_quantize(nnc_deploy *d, const nnc_deploy_values *v, const bool *which,
+                        const float *amin, const float *amax);
+int nnc_deploy_kernels(const nnc_deploy *d); /* eval kernels, for `which` */
+/* Bytes of the int8 products' constants (weights, offsets, scales). */
+int64_t nnc_deploy_int8_bytes(const nnc_deploy *d);
+
+/* The program compiled in memory through LLVM (as the object would be),
+ * for calibration and to measure accuracy: predict as the header's. */
+typedef struct nnc_deploy_jit nnc_deploy_jit;
+nnc_deploy_jit *nnc_deploy_jit_compile(const nnc_deploy *d, const nnc_deploy_values *v,
+                                       const nnc_cg_options *o, char *err, size_t errlen);
+int nnc_deploy_jit_predict(const nnc_deploy_jit *j, const float *input, float *output,
+                           void *workspace);
+void nnc_deploy_jit_free(nnc_deploy_jit *j);
 
 /* The header: size macros, the interface, and a comment saying how to
  * call it (valid C and C++). */

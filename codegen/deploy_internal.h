@@ -25,7 +25,8 @@ struct nnc_deploy {
   nnc_kt in_type, out_type;
   int x_buf, pred_buf; /* base buffers of the input and the prediction */
   int64_t ws_bytes, w_bytes;
-  int64_t *w_off; /* [module ntensors]: offset in the weights block, -1: unread */
+  int64_t *w_off;     /* [module ntensors]: offset in the weights block, -1: unread */
+  nnc_kqgemm **quant; /* [eval kernels]: int8 product, or NULL; NULL: none (float) */
 };
 
 /* Does base buffer b live in the weights block (else the workspace)? */

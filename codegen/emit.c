@@ -96,11 +96,11 @@ done_arena:
 
 /* A deployed inference program (deploy.h) as one object file: its kernels,
  * the weights in .rodata and PREFIX_predict, the only exported symbol. */
-bool nnc_deploy_write_obj(const nnc_deploy *d, const nnc_deploy_values *v, const nnc_cg_options *o,
-                          const char *path, char *err, size_t errlen) {
-  char predict[256];
-  snprintf(predict, sizeof predict, "%s_predict", d->o.prefix);
-  nnc_kdeploy kd = {
+/* The interface of d for llvm_predict.c; kd->weights is malloc'd (NULL:
+ * out of memory). */
+static nnc_kdeploy kdeploy_of(const nnc_deploy *d, const nnc_deploy_values *v,
+                              const char *predict) {
+  return (nnc_kdeploy){
       .predict = predict,
       .weights = nnc_deploy_weights_block(d, v),
       .weights_bytes = d->w_bytes,
@@ -114,7 +114,16 @@ bool nnc_deploy_write_obj(const nnc_deploy *d, const nnc_deploy_values *v, const
       .mean = v->mean,
       .std = v->std,
       .workspace_align = NNC_DEPLOY_ALIGN,
+      .quant = (const nnc_kqgemm *const *)d->quant,
   };
+}
+
+/* d as machine code (an object file in memory, *obj the caller's) or, with
+ * path, written to path. */
+static bool deploy_code(const nnc_deploy *d, const nnc_deploy_values *v, const nnc_cg_options *o,
+                        const char *predict, const char *path, LLVMMemoryBufferRef *obj, char *err,
+                        size_t errlen) {
+  nnc_kdeploy kd = kdeploy_of(d, v, predict);
   if (!kd.weights) {
     snprintf(err, errlen, "out of memory");
     return false;
@@ -129,8 +138,15 @@ bool nnc_deploy_write_obj(const nnc_deploy *d, const nnc_deploy_values *v, const
     LLVMContextRef ctx = LLVMContextCreate();
     LLVMModuleRef mod = NULL;
     nnc_cg_times times = {0};
-    if (nnc_cg_build_llvm(&p, &plain, &t, 0, 1, ctx, &mod, &times, err, errlen)) {
-      ok = write_module(mod, &t, &plain, NNC_CG_OBJ, path, &times, err, errlen);
+    if (d->quant && !strstr(t.features, "+avx512vnni"))
+      snprintf(err, errlen,
+               "int8 products in an object need a target with AVX512-VNNI (vpdpbusd); this one "
+               "has none: use --emit=c for it");
+    else if (nnc_cg_build_llvm(&p, &plain, &t, 0, 1, ctx, &mod, &times, err, errlen)) {
+      if (path)
+        ok = write_module(mod, &t, &plain, NNC_CG_OBJ, path, &times, err, errlen);
+      else
+        ok = nnc_cg_machine_code(mod, &t, plain.opt_level, LLVMObjectFile, obj, err, errlen);
       LLVMDisposeModule(mod);
     }
     LLVMContextDispose(ctx);
@@ -138,4 +154,58 @@ bool nnc_deploy_write_obj(const nnc_deploy *d, const nnc_deploy_values *v, const
   }
   free((void *)kd.weights);
   return ok;
+}
+
+bool nnc_deploy_write_obj(const nnc_deploy *d, const nnc_deploy_values *v, const nnc_cg_options *o,
+                          const char *path, char *err, size_t errlen) {
+  char predict[256];
+  snprintf(predict, sizeof predict, "%s_predict", d->o.prefix);
+  return deploy_code(d, v, o, predict, path, NULL, err, errlen);
+}
+
+struct nnc_deploy_jit {
+  LLVMOrcLLJITRef jit;
+  int (*predict)(const float *input, float *output, void *workspace);
+};
+
+nnc_deploy_jit *nnc_deploy_jit_compile(const nnc_deploy *d, const nnc_deploy_values *v,
+                                       const nnc_cg_options *o, char *err, size_t errlen) {
+  nnc_deploy_jit *j = calloc(1, sizeof *j);
+  LLVMMemoryBufferRef obj = NULL;
+  nnc_cg_target t;
+  if (!j) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  if (!deploy_code(d, v, o, "nnc_deploy_predict", NULL, &obj, err, errlen)) goto fail;
+  if (!nnc_cg_target_init(&t, o, err, errlen)) goto fail;
+  bool ok = nnc_cg_create_jit(&t, o->opt_level, &j->jit, err, errlen);
+  nnc_cg_target_dispose(&t);
+  if (!ok) goto fail;
+  LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(j->jit);
+  LLVMMemoryBufferRef code = obj;
+  obj = NULL; /* the JIT's now, even on failure */
+  LLVMOrcExecutorAddress addr;
+  if (!nnc_cg_check(LLVMOrcLLJITAddObjectFile(j->jit, jd, code), "adding code to the JIT", err,
+                    errlen) ||
+      !nnc_cg_check(LLVMOrcLLJITLookup(j->jit, &addr, "nnc_deploy_predict"), "looking up predict",
+                    err, errlen))
+    goto fail;
+  j->predict = (int (*)(const float *, float *, void *))(uintptr_t)addr;
+  return j;
+fail:
+  if (obj) LLVMDisposeMemoryBuffer(obj);
+  nnc_deploy_jit_free(j);
+  return NULL;
+}
+
+int nnc_deploy_jit_predict(const nnc_deploy_jit *j, const float *input, float *output,
+                           void *workspace) {
+  return j->predict(input, output, workspace);
+}
+
+void nnc_deploy_jit_free(nnc_deploy_jit *j) {
+  if (!j) return;
+  if (j->jit) LLVMOrcDisposeLLJIT(j->jit);
+  free(j);
 }

@@ -523,6 +523,55 @@ static void gemm_kernel(cwriter *W, const nnc_kernel *k) {
   }
 }
 
+/* An int8 product (kernel.h's nnc_kqgemm): its constants, then A quantised
+ * into the scratch, int32 dot products, the float epilogue; the same
+ * operations in the same order as llvm_qgemm.c's. */
+static void int8_kernel(cwriter *W, const nnc_kernel *k, const nnc_kqgemm *q) {
+  FILE *f = W->f;
+  char name[256], num[48];
+  kernel_name(name, sizeof name, k);
+  fprintf(f, "/* %s: int8 */\n", k->label ? k->label : k->name);
+  fprintf(f, "static const int8_t %s_w[%lld] = {", name, (long long)(q->N * q->K4));
+  for (int64_t i = 0; i < q->N * q->K4; i++)
+    fprintf(f, "%s%d", i == 0 ? "\n    " : i % 24 ? ", " : ",\n    ", q->w[i]);
+  fprintf(f, "\n};\nstatic const int32_t %s_offset[%lld] = {", name, (long long)q->N);
+  for (int64_t i = 0; i < q->N; i++)
+    fprintf(f, "%s%ld", i == 0 ? "\n    " : i % 8 ? ", " : ",\n    ", (long)q->offset[i]);
+  fprintf(f, "\n};\nstatic const float %s_scale[%lld] = {", name, (long long)q->N);
+  nnc_deploy_float_list(f, q->out_scale, q->N);
+  fputs("};\n", f);
+  fprintf(f,
+          "/* C[%lld x %lld] = A . W^T in int8: A per tensor (range [%g, %g], scale %g, zero\n"
+          " * point %d, as u8), W per output channel; int32 sums */\n",
+          (long long)q->M, (long long)q->N, q->a_min, q->a_max, q->a_scale, (int)q->a_zero);
+  fprintf(f,
+          "static void %s(const float *restrict a, float *restrict c, unsigned char *restrict "
+          "aq) {\n",
+          name);
+  fprintf(f, "  for (int64_t m = 0; m < %lld; m++) {\n", (long long)q->M);
+  fprintf(f, "    for (int64_t k = 0; k < %lld; k++) {\n", (long long)q->K);
+  fprintf(f, "      float r = nearbyintf(a[m * %lld + k] * %s);\n", (long long)q->lda,
+          nnc_deploy_float(num, sizeof num, q->a_inv_scale, true));
+  fprintf(f, "      r = r <= %d.0f ? r : %d.0f;\n", 255 - (int)q->a_zero, 255 - (int)q->a_zero);
+  fprintf(f, "      r = r >= %d.0f ? r : %d.0f;\n", -(int)q->a_zero, -(int)q->a_zero);
+  fprintf(f, "      aq[m * %lld + k] = (unsigned char)((int32_t)r + %d);\n    }\n",
+          (long long)q->K4, (int)q->a_zero);
+  if (q->K4 > q->K)
+    fprintf(f, "    for (int64_t k = %lld; k < %lld; k++)\n      aq[m * %lld + k] = 0;\n",
+            (long long)q->K, (long long)q->K4, (long long)q->K4);
+  fputs("  }\n", f);
+  fprintf(f, "  for (int64_t m = 0; m < %lld; m++)\n", (long long)q->M);
+  fprintf(f, "    for (int64_t n = 0; n < %lld; n++) {\n", (long long)q->N);
+  fprintf(f, "      const unsigned char *restrict ar = aq + m * %lld;\n", (long long)q->K4);
+  fprintf(f, "      const int8_t *restrict wr = %s_w + n * %lld;\n", name, (long long)q->K4);
+  fprintf(f, "      int32_t acc = 0;\n      for (int64_t k = 0; k < %lld; k++)\n",
+          (long long)q->K4);
+  fprintf(f, "        acc += (int32_t)ar[k] * (int32_t)wr[k];\n");
+  fprintf(f, "      const float v = (float)(acc + %s_offset[n]) * %s_scale[n];\n", name, name);
+  fprintf(f, "      c[m * %lld + n] = %s;\n    }\n}\n\n", (long long)q->ldc,
+          q->relu ? "v > 0 ? v : 0.0f" : "v");
+}
+
 static void kernel(cwriter *W, const nnc_kernel *k) {
   int *bases = malloc(sizeof(int) * (size_t)(k->nreads + k->nwrites + 1));
   bool *written = malloc((size_t)(k->nreads + k->nwrites + 1));
@@ -651,6 +700,17 @@ static void run_function(cwriter *W, FILE *f) {
   bool *written = NULL;
   for (int i = 0; i < g->n; i++) {
     const nnc_kernel *k = g->k[i];
+    if (W->d->quant && W->d->quant[i]) {
+      const nnc_kqgemm *q = W->d->quant[i];
+      char name[256];
+      kernel_name(name, sizeof name, k);
+      fprintf(f, "  %s(", name);
+      buffer_arg(W, f, nnc_kbuf_base(W->p, q->a_buf));
+      fputs(", ", f);
+      buffer_arg(W, f, nnc_kbuf_base(W->p, q->c_buf));
+      fprintf(f, ", (unsigned char *)(ws + %lld));\n", (long long)q->scratch);
+      continue;
+    }
     bases = realloc(bases, sizeof(int) * (size_t)(k->nreads + k->nwrites + 1));
     written = realloc(written, (size_t)(k->nreads + k->nwrites + 1));
     if (!bases || !written) nnc_ir_bug("emit_c: out of memory");
@@ -709,7 +769,10 @@ bool nnc_deploy_write_c(const nnc_deploy *d, const nnc_deploy_values *v, FILE *o
   W.f = open_memstream(&body, &body_len);
   if (!W.uses || !W.f) nnc_ir_bug("emit_c: out of memory");
   for (int i = 0; i < d->p.eval.n; i++)
-    kernel(&W, d->p.eval.k[i]);
+    if (d->quant && d->quant[i])
+      int8_kernel(&W, d->p.eval.k[i], d->quant[i]);
+    else
+      kernel(&W, d->p.eval.k[i]);
   fclose(W.f);
   free(W.uses);
   if (W.bad) {

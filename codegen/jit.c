@@ -164,7 +164,7 @@ static bool define_runtime_symbols(LLVMOrcLLJITRef jit, char *err, size_t errlen
   return true;
 }
 
-static bool create_jit(const nnc_cg_target *t, int opt_level, LLVMOrcLLJITRef *out, char *err,
+bool nnc_cg_create_jit(const nnc_cg_target *t, int opt_level, LLVMOrcLLJITRef *out, char *err,
                        size_t errlen) {
   LLVMTargetMachineRef tm = nnc_cg_target_machine(t, opt_level, LLVMRelocPIC, err, errlen);
   if (!tm) return false;
@@ -267,7 +267,7 @@ static void print_times(FILE *f, const part_job *jobs, double t0, double t1, dou
 static bool finish(nnc_cg_program *prog, char *err, size_t errlen) {
   bool ok = compile_parts(prog->jobs, err, errlen);
   double t2 = nnc_cg_now();
-  ok = ok && create_jit(&prog->target, prog->opts.opt_level, &prog->jit, err, errlen);
+  ok = ok && nnc_cg_create_jit(&prog->target, prog->opts.opt_level, &prog->jit, err, errlen);
   ok = ok && define_runtime_symbols(prog->jit, err, errlen);
   ok = ok && link_parts(prog, prog->jobs, &prog->opts, err, errlen);
   double t3 = nnc_cg_now();

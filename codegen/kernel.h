@@ -180,6 +180,30 @@ typedef struct nnc_kgraph {
   int64_t temp_bytes; /* set by plan.c: bytes of temporaries from temp_base */
 } nnc_kgraph;
 
+/* An int8 product of a deployed program (deploy_quant.c), in place of a
+ * float product kernel C[M,N] = act(A[M,K] . W^T + bias), TFLite's scheme:
+ * A quantised per tensor, asymmetric, stored as u8 = clamp(rint(a *
+ * a_inv_scale) + a_zero, 0, 255) (int8 shifted by 128, as vpdpbusd wants
+ * it) in the workspace at `scratch`, rows of K4 bytes (K rounded up to 4,
+ * padded with zeros); W symmetric per output channel, int8 [N][K4], zero
+ * padded; then C[m,n] = act((float)(sum_k A[m,k] W[n,k] + offset[n]) *
+ * out_scale[n]) with the int32 accumulator, offset[n] = round(bias[n] /
+ * out_scale[n]) - a_zero * sum_k W[n,k] and out_scale[n] = a_scale *
+ * w_scale[n]. */
+typedef struct nnc_kqgemm {
+  int64_t M, N, K, K4;
+  int64_t lda, ldc;       /* row strides of A and C, in floats */
+  int a_buf, c_buf;       /* the float kernel's A and C */
+  float a_inv_scale;      /* 1 / a_scale */
+  int32_t a_zero;         /* in u8 terms: 0..255 */
+  const int8_t *w;        /* [N * K4] */
+  const int32_t *offset;  /* [N] */
+  const float *out_scale; /* [N] */
+  bool relu;
+  int64_t scratch;             /* workspace offset of the quantised A: M * K4 bytes */
+  float a_scale, a_min, a_max; /* the calibrated range (for comments) */
+} nnc_kqgemm;
+
 /* A deployed inference program's interface (deploy.c), for a backend that
  * emits PREFIX_predict itself: the persistent tensors live in a read-only
  * weights block at their buffers' offsets, everything else in the caller's
@@ -195,6 +219,8 @@ typedef struct nnc_kdeploy {
   float scale;                   /* the raw input times this, */
   const float *mean, *std;       /* then standardised when non-NULL ([in_size]) */
   int64_t workspace_align;
+  const nnc_kqgemm *const *quant; /* [eval.n]: each eval kernel's int8 product, or NULL
+                                     (float); NULL: no kernel is quantised */
 } nnc_kdeploy;
 
 /* The kernel program of a module: buffers shared by both graphs. */

@@ -208,7 +208,7 @@ static void mark_cold(emitter *E, LLVMValueRef fn, const nnc_kernel *k) {
   if (!k || k->work < COLD_WORK) add_attr(E, fn, NNC_CG_COLD, "");
 }
 
-static LLVMValueRef new_kernel_fn(emitter *E, const char *name) {
+LLVMValueRef nnc_ll_kernel_fn(emitter *E, const char *name) {
   LLVMValueRef fn = LLVMAddFunction(E->mod, name, E->kfn_type);
   /* With several parts the entry points (part 0) call kernels of the
    * others: visible to the JIT's linker, not outside the program. */
@@ -272,7 +272,7 @@ static LLVMValueRef gemm_function(emitter *E, const nnc_kernel *k) {
 
 static LLVMValueRef emit_gemm_kernel(emitter *E, const nnc_kernel *k) {
   LLVMValueRef g = gemm_function(E, k);
-  LLVMValueRef fn = new_kernel_fn(E, k->name);
+  LLVMValueRef fn = nnc_ll_kernel_fn(E, k->name);
   mark_cold(E, fn, NULL); /* a loop of calls */
   LLVMValueRef a = buffer_ptr(E, k->a_buf), b = buffer_ptr(E, k->b_buf),
                c = buffer_ptr(E, k->c_buf);
@@ -324,7 +324,7 @@ static LLVMValueRef emit_gemm_kernel(emitter *E, const nnc_kernel *k) {
 static LLVMValueRef emit_kernel(emitter *E, const nnc_kernel *k) {
   E->k = k;
   if (k->is_gemm) return emit_gemm_kernel(E, k);
-  LLVMValueRef fn = new_kernel_fn(E, k->name);
+  LLVMValueRef fn = nnc_ll_kernel_fn(E, k->name);
   mark_cold(E, fn, k);
   E->vars = calloc((size_t)k->nvars + 1, sizeof(LLVMValueRef));
   E->scalars = calloc((size_t)k->nscalars + 1, sizeof(LLVMValueRef));
@@ -419,8 +419,11 @@ static void emit_entry(emitter *E, const nnc_kgraph *g, const int *part_of, cons
                        bool profile) {
   LLVMValueRef *fns = malloc(sizeof(LLVMValueRef) * (size_t)(g->n + 1));
   if (!fns) nnc_ir_bug("codegen: out of memory");
+  const nnc_kqgemm *const *quant = E->p->deploy && g == &E->p->eval ? E->p->deploy->quant : NULL;
   for (int i = 0; i < g->n; i++)
-    if (part_of[i] == E->part)
+    if (part_of[i] == E->part && quant && quant[i])
+      fns[i] = nnc_ll_emit_qgemm(E, g->k[i], quant[i]);
+    else if (part_of[i] == E->part)
       fns[i] = emit_kernel(E, g->k[i]);
     else if (E->part == 0)
       fns[i] = LLVMAddFunction(E->mod, g->k[i]->name, E->kfn_type);

@@ -49,6 +49,24 @@ void nnc_ll_memo_invalidate(emitter *E, bool mem, bool scalar);
 LLVMValueRef nnc_ll_address(emitter *E, int buf, LLVMValueRef idx);
 void nnc_ll_tag_access(emitter *E, LLVMValueRef inst, int buf);
 
+/* for (i = from; i < to; i += step) in function fn, from where the
+ * builder stands: open leaves the builder in the body, close after the loop. */
+typedef struct nnc_ll_loop {
+  LLVMValueRef i;
+  LLVMBasicBlockRef pre, head, body, exit;
+  int64_t step;
+} nnc_ll_loop;
+nnc_ll_loop nnc_ll_loop_open(emitter *E, LLVMValueRef fn, int64_t from, int64_t to, int64_t step);
+void nnc_ll_loop_close(emitter *E, nnc_ll_loop *l);
+
+/* A new kernel function `name` (void (ptr arena, i64 begin, i64 end)),
+ * the builder at its entry; sets E->fn, E->arena, E->begin, E->end. */
+LLVMValueRef nnc_ll_kernel_fn(emitter *E, const char *name);
+
+/* ---- llvm_qgemm.c: an int8 product of a deployed program ---- */
+/* The kernel function of k as the int8 product q (vpdpbusd). */
+LLVMValueRef nnc_ll_emit_qgemm(emitter *E, const nnc_kernel *k, const nnc_kqgemm *q);
+
 /* ---- llvm_predict.c: a deployed program's interface (E->p->deploy) ---- */
 /* The constant weights block (made on first use). */
 LLVMValueRef nnc_ll_weights(emitter *E);

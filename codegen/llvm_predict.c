@@ -44,36 +44,31 @@ static LLVMValueRef float_table(emitter *E, const char *name, const float *x, in
   return g;
 }
 
-/* for (i = 0; i < n; i++) { body }: returns i; *exit is where to go on. */
-typedef struct counted {
-  LLVMValueRef i;
-  LLVMBasicBlockRef pre, head, body, exit;
-} counted;
-
-static counted loop_open(emitter *E, LLVMValueRef fn, int64_t n) {
-  counted c;
-  c.pre = LLVMGetInsertBlock(E->b);
-  c.head = LLVMAppendBasicBlockInContext(E->ctx, fn, "loop");
-  c.body = LLVMAppendBasicBlockInContext(E->ctx, fn, "body");
-  c.exit = LLVMAppendBasicBlockInContext(E->ctx, fn, "exit");
-  LLVMBuildBr(E->b, c.head);
-  LLVMPositionBuilderAtEnd(E->b, c.head);
-  c.i = LLVMBuildPhi(E->b, E->ti64, "i");
+nnc_ll_loop nnc_ll_loop_open(emitter *E, LLVMValueRef fn, int64_t from, int64_t to, int64_t step) {
+  nnc_ll_loop l = {.step = step};
+  l.pre = LLVMGetInsertBlock(E->b);
+  l.head = LLVMAppendBasicBlockInContext(E->ctx, fn, "loop");
+  l.body = LLVMAppendBasicBlockInContext(E->ctx, fn, "body");
+  l.exit = LLVMAppendBasicBlockInContext(E->ctx, fn, "exit");
+  LLVMBuildBr(E->b, l.head);
+  LLVMPositionBuilderAtEnd(E->b, l.head);
+  l.i = LLVMBuildPhi(E->b, E->ti64, "i");
+  LLVMValueRef start = LLVMConstInt(E->ti64, (unsigned long long)from, 0);
+  LLVMAddIncoming(l.i, &start, &l.pre, 1);
   LLVMValueRef more =
-      LLVMBuildICmp(E->b, LLVMIntSLT, c.i, LLVMConstInt(E->ti64, (unsigned long long)n, 0), "");
-  LLVMBuildCondBr(E->b, more, c.body, c.exit);
-  LLVMPositionBuilderAtEnd(E->b, c.body);
-  return c;
+      LLVMBuildICmp(E->b, LLVMIntSLT, l.i, LLVMConstInt(E->ti64, (unsigned long long)to, 0), "");
+  LLVMBuildCondBr(E->b, more, l.body, l.exit);
+  LLVMPositionBuilderAtEnd(E->b, l.body);
+  return l;
 }
 
-static void loop_close(emitter *E, counted *c) {
-  LLVMValueRef next = LLVMBuildAdd(E->b, c->i, LLVMConstInt(E->ti64, 1, 0), "");
+void nnc_ll_loop_close(emitter *E, nnc_ll_loop *l) {
+  LLVMValueRef next =
+      LLVMBuildAdd(E->b, l->i, LLVMConstInt(E->ti64, (unsigned long long)l->step, 0), "");
   LLVMBasicBlockRef latch = LLVMGetInsertBlock(E->b);
-  LLVMBuildBr(E->b, c->head);
-  LLVMValueRef vals[2] = {LLVMConstInt(E->ti64, 0, 0), next};
-  LLVMBasicBlockRef bbs[2] = {c->pre, latch};
-  LLVMAddIncoming(c->i, vals, bbs, 2);
-  LLVMPositionBuilderAtEnd(E->b, c->exit);
+  LLVMBuildBr(E->b, l->head);
+  LLVMAddIncoming(l->i, &next, &latch, 1);
+  LLVMPositionBuilderAtEnd(E->b, l->exit);
 }
 
 /* ptr + byte offset + i * 4 */
@@ -125,7 +120,7 @@ void nnc_ll_emit_predict(emitter *E, LLVMValueRef run) {
   /* The input, prepared as the runtime prepares data. */
   LLVMValueRef mean = d->mean ? float_table(E, "nnc.input_mean", d->mean, d->in_size) : NULL;
   LLVMValueRef std = d->std ? float_table(E, "nnc.input_std", d->std, d->in_size) : NULL;
-  counted c = loop_open(E, fn, d->in_count);
+  nnc_ll_loop c = nnc_ll_loop_open(E, fn, 0, d->in_count, 1);
   LLVMTypeRef et = d->in_i32 ? E->ti32 : E->tf32;
   LLVMValueRef v = LLVMBuildLoad2(E->b, et, element(E, in, 0, c.i), "");
   if (!d->in_i32) {
@@ -138,12 +133,12 @@ void nnc_ll_emit_predict(emitter *E, LLVMValueRef run) {
     }
   }
   LLVMBuildStore(E->b, v, element(E, ws, d->x_offset, c.i));
-  loop_close(E, &c);
+  nnc_ll_loop_close(E, &c);
   LLVMValueRef args[2] = {ws, null};
   LLVMBuildCall2(E->b, LLVMGlobalGetValueType(run), run, args, 2, "");
-  c = loop_open(E, fn, d->out_count);
+  c = nnc_ll_loop_open(E, fn, 0, d->out_count, 1);
   LLVMValueRef p = LLVMBuildLoad2(E->b, E->tf32, element(E, ws, d->pred_offset, c.i), "");
   LLVMBuildStore(E->b, p, element(E, out, 0, c.i));
-  loop_close(E, &c);
+  nnc_ll_loop_close(E, &c);
   LLVMBuildRet(E->b, LLVMConstInt(E->ti32, 0, 0));
 }

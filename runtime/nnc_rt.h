@@ -148,6 +148,17 @@ int nnc_rt_load_idx(nnc_rt_dataset *ds, const char *images_path, const char *lab
                     float scale, nnc_rt_error *err);
 void nnc_rt_dataset_free(nnc_rt_dataset *ds);
 
+/* Data paths (session.c), shared by training, evaluation and nnc's
+ * int8 calibration (tools/deploy_cmd.c).
+ * nnc_rt_find_data finds a data file or folder: a path from the spec is
+ * tried in base_dir, /usr/share/datasets, then as given; one from the
+ * command line (from_cli) as given, then in /usr/share/datasets. The
+ * error lists every place tried. nnc_rt_find_idx_file finds NAME or
+ * NAME.gz in an IDX folder. Both give a malloc'd path. */
+int nnc_rt_find_data(const char *base_dir, const char *path, int want_dir, int from_cli,
+                     const char *what, char **out, nnc_rt_error *err);
+int nnc_rt_find_idx_file(const char *dir, const char *name, char **out, nnc_rt_error *err);
+
 /* Loads a CSV file of numbers: one sample per row, one column the label.
  * Errors name the file and the 1-based row (the line in the file) and
  * column: "d.csv: row 3, column 2: expected a number, got 'abc'". */

@@ -56,15 +56,7 @@ void nnc_rt_progress_end_epoch(nnc_rt_progress *p, const nnc_rt_epoch_stats *s);
 void nnc_rt_progress_format_epoch(char *buf, size_t size, const nnc_rt_progress *p,
                                   const nnc_rt_epoch_stats *s);
 
-/* ---- Data paths (session.c), shared by training and evaluation ----
- * nnc_rt_find_data finds a data file or folder: a path from the spec is
- * tried in base_dir, /usr/share/datasets, then as given; one from the
- * command line (from_cli) as given, then in /usr/share/datasets. The
- * error lists every place tried. nnc_rt_find_idx_file finds NAME or
- * NAME.gz in an IDX folder. Both give a malloc'd path. */
-int nnc_rt_find_data(const char *base_dir, const char *path, int want_dir, int from_cli,
-                     const char *what, char **out, nnc_rt_error *err);
-int nnc_rt_find_idx_file(const char *dir, const char *name, char **out, nnc_rt_error *err);
+/* ---- Data paths: nnc_rt_find_data, nnc_rt_find_idx_file (nnc_rt.h) ---- */
 
 /* A bad command line (session.c): "prog: error: <message> (see 'prog
  * --help')" on stderr; returns exit status 2. */

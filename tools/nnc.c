@@ -58,17 +58,23 @@ static const char usage[] =
     "                                       (the training kernels as an object; needs -o)\n"
     "       nnc FILE --emit=c -o OUT/NAME   the trained network as C99: OUT/NAME.c, OUT/NAME.h\n"
     "       nnc FILE --emit=obj -o OUT/NAME.o  the same compiled: OUT/NAME.o, OUT/NAME.h\n"
+    "       nnc FILE --emit=onnx -o OUT.onnx   the trained network as an ONNX model (opset 13)\n"
     "       nnc --help | --version\n"
     "\n"
     "  --cpu LEVEL  with -o or --emit: code for any CPU of that level instead of this\n"
     "               machine's: x86-64, x86-64-v2, x86-64-v3 (AVX2, FMA), x86-64-v4\n"
     "               (AVX-512), or native (the default)\n"
-    "  with --emit=c or --emit=obj (docs/deploy.md):\n"
+    "  with --emit=c, --emit=obj or --emit=onnx (docs/deploy.md):\n"
     "  --weights CKPT    trained values (default: the file's checkpoint(path))\n"
     "  --name PREFIX     PREFIX_predict, PREFIX_BATCH... (default: the model's name)\n"
     "  --batch N         samples per predict call (default 1)\n"
     "  --emit-test       also OUT/NAME_test.c: checks the code against nnc's evaluation\n"
     "  --extern-weights  (C) weights in OUT/NAME.weights, PREFIX_predict_with(weights, ...)\n"
+    "  --fold-bn         (ONNX) batch norm folded into the conv before it\n"
+    "  --quantize int8   int8 products (TFLite's scheme), calibrated on training data;\n"
+    "                    prints the test accuracy of int8 and float\n"
+    "  --calibrate N     training samples for the calibration (default 1000)\n"
+    "  --keep-float GLOB layers left in float (e.g. 'cnn.dense2', '*.conv1')\n"
     "\n"
     "flags of 'nnc run' (and of executables written with -o):\n"
     "  --epochs N  --batch N  --seed N  --threads N  --data PATH  --test-data PATH\n"
@@ -647,7 +653,7 @@ static int cmd_emit(const char *kind, const char *path, const char *out,
   return status;
 }
 
-/* nnc FILE --emit=c|obj -o OUT/NAME [--weights CKPT] ...: deployment
+/* nnc FILE --emit=c|obj|onnx -o OUT/NAME [--weights CKPT] ...: deployment
  * (tools/deploy_cmd.c), batch 1 unless --batch says otherwise. */
 static int cmd_deploy(const char *kind, const char *path, const char *out, int64_t batch,
                       const nnc_frontend_options *base, const nnc_cg_options *co,
@@ -664,7 +670,8 @@ static int cmd_deploy(const char *kind, const char *path, const char *out, int64
   fo.batch = 0;
   fo.eval_batch = batch ? batch : 1;
   if (build_module_with(&c, path, &fo))
-    status = nnc_deploy_main(c.m, path, !strcmp(kind, "obj"), out, co, df);
+    status = !strcmp(kind, "onnx") ? nnc_deploy_onnx_main(c.m, path, out, co, df)
+                                   : nnc_deploy_main(c.m, path, !strcmp(kind, "obj"), out, co, df);
   compiled_free(&c);
   return status;
 }
@@ -709,6 +716,24 @@ int main(int argc, char **argv) {
       df.emit_test = deploy_flag = true;
     else if (!strcmp(a, "--extern-weights"))
       df.extern_weights = deploy_flag = true;
+    else if (!strcmp(a, "--fold-bn"))
+      df.fold_bn = deploy_flag = true;
+    else if (!strcmp(a, "--quantize") && i + 1 < argc) {
+      if (strcmp(argv[++i], "int8")) {
+        fprintf(stderr, "nnc: error: --quantize '%s': the one scheme is int8\n", argv[i]);
+        return 2;
+      }
+      df.int8 = deploy_flag = true;
+    } else if (!strcmp(a, "--calibrate") && i + 1 < argc) {
+      char *end;
+      df.calibrate = strtol(argv[++i], &end, 10);
+      if (*end || df.calibrate < 1) {
+        fprintf(stderr, "nnc: error: --calibrate needs a number of samples, at least 1\n");
+        return 2;
+      }
+      deploy_flag = true;
+    } else if (!strcmp(a, "--keep-float") && i + 1 < argc)
+      df.keep_float = argv[++i], deploy_flag = true;
     else if (!strncmp(a, "--emit=", 7))
       emit = a + 7;
     else if (!strncmp(a, "--cpu=", 6))
@@ -756,13 +781,29 @@ int main(int argc, char **argv) {
     }
     return cmd_emit_ir(file);
   }
-  bool deploy = emit && (!strcmp(emit, "c") || !strcmp(emit, "obj"));
+  bool deploy = emit && (!strcmp(emit, "c") || !strcmp(emit, "obj") || !strcmp(emit, "onnx"));
   if (deploy_flag && !deploy) {
-    fputs("nnc: error: --weights, --name, --emit-test and --extern-weights go with --emit=c or "
-          "--emit=obj\n",
+    fputs("nnc: error: --weights, --name, --emit-test, --extern-weights and --fold-bn go with "
+          "--emit=c, --emit=obj or --emit=onnx\n",
           stderr);
     return 2;
   }
+  if (df.fold_bn && strcmp(emit, "onnx")) {
+    fputs("nnc: error: --fold-bn goes with --emit=onnx (C and objects fuse batch norm into the "
+          "loop after the convolution)\n",
+          stderr);
+    return 2;
+  }
+  if ((df.calibrate || df.keep_float) && !df.int8) {
+    fputs("nnc: error: --calibrate and --keep-float go with --quantize int8\n", stderr);
+    return 2;
+  }
+  if (df.int8 && strcmp(emit, "c") && strcmp(emit, "obj")) {
+    fputs("nnc: error: --quantize int8 goes with --emit=c or --emit=obj\n", stderr);
+    return 2;
+  }
+  if (!df.calibrate) df.calibrate = 1000;
+  df.version = NNC_VERSION;
   if (deploy) return cmd_deploy(emit, file, out, batch, &cf.fo, &co, &df);
   cf.fo.batch = batch;
   if (emit) return cmd_emit(emit, file, out, &cf.fo, &co);

@@ -31,6 +31,19 @@
 #              norm after ReLU, standardised images) and ops_mix.nn (exp, log,
 #              tanh, erf, sigmoid, softmax, layernorm, pools, a residual) on
 #              generated IDX data: the same, at batch 1 and 4
+#   onnx       --emit=onnx of examples/fashion_mlp.nn (1 epoch on Fashion-MNIST)
+#              and, on generated IDX data, of fashion_cnn.nn, bn_relu.nn (each
+#              with batch norm as BatchNormalization and with --fold-bn) and
+#              ops_mix.nn: onnx.checker passes; OpenCV's DNN module loads the
+#              MLP and the CNNs and reproduces nnc's logits (the object's,
+#              which are nnc's evaluation bit for bit) within 1e-4
+#              (tests/e2e/onnx_check.py); errors
+#   int8       --quantize int8: examples/fashion_mlp.nn (1 epoch on Fashion-MNIST)
+#              as C and as an object: the int8 test accuracy nnc prints is
+#              within 1 point of the float one and is what classify.c gets;
+#              the C (gcc and clang) and the object give the same logits bit
+#              for bit; parity tests; --keep-float; errors. On generated
+#              data: fashion_cnn.nn, bn_relu.nn, ops_mix.nn at batch 1 and 4
 #   errors     exit status and message of a bad .nn, a missing data file, a
 #              truncated IDX file, a wrong --batch, a non-finite loss (and the
 #              checkpoint before it still loads)
@@ -415,7 +428,7 @@ deploy_check() {
     run "cc_${name}_${kind}_$cc" $cc $STRICT -o "$dir/test_$cc" "$dir/${name}_test.c" "$obj" -lm
     expect_rc "cc_${name}_${kind}_$cc" 0 || continue
     run "t_${name}_${kind}_$cc" "$dir/test_$cc" "$@"
-    expect_rc "t_${name}_${kind}_$cc" 0 && expect_grep "t_${name}_${kind}_$cc.out" "(tolerance 0.0001): ok" &&
+    expect_rc "t_${name}_${kind}_$cc" 0 && expect_grep "t_${name}_${kind}_$cc.out" "(tolerance ${TOL:-0.0001}): ok" &&
       echo "  $kind $name ($cc): $(cat "t_${name}_${kind}_$cc.out")"
     [ "$kind" = obj ] && break # the object does not depend on the compiler
   done
@@ -527,6 +540,137 @@ if want deploy_cnn; then
     deploy_classify d_${model}_4 ${model}_c4 $T10K "$acc"
     logits_close ${model}_c.txt ${model}_o.txt
     logits_close ${model}_c4.txt ${model}_o.txt
+  done
+  end
+fi
+
+# ---- ONNX export: --emit=onnx ---------------------------------------------------
+# onnx_logits NN TAG IMAGES LABELS: nnc's own logits of NN (trained: its
+# checkpoint) on an IDX set, through the object and classify.c, to TAG.txt.
+onnx_logits() {
+  local nn=$1 tag=$2
+  run "ox_emit_$tag" "$NNC" "$nn" --emit=obj -o "ox_$tag/model.o" --name model "${@:5}"
+  expect_rc "ox_emit_$tag" 0 || return 1
+  run "ox_build_$tag" gcc -std=c99 -O2 -I "ox_$tag" -o "ox_$tag/classify" "$SRC/examples/deploy/classify.c" "ox_$tag/model.o" -lz -lm -lpthread
+  expect_rc "ox_build_$tag" 0 || return 1
+  run "ox_cls_$tag" "ox_$tag/classify" "$3" "$4" --logits "$tag.txt"
+  expect_rc "ox_cls_$tag" 0
+}
+# onnx_check ONNX IMAGES LOGITS [ARGS]: tests/e2e/onnx_check.py
+onnx_check() {
+  local tag
+  tag=$(basename "$1" .onnx)
+  run "oc_$tag" /usr/bin/python3 "$SRC/tests/e2e/onnx_check.py" "$@"
+  expect_rc "oc_$tag" 0 || { sed 's/^/    | /' "oc_$tag.out" >&2; return 1; }
+  sed "s/^onnx_check:/  $tag:/" "oc_$tag.out"
+}
+if want onnx; then
+  begin onnx
+  FM=/usr/share/datasets/fashion-mnist
+  [ -d "$FM" ] || FM=$EX/fashion-mnist
+  if ! /usr/bin/python3 -c 'import onnx, cv2' 2>/dev/null; then
+    echo "  skipped: no python3-onnx or python3-opencv (tools/install-deps.sh installs them)"
+    SKIPPED=$((SKIPPED + 1))
+  else
+    if [ -d "$FM" ]; then
+      run otrain "$NNC" run "$EX/fashion_mlp.nn" --epochs 1 --checkpoint mlp.safetensors --threads 1 --quiet
+      if expect_rc otrain 0; then
+        run oemit "$NNC" "$EX/fashion_mlp.nn" --emit=onnx -o mlp.onnx --weights mlp.safetensors
+        expect_rc oemit 0 &&
+          onnx_logits "$EX/fashion_mlp.nn" mlp "$FM/t10k-images-idx3-ubyte.gz" "$FM/t10k-labels-idx1-ubyte.gz" --weights mlp.safetensors &&
+          onnx_check mlp.onnx "$FM/t10k-images-idx3-ubyte.gz" mlp.txt --count 1000
+        run obatch "$NNC" "$EX/fashion_mlp.nn" --emit=onnx -o mlp_b8.onnx --weights mlp.safetensors --batch 8
+        expect_rc obatch 0 && onnx_check mlp_b8.onnx "$FM/t10k-images-idx3-ubyte.gz" mlp.txt --count 1000
+        run obadflag "$NNC" "$EX/fashion_mlp.nn" --emit=c -o e/model --weights mlp.safetensors --fold-bn
+        expect_rc obadflag 2 && expect_grep obadflag.err "--fold-bn goes with --emit=onnx"
+      fi
+    else
+      echo "  (no Fashion-MNIST: the MLP part is skipped)"
+    fi
+    mkdir -p ocnn/fashion-mnist && cp "$EX/fashion_cnn.nn" "$DATA/bn_relu.nn" "$DATA/ops_mix.nn" ocnn/
+    "$TOOL" idx ocnn/fashion-mnist 256 64 || fail "e2e_tool idx"
+    I="$TMP/ocnn/fashion-mnist/t10k-images-idx3-ubyte"
+    L="$TMP/ocnn/fashion-mnist/t10k-labels-idx1-ubyte"
+    for model in fashion_cnn bn_relu ops_mix; do
+      (cd ocnn && "$NNC" run $model.nn --epochs 1 --threads 1 --quiet >../otr_$model.out 2>../otr_$model.err)
+      RC=$?
+      expect_rc otr_$model 0 || continue
+      run oe_$model "$NNC" ocnn/$model.nn --emit=onnx -o $model.onnx
+      run of_$model "$NNC" ocnn/$model.nn --emit=onnx -o ${model}_folded.onnx --fold-bn
+      expect_rc oe_$model 0 && expect_rc of_$model 0 || continue
+      if [ $model = ops_mix ]; then
+        # OpenCV 4.6 cannot broadcast layernorm's [N,1] statistics in Mul:
+        # the checker alone (every op of it is exported generically).
+        onnx_check $model.onnx "$I" none --checker-only
+        continue
+      fi
+      onnx_logits ocnn/$model.nn $model "$I" "$L" || continue
+      onnx_check $model.onnx "$I" $model.txt --count 64
+      onnx_check ${model}_folded.onnx "$I" $model.txt --count 64
+    done
+    expect_grep oc_fashion_cnn.out "BatchNormalization Conv Gemm MaxPool"
+    if grep -q BatchNormalization oc_fashion_cnn_folded.out; then fail "--fold-bn left a BatchNormalization in the CNN"; fi
+    expect_grep oc_bn_relu_folded.out "BatchNormalization" # after a ReLU: not foldable
+  fi
+  end
+fi
+
+# ---- int8: --quantize int8 ---------------------------------------------------
+if want int8; then
+  begin int8
+  FM=/usr/share/datasets/fashion-mnist
+  [ -d "$FM" ] || FM=$EX/fashion-mnist
+  if [ -d "$FM" ]; then
+    run qtrain "$NNC" run "$EX/fashion_mlp.nn" --epochs 1 --checkpoint mlp.safetensors --threads 1 --quiet
+    if expect_rc qtrain 0; then
+      run qc "$NNC" "$EX/fashion_mlp.nn" --emit=c -o qc/model --name model --weights mlp.safetensors --quantize int8 --emit-test
+      run qo "$NNC" "$EX/fashion_mlp.nn" --emit=obj -o qo/model.o --name model --weights mlp.safetensors --quantize int8 --emit-test
+      if expect_rc qc 0 && expect_rc qo 0; then
+        echo "  $(cat qc.out)"
+        got=$(sed -n 's/^int8: test accuracy \([0-9.]*\) (float \([0-9.]*\),.*/\1 \2/p' qc.out)
+        check "int8 within 1 point of float" "f - q <= 0.01" q="${got% *}" f="${got#* }"
+        sed -n 's/.*weights \([0-9]*\) -> \([0-9]*\) bytes/\1 \2/p' qc.out >qbytes.txt
+        check "int8 weights about 4x smaller" "f >= 3.5 * q" f="$(cut -d' ' -f1 qbytes.txt)" q="$(cut -d' ' -f2 qbytes.txt)"
+        cmp -s qc.out qo.out || fail "the C and the object print other accuracies"
+        TOL=0.05 deploy_check qc model c
+        TOL=0.05 deploy_check qo model obj
+        grep -q "largest difference 0 " t_model_obj_gcc.out || fail "the int8 object is not its reference bit for bit"
+        if objdump -d qo/model.o | grep -q vpdpbusd; then echo "  ok: the object uses vpdpbusd"; else fail "no vpdpbusd in the int8 object"; fi
+        deploy_classify qc qmlp_c "$FM/t10k-images-idx3-ubyte.gz" "$FM/t10k-labels-idx1-ubyte.gz" "${got% *}"
+        deploy_classify qo qmlp_o "$FM/t10k-images-idx3-ubyte.gz" "$FM/t10k-labels-idx1-ubyte.gz" "${got% *}"
+        run qclang clang-19 $STRICT -I qc -o qc/classify_clang "$SRC/examples/deploy/classify.c" qc/model.c -lz -lm -lpthread
+        if expect_rc qclang 0; then
+          qc/classify_clang "$FM/t10k-images-idx3-ubyte.gz" "$FM/t10k-labels-idx1-ubyte.gz" --logits qmlp_clang.txt >/dev/null
+          cmp -s qmlp_c.txt qmlp_clang.txt || fail "int8 C: gcc and clang give other logits"
+        fi
+        cmp -s qmlp_c.txt qmlp_o.txt && echo "  ok: int8 C and object logits bit for bit" || fail "int8 C and object logits differ"
+      fi
+      run qkeep "$NNC" "$EX/fashion_mlp.nn" --emit=c -o qk/model --weights mlp.safetensors --quantize int8 --keep-float 'mlp.dense3' --calibrate 100
+      expect_rc qkeep 0 && expect_grep qkeep.out "2 of 3 products int8, calibrated on 100 training images"
+      run qv3 "$NNC" "$EX/fashion_mlp.nn" --emit=obj -o qv3/model.o --weights mlp.safetensors --quantize int8 --cpu x86-64-v3
+      expect_rc qv3 1 && expect_grep qv3.err "need a target with AVX512-VNNI"
+      run qbad "$NNC" "$EX/fashion_mlp.nn" --emit=c -o qb/model --weights mlp.safetensors --quantize int4
+      expect_rc qbad 2 && expect_grep qbad.err "the one scheme is int8"
+      run qcal "$NNC" "$EX/fashion_mlp.nn" --emit=c -o qb/model --weights mlp.safetensors --calibrate 10
+      expect_rc qcal 2 && expect_grep qcal.err "go with --quantize int8"
+    fi
+  else
+    echo "  (no Fashion-MNIST: the MLP part is skipped)"
+  fi
+  mkdir -p qcnn/fashion-mnist && cp "$EX/fashion_cnn.nn" "$DATA/bn_relu.nn" "$DATA/ops_mix.nn" qcnn/
+  "$TOOL" idx qcnn/fashion-mnist 256 64 || fail "e2e_tool idx"
+  for model in fashion_cnn bn_relu ops_mix; do
+    (cd qcnn && "$NNC" run $model.nn --epochs 1 --threads 1 --quiet >../qtr_$model.out 2>../qtr_$model.err)
+    RC=$?
+    expect_rc qtr_$model 0 || continue
+    for b in 1 4; do
+      run qe_${model}_$b "$NNC" qcnn/$model.nn --emit=c -o q_${model}_$b/model --name model --quantize int8 --calibrate 128 --emit-test --batch $b
+      run qeo_${model}_$b "$NNC" qcnn/$model.nn --emit=obj -o qo_${model}_$b/model.o --name model --quantize int8 --calibrate 128 --emit-test --batch $b
+      expect_rc qe_${model}_$b 0 && TOL=0.05 GCC_ONLY=1 deploy_check q_${model}_$b model c
+      expect_rc qeo_${model}_$b 0 && TOL=0.05 deploy_check qo_${model}_$b model obj
+      grep -q "largest difference 0 " t_model_obj_gcc.out || fail "$model: the int8 object is not its reference bit for bit"
+    done
+    echo "  $model: $(cat qe_${model}_1.out)"
   done
   end
 fi
