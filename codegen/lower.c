@@ -6,9 +6,9 @@
  * the buffers, llvm.c emits the kernels. lower_graph below is the list of
  * passes in order, each in a file of its own (lower_internal.h lists
  * them): liveness and users, update groups, product epilogues, what gets
- * memory, buffers, one kernel per node that has one, output copies, the
- * update passes. Which kernel a node gets follows ops.def's LOWERING column
- * (kernel_for below spells out every op).
+ * memory, which 2-D nodes are stored transposed, buffers, one kernel per node that has one, output
+ * copies, the update passes. Which kernel a node gets follows ops.def's LOWERING column (kernel_for
+ * below spells out every op).
  */
 #include <stdio.h>
 #include <string.h>
@@ -121,6 +121,7 @@ static void init_state(lower *L, nnc_kprog *p, const nnc_graph *g, nnc_kgraph *k
   L->buf = nnc_arena_alloc(L->a, sizeof(int) * nn);
   L->final = nnc_arena_alloc(L->a, sizeof(nnc_node *) * nn);
   L->subst = nnc_arena_alloc(L->a, sizeof(nnc_node *) * nn);
+  L->trans = nnc_arena_alloc(L->a, nn);
   for (size_t i = 0; i < nn; i++) {
     L->out_kind[i] = -1;
     L->buf[i] = -1;
@@ -163,6 +164,7 @@ static bool lower_graph(nnc_kprog *p, const nnc_graph *g, nnc_kgraph *kg, char *
   nnc_lw_assign_groups(&L);
   nnc_lw_match_epilogues(&L);
   nnc_lw_decide(&L);
+  nnc_lw_choose_layouts(&L);
   if (!nnc_lw_assign_buffers(&L)) return false;
   node_kernels(&L);
   if (!nnc_lw_output_copies(&L)) return false;

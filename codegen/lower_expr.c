@@ -10,6 +10,16 @@
 
 #include "lower_internal.h"
 
+nnc_kexpr *nnc_lw_at(lower *L, const nnc_node *n, nnc_kexpr **idx) {
+  const nnc_shape *s = &n->shape;
+  if (!L->trans[n->id]) return nnc_lw_linear(L, idx, s);
+  /* last axis major: [dim[r-1], dim[0] * ... * dim[r-2]] */
+  nnc_shape rest = *s;
+  rest.rank--;
+  int64_t rows = nnc_shape_numel(&rest);
+  return nnc_kx_iadd(L->a, nnc_kx_imul(L->a, idx[s->rank - 1], rows), nnc_lw_linear(L, idx, &rest));
+}
+
 nnc_kexpr *nnc_lw_linear(lower *L, nnc_kexpr **idx, const nnc_shape *s) {
   nnc_kexpr *e = nnc_kx_int(L->a, 0);
   int64_t stride = 1;
@@ -163,7 +173,7 @@ nnc_kexpr *nnc_lw_gen(lower *L, kgen *G, const nnc_node *n, nnc_kexpr **idx) {
   if (L->subst[n->id]) n = L->subst[n->id];
   int id = n->id;
   if (L->buf[id] >= 0 && n != G->self)
-    return nnc_kx_load(L->a, L->p, L->buf[id], nnc_lw_linear(L, idx, &n->shape));
+    return nnc_kx_load(L->a, L->p, L->buf[id], nnc_lw_at(L, n, idx));
   int rank = n->shape.rank;
   for (memo *m = G->memo[id]; m; m = m->next)
     if (m->rank == rank && !memcmp(m->idx, idx, sizeof(nnc_kexpr *) * (size_t)rank)) return m->val;
@@ -292,10 +302,12 @@ void nnc_lw_kernel_elementwise(lower *L, const nnc_node *n) {
   kgen G;
   nnc_kernel *k = nnc_lw_new_kernel(L, &G, nnc_op_name(n->op), n);
   nnc_kexpr *idx[NNC_MAX_RANK];
-  nnc_kblock *blk = transpose_in_source_order(n) ? nest_source_order(L, k, n, idx)
-                                                 : nnc_lw_nest(L, k, &n->shape, idx);
+  /* A transpose stored last axis major (choose_layouts) is contiguous on
+   * both sides in its operand's order. */
+  bool src_order = L->trans[n->id] ? n->op == NNC_OP_TRANSPOSE : transpose_in_source_order(n);
+  nnc_kblock *blk = src_order ? nest_source_order(L, k, n, idx) : nnc_lw_nest(L, k, &n->shape, idx);
   nnc_kexpr *v = nnc_lw_gen(L, &G, n, idx);
-  nnc_kb_store(L->a, blk, L->buf[n->id], nnc_lw_linear(L, idx, &n->shape), v);
+  nnc_kb_store(L->a, blk, L->buf[n->id], nnc_lw_at(L, n, idx), v);
   k->work = (double)nnc_shape_numel(&n->shape) * nnc_lw_expr_cost(v) * 4;
   nnc_lw_add_kernel(L, k);
 }

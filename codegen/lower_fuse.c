@@ -395,3 +395,78 @@ bool nnc_lw_assign_buffers(lower *L) {
   }
   return true;
 }
+
+/* Whether every live reader of node id is an op in `ok` (and there is one). */
+static bool read_only_by(lower *L, int id, nnc_op ok) {
+  int readers = 0;
+  for (int i = 0; i < L->nusers[id]; i++) {
+    const nnc_node *u = L->users[id][i];
+    if (L->st[u->id] == ST_DEAD) continue;
+    if (u->op != ok) return false;
+    readers++;
+  }
+  return readers > 0;
+}
+
+/* Whether node id may be stored last axis major: f32 with memory of its
+ * own or a view, rank 2 or more, not an output or update value, nothing
+ * read in its place. */
+static bool may_reorder(lower *L, int id, node_state st) {
+  const nnc_node *n = L->g->nodes[id];
+  return L->live[id] && L->st[id] == st && n->dtype == NNC_F32 && n->shape.rank >= 2 &&
+         L->out_kind[id] < 0 && !L->is_update[id] && !L->subst[id] &&
+         (!L->final[id] || L->final[id] == n);
+}
+
+/* A transpose whose every reader is a view of the same last axis read only
+ * by products (NCHW -> NHWC of a convolution's output gradient, read as
+ * dy [N*H*W, C]): marks it and its views. */
+static void reorder_transpose(lower *L, int id) {
+  const nnc_node *n = L->g->nodes[id];
+  int64_t last = n->shape.dim[n->shape.rank - 1];
+  int views = 0;
+  for (int i = 0; i < L->nusers[id]; i++) {
+    const nnc_node *u = L->users[id][i];
+    if (L->st[u->id] == ST_DEAD) continue;
+    if (u->op != NNC_OP_RESHAPE || !may_reorder(L, u->id, ST_VIEW) ||
+        u->shape.dim[u->shape.rank - 1] != last || !read_only_by(L, u->id, NNC_OP_MATMUL))
+      return;
+    views++;
+  }
+  if (!views) return;
+  L->trans[id] = true;
+  for (int i = 0; i < L->nusers[id]; i++)
+    if (L->st[L->users[id][i]->id] != ST_DEAD) L->trans[L->users[id][i]->id] = true;
+}
+
+/* A layout is the codegen's choice: the graph's meaning is unchanged, only
+ * the order of the elements in the node's buffer. A convolution's columns
+ * (im2col, [N*OH*OW, C*KH*KW]) stored transposed are rows of whole output
+ * images per tap, so im2col is a shifted copy of image rows, contiguous on
+ * both sides, instead of a gather of C*KH*KW scattered pixels per row; the
+ * products that read them take them as the other operand layout (gemm.c
+ * reads either). Likewise a product read only by col2im (the input
+ * gradient dy.W) is computed transposed, as (W^T.dy^T), so col2im reads
+ * its cells along the image row instead of with a stride of C*KH*KW; and
+ * the output gradient's NCHW -> NHWC transpose for the products is stored
+ * channel-major (CNHW), a copy of whole image planes. A product's operand
+ * layouts pick its micro-kernel and packing (gemm_plan.c: e.g. the dot
+ * form needs A untransposed, so a forward product below 1,024 rows changes
+ * form), and with them the order of its sums: a new draw of single-seed
+ * results. Each element is still summed in a fixed order whatever the
+ * thread count. Only f32 products through gemm, and only nodes whose
+ * every reader reads the buffer itself: products, col2im (through
+ * nnc_lw_at) and views marked alike. */
+void nnc_lw_choose_layouts(lower *L) {
+  if (!L->p->use_gemm) return;
+  for (int id = 0; id < L->nn; id++) {
+    const nnc_node *n = L->g->nodes[id];
+    if (!may_reorder(L, id, ST_KERNEL)) continue;
+    if (n->op == NNC_OP_IM2COL && read_only_by(L, id, NNC_OP_MATMUL))
+      L->trans[id] = true;
+    else if (n->op == NNC_OP_MATMUL && n->shape.rank == 2 && read_only_by(L, id, NNC_OP_COL2IM))
+      L->trans[id] = true;
+    else if (n->op == NNC_OP_TRANSPOSE && !L->final[id])
+      reorder_transpose(L, id);
+  }
+}

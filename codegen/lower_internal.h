@@ -50,6 +50,8 @@ typedef struct lower {
   int *buf;         /* buffer of a node with memory, else -1 */
   nnc_node **final; /* ABSORBED chain: the node whose kernel computes it */
   nnc_node **subst; /* an ABSORBED node its readers read instead (see match_epilogues) */
+  bool *trans;      /* stored last axis major, as [dim[r-1], the rest]: a 2-D node
+                       transposed (see choose_layouts) */
   int *group_of;    /* update index -> group */
   int ngroups;
   int nmade; /* kernels created so far: their names' numbers */
@@ -93,6 +95,12 @@ bool nnc_lw_fail(lower *L, const char *msg, const nnc_node *n);
 void nnc_lw_match_epilogues(lower *L);
 /* Gives every live node its state (L->st), consumers first. */
 void nnc_lw_decide(lower *L);
+/* Picks the nodes stored last axis major (L->trans): a convolution's
+ * im2col columns read only by products, a product read only by col2im,
+ * and an NCHW -> NHWC transpose read only by products (through a view), so
+ * that the window kernels and the transpose walk memory contiguously along
+ * image rows. */
+void nnc_lw_choose_layouts(lower *L);
 /* Gives every node with memory its buffer (L->buf). */
 bool nnc_lw_assign_buffers(lower *L);
 /* The source of a row-vector bias [1, N] of a product, or NULL. */
@@ -102,6 +110,9 @@ nnc_node *nnc_lw_row_bias_source(nnc_node *b, int64_t N);
 int nnc_lw_output_slot(lower *L, nnc_output_kind k, const nnc_node *n);
 
 /* ---- lower_expr.c: expressions and the kernels built from them ---- */
+/* Where node n's element at idx is in its buffer: the flat index, or the
+ * last axis major one when n is stored so (L->trans). */
+nnc_kexpr *nnc_lw_at(lower *L, const nnc_node *n, nnc_kexpr **idx);
 /* The flat element index of coordinates idx in shape s. */
 nnc_kexpr *nnc_lw_linear(lower *L, nnc_kexpr **idx, const nnc_shape *s);
 /* Node n's value at idx in G's kernel: loaded if it has memory, else

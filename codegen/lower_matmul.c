@@ -85,18 +85,26 @@ static void kernel_matmul_loops(lower *L, nnc_kernel *k, const nnc_node *mm, int
  * convolution's weight gradient dyᵀ.cols: 64x288x12544, B 14 MB) is split
  * over columns too: each thread then streams half of B instead of all of
  * it (conv2's 2.93 -> 2.46 ms per step). */
-static int64_t column_split(const nnc_node *mm) {
-  const nnc_node *b = mm->in[1];
+static int64_t column_split(const nnc_node *b, int64_t M, int64_t N, int64_t K) {
   while (b->op == NNC_OP_RESHAPE)
     b = b->in[0];
-  int64_t M = mm->shape.dim[0], N = mm->shape.dim[1];
-  bool ta = mm->attr[0];
-  int64_t K = ta ? mm->in[0]->shape.dim[0] : mm->in[0]->shape.dim[1];
   bool big_b = K * N * 4 > (4 << 20) && N > M;
   if ((b->op != NNC_OP_PARAM && !big_b) || N < 2 * M / 4) return 0;
   for (int64_t parts = 2; parts <= 8; parts *= 2)
     if (N % parts == 0 && (N / parts) % 16 == 0 && N / parts <= 128) return N / parts;
   return N % 2 == 0 && (N / 2) % 16 == 0 ? N / 2 : 0;
+}
+
+/* Operand x of a product as gemm reads it: whether it is stored transposed
+ * relative to the product's [M,K] / [K,N] (the graph's flag, flipped when
+ * the codegen stores x transposed, lower_fuse.c choose_layouts) and the
+ * length of its rows as stored. */
+static bool stored_trans(lower *L, const nnc_node *x, bool t) {
+  return t != L->trans[x->id];
+}
+
+static int64_t stored_ld(lower *L, const nnc_node *x) {
+  return L->trans[x->id] ? x->shape.dim[0] : x->shape.dim[1];
 }
 
 void nnc_lw_kernel_matmul(lower *L, const nnc_node *n) {
@@ -120,33 +128,53 @@ void nnc_lw_kernel_matmul(lower *L, const nnc_node *n) {
   if (L->p->use_gemm && mm->dtype == NNC_F32) {
     k->is_gemm = true;
     nnc_cg_gemm *g = &k->gemm;
+    const nnc_node *an = mm->in[0], *bn = mm->in[1];
     g->M = M;
     g->N = N;
     g->K = K;
-    g->trans_a = ta;
-    g->trans_b = tb;
-    g->lda = mm->in[0]->shape.dim[1];
-    g->ldb = mm->in[1]->shape.dim[1];
+    g->trans_a = stored_trans(L, an, ta);
+    g->trans_b = stored_trans(L, bn, tb);
+    g->lda = stored_ld(L, an);
+    g->ldb = stored_ld(L, bn);
     g->ldc = N;
+    if (L->trans[n->id]) { /* C stored [N,M] (choose_layouts, no epilogue): C^T = B^T.A^T */
+      if (bias >= 0 || relu) nnc_ir_bug("codegen: a transposed product with an epilogue");
+      g->M = N;
+      g->N = M;
+      g->trans_a = !stored_trans(L, bn, tb);
+      g->trans_b = !stored_trans(L, an, ta);
+      g->lda = stored_ld(L, bn);
+      g->ldb = stored_ld(L, an);
+      g->ldc = M;
+      const nnc_node *swap = an;
+      an = bn;
+      bn = swap;
+      int sb = a_buf;
+      a_buf = b_buf;
+      b_buf = sb;
+      k->label = nnc_arena_printf(L->a, "%s ct", k->label);
+    }
     g->bias = bias >= 0;
     g->act = relu ? NNC_CG_ACT_RELU : NNC_CG_ACT_NONE;
     g->vector_width = L->p->vector_width;
     k->row_block = nnc_cg_gemm_row_block(g);
     if (k->row_block < 1) k->row_block = 1;
     k->split = true;
-    k->extent = (M + k->row_block - 1) / k->row_block;
-    int64_t cb = column_split(mm);
+    k->extent = (g->M + k->row_block - 1) / k->row_block;
+    int64_t cb = column_split(bn, g->M, g->N, K);
     if (cb > 0) {
+      k->extent = g->N / cb;
       g->N = cb;
       g->all_rows = true;
       k->col_block = cb;
-      k->extent = N / cb;
     }
     k->a_buf = a_buf;
     k->b_buf = b_buf;
     k->bias_buf = bias;
     k->c_buf = c_buf;
   } else {
+    if (L->trans[n->id] || L->trans[mm->in[0]->id] || L->trans[mm->in[1]->id])
+      nnc_ir_bug("codegen: a transposed layout outside gemm");
     kernel_matmul_loops(L, k, mm, a_buf, b_buf, bias, relu, c_buf);
   }
   nnc_lw_add_kernel(L, k);

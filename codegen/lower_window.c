@@ -1,13 +1,140 @@
 /* lower_window.c: kernels for the window and scatter ops: IM2COL (a gather
- * with padding), COL2IM (its adjoint, as a scatter-add over taps) and
- * SCATTER_ADD (the adjoint of GATHER). Each writes every output element
- * from one thread in a fixed order.
+ * with padding; stored transposed, a copy of image rows per tap, when only
+ * products read it), COL2IM (its adjoint, as a scatter-add over taps, or
+ * stores when the windows tile the image) and SCATTER_ADD (the adjoint of
+ * GATHER). Each writes every output element from one thread in a fixed
+ * order.
  */
 #include "lower_internal.h"
+
+/* The window positions o in [lo, hi) whose tap k (o * S + k - P) lands
+ * inside [0, size); hi <= lo when none does. */
+static void tap_range(int64_t k, int64_t S, int64_t P, int64_t size, int64_t O, int64_t *lo,
+                      int64_t *hi) {
+  int64_t first = P > k ? (P - k + S - 1) / S : 0; /* ceil((P - k) / S) */
+  int64_t last = (size - 1 + P - k) / S;           /* floor, may be negative */
+  if (size - 1 + P - k < 0) last = -1;
+  *lo = first;
+  *hi = last + 1 < O ? last + 1 : O;
+}
+
+/* A window op's sizes: image [N, C, H, W], window KH x KW, stride, padding
+ * and the window positions OH x OW. */
+typedef struct window {
+  int64_t N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW;
+} window;
+
+static window window_of(const nnc_node *n, const nnc_shape *image) {
+  window w = {.N = image->dim[0],
+              .C = image->dim[1],
+              .H = image->dim[2],
+              .W = image->dim[3],
+              .KH = n->attr[0],
+              .KW = n->attr[1],
+              .SH = n->attr[2],
+              .SW = n->attr[3],
+              .PH = n->attr[4],
+              .PW = n->attr[5]};
+  w.OH = nnc_ir_window_out(w.H, w.KH, w.SH, w.PH);
+  w.OW = nnc_ir_window_out(w.W, w.KW, w.SW, w.PW);
+  return w;
+}
+
+/* Stores v (an expression of the loop variables voh, vow, offset by oh0
+ * and ow0) over the rectangle [oh0, oh1) x [ow0, ow1) of one output row
+ * block of im2col stored transposed: element (oh, ow) at base + oh*OW + ow. */
+static void store_rect(lower *L, nnc_kernel *k, nnc_kblock *blk, int out, nnc_kexpr *base,
+                       int64_t OW, int64_t oh0, int64_t oh1, int64_t ow0, int64_t ow1,
+                       nnc_kexpr *(*val)(lower *, const void *, nnc_kexpr *, nnc_kexpr *),
+                       const void *ctx) {
+  if (oh1 <= oh0 || ow1 <= ow0) return;
+  nnc_arena *a = L->a;
+  int vh = nnc_kernel_var(k), vw = nnc_kernel_var(k);
+  nnc_kblock *b = nnc_kb_loop(a, nnc_kb_loop(a, blk, vh, oh1 - oh0), vw, ow1 - ow0);
+  nnc_kexpr *oh = nnc_kx_iadd(a, nnc_kx_var(a, vh), nnc_kx_int(a, oh0));
+  nnc_kexpr *ow = nnc_kx_iadd(a, nnc_kx_var(a, vw), nnc_kx_int(a, ow0));
+  nnc_kb_store(a, b, out, nnc_kx_iadd(a, base, nnc_kx_iadd(a, nnc_kx_imul(a, oh, OW), ow)),
+               val(L, ctx, oh, ow));
+}
+
+/* What one tap of im2col reads: pixel (oh*SH + kh - PH, ow*SW + kw - PW)
+ * of a plane, or the fill value. */
+typedef struct tap_src {
+  int x;
+  nnc_kexpr *plane, *fill;
+  int64_t W, SH, SW, dh, dw;
+} tap_src;
+
+static nnc_kexpr *tap_fill(lower *L, const void *ctx, nnc_kexpr *oh, nnc_kexpr *ow) {
+  (void)L, (void)oh, (void)ow;
+  return ((const tap_src *)ctx)->fill;
+}
+
+static nnc_kexpr *tap_pixel(lower *L, const void *ctx, nnc_kexpr *oh, nnc_kexpr *ow) {
+  const tap_src *t = ctx;
+  nnc_arena *a = L->a;
+  nnc_kexpr *h = nnc_kx_iadd(a, nnc_kx_imul(a, oh, t->SH), nnc_kx_int(a, t->dh));
+  nnc_kexpr *w = nnc_kx_iadd(a, nnc_kx_imul(a, ow, t->SW), nnc_kx_int(a, t->dw));
+  return nnc_kx_load(a, L->p, t->x,
+                     nnc_kx_iadd(a, t->plane, nnc_kx_iadd(a, nnc_kx_imul(a, h, t->W), w)));
+}
+
+/* im2col stored transposed (choose_layouts): row (c, kh, kw) holds that
+ * tap's pixel for every window position (n, oh, ow). Taps are unrolled, so
+ * each tap's positions inside the image are a constant rectangle
+ * (tap_range): a copy of image rows, with the fill value around it, no
+ * bounds test per element. Threads split over images. */
+static void im2col_transposed(lower *L, const nnc_node *n) {
+  kgen G;
+  nnc_arena *a = L->a;
+  nnc_kernel *k = nnc_lw_new_kernel(L, &G, "im2col", n);
+  window w = window_of(n, &n->in[0]->shape);
+  int64_t rows = n->shape.dim[0];
+  int out = L->buf[n->id];
+  int vn = nnc_kernel_var(k), vc = nnc_kernel_var(k);
+  nnc_kblock *bn = nnc_kb_loop(a, &k->body, vn, w.N);
+  k->split = true;
+  k->extent = w.N;
+  nnc_kblock *bc = nnc_kb_loop(a, bn, vc, w.C);
+  nnc_kexpr *img = nnc_kx_var(a, vn), *c = nnc_kx_var(a, vc);
+  tap_src t = {.x = L->buf[n->in[0]->id],
+               .plane = nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, img, w.C), c), w.H * w.W),
+               .fill = nnc_lw_fconst(L, n, n->fattr),
+               .W = w.W,
+               .SH = w.SH,
+               .SW = w.SW};
+  for (int64_t kh = 0; kh < w.KH; kh++)
+    for (int64_t kw = 0; kw < w.KW; kw++) {
+      int64_t h0, h1, w0, w1;
+      tap_range(kh, w.SH, w.PH, w.H, w.OH, &h0, &h1);
+      tap_range(kw, w.SW, w.PW, w.W, w.OW, &w0, &w1);
+      h0 = h0 < w.OH ? h0 : w.OH;
+      w0 = w0 < w.OW ? w0 : w.OW;
+      h1 = h1 > h0 ? h1 : h0;
+      w1 = w1 > w0 ? w1 : w0;
+      t.dh = kh - w.PH;
+      t.dw = kw - w.PW;
+      /* row (c*KH + kh)*KW + kw, image img's positions */
+      nnc_kexpr *col =
+          nnc_kx_iadd(a, nnc_kx_imul(a, c, w.KH * w.KW), nnc_kx_int(a, kh * w.KW + kw));
+      nnc_kexpr *base = nnc_kx_iadd(a, nnc_kx_imul(a, col, rows), nnc_kx_imul(a, img, w.OH * w.OW));
+      store_rect(L, k, bc, out, base, w.OW, 0, h0, 0, w.OW, tap_fill, &t);
+      store_rect(L, k, bc, out, base, w.OW, h0, h1, 0, w0, tap_fill, &t);
+      store_rect(L, k, bc, out, base, w.OW, h0, h1, w0, w1, tap_pixel, &t);
+      store_rect(L, k, bc, out, base, w.OW, h0, h1, w1, w.OW, tap_fill, &t);
+      store_rect(L, k, bc, out, base, w.OW, h1, w.OH, 0, w.OW, tap_fill, &t);
+    }
+  k->work = (double)nnc_shape_numel(&n->shape) * 4;
+  nnc_lw_add_kernel(L, k);
+}
 
 /* im2col: one loop per coordinate of (n, oh, ow) x (c, kh, kw); reads in
  * the padding give the pad value. */
 void nnc_lw_kernel_im2col(lower *L, const nnc_node *n) {
+  if (L->trans[n->id]) {
+    im2col_transposed(L, n);
+    return;
+  }
   kgen G;
   nnc_arena *a = L->a;
   nnc_kernel *k = nnc_lw_new_kernel(L, &G, "im2col", n);
@@ -51,15 +178,55 @@ void nnc_lw_kernel_im2col(lower *L, const nnc_node *n) {
   nnc_lw_add_kernel(L, k);
 }
 
-/* The window positions o in [lo, hi) whose tap k (o * S + k - P) lands
- * inside [0, size); hi <= lo when none does. */
-static void tap_range(int64_t k, int64_t S, int64_t P, int64_t size, int64_t O, int64_t *lo,
-                      int64_t *hi) {
-  int64_t first = P > k ? (P - k + S - 1) / S : 0; /* ceil((P - k) / S) */
-  int64_t last = (size - 1 + P - k) / S;           /* floor, may be negative */
-  if (size - 1 + P - k < 0) last = -1;
-  *lo = first;
-  *hi = last + 1 < O ? last + 1 : O;
+/* Whether col2im's windows tile its image exactly (stride = window, no
+ * padding, every pixel covered: max pooling's gradient). */
+static bool tiles_exactly(const nnc_node *n) {
+  int64_t H = n->shape.dim[2], W = n->shape.dim[3];
+  int64_t KH = n->attr[0], KW = n->attr[1], SH = n->attr[2], SW = n->attr[3];
+  return SH == KH && SW == KW && n->attr[4] == 0 && n->attr[5] == 0 && H % KH == 0 && W % KW == 0 &&
+         KW <= 8;
+}
+
+/* col2im of windows that tile the image: every pixel receives exactly one
+ * cell, so it is stored, not added, in the image's memory order: rows oh,
+ * kh, then ow with the taps kw of a row unrolled, contiguous stores
+ * (threads split over images). Each pixel's value is 0 + its cell, as the
+ * scatter-add computes it. */
+static void col2im_tiles(lower *L, const nnc_node *n) {
+  kgen G;
+  nnc_arena *a = L->a;
+  nnc_kernel *k = nnc_lw_new_kernel(L, &G, "col2im", n);
+  int64_t N = n->shape.dim[0], C = n->shape.dim[1], H = n->shape.dim[2], W = n->shape.dim[3];
+  int64_t KH = n->attr[0], KW = n->attr[1];
+  int64_t OH = H / KH, OW = W / KW;
+  int out = L->buf[n->id];
+  nnc_kt t = nnc_kt_of(n->dtype);
+  int vn = nnc_kernel_var(k), vc = nnc_kernel_var(k), vh = nnc_kernel_var(k),
+      vkh = nnc_kernel_var(k), vw = nnc_kernel_var(k);
+  nnc_kblock *b = nnc_kb_loop(a, &k->body, vn, N);
+  k->split = true;
+  k->extent = N;
+  b = nnc_kb_loop(a, nnc_kb_loop(a, nnc_kb_loop(a, nnc_kb_loop(a, b, vc, C), vh, OH), vkh, KH), vw,
+                  OW);
+  nnc_kexpr *img = nnc_kx_var(a, vn), *c = nnc_kx_var(a, vc), *oh = nnc_kx_var(a, vh),
+            *kh = nnc_kx_var(a, vkh), *ow = nnc_kx_var(a, vw);
+  nnc_kexpr *plane = nnc_kx_iadd(a, nnc_kx_imul(a, img, C), c);
+  /* pixel (oh*KH + kh, ow*KW + kw) of plane; cell (window (n, c, oh, ow), tap (kh, kw)) */
+  nnc_kexpr *pix_row = nnc_kx_iadd(a, nnc_kx_imul(a, oh, KH), kh);
+  nnc_kexpr *at0 =
+      nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, plane, H), pix_row), W),
+                  nnc_kx_imul(a, ow, KW));
+  nnc_kexpr *win =
+      nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, img, OH), oh), OW), ow);
+  for (int64_t kw = 0; kw < KW; kw++) {
+    nnc_kexpr *tap = nnc_kx_iadd(a, nnc_kx_imul(a, kh, KW), nnc_kx_int(a, kw));
+    nnc_kexpr *cell[2] = {win, nnc_kx_iadd(a, nnc_kx_imul(a, c, KH * KW), tap)};
+    nnc_kexpr *v = nnc_lw_gen(L, &G, n->in[0], cell);
+    nnc_kb_store(a, b, out, nnc_kx_iadd(a, at0, nnc_kx_int(a, kw)),
+                 nnc_kx_bin(a, NNC_K_ADD, nnc_kx_const(a, t, 0), v));
+  }
+  k->work = (double)nnc_shape_numel(&n->in[0]->shape) * 4;
+  nnc_lw_add_kernel(L, k);
 }
 
 /* col2im as a scatter-add: each image's pixels start at zero, then every
@@ -71,6 +238,10 @@ static void tap_range(int64_t k, int64_t S, int64_t P, int64_t size, int64_t O, 
  * written by one thread only. Every cell is read once, so the operand's
  * expression is inlined (e.g. the max-pool mask times the gradient). */
 void nnc_lw_kernel_col2im(lower *L, const nnc_node *n) {
+  if (tiles_exactly(n)) {
+    col2im_tiles(L, n);
+    return;
+  }
   kgen G;
   nnc_arena *a = L->a;
   nnc_kernel *k = nnc_lw_new_kernel(L, &G, "col2im", n);

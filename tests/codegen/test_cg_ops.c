@@ -303,6 +303,67 @@ static void test_pool_grad_ties(void **state) {
   fx_check(fx);
 }
 
+/* A convolution as the front end builds it (im2col, cols.W^T + bias) and
+ * its two gradients by autodiff: dx = col2im(dy.W), dW = dy^T.cols. The
+ * codegen stores the columns and dy.W transposed (lower_fuse.c
+ * choose_layouts), and the output gradient's NHWC transpose channel-major,
+ * so this checks the transposed im2col, the products reading and writing
+ * the other layout, col2im reading it and the transpose writing it: against
+ * the interpreter, then 1, 2 and 3 threads bit for bit. */
+static void check_conv(int n, int c, int h, int w, int o, const int64_t k[2], const int64_t s[2],
+                       const int64_t p[2]) {
+  void *st;
+  fx_setup(&st);
+  fixture *fx = st;
+  nnc_graph *g = fx->g;
+  nnc_node *x = fx_param(fx, "x", sh(4, n, c, h, w), -1, 1);
+  nnc_node *wt = fx_param(fx, "w", sh(2, o, c * (int)(k[0] * k[1])), -1, 1);
+  nnc_node *b = fx_param(fx, "b", sh(1, o), -1, 1);
+  nnc_node *cols = nnc_ir_im2col(g, x, k, s, p, 0);
+  nnc_shape row = sh(2, 1, o);
+  nnc_node *y = nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_matmul(g, cols, wt, false, true),
+                              nnc_ir_reshape(g, b, &row));
+  /* NCHW as the front end makes it; through a ReLU the gradient is an
+   * expression that is transposed back to NHWC for the products */
+  int oh = (int)nnc_ir_window_out(h, k[0], s[0], p[0]),
+      ow = (int)nnc_ir_window_out(w, k[1], s[1], p[1]);
+  nnc_shape nhwc = sh(4, n, oh, ow, o);
+  static const int to_nchw[4] = {0, 3, 1, 2};
+  nnc_node *y4 = nnc_ir_transpose(g, nnc_ir_reshape(g, y, &nhwc), to_nchw);
+  nnc_node *r = fx_tensor(fx, "r", NNC_ROLE_FROZEN, NNC_F32, y4->shape, -1, 1);
+  nnc_shape scalar = sh(0);
+  nnc_node *sq = nnc_ir_unary(g, NNC_OP_RELU, y4);
+  nnc_node *loss = nnc_ir_reshape(
+      g, nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_binary(g, NNC_OP_MUL, sq, r), 0xf), &scalar);
+  nnc_node *wrt[2] = {x, wt}, *grad[2];
+  nnc_ad_grad(g, loss, wrt, 2, grad);
+  out(fx, NNC_OUT_PRED, y);
+  out(fx, NNC_OUT_LOSS_VEC, grad[0]);
+  out(fx, NNC_OUT_CORRECT_VEC, grad[1]);
+  fx->rtol = 1e-5;
+  fx->atol = 1e-5 * sqrt((double)(n * h * w));
+  fx_check(fx);
+  fx_check_threads(fx, 1, false);
+  fx_teardown(&st);
+}
+
+static void test_conv_layouts(void **state) {
+  (void)state;
+  static const struct {
+    int n, c, h, w, o;
+    int64_t k[2], s[2], p[2];
+  } cases[] = {
+      {3, 5, 9, 7, 6, {3, 3}, {1, 1}, {1, 1}},      /* odd sizes, "same" padding */
+      {2, 3, 11, 10, 17, {3, 3}, {2, 2}, {1, 1}},   /* stride 2 */
+      {2, 4, 7, 9, 5, {5, 3}, {2, 1}, {2, 0}},      /* non-square window, padding 2 */
+      {3, 1, 6, 6, 8, {3, 3}, {3, 3}, {2, 2}},      /* taps that see only padding */
+      {20, 32, 14, 14, 64, {3, 3}, {1, 1}, {1, 1}}, /* fashion_cnn's conv2: dW split over columns */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    check_conv(cases[i].n, cases[i].c, cases[i].h, cases[i].w, cases[i].o, cases[i].k, cases[i].s,
+               cases[i].p);
+}
+
 static void test_im2col_col2im(void **state) {
   (void)state;
   static const struct {
@@ -314,6 +375,7 @@ static void test_im2col_col2im(void **state) {
       {9, 7, {3, 3}, {2, 2}, {0, 0}}, /* stride 2, no padding */
       {6, 5, {5, 3}, {1, 2}, {2, 1}}, /* padding 2, taps that miss rows */
       {8, 6, {2, 2}, {2, 2}, {0, 0}}, /* max-pool windows */
+      {9, 6, {3, 3}, {3, 3}, {0, 0}}, /* 3x3 windows that tile the image */
       {7, 7, {2, 2}, {2, 2}, {1, 1}}, /* pool with padding */
       {5, 4, {1, 1}, {1, 1}, {0, 0}}, /* 1x1 */
       {4, 4, {3, 3}, {3, 3}, {2, 2}}, /* stride 3, some taps see only padding */
@@ -620,6 +682,7 @@ int main(void) {
       T(test_matmul_long_k_column_split),
       T(test_im2col_col2im),
       T(test_pool_grad_ties),
+      T(test_conv_layouts),
       T(test_step_scalars_rounded_once),
       T(test_gather_scatter_onehot),
       T(test_rand),
