@@ -6,10 +6,12 @@
  * The operands are rounded to bf16 (round to nearest even, NaN kept
  * quiet) while they are packed, and the packing pairs the k dimension the
  * way vdpbf16ps reads it:
- *  - A, per block of MC rows and KC k: apack[row][p] = the bf16 pair
- *    (A[row, k0+2p], A[row, k0+2p+1]) as one 32-bit word;
+ *  - A, per block of MC rows and KC k: the bf16 pair (A[row, k0+2p],
+ *    A[row, k0+2p+1]) as one 32-bit word, at apack[row][p] (A stored
+ *    [M, K]) or apack[p][row] (A stored [K, M]: 16 rows per vector);
  *  - B, per panel of NV*16 columns and the same k block:
- *    bpack[p][col] = the pair (B[k0+2p, col], B[k0+2p+1, col]).
+ *    bpack[p][col] = the pair (B[k0+2p, col], B[k0+2p+1, col]) (B stored
+ *    [N, K]: 16 columns transposed in registers).
  * A k past K reads as zero. The micro-kernel keeps an MR x (NV*16) tile of
  * C in MR*NV zmm accumulators; per pair p it loads NV vectors of bpack
  * and broadcasts one A word per row: acc = vdpbf16ps(acc, a, b), i.e.
@@ -183,56 +185,113 @@ static void loop_close(bf_emitter *e, bf_loop *l, int64_t step, const LLVMValueR
 
 /* ---- packing ------------------------------------------------------------ */
 
+/* In-register transpose of 16 vectors of 16 words: stage h pairs vectors
+ * j and j+h and swaps the off-diagonal h x h blocks, so after h = 8 .. 1
+ * vector t holds old lane t of every vector. */
+static void transpose16(bf_emitter *e, LLVMValueRef *v) {
+  for (int h = BF_LANES / 2; h >= 1; h /= 2) {
+    LLVMValueRef p[BF_LANES], q[BF_LANES];
+    for (int l = 0; l < BF_LANES; l++) {
+      int blk = l / (2 * h), r = l % (2 * h);
+      p[l] = c32(e, (uint32_t)(r < h ? blk * 2 * h + r : BF_LANES + blk * 2 * h + r - h));
+      q[l] = c32(e, (uint32_t)(r < h ? blk * 2 * h + h + r : BF_LANES + blk * 2 * h + r));
+    }
+    LLVMValueRef pm = LLVMConstVector(p, BF_LANES), qm = LLVMConstVector(q, BF_LANES);
+    for (int j = 0; j < BF_LANES; j++) {
+      if (j & h) continue;
+      LLVMValueRef x = v[j], y = v[j + h];
+      v[j] = LLVMBuildShuffleVector(e->b, x, y, pm, "");
+      v[j + h] = LLVMBuildShuffleVector(e->b, x, y, qm, "");
+    }
+  }
+}
+
 /* Pairs per packed A row: BF_KC / 2 rounded to whole vectors. */
 enum { A_ROW = BF_KC / 2, B_ROW = BF_NV * BF_LANES };
 
-/* apack[r - mb][p] for rows [mb, m1) of A and the pass's k block. */
-static void pack_a(bf_emitter *e, const bf_pass *ps, LLVMValueRef m1) {
+/* Where the pair word (row r - mb, pair p) of A lives in apack: rows of
+ * A_ROW words when A is stored [M, K] (k contiguous), columns of BF_MC
+ * words (rows contiguous) when it is stored [K, M]. */
+static LLVMValueRef a_word(bf_emitter *e, LLVMValueRef rel, LLVMValueRef p) {
+  if (e->g->trans_a) return add(e, mulc(e, p, BF_MC), rel);
+  return add(e, mulc(e, rel, A_ROW), p);
+}
+
+/* A stored [K, M]: the pairs of rows [r, r + n) (n = 16: a vector; n = 1)
+ * for every pair of the block, the odd last k peeled. */
+static void pack_a_trans(bf_emitter *e, const bf_pass *ps, LLVMValueRef r, int n) {
   const nnc_cg_gemm *g = e->g;
-  bf_loop r;
-  loop_open(e, &r, ps->mb, m1, 0, NULL);
-  LLVMValueRef dst_row = mulc(e, LLVMBuildSub(e->b, r.iv, ps->mb, ""), A_ROW);
-  if (!g->trans_a) {
-    /* k contiguous: 32 floats -> 16 pair words per step. */
-    for (int64_t c = 0; c * 32 < ps->klen; c++) {
-      int lanes = (int)(ps->klen - c * 32 < 32 ? ps->klen - c * 32 : 32);
-      LLVMValueRef src = add(e, mulc(e, r.iv, g->lda), add(e, ps->k0, c64(e, c * 32)));
-      LLVMValueRef h = round_bf16(e, load_floats(e, e->A, src, lanes, 32));
-      LLVMValueRef w = LLVMBuildBitCast(e->b, h, e->vi, "");
-      LLVMValueRef p = gep(e, e->i32, e->apack, add(e, dst_row, c64(e, c * 16)));
-      LLVMSetAlignment(LLVMBuildStore(e->b, w, p), 4);
+  LLVMValueRef rel = LLVMBuildSub(e->b, r, ps->mb, "");
+  LLVMValueRef idx[2 * BF_LANES];
+  for (int l = 0; l < BF_LANES; l++) {
+    idx[2 * l] = c32(e, (uint32_t)l);
+    idx[2 * l + 1] = c32(e, (uint32_t)(BF_LANES + l));
+  }
+  LLVMValueRef interleave = LLVMConstVector(idx, 2 * BF_LANES);
+  int64_t full = ps->klen / 2;
+  for (int part = 0; part < 2; part++) {
+    bf_loop l;
+    LLVMValueRef p;
+    if (part == 0) {
+      if (full == 0) continue;
+      loop_open(e, &l, c64(e, 0), c64(e, full), 0, NULL);
+      p = l.iv;
+    } else {
+      if (ps->klen % 2 == 0) break;
+      p = c64(e, full);
     }
-  } else {
-    /* A stored [K, M]: one pair at a time, the odd last k peeled. */
-    int64_t full = ps->klen / 2;
-    for (int part = 0; part < 2; part++) {
-      bf_loop l;
-      LLVMValueRef p;
-      if (part == 0) {
-        if (full == 0) continue;
-        loop_open(e, &l, c64(e, 0), c64(e, full), 0, NULL);
-        p = l.iv;
-      } else {
-        if (ps->klen % 2 == 0) break;
-        p = c64(e, full);
-      }
-      LLVMValueRef half[2];
-      for (int h = 0; h < 2; h++) {
-        if (part == 1 && h == 1) {
-          half[h] = LLVMConstInt(e->i32, 0, 0);
-          continue;
-        }
-        LLVMValueRef k = add(e, ps->k0, add(e, mulc(e, p, 2), c64(e, h)));
-        LLVMValueRef src = add(e, mulc(e, k, g->lda), r.iv);
+    LLVMValueRef half[2];
+    for (int h = 0; h < 2; h++) {
+      LLVMValueRef k = add(e, ps->k0, add(e, mulc(e, p, 2), c64(e, h)));
+      LLVMValueRef src = add(e, mulc(e, k, g->lda), r);
+      if (n == 1) {
         LLVMValueRef f = LLVMBuildLoad2(e->b, e->f32, gep(e, e->f32, e->A, src), "");
         LLVMSetAlignment(f, 4);
-        half[h] = LLVMBuildZExt(e->b, round_bf16(e, f), e->i32, "");
+        half[h] =
+            part == 1 && h == 1 ? c32(e, 0) : LLVMBuildZExt(e->b, round_bf16(e, f), e->i32, "");
+      } else {
+        half[h] = part == 1 && h == 1
+                      ? LLVMConstNull(LLVMVectorType(e->i16, BF_LANES))
+                      : round_bf16(e, load_floats(e, e->A, src, BF_LANES, BF_LANES));
       }
-      LLVMValueRef w = LLVMBuildOr(e->b, half[0], LLVMBuildShl(e->b, half[1], c32(e, 16), ""), "");
-      LLVMValueRef d = gep(e, e->i32, e->apack, add(e, dst_row, p));
-      LLVMSetAlignment(LLVMBuildStore(e->b, w, d), 4);
-      if (part == 0) loop_close(e, &l, 1, NULL);
     }
+    LLVMValueRef w =
+        n == 1
+            ? LLVMBuildOr(e->b, half[0], LLVMBuildShl(e->b, half[1], c32(e, 16), ""), "")
+            : LLVMBuildBitCast(e->b, LLVMBuildShuffleVector(e->b, half[0], half[1], interleave, ""),
+                               e->vi, "");
+    LLVMValueRef d = gep(e, e->i32, e->apack, a_word(e, rel, p));
+    LLVMSetAlignment(LLVMBuildStore(e->b, w, d), 4);
+    if (part == 0) loop_close(e, &l, 1, NULL);
+  }
+}
+
+/* apack for rows [mb, m1) of A and the pass's k block. */
+static void pack_a(bf_emitter *e, const bf_pass *ps, LLVMValueRef m1) {
+  const nnc_cg_gemm *g = e->g;
+  if (g->trans_a) {
+    /* 16 rows at a time (contiguous in A), then one at a time. */
+    bf_loop v;
+    loop_open(e, &v, ps->mb, LLVMBuildSub(e->b, m1, c64(e, BF_LANES - 1), ""), 0, NULL);
+    pack_a_trans(e, ps, v.iv, BF_LANES);
+    loop_close(e, &v, BF_LANES, NULL);
+    bf_loop r;
+    loop_open(e, &r, v.iv, m1, 0, NULL);
+    pack_a_trans(e, ps, r.iv, 1);
+    loop_close(e, &r, 1, NULL);
+    return;
+  }
+  /* k contiguous: 32 floats -> 16 pair words per step. */
+  bf_loop r;
+  loop_open(e, &r, ps->mb, m1, 0, NULL);
+  LLVMValueRef rel = LLVMBuildSub(e->b, r.iv, ps->mb, "");
+  for (int64_t c = 0; c * 32 < ps->klen; c++) {
+    int lanes = (int)(ps->klen - c * 32 < 32 ? ps->klen - c * 32 : 32);
+    LLVMValueRef src = add(e, mulc(e, r.iv, g->lda), add(e, ps->k0, c64(e, c * 32)));
+    LLVMValueRef h = round_bf16(e, load_floats(e, e->A, src, lanes, 32));
+    LLVMValueRef w = LLVMBuildBitCast(e->b, h, e->vi, "");
+    LLVMValueRef p = gep(e, e->i32, e->apack, a_word(e, rel, c64(e, c * 16)));
+    LLVMSetAlignment(LLVMBuildStore(e->b, w, p), 4);
   }
   loop_close(e, &r, 1, NULL);
 }
@@ -285,12 +344,11 @@ static void pack_b(bf_emitter *e, const bf_pass *ps) {
     }
     return;
   }
-  /* B stored [N, K]: column j's k contiguous; 32 floats -> 16 pair words
-   * spread down the packed column (the last chunk peeled: fewer words). */
+  /* B stored [N, K]: column j's k contiguous; 32 floats -> its 16 pair
+   * words. 16 columns at a time are transposed in registers so that each
+   * vector holds one pair of 16 columns, a row of bpack (the last chunk
+   * peeled: fewer k). */
   int64_t full = ps->klen / 32, tail = ps->klen % 32;
-  bf_loop j;
-  loop_open(e, &j, c64(e, 0), c64(e, ps->width), 0, NULL);
-  LLVMValueRef col = mulc(e, add(e, ps->n, j.iv), g->ldb);
   for (int part = 0; part < 2; part++) {
     bf_loop c;
     LLVMValueRef ci;
@@ -303,26 +361,28 @@ static void pack_b(bf_emitter *e, const bf_pass *ps) {
       if (tail == 0) break;
       ci = c64(e, full);
     }
-    LLVMValueRef src = add(e, col, add(e, ps->k0, mulc(e, ci, 32)));
-    LLVMValueRef w =
-        LLVMBuildBitCast(e->b, round_bf16(e, load_floats(e, e->B, src, lanes, 32)), e->vi, "");
-    for (int t = 0; t < (lanes + 1) / 2; t++) {
-      LLVMValueRef s = LLVMBuildExtractElement(e->b, w, c64(e, t), "");
-      LLVMValueRef row = add(e, mulc(e, ci, 16), c64(e, t));
-      LLVMValueRef d = gep(e, e->i32, e->bpack, add(e, mulc(e, row, B_ROW), j.iv));
-      LLVMSetAlignment(LLVMBuildStore(e->b, s, d), 4);
+    LLVMValueRef k = add(e, ps->k0, mulc(e, ci, 32));
+    for (int jv = 0; jv < ps->nv; jv++) {
+      LLVMValueRef v[BF_LANES];
+      for (int t = 0; t < BF_LANES; t++) {
+        int j = jv * BF_LANES + t;
+        if (j >= ps->width) {
+          v[t] = LLVMConstNull(e->vi);
+          continue;
+        }
+        LLVMValueRef src = add(e, mulc(e, add(e, ps->n, c64(e, j)), g->ldb), k);
+        v[t] =
+            LLVMBuildBitCast(e->b, round_bf16(e, load_floats(e, e->B, src, lanes, 32)), e->vi, "");
+      }
+      transpose16(e, v);
+      for (int t = 0; t < (lanes + 1) / 2; t++) {
+        LLVMValueRef row = add(e, mulc(e, ci, 16), c64(e, t));
+        LLVMValueRef d =
+            gep(e, e->i32, e->bpack, add(e, mulc(e, row, B_ROW), c64(e, jv * BF_LANES)));
+        LLVMSetAlignment(LLVMBuildStore(e->b, v[t], d), 4);
+      }
     }
     if (part == 0) loop_close(e, &c, 1, NULL);
-  }
-  loop_close(e, &j, 1, NULL);
-  if (ps->width < ps->nv * BF_LANES) { /* zero columns of the last vector */
-    bf_loop z;
-    loop_open(e, &z, c64(e, 0), c64(e, ps->pairs), 0, NULL);
-    for (int jj = ps->width; jj < ps->nv * BF_LANES; jj++) {
-      LLVMValueRef d = gep(e, e->i32, e->bpack, add(e, mulc(e, z.iv, B_ROW), c64(e, jj)));
-      LLVMSetAlignment(LLVMBuildStore(e->b, c32(e, 0), d), 4);
-    }
-    loop_close(e, &z, 1, NULL);
   }
 }
 
@@ -361,7 +421,7 @@ static void tile(bf_emitter *e, const bf_pass *ps, int mr, LLVMValueRef m) {
       acc[i * nv + j] =
           from_c ? load_floats(e, e->C, cidx[i * nv + j], lanes, BF_LANES) : LLVMConstNull(e->vf);
     }
-  LLVMValueRef arow = mulc(e, LLVMBuildSub(e->b, m, ps->mb, ""), A_ROW);
+  LLVMValueRef rel = LLVMBuildSub(e->b, m, ps->mb, "");
   bf_loop l;
   loop_open(e, &l, c64(e, 0), c64(e, ps->pairs), nacc, acc);
   LLVMValueRef cur[BF_MAX_ACC], bv[BF_NV];
@@ -372,7 +432,7 @@ static void tile(bf_emitter *e, const bf_pass *ps, int mr, LLVMValueRef m) {
     bv[j] = LLVMBuildBitCast(e->b, v, e->vbf, "");
   }
   for (int i = 0; i < mr; i++) {
-    LLVMValueRef p = gep(e, e->i32, e->apack, add(e, add(e, arow, c64(e, i * A_ROW)), l.iv));
+    LLVMValueRef p = gep(e, e->i32, e->apack, a_word(e, add(e, rel, c64(e, i)), l.iv));
     LLVMValueRef w = LLVMBuildLoad2(e->b, e->i32, p, "");
     LLVMSetAlignment(w, 4);
     LLVMValueRef v = LLVMBuildInsertElement(e->b, LLVMGetUndef(e->vi), w, c64(e, 0), "");
