@@ -6,7 +6,10 @@
  * cblas_sgemm on one thread when built with it (NNC_BENCH_OPENBLAS). Prints
  * the median of several timed runs per shape, checks each kernel against a
  * double-precision reference, and counts zmm FMAs in the first kernel's
- * assembly. Not a test: the numbers depend on the machine and its load.
+ * assembly. On a CPU with AVX512-BF16 also the bf16 kernel of each product
+ * (precision = bf16, gemm_bf16.c: operands rounded while packed, same f32
+ * data in memory). Not a test: the numbers depend on the machine and its
+ * load.
  *
  *   build-gemm/gemm_bench [runs]
  */
@@ -171,8 +174,8 @@ int main(int argc, char **argv) {
   printf("%s: %d vfmadd...ps %%zmm instructions in its assembly\n", shapes[0].what, fmas);
   free(text);
 
-  printf("%-21s %6s %6s %6s  %8s  %8s  %8s  %s\n", "product", "M", "N", "K", "nnc", "nnc/2",
-         "openblas", "rel.err");
+  printf("%-21s %6s %6s %6s  %8s  %8s  %8s  %8s  %s\n", "product", "M", "N", "K", "nnc", "nnc/2",
+         "openblas", "nnc bf16", "rel.err");
   unsigned seed = 12345;
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
     nnc_cg_gemm g = gemm_of(&shapes[s]);
@@ -188,12 +191,24 @@ int main(int argc, char **argv) {
     timing_args t = {fn, &g, A, B, bias, C};
     double ours = gflops(run_kernel, &t, runs), halves = gflops(run_halves, &t, runs);
     double rel = check(&g, A, B, bias, C);
-    double blas = 0;
+    double blas = 0, bf16 = 0;
 #ifdef NNC_BENCH_OPENBLAS
     blas = gflops(run_blas, &t, runs);
 #endif
-    printf("%-21s %6lld %6lld %6lld  %8.1f  %8.1f  %8.1f  %.1e\n", shapes[s].what, (long long)g.M,
-           (long long)g.N, (long long)g.K, ours, halves, blas, rel);
+    if (__builtin_cpu_supports("avx512bf16")) {
+      nnc_cg_gemm gb = g;
+      gb.bf16 = true;
+      timing_args tb = t;
+      tb.g = &gb;
+      tb.fn = gemm_jit_compile(j, &gb, err, sizeof err);
+      if (!tb.fn) {
+        fprintf(stderr, "gemm_bench: %s\n", err);
+        return 1;
+      }
+      bf16 = gflops(run_kernel, &tb, runs);
+    }
+    printf("%-21s %6lld %6lld %6lld  %8.1f  %8.1f  %8.1f  %8.1f  %.1e\n", shapes[s].what,
+           (long long)g.M, (long long)g.N, (long long)g.K, ours, halves, blas, bf16, rel);
     free(A), free(B), free(bias), free(C);
   }
   gemm_jit_free(j);

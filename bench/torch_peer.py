@@ -39,6 +39,8 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    ap.add_argument("--bf16", action="store_true",
+                    help="forward and loss under torch.autocast('cpu', dtype=torch.bfloat16)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -91,7 +93,8 @@ def main():
                 flip = torch.rand(x.shape[0]) < 0.5
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             opt.zero_grad(set_to_none=True)
-            loss = lossf(model(x), ytr[idx])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                loss = lossf(model(x), ytr[idx])
             loss.backward()
             opt.step()
             if first_step is None:
@@ -105,7 +108,7 @@ def main():
         print(f"epoch {epoch + 1}: {n / dt:.0f} samples/s, test acc {acc:.4f}", flush=True)
     print(f"RESULT framework=pytorch samples_per_s={n * args.epochs / train_s:.0f} "
           f"test_acc={acc:.4f} start_to_first_step_s={first_step:.3f} "
-          f"model={args.model} threads=torch:{args.threads},"
+          f"model={args.model} bf16={int(args.bf16)} threads=torch:{args.threads},"
           f"openblas:{os.environ.get('OPENBLAS_NUM_THREADS', 'default')}")
 
 

@@ -34,6 +34,7 @@ bool nnc_cg_check(LLVMErrorRef e, const char *what, char *err, size_t errlen);
 typedef struct nnc_cg_target {
   char *triple, *cpu, *features; /* LLVM-allocated: LLVMDisposeMessage */
   int vector_width;              /* floats per vector the target prefers */
+  bool host;                     /* this machine's CPU (no --cpu) */
 } nnc_cg_target;
 
 bool nnc_cg_target_init(nnc_cg_target *t, const nnc_cg_options *o, char *err, size_t errlen);

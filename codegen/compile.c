@@ -47,28 +47,35 @@ bool nnc_cg_set_cpu_level(nnc_cg_options *o, const char *name) {
   /* Each level's features spelled out (LLVM would imply them from the CPU
    * name, but the vector width is read from this string); each level
    * extends the one before. */
-#define NNC_X86_V1 "+sse2"
-#define NNC_X86_V2 NNC_X86_V1 ",+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+sahf"
-#define NNC_X86_V3 NNC_X86_V2 ",+avx,+avx2,+bmi,+bmi2,+f16c,+fma,+lzcnt,+movbe,+xsave"
-#define NNC_X86_V4 NNC_X86_V3 ",+avx512f,+avx512bw,+avx512cd,+avx512dq,+avx512vl,+evex512"
-  static const char *const levels[][2] = {
-      {"x86-64", NNC_X86_V1},
-      {"x86-64-v2", NNC_X86_V2},
-      {"x86-64-v3", NNC_X86_V3},
-      {"x86-64-v4", NNC_X86_V4},
+#define NNC_X86_V1      "+sse2"
+#define NNC_X86_V2      NNC_X86_V1 ",+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+sahf"
+#define NNC_X86_V3      NNC_X86_V2 ",+avx,+avx2,+bmi,+bmi2,+f16c,+fma,+lzcnt,+movbe,+xsave"
+#define NNC_X86_V4      NNC_X86_V3 ",+avx512f,+avx512bw,+avx512cd,+avx512dq,+avx512vl,+evex512"
+#define NNC_X86_V4_BF16 NNC_X86_V4 ",+avx512bf16,+avx512vnni"
+  /* name, LLVM's CPU, features */
+  static const char *const levels[][3] = {
+      {"x86-64", "x86-64", NNC_X86_V1},
+      {"x86-64-v2", "x86-64-v2", NNC_X86_V2},
+      {"x86-64-v3", "x86-64-v3", NNC_X86_V3},
+      {"x86-64-v4", "x86-64-v4", NNC_X86_V4},
+      /* what precision = bf16 needs (vdpbf16ps); AMX is not used */
+      {"x86-64-v4-bf16", "x86-64-v4", NNC_X86_V4_BF16},
+      {"sapphirerapids", "sapphirerapids", NNC_X86_V4_BF16},
+      {"znver4", "znver4", NNC_X86_V4_BF16},
   };
 #undef NNC_X86_V1
 #undef NNC_X86_V2
 #undef NNC_X86_V3
 #undef NNC_X86_V4
+#undef NNC_X86_V4_BF16
   if (!strcmp(name, "native")) {
     o->cpu = o->features = NULL;
     return true;
   }
   for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++)
     if (!strcmp(name, levels[i][0])) {
-      o->cpu = levels[i][0];
-      o->features = levels[i][1];
+      o->cpu = levels[i][1];
+      o->features = levels[i][2];
       return true;
     }
   return false;
@@ -85,6 +92,7 @@ bool nnc_cg_target_init(nnc_cg_target *t, const nnc_cg_options *o, char *err, si
     t->cpu = LLVMGetHostCPUName();
     t->features = o->features ? LLVMCreateMessage(o->features) : LLVMGetHostCPUFeatures();
   }
+  t->host = !o->cpu;
   t->vector_width = strstr(t->features, "+avx512f") ? 16 : strstr(t->features, "+avx") ? 8 : 4;
   (void)err;
   (void)errlen;
@@ -124,10 +132,33 @@ LLVMTargetMachineRef nnc_cg_target_machine(const nnc_cg_target *t, int opt_level
                                  LLVMCodeModelDefault);
 }
 
+/* precision = bf16 needs AVX512-BF16 in the target: the host's as the
+ * runtime sees it (NNC_CPU_DISABLE can hide it, for tests), or --cpu's. */
+static bool bf16_target(const nnc_cg_target *t, bool host, char *err, size_t errlen) {
+  if (!strstr(t->features, "+avx512bf16")) {
+    snprintf(err, errlen,
+             "precision = bf16 needs AVX512-BF16 (vdpbf16ps); the target CPU '%s' has no "
+             "avx512bf16; use --cpu x86-64-v4-bf16 (or sapphirerapids, znver4) for another "
+             "machine, or precision = f32",
+             t->cpu);
+    return false;
+  }
+  nnc_rt_error rerr;
+  if (host && nnc_rt_cpu_check_bf16(&rerr)) {
+    snprintf(err, errlen,
+             "precision = bf16 needs a CPU with AVX512-BF16 (cpuid feature avx512_bf16), and "
+             "this one lacks it; use precision = f32 (--precision f32)");
+    return false;
+  }
+  return true;
+}
+
 bool nnc_cg_build_kernels(nnc_kprog *p, const nnc_module *m, const nnc_cg_target *t, char *err,
                           size_t errlen) {
   p->vector_width = t->vector_width;
   p->use_gemm = true;
+  p->bf16 = m->config.precision == NNC_PRECISION_BF16;
+  if (p->bf16 && !bf16_target(t, t->host, err, errlen)) return false;
   if (!nnc_cg_lower(p, m, err, errlen)) return false;
   nnc_cg_plan(p);
   return true;

@@ -668,6 +668,7 @@ static void body(emitter *e) {
 }
 
 LLVMValueRef nnc_cg_emit_gemm(LLVMModuleRef mod, const char *name, const nnc_cg_gemm *g) {
+  if (nnc_cg_gemm_bf16_applies(g)) return nnc_cg_emit_gemm_bf16(mod, name, g);
   emitter e;
   memset(&e, 0, sizeof e);
   e.ctx = LLVMGetModuleContext(mod);

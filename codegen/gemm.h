@@ -28,4 +28,9 @@
  * and columns of C beyond N (ldc > N) are not touched. */
 LLVMValueRef nnc_cg_emit_gemm(LLVMModuleRef mod, const char *name, const nnc_cg_gemm *g);
 
+/* The same with bf16 operands and f32 accumulation (AVX512-BF16,
+ * gemm_bf16.c); nnc_cg_emit_gemm calls it where nnc_cg_gemm_bf16_applies.
+ * The target must have avx512bf16. */
+LLVMValueRef nnc_cg_emit_gemm_bf16(LLVMModuleRef mod, const char *name, const nnc_cg_gemm *g);
+
 #endif

@@ -63,7 +63,13 @@ nnc_cg_gemm_plan nnc_cg_gemm_plan_for(const nnc_cg_gemm *g) {
   return p;
 }
 
-int64_t nnc_cg_gemm_row_block(const nnc_cg_gemm *g) {
-  return nnc_cg_gemm_plan_for(g).mr;
+bool nnc_cg_gemm_bf16_applies(const nnc_cg_gemm *g) {
+  /* 512: gemm_bf16.c's k block (BF_KC). */
+  return g->bf16 && g->vector_width >= 16 && g->K > 0 &&
+         !(g->accumulate && g->act != NNC_CG_ACT_NONE && g->K > 512);
 }
 
+int64_t nnc_cg_gemm_row_block(const nnc_cg_gemm *g) {
+  if (nnc_cg_gemm_bf16_applies(g)) return 8; /* gemm_bf16.c's BF_MR */
+  return nnc_cg_gemm_plan_for(g).mr;
+}

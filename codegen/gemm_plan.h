@@ -31,6 +31,8 @@ typedef struct nnc_cg_gemm {
   int64_t row_align;     /* when M is a multiple of it: every row range is
                             too (then tiles for the remainders no range can
                             leave are not emitted); 0 or 1: no promise */
+  bool bf16;             /* operands rounded to bf16, f32 accumulation
+                            (gemm_bf16.c) where nnc_cg_gemm_bf16_applies */
 } nnc_cg_gemm;
 
 typedef enum nnc_cg_gemm_kind { NNC_CG_GEMM_OUTER, NNC_CG_GEMM_DOT } nnc_cg_gemm_kind;
@@ -53,6 +55,11 @@ typedef struct nnc_cg_gemm_plan {
 
 /* The tiling of g. */
 nnc_cg_gemm_plan nnc_cg_gemm_plan_for(const nnc_cg_gemm *g);
+
+/* Whether g is emitted by the bf16 kernel (gemm_bf16.c): g->bf16 on an
+ * AVX-512 target (vector_width 16), K > 0, and no activation after an
+ * accumulate that spans several k blocks. Otherwise the f32 kernel. */
+bool nnc_cg_gemm_bf16_applies(const nnc_cg_gemm *g);
 
 /* Rows per block the kernel prefers; the caller splits work in multiples. */
 int64_t nnc_cg_gemm_row_block(const nnc_cg_gemm *g);

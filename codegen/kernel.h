@@ -240,6 +240,7 @@ typedef struct nnc_kprog {
   int64_t arena_bytes;       /* total */
   int vector_width;          /* floats per vector of the target (gemm) */
   bool use_gemm;             /* f32 products through gemm.c */
+  bool bf16;                 /* products with bf16 operands (precision = bf16) */
   const nnc_kdeploy *deploy; /* non-NULL: a deployed inference program (see above) */
 } nnc_kprog;
 

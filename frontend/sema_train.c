@@ -312,6 +312,11 @@ static void set_seed(nnc_sema *s, const nnc_ast *v) {
   int64_t seed;
   if (nnc_sema_int(s, v, "seed", 0, (int64_t)1 << 53, &seed)) s->cfg.seed = (uint64_t)seed;
 }
+static void set_precision(nnc_sema *s, const nnc_ast *v) {
+  static const char *const words[] = {"f32", "bf16"};
+  int k;
+  if (nnc_sema_word(s, v, "precision", words, 2, &k)) s->cfg.precision = (nnc_precision)k;
+}
 static void set_l1(nnc_sema *s, const nnc_ast *v) {
   nnc_sema_num(s, v, "l1", 0, 1e6, &s->cfg.regular.l1);
 }
@@ -495,6 +500,7 @@ static const struct {
     {"batch", set_batch, false},
     {"epochs", set_epochs, false},
     {"seed", set_seed, false},
+    {"precision", set_precision, false},
     {"l1", set_l1, false},
     {"l2", set_l2, false},
     {"clip_norm", set_clip_norm, false},

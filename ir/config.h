@@ -67,6 +67,12 @@ typedef enum nnc_loss_kind {
 
 typedef enum nnc_reduction { NNC_REDUCE_MEAN, NNC_REDUCE_SUM } nnc_reduction;
 
+/* `precision = f32 | bf16`: with bf16 the operands of every matrix product
+ * (forward, input and weight gradients, convolutions as products) are
+ * rounded to bf16 as the product reads them and accumulated in f32; all
+ * else stays f32 (docs/language.md). */
+typedef enum nnc_precision { NNC_PRECISION_F32, NNC_PRECISION_BF16 } nnc_precision;
+
 /* ---- Optimizer ---- */
 typedef enum nnc_optim_kind {
   NNC_OPT_SGD,
@@ -171,10 +177,11 @@ typedef struct nnc_train_config {
   nnc_param_group groups[NNC_MAX_GROUPS];
   int ngroups;
   nnc_load_config load;
-  int64_t batch;        /* default 32 */
-  int64_t epochs;       /* default 1 */
-  uint64_t seed;        /* default 0 */
-  bool metric_accuracy; /* report accuracy (default: true for classification losses) */
+  int64_t batch;           /* default 32 */
+  int64_t epochs;          /* default 1 */
+  uint64_t seed;           /* default 0 */
+  nnc_precision precision; /* default f32 */
+  bool metric_accuracy;    /* report accuracy (default: true for classification losses) */
   nnc_early_stop_config early_stop;
   nnc_checkpoint_config checkpoint;
   const char *resume; /* checkpoint to resume from */

@@ -41,6 +41,26 @@ typedef struct nnc_rt_error {
  * `return nnc_rt_fail(err, "...", ...);`. */
 int nnc_rt_fail(nnc_rt_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* ---- The CPU and bf16 (cpu.c) -------------------------------------------
+ * Features of the CPU this process runs on, asked once per process
+ * (cpuid; AVX-512 only when the OS saves its state). NNC_CPU_DISABLE=
+ * avx512f,avx512_bf16,amx_tile,amx_bf16 (any of them) reports those absent,
+ * for tests. AMX is reported, not used (docs/language.md, precision). */
+typedef struct nnc_rt_cpu {
+  int avx512f, avx512_bf16; /* what precision = bf16 code needs */
+  int amx_tile, amx_bf16;   /* present in cpuid (no tile permission asked) */
+} nnc_rt_cpu;
+
+const nnc_rt_cpu *nnc_rt_cpu_features(void);
+/* 0 when the CPU runs precision = bf16 code; else -1 and err names the
+ * missing feature. */
+int nnc_rt_cpu_check_bf16(nnc_rt_error *err);
+/* f32 -> bf16 (the upper 16 bits of an f32) with round to nearest even;
+ * a NaN stays NaN (quieted), infinities stay, overflow gives infinity.
+ * The rounding the bf16 products apply to their operands. */
+uint16_t nnc_rt_bf16_bits(float x);
+float nnc_rt_bf16_round(float x); /* the same as a float */
+
 /* ---- Thread pool --------------------------------------------------------
  * A fixed pool of worker threads created once. Every thread in it (and the
  * caller, which takes part) runs with flush-to-zero and denormals-are-zero
@@ -548,6 +568,7 @@ typedef struct nnc_rt_spec {
   nnc_rt_augment augment[NNC_RT_SPEC_MAX_LIST];
   int naugment;
   int validate;        /* enum nnc_rt_validate */
+  int precision;       /* 0: f32, 1: bf16 products (the CPU is checked at start) */
   int64_t epochs;      /* 1 */
   uint64_t seed;       /* 0 */
   int metric_accuracy; /* 1: report accuracy (when the model computes it) */

@@ -45,6 +45,7 @@ typedef struct flags {
   int no_checkpoint, no_log;
   int data_parallel;         /* --data-parallel: the data-parallel step in one process too */
   const char *compiled_flag; /* --lr or --set given to a compiled program */
+  const char *precision;     /* --precision: must be the compiled one */
 } flags;
 
 enum flag_id {
@@ -66,12 +67,14 @@ enum flag_id {
   FL_LR,
   FL_SET,
   FL_DATA_PARALLEL,
+  FL_PRECISION,
   NFLAGS
 };
 static const char *const flag_names[NFLAGS] = {
-    "--epochs", "--batch",         "--seed",      "--threads",    "--data",  "--test-data",
-    "--resume", "--log",           "--log-every", "--checkpoint", "--quiet", "--report",
-    "--help",   "--no-checkpoint", "--no-log",    "--lr",         "--set",   "--data-parallel"};
+    "--epochs",    "--batch",  "--seed",          "--threads",       "--data",
+    "--test-data", "--resume", "--log",           "--log-every",     "--checkpoint",
+    "--quiet",     "--report", "--help",          "--no-checkpoint", "--no-log",
+    "--lr",        "--set",    "--data-parallel", "--precision"};
 
 /* ---- One run ----------------------------------------------------------------- */
 typedef struct session {
@@ -180,6 +183,11 @@ static int set_flag(session *S, int id, const char *v) {
   case FL_LR:
   case FL_SET: f->compiled_flag = name; return 0;
   case FL_DATA_PARALLEL: f->data_parallel = 1; return 0;
+  case FL_PRECISION:
+    if (strcmp(v, "f32") && strcmp(v, "bf16"))
+      return usage_error(S, "--precision needs f32 or bf16, got '%s'", v);
+    f->precision = v;
+    return 0;
   case NFLAGS: break;
   }
   return 0;
@@ -231,6 +239,8 @@ static void print_help(const session *S, int have_spec) {
          " (default %llu)\n",
          have_spec ? (unsigned long long)s->seed : 0ULL);
   printf("  --threads N        worker threads; 0 = all cores (default 0)\n");
+  printf("  --precision P      must equal the compiled precision (%s); recompile to change it\n",
+         have_spec && S->spec.precision ? "bf16" : "f32");
   /* Only the form this program's data takes. */
   static const char *const data_forms[] = {"the IDX folder", "a CSV file", "X.npy,Y.npy"};
   int format = have_spec && s->format >= NNC_RT_DATA_IDX && s->format <= NNC_RT_DATA_NPY
@@ -728,6 +738,14 @@ static int apply_flags(session *S) {
                        "%s ... -o %s)",
                        f->compiled_flag, s->source ? s->source : "MODEL.nn", f->compiled_flag,
                        S->prog);
+  const char *compiled = s->precision ? "bf16" : "f32";
+  if (f->precision && strcmp(f->precision, compiled))
+    return usage_error(S,
+                       "--precision %s: this program was compiled with precision = %s, which is "
+                       "part of the compiled code; recompile with it (nnc %s --precision %s -o %s)",
+                       f->precision, compiled, s->source ? s->source : "MODEL.nn", f->precision,
+                       S->prog);
+  if (s->precision && nnc_rt_cpu_check_bf16(&S->err)) return EXIT_ERROR;
   char **strs[3] = {&s->resume_path, &s->log_path, &s->checkpoint_path};
   const char *vals[3] = {f->resume, f->log, f->checkpoint};
   for (int i = 0; i < 3; i++) {

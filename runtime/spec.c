@@ -72,6 +72,7 @@ static const key_def keys[] = {
     {"validate", V_ENUM, F(validate), 0, 0, "auto|none|test|validation", NNC_RT_VALIDATE_AUTO},
     {"epochs", V_INT, F(epochs), 1, 1e9, NULL, 0},
     {"seed", V_U64, F(seed), 0, 0, NULL, 0},
+    {"precision", V_ENUM, F(precision), 0, 0, "f32|bf16", 0},
     {"metric.accuracy", V_BOOL, F(metric_accuracy), 0, 0, NULL, 0},
     {"early_stop.enabled", V_BOOL, F(early_stop), 0, 0, NULL, 0},
     {"early_stop.metric", V_ENUM, F(early_stop_metric), 0, 0, "loss|accuracy", NNC_RT_METRIC_LOSS},

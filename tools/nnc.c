@@ -63,7 +63,8 @@ static const char usage[] =
     "\n"
     "  --cpu LEVEL  with -o or --emit: code for any CPU of that level instead of this\n"
     "               machine's: x86-64, x86-64-v2, x86-64-v3 (AVX2, FMA), x86-64-v4\n"
-    "               (AVX-512), or native (the default)\n"
+    "               (AVX-512), x86-64-v4-bf16 (AVX-512 with AVX512-BF16: Zen 4,\n"
+    "               Sapphire Rapids), sapphirerapids, znver4, or native (the default)\n"
     "  with --emit=c, --emit=obj or --emit=onnx (docs/deploy.md):\n"
     "  --weights CKPT    trained values (default: the file's checkpoint(path))\n"
     "  --name PREFIX     PREFIX_predict, PREFIX_BATCH... (default: the model's name)\n"
@@ -82,7 +83,8 @@ static const char usage[] =
     "  --no-checkpoint  --no-log   write no checkpoint / metrics log, whatever the file says\n"
     "  --lr X  --set SETTING       change a train-block setting: --set epochs=3,\n"
     "                              --set 'optimizer = sgd(lr = 0.1)' (also with -o and --emit)\n"
-    "  (--batch, --lr and --set recompile: they are compiled into the kernels)\n"
+    "  --precision f32|bf16        matrix products in f32 or with bf16 operands (AVX512-BF16)\n"
+    "  (--batch, --lr, --set and --precision recompile: they are compiled into the kernels)\n"
     "\n"
     "environment: NNC_DEBUG=1 verifies the IR after every pass and prints pass times;\n"
     "             NNC_DUMP_AFTER=PASS|all prints the IR after a pass\n";
@@ -312,15 +314,27 @@ int take_compile_flags(int *argc, char **argv, compile_flags *cf) {
     const char *a = argv[i], *v = NULL;
     bool lr = !strcmp(a, "--lr") || !strncmp(a, "--lr=", 5);
     bool set = !strcmp(a, "--set") || !strncmp(a, "--set=", 6);
-    if (!lr && !set) {
+    bool prec = !strcmp(a, "--precision") || !strncmp(a, "--precision=", 12);
+    if (!lr && !set && !prec) {
       argv[out++] = argv[i];
       continue;
     }
     const char *eq = strchr(a, '=');
     v = eq ? eq + 1 : i + 1 < *argc ? argv[++i] : NULL;
     if (!v || !*v) {
-      fprintf(stderr, "nnc: error: %s needs a value\n", lr ? "--lr" : "--set");
+      fprintf(stderr, "nnc: error: %s needs a value\n",
+              lr    ? "--lr"
+              : set ? "--set"
+                    : "--precision");
       return 2;
+    }
+    if (prec) { /* --precision P is --set 'precision = P' */
+      if (strcmp(v, "f32") && strcmp(v, "bf16")) {
+        fprintf(stderr, "nnc: error: --precision needs f32 or bf16, got '%s'\n", v);
+        return 2;
+      }
+      set = true;
+      v = strcmp(v, "bf16") ? "precision = f32" : "precision = bf16";
     }
     if (set) {
       if (cf->fo.nsettings == MAX_SETTINGS) {
@@ -769,8 +783,8 @@ int main(int argc, char **argv) {
   nnc_cg_default_options(&co);
   if (cpu && !nnc_cg_set_cpu_level(&co, cpu)) {
     fprintf(stderr,
-            "nnc: error: unknown --cpu '%s' (x86-64, x86-64-v2, x86-64-v3, x86-64-v4 or "
-            "native)\n",
+            "nnc: error: unknown --cpu '%s' (x86-64, x86-64-v2, x86-64-v3, x86-64-v4, "
+            "x86-64-v4-bf16, sapphirerapids, znver4 or native)\n",
             cpu);
     return 2;
   }

@@ -69,6 +69,7 @@ static void put_control(FILE *f, const nnc_train_config *c) {
   fprintf(f, "validate = %s\n", validate);
   fprintf(f, "epochs = %lld\n", (long long)c->epochs);
   fprintf(f, "seed = %llu\n", (unsigned long long)c->seed);
+  if (c->precision == NNC_PRECISION_BF16) fputs("precision = bf16\n", f);
   fprintf(f, "metric.accuracy = %s\n", bool_word(c->metric_accuracy));
   if (c->early_stop.enabled) {
     fputs("early_stop.enabled = true\n", f);

@@ -18,6 +18,10 @@
 #              IDX data): frozen tensors bit-identical to the CNN's, head trained
 #   cpu        -o trainers for x86-64 (no AVX in them) and x86-64-v3 (no
 #              AVX-512) train; an unknown --cpu is refused
+#   bf16       a --precision bf16 trainer (vdpbf16ps in it): resume bit for
+#              bit, 1 thread = 2 threads, not f32's bits, learns; with the
+#              CPU's avx512_bf16 hidden (NNC_CPU_DISABLE) the trainer and
+#              nnc run name it and exit 1; wrong --precision, --cpu x86-64-v4
 #   deploy     examples/fashion_mlp.nn, 1 epoch on Fashion-MNIST, emitted as C
 #              (gcc and clang, -std=c99 -pedantic -Werror), as C with
 #              --extern-weights and as an object: each parity test passes;
@@ -399,6 +403,46 @@ if want cpu; then
   [ ! -e t ] || fail "a trainer was written for an unknown --cpu"
   run cpu_ir "$NNC" --emit=ir "$EX/linear_regression.nn" --cpu x86-64
   expect_rc cpu_ir 2 && expect_grep cpu_ir.err "takes no -o, --batch or --cpu"
+  end
+fi
+
+# ---- precision = bf16 -------------------------------------------------------
+if want bf16; then
+  begin bf16
+  if ! grep -qw avx512_bf16 /proc/cpuinfo; then
+    echo "  skipped: this CPU has no avx512_bf16"
+    SKIPPED=$((SKIPPED + 1))
+  elif mk_ckpt_model; then
+    run bfbuild "$NNC" ck/ckpt_mlp.nn --precision bf16 -o ck/train_bf16
+    if expect_rc bfbuild 0; then
+      if command -v objdump >/dev/null; then
+        objdump -d ck/train_bf16 | grep -q vdpbf16ps || fail "the bf16 trainer has no vdpbf16ps"
+      fi
+      run bstraight ck/train_bf16 --epochs 3 --checkpoint b1.safetensors --threads 1 --report --quiet
+      run bpart1 ck/train_bf16 --epochs 1 --checkpoint b2.safetensors --threads 1 --quiet
+      run bpart2 ck/train_bf16 --resume b2.safetensors --epochs 3 --checkpoint b2.safetensors --threads 1 --quiet
+      run bthreads ck/train_bf16 --epochs 3 --checkpoint b3.safetensors --threads 2 --quiet
+      run bf32 ck/train --epochs 3 --checkpoint f1.safetensors --threads 1 --quiet
+      if expect_rc bstraight 0 && expect_rc bpart1 0 && expect_rc bpart2 0 && expect_rc bthreads 0 &&
+        expect_rc bf32 0; then
+        "$TOOL" same b1.safetensors b2.safetensors >same.out 2>&1 || { fail "bf16: resumed run differs:"; cat same.out >&2; }
+        "$TOOL" same b1.safetensors b3.safetensors >same.out 2>&1 || { fail "bf16: 1 and 2 threads differ:"; cat same.out >&2; }
+        "$TOOL" same b1.safetensors f1.safetensors >/dev/null 2>&1 && fail "bf16 trains bit for bit like f32"
+        check "the bf16 model learns" "acc >= 0.85" acc="$(result_field bstraight.out test_acc)"
+      fi
+    fi
+    # A CPU without AVX512-BF16 (detection forced off): the trainer and nnc run say so.
+    run bnocpu env NNC_CPU_DISABLE=avx512_bf16 ck/train_bf16 --threads 1 --quiet
+    expect_rc bnocpu 1 && expect_grep bnocpu.err "compiled with precision = bf16, which needs a CPU with AVX512-BF16 (cpuid feature avx512_bf16); this CPU lacks it"
+    run bnojit env NNC_CPU_DISABLE=avx512_bf16 "$NNC" run ck/ckpt_mlp.nn --precision bf16 --threads 1 --quiet
+    expect_rc bnojit 1 && expect_grep bnojit.err "precision = bf16 needs a CPU with AVX512-BF16 (cpuid feature avx512_bf16)"
+    run bwrong ck/train_bf16 --precision f32
+    expect_rc bwrong 2 && expect_grep bwrong.err "this program was compiled with precision = bf16"
+    run bbad "$NNC" run ck/ckpt_mlp.nn --precision fp16
+    expect_rc bbad 2 && expect_grep bbad.err "--precision needs f32 or bf16, got 'fp16'"
+    run bv4 "$NNC" ck/ckpt_mlp.nn --precision bf16 --cpu x86-64-v4 -o ck/t_v4
+    expect_rc bv4 1 && expect_grep bv4.err "the target CPU 'x86-64-v4' has no avx512bf16"
+  fi
   end
 fi
 
