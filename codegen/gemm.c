@@ -667,6 +667,28 @@ static void body(emitter *e) {
   LLVMBuildRetVoid(e->b);
 }
 
+LLVMValueRef nnc_cg_gemm_fn(LLVMModuleRef mod, const char *name, LLVMValueRef args[6],
+                            LLVMBuilderRef *b) {
+  LLVMContextRef ctx = LLVMGetModuleContext(mod);
+  LLVMTypeRef ptr = LLVMPointerTypeInContext(ctx, 0), i64 = LLVMInt64TypeInContext(ctx);
+  LLVMTypeRef params[6] = {ptr, ptr, ptr, ptr, i64, i64};
+  LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(ctx), params, 6, 0);
+  LLVMValueRef fn = LLVMAddFunction(mod, name, fty);
+  for (unsigned i = 0; i < 6; i++)
+    args[i] = LLVMGetParam(fn, i);
+  /* A, B and bias are read-only and never alias C (the planner gives every
+   * tensor its own range of the arena). */
+  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+  unsigned nocapture = LLVMGetEnumAttributeKindForName("nocapture", 9);
+  for (unsigned i = 0; i < 4; i++) {
+    LLVMAddAttributeAtIndex(fn, i + 1, LLVMCreateEnumAttribute(ctx, noalias, 0));
+    LLVMAddAttributeAtIndex(fn, i + 1, LLVMCreateEnumAttribute(ctx, nocapture, 0));
+  }
+  *b = LLVMCreateBuilderInContext(ctx);
+  LLVMPositionBuilderAtEnd(*b, LLVMAppendBasicBlockInContext(ctx, fn, "entry"));
+  return fn;
+}
+
 LLVMValueRef nnc_cg_emit_gemm(LLVMModuleRef mod, const char *name, const nnc_cg_gemm *g) {
   if (nnc_cg_gemm_bf16_applies(g)) return nnc_cg_emit_gemm_bf16(mod, name, g);
   emitter e;
@@ -682,22 +704,14 @@ LLVMValueRef nnc_cg_emit_gemm(LLVMModuleRef mod, const char *name, const nnc_cg_
   e.ptr = LLVMPointerTypeInContext(e.ctx, 0);
   e.vec = vec_of(&e, e.p.vl);
 
-  LLVMTypeRef params[6] = {e.ptr, e.ptr, e.ptr, e.ptr, e.i64, e.i64};
-  LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(e.ctx), params, 6, 0);
-  e.fn = LLVMAddFunction(mod, name, fty);
-  LLVMValueRef *args[6] = {&e.A, &e.B, &e.bias, &e.C, &e.row_begin, &e.row_end};
-  for (unsigned i = 0; i < 6; i++)
-    *args[i] = LLVMGetParam(e.fn, i);
-  /* A, B and bias are read-only and never alias C (the planner gives every
-   * tensor its own range of the arena). */
-  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
-  unsigned nocapture = LLVMGetEnumAttributeKindForName("nocapture", 9);
-  for (unsigned i = 0; i < 4; i++) {
-    LLVMAddAttributeAtIndex(e.fn, i + 1, LLVMCreateEnumAttribute(e.ctx, noalias, 0));
-    LLVMAddAttributeAtIndex(e.fn, i + 1, LLVMCreateEnumAttribute(e.ctx, nocapture, 0));
-  }
-  e.b = LLVMCreateBuilderInContext(e.ctx);
-  LLVMPositionBuilderAtEnd(e.b, LLVMAppendBasicBlockInContext(e.ctx, e.fn, "entry"));
+  LLVMValueRef args[6];
+  e.fn = nnc_cg_gemm_fn(mod, name, args, &e.b);
+  e.A = args[0];
+  e.B = args[1];
+  e.bias = args[2];
+  e.C = args[3];
+  e.row_begin = args[4];
+  e.row_end = args[5];
   /* The outer kernel reads B stored [N,K] from a packed copy of each panel
    * when one fits in PACK_BYTES of stack; bigger ones are gathered. */
   int64_t panel_floats = e.p.kc * e.p.nr * e.p.vl;

@@ -28,6 +28,13 @@
  * and columns of C beyond N (ldc > N) are not touched. */
 LLVMValueRef nnc_cg_emit_gemm(LLVMModuleRef mod, const char *name, const nnc_cg_gemm *g);
 
+/* The function every product kernel is (both emitters above):
+ *   void name(ptr A, ptr B, ptr bias, ptr C, i64 row_begin, i64 row_end)
+ * with A, B, bias and C noalias and nocapture. args receives the six
+ * parameters, *b a new builder at the entry block (the caller disposes). */
+LLVMValueRef nnc_cg_gemm_fn(LLVMModuleRef mod, const char *name, LLVMValueRef args[6],
+                            LLVMBuilderRef *b);
+
 /* The same with bf16 operands and f32 accumulation (AVX512-BF16,
  * gemm_bf16.c); nnc_cg_emit_gemm calls it where nnc_cg_gemm_bf16_applies.
  * The target must have avx512bf16. */

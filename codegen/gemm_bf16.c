@@ -217,17 +217,23 @@ static LLVMValueRef a_word(bf_emitter *e, LLVMValueRef rel, LLVMValueRef p) {
   return add(e, mulc(e, rel, A_ROW), p);
 }
 
-/* A stored [K, M]: the pairs of rows [r, r + n) (n = 16: a vector; n = 1)
- * for every pair of the block, the odd last k peeled. */
-static void pack_a_trans(bf_emitter *e, const bf_pass *ps, LLVMValueRef r, int n) {
-  const nnc_cg_gemm *g = e->g;
-  LLVMValueRef rel = LLVMBuildSub(e->b, r, ps->mb, "");
+/* The shuffle mask that interleaves two vectors of BF_LANES lanes,
+ * x0 y0 x1 y1 ...: two k rows into k pairs. */
+static LLVMValueRef interleave_mask(bf_emitter *e) {
   LLVMValueRef idx[2 * BF_LANES];
   for (int l = 0; l < BF_LANES; l++) {
     idx[2 * l] = c32(e, (uint32_t)l);
     idx[2 * l + 1] = c32(e, (uint32_t)(BF_LANES + l));
   }
-  LLVMValueRef interleave = LLVMConstVector(idx, 2 * BF_LANES);
+  return LLVMConstVector(idx, 2 * BF_LANES);
+}
+
+/* A stored [K, M]: the pairs of rows [r, r + n) (n = 16: a vector; n = 1)
+ * for every pair of the block, the odd last k peeled. */
+static void pack_a_trans(bf_emitter *e, const bf_pass *ps, LLVMValueRef r, int n) {
+  const nnc_cg_gemm *g = e->g;
+  LLVMValueRef rel = LLVMBuildSub(e->b, r, ps->mb, "");
+  LLVMValueRef interleave = interleave_mask(e);
   int64_t full = ps->klen / 2;
   for (int part = 0; part < 2; part++) {
     bf_loop l;
@@ -302,15 +308,7 @@ static void pack_b(bf_emitter *e, const bf_pass *ps) {
   const nnc_cg_gemm *g = e->g;
   if (!g->trans_b) {
     /* B stored [K, N]: rows k and k+1 along n, interleaved. */
-    int idx[2 * BF_LANES];
-    for (int l = 0; l < BF_LANES; l++) {
-      idx[2 * l] = l;
-      idx[2 * l + 1] = BF_LANES + l;
-    }
-    LLVMValueRef m[2 * BF_LANES];
-    for (int l = 0; l < 2 * BF_LANES; l++)
-      m[l] = c32(e, (uint32_t)idx[l]);
-    LLVMValueRef shuf = LLVMConstVector(m, 2 * BF_LANES);
+    LLVMValueRef shuf = interleave_mask(e);
     int64_t full = ps->klen / 2;
     for (int part = 0; part < 2; part++) {
       /* part 0: the full pairs in a loop; part 1: the odd last k. */
@@ -555,20 +553,14 @@ LLVMValueRef nnc_cg_emit_gemm_bf16(LLVMModuleRef mod, const char *name, const nn
   e.vi = LLVMVectorType(e.i32, BF_LANES);
   e.vbf = LLVMVectorType(LLVMBFloatTypeInContext(e.ctx), 2 * BF_LANES);
 
-  LLVMTypeRef params[6] = {e.ptr, e.ptr, e.ptr, e.ptr, e.i64, e.i64};
-  LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(e.ctx), params, 6, 0);
-  e.fn = LLVMAddFunction(mod, name, fty);
-  LLVMValueRef *args[6] = {&e.A, &e.B, &e.bias, &e.C, &e.row_begin, &e.row_end};
-  for (unsigned i = 0; i < 6; i++)
-    *args[i] = LLVMGetParam(e.fn, i);
-  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
-  unsigned nocapture = LLVMGetEnumAttributeKindForName("nocapture", 9);
-  for (unsigned i = 0; i < 4; i++) {
-    LLVMAddAttributeAtIndex(e.fn, i + 1, LLVMCreateEnumAttribute(e.ctx, noalias, 0));
-    LLVMAddAttributeAtIndex(e.fn, i + 1, LLVMCreateEnumAttribute(e.ctx, nocapture, 0));
-  }
-  e.b = LLVMCreateBuilderInContext(e.ctx);
-  LLVMPositionBuilderAtEnd(e.b, LLVMAppendBasicBlockInContext(e.ctx, e.fn, "entry"));
+  LLVMValueRef args[6];
+  e.fn = nnc_cg_gemm_fn(mod, name, args, &e.b);
+  e.A = args[0];
+  e.B = args[1];
+  e.bias = args[2];
+  e.C = args[3];
+  e.row_begin = args[4];
+  e.row_end = args[5];
   /* Packed A: BF_MC rows of A_ROW words (+16 for the last store of a row
    * whose k block is not a multiple of 32); packed B: A_ROW pairs (+16) of
    * B_ROW words. */

@@ -68,6 +68,9 @@ LLVMValueRef nnc_ll_kernel_fn(emitter *E, const char *name);
 LLVMValueRef nnc_ll_emit_qgemm(emitter *E, const nnc_kernel *k, const nnc_kqgemm *q);
 
 /* ---- llvm_predict.c: a deployed program's interface (E->p->deploy) ---- */
+/* A private constant global `name` holding n bytes of data, 64-byte
+ * aligned (weights, input tables, int8 weight blocks). */
+LLVMValueRef nnc_ll_constant(emitter *E, const char *name, const void *data, size_t n);
 /* The constant weights block (made on first use). */
 LLVMValueRef nnc_ll_weights(emitter *E);
 /* PREFIX_predict(input, output, workspace): checks, the input prepared

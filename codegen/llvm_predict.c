@@ -18,14 +18,9 @@
 
 #include "llvm_internal.h"
 
-LLVMValueRef nnc_ll_weights(emitter *E) {
-  const char *name = "nnc.weights";
-  LLVMValueRef g = LLVMGetNamedGlobal(E->mod, name);
-  if (g) return g;
-  const nnc_kdeploy *d = E->p->deploy;
-  LLVMValueRef init =
-      LLVMConstStringInContext2(E->ctx, (const char *)d->weights, (size_t)d->weights_bytes, 1);
-  g = LLVMAddGlobal(E->mod, LLVMTypeOf(init), name);
+LLVMValueRef nnc_ll_constant(emitter *E, const char *name, const void *data, size_t n) {
+  LLVMValueRef init = LLVMConstStringInContext2(E->ctx, data, n, 1);
+  LLVMValueRef g = LLVMAddGlobal(E->mod, LLVMTypeOf(init), name);
   LLVMSetInitializer(g, init);
   LLVMSetGlobalConstant(g, 1);
   LLVMSetLinkage(g, LLVMPrivateLinkage);
@@ -33,15 +28,16 @@ LLVMValueRef nnc_ll_weights(emitter *E) {
   return g;
 }
 
+LLVMValueRef nnc_ll_weights(emitter *E) {
+  const char *name = "nnc.weights";
+  LLVMValueRef g = LLVMGetNamedGlobal(E->mod, name);
+  if (g) return g;
+  const nnc_kdeploy *d = E->p->deploy;
+  return nnc_ll_constant(E, name, d->weights, (size_t)d->weights_bytes);
+}
+
 static LLVMValueRef float_table(emitter *E, const char *name, const float *x, int64_t n) {
-  LLVMValueRef init =
-      LLVMConstStringInContext2(E->ctx, (const char *)x, sizeof(float) * (size_t)n, 1);
-  LLVMValueRef g = LLVMAddGlobal(E->mod, LLVMTypeOf(init), name);
-  LLVMSetInitializer(g, init);
-  LLVMSetGlobalConstant(g, 1);
-  LLVMSetLinkage(g, LLVMPrivateLinkage);
-  LLVMSetAlignment(g, 64);
-  return g;
+  return nnc_ll_constant(E, name, x, sizeof(float) * (size_t)n);
 }
 
 nnc_ll_loop nnc_ll_loop_open(emitter *E, LLVMValueRef fn, int64_t from, int64_t to, int64_t step) {

@@ -32,16 +32,6 @@ static LLVMValueRef at(emitter *E, LLVMValueRef base, LLVMValueRef bytes) {
   return LLVMBuildInBoundsGEP2(E->b, E->ti8, base, &bytes, 1, "");
 }
 
-static LLVMValueRef constant_bytes(emitter *E, const char *name, const void *data, size_t n) {
-  LLVMValueRef init = LLVMConstStringInContext2(E->ctx, data, n, 1);
-  LLVMValueRef g = LLVMAddGlobal(E->mod, LLVMTypeOf(init), name);
-  LLVMSetInitializer(g, init);
-  LLVMSetGlobalConstant(g, 1);
-  LLVMSetLinkage(g, LLVMPrivateLinkage);
-  LLVMSetAlignment(g, 64);
-  return g;
-}
-
 static LLVMValueRef intrinsic(emitter *E, const char *name, LLVMTypeRef ret, LLVMTypeRef *params,
                               unsigned n, LLVMTypeRef *fn_type) {
   *fn_type = LLVMFunctionType(ret, params, n, 0);
@@ -218,11 +208,11 @@ LLVMValueRef nnc_ll_emit_qgemm(emitter *E, const nnc_kernel *k, const nnc_kqgemm
   memcpy(scale, q->out_scale, sizeof(float) * (size_t)q->N);
   char name[300];
   snprintf(name, sizeof name, "%s.w8", k->name);
-  S.w = constant_bytes(E, name, packed, (size_t)(nblocks * S.kq * 64));
+  S.w = nnc_ll_constant(E, name, packed, (size_t)(nblocks * S.kq * 64));
   snprintf(name, sizeof name, "%s.offset", k->name);
-  S.offset = constant_bytes(E, name, offset, sizeof(int32_t) * (size_t)(nblocks * LANES));
+  S.offset = nnc_ll_constant(E, name, offset, sizeof(int32_t) * (size_t)(nblocks * LANES));
   snprintf(name, sizeof name, "%s.scale", k->name);
-  S.scale = constant_bytes(E, name, scale, sizeof(float) * (size_t)(nblocks * LANES));
+  S.scale = nnc_ll_constant(E, name, scale, sizeof(float) * (size_t)(nblocks * LANES));
   free(packed);
   free(offset);
   free(scale);
