@@ -193,6 +193,8 @@ typedef struct nnc_kgraph {
 typedef struct nnc_kqgemm {
   int64_t M, N, K, K4;
   int64_t lda, ldc;       /* row strides of A and C, in floats */
+  bool trans_a;           /* A stored [K, M] (a convolution's im2col at batch > 1):
+                             A[m, k] at a[k * lda + m] */
   int a_buf, c_buf;       /* the float kernel's A and C */
   float a_inv_scale;      /* 1 / a_scale */
   int32_t a_zero;         /* in u8 terms: 0..255 */
@@ -200,7 +202,7 @@ typedef struct nnc_kqgemm {
   const int32_t *offset;  /* [N] */
   const float *out_scale; /* [N] */
   bool relu;
-  int64_t scratch;             /* workspace offset of the quantised A: M * K4 bytes */
+  int64_t scratch;             /* workspace offset of the quantised A: max(M, 16) * K4 bytes */
   float a_scale, a_min, a_max; /* the calibrated range (for comments) */
 } nnc_kqgemm;
 
