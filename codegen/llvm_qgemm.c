@@ -21,7 +21,7 @@
 
 #include "llvm_internal.h"
 
-enum { LANES = 16, ROW_TILE = 4, COL_TILE = 4 };
+enum { LANES = 16, ROW_TILE = 4, COL_TILE = 4, SUPER = 16 };
 
 static LLVMValueRef i64c(emitter *E, int64_t v) {
   return LLVMConstInt(E->ti64, (unsigned long long)v, 1);
@@ -115,7 +115,7 @@ static LLVMValueRef splat(emitter *E, LLVMValueRef c) {
  * per step of 4 k: row r's 4 bytes at r * 4. The arithmetic of
  * quantize_a, 16 lanes at a time, and a byte shuffle that interleaves 4
  * k rows. */
-static void quantize_block(emitter *E, const qstate *S, LLVMValueRef m0) {
+static void quantize_block(emitter *E, const qstate *S, LLVMValueRef m0, int64_t G) {
   const nnc_kqgemm *q = S->q;
   LLVMTypeRef f[1] = {S->v16f32}, ff[2] = {S->v16f32, S->v16f32}, t, rint_t;
   LLVMValueRef rint = intrinsic(E, "llvm.rint.v16f32", S->v16f32, f, 1, &rint_t);
@@ -134,13 +134,15 @@ static void quantize_block(emitter *E, const qstate *S, LLVMValueRef m0) {
     for (int tt = 0; tt < 4; tt++)
       mask64[r * 4 + tt] = LLVMConstInt(E->ti32, (unsigned long long)(tt * LANES + r), 0);
   nnc_ll_loop k = nnc_ll_loop_open(E, E->fn, 0, S->kq, 1);
+  nnc_ll_loop g = nnc_ll_loop_open(E, E->fn, 0, G, 1);
+  LLVMValueRef mg = LLVMBuildAdd(E->b, m0, LLVMBuildMul(E->b, g.i, i64c(E, LANES), ""), "");
   LLVMValueRef rowv[4];
   for (int tt = 0; tt < 4; tt++) {
     LLVMValueRef kk = LLVMBuildAdd(E->b, LLVMBuildMul(E->b, k.i, i64c(E, 4), ""), i64c(E, tt), "");
     /* past K (the padding): a row of zeros, read from row 0 and masked off */
     LLVMValueRef inside = LLVMBuildICmp(E->b, LLVMIntSLT, kk, i64c(E, q->K), "");
     LLVMValueRef krow = LLVMBuildSelect(E->b, inside, kk, i64c(E, 0), "");
-    LLVMValueRef src = LLVMBuildAdd(E->b, LLVMBuildMul(E->b, krow, i64c(E, q->lda), ""), m0, "");
+    LLVMValueRef src = LLVMBuildAdd(E->b, LLVMBuildMul(E->b, krow, i64c(E, q->lda), ""), mg, "");
     LLVMValueRef x =
         LLVMBuildLoad2(E->b, S->v16f32, at(E, S->a, LLVMBuildMul(E->b, src, i64c(E, 4), "")), "");
     LLVMSetAlignment(x, 4);
@@ -159,9 +161,11 @@ static void quantize_block(emitter *E, const qstate *S, LLVMValueRef m0) {
   LLVMValueRef hi2 =
       LLVMBuildShuffleVector(E->b, rowv[2], rowv[3], LLVMConstVector(mask32, 32), "");
   LLVMValueRef v = LLVMBuildShuffleVector(E->b, lo2, hi2, LLVMConstVector(mask64, 64), "");
-  LLVMValueRef st =
-      LLVMBuildStore(E->b, v, at(E, S->scratch, LLVMBuildMul(E->b, k.i, i64c(E, 64), "")));
+  LLVMValueRef dst = LLVMBuildAdd(E->b, LLVMBuildMul(E->b, g.i, i64c(E, LANES * q->K4), ""),
+                                  LLVMBuildMul(E->b, k.i, i64c(E, 64), ""), "");
+  LLVMValueRef st = LLVMBuildStore(E->b, v, at(E, S->scratch, dst));
   LLVMSetAlignment(st, 64);
+  nnc_ll_loop_close(E, &g);
   nnc_ll_loop_close(E, &k);
 }
 
@@ -264,17 +268,26 @@ static void rows(emitter *E, const qstate *S, int64_t from, int64_t to, int R) {
 
 /* trans_a: blocks of 16 rows quantised 16 lanes at a time, each in tiles
  * of 4 rows; then the rows left, quantised one by one, in single rows. */
+static void blocks_trans(emitter *E, const qstate *S, int64_t from, int64_t to, int64_t G) {
+  if (to <= from) return;
+  nnc_ll_loop m = nnc_ll_loop_open(E, E->fn, from, to, LANES * G);
+  quantize_block(E, S, m.i, G);
+  nnc_ll_loop g = nnc_ll_loop_open(E, E->fn, 0, G, 1);
+  LLVMValueRef mg = LLVMBuildAdd(E->b, m.i, LLVMBuildMul(E->b, g.i, i64c(E, LANES), ""), "");
+  LLVMValueRef sg = LLVMBuildMul(E->b, g.i, i64c(E, LANES * S->q->K4), "");
+  nnc_ll_loop r = nnc_ll_loop_open(E, E->fn, 0, LANES, ROW_TILE);
+  columns(E, S, LLVMBuildAdd(E->b, mg, r.i, ""),
+          LLVMBuildAdd(E->b, sg, LLVMBuildMul(E->b, r.i, i64c(E, 4), ""), ""), ROW_TILE);
+  nnc_ll_loop_close(E, &r);
+  nnc_ll_loop_close(E, &g);
+  nnc_ll_loop_close(E, &m);
+}
+
 static void rows_trans(emitter *E, const qstate *S) {
-  int64_t M = S->q->M, blocked = M / LANES * LANES;
-  if (blocked > 0) {
-    nnc_ll_loop m = nnc_ll_loop_open(E, E->fn, 0, blocked, LANES);
-    quantize_block(E, S, m.i);
-    nnc_ll_loop r = nnc_ll_loop_open(E, E->fn, 0, LANES, ROW_TILE);
-    columns(E, S, LLVMBuildAdd(E->b, m.i, r.i, ""), LLVMBuildMul(E->b, r.i, i64c(E, 4), ""),
-            ROW_TILE);
-    nnc_ll_loop_close(E, &r);
-    nnc_ll_loop_close(E, &m);
-  }
+  int64_t M = S->q->M, blocked = M / LANES * LANES, group = LANES * SUPER;
+  int64_t grouped = M / group * group;
+  blocks_trans(E, S, 0, grouped, SUPER);
+  blocks_trans(E, S, grouped, blocked, 1);
   if (M == blocked) return;
   quantize_a(E, S, i64c(E, blocked), M - blocked);
   nnc_ll_loop r = nnc_ll_loop_open(E, E->fn, 0, M - blocked, 1);
