@@ -185,7 +185,8 @@ typedef struct nnc_kgraph {
  * A quantised per tensor, asymmetric, stored as u8 = clamp(rint(a *
  * a_inv_scale) + a_zero, 0, 255) (int8 shifted by 128, as vpdpbusd wants
  * it) in the workspace at `scratch`, rows of K4 bytes (K rounded up to 4,
- * padded with zeros); W symmetric per output channel, int8 [N][K4], zero
+ * padded with zeros; the object lays an A stored transposed out in blocks
+ * of 16 rows instead, llvm_qgemm.c); W symmetric per output channel, int8 [N][K4], zero
  * padded; then C[m,n] = act((float)(sum_k A[m,k] W[n,k] + offset[n]) *
  * out_scale[n]) with the int32 accumulator, offset[n] = round(bias[n] /
  * out_scale[n]) - a_zero * sum_k W[n,k] and out_scale[n] = a_scale *

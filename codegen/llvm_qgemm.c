@@ -15,6 +15,15 @@
  * of 4 blocks, then single blocks, then a last partial
  * block stored lane by lane. Called once per prediction (begin and end
  * are ignored: the whole product).
+ *
+ * An A stored transposed (trans_a, [K, M]: a convolution's im2col at batch
+ * > 1, 16 consecutive rows of A are 16 consecutive floats of each stored
+ * row) is quantised 16 rows at a time with vector operations, in groups
+ * of 16 such blocks so that every stored row is read in runs of 1 KiB;
+ * a block's bytes are laid out as the products read them, 64 bytes per
+ * step of 4 k (row r's 4 bytes at r * 4), by one byte shuffle. The rows
+ * after the last block of 16 are quantised one by one into the same
+ * layout.
  */
 #include <stdlib.h>
 #include <string.h>
