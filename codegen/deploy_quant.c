@@ -37,7 +37,7 @@ static void layer_of(char *buf, size_t n, const char *tensor) {
 
 bool nnc_deploy_quantizable(const nnc_deploy *d, int i, const char *keep_float) {
   const nnc_kernel *k = d->p.eval.k[i];
-  if (!k->is_gemm || k->gemm.trans_a || k->gemm.accumulate || k->gemm.K < 8) return false;
+  if (!k->is_gemm || k->gemm.accumulate || k->gemm.K < 8) return false;
   int a = nnc_kbuf_base(&d->p, k->a_buf), b = nnc_kbuf_base(&d->p, k->b_buf);
   if (!nnc_deploy_in_weights(d, b) || nnc_deploy_in_weights(d, a)) return false;
   if (k->bias_buf >= 0 && !nnc_deploy_in_weights(d, nnc_kbuf_base(&d->p, k->bias_buf)))
@@ -59,9 +59,10 @@ void nnc_deploy_observe(const nnc_deploy *cal, const void *workspace, const bool
     const nnc_kernel *k = cal->p.eval.k[i];
     const nnc_kbuf *a = &cal->p.bufs[nnc_kbuf_base(&cal->p, k->a_buf)];
     const float *x = (const float *)((const char *)workspace + a->offset);
-    for (int64_t m = 0; m < k->gemm.M; m++)
-      for (int64_t kk = 0; kk < k->gemm.K; kk++) {
-        float v = x[m * k->gemm.lda + kk];
+    const nnc_cg_gemm *g = &k->gemm;
+    for (int64_t m = 0; m < g->M; m++)
+      for (int64_t kk = 0; kk < g->K; kk++) {
+        float v = g->trans_a ? x[kk * g->lda + m] : x[m * g->lda + kk];
         if (v < amin[i]) amin[i] = v;
         if (v > amax[i]) amax[i] = v;
       }
@@ -83,7 +84,8 @@ static nnc_kqgemm *quantize_one(nnc_deploy *d, const nnc_deploy_values *v, const
   const nnc_cg_gemm *g = &k->gemm;
   nnc_kqgemm *q = nnc_arena_alloc(&d->arena, sizeof *q);
   int64_t N = full_n(k), K = g->K, K4 = (K + 3) / 4 * 4;
-  *q = (nnc_kqgemm){.M = g->M, .N = N, .K = K, .K4 = K4, .lda = g->lda, .ldc = g->ldc};
+  *q = (nnc_kqgemm){
+      .M = g->M, .N = N, .K = K, .K4 = K4, .lda = g->lda, .ldc = g->ldc, .trans_a = g->trans_a};
   q->a_buf = k->a_buf;
   q->c_buf = k->c_buf;
   q->relu = g->act == NNC_CG_ACT_RELU;
@@ -164,7 +166,8 @@ int nnc_deploy_quantize(nnc_deploy *d, const nnc_deploy_values *v, const bool *w
     if (!which[i]) continue;
     nnc_kqgemm *q = quantize_one(d, v, d->p.eval.k[i], amin[i], amax[i]);
     q->scratch = d->ws_bytes;
-    if (q->M * q->K4 > scratch) scratch = q->M * q->K4;
+    int64_t rows = q->M > 16 ? q->M : 16; /* llvm_qgemm.c quantises blocks of 16 rows */
+    if (rows * q->K4 > scratch) scratch = rows * q->K4;
     d->quant[i] = q;
     n++;
   }

@@ -550,7 +550,8 @@ static void int8_kernel(cwriter *W, const nnc_kernel *k, const nnc_kqgemm *q) {
           name);
   fprintf(f, "  for (int64_t m = 0; m < %lld; m++) {\n", (long long)q->M);
   fprintf(f, "    for (int64_t k = 0; k < %lld; k++) {\n", (long long)q->K);
-  fprintf(f, "      float r = nearbyintf(a[m * %lld + k] * %s);\n", (long long)q->lda,
+  fprintf(f, "      float r = nearbyintf(a[%s * %lld + %s] * %s);\n", q->trans_a ? "k" : "m",
+          (long long)q->lda, q->trans_a ? "m" : "k",
           nnc_deploy_float(num, sizeof num, q->a_inv_scale, true));
   fprintf(f, "      r = r <= %d.0f ? r : %d.0f;\n", 255 - (int)q->a_zero, 255 - (int)q->a_zero);
   fprintf(f, "      r = r >= %d.0f ? r : %d.0f;\n", -(int)q->a_zero, -(int)q->a_zero);

@@ -185,7 +185,8 @@ typedef struct nnc_kgraph {
  * A quantised per tensor, asymmetric, stored as u8 = clamp(rint(a *
  * a_inv_scale) + a_zero, 0, 255) (int8 shifted by 128, as vpdpbusd wants
  * it) in the workspace at `scratch`, rows of K4 bytes (K rounded up to 4,
- * padded with zeros); W symmetric per output channel, int8 [N][K4], zero
+ * padded with zeros; the object lays an A stored transposed out in blocks
+ * of 16 rows instead, llvm_qgemm.c); W symmetric per output channel, int8 [N][K4], zero
  * padded; then C[m,n] = act((float)(sum_k A[m,k] W[n,k] + offset[n]) *
  * out_scale[n]) with the int32 accumulator, offset[n] = round(bias[n] /
  * out_scale[n]) - a_zero * sum_k W[n,k] and out_scale[n] = a_scale *
@@ -193,6 +194,8 @@ typedef struct nnc_kgraph {
 typedef struct nnc_kqgemm {
   int64_t M, N, K, K4;
   int64_t lda, ldc;       /* row strides of A and C, in floats */
+  bool trans_a;           /* A stored [K, M] (a convolution's im2col at batch > 1):
+                             A[m, k] at a[k * lda + m] */
   int a_buf, c_buf;       /* the float kernel's A and C */
   float a_inv_scale;      /* 1 / a_scale */
   int32_t a_zero;         /* in u8 terms: 0..255 */
@@ -200,7 +203,7 @@ typedef struct nnc_kqgemm {
   const int32_t *offset;  /* [N] */
   const float *out_scale; /* [N] */
   bool relu;
-  int64_t scratch;             /* workspace offset of the quantised A: M * K4 bytes */
+  int64_t scratch;             /* workspace offset of the quantised A: max(M, 16) * K4 bytes */
   float a_scale, a_min, a_max; /* the calibrated range (for comments) */
 } nnc_kqgemm;
 

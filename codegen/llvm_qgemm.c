@@ -15,13 +15,22 @@
  * of 4 blocks, then single blocks, then a last partial
  * block stored lane by lane. Called once per prediction (begin and end
  * are ignored: the whole product).
+ *
+ * An A stored transposed (trans_a, [K, M]: a convolution's im2col at batch
+ * > 1, 16 consecutive rows of A are 16 consecutive floats of each stored
+ * row) is quantised 16 rows at a time with vector operations, in groups
+ * of 16 such blocks so that every stored row is read in runs of 1 KiB;
+ * a block's bytes are laid out as the products read them, 64 bytes per
+ * step of 4 k (row r's 4 bytes at r * 4), by one byte shuffle. The rows
+ * after the last block of 16 are quantised one by one into the same
+ * layout.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "llvm_internal.h"
 
-enum { LANES = 16, ROW_TILE = 4, COL_TILE = 4 };
+enum { LANES = 16, ROW_TILE = 4, COL_TILE = 4, SUPER = 16 };
 
 static LLVMValueRef i64c(emitter *E, int64_t v) {
   return LLVMConstInt(E->ti64, (unsigned long long)v, 1);
@@ -46,12 +55,27 @@ typedef struct qstate {
   LLVMTypeRef v16i32, v16f32, dp_type;
   LLVMValueRef dp;
   int64_t kq, nfull; /* steps of 4 k; blocks of 16 full columns */
+  int64_t a_row;     /* bytes between the quantised rows of A in the scratch: K4, or 4
+                        (trans_a: blocks of 16 rows, kq-major) */
+  int64_t a_step;    /* bytes between two steps of 4 k of one row: 4, or 64 (trans_a) */
 } qstate;
 
-/* Rows [m0, m0 + R) of A -> u8 rows 0..R-1 of the scratch, K4 bytes each:
- * clamp(rint(a * inv), -zero, 255 - zero) + zero. Done per row tile, just
- * before its products, so the quantised rows are still in L1 when read. */
-static void quantize_a(emitter *E, const qstate *S, LLVMValueRef m0, int R) {
+/* The scratch byte of row r (0-based in what the scratch holds), column k. */
+static LLVMValueRef scratch_at(emitter *E, const qstate *S, LLVMValueRef r, LLVMValueRef k) {
+  if (!S->q->trans_a)
+    return LLVMBuildAdd(E->b, LLVMBuildMul(E->b, r, i64c(E, S->q->K4), ""), k, "");
+  LLVMValueRef kq = LLVMBuildUDiv(E->b, k, i64c(E, 4), "");
+  LLVMValueRef t = LLVMBuildURem(E->b, k, i64c(E, 4), "");
+  LLVMValueRef slot = LLVMBuildAdd(E->b, LLVMBuildMul(E->b, kq, i64c(E, 16), ""), r, "");
+  return LLVMBuildAdd(E->b, LLVMBuildMul(E->b, slot, i64c(E, 4), ""), t, "");
+}
+
+/* Rows [m0, m0 + R) of A -> u8 rows 0..R-1 of the scratch:
+ * clamp(rint(a * inv), -zero, 255 - zero) + zero, one element at a time.
+ * Done per row tile (trans_a: for the rows after the last block of 16),
+ * just before its products, so the quantised rows are still in L1 when
+ * read. */
+static void quantize_a(emitter *E, const qstate *S, LLVMValueRef m0, int64_t R) {
   const nnc_kqgemm *q = S->q;
   LLVMTypeRef f[1] = {E->tf32}, ff[2] = {E->tf32, E->tf32}, t;
   LLVMValueRef rint = intrinsic(E, "llvm.rint.f32", E->tf32, f, 1, &t);
@@ -61,7 +85,9 @@ static void quantize_a(emitter *E, const qstate *S, LLVMValueRef m0, int R) {
   nnc_ll_loop m = nnc_ll_loop_open(E, E->fn, 0, R, 1);
   nnc_ll_loop k = nnc_ll_loop_open(E, E->fn, 0, q->K, 1);
   LLVMValueRef row = LLVMBuildAdd(E->b, m0, m.i, "");
-  LLVMValueRef src = LLVMBuildAdd(E->b, LLVMBuildMul(E->b, row, i64c(E, q->lda), ""), k.i, "");
+  LLVMValueRef src =
+      q->trans_a ? LLVMBuildAdd(E->b, LLVMBuildMul(E->b, k.i, i64c(E, q->lda), ""), row, "")
+                 : LLVMBuildAdd(E->b, LLVMBuildMul(E->b, row, i64c(E, q->lda), ""), k.i, "");
   LLVMValueRef x =
       LLVMBuildLoad2(E->b, E->tf32, at(E, S->a, LLVMBuildMul(E->b, src, i64c(E, 4), "")), "");
   LLVMValueRef y = LLVMBuildFMul(E->b, x, LLVMConstReal(E->tf32, q->a_inv_scale), "");
@@ -72,22 +98,91 @@ static void quantize_a(emitter *E, const qstate *S, LLVMValueRef m0, int R) {
   y = LLVMBuildCall2(E->b, t, maxnum, lo, 2, "");
   LLVMValueRef u = LLVMBuildAdd(E->b, LLVMBuildFPToSI(E->b, y, E->ti32, ""),
                                 LLVMConstInt(E->ti32, (unsigned long long)q->a_zero, 0), "");
-  LLVMValueRef dst = LLVMBuildAdd(E->b, LLVMBuildMul(E->b, m.i, i64c(E, q->K4), ""), k.i, "");
+  LLVMValueRef dst = scratch_at(E, S, m.i, k.i);
   LLVMBuildStore(E->b, LLVMBuildTrunc(E->b, u, E->ti8, ""), at(E, S->scratch, dst));
   nnc_ll_loop_close(E, &k);
   if (q->K4 > q->K) { /* the padding: zeros (the padded weights are zero too) */
     nnc_ll_loop p = nnc_ll_loop_open(E, E->fn, q->K, q->K4, 1);
-    dst = LLVMBuildAdd(E->b, LLVMBuildMul(E->b, m.i, i64c(E, q->K4), ""), p.i, "");
+    dst = scratch_at(E, S, m.i, p.i);
     LLVMBuildStore(E->b, LLVMConstInt(E->ti8, 0, 0), at(E, S->scratch, dst));
     nnc_ll_loop_close(E, &p);
   }
   nnc_ll_loop_close(E, &m);
 }
 
-/* One tile: rows [m0, m0 + R), blocks [nb0, nb0 + C); `lanes` < 16: the
- * single last block is partial. */
-static void tile(emitter *E, const qstate *S, LLVMValueRef m0, LLVMValueRef nb0, int R, int C,
-                 int lanes) {
+/* <16 x c> */
+static LLVMValueRef splat(emitter *E, LLVMValueRef c) {
+  LLVMValueRef v[LANES];
+  (void)E;
+  for (int j = 0; j < LANES; j++)
+    v[j] = c;
+  return LLVMConstVector(v, LANES);
+}
+
+/* trans_a: rows [m0, m0 + 16) of A (16 consecutive floats of each of its
+ * K stored rows) -> the scratch in the layout the products read, 64 bytes
+ * per step of 4 k: row r's 4 bytes at r * 4. The arithmetic of
+ * quantize_a, 16 lanes at a time, and a byte shuffle that interleaves 4
+ * k rows. */
+static void quantize_block(emitter *E, const qstate *S, LLVMValueRef m0, int64_t G) {
+  const nnc_kqgemm *q = S->q;
+  LLVMTypeRef f[1] = {S->v16f32}, ff[2] = {S->v16f32, S->v16f32}, t, rint_t;
+  LLVMValueRef rint = intrinsic(E, "llvm.rint.v16f32", S->v16f32, f, 1, &rint_t);
+  LLVMValueRef minnum = intrinsic(E, "llvm.minnum.v16f32", S->v16f32, ff, 2, &t);
+  LLVMValueRef maxnum = intrinsic(E, "llvm.maxnum.v16f32", S->v16f32, ff, 2, &t);
+  LLVMTypeRef v16i8 = LLVMVectorType(E->ti8, LANES);
+  LLVMValueRef inv = splat(E, LLVMConstReal(E->tf32, q->a_inv_scale));
+  LLVMValueRef hi = splat(E, LLVMConstReal(E->tf32, 255.0 - q->a_zero));
+  LLVMValueRef lo = splat(E, LLVMConstReal(E->tf32, -(double)q->a_zero));
+  LLVMValueRef zpv = splat(E, LLVMConstInt(E->ti32, (unsigned long long)q->a_zero, 0));
+  /* byte r * 4 + t of the result <- lane r of k row t */
+  LLVMValueRef mask32[32], mask64[64];
+  for (int j = 0; j < 32; j++)
+    mask32[j] = LLVMConstInt(E->ti32, (unsigned long long)j, 0);
+  for (int r = 0; r < LANES; r++)
+    for (int tt = 0; tt < 4; tt++)
+      mask64[r * 4 + tt] = LLVMConstInt(E->ti32, (unsigned long long)(tt * LANES + r), 0);
+  nnc_ll_loop k = nnc_ll_loop_open(E, E->fn, 0, S->kq, 1);
+  nnc_ll_loop g = nnc_ll_loop_open(E, E->fn, 0, G, 1);
+  LLVMValueRef mg = LLVMBuildAdd(E->b, m0, LLVMBuildMul(E->b, g.i, i64c(E, LANES), ""), "");
+  LLVMValueRef rowv[4];
+  for (int tt = 0; tt < 4; tt++) {
+    LLVMValueRef kk = LLVMBuildAdd(E->b, LLVMBuildMul(E->b, k.i, i64c(E, 4), ""), i64c(E, tt), "");
+    /* past K (the padding): a row of zeros, read from row 0 and masked off */
+    LLVMValueRef inside = LLVMBuildICmp(E->b, LLVMIntSLT, kk, i64c(E, q->K), "");
+    LLVMValueRef krow = LLVMBuildSelect(E->b, inside, kk, i64c(E, 0), "");
+    LLVMValueRef src = LLVMBuildAdd(E->b, LLVMBuildMul(E->b, krow, i64c(E, q->lda), ""), mg, "");
+    LLVMValueRef x =
+        LLVMBuildLoad2(E->b, S->v16f32, at(E, S->a, LLVMBuildMul(E->b, src, i64c(E, 4), "")), "");
+    LLVMSetAlignment(x, 4);
+    LLVMValueRef y = LLVMBuildFMul(E->b, x, inv, "");
+    y = LLVMBuildCall2(E->b, rint_t, rint, &y, 1, "");
+    LLVMValueRef a2[2] = {y, hi};
+    y = LLVMBuildCall2(E->b, t, minnum, a2, 2, "");
+    LLVMValueRef b2[2] = {y, lo};
+    y = LLVMBuildCall2(E->b, t, maxnum, b2, 2, "");
+    LLVMValueRef u = LLVMBuildAdd(E->b, LLVMBuildFPToSI(E->b, y, S->v16i32, ""), zpv, "");
+    u = LLVMBuildTrunc(E->b, u, v16i8, "");
+    rowv[tt] = LLVMBuildSelect(E->b, inside, u, LLVMConstNull(v16i8), "");
+  }
+  LLVMValueRef lo2 =
+      LLVMBuildShuffleVector(E->b, rowv[0], rowv[1], LLVMConstVector(mask32, 32), "");
+  LLVMValueRef hi2 =
+      LLVMBuildShuffleVector(E->b, rowv[2], rowv[3], LLVMConstVector(mask32, 32), "");
+  LLVMValueRef v = LLVMBuildShuffleVector(E->b, lo2, hi2, LLVMConstVector(mask64, 64), "");
+  LLVMValueRef dst = LLVMBuildAdd(E->b, LLVMBuildMul(E->b, g.i, i64c(E, LANES * q->K4), ""),
+                                  LLVMBuildMul(E->b, k.i, i64c(E, 64), ""), "");
+  LLVMValueRef st = LLVMBuildStore(E->b, v, at(E, S->scratch, dst));
+  LLVMSetAlignment(st, 64);
+  nnc_ll_loop_close(E, &g);
+  nnc_ll_loop_close(E, &k);
+}
+
+/* One tile: rows [m0, m0 + R) of C, whose quantised A rows start at byte
+ * s0 of the scratch, blocks [nb0, nb0 + C); `lanes` < 16: the single last
+ * block is partial. */
+static void tile(emitter *E, const qstate *S, LLVMValueRef m0, LLVMValueRef s0, LLVMValueRef nb0,
+                 int R, int C, int lanes) {
   const nnc_kqgemm *q = S->q;
   LLVMValueRef acc[ROW_TILE][COL_TILE];
   LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(E->fn);
@@ -102,8 +197,8 @@ static void tile(emitter *E, const qstate *S, LLVMValueRef m0, LLVMValueRef nb0,
   nnc_ll_loop k = nnc_ll_loop_open(E, E->fn, 0, S->kq, 1);
   LLVMValueRef a[ROW_TILE], b[COL_TILE];
   for (int r = 0; r < R; r++) {
-    LLVMValueRef off =
-        LLVMBuildAdd(E->b, i64c(E, r * q->K4), LLVMBuildMul(E->b, k.i, i64c(E, 4), ""), "");
+    LLVMValueRef off = LLVMBuildAdd(E->b, LLVMBuildAdd(E->b, s0, i64c(E, r * S->a_row), ""),
+                                    LLVMBuildMul(E->b, k.i, i64c(E, S->a_step), ""), "");
     LLVMValueRef x = LLVMBuildLoad2(E->b, E->ti32, at(E, S->scratch, off), "");
     LLVMSetAlignment(x, 1);
     LLVMValueRef v =
@@ -155,24 +250,59 @@ static void tile(emitter *E, const qstate *S, LLVMValueRef m0, LLVMValueRef nb0,
   }
 }
 
-/* Rows [from, to) in tiles of R rows, every column. */
-static void rows(emitter *E, const qstate *S, int64_t from, int64_t to, int R) {
-  if (to <= from) return;
-  nnc_ll_loop m = nnc_ll_loop_open(E, E->fn, from, to, R);
-  quantize_a(E, S, m.i, R);
+/* Rows [m0, m0 + R) of C, every column; their A at byte s0 of the scratch. */
+static void columns(emitter *E, const qstate *S, LLVMValueRef m0, LLVMValueRef s0, int R) {
   int64_t ntile = S->nfull / COL_TILE * COL_TILE;
   if (ntile > 0) {
     nnc_ll_loop n = nnc_ll_loop_open(E, E->fn, 0, ntile, COL_TILE);
-    tile(E, S, m.i, n.i, R, COL_TILE, LANES);
+    tile(E, S, m0, s0, n.i, R, COL_TILE, LANES);
     nnc_ll_loop_close(E, &n);
   }
   if (S->nfull > ntile) {
     nnc_ll_loop n = nnc_ll_loop_open(E, E->fn, ntile, S->nfull, 1);
-    tile(E, S, m.i, n.i, R, 1, LANES);
+    tile(E, S, m0, s0, n.i, R, 1, LANES);
     nnc_ll_loop_close(E, &n);
   }
-  if (S->q->N % LANES) tile(E, S, m.i, i64c(E, S->nfull), R, 1, (int)(S->q->N % LANES));
+  if (S->q->N % LANES) tile(E, S, m0, s0, i64c(E, S->nfull), R, 1, (int)(S->q->N % LANES));
+}
+
+/* Rows [from, to) in tiles of R rows, each quantised just before. */
+static void rows(emitter *E, const qstate *S, int64_t from, int64_t to, int R) {
+  if (to <= from) return;
+  nnc_ll_loop m = nnc_ll_loop_open(E, E->fn, from, to, R);
+  quantize_a(E, S, m.i, R);
+  columns(E, S, m.i, i64c(E, 0), R);
   nnc_ll_loop_close(E, &m);
+}
+
+/* trans_a: blocks of 16 rows quantised 16 lanes at a time, each in tiles
+ * of 4 rows; then the rows left, quantised one by one, in single rows. */
+static void blocks_trans(emitter *E, const qstate *S, int64_t from, int64_t to, int64_t G) {
+  if (to <= from) return;
+  nnc_ll_loop m = nnc_ll_loop_open(E, E->fn, from, to, LANES * G);
+  quantize_block(E, S, m.i, G);
+  nnc_ll_loop g = nnc_ll_loop_open(E, E->fn, 0, G, 1);
+  LLVMValueRef mg = LLVMBuildAdd(E->b, m.i, LLVMBuildMul(E->b, g.i, i64c(E, LANES), ""), "");
+  LLVMValueRef sg = LLVMBuildMul(E->b, g.i, i64c(E, LANES * S->q->K4), "");
+  nnc_ll_loop r = nnc_ll_loop_open(E, E->fn, 0, LANES, ROW_TILE);
+  columns(E, S, LLVMBuildAdd(E->b, mg, r.i, ""),
+          LLVMBuildAdd(E->b, sg, LLVMBuildMul(E->b, r.i, i64c(E, 4), ""), ""), ROW_TILE);
+  nnc_ll_loop_close(E, &r);
+  nnc_ll_loop_close(E, &g);
+  nnc_ll_loop_close(E, &m);
+}
+
+static void rows_trans(emitter *E, const qstate *S) {
+  int64_t M = S->q->M, blocked = M / LANES * LANES, group = LANES * SUPER;
+  int64_t grouped = M / group * group;
+  blocks_trans(E, S, 0, grouped, SUPER);
+  blocks_trans(E, S, grouped, blocked, 1);
+  if (M == blocked) return;
+  quantize_a(E, S, i64c(E, blocked), M - blocked);
+  nnc_ll_loop r = nnc_ll_loop_open(E, E->fn, 0, M - blocked, 1);
+  columns(E, S, LLVMBuildAdd(E->b, i64c(E, blocked), r.i, ""),
+          LLVMBuildMul(E->b, r.i, i64c(E, 4), ""), 1);
+  nnc_ll_loop_close(E, &r);
 }
 
 /* The weights in the VNNI layout: block nb, step kq, column j, byte t at
@@ -216,9 +346,15 @@ LLVMValueRef nnc_ll_emit_qgemm(emitter *E, const nnc_kernel *k, const nnc_kqgemm
   free(packed);
   free(offset);
   free(scale);
-  int64_t mtile = q->M / ROW_TILE * ROW_TILE;
-  rows(E, &S, 0, mtile, ROW_TILE);
-  rows(E, &S, mtile, q->M, 1);
+  if (q->trans_a) {
+    S.a_row = 4, S.a_step = 64;
+    rows_trans(E, &S);
+  } else {
+    S.a_row = q->K4, S.a_step = 4;
+    int64_t mtile = q->M / ROW_TILE * ROW_TILE;
+    rows(E, &S, 0, mtile, ROW_TILE);
+    rows(E, &S, mtile, q->M, 1);
+  }
   LLVMBuildRetVoid(E->b);
   return fn;
 }
