@@ -48,6 +48,14 @@ void nnc_rt_dataset_scale(nnc_rt_dataset *ds, float scale) {
     ds->x[i] *= scale;
 }
 
+void nnc_rt_dataset_prefetch(const nnc_rt_dataset *ds, int64_t i) {
+  size_t size = (size_t)ds->sample_size * (ds->u8 ? 1 : sizeof(float));
+  const char *p = ds->u8 ? (const char *)ds->u8 : (const char *)ds->x;
+  p += (size_t)i * size;
+  for (size_t at = 0; at < size; at += 64)
+    __builtin_prefetch(p + at);
+}
+
 void nnc_rt_dataset_sample(const nnc_rt_dataset *ds, int64_t i, float *restrict out) {
   int64_t d = ds->sample_size;
   if (!ds->u8) {
@@ -93,51 +101,47 @@ static void fit_task(void *arg, int64_t begin, int64_t end) {
 /* Byte sets: each feature's histogram gives the shifted sums exactly.
  * Every byte value is k * 2^unit_exp for an integer k (|k| < 2^40, checked
  * by byte_units); c = k_b - k_first, sum = sum of counts * c and sq = sum
- * of counts * c^2, in 128-bit integers. */
+ * of counts * c^2, in 128-bit integers. The samples are read in order,
+ * each task counting its range of features of every row into 16-bit
+ * counters (a 512-byte histogram per feature, so that the histograms of a
+ * task's features stay in the core's cache) that are added into the sums
+ * every FIT_PASS samples. */
 typedef struct byte_fit_job {
   const nnc_rt_dataset *ds;
   const int64_t *units; /* k of each byte value */
   int unit_exp;
+  uint16_t (*counts)[256]; /* [sample_size][256] */
+  __int128 *s1, *s2;       /* [sample_size] */
   double *sum, *sq;
 } byte_fit_job;
 
-/* Features per block of histograms counted in one pass over the samples
- * (on the stack: 32 KB), and samples per pass (the counts stay below
- * 2^32). */
-enum { FIT_BLOCK = 32 };
-#define FIT_PASS_SAMPLES ((int64_t)UINT32_MAX)
+enum { FIT_PASS = UINT16_MAX };
 
 static void byte_fit_task(void *arg, int64_t begin, int64_t end) {
   const byte_fit_job *f = arg;
   const nnc_rt_dataset *ds = f->ds;
   int64_t d = ds->sample_size;
-  __int128 s1[FIT_BLOCK], s2[FIT_BLOCK];
-  uint32_t counts[FIT_BLOCK][256];
-  for (int64_t j0 = begin; j0 < end; j0 += FIT_BLOCK) {
-    int64_t w = end - j0 < FIT_BLOCK ? end - j0 : FIT_BLOCK;
-    memset(s1, 0, sizeof s1);
-    memset(s2, 0, sizeof s2);
-    for (int64_t i0 = 0; i0 < ds->n; i0 += FIT_PASS_SAMPLES) {
-      int64_t i1 = ds->n - i0 < FIT_PASS_SAMPLES ? ds->n : i0 + FIT_PASS_SAMPLES;
-      memset(counts, 0, sizeof counts);
-      for (int64_t i = i0; i < i1; i++) {
-        const uint8_t *row = ds->u8 + i * d + j0;
-        for (int64_t j = 0; j < w; j++)
-          counts[j][row[j]]++;
-      }
-      for (int64_t j = 0; j < w; j++) {
-        int64_t first = f->units[ds->u8[j0 + j]];
-        for (int b = 0; b < 256; b++) {
-          __int128 c = f->units[b] - first;
-          s1[j] += c * counts[j][b];
-          s2[j] += c * c * counts[j][b];
-        }
+  uint16_t(*counts)[256] = f->counts;
+  for (int64_t i0 = 0; i0 < ds->n; i0 += FIT_PASS) {
+    int64_t i1 = ds->n - i0 < FIT_PASS ? ds->n : i0 + FIT_PASS;
+    memset(counts + begin, 0, (size_t)(end - begin) * sizeof *counts);
+    for (int64_t i = i0; i < i1; i++) {
+      const uint8_t *row = ds->u8 + i * d;
+      for (int64_t j = begin; j < end; j++)
+        counts[j][row[j]]++;
+    }
+    for (int64_t j = begin; j < end; j++) {
+      int64_t first = f->units[ds->u8[j]];
+      for (int b = 0; b < 256; b++) {
+        __int128 c = f->units[b] - first;
+        f->s1[j] += c * counts[j][b];
+        f->s2[j] += c * c * counts[j][b];
       }
     }
-    for (int64_t j = 0; j < w; j++) {
-      f->sum[j0 + j] = ldexp((double)s1[j], f->unit_exp);
-      f->sq[j0 + j] = ldexp((double)s2[j], 2 * f->unit_exp);
-    }
+  }
+  for (int64_t j = begin; j < end; j++) {
+    f->sum[j] = ldexp((double)f->s1[j], f->unit_exp);
+    f->sq[j] = ldexp((double)f->s2[j], 2 * f->unit_exp);
   }
 }
 
@@ -172,11 +176,17 @@ static int fit_sums(const nnc_rt_dataset *ds, nnc_rt_pool *pool, double *sum, do
   }
   if (ds->u8_mean) return nnc_rt_fail(err, "cannot fit statistics to a standardised set");
   int64_t units[256];
-  byte_fit_job f = {ds, units, 0, sum, sq};
+  byte_fit_job f = {.ds = ds, .units = units, .sum = sum, .sq = sq};
   if (byte_units(ds, units, &f.unit_exp))
     return nnc_rt_fail(err, "cannot standardise: the scaled byte values are not all finite");
-  nnc_rt_parallel(pool, byte_fit_task, &f, ds->sample_size);
-  return 0;
+  size_t d = (size_t)ds->sample_size;
+  f.counts = malloc(d * sizeof *f.counts);
+  f.s1 = calloc(d, sizeof *f.s1);
+  f.s2 = calloc(d, sizeof *f.s2);
+  if (f.counts && f.s1 && f.s2) nnc_rt_parallel(pool, byte_fit_task, &f, ds->sample_size);
+  int ok = f.counts && f.s1 && f.s2;
+  free(f.counts), free(f.s1), free(f.s2);
+  return ok ? 0 : nnc_rt_fail(err, "out of memory for standardisation statistics");
 }
 
 int nnc_rt_norm_fit(nnc_rt_norm_stats *stats, const nnc_rt_dataset *ds, nnc_rt_pool *pool,

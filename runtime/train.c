@@ -88,8 +88,10 @@ typedef struct gather_job {
 
 static void gather_task(void *arg, int64_t begin, int64_t end) {
   const gather_job *g = arg;
-  for (int64_t i = begin; i < end; i++)
+  for (int64_t i = begin; i < end; i++) {
+    if (i + 1 < end) nnc_rt_dataset_prefetch(g->ds, g->rows[i + 1]);
     nnc_rt_put_sample(g->m, g->arena, g->ds, i, g->rows[i]);
+  }
 }
 
 /* Zero sample with label 0: the padding of a short evaluation batch. */
