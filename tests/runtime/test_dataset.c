@@ -255,6 +255,7 @@ static void test_bytes_as_floats(void **state) {
   /* Statistics go on once, and are fitted before that. */
   assert_int_equal(nnc_rt_norm_apply(&sb, &bytes, NULL, &err), -1);
   assert_string_equal(err.msg, "the set is standardised already");
+  nnc_rt_norm_free(&sb3);
   assert_int_equal(nnc_rt_norm_fit(&sb3, &bytes, NULL, &err), -1);
   assert_string_equal(err.msg, "cannot fit statistics to a standardised set");
   nnc_rt_pool_destroy(pool);
