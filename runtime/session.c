@@ -5,11 +5,12 @@
  * executable (train_main.c) with the model and spec text from its object
  * file, so both take the same flags and train identically. In order:
  *   flags (argv) -> spec (text) -> data paths resolved (next to the .nn
- *   file, then /usr/share/datasets, then as given) -> train and test sets
- *   loaded, scaled, split, standardised -> thread pool, arena (64-byte
- *   aligned, zeroed), weights initialised from the seed or transfer-loaded
- *   -> nnc_rt_train (progress on stderr) -> test-set evaluation -> results
- *   on stdout.
+ *   file, then /usr/share/datasets, then as given) -> training set loaded
+ *   (an IDX test set meanwhile on a second thread) -> thread pool, split,
+ *   standardisation fitted and applied -> arena (page-aligned, zeroed),
+ *   weights initialised from the seed or transfer-loaded -> test set
+ *   joined, checked and standardised -> nnc_rt_train (progress on stderr)
+ *   -> test-set evaluation -> results on stdout.
  * It is the one runtime file that prints: every failure becomes one
  * "prog: error: <message>" on stderr and exit status 1 (2 for a bad command
  * line); the library calls below it only return messages. Checkpoints are
