@@ -10,7 +10,10 @@
  * faults in a few dozen times; smaller ones are plain anonymous mappings.
  * Both come zeroed. Data files are mapped read-only and populated in one
  * call (MAP_POPULATE) instead of being read into a buffer that faults page
- * by page. Nothing here prints; errors go to an nnc_rt_error.
+ * by page; the mapping lives only while the file is decompressed or copied
+ * (a file truncated by another process in that moment would end the
+ * process with SIGBUS, a risk the read() it replaces did not have).
+ * Nothing here prints; errors go to an nnc_rt_error.
  */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MAP_POPULATE, MADV_HUGEPAGE */
 #include "rt_internal.h"
