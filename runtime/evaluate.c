@@ -44,6 +44,7 @@ typedef struct evaluation {
   nnc_rt_norm_stats stats;
   nnc_rt_pool *pool;
   char *arena;
+  size_t arena_len;
   float *pred; /* [set.n, m->num_classes] */
   nnc_rt_error err;
 } evaluation;
@@ -212,9 +213,9 @@ static int load_set(evaluation *E) {
 static int load_weights(evaluation *E) {
   const nnc_rt_model *m = E->m;
   size_t bytes = (m->arena_bytes + 63) / 64 * 64;
-  E->arena = aligned_alloc(64, bytes ? bytes : 64);
+  E->arena_len = bytes ? bytes : 64;
+  E->arena = nnc_rt_big_alloc(E->arena_len); /* page-aligned and zeroed */
   if (!E->arena) return nnc_rt_fail(&E->err, "out of memory for the model's %zu-byte arena", bytes);
-  memset(E->arena, 0, bytes ? bytes : 64);
   nnc_rt_named_tensor extra[2];
   int nextra = 0;
   if (E->spec.standardize) {
@@ -386,7 +387,7 @@ int nnc_rt_eval_main(const nnc_rt_model *m, int64_t pred_off, const char *spec_t
   nnc_rt_dataset_free(&E->set);
   nnc_rt_norm_free(&E->stats);
   if (E->pool) nnc_rt_pool_destroy(E->pool);
-  free(E->arena);
+  nnc_rt_big_free(E->arena, E->arena_len);
   free(E->pred);
   for (int i = 0; i < E->npaths; i++)
     free(E->paths[i]);

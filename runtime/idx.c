@@ -6,22 +6,26 @@
  * row-major order. Images are "idx3" (n, rows, cols) and labels "idx1" (n),
  * both unsigned bytes (type 0x08), the only type accepted here. A sample
  * keeps the file's shape: [rows, cols] for idx3 (rank 2), nothing is
- * flattened. Pixels become f32 times scale; labels become i32 and
- * num_classes is the largest label plus one.
+ * flattened. Pixels stay bytes: the data set keeps the decompressed file
+ * itself (its u8 points past the header), and byte_value[b] = (float)b *
+ * scale says what each byte stands for (nnc_rt_dataset_sample converts as
+ * samples are read). Labels become i32 and num_classes is the largest
+ * label plus one.
  *
- * A file is read whole (regular files only) and, when it starts with the
- * gzip magic, decompressed whole before parsing: by libdeflate in one call
- * (about twice zlib's speed: decompressing the 26 MB of Fashion-MNIST's
- * training images is most of `nnc run`'s start-up) when the file is one
- * gzip member whose trailer is believable, otherwise by zlib's inflate, member
- * after member, into a buffer that grows with the output actually produced.
- * Bytes after the last member that do not start another one are an error,
- * as is a damaged or cut stream. The parser then reads the decompressed
- * bytes, and checks that the data the header announces is there before
- * allocating for it, with every size computed by nnc_rt_checked_mul. Every
- * error names the file and the byte offset (in the uncompressed stream)
- * where the problem is: "t10k-labels.gz: byte 11: file ends after 3 of 10000
- * labels".
+ * A file is mapped whole (regular files only) and, when it starts with the
+ * gzip magic, decompressed whole before parsing: by libdeflate in one call,
+ * straight into the buffer the data set keeps (about twice zlib's speed:
+ * decompressing the 26 MB of Fashion-MNIST's training images is most of
+ * the time from start to the first step), when the file is one gzip member
+ * whose trailer is believable; otherwise by zlib's inflate, member after
+ * member, into a buffer that grows with the output actually produced. A raw
+ * file is copied into such a buffer. Bytes after the last member that do
+ * not start another one are an error, as is a damaged or cut stream. The
+ * parser then reads the decompressed bytes, and checks that the data the
+ * header announces is there, with every size computed by
+ * nnc_rt_checked_mul. Every error names the file and the byte offset (in
+ * the uncompressed stream) where the problem is: "t10k-labels.gz: byte 11:
+ * file ends after 3 of 10000 labels".
  */
 #include "rt_internal.h"
 
@@ -31,13 +35,14 @@
 #include <string.h>
 #include <zlib.h>
 
-enum { IDX_TYPE_UBYTE = 0x08, IDX_CHUNK = 1 << 16 };
+enum { IDX_TYPE_UBYTE = 0x08 };
 /* Deflate expands at most 1032:1; a trailer claiming more is not believed. */
 enum { DEFLATE_MAX_RATIO = 1032 };
 
 typedef struct idx_file {
-  unsigned char *mem; /* the whole file, decompressed */
+  unsigned char *mem; /* the whole file, decompressed (an nnc_rt_big_alloc block) */
   size_t mem_len, mem_pos;
+  size_t mem_alloc; /* the size mem was allocated with */
   const char *path;
   int64_t offset; /* bytes of the uncompressed stream consumed so far */
   nnc_rt_error *err;
@@ -57,16 +62,16 @@ static int gunzip_fast(idx_file *f, const unsigned char *in, size_t size) {
   unsigned char *out = NULL;
   size_t used = 0, got = 0;
   int ok =
-      d && (out = malloc(isize ? isize : 1)) &&
+      d && (out = nnc_rt_big_alloc(isize)) &&
       libdeflate_gzip_decompress_ex(d, in, size, out, isize, &used, &got) == LIBDEFLATE_SUCCESS &&
       used == size && got == isize;
   if (d) libdeflate_free_decompressor(d);
   if (!ok) {
-    free(out);
+    nnc_rt_big_free(out, isize);
     return 0;
   }
   f->mem = out;
-  f->mem_len = got;
+  f->mem_len = f->mem_alloc = got;
   return 1;
 }
 
@@ -88,12 +93,14 @@ static int gunzip_slow(idx_file *f, const unsigned char *in, size_t size) {
   for (;;) {
     if (z.total_out == cap) {
       size_t bigger = cap ? 2 * cap : (size_t)1 << 20;
-      unsigned char *m = realloc(f->mem, bigger);
+      unsigned char *m = nnc_rt_big_alloc(bigger);
       if (!m) {
         rc = nnc_rt_fail(f->err, "%s: out of memory decompressing %zu bytes", f->path, bigger);
         break;
       }
-      f->mem = m, cap = bigger;
+      if (cap) memcpy(m, f->mem, cap);
+      nnc_rt_big_free(f->mem, cap);
+      f->mem = m, f->mem_alloc = cap = bigger;
     }
     z.next_out = f->mem + z.total_out;
     z.avail_out = (uInt)(cap - z.total_out < (1u << 30) ? cap - z.total_out : 1u << 30);
@@ -125,23 +132,25 @@ static int gunzip_slow(idx_file *f, const unsigned char *in, size_t size) {
 
 static int idx_open(idx_file *f, const char *path, nnc_rt_error *err) {
   *f = (idx_file){.path = path, .err = err};
-  char *in;
+  const unsigned char *in;
   size_t size;
-  if (nnc_rt_read_file(path, &in, &size, err)) return -1;
-  const unsigned char *b = (const unsigned char *)in;
-  if (size < 2 || b[0] != 0x1f || b[1] != 0x8b) {
-    f->mem = (unsigned char *)in;
-    f->mem_len = size;
-    return 0;
+  if (nnc_rt_map_file(path, &in, &size, err)) return -1;
+  int rc = 0;
+  if (size >= 2 && in[0] == 0x1f && in[1] == 0x8b) {
+    rc = gunzip_fast(f, in, size) ? 0 : gunzip_slow(f, in, size);
+  } else if ((f->mem = nnc_rt_big_alloc(size))) {
+    if (size) memcpy(f->mem, in, size);
+    f->mem_len = f->mem_alloc = size;
+  } else {
+    rc = nnc_rt_fail(err, "%s: out of memory for its %zu bytes", path, size);
   }
-  int rc = gunzip_fast(f, b, size) ? 0 : gunzip_slow(f, b, size);
-  free(in);
-  if (rc) free(f->mem), f->mem = NULL;
+  nnc_rt_unmap_file(in, size);
+  if (rc) nnc_rt_big_free(f->mem, f->mem_alloc), f->mem = NULL;
   return rc;
 }
 
 static void idx_close(idx_file *f) {
-  free(f->mem);
+  nnc_rt_big_free(f->mem, f->mem_alloc);
   f->mem = NULL;
 }
 
@@ -228,6 +237,7 @@ static int idx_short_data(idx_file *f, int64_t done, int64_t per_item, int64_t n
                      (long long)f->offset, (long long)(done / per_item), (long long)n, what);
 }
 
+/* The images stay in f's buffer, which the data set takes over. */
 static int load_images(nnc_rt_dataset *ds, idx_file *f, float scale) {
   if (idx_read_header(f, "image", 2, NNC_RT_MAX_RANK + 1)) return -1;
   ds->n = f->dims[0];
@@ -242,19 +252,16 @@ static int load_images(nnc_rt_dataset *ds, idx_file *f, float scale) {
     f->offset += have;
     return idx_short_data(f, have, ds->sample_size, ds->n, "image");
   }
-  ds->x = malloc((size_t)total * sizeof(float));
-  if (!ds->x)
-    return nnc_rt_fail(f->err, "%s: out of memory for %lld pixels", f->path, (long long)total);
-  unsigned char buf[IDX_CHUNK];
-  for (int64_t done = 0; done < total;) {
-    size_t want = total - done < IDX_CHUNK ? (size_t)(total - done) : IDX_CHUNK, got;
-    if (idx_read(f, buf, want, &got)) return -1;
-    for (size_t i = 0; i < got; i++)
-      ds->x[done + (int64_t)i] = (float)buf[i] * scale;
-    done += (int64_t)got;
-    if (got < want) return idx_short_data(f, done, ds->sample_size, ds->n, "image");
-  }
-  return idx_expect_end(f, "image");
+  unsigned char *pixels = f->mem + f->mem_pos;
+  f->mem_pos += (size_t)total;
+  f->offset += total;
+  if (idx_expect_end(f, "image")) return -1;
+  for (int b = 0; b < 256; b++)
+    ds->byte_value[b] = (float)b * scale;
+  ds->u8 = pixels;
+  ds->storage = f->mem, ds->storage_len = f->mem_alloc;
+  f->mem = NULL;
+  return 0;
 }
 
 static int load_labels(nnc_rt_dataset *ds, idx_file *f, const char *images_path) {
@@ -267,24 +274,18 @@ static int load_labels(nnc_rt_dataset *ds, idx_file *f, const char *images_path)
     f->offset += have;
     return idx_short_data(f, have, 1, ds->n, "label");
   }
-  unsigned char *raw = malloc((size_t)ds->n);
   ds->labels = malloc((size_t)ds->n * sizeof(int32_t));
-  if (!raw || !ds->labels) {
-    free(raw);
+  if (!ds->labels)
     return nnc_rt_fail(f->err, "%s: out of memory for %lld labels", f->path, (long long)ds->n);
+  const unsigned char *raw = f->mem + f->mem_pos;
+  f->mem_pos += (size_t)ds->n;
+  f->offset += ds->n;
+  ds->num_classes = 0;
+  for (int64_t i = 0; i < ds->n; i++) {
+    ds->labels[i] = raw[i];
+    if (raw[i] + 1 > ds->num_classes) ds->num_classes = raw[i] + 1;
   }
-  size_t got;
-  int rc = idx_read(f, raw, (size_t)ds->n, &got);
-  if (rc == 0 && (int64_t)got < ds->n) rc = idx_short_data(f, (int64_t)got, 1, ds->n, "label");
-  if (rc == 0) {
-    ds->num_classes = 0;
-    for (int64_t i = 0; i < ds->n; i++) {
-      ds->labels[i] = raw[i];
-      if (raw[i] + 1 > ds->num_classes) ds->num_classes = raw[i] + 1;
-    }
-  }
-  free(raw);
-  return rc ? rc : idx_expect_end(f, "label");
+  return idx_expect_end(f, "label");
 }
 
 int nnc_rt_load_idx(nnc_rt_dataset *ds, const char *images_path, const char *labels_path,
@@ -306,6 +307,7 @@ int nnc_rt_load_idx(nnc_rt_dataset *ds, const char *images_path, const char *lab
 void nnc_rt_dataset_free(nnc_rt_dataset *ds) {
   if (!ds) return;
   free(ds->x);
+  nnc_rt_big_free(ds->storage, ds->storage_len);
   free(ds->labels);
   free(ds->targets);
   *ds = (nnc_rt_dataset){0};

@@ -147,26 +147,46 @@ void nnc_rt_rng_shuffle(nnc_rt_rng *rng, int64_t *perm, int64_t n);
 float nnc_rt_hash_uniform(uint64_t seed, uint64_t step, uint64_t index);
 
 /* ---- Data sets ------------------------------------------------------------
- * A data set in memory: n samples of sample_size f32 features each, and
- * either integer class labels or f32 targets of target_size each. */
+ * A data set in memory: n samples of sample_size features each, and either
+ * integer class labels or f32 targets of target_size each.
+ *
+ * Features are held as f32 (x; CSV, NPY) or as bytes (u8, x NULL; IDX
+ * images, a quarter of the memory). A byte b stands for the feature value
+ * byte_value[b] (the byte times the scale: (float)b * scale, exactly the
+ * f32 an f32 set would hold), and, once nnc_rt_norm_apply has attached
+ * statistics (u8_mean, u8_std), for (byte_value[b] - mean[j]) / std[j]:
+ * the arithmetic that standardising an f32 set in place does, performed as
+ * each sample is read, so both forms give the model the same floats.
+ * nnc_rt_dataset_sample reads one sample of either form. */
 typedef struct nnc_rt_dataset {
   int64_t n;
   int rank;                       /* rank of one sample, e.g. 3 for 1x28x28 */
   int64_t shape[NNC_RT_MAX_RANK]; /* shape of one sample */
   int64_t sample_size;            /* product of shape */
-  float *x;                       /* n * sample_size */
-  int32_t *labels;                /* n class labels, or NULL */
-  float *targets;                 /* n * target_size, or NULL */
+  float *x;                       /* n * sample_size f32 features, or NULL */
+  uint8_t *u8;                    /* n * sample_size byte features, or NULL */
+  float byte_value[256];          /* u8: the value of each byte */
+  /* u8: standardisation applied as samples are read (borrowed from the
+   * nnc_rt_norm_stats given to nnc_rt_norm_apply, which must outlive the
+   * set), or NULL. */
+  const float *u8_mean, *u8_std;
+  void *storage; /* u8: the nnc_rt_big_alloc block holding it (freed with the set) */
+  size_t storage_len;
+  int32_t *labels; /* n class labels, or NULL */
+  float *targets;  /* n * target_size, or NULL */
   int64_t target_size;
   int32_t num_classes; /* 1 + largest label seen, 0 for targets */
 } nnc_rt_dataset;
 
 /* Loads an IDX image file and IDX label file (raw or gzip, detected by
- * content). Pixel values are converted to f32 and multiplied by scale.
+ * content). Pixels stay bytes (u8), standing for the byte times scale.
  * Malformed files give an error naming the file and byte offset. */
 int nnc_rt_load_idx(nnc_rt_dataset *ds, const char *images_path, const char *labels_path,
                     float scale, nnc_rt_error *err);
 void nnc_rt_dataset_free(nnc_rt_dataset *ds);
+/* Writes the sample_size f32 features of sample i (scaled, standardised)
+ * to out. */
+void nnc_rt_dataset_sample(const nnc_rt_dataset *ds, int64_t i, float *out);
 
 /* Data paths (session.c), shared by training, evaluation and nnc's
  * int8 calibration (tools/deploy_cmd.c).
@@ -198,7 +218,7 @@ int nnc_rt_load_csv(nnc_rt_dataset *ds, const char *path, const nnc_rt_csv_opts 
 int nnc_rt_load_npy(nnc_rt_dataset *ds, const char *x_path, const char *y_path, int label_is_class,
                     nnc_rt_error *err);
 
-/* Multiplies every feature by scale. */
+/* Multiplies every feature by scale (a byte set: its byte values). */
 void nnc_rt_dataset_scale(nnc_rt_dataset *ds, float scale);
 
 /* Per-feature standardisation statistics (sample_size entries each). */
@@ -208,10 +228,13 @@ typedef struct nnc_rt_norm_stats {
 } nnc_rt_norm_stats;
 /* Mean and (population) standard deviation of each feature over ds. The
  * pool (NULL: the calling thread alone) splits the work; the result does
- * not depend on its size. */
+ * not depend on its size. A byte set is counted (a histogram of the 256
+ * byte values per feature) and its sums computed exactly. */
 int nnc_rt_norm_fit(nnc_rt_norm_stats *stats, const nnc_rt_dataset *ds, nnc_rt_pool *pool,
                     nnc_rt_error *err);
-/* x = (x - mean) / std for each feature, split over the pool likewise. */
+/* x = (x - mean) / std for each feature, split over the pool likewise; a
+ * byte set instead keeps a pointer to the statistics (which must outlive
+ * it) and is standardised as each sample is read. */
 int nnc_rt_norm_apply(const nnc_rt_norm_stats *stats, nnc_rt_dataset *ds, nnc_rt_pool *pool,
                       nnc_rt_error *err);
 void nnc_rt_norm_free(nnc_rt_norm_stats *stats);

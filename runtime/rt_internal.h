@@ -105,6 +105,19 @@ size_t nnc_rt_json_quote(char *buf, size_t size, size_t len, const char *s);
  * buffer is sized from the file's size, not grown while reading. */
 int nnc_rt_read_file(const char *path, char **data, size_t *len, nnc_rt_error *err);
 
+/* ---- Large buffers and mapped files (bigmem.c) ----
+ * nnc_rt_big_alloc: zeroed memory for a data set's bytes or the arena; from
+ * NNC_RT_BIG_PAGE bytes on, aligned to it and in huge pages where the
+ * kernel grants them (page faults are the cost of a fresh buffer). Freed
+ * by nnc_rt_big_free with the same size; NULL when out of memory.
+ * nnc_rt_map_file: the whole regular file, read-only and populated (errors
+ * as nnc_rt_read_file's); an empty file gives data NULL, len 0. */
+#define NNC_RT_BIG_PAGE ((size_t)2 << 20)
+void *nnc_rt_big_alloc(size_t bytes);
+void nnc_rt_big_free(void *p, size_t bytes);
+int nnc_rt_map_file(const char *path, const unsigned char **data, size_t *len, nnc_rt_error *err);
+void nnc_rt_unmap_file(const unsigned char *data, size_t len);
+
 /* ---- Sizes read from files ----
  * Every count a reader computes from a file's header goes through these:
  * the product of non-negative factors, or -1 when a factor is negative or
@@ -196,6 +209,9 @@ int nnc_rt_log_close(nnc_rt_log *log, nnc_rt_error *err);
 int nnc_rt_log_read_epochs(const char *path, nnc_rt_log_row **rows, int *nrows, nnc_rt_error *err);
 
 /* ---- Batches ---- */
+/* Asks the cache for sample i's features, which are read next (a batch
+ * visits samples in shuffled order, so each one misses the cache). */
+void nnc_rt_dataset_prefetch(const nnc_rt_dataset *ds, int64_t i);
 /* Copies sample idx of ds (features, label or targets) into row `row` of
  * the model's x and y inputs in arena. */
 void nnc_rt_put_sample(const nnc_rt_model *m, char *arena, const nnc_rt_dataset *ds, int64_t row,

@@ -5,11 +5,12 @@
  * executable (train_main.c) with the model and spec text from its object
  * file, so both take the same flags and train identically. In order:
  *   flags (argv) -> spec (text) -> data paths resolved (next to the .nn
- *   file, then /usr/share/datasets, then as given) -> train and test sets
- *   loaded, scaled, split, standardised -> thread pool, arena (64-byte
- *   aligned, zeroed), weights initialised from the seed or transfer-loaded
- *   -> nnc_rt_train (progress on stderr) -> test-set evaluation -> results
- *   on stdout.
+ *   file, then /usr/share/datasets, then as given) -> training set loaded
+ *   (an IDX test set meanwhile on a second thread) -> thread pool, split,
+ *   standardisation fitted and applied -> arena (page-aligned, zeroed),
+ *   weights initialised from the seed or transfer-loaded -> test set
+ *   joined, checked and standardised -> nnc_rt_train (progress on stderr)
+ *   -> test-set evaluation -> results on stdout.
  * It is the one runtime file that prints: every failure becomes one
  * "prog: error: <message>" on stderr and exit status 1 (2 for a bad command
  * line); the library calls below it only return messages. Checkpoints are
@@ -77,6 +78,16 @@ static const char *const flag_names[NFLAGS] = {
     "--lr",        "--set",    "--data-parallel", "--precision"};
 
 /* ---- One run ----------------------------------------------------------------- */
+/* An IDX set loading on a thread of its own (the test set, while the
+ * training set loads on the main thread). */
+typedef struct idx_job {
+  nnc_rt_dataset *ds;
+  const char *images, *labels;
+  float scale;
+  int rc;
+  nnc_rt_error err;
+} idx_job;
+
 typedef struct session {
   const nnc_rt_model *m;
   const char *prog;
@@ -90,8 +101,14 @@ typedef struct session {
   nnc_rt_norm_stats stats;
   nnc_rt_named_tensor extra[2];
   int nextra;
+  /* The test set's loader thread, joined by finish_test_set before the
+   * first step, or at the end if an error comes first. */
+  idx_job test_job;
+  pthread_t test_thread;
+  int test_loading; /* the thread runs and is not joined yet */
   nnc_rt_pool *pool;
   char *arena;
+  size_t arena_len;
   char *owned[MAX_OWNED]; /* resolved paths, freed at the end */
   int nowned;
   double t_start, t_first_step, train_s, step_s; /* step_s: time in training steps */
@@ -372,14 +389,6 @@ static int idx_file(session *S, const char *dir, const char *name, const char **
 }
 
 /* ---- Data -------------------------------------------------------------------- */
-typedef struct idx_job {
-  nnc_rt_dataset *ds;
-  const char *images, *labels;
-  float scale;
-  int rc;
-  nnc_rt_error err;
-} idx_job;
-
 static void *idx_job_run(void *arg) {
   idx_job *j = arg;
   j->rc = nnc_rt_load_idx(j->ds, j->images, j->labels, j->scale, &j->err);
@@ -399,20 +408,15 @@ static int load_idx(session *S) {
       idx_file(S, dir, "t10k-labels-idx1-ubyte", &yt))
     return -1;
   /* The test set loads on a second thread while the training set loads
-   * here: decompressing and converting them is most of the time from start
-   * to the first step. */
+   * here, and goes on loading while the statistics are fitted and the
+   * model is set up (finish_test_set): decompressing the data is most of
+   * the time from start to the first step. */
   S->train_files[0] = xi, S->train_files[1] = yi;
   S->test_files[0] = xt, S->test_files[1] = yt;
-  idx_job test = {&S->test, xt, yt, (float)S->spec.scale, -1, {{0}}};
-  pthread_t thread;
-  int threaded = pthread_create(&thread, NULL, idx_job_run, &test) == 0;
-  if (!threaded) idx_job_run(&test);
-  int rc = nnc_rt_load_idx(&S->train, xi, yi, (float)S->spec.scale, &S->err);
-  if (threaded) pthread_join(thread, NULL);
-  S->has_test = test.rc == 0;
-  if (rc) return -1;
-  if (test.rc) S->err = test.err;
-  return test.rc;
+  S->test_job = (idx_job){&S->test, xt, yt, (float)S->spec.scale, -1, {{0}}};
+  S->test_loading = pthread_create(&S->test_thread, NULL, idx_job_run, &S->test_job) == 0;
+  if (!S->test_loading) idx_job_run(&S->test_job);
+  return nnc_rt_load_idx(&S->train, xi, yi, (float)S->spec.scale, &S->err);
 }
 
 /* One CSV or NPY split: the spec's files, or the command line's `path`
@@ -500,7 +504,23 @@ static int check_set(session *S, const nnc_rt_dataset *ds, const char *const fil
   return 0;
 }
 
-/* Validation split, then standardisation fitted on what is left to train. */
+/* The test set once its loader has finished (IDX; the others load at
+ * once): checked against the model and standardised like the training
+ * set. */
+static int finish_test_set(session *S) {
+  if (S->spec.format == NNC_RT_DATA_IDX) {
+    if (S->test_loading) pthread_join(S->test_thread, NULL);
+    S->test_loading = 0;
+    if (S->test_job.rc) return S->err = S->test_job.err, -1;
+    S->has_test = 1;
+  }
+  if (!S->has_test) return 0;
+  if (check_set(S, &S->test, S->test_files)) return -1;
+  return S->spec.standardize ? nnc_rt_norm_apply(&S->stats, &S->test, S->pool, &S->err) : 0;
+}
+
+/* Validation split, then standardisation fitted on what is left to train
+ * and applied to both parts. */
 static int prepare_data(session *S) {
   const nnc_rt_spec *s = &S->spec;
   if (s->val_fraction > 0) {
@@ -509,8 +529,9 @@ static int prepare_data(session *S) {
   }
   if (!s->standardize) return 0;
   if (nnc_rt_norm_fit(&S->stats, &S->train, S->pool, &S->err)) return -1;
-  nnc_rt_dataset *sets[3] = {&S->train, S->has_val ? &S->val : NULL, S->has_test ? &S->test : NULL};
-  for (int i = 0; i < 3; i++)
+  /* The test set follows in finish_test_set. */
+  nnc_rt_dataset *sets[2] = {&S->train, S->has_val ? &S->val : NULL};
+  for (int i = 0; i < 2; i++)
     if (sets[i] && nnc_rt_norm_apply(&S->stats, sets[i], S->pool, &S->err)) return -1;
   float *data[2] = {S->stats.mean, S->stats.std};
   const char *names[2] = {MEAN_NAME, STD_NAME};
@@ -527,9 +548,9 @@ static int prepare_data(session *S) {
 static int make_arena(session *S) {
   size_t bytes = (S->m->arena_bytes + 63) / 64 * 64;
   if (bytes == 0) bytes = 64;
-  S->arena = aligned_alloc(64, bytes);
+  S->arena = nnc_rt_big_alloc(bytes); /* page-aligned and zeroed */
   if (!S->arena) return nnc_rt_fail(&S->err, "out of memory for the model's %zu-byte arena", bytes);
-  memset(S->arena, 0, bytes);
+  S->arena_len = bytes;
   nnc_rt_rng rng;
   nnc_rt_rng_seed(&rng, S->spec.seed);
   nnc_rt_init_tensors(S->m, S->arena, &rng);
@@ -773,13 +794,12 @@ static int apply_flags(session *S) {
 static int prepare(session *S) {
   const nnc_rt_spec *s = &S->spec;
   if (load_data(S) || check_set(S, &S->train, S->train_files)) return -1;
-  if (S->has_test && check_set(S, &S->test, S->test_files)) return -1;
   S->pool = nnc_rt_pool_create(S->f.threads, &S->err);
   if (!S->pool || prepare_data(S) || make_arena(S)) return -1;
   if (s->load_path && !s->resume_path && transfer_load(S)) return -1;
   /* nnc run: the machine code was generated while the data loaded. */
   if (S->m->ready && S->m->ready(S->m->ready_ctx, &S->err)) return -1;
-  return 0;
+  return finish_test_set(S);
 }
 
 static int run_steps(session *S) {
@@ -790,12 +810,13 @@ static int run_steps(session *S) {
 }
 
 static void end_session(session *S) {
+  if (S->test_loading) pthread_join(S->test_thread, NULL);
   nnc_rt_dataset_free(&S->train);
   nnc_rt_dataset_free(&S->val);
   nnc_rt_dataset_free(&S->test);
   nnc_rt_norm_free(&S->stats);
   if (S->pool) nnc_rt_pool_destroy(S->pool);
-  free(S->arena);
+  nnc_rt_big_free(S->arena, S->arena_len);
   for (int i = 0; i < S->nowned; i++)
     free(S->owned[i]);
   nnc_rt_spec_free(&S->spec);

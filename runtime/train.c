@@ -66,8 +66,7 @@ static int check_dataset(const nnc_rt_model *m, const nnc_rt_dataset *ds, const 
 /* Copies sample idx of ds into row `row` of the batch in the arena. */
 void nnc_rt_put_sample(const nnc_rt_model *m, char *arena, const nnc_rt_dataset *ds, int64_t row,
                        int64_t idx) {
-  float *x = (float *)(arena + m->x_off) + row * m->sample_size;
-  memcpy(x, ds->x + idx * m->sample_size, (size_t)m->sample_size * sizeof(float));
+  nnc_rt_dataset_sample(ds, idx, (float *)(arena + m->x_off) + row * m->sample_size);
   if (m->label_is_class) {
     ((int32_t *)(arena + m->y_off))[row] = ds->labels[idx];
   } else {
@@ -77,8 +76,9 @@ void nnc_rt_put_sample(const nnc_rt_model *m, char *arena, const nnc_rt_dataset 
 }
 
 /* Copies the samples rows[begin..end) into batch rows begin..end: the
- * batch gather, split over the pool (a pure copy: the result is the same
- * whoever copies which row). */
+ * batch gather, split over the pool (byte data is converted, and
+ * standardised, row by row: the result is the same whoever does which
+ * row). */
 typedef struct gather_job {
   const nnc_rt_model *m;
   char *arena;
@@ -88,8 +88,10 @@ typedef struct gather_job {
 
 static void gather_task(void *arg, int64_t begin, int64_t end) {
   const gather_job *g = arg;
-  for (int64_t i = begin; i < end; i++)
+  for (int64_t i = begin; i < end; i++) {
+    if (i + 1 < end) nnc_rt_dataset_prefetch(g->ds, g->rows[i + 1]);
     nnc_rt_put_sample(g->m, g->arena, g->ds, i, g->rows[i]);
+  }
 }
 
 /* Zero sample with label 0: the padding of a short evaluation batch. */

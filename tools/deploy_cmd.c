@@ -230,7 +230,8 @@ static int64_t run_set(const nnc_deploy *d, const nnc_deploy_jit *j, const nnc_r
   for (int64_t s = 0; in && out && s < n; s += B) {
     int64_t b = n - s < B ? n - s : B;
     memset(in, 0, sizeof(float) * (size_t)(B * D));
-    memcpy(in, ds->x + s * D, sizeof(float) * (size_t)(b * D));
+    for (int64_t i = 0; i < b; i++)
+      nnc_rt_dataset_sample(ds, s + i, in + i * D);
     nnc_deploy_jit_predict(j, in, out, ws);
     if (seen) seen(ctx, ws);
     for (int64_t i = 0; ds->labels && i < b; i++) {

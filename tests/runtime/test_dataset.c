@@ -4,7 +4,9 @@
  * standard deviations), the seeded validation split (deterministic, a
  * partition, order kept), and each augmentation against its definition
  * (a shift explains every cropped/shifted image, flips mirror, noise has
- * the requested spread, the same seed repeats the same draws). */
+ * the requested spread, the same seed repeats the same draws). A set held
+ * as bytes (IDX images) against the same data held as f32: the same
+ * statistics, and the same floats in every gathered and augmented batch. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -164,6 +166,195 @@ static void test_split(void **state) {
     nnc_rt_dataset_free(all[i]);
 }
 
+/* ---- Sets held as bytes against the same data as f32 ---- */
+
+enum { BN = 53, BH = 4, BW = 5, BD = BH * BW };
+
+/* BN images of BH x BW bytes (every value 0..255 occurs, some features
+ * constant), as a byte set with this scale and as the f32 set an f32
+ * loader would have made: x = (float)byte * scale. Labels i % 3. */
+static void make_pair(nnc_rt_dataset *bytes, nnc_rt_dataset *floats, float scale) {
+  nnc_rt_dataset shape = {
+      .n = BN, .rank = 2, .shape = {BH, BW}, .sample_size = BD, .num_classes = 3};
+  *bytes = shape, *floats = shape;
+  bytes->storage_len = BN * BD;
+  bytes->u8 = bytes->storage = nnc_rt_big_alloc(bytes->storage_len);
+  floats->x = malloc(BN * BD * sizeof(float));
+  bytes->labels = malloc(BN * sizeof(int32_t));
+  floats->labels = malloc(BN * sizeof(int32_t));
+  assert_true(bytes->u8 && floats->x && bytes->labels && floats->labels);
+  for (int b = 0; b < 256; b++)
+    bytes->byte_value[b] = (float)b * scale;
+  nnc_rt_rng rng;
+  nnc_rt_rng_seed(&rng, 5);
+  for (int i = 0; i < BN * BD; i++) {
+    int j = i % BD;
+    uint8_t v = j == 3 ? 77 : (uint8_t)(i < 256 ? i : nnc_rt_rng_uniform(&rng) * 256);
+    bytes->u8[i] = v;
+    floats->x[i] = (float)v * scale;
+  }
+  for (int i = 0; i < BN; i++)
+    bytes->labels[i] = floats->labels[i] = i % 3;
+}
+
+/* Every sample of a reads as the same floats as the same sample of b. */
+static void assert_same_samples(const nnc_rt_dataset *a, const nnc_rt_dataset *b) {
+  assert_int_equal(a->n, b->n);
+  float xa[BD], xb[BD];
+  for (int64_t i = 0; i < a->n; i++) {
+    nnc_rt_dataset_sample(a, i, xa);
+    nnc_rt_dataset_sample(b, i, xb);
+    assert_memory_equal(xa, xb, sizeof xa);
+    assert_int_equal(a->labels[i], b->labels[i]);
+  }
+}
+
+/* Scale (the loader's and a second one), standardisation fitted on 1 and
+ * on 3 threads and applied: the byte set gives the f32 set's statistics
+ * bit for bit, and its samples the same floats; a gathered batch (as the
+ * training loop writes it into the arena) is the same too. */
+static void test_bytes_as_floats(void **state) {
+  nnc_rt_dataset bytes, floats;
+  make_pair(&bytes, &floats, 1.0f / 255);
+  assert_null(bytes.x);
+  assert_same_samples(&bytes, &floats);
+  nnc_rt_dataset_scale(&bytes, 3.0f);
+  nnc_rt_dataset_scale(&floats, 3.0f);
+  assert_same_samples(&bytes, &floats);
+  nnc_rt_error err = {{0}};
+  nnc_rt_pool *pool = nnc_rt_pool_create(3, &err);
+  assert_non_null(pool);
+  nnc_rt_norm_stats sb, sb3, sf;
+  assert_int_equal(nnc_rt_norm_fit(&sb, &bytes, NULL, &err), 0);
+  assert_int_equal(nnc_rt_norm_fit(&sb3, &bytes, pool, &err), 0);
+  assert_int_equal(nnc_rt_norm_fit(&sf, &floats, NULL, &err), 0);
+  assert_memory_equal(sb.mean, sf.mean, BD * sizeof(float));
+  assert_memory_equal(sb.std, sf.std, BD * sizeof(float));
+  assert_memory_equal(sb3.mean, sf.mean, BD * sizeof(float));
+  assert_memory_equal(sb3.std, sf.std, BD * sizeof(float));
+  assert_true(sb.std[3] == 1.0f && sb.mean[3] == 77.0f / 255 * 3); /* constant feature */
+  assert_true(sb.std[0] > 0.5f && sb.std[0] < 1.5f);
+  assert_int_equal(nnc_rt_norm_apply(&sb, &bytes, pool, &err), 0);
+  assert_int_equal(nnc_rt_norm_apply(&sf, &floats, pool, &err), 0);
+  assert_true(bytes.u8_mean == sb.mean && bytes.u8_std == sb.std);
+  assert_same_samples(&bytes, &floats);
+  /* A batch of 7 rows gathered into an arena, in a shuffled order. */
+  nnc_rt_model m = {
+      .batch = 7, .sample_size = BD, .x_off = 0, .y_off = 7 * BD * 4, .label_is_class = 1};
+  char arena_b[7 * BD * 4 + 7 * 4], arena_f[sizeof arena_b];
+  for (int64_t r = 0; r < 7; r++) {
+    nnc_rt_put_sample(&m, arena_b, &bytes, r, (r * 17 + 5) % BN);
+    nnc_rt_put_sample(&m, arena_f, &floats, r, (r * 17 + 5) % BN);
+  }
+  assert_memory_equal(arena_b, arena_f, sizeof arena_b);
+  /* A standardised value by hand: sample 1, feature 0. */
+  float x1[BD];
+  nnc_rt_dataset_sample(&bytes, 1, x1);
+  assert_true(x1[0] == ((float)bytes.u8[BD] / 255 * 3 - sb.mean[0]) / sb.std[0] ||
+              x1[0] == ((float)bytes.u8[BD] * (1.0f / 255) * 3.0f - sb.mean[0]) / sb.std[0]);
+  /* Statistics go on once, and are fitted before that. */
+  assert_int_equal(nnc_rt_norm_apply(&sb, &bytes, NULL, &err), -1);
+  assert_string_equal(err.msg, "the set is standardised already");
+  nnc_rt_norm_free(&sb3);
+  assert_int_equal(nnc_rt_norm_fit(&sb3, &bytes, NULL, &err), -1);
+  assert_string_equal(err.msg, "cannot fit statistics to a standardised set");
+  nnc_rt_pool_destroy(pool);
+  nnc_rt_norm_free(&sb);
+  nnc_rt_norm_free(&sf);
+  nnc_rt_dataset_free(&bytes);
+  nnc_rt_dataset_free(&floats);
+  assert_null(bytes.u8);
+  assert_null(bytes.storage);
+}
+
+/* The validation split of a byte set takes the same samples as of the f32
+ * set, and the augmentations of gathered batches (crop, flip, noise) draw
+ * and give the same floats. */
+static void test_bytes_split_and_augment(void **state) {
+  nnc_rt_dataset bytes, floats, vb, vf;
+  make_pair(&bytes, &floats, 1.0f / 255);
+  nnc_rt_error err = {{0}};
+  assert_int_equal(nnc_rt_dataset_split(&bytes, &vb, 0.25, 9, &err), 0);
+  assert_int_equal(nnc_rt_dataset_split(&floats, &vf, 0.25, 9, &err), 0);
+  assert_int_equal(vb.n, 13);
+  assert_non_null(vb.u8);
+  assert_null(vb.x);
+  assert_same_samples(&bytes, &floats);
+  assert_same_samples(&vb, &vf);
+  nnc_rt_norm_stats sb, sf;
+  assert_int_equal(nnc_rt_norm_fit(&sb, &bytes, NULL, &err), 0);
+  assert_int_equal(nnc_rt_norm_fit(&sf, &floats, NULL, &err), 0);
+  assert_memory_equal(sb.std, sf.std, BD * sizeof(float));
+  assert_int_equal(nnc_rt_norm_apply(&sb, &bytes, NULL, &err), 0);
+  assert_int_equal(nnc_rt_norm_apply(&sf, &floats, NULL, &err), 0);
+  const nnc_rt_augment aug[3] = {
+      {NNC_RT_AUG_RANDOM_CROP, 1}, {NNC_RT_AUG_HFLIP, 0.5}, {NNC_RT_AUG_NOISE, 0.1}};
+  enum { ROWS = 8 };
+  float xb[ROWS * BD], xf[ROWS * BD], scratch[BD];
+  nnc_rt_rng rb, rf;
+  nnc_rt_rng_seed(&rb, 3);
+  nnc_rt_rng_seed(&rf, 3);
+  for (int batch = 0; batch < 4; batch++) {
+    for (int r = 0; r < ROWS; r++) {
+      nnc_rt_dataset_sample(&bytes, (batch * ROWS + r) % bytes.n, xb + r * BD);
+      nnc_rt_dataset_sample(&floats, (batch * ROWS + r) % floats.n, xf + r * BD);
+    }
+    nnc_rt_augment_batch(aug, 3, bytes.rank, bytes.shape, xb, ROWS, scratch, &rb);
+    nnc_rt_augment_batch(aug, 3, floats.rank, floats.shape, xf, ROWS, scratch, &rf);
+    assert_memory_equal(xb, xf, sizeof xb);
+  }
+  nnc_rt_norm_free(&sb);
+  nnc_rt_norm_free(&sf);
+  nnc_rt_dataset *all[] = {&bytes, &floats, &vb, &vf};
+  for (int i = 0; i < 4; i++)
+    nnc_rt_dataset_free(all[i]);
+}
+
+/* Byte values that are not finite (a scale too large) cannot be fitted. */
+static void test_bytes_not_finite(void **state) {
+  nnc_rt_dataset bytes, floats;
+  make_pair(&bytes, &floats, 1e30f);
+  nnc_rt_dataset_scale(&bytes, 1e30f);
+  nnc_rt_norm_stats st;
+  nnc_rt_error err = {{0}};
+  assert_int_equal(nnc_rt_norm_fit(&st, &bytes, NULL, &err), -1);
+  assert_string_equal(err.msg, "cannot standardise: the scaled byte values are not all finite");
+  nnc_rt_dataset_free(&bytes);
+  nnc_rt_dataset_free(&floats);
+}
+
+/* Fashion-MNIST's test images (when installed), as bytes and as f32
+ * scaled by 1/255: the same 784 means and standard deviations, bit for
+ * bit (the f32 pass's sums of the means are exact here, and its sums of
+ * squares happen to round to the same f32 std). */
+static void test_bytes_fashion_stats(void **state) {
+  const char *images = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
+  const char *labels = "/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz";
+  FILE *probe = fopen(images, "rb");
+  if (!probe) skip();
+  fclose(probe);
+  nnc_rt_dataset bytes, floats;
+  nnc_rt_error err = {{0}};
+  assert_int_equal(nnc_rt_load_idx(&bytes, images, labels, 1.0f / 255, &err), 0);
+  floats = bytes;
+  floats.u8 = NULL, floats.storage = NULL, floats.labels = NULL;
+  floats.x = malloc((size_t)(bytes.n * bytes.sample_size) * sizeof(float));
+  assert_non_null(floats.x);
+  for (int64_t i = 0; i < bytes.n; i++)
+    nnc_rt_dataset_sample(&bytes, i, floats.x + i * bytes.sample_size);
+  nnc_rt_norm_stats sb, sf;
+  assert_int_equal(nnc_rt_norm_fit(&sb, &bytes, NULL, &err), 0);
+  assert_int_equal(nnc_rt_norm_fit(&sf, &floats, NULL, &err), 0);
+  assert_memory_equal(sb.mean, sf.mean, 784 * sizeof(float));
+  assert_memory_equal(sb.std, sf.std, 784 * sizeof(float));
+  /* The corner pixel is almost always 0; the centre is not. */
+  assert_true(sb.mean[0] < 0.01f && sb.mean[14 * 28 + 14] > 0.3f);
+  nnc_rt_norm_free(&sb);
+  nnc_rt_norm_free(&sf);
+  nnc_rt_dataset_free(&bytes);
+  nnc_rt_dataset_free(&floats);
+}
+
 /* A 2-channel 5x6 image: channel k, pixel (y, x) = 100k + 10y + x + 1. */
 enum { C = 2, H = 5, W = 6 };
 static void image(float *x) {
@@ -294,6 +485,10 @@ int main(void) {
       cmocka_unit_test(test_standardize),
       cmocka_unit_test(test_standardize_pool),
       cmocka_unit_test(test_split),
+      cmocka_unit_test(test_bytes_as_floats),
+      cmocka_unit_test(test_bytes_split_and_augment),
+      cmocka_unit_test(test_bytes_not_finite),
+      cmocka_unit_test(test_bytes_fashion_stats),
       cmocka_unit_test(test_crop_and_shift),
       cmocka_unit_test(test_hflip_and_noise),
       cmocka_unit_test(test_batch_deterministic),

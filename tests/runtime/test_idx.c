@@ -94,8 +94,18 @@ static void check_good(const nnc_rt_dataset *ds) {
   assert_int_equal(ds->shape[0], 2);
   assert_int_equal(ds->shape[1], 4);
   assert_int_equal(ds->sample_size, 8);
-  for (int i = 0; i < 24; i++)
-    assert_true(ds->x[i] == (float)PIXELS[i] * 0.5f);
+  /* The pixels stay bytes, standing for byte * scale. */
+  assert_null(ds->x);
+  assert_non_null(ds->u8);
+  assert_memory_equal(ds->u8, PIXELS, sizeof PIXELS);
+  for (int b = 0; b < 256; b++)
+    assert_true(ds->byte_value[b] == (float)b * 0.5f);
+  float x[8];
+  for (int i = 0; i < 3; i++) {
+    nnc_rt_dataset_sample(ds, i, x);
+    for (int j = 0; j < 8; j++)
+      assert_true(x[j] == (float)PIXELS[i * 8 + j] * 0.5f);
+  }
   for (int i = 0; i < 3; i++)
     assert_int_equal(ds->labels[i], LABELS[i]);
   assert_int_equal(ds->num_classes, 5);
@@ -116,7 +126,8 @@ static void load_good(int gz_images, int gz_labels) {
   assert_int_equal(nnc_rt_load_idx(&ds, ipath, lpath, 0.5f, &err), 0);
   check_good(&ds);
   nnc_rt_dataset_free(&ds);
-  assert_null(ds.x);
+  assert_null(ds.u8);
+  assert_null(ds.storage);
   assert_int_equal(ds.n, 0);
 }
 
@@ -149,6 +160,8 @@ static void expect_error(const char *name, const idx_bytes *im, const idx_bytes 
   if (want2) assert_non_null(strstr(err.msg, want2));
   /* Nothing is left allocated or half-filled. */
   assert_null(ds.x);
+  assert_null(ds.u8);
+  assert_null(ds.storage);
   assert_null(ds.labels);
   assert_int_equal(ds.n, 0);
 }
@@ -203,6 +216,8 @@ static void test_truncated_data(void **state) {
   good_labels(&lb);
   im.len -= 4; /* 16 header + 20 of 24 pixel bytes */
   expect_error("data", &im, &lb, 0, 0, "byte 36: file ends after 2 of 3 images", NULL);
+  /* The same bytes gzipped: the offset is in the decompressed stream. */
+  expect_error("gzdata", &im, &lb, 1, 0, "byte 36: file ends after 2 of 3 images", NULL);
   good_images(&im);
   idx_header(&lb, 0x08, 1, (const uint32_t[]){10000});
   idx_append(&lb, LABELS, 3);
@@ -424,7 +439,7 @@ static void test_fashion_mnist(void **state) {
   assert_int_equal(ds.labels[0], 9);
   double sum = 0;
   for (int i = 0; i < 784; i++)
-    sum += ds.x[i];
+    sum += ds.u8[i];
   assert_true(sum == 33456.0);
   int count[10] = {0};
   for (int64_t i = 0; i < ds.n; i++)
