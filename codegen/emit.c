@@ -2,8 +2,9 @@
  *
  * nnc_cg_emit runs compile.c's pipeline in a context of its own and writes
  * the optimised module with LLVMTargetMachineEmitToFile (object, assembly)
- * or the IR printer. Position-independent code, so the object links into
- * executables and shared libraries alike. Text outputs may go to stdout
+ * or the IR printer. nnc_cg_emit_objects writes the program as several
+ * object files, one per part, compiled on as many threads (`nnc -o`). Position-independent code, so
+ * the object links into executables and shared libraries alike. Text outputs may go to stdout
  * ("-"). The object exports nnc_train_step / nnc_eval_step and calls
  * nnc_rt_parallel from the runtime library.
  */
@@ -87,6 +88,44 @@ bool nnc_cg_emit(const nnc_module *m, const nnc_cg_options *o, nnc_cg_output kin
   LLVMDisposeModule(mod);
 done_ctx:
   LLVMContextDispose(ctx);
+done_target:
+  nnc_cg_target_dispose(&t);
+done_arena:
+  nnc_arena_destroy(&arena);
+  return ok;
+}
+
+bool nnc_cg_emit_objects(const nnc_module *m, const nnc_cg_options *o, int nparts,
+                         const char *const *paths, char *err, size_t errlen) {
+  nnc_cg_options plain;
+  if (o)
+    plain = *o;
+  else
+    nnc_cg_default_options(&plain);
+  plain.profile = false; /* JIT only */
+  nnc_arena arena;
+  nnc_arena_init(&arena);
+  nnc_kprog prog;
+  memset(&prog, 0, sizeof prog);
+  prog.arena = &arena;
+  nnc_cg_target t;
+  nnc_cg_part parts[NNC_CG_MAX_PARTS];
+  bool ok = false;
+  if (!nnc_cg_target_init(&t, &plain, err, errlen)) goto done_arena;
+  if (!nnc_cg_build_kernels(&prog, m, &t, err, errlen)) goto done_target;
+  if (!nnc_cg_compile_parts(&prog, &plain, &t, nparts, parts, err, errlen)) goto done_target;
+  ok = true;
+  for (int i = 0; i < nparts; i++) {
+    if (ok)
+      ok = write_text(paths[i], LLVMGetBufferStart(parts[i].obj), LLVMGetBufferSize(parts[i].obj),
+                      err, errlen);
+    if (plain.timing) {
+      char what[16];
+      snprintf(what, sizeof what, "part %d", i);
+      nnc_cg_print_times(plain.timing, what, &parts[i].times);
+    }
+    LLVMDisposeMemoryBuffer(parts[i].obj);
+  }
 done_target:
   nnc_cg_target_dispose(&t);
 done_arena:
