@@ -112,6 +112,19 @@ bool nnc_cg_machine_code(LLVMModuleRef mod, const nnc_cg_target *t, int opt_leve
                          LLVMCodeGenFileType kind, LLVMMemoryBufferRef *out, char *err,
                          size_t errlen);
 
+/* One part of a program compiled by nnc_cg_compile_parts. */
+typedef struct nnc_cg_part {
+  LLVMMemoryBufferRef obj; /* the object file (the caller's) */
+  nnc_cg_times times;
+} nnc_cg_part;
+
+/* Compiles parts 0..nparts-1 of p into object files in memory, parts 1..
+ * on threads of their own (all on this one if a thread cannot start).
+ * A kernel's code is the same in any part and on any thread. On failure
+ * no object is left. */
+bool nnc_cg_compile_parts(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg_target *t,
+                          int nparts, nnc_cg_part *out, char *err, size_t errlen);
+
 /* ---- math.c: f32 polynomials, f64 via libm ---- */
 typedef struct nnc_cg_math {
   LLVMContextRef ctx;

@@ -87,4 +87,10 @@ void nnc_cg_dump_kernels(const nnc_cg_program *p, FILE *out);
 bool nnc_cg_emit(const nnc_module *m, const nnc_cg_options *o, nnc_cg_output kind, const char *path,
                  char *err, size_t errlen);
 
+/* The same code as nnc_cg_emit's object file, as nparts object files
+ * (paths[0..nparts)) compiled on as many threads: linked together they
+ * define the same entry points. At most 8 parts. */
+bool nnc_cg_emit_objects(const nnc_module *m, const nnc_cg_options *o, int nparts,
+                         const char *const *paths, char *err, size_t errlen);
+
 #endif

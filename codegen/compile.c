@@ -5,11 +5,14 @@
  *   ->  machine code
  *
  * A program can be built as several parts, each its own module (llvm.c
- * assigns the kernels); jit.c compiles its parts on separate threads,
- * emit.c writes one part holding everything. Also here: the target
+ * assigns the kernels), compiled on threads of their own
+ * (nnc_cg_compile_parts): jit.c links them in memory, `nnc -o` writes one
+ * object file each; the other outputs of emit.c are one part holding
+ * everything. Also here: the target
  * description (host CPU and features unless the options say otherwise),
  * the pass pipelines, and the one helper every LLVMErrorRef goes through.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -290,6 +293,71 @@ bool nnc_cg_machine_code(LLVMModuleRef mod, const nnc_cg_target *t, int opt_leve
   if (!ok) snprintf(err, errlen, "codegen: machine code: %s", msg ? msg : "");
   LLVMDisposeMessage(msg);
   LLVMDisposeTargetMachine(tm);
+  return ok;
+}
+
+/* One part of the program, from kernel IR to an object file in memory, in
+ * an LLVM context of its own (so parts can compile on separate threads;
+ * they share only read-only inputs). */
+typedef struct part_job {
+  const nnc_kprog *prog;
+  const nnc_cg_options *o;
+  const nnc_cg_target *t;
+  int part, nparts;
+  nnc_cg_part *out;
+  bool ok;
+  char err[512];
+} part_job;
+
+static void *compile_part(void *arg) {
+  part_job *j = arg;
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef mod = NULL;
+  j->ok = nnc_cg_build_llvm(j->prog, j->o, j->t, j->part, j->nparts, ctx, &mod, &j->out->times,
+                            j->err, sizeof j->err);
+  double t0 = nnc_cg_now();
+  if (j->ok)
+    j->ok = nnc_cg_machine_code(mod, j->t, j->o->opt_level, LLVMObjectFile, &j->out->obj, j->err,
+                                sizeof j->err);
+  j->out->times.machine_code = nnc_cg_now() - t0;
+  if (mod) LLVMDisposeModule(mod);
+  LLVMContextDispose(ctx);
+  return NULL;
+}
+
+bool nnc_cg_compile_parts(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg_target *t,
+                          int nparts, nnc_cg_part *out, char *err, size_t errlen) {
+  if (nparts < 1 || nparts > NNC_CG_MAX_PARTS) {
+    snprintf(err, errlen, "codegen: %d parts", nparts);
+    return false;
+  }
+  part_job jobs[NNC_CG_MAX_PARTS];
+  pthread_t threads[NNC_CG_MAX_PARTS];
+  bool started[NNC_CG_MAX_PARTS] = {false};
+  for (int i = 0; i < nparts; i++) {
+    out[i] = (nnc_cg_part){0};
+    jobs[i] = (part_job){.prog = p, .o = o, .t = t, .part = i, .nparts = nparts, .out = &out[i]};
+  }
+  for (int i = 1; i < nparts; i++)
+    started[i] = pthread_create(&threads[i], NULL, compile_part, &jobs[i]) == 0;
+  compile_part(&jobs[0]);
+  for (int i = 1; i < nparts; i++)
+    if (started[i])
+      pthread_join(threads[i], NULL);
+    else
+      compile_part(&jobs[i]);
+  bool ok = true;
+  for (int i = 0; i < nparts; i++)
+    if (ok && !jobs[i].ok) {
+      snprintf(err, errlen, "%s", jobs[i].err);
+      ok = false;
+    }
+  if (!ok)
+    for (int i = 0; i < nparts; i++)
+      if (out[i].obj) {
+        LLVMDisposeMemoryBuffer(out[i].obj);
+        out[i].obj = NULL;
+      }
   return ok;
 }
 

@@ -2,8 +2,9 @@
  *
  * nnc_cg_emit runs compile.c's pipeline in a context of its own and writes
  * the optimised module with LLVMTargetMachineEmitToFile (object, assembly)
- * or the IR printer. Position-independent code, so the object links into
- * executables and shared libraries alike. Text outputs may go to stdout
+ * or the IR printer. nnc_cg_emit_objects writes the program as several
+ * object files, one per part, compiled on as many threads (`nnc -o`). Position-independent code, so
+ * the object links into executables and shared libraries alike. Text outputs may go to stdout
  * ("-"). The object exports nnc_train_step / nnc_eval_step and calls
  * nnc_rt_parallel from the runtime library.
  */
@@ -52,45 +53,84 @@ static bool write_module(LLVMModuleRef mod, const nnc_cg_target *t, const nnc_cg
   return ok;
 }
 
+/* A program lowered and planned for its target, for the files below; its
+ * options have profiling off (it calls back into this process: JIT only).
+ * prog points into arena: a program does not move. */
+typedef struct program {
+  nnc_cg_options o;
+  nnc_arena arena;
+  nnc_kprog prog;
+  nnc_cg_target t;
+} program;
+
+static void program_free(program *p) {
+  nnc_cg_target_dispose(&p->t);
+  nnc_arena_destroy(&p->arena);
+}
+
+static bool program_build(program *p, const nnc_module *m, const nnc_cg_options *o, char *err,
+                          size_t errlen) {
+  if (o)
+    p->o = *o;
+  else
+    nnc_cg_default_options(&p->o);
+  p->o.profile = false;
+  nnc_arena_init(&p->arena);
+  memset(&p->prog, 0, sizeof p->prog);
+  p->prog.arena = &p->arena;
+  if (!nnc_cg_target_init(&p->t, &p->o, err, errlen)) {
+    nnc_arena_destroy(&p->arena);
+    return false;
+  }
+  if (!nnc_cg_build_kernels(&p->prog, m, &p->t, err, errlen)) {
+    program_free(p);
+    return false;
+  }
+  return true;
+}
+
 bool nnc_cg_emit(const nnc_module *m, const nnc_cg_options *o, nnc_cg_output kind, const char *path,
                  char *err, size_t errlen) {
-  nnc_cg_options defaults;
-  if (!o) {
-    nnc_cg_default_options(&defaults);
-    o = &defaults;
-  }
   if (kind == NNC_CG_JIT) {
     snprintf(err, errlen, "codegen: nnc_cg_emit writes files; use nnc_cg_compile for the JIT");
     return false;
   }
-  /* Profiling calls back into this process (profile.c): JIT only. */
-  nnc_cg_options plain = *o;
-  plain.profile = false;
-  o = &plain;
-  nnc_arena arena;
-  nnc_arena_init(&arena);
-  nnc_kprog prog;
-  memset(&prog, 0, sizeof prog);
-  prog.arena = &arena;
-  nnc_cg_target t;
-  LLVMContextRef ctx = NULL;
+  program p;
+  if (!program_build(&p, m, o, err, errlen)) return false;
+  LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef mod = NULL;
   bool ok = false;
-  if (!nnc_cg_target_init(&t, o, err, errlen)) goto done_arena;
-  if (!nnc_cg_build_kernels(&prog, m, &t, err, errlen)) goto done_target;
-  ctx = LLVMContextCreate();
   /* One part: a file holds one module, with the kernels internal. */
   nnc_cg_times times = {0};
-  if (!nnc_cg_build_llvm(&prog, o, &t, 0, 1, ctx, &mod, &times, err, errlen)) goto done_ctx;
-  ok = write_module(mod, &t, o, kind, path, &times, err, errlen);
-  if (o->timing) nnc_cg_print_times(o->timing, "module", &times);
-  LLVMDisposeModule(mod);
-done_ctx:
+  if (nnc_cg_build_llvm(&p.prog, &p.o, &p.t, 0, 1, ctx, &mod, &times, err, errlen)) {
+    ok = write_module(mod, &p.t, &p.o, kind, path, &times, err, errlen);
+    if (p.o.timing) nnc_cg_print_times(p.o.timing, "module", &times);
+    LLVMDisposeModule(mod);
+  }
   LLVMContextDispose(ctx);
-done_target:
-  nnc_cg_target_dispose(&t);
-done_arena:
-  nnc_arena_destroy(&arena);
+  program_free(&p);
+  return ok;
+}
+
+bool nnc_cg_emit_objects(const nnc_module *m, const nnc_cg_options *o, int nparts,
+                         const char *const *paths, char *err, size_t errlen) {
+  program p;
+  if (!program_build(&p, m, o, err, errlen)) return false;
+  nnc_cg_part parts[NNC_CG_MAX_PARTS];
+  bool compiled = nnc_cg_compile_parts(&p.prog, &p.o, &p.t, nparts, parts, err, errlen);
+  bool ok = compiled;
+  for (int i = 0; ok && i < nparts; i++) {
+    ok = write_text(paths[i], LLVMGetBufferStart(parts[i].obj), LLVMGetBufferSize(parts[i].obj),
+                    err, errlen);
+    if (p.o.timing) {
+      char what[16];
+      snprintf(what, sizeof what, "part %d", i);
+      nnc_cg_print_times(p.o.timing, what, &parts[i].times);
+    }
+  }
+  for (int i = 0; compiled && i < nparts; i++)
+    LLVMDisposeMemoryBuffer(parts[i].obj);
+  program_free(&p);
   return ok;
 }
 

@@ -347,27 +347,41 @@ static void transpose(emitter *e, LLVMValueRef *v) {
   }
 }
 
-/* packed[kl + t][j] = B[n + j, k0 + kl + t] for one chunk of `lanes` k:
- * VL rows of B at a time are loaded along k, transposed and stored as
- * rows of the panel. Columns past the panel's width are zero. */
-static void pack_chunk(emitter *e, const panel *pn, LLVMValueRef kl, int lanes) {
-  const nnc_cg_gemm *g = e->g;
+/* Vector jv of a panel (jv: i64) for one chunk of `lanes` k: its VL rows
+ * of B loaded along k, transposed and stored as rows of the panel. Rows
+ * past the panel's width (`rows` of the VL are in it) are zero. */
+static void pack_vector(emitter *e, const panel *pn, LLVMValueRef kl, int lanes, LLVMValueRef jv,
+                        int rows) {
   int vl = e->p.vl;
   int64_t stride = (int64_t)pn->nv * vl;
-  for (int jv = 0; jv < pn->nv; jv++) {
-    LLVMValueRef v[MAX_LANES];
-    for (int t = 0; t < vl; t++) {
-      int j = jv * vl + t;
-      LLVMValueRef row = add64(e, pn->n, i64c(e, j));
-      LLVMValueRef idx = add64(e, mul64(e, row, g->ldb), add64(e, pn->k0, kl));
-      v[t] = j < pn->width ? load_vec(e, e->B, idx, lanes) : LLVMConstNull(e->vec);
-    }
-    transpose(e, v);
-    for (int t = 0; t < lanes; t++) {
-      LLVMValueRef k = add64(e, kl, i64c(e, t));
-      store_vec(e, v[t], pn->packed, add64(e, mul64(e, k, stride), i64c(e, jv * vl)), vl);
-    }
+  LLVMValueRef first = add64(e, pn->n, mul64(e, jv, vl)), v[MAX_LANES];
+  for (int t = 0; t < vl; t++) {
+    LLVMValueRef row = add64(e, first, i64c(e, t));
+    LLVMValueRef idx = add64(e, mul64(e, row, e->g->ldb), add64(e, pn->k0, kl));
+    v[t] = t < rows ? load_vec(e, e->B, idx, lanes) : LLVMConstNull(e->vec);
   }
+  transpose(e, v);
+  for (int t = 0; t < lanes; t++) {
+    LLVMValueRef k = add64(e, kl, i64c(e, t));
+    store_vec(e, v[t], pn->packed, add64(e, mul64(e, k, stride), mul64(e, jv, vl)), vl);
+  }
+}
+
+/* packed[kl + t][j] = B[n + j, k0 + kl + t] for one chunk of `lanes` k:
+ * the panel's full vectors in a loop (one transpose of code, not one per
+ * vector: shuffles are the slowest IR to select), then the partial one.
+ * Columns past the panel's width are zero. */
+static void pack_chunk(emitter *e, const panel *pn, LLVMValueRef kl, int lanes) {
+  int vl = e->p.vl, full = pn->width / vl;
+  if (full == 1) pack_vector(e, pn, kl, lanes, i64c(e, 0), vl);
+  if (full > 1) {
+    loop l;
+    loop_open(e, &l, i64c(e, 0), i64c(e, full), 0, NULL, "packv");
+    pack_vector(e, pn, kl, lanes, l.iv, vl);
+    loop_close(e, &l, 1, NULL);
+  }
+  for (int jv = full; jv < pn->nv; jv++)
+    pack_vector(e, pn, kl, lanes, i64c(e, jv), pn->width - jv * vl);
 }
 
 static void pack_panel(emitter *e, const panel *pn) {

@@ -28,20 +28,6 @@
  * keeps the compile itself the same everywhere. */
 #define JIT_PARTS 2
 
-/* One part of the program, from kernel IR to an object file in memory, in
- * an LLVM context of its own (so parts can compile on separate threads;
- * they share only read-only inputs). */
-typedef struct part_job {
-  const nnc_kprog *prog;
-  const nnc_cg_options *o;
-  const nnc_cg_target *t;
-  int part;
-  LLVMMemoryBufferRef obj; /* the result, owned by the job until added to the JIT */
-  nnc_cg_times times;
-  bool ok;
-  char err[512];
-} part_job;
-
 struct nnc_cg_program {
   nnc_arena arena; /* the kernel program and the model's tables */
   nnc_kprog prog;
@@ -51,7 +37,7 @@ struct nnc_cg_program {
   /* The second half of the compilation (finish), maybe on `finisher`. */
   nnc_cg_options opts;
   nnc_cg_target target;
-  part_job jobs[JIT_PARTS];
+  nnc_cg_part parts[JIT_PARTS];
   pthread_t finisher;
   bool pending;   /* finisher started and not yet joined */
   bool finish_ok; /* valid once finished */
@@ -176,51 +162,14 @@ bool nnc_cg_create_jit(const nnc_cg_target *t, int opt_level, LLVMOrcLLJITRef *o
                       errlen); /* consumes builder */
 }
 
-static void *compile_part(void *arg) {
-  part_job *j = arg;
-  LLVMContextRef ctx = LLVMContextCreate();
-  LLVMModuleRef mod = NULL;
-  j->ok = nnc_cg_build_llvm(j->prog, j->o, j->t, j->part, JIT_PARTS, ctx, &mod, &j->times, j->err,
-                            sizeof j->err);
-  double t0 = nnc_cg_now();
-  if (j->ok)
-    j->ok = nnc_cg_machine_code(mod, j->t, j->o->opt_level, LLVMObjectFile, &j->obj, j->err,
-                                sizeof j->err);
-  j->times.machine_code = nnc_cg_now() - t0;
-  if (mod) LLVMDisposeModule(mod);
-  LLVMContextDispose(ctx);
-  return NULL;
-}
-
-/* Compiles every part, parts 1.. on threads of their own and part 0 on
- * this one (all on this one if a thread cannot be started). */
-static bool compile_parts(part_job *jobs, char *err, size_t errlen) {
-  pthread_t threads[JIT_PARTS];
-  bool started[JIT_PARTS] = {false};
-  for (int i = 1; i < JIT_PARTS; i++)
-    started[i] = pthread_create(&threads[i], NULL, compile_part, &jobs[i]) == 0;
-  compile_part(&jobs[0]);
-  for (int i = 1; i < JIT_PARTS; i++)
-    if (started[i])
-      pthread_join(threads[i], NULL);
-    else
-      compile_part(&jobs[i]);
-  for (int i = 0; i < JIT_PARTS; i++)
-    if (!jobs[i].ok) {
-      snprintf(err, errlen, "%s", jobs[i].err);
-      return false;
-    }
-  return true;
-}
-
 /* Adds the parts' objects to the JIT (which takes them) and looks up the
  * entry points and profile counters. */
-static bool link_parts(nnc_cg_program *prog, part_job *jobs, const nnc_cg_options *o, char *err,
+static bool link_parts(nnc_cg_program *prog, nnc_cg_part *parts, const nnc_cg_options *o, char *err,
                        size_t errlen) {
   LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(prog->jit);
   for (int i = 0; i < JIT_PARTS; i++) {
-    LLVMMemoryBufferRef obj = jobs[i].obj;
-    jobs[i].obj = NULL; /* the JIT's now, even on failure */
+    LLVMMemoryBufferRef obj = parts[i].obj;
+    parts[i].obj = NULL; /* the JIT's now, even on failure */
     if (!nnc_cg_check(LLVMOrcLLJITAddObjectFile(prog->jit, jd, obj), "adding code to the JIT", err,
                       errlen))
       return false;
@@ -250,11 +199,12 @@ static bool link_parts(nnc_cg_program *prog, part_job *jobs, const nnc_cg_option
   return true;
 }
 
-static void print_times(FILE *f, const part_job *jobs, double t0, double t1, double t2, double t3) {
+static void print_times(FILE *f, const nnc_cg_part *parts, double t0, double t1, double t2,
+                        double t3) {
   for (int i = 0; i < JIT_PARTS; i++) {
     char what[16];
     snprintf(what, sizeof what, "part %d", i);
-    nnc_cg_print_times(f, what, &jobs[i].times);
+    nnc_cg_print_times(f, what, &parts[i].times);
   }
   fprintf(f,
           "codegen: kernels %.1f ms, llvm + machine code (%d threads) %.1f ms, link %.1f ms, "
@@ -265,18 +215,19 @@ static void print_times(FILE *f, const part_job *jobs, double t0, double t1, dou
 /* The second half: machine code for every part, the JIT, the entry
  * points. Frees the target and, on failure, whatever it made. */
 static bool finish(nnc_cg_program *prog, char *err, size_t errlen) {
-  bool ok = compile_parts(prog->jobs, err, errlen);
+  bool ok = nnc_cg_compile_parts(&prog->prog, &prog->opts, &prog->target, JIT_PARTS, prog->parts,
+                                 err, errlen);
   double t2 = nnc_cg_now();
   ok = ok && nnc_cg_create_jit(&prog->target, prog->opts.opt_level, &prog->jit, err, errlen);
   ok = ok && define_runtime_symbols(prog->jit, err, errlen);
-  ok = ok && link_parts(prog, prog->jobs, &prog->opts, err, errlen);
+  ok = ok && link_parts(prog, prog->parts, &prog->opts, err, errlen);
   double t3 = nnc_cg_now();
   if (ok && prog->opts.timing)
-    print_times(prog->opts.timing, prog->jobs, prog->t0, prog->t1, t2, t3);
+    print_times(prog->opts.timing, prog->parts, prog->t0, prog->t1, t2, t3);
   for (int i = 0; i < JIT_PARTS; i++)
-    if (prog->jobs[i].obj) {
-      LLVMDisposeMemoryBuffer(prog->jobs[i].obj);
-      prog->jobs[i].obj = NULL;
+    if (prog->parts[i].obj) {
+      LLVMDisposeMemoryBuffer(prog->parts[i].obj);
+      prog->parts[i].obj = NULL;
     }
   if (!ok && prog->jit) {
     char ignored[16];
@@ -327,9 +278,6 @@ static bool start(const nnc_module *m, const nnc_cg_options *o, bool machine_cod
   }
   prog->model.ready = model_ready;
   prog->model.ready_ctx = prog;
-  for (int i = 0; i < JIT_PARTS; i++)
-    prog->jobs[i] =
-        (part_job){.prog = &prog->prog, .o = &prog->opts, .t = &prog->target, .part = i};
   prog->pending = pthread_create(&prog->finisher, NULL, finish_thread, prog) == 0;
   if (!prog->pending) finish_thread(prog); /* no thread: finish here */
   *out = prog;

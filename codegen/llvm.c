@@ -92,12 +92,47 @@ static bool has_loop(const nnc_kblock *blk) {
   return false;
 }
 
-/* An innermost loop shorter than a vector inside another loop: unrolled
- * fully, it would leave the outer loop innermost, and the vectoriser would
- * run across rows with gathers and scatters (code size, compile time, no
- * speed). Kept as a loop, rows stay scalar or short vectors. */
+static bool uses_var(const nnc_kexpr *e, int var) {
+  if (!e) return false;
+  if (e->kind == NNC_KX_VAR) return e->var == var;
+  for (int i = 0; i < 3; i++)
+    if (uses_var(e->a[i], var)) return true;
+  return false;
+}
+
+static bool reads_base(const nnc_kprog *p, const nnc_kexpr *e, int base) {
+  if (!e) return false;
+  if (!e->reads_mem) return false;
+  if (e->kind == NNC_KX_LOAD && nnc_kbuf_base(p, e->buf) == base) return true;
+  for (int i = 0; i < 3; i++)
+    if (reads_base(p, e->a[i], base)) return true;
+  return false;
+}
+
+/* Loop s only stores, at indices that move with its variable, values that
+ * read nothing it stores: a copy or a fill (im2col's rows), whose
+ * iterations are independent. */
+static bool copies(const nnc_kprog *p, const nnc_kstmt *s) {
+  for (int i = 0; i < s->body.n; i++) {
+    const nnc_kstmt *t = s->body.s[i];
+    if (t->kind != NNC_KS_STORE || !uses_var(t->index, s->var)) return false;
+    for (int j = 0; j < s->body.n; j++)
+      if (reads_base(p, s->body.s[j]->value, nnc_kbuf_base(p, t->buf))) return false;
+  }
+  return true;
+}
+
+/* An innermost loop inside another loop, shorter than a vector or a copy:
+ * unrolled fully, it would leave the outer loop innermost, and the
+ * vectoriser would run across rows with gathers and scatters (code size,
+ * compile time, no speed; a copy of 28-float rows became 2,000
+ * instructions). Kept as a loop, short rows stay scalar or short vectors
+ * and copies are vectorised along their rows. Longer loops that
+ * accumulate keep the full unrolling their code was tuned with (their
+ * sums' order depends on it). */
 static void loop(emitter *E, const nnc_kstmt *s, LLVMValueRef lo, LLVMValueRef hi) {
-  bool inner_short = E->loop_depth > 0 && !has_loop(&s->body) && s->extent < 16 && s->extent > 1;
+  bool keep_loop = E->loop_depth > 0 && !has_loop(&s->body) && s->extent > 1 &&
+                   (s->extent < 16 || copies(E->p, s));
   E->loop_depth++;
   LLVMBasicBlockRef pre = LLVMGetInsertBlock(E->b);
   LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(E->ctx, E->fn, "loop");
@@ -121,7 +156,7 @@ static void loop(emitter *E, const nnc_kstmt *s, LLVMValueRef lo, LLVMValueRef h
   LLVMValueRef next = LLVMBuildAdd(E->b, iv, LLVMConstInt(E->ti64, 1, 0), "");
   LLVMBasicBlockRef latch = LLVMGetInsertBlock(E->b);
   LLVMValueRef back = LLVMBuildBr(E->b, head);
-  if (inner_short) no_unroll(E, back);
+  if (keep_loop) no_unroll(E, back);
   LLVMValueRef vals[2] = {lo, next};
   LLVMBasicBlockRef bbs[2] = {pre, latch};
   LLVMAddIncoming(iv, vals, bbs, 2);

@@ -564,10 +564,11 @@ static void print_version(void) {
          rp.include);
 }
 
-/* nnc FILE -o PROGRAM: object code from the same LLVM module the JIT uses,
- * plus C glue, linked with the runtime by the system C compiler. The glue's
- * table comes from lowering and planning alone (no machine code is made
- * twice). */
+/* nnc FILE -o PROGRAM: object code from the same LLVM modules the JIT uses
+ * (two parts, compiled on two threads, as `nnc run` does), plus C glue,
+ * linked with the runtime by the system C compiler. The glue's table comes
+ * from lowering and planning alone (no machine code is made twice). */
+#define BUILD_PARTS 2
 static int cmd_build(const char *path, const char *out, const nnc_frontend_options *fo,
                      const nnc_cg_options *co) {
   compiled c;
@@ -585,10 +586,15 @@ static int cmd_build(const char *path, const char *out, const nnc_frontend_optio
     goto done;
   }
   have_dir = true;
-  char obj[64], glue[64];
-  snprintf(obj, sizeof obj, "%s/model.o", dir);
+  /* The kernels as BUILD_PARTS objects compiled on as many threads. */
+  char obj[BUILD_PARTS][64], glue[64];
+  const char *objs[BUILD_PARTS];
+  for (int i = 0; i < BUILD_PARTS; i++) {
+    snprintf(obj[i], sizeof obj[i], "%s/model%d.o", dir, i);
+    objs[i] = obj[i];
+  }
   snprintf(glue, sizeof glue, "%s/glue.c", dir);
-  if (!nnc_cg_emit(c.m, co, NNC_CG_OBJ, obj, err, sizeof err)) {
+  if (!nnc_cg_emit_objects(c.m, co, BUILD_PARTS, objs, err, sizeof err)) {
     fprintf(stderr, "%s: error: %s\n", path, err);
     goto done;
   }
@@ -602,15 +608,18 @@ static int cmd_build(const char *path, const char *out, const nnc_frontend_optio
   /* With MPI: its engine between the trainer main and the runtime, MPI's
    * libraries after the runtime. */
   char mpi_libs[] = NNC_MPI_LIBS;
-  char *args[24 + MAX_MPI_LIBS];
+  char *args[24 + BUILD_PARTS + MAX_MPI_LIBS];
   int n = 0;
   args[n++] = (char *)cc;
 #if NNC_LINK_SANITIZE
   args[n++] = "-fsanitize=address,undefined";
 #endif
-  char *fixed[] = {"-O2", "-o", (char *)out, "-I", rp.include, glue, obj, rp.main_lib};
+  char *fixed[] = {"-O2", "-o", (char *)out, "-I", rp.include, glue};
   for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
     args[n++] = fixed[i];
+  for (int i = 0; i < BUILD_PARTS; i++)
+    args[n++] = obj[i];
+  args[n++] = rp.main_lib;
   if (rp.comm_lib[0]) args[n++] = rp.comm_lib;
   args[n++] = rp.lib;
   int nmpi = 0;
@@ -627,7 +636,8 @@ static int cmd_build(const char *path, const char *out, const nnc_frontend_optio
   status = 0;
 done:
   if (have_dir) {
-    unlink(obj);
+    for (int i = 0; i < BUILD_PARTS; i++)
+      unlink(obj[i]);
     unlink(glue);
     rmdir(dir);
   }

@@ -1,0 +1,27 @@
+#!/bin/bash
+# Benchmark: compile time of the CNN and the MLP, two nnc builds
+# interleaved (A B A B ...): `nnc run` (compiles, then stops at the bad
+# --epochs 0; the "compiled ... in ... ms" line and the user CPU time) and
+# `nnc FILE -o` (user CPU and wall time, the C link included). On a shared
+# machine compare the user CPU times; wall times need a quiet one.
+#
+#   bench/compile_time.sh [ROUNDS]   (default 3; NNC_A, NNC_B: the two nnc
+#                                     builds, default build-rel/tools/nnc for both)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+A=$(realpath "${NNC_A:-build-rel/tools/nnc}")
+B=$(realpath "${NNC_B:-build-rel/tools/nnc}")
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+for ((r = 0; r < ${1:-3}; r++)); do
+  for m in fashion_cnn fashion_mlp; do
+    for v in A B; do
+      nnc=$A
+      [ $v = B ] && nnc=$B
+      run=$({ NNC_DEBUG=1 /usr/bin/time -f "user %U s" "$nnc" run "examples/$m.nn" --epochs 0; } 2>&1 |
+        grep -o "compiled [^ ]* in [0-9.]* ms\|user [0-9.]* s" | sed 's/compiled .* in //' | tr '\n' ' ' || true)
+      build=$({ /usr/bin/time -f "user %U s, wall %e s" "$nnc" "examples/$m.nn" -o "$out/t"; } 2>&1 | tail -1)
+      echo "$m $v: run $run| -o $build | load $(cut -d' ' -f1 /proc/loadavg)"
+    done
+  done
+done
