@@ -105,8 +105,8 @@ int main(int argc, char **argv) {
       if (s < best) best = s;
     }
     double flops = (double)counts[i] * (double)iters * CHAINS * 16 * 2;
-    printf("FMA_PEAK threads=%d gflops=%.1f gflops_per_thread=%.1f\n", counts[i], flops / best * 1e-9,
-           flops / best * 1e-9 / counts[i]);
+    printf("FMA_PEAK threads=%d gflops=%.1f gflops_per_thread=%.1f\n", counts[i],
+           flops / best * 1e-9, flops / best * 1e-9 / counts[i]);
   }
   if (sink == 12345.0f) printf("(sink)\n"); /* keeps the chains' results live */
   return 0;
