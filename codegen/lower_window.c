@@ -42,6 +42,16 @@ static window window_of(const nnc_node *n, const nnc_shape *image) {
   return w;
 }
 
+/* Whether pixel (h, w) lies inside an H x W image. */
+static nnc_kexpr *in_image(nnc_arena *a, nnc_kexpr *h, nnc_kexpr *w, int64_t H, int64_t W) {
+  nnc_kexpr *zero = nnc_kx_int(a, 0);
+  return nnc_kx_bin(a, NNC_K_AND,
+                    nnc_kx_bin(a, NNC_K_AND, nnc_kx_bin(a, NNC_K_GE, h, zero),
+                               nnc_kx_bin(a, NNC_K_LT, h, nnc_kx_int(a, H))),
+                    nnc_kx_bin(a, NNC_K_AND, nnc_kx_bin(a, NNC_K_GE, w, zero),
+                               nnc_kx_bin(a, NNC_K_LT, w, nnc_kx_int(a, W))));
+}
+
 /* Stores v (an expression of the loop variables voh, vow, offset by oh0
  * and ow0) over the rectangle [oh0, oh1) x [ow0, ow1) of one output row
  * block of im2col stored transposed: element (oh, ow) at base + oh*OW + ow. */
@@ -161,11 +171,7 @@ void nnc_lw_kernel_im2col(lower *L, const nnc_node *n) {
       nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, v[3], KH), v[4]), KW), v[5]);
   nnc_kexpr *h = nnc_kx_iadd(a, nnc_kx_imul(a, v[1], SH), nnc_kx_iadd(a, v[4], nnc_kx_int(a, -PH)));
   nnc_kexpr *w = nnc_kx_iadd(a, nnc_kx_imul(a, v[2], SW), nnc_kx_iadd(a, v[5], nnc_kx_int(a, -PW)));
-  nnc_kexpr *in = nnc_kx_bin(a, NNC_K_AND,
-                             nnc_kx_bin(a, NNC_K_AND, nnc_kx_bin(a, NNC_K_GE, h, nnc_kx_int(a, 0)),
-                                        nnc_kx_bin(a, NNC_K_LT, h, nnc_kx_int(a, H))),
-                             nnc_kx_bin(a, NNC_K_AND, nnc_kx_bin(a, NNC_K_GE, w, nnc_kx_int(a, 0)),
-                                        nnc_kx_bin(a, NNC_K_LT, w, nnc_kx_int(a, W))));
+  nnc_kexpr *in = in_image(a, h, w, H, W);
   nnc_kexpr *src = nnc_kx_iadd(
       a,
       nnc_kx_imul(a,
@@ -381,11 +387,7 @@ void nnc_lw_kernel_window_reduce(lower *L, const nnc_node *n) {
         nnc_kexpr *idx[4] = {img, c, h, x};
         v = nnc_lw_gen(L, &G, image, idx);
       } else {
-        nnc_kexpr *in = nnc_kx_bin(a, NNC_K_AND,
-                                   nnc_kx_bin(a, NNC_K_AND, nnc_kx_bin(a, NNC_K_GE, h, G.zero),
-                                              nnc_kx_bin(a, NNC_K_LT, h, nnc_kx_int(a, w.H))),
-                                   nnc_kx_bin(a, NNC_K_AND, nnc_kx_bin(a, NNC_K_GE, x, G.zero),
-                                              nnc_kx_bin(a, NNC_K_LT, x, nnc_kx_int(a, w.W))));
+        nnc_kexpr *in = in_image(a, h, x, w.H, w.W);
         nnc_kexpr *idx[4] = {img, c, nnc_lw_clamp_index(L, h, w.H), nnc_lw_clamp_index(L, x, w.W)};
         v = nnc_kx_select(a, in, nnc_lw_gen(L, &G, image, idx), fill);
       }
