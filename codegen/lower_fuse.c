@@ -325,7 +325,7 @@ void nnc_lw_decide(lower *L) {
     switch (nnc_op_lowering_of(n->op)) {
     case NNC_LOWER_MEMORY: L->st[id] = ST_LEAF; break;
     case NNC_LOWER_VIEW: L->st[id] = ST_VIEW; break;
-    case NNC_LOWER_KERNEL: L->st[id] = ST_KERNEL; break;
+    case NNC_LOWER_KERNEL: L->st[id] = nnc_lw_window_reduced(L, n) ? ST_INLINE : ST_KERNEL; break;
     case NNC_LOWER_INLINE: L->st[id] = L->final[id] == n ? ST_KERNEL : decide_inline(L, n); break;
     }
   }

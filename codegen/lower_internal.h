@@ -6,7 +6,7 @@
  *                   kernels, output copies
  *   lower_reduce.c  sum / rmax / argmax kernels
  *   lower_matmul.c  products: gemm calls with their epilogues, or loops
- *   lower_window.c  im2col, col2im, scatter_add
+ *   lower_window.c  im2col, col2im, scatter_add, window sums and maxima
  *   lower_update.c  the update passes (simultaneous assignment)
  */
 #ifndef NNC_CG_LOWER_INTERNAL_H
@@ -139,6 +139,11 @@ void nnc_lw_kernel_matmul(lower *L, const nnc_node *n);
 void nnc_lw_kernel_im2col(lower *L, const nnc_node *n);
 void nnc_lw_kernel_col2im(lower *L, const nnc_node *n);
 void nnc_lw_kernel_scatter_add(lower *L, const nnc_node *n);
+/* Whether im2col n is read only by sums or maxima over its window axis,
+ * which then read the image through the window (no columns in memory). */
+bool nnc_lw_window_reduced(lower *L, const nnc_node *n);
+/* sum or rmax over the window axis of such an im2col. */
+void nnc_lw_kernel_window_reduce(lower *L, const nnc_node *n);
 
 /* ---- lower_update.c ---- */
 /* Groups updates by shape (one pass per group); before deciding. */

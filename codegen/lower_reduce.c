@@ -210,6 +210,10 @@ static void kernel_reduce_lanes(lower *L, const nnc_node *n) {
  * a scalar accumulator, the operand's expression inlined in the loop. */
 void nnc_lw_kernel_reduce(lower *L, const nnc_node *n) {
   const nnc_node *x0 = n->in[0];
+  if (x0->op == NNC_OP_IM2COL && L->st[x0->id] == ST_INLINE) {
+    nnc_lw_kernel_window_reduce(L, n);
+    return;
+  }
   uint32_t axes0 = (uint32_t)n->attr[0];
   int r0 = x0->shape.rank;
   if (r0 >= 2 && !(axes0 & (1u << (r0 - 1))) && (axes0 & ((1u << (r0 - 1)) - 1))) {

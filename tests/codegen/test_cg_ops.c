@@ -274,6 +274,64 @@ static void check_window(int h, int w, const int64_t k[2], const int64_t s[2], c
   fx_teardown(&st);
 }
 
+/* Pooling without its gradient (evaluation, deployment): an im2col read
+ * only by a max or a sum over its window axis is not stored, the
+ * reduction reads the image through the window (lower_window.c,
+ * window_reduce). x[2, 3, h, w] max-pooled with channels in the window,
+ * average-pooled (fill 0), and max-pooled per plane as the front end does
+ * it ([6, 1, h, w], fill -inf): against the interpreter, 1, 2 and 3
+ * threads bit for bit, and the kernels are the window ones (no im2col). */
+static void check_window_reduce(int h, int w, const int64_t k[2], const int64_t s[2],
+                                const int64_t p[2]) {
+  void *st;
+  fx_setup(&st);
+  fixture *fx = st;
+  nnc_graph *g = fx->g;
+  nnc_node *x = fx_param(fx, "x", sh(4, 2, 3, h, w), -1, 1);
+  out(fx, NNC_OUT_PRED, nnc_ir_reduce(g, NNC_OP_RMAX, nnc_ir_im2col(g, x, k, s, p, -0.5), 0x2));
+  out(fx, NNC_OUT_LOSS_VEC, nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_im2col(g, x, k, s, p, 0), 0x2));
+  nnc_shape planes = sh(4, 6, 1, h, w);
+  nnc_node *pl = nnc_ir_im2col(g, nnc_ir_reshape(g, x, &planes), k, s, p, -INFINITY);
+  out(fx, NNC_OUT_CORRECT_VEC, nnc_ir_reduce(g, NNC_OP_RMAX, pl, 0x2));
+  fx->rtol = 1e-5;
+  fx->atol = 1e-6;
+  fx_check(fx);
+  fx_check_threads(fx, 1, false);
+  fx_run r;
+  fx_compile(fx, &r, 0);
+  FILE *f = tmpfile();
+  assert_non_null(f);
+  nnc_cg_dump_kernels(r.prog, f);
+  long len = ftell(f);
+  assert_true(len > 0);
+  char *dump = calloc((size_t)len + 1, 1);
+  assert_non_null(dump);
+  rewind(f);
+  assert_int_equal(fread(dump, 1, (size_t)len, f), (size_t)len);
+  fclose(f);
+  assert_non_null(strstr(dump, "windowmax"));
+  assert_non_null(strstr(dump, "windowsum"));
+  assert_null(strstr(dump, "im2col"));
+  free(dump);
+  fx_release(&r);
+  fx_teardown(&st);
+}
+
+static void test_window_reduce(void **state) {
+  (void)state;
+  static const struct {
+    int h, w;
+    int64_t k[2], s[2], p[2];
+  } cases[] = {
+      {8, 6, {2, 2}, {2, 2}, {0, 0}}, /* max pooling 2x2 */
+      {9, 7, {3, 3}, {2, 2}, {1, 1}}, /* odd sizes, stride 2, padding */
+      {7, 7, {2, 2}, {2, 2}, {1, 1}}, /* pool with padding */
+      {6, 9, {3, 2}, {1, 3}, {1, 0}}, /* non-square window, overlapping rows */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    check_window_reduce(cases[i].h, cases[i].w, cases[i].k, cases[i].s, cases[i].p);
+}
+
 /* The gradient of a window max with tied maxima (2x2 max pooling of an
  * image of values in {0.5, 1.5}: p = 0.5 everywhere plus floor(2 q) with q
  * in [0, 1)): compiled, it must route each window's adjoint to the same
@@ -681,6 +739,7 @@ int main(void) {
       T(test_matmul_epilogue),
       T(test_matmul_long_k_column_split),
       T(test_im2col_col2im),
+      T(test_window_reduce),
       T(test_pool_grad_ties),
       T(test_conv_layouts),
       T(test_step_scalars_rounded_once),
