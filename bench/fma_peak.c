@@ -31,7 +31,8 @@ static double now_s(void) {
 typedef struct job {
   long iters;
   pthread_barrier_t *start;
-  float sink; /* the chains' sum, so the work is not dead */
+  float sink;    /* the chains' sum, so the work is not dead */
+  double t0, t1; /* the thread's own start and end of its chains */
 } job;
 
 static void *fma_chains(void *arg) {
@@ -41,6 +42,7 @@ static void *fma_chains(void *arg) {
   for (int c = 0; c < CHAINS; c++)
     acc[c] = _mm512_set1_ps((float)c);
   pthread_barrier_wait(j->start);
+  j->t0 = now_s();
   for (long i = 0; i < j->iters; i++) {
 #pragma GCC unroll 16
     for (int c = 0; c < CHAINS; c++)
@@ -50,11 +52,15 @@ static void *fma_chains(void *arg) {
   for (int c = 1; c < CHAINS; c++)
     s = _mm512_add_ps(s, acc[c]);
   j->sink = _mm512_reduce_add_ps(s);
+  j->t1 = now_s();
   return NULL;
 }
 
-/* Seconds for `threads` threads to run iters steps each (from a common
- * start to the last one's end). */
+/* Seconds for `threads` threads to run iters steps each, from the first
+ * thread's start to the last one's end, as the threads themselves read the
+ * clock: a clock read by the main thread after the barrier could come late
+ * (the main thread descheduled while the chains run), and the calibration
+ * below then made the timings hundreds of times too long. */
 static double timed(int threads, long iters, float *sink) {
   pthread_t tid[MAX_THREADS];
   job jobs[MAX_THREADS];
@@ -68,12 +74,14 @@ static double timed(int threads, long iters, float *sink) {
     }
   }
   pthread_barrier_wait(&start);
-  double t0 = now_s();
+  double t0 = 1e300, t1 = 0;
   for (int t = 0; t < threads; t++) {
     pthread_join(tid[t], NULL);
     *sink += jobs[t].sink;
+    if (jobs[t].t0 < t0) t0 = jobs[t].t0;
+    if (jobs[t].t1 > t1) t1 = jobs[t].t1;
   }
-  double secs = now_s() - t0;
+  double secs = t1 - t0;
   pthread_barrier_destroy(&start);
   return secs;
 }
@@ -98,6 +106,7 @@ int main(int argc, char **argv) {
   double secs = timed(1, iters, &sink);
   iters = secs > 0 ? (long)((double)iters * 0.2 / secs) : iters;
   if (iters < 1000000) iters = 1000000;
+  if (iters > 200000000) iters = 200000000; /* at most about 2 s at 50 GFLOP/s a thread */
   for (int i = 0; i < ncounts; i++) {
     double best = 1e30;
     for (int r = 0; r < REPEATS; r++) {
