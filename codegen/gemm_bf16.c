@@ -228,6 +228,23 @@ static LLVMValueRef interleave_mask(bf_emitter *e) {
   return LLVMConstVector(idx, 2 * BF_LANES);
 }
 
+/* The two parts of a loop whose last step is peeled: part 0 opens a loop
+ * over [0, full) and sets *i to its index (the caller closes it); part 1
+ * sets *i to full, the peeled step. False where the part has nothing to
+ * do (no full steps; no peeled step). */
+static bool peeled_part(bf_emitter *e, int part, int64_t full, bool peeled, bf_loop *l,
+                        LLVMValueRef *i) {
+  if (part == 0) {
+    if (full == 0) return false;
+    loop_open(e, l, c64(e, 0), c64(e, full), 0, NULL);
+    *i = l->iv;
+    return true;
+  }
+  if (!peeled) return false;
+  *i = c64(e, full);
+  return true;
+}
+
 /* A stored [K, M]: the pairs of rows [r, r + n) (n = 16: a vector; n = 1)
  * for every pair of the block, the odd last k peeled. */
 static void pack_a_trans(bf_emitter *e, const bf_pass *ps, LLVMValueRef r, int n) {
@@ -238,14 +255,7 @@ static void pack_a_trans(bf_emitter *e, const bf_pass *ps, LLVMValueRef r, int n
   for (int part = 0; part < 2; part++) {
     bf_loop l;
     LLVMValueRef p;
-    if (part == 0) {
-      if (full == 0) continue;
-      loop_open(e, &l, c64(e, 0), c64(e, full), 0, NULL);
-      p = l.iv;
-    } else {
-      if (ps->klen % 2 == 0) break;
-      p = c64(e, full);
-    }
+    if (!peeled_part(e, part, full, ps->klen % 2, &l, &p)) continue;
     LLVMValueRef half[2];
     for (int h = 0; h < 2; h++) {
       LLVMValueRef k = add(e, ps->k0, add(e, mulc(e, p, 2), c64(e, h)));
@@ -314,14 +324,7 @@ static void pack_b(bf_emitter *e, const bf_pass *ps) {
       /* part 0: the full pairs in a loop; part 1: the odd last k. */
       bf_loop l;
       LLVMValueRef p;
-      if (part == 0) {
-        if (full == 0) continue;
-        loop_open(e, &l, c64(e, 0), c64(e, full), 0, NULL);
-        p = l.iv;
-      } else {
-        if (ps->klen % 2 == 0) break;
-        p = c64(e, full);
-      }
+      if (!peeled_part(e, part, full, ps->klen % 2, &l, &p)) continue;
       LLVMValueRef k = add(e, ps->k0, mulc(e, p, 2));
       for (int j = 0; j < ps->nv; j++) {
         int lanes = ps->width - j * BF_LANES;
@@ -351,14 +354,7 @@ static void pack_b(bf_emitter *e, const bf_pass *ps) {
     bf_loop c;
     LLVMValueRef ci;
     int lanes = part == 0 ? 32 : (int)tail;
-    if (part == 0) {
-      if (full == 0) continue;
-      loop_open(e, &c, c64(e, 0), c64(e, full), 0, NULL);
-      ci = c.iv;
-    } else {
-      if (tail == 0) break;
-      ci = c64(e, full);
-    }
+    if (!peeled_part(e, part, full, tail != 0, &c, &ci)) continue;
     LLVMValueRef k = add(e, ps->k0, mulc(e, ci, 32));
     for (int jv = 0; jv < ps->nv; jv++) {
       LLVMValueRef v[BF_LANES];
