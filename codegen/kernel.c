@@ -318,6 +318,26 @@ int nnc_kbuf_base(const nnc_kprog *p, int b) {
   return b;
 }
 
+bool nnc_kexpr_eq(const nnc_kexpr *x, const nnc_kexpr *y) {
+  if (x == y) return true;
+  if (!x || !y || x->kind != y->kind || x->type != y->type || x->op != y->op || x->var != y->var ||
+      x->buf != y->buf || x->i != y->i || x->f != y->f)
+    return false;
+  for (int i = 0; i < 3; i++)
+    if (!nnc_kexpr_eq(x->a[i], y->a[i])) return false;
+  return true;
+}
+
+bool nnc_kexpr_reads(const nnc_kprog *p, const nnc_kexpr *e, int base, const nnc_kexpr *except_at) {
+  if (!e || !e->reads_mem) return false;
+  if (e->kind == NNC_KX_LOAD && nnc_kbuf_base(p, e->buf) == base &&
+      !(except_at && nnc_kexpr_eq(e->a[0], except_at)))
+    return true;
+  for (int i = 0; i < 3; i++)
+    if (nnc_kexpr_reads(p, e->a[i], base, except_at)) return true;
+  return false;
+}
+
 /* ---- Printing ---- */
 
 const char *nnc_kop_name(nnc_kop op) {

@@ -100,15 +100,6 @@ static bool uses_var(const nnc_kexpr *e, int var) {
   return false;
 }
 
-static bool reads_base(const nnc_kprog *p, const nnc_kexpr *e, int base) {
-  if (!e) return false;
-  if (!e->reads_mem) return false;
-  if (e->kind == NNC_KX_LOAD && nnc_kbuf_base(p, e->buf) == base) return true;
-  for (int i = 0; i < 3; i++)
-    if (reads_base(p, e->a[i], base)) return true;
-  return false;
-}
-
 /* Loop s only stores, at indices that move with its variable, values that
  * read nothing it stores: a copy or a fill (im2col's rows), whose
  * iterations are independent. */
@@ -117,7 +108,7 @@ static bool copies(const nnc_kprog *p, const nnc_kstmt *s) {
     const nnc_kstmt *t = s->body.s[i];
     if (t->kind != NNC_KS_STORE || !uses_var(t->index, s->var)) return false;
     for (int j = 0; j < s->body.n; j++)
-      if (reads_base(p, s->body.s[j]->value, nnc_kbuf_base(p, t->buf))) return false;
+      if (nnc_kexpr_reads(p, s->body.s[j]->value, nnc_kbuf_base(p, t->buf), NULL)) return false;
   }
   return true;
 }

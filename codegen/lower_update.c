@@ -10,25 +10,6 @@
 
 #include "lower_internal.h"
 
-static bool expr_eq(const nnc_kexpr *x, const nnc_kexpr *y) {
-  if (x == y) return true;
-  if (!x || !y || x->kind != y->kind || x->type != y->type || x->op != y->op || x->var != y->var ||
-      x->buf != y->buf || x->i != y->i || x->f != y->f)
-    return false;
-  for (int i = 0; i < 3; i++)
-    if (!expr_eq(x->a[i], y->a[i])) return false;
-  return true;
-}
-
-/* Does e load base buffer b at an index other than at? */
-static bool reads_elsewhere(const nnc_kprog *p, const nnc_kexpr *e, int b, const nnc_kexpr *at) {
-  if (!e || !e->reads_mem) return false;
-  if (e->kind == NNC_KX_LOAD && nnc_kbuf_base(p, e->buf) == b && !expr_eq(e->a[0], at)) return true;
-  for (int i = 0; i < 3; i++)
-    if (reads_elsewhere(p, e->a[i], b, at)) return true;
-  return false;
-}
-
 static bool kernel_reads(const nnc_kprog *p, const nnc_kernel *k, int b) {
   for (int i = 0; i < k->nreads; i++)
     if (nnc_kbuf_base(p, k->reads[i]) == b) return true;
@@ -117,7 +98,7 @@ bool nnc_lw_update_passes(lower *L) {
         blk = &blk->s[0]->body;
       for (int i = 0; i < blk->n && safe; i++)
         if (blk->s[i]->kind == NNC_KS_SET)
-          safe = !reads_elsewhere(p, blk->s[i]->value, tb, G[gi].at);
+          safe = !nnc_kexpr_reads(p, blk->s[i]->value, tb, G[gi].at);
       for (int g2 = 0; g2 < L->ngroups && safe; g2++)
         if (g2 != gi) safe = !kernel_reads(p, G[g2].k, tb);
       if (safe) continue;
