@@ -110,6 +110,10 @@ bool nnc_pipeline_run(nnc_module *m, const nnc_pipeline_opts *o, char *err, size
   if (!after(m, o, pass_names[2], now_s() - t, err, errlen)) return false;
 
   t = now_s();
-  if (m->grad && exact_step(m->train)) nnc_chunk_batch_sums(m->train, m->micro_batches);
+  int64_t chunks = m->grad ? m->micro_batches : o->batch_chunks;
+  if (m->train && chunks > 1 && exact_step(m->train)) {
+    nnc_chunk_batch_sums(m->train, chunks);
+    m->micro_batches = chunks; /* the runtime sums losses per micro-batch */
+  }
   return after(m, o, pass_names[3], now_s() - t, err, errlen);
 }
