@@ -9,6 +9,8 @@
 #            and -np 4 (oversubscribed) = one process, plain (1 and 3
 #            threads) and --data-parallel, bit for bit; the printed results
 #            too; rank 0 alone writes the log
+#   penalty  the MLP with l1 and l2 penalties (added once, after the
+#            micro-batches' sum): one plain process = -np 2, bit for bit
 #   cnn      examples/fashion_cnn.nn (batch norm, dropout, hflip) on
 #            generated data: -np 2 = one process, bit for bit
 #   resume   an -np 2 checkpoint after 1 epoch resumed under -np 4 and
@@ -146,6 +148,16 @@ if want mlp; then
     fi
     [ -f np$n.csv ] || fail "np$n: no log"
   done
+fi
+
+if want penalty; then
+  begin penalty
+  sed 's/^  metrics .*/&\n  l1 = 1e-5   l2 = 1e-3/' "$EX/fashion_mlp.nn" >pen.nn
+  grep -q 'l2 = 1e-3' pen.nn || fail "pen.nn has no penalty"
+  run build "$NNC" pen.nn -o pen && expect_rc build 0
+  common=(--data gen --epochs 1 --threads 1 --quiet --no-log)
+  run plain ./pen "${common[@]}" --checkpoint plain.st && expect_rc plain 0
+  run np2 mpi 2 ./pen "${common[@]}" --checkpoint np2.st && expect_rc np2 0 && same plain.st np2.st
 fi
 
 if want cnn; then
