@@ -23,6 +23,10 @@
  *    mr * nr vector accumulators of partial sums over k; each step loads
  *    mr vectors of A and nr of B (no packing, no transposes) and the
  *    partial sums are reduced by a fixed shuffle tree at the end.
+ * A chunked product (nnc_cg_gemm.chunks, a weight gradient whose K runs
+ * over a batch of G micro-batches) runs either micro-kernel's k loop once
+ * per chunk from zero and adds the chunk sums of the tile as a pairwise
+ * tree before the epilogue.
  * Every element of C is computed by the same sequence of operations
  * wherever its row falls in [row_begin, row_end) or in a tile, so results
  * do not depend on how rows are split over threads.
@@ -521,12 +525,20 @@ static LLVMValueRef load_c_row(emitter *e, void *at) {
   return v;
 }
 
-/* The sums over k in [kb, kb + klen) of the pass, row i's nr of them in
- * rowv[i] (<nr x float>): lane accumulators over full vectors of k in a
- * loop unrolled ku times, leftover full vectors, then a masked vector for
- * klen % VL; the lanes reduced by the shuffle tree. */
-static void dot_sums(emitter *e, const panel *pn, int mr, LLVMValueRef m, int64_t kb, int64_t klen,
-                     LLVMValueRef *rowv) {
+/* A tile's sums over one range of k, reduced: group g of VL accumulators
+ * (row-major order i*nr + j) in sums[g], accumulator a's total in lane
+ * lane_of[a] of its group. */
+typedef struct dot_sums {
+  LLVMValueRef sums[MAX_ACC / 4 + 1];
+  int lane_of[MAX_ACC];
+} dot_sums;
+
+/* The sums over k in [kb, kb + klen) of the pass: lane accumulators over
+ * full vectors of k in a loop unrolled ku times, leftover full vectors,
+ * then a masked vector for klen % VL; the lanes reduced by the shuffle
+ * tree. */
+static void dot_reduce(emitter *e, const panel *pn, int mr, LLVMValueRef m, int64_t kb,
+                       int64_t klen, dot_sums *ds) {
   int vl = e->p.vl, nr = pn->nv, nacc = mr * nr, ku = e->p.ku;
   LLVMValueRef acc[MAX_ACC];
   for (int a = 0; a < nacc; a++)
@@ -545,37 +557,42 @@ static void dot_sums(emitter *e, const panel *pn, int mr, LLVMValueRef m, int64_
   for (int64_t c = cmain; c < chunks; c++)
     dot_step(e, pn, mr, m, i64c(e, kb + c * vl), vl, acc);
   if (klen % vl) dot_step(e, pn, mr, m, i64c(e, kb + chunks * vl), (int)(klen % vl), acc);
-
-  /* Reduce in groups of VL accumulators (row-major order i*nr + j). */
-  LLVMValueRef sums[MAX_ACC / 4 + 1];
-  int lane_of[MAX_ACC];
   for (int a0 = 0, grp = 0; a0 < nacc; a0 += vl, grp++) {
     int n = nacc - a0 < vl ? nacc - a0 : vl;
-    sums[grp] = reduce_group(e, acc + a0, n, lane_of + a0);
+    ds->sums[grp] = reduce_group(e, acc + a0, n, ds->lane_of + a0);
   }
-  /* Row i's nr sums span at most two groups; one shuffle gathers them. */
-  for (int i = 0; i < mr; i++) {
-    int first = i * nr, g0 = first / vl, idx[MAX_LANES];
-    for (int j = 0; j < nr; j++) {
-      int a = first + j;
-      idx[j] = lane_of[a] + (a / vl == g0 ? 0 : vl);
-    }
-    LLVMValueRef hi = g0 + 1 < (nacc + vl - 1) / vl ? sums[g0 + 1] : LLVMGetUndef(e->vec);
-    rowv[i] = shuffle(e, sums[g0], hi, idx, nr);
+}
+
+/* Row i's nr sums (<nr x float>): they span at most two groups; one
+ * shuffle gathers them. */
+static LLVMValueRef dot_row(emitter *e, const dot_sums *ds, int mr, int nr, int i) {
+  int vl = e->p.vl, nacc = mr * nr, first = i * nr, g0 = first / vl, idx[MAX_LANES];
+  for (int j = 0; j < nr; j++) {
+    int a = first + j;
+    idx[j] = ds->lane_of[a] + (a / vl == g0 ? 0 : vl);
   }
+  LLVMValueRef hi = g0 + 1 < (nacc + vl - 1) / vl ? ds->sums[g0 + 1] : LLVMGetUndef(e->vec);
+  return shuffle(e, ds->sums[g0], hi, idx, nr);
 }
 
 static void dot_tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
   const nnc_cg_gemm *g = e->g;
   int nr = pn->nv;
+  dot_sums ds;
   LLVMValueRef rowv[MAX_ACC];
   int64_t chunks = pass_chunks(e, pn), klen = pn->klen / chunks;
-  chunk_tree tree = {.n = mr};
-  for (int64_t c = 0; c < chunks; c++) {
-    dot_sums(e, pn, mr, m, c * klen, klen, rowv);
-    if (chunks > 1) tree_push(e, &tree, rowv);
+  if (chunks > 1) { /* each chunk's rows, added as the tree */
+    chunk_tree tree = {.n = mr};
+    for (int64_t c = 0; c < chunks; c++) {
+      dot_reduce(e, pn, mr, m, c * klen, klen, &ds);
+      for (int i = 0; i < mr; i++)
+        rowv[i] = dot_row(e, &ds, mr, nr, i);
+      tree_push(e, &tree, rowv);
+    }
+    tree_total(e, &tree, rowv);
+  } else {
+    dot_reduce(e, pn, mr, m, 0, pn->klen, &ds);
   }
-  if (chunks > 1) tree_total(e, &tree, rowv);
 
   LLVMValueRef bias_v = NULL;
   if (g->bias && pn->last) {
@@ -584,7 +601,7 @@ static void dot_tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
     bias_v = v;
   }
   for (int i = 0; i < mr; i++) {
-    LLVMValueRef v = rowv[i];
+    LLVMValueRef v = chunks > 1 ? rowv[i] : dot_row(e, &ds, mr, nr, i);
     LLVMValueRef ptr =
         elem_ptr(e, e->C, add64(e, mul64(e, add64(e, m, i64c(e, i)), g->ldc), pn->n));
     c_row at = {ptr, nr};
