@@ -49,39 +49,18 @@ static step_graph build(nnc_arena *a, int64_t batch) {
   return s;
 }
 
-typedef struct run {
-  nnc_cg_program *prog;
-  const nnc_rt_model *model;
-  char *arena;
-  nnc_rt_pool *pool;
-} run;
-
-static void compile(const step_graph *s, run *r, int threads) {
-  char err[1024] = "";
-  if (!nnc_ir_verify(s->m->train, err, sizeof err)) fail_msg("verify: %s", err);
-  nnc_cg_options o;
-  nnc_cg_default_options(&o);
-  o.verify = true;
-  if (!nnc_cg_compile(s->m, &o, &r->prog, err, sizeof err)) fail_msg("compile: %s", err);
-  r->model = nnc_cg_model(r->prog);
-  size_t bytes = (r->model->arena_bytes + 63) / 64 * 64;
-  r->arena = aligned_alloc(64, bytes);
-  assert_non_null(r->arena);
-  memset(r->arena, 0, bytes);
-  nnc_rt_error e;
-  r->pool = nnc_rt_pool_create(threads, &e);
-  assert_non_null(r->pool);
-}
-
-static void release(run *r) {
-  nnc_rt_pool_destroy(r->pool);
-  free(r->arena);
-  nnc_cg_free(r->prog);
+/* The step compiled as the other codegen tests compile (cg_test.h). */
+static void compile(const step_graph *s, fx_run *r, int threads) {
+  fixture fx;
+  memset(&fx, 0, sizeof fx);
+  fx.m = s->m;
+  fx.g = s->m->train;
+  fx_compile(&fx, r, threads);
 }
 
 /* Runs the step on rows [first, first + rows) of X, Y; copies the tensors
  * out (prod, col, total, in that order) into out. */
-static void step(const step_graph *s, run *r, const float *X, const float *Y, int64_t first,
+static void step(const step_graph *s, fx_run *r, const float *X, const float *Y, int64_t first,
                  int64_t rows, float *out) {
   float *x = (float *)(r->arena + nnc_cg_input_offset(r->prog, NNC_IN_X));
   float *y = (float *)(r->arena + nnc_cg_input_offset(r->prog, NNC_IN_Y));
@@ -114,12 +93,12 @@ static void check_batch(int64_t B, int64_t G) {
 
   /* The micro-batch steps and the tree. */
   step_graph micro = build(&a, b);
-  run rm;
+  fx_run rm;
   compile(&micro, &rm, 1);
   float part[4][OUT];
   for (int64_t g = 0; g < G; g++)
     step(&micro, &rm, X, Y, g * b, b, part[g]);
-  release(&rm);
+  fx_release(&rm);
   for (int64_t width = 1; width < G; width *= 2)
     for (int64_t i = 0; i + width < G; i += 2 * width)
       for (int j = 0; j < OUT; j++)
@@ -128,11 +107,11 @@ static void check_batch(int64_t B, int64_t G) {
   step_graph whole = build(&a, B);
   nnc_chunk_batch_sums(whole.m->train, G);
   for (int threads = 1; threads <= 3; threads++) {
-    run r;
+    fx_run r;
     compile(&whole, &r, threads);
     float got[OUT];
     step(&whole, &r, X, Y, 0, B, got);
-    release(&r);
+    fx_release(&r);
     for (int j = 0; j < OUT; j++)
       if (memcmp(&got[j], &part[0][j], sizeof(float)))
         fail_msg("B=%lld G=%lld, %d threads: value %d is %.9g, the micro-batches' tree %.9g",
