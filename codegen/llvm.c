@@ -257,14 +257,6 @@ LLVMValueRef nnc_ll_kernel_fn(emitter *E, const char *name) {
   return fn;
 }
 
-static bool same_gemm(const nnc_cg_gemm *x, const nnc_cg_gemm *y) {
-  return x->M == y->M && x->N == y->N && x->K == y->K && x->trans_a == y->trans_a &&
-         x->trans_b == y->trans_b && x->lda == y->lda && x->ldb == y->ldb && x->ldc == y->ldc &&
-         x->accumulate == y->accumulate && x->bias == y->bias && x->act == y->act &&
-         x->vector_width == y->vector_width && x->all_rows == y->all_rows &&
-         x->row_align == y->row_align && x->bf16 == y->bf16;
-}
-
 /* k's product as gemm.c emits it: row-split products get ranges of whole
  * row blocks (emit_gemm_kernel), which spares the tiles for other
  * remainders. */
@@ -280,7 +272,7 @@ static nnc_cg_gemm gemm_of(const nnc_kernel *k) {
 static LLVMValueRef gemm_function(emitter *E, const nnc_kernel *k) {
   nnc_cg_gemm g = gemm_of(k);
   for (int i = 0; i < E->ngemm; i++)
-    if (same_gemm(&E->gemm_k[i], &g)) return E->gemm_fn[i];
+    if (nnc_cg_gemm_eq(&E->gemm_k[i], &g)) return E->gemm_fn[i];
   char name[256];
   snprintf(name, sizeof name, "nnc.gemm.%s", k->name);
   /* The product goes into the gemm module (already vectorised and
@@ -402,12 +394,15 @@ static void assign_parts(emitter *E) {
         const nnc_kernel *k = gs[g]->k[i];
         if (k->is_gemm != (pass == 0)) continue;
         int part = -1;
-        if (k->is_gemm) { /* an earlier kernel with the same product? */
+        if (k->same_as) /* compiled once, where its train twin is (plan.c) */
+          for (int j = 0; gs[0] && j < gs[0]->n && part < 0; j++)
+            if (gs[0]->k[j] == k->same_as) part = E->part_of[0][j];
+        if (part < 0 && k->is_gemm) { /* an earlier kernel with the same product? */
           nnc_cg_gemm mine = gemm_of(k);
           for (int h = 0; h <= g && part < 0; h++)
             for (int j = 0; gs[h] && j < (h == g ? i : gs[h]->n) && part < 0; j++) {
               nnc_cg_gemm other = gemm_of(gs[h]->k[j]);
-              if (gs[h]->k[j]->is_gemm && same_gemm(&other, &mine)) part = E->part_of[h][j];
+              if (gs[h]->k[j]->is_gemm && nnc_cg_gemm_eq(&other, &mine)) part = E->part_of[h][j];
             }
         }
         if (part < 0) {
@@ -446,13 +441,20 @@ static void emit_entry(emitter *E, const nnc_kgraph *g, const int *part_of, cons
   LLVMValueRef *fns = malloc(sizeof(LLVMValueRef) * (size_t)(g->n + 1));
   if (!fns) nnc_ir_bug("codegen: out of memory");
   const nnc_kqgemm *const *quant = E->p->deploy && g == &E->p->eval ? E->p->deploy->quant : NULL;
-  for (int i = 0; i < g->n; i++)
+  for (int i = 0; i < g->n; i++) {
+    const nnc_kernel *k = g->k[i];
     if (part_of[i] == E->part && quant && quant[i])
-      fns[i] = nnc_ll_emit_qgemm(E, g->k[i], quant[i]);
-    else if (part_of[i] == E->part)
-      fns[i] = emit_kernel(E, g->k[i]);
-    else if (E->part == 0)
-      fns[i] = LLVMAddFunction(E->mod, g->k[i]->name, E->kfn_type);
+      fns[i] = nnc_ll_emit_qgemm(E, k, quant[i]);
+    else if (part_of[i] == E->part && !k->same_as)
+      fns[i] = emit_kernel(E, k);
+    else if (E->part == 0 || part_of[i] == E->part) {
+      /* another part's kernel, or a train kernel's twin (emitted with the
+       * train graph, which comes first): called by name */
+      const char *fname = k->same_as ? k->same_as->name : k->name;
+      fns[i] = LLVMGetNamedFunction(E->mod, fname);
+      if (!fns[i]) fns[i] = LLVMAddFunction(E->mod, fname, E->kfn_type);
+    }
+  }
   if (E->part != 0) {
     free(fns);
     return;
