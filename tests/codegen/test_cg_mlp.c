@@ -207,8 +207,11 @@ static int shared_kernels(const nnc_cg_program *prog) {
  * train kernel's code reads and writes the eval step's buffers only if
  * plan.c placed them at the train buffers' offsets. Returns how many eval
  * kernels were shared. */
-static int check_eval_after_training(fixture *fx) {
-  nnc_module *m = fx->m;
+static int check_eval_after_training(fixture *fx, nnc_module *m) {
+  use_module(fx, m);
+  fx->steps = 2;
+  fx->rtol = 1e-3;
+  fx->atol = 3e-4;
   fx_run r;
   fx_compile(fx, &r, fx->threads);
   fx_fill(fx, &r, NULL);
@@ -239,12 +242,8 @@ static void test_fashion_mlp_eval_shares_train_kernels(void **state) {
   fixture *fx = *state;
   nnc_module *m = load_example(&fx->arena, "fashion_mlp.nn");
   if (!m) skip();
-  use_module(fx, m);
-  fx->steps = 2;
-  fx->rtol = 1e-3;
-  fx->atol = 3e-4;
   /* the three products, the loss and the metrics (11 on 2026-12-06) */
-  assert_true(check_eval_after_training(fx) >= 10);
+  assert_true(check_eval_after_training(fx, m) >= 10);
 }
 
 /* Conv, batch norm, pooling and dropout: the eval graph differs from the
@@ -264,12 +263,8 @@ static void test_small_cnn_eval_shares_train_kernels(void **state) {
   fixture *fx = *state;
   nnc_module *m = load_text(&fx->arena, "small_cnn.nn", text, sizeof text - 1);
   assert_non_null(m);
-  use_module(fx, m);
-  fx->steps = 2;
-  fx->rtol = 1e-3;
-  fx->atol = 3e-4;
   /* the convolutions' im2col and products, the dense layers, the loss */
-  assert_true(check_eval_after_training(fx) >= 10);
+  assert_true(check_eval_after_training(fx, m) >= 10);
 }
 
 /* nnc -o's table (lowering and planning only) equals the JIT's, offset
