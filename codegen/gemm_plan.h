@@ -55,6 +55,8 @@ typedef struct nnc_cg_gemm_plan {
 
 /* The tiling of g. */
 nnc_cg_gemm_plan nnc_cg_gemm_plan_for(const nnc_cg_gemm *g);
+/* Do x and y describe the same product (every field equal)? */
+bool nnc_cg_gemm_eq(const nnc_cg_gemm *x, const nnc_cg_gemm *y);
 
 /* Whether g is emitted by the bf16 kernel (gemm_bf16.c): g->bf16 on an
  * AVX-512 target (vector_width 16), K > 0, and no activation after an
