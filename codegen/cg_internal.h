@@ -99,6 +99,8 @@ typedef struct nnc_cg_times {
 
 double nnc_cg_now(void);
 void nnc_cg_print_times(FILE *f, const char *what, const nnc_cg_times *t);
+/* "codegen: N kernels, M of them the code of a train kernel" (plan.c shares them). */
+void nnc_cg_print_kernel_count(FILE *f, const nnc_kprog *p);
 
 /* Builds part `part` of nparts (see nnc_cg_emit_module) as an optimised
  * module in ctx: the shared front half of JIT and emit. times may be NULL. */

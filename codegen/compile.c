@@ -367,3 +367,16 @@ void nnc_cg_print_times(FILE *f, const char *what, const nnc_cg_times *t) {
           "%.1f ms\n",
           what, 1e3 * t->ir, 1e3 * t->optimise, 1e3 * t->products, 1e3 * t->machine_code);
 }
+
+void nnc_cg_print_kernel_count(FILE *f, const nnc_kprog *p) {
+  const nnc_kgraph *gs[4];
+  nnc_cg_graphs(p, gs);
+  int n = 0, shared = 0;
+  for (int g = 0; g < 4; g++)
+    for (int i = 0; gs[g] && i < gs[g]->n; i++) {
+      n++;
+      shared += gs[g]->k[i]->same_as != NULL;
+    }
+  fprintf(f, "codegen: %d kernels, %d of them the code of a train kernel (compiled once)\n", n,
+          shared);
+}

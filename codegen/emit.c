@@ -104,7 +104,10 @@ bool nnc_cg_emit(const nnc_module *m, const nnc_cg_options *o, nnc_cg_output kin
   nnc_cg_times times = {0};
   if (nnc_cg_build_llvm(&p.prog, &p.o, &p.t, 0, 1, ctx, &mod, &times, err, errlen)) {
     ok = write_module(mod, &p.t, &p.o, kind, path, &times, err, errlen);
-    if (p.o.timing) nnc_cg_print_times(p.o.timing, "module", &times);
+    if (p.o.timing) {
+      nnc_cg_print_kernel_count(p.o.timing, &p.prog);
+      nnc_cg_print_times(p.o.timing, "module", &times);
+    }
     LLVMDisposeModule(mod);
   }
   LLVMContextDispose(ctx);
@@ -119,6 +122,7 @@ bool nnc_cg_emit_objects(const nnc_module *m, const nnc_cg_options *o, int npart
   nnc_cg_part parts[NNC_CG_MAX_PARTS];
   bool compiled = nnc_cg_compile_parts(&p.prog, &p.o, &p.t, nparts, parts, err, errlen);
   bool ok = compiled;
+  if (ok && p.o.timing) nnc_cg_print_kernel_count(p.o.timing, &p.prog);
   for (int i = 0; ok && i < nparts; i++) {
     ok = write_text(paths[i], LLVMGetBufferStart(parts[i].obj), LLVMGetBufferSize(parts[i].obj),
                     err, errlen);

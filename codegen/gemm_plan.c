@@ -83,3 +83,11 @@ int64_t nnc_cg_gemm_row_block(const nnc_cg_gemm *g) {
   if (nnc_cg_gemm_bf16_applies(g)) return 8; /* gemm_bf16.c's BF_MR */
   return nnc_cg_gemm_plan_for(g).mr;
 }
+
+bool nnc_cg_gemm_eq(const nnc_cg_gemm *x, const nnc_cg_gemm *y) {
+  return x->M == y->M && x->N == y->N && x->K == y->K && x->trans_a == y->trans_a &&
+         x->trans_b == y->trans_b && x->lda == y->lda && x->ldb == y->ldb && x->ldc == y->ldc &&
+         x->accumulate == y->accumulate && x->bias == y->bias && x->act == y->act &&
+         x->vector_width == y->vector_width && x->all_rows == y->all_rows &&
+         x->row_align == y->row_align && x->bf16 == y->bf16;
+}

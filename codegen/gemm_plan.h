@@ -69,6 +69,8 @@ int64_t nnc_cg_gemm_chunk_k(const nnc_cg_gemm *g);
  * at a batch's rows and one at a micro-batch's compute an element alike
  * unless their row counts straddle it (docs/distributed.md). */
 nnc_cg_gemm_plan nnc_cg_gemm_plan_for(const nnc_cg_gemm *g);
+/* Do x and y describe the same product (every field equal)? */
+bool nnc_cg_gemm_eq(const nnc_cg_gemm *x, const nnc_cg_gemm *y);
 
 /* Whether g is emitted by the bf16 kernel (gemm_bf16.c): g->bf16 on an
  * AVX-512 target (vector_width 16), K > 0, and no activation after an

@@ -199,8 +199,9 @@ static bool link_parts(nnc_cg_program *prog, nnc_cg_part *parts, const nnc_cg_op
   return true;
 }
 
-static void print_times(FILE *f, const nnc_cg_part *parts, double t0, double t1, double t2,
-                        double t3) {
+static void print_times(FILE *f, const nnc_kprog *p, const nnc_cg_part *parts, double t0, double t1,
+                        double t2, double t3) {
+  nnc_cg_print_kernel_count(f, p);
   for (int i = 0; i < JIT_PARTS; i++) {
     char what[16];
     snprintf(what, sizeof what, "part %d", i);
@@ -223,7 +224,7 @@ static bool finish(nnc_cg_program *prog, char *err, size_t errlen) {
   ok = ok && link_parts(prog, prog->parts, &prog->opts, err, errlen);
   double t3 = nnc_cg_now();
   if (ok && prog->opts.timing)
-    print_times(prog->opts.timing, prog->parts, prog->t0, prog->t1, t2, t3);
+    print_times(prog->opts.timing, &prog->prog, prog->parts, prog->t0, prog->t1, t2, t3);
   for (int i = 0; i < JIT_PARTS; i++)
     if (prog->parts[i].obj) {
       LLVMDisposeMemoryBuffer(prog->parts[i].obj);

@@ -171,6 +171,10 @@ typedef struct nnc_kernel {
   int a_buf, b_buf, bias_buf, c_buf; /* bias_buf -1: none */
   /* Buffers read and written (for the memory plan), deduplicated. */
   int *reads, nreads, *writes, nwrites;
+  /* Set by plan.c: a kernel of the train graph that this (eval) kernel
+   * equals, its buffers placed at the same offsets, so both have the same
+   * machine code: the backends call that kernel's function instead. */
+  const struct nnc_kernel *same_as;
 } nnc_kernel;
 
 typedef struct nnc_kgraph {

@@ -113,6 +113,21 @@ static bool copies(const nnc_kprog *p, const nnc_kstmt *s) {
   return true;
 }
 
+/* A loop over 8 or more rows that each are a copy loop (im2col's rows of
+ * one tap): unrolled fully, each row's loop would be vectorised on its own
+ * (conv 2's im2col: 126 vectorised loops, 60 ms of the loop vectoriser and
+ * full unrolling); kept as a loop, the row's loop is vectorised once.
+ * Pooling's 2 rows of a window are still unrolled (as tuned). */
+static bool copy_rows(const nnc_kprog *p, const nnc_kstmt *s) {
+  if (s->extent < 8 || s->body.n == 0) return false;
+  for (int i = 0; i < s->body.n; i++) {
+    const nnc_kstmt *t = s->body.s[i];
+    if (t->kind != NNC_KS_LOOP || t->extent <= 1 || has_loop(&t->body) || !copies(p, t))
+      return false;
+  }
+  return true;
+}
+
 /* An innermost loop inside another loop, shorter than a vector or a copy:
  * unrolled fully, it would leave the outer loop innermost, and the
  * vectoriser would run across rows with gathers and scatters (code size,
@@ -124,6 +139,7 @@ static bool copies(const nnc_kprog *p, const nnc_kstmt *s) {
 static void loop(emitter *E, const nnc_kstmt *s, LLVMValueRef lo, LLVMValueRef hi) {
   bool keep_loop = E->loop_depth > 0 && !has_loop(&s->body) && s->extent > 1 &&
                    (s->extent < 16 || copies(E->p, s));
+  keep_loop |= copy_rows(E->p, s);
   E->loop_depth++;
   LLVMBasicBlockRef pre = LLVMGetInsertBlock(E->b);
   LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(E->ctx, E->fn, "loop");
@@ -257,14 +273,6 @@ LLVMValueRef nnc_ll_kernel_fn(emitter *E, const char *name) {
   return fn;
 }
 
-static bool same_gemm(const nnc_cg_gemm *x, const nnc_cg_gemm *y) {
-  return x->M == y->M && x->N == y->N && x->K == y->K && x->trans_a == y->trans_a &&
-         x->trans_b == y->trans_b && x->lda == y->lda && x->ldb == y->ldb && x->ldc == y->ldc &&
-         x->accumulate == y->accumulate && x->bias == y->bias && x->act == y->act &&
-         x->vector_width == y->vector_width && x->all_rows == y->all_rows &&
-         x->row_align == y->row_align && x->bf16 == y->bf16;
-}
-
 /* k's product as gemm.c emits it: row-split products get ranges of whole
  * row blocks (emit_gemm_kernel), which spares the tiles for other
  * remainders. */
@@ -280,7 +288,7 @@ static nnc_cg_gemm gemm_of(const nnc_kernel *k) {
 static LLVMValueRef gemm_function(emitter *E, const nnc_kernel *k) {
   nnc_cg_gemm g = gemm_of(k);
   for (int i = 0; i < E->ngemm; i++)
-    if (same_gemm(&E->gemm_k[i], &g)) return E->gemm_fn[i];
+    if (nnc_cg_gemm_eq(&E->gemm_k[i], &g)) return E->gemm_fn[i];
   char name[256];
   snprintf(name, sizeof name, "nnc.gemm.%s", k->name);
   /* The product goes into the gemm module (already vectorised and
@@ -375,8 +383,24 @@ static LLVMValueRef emit_kernel(emitter *E, const nnc_kernel *k) {
 /* ---- parts ---- */
 
 /* Rough cost of optimising and compiling a product relative to a loop
- * kernel (measured on the MLP: ~20 ms against ~3 ms). */
-static const double GEMM_COST = 6, KERNEL_COST = 1, ENTRY_COST = 1;
+ * kernel (measured on the MLP: ~20 ms against ~3 ms); a hot loop kernel
+ * costs more with each innermost loop, which the vectoriser turns into a
+ * vector loop and its remainder (conv 2's im2col has 27). */
+static const double GEMM_COST = 6, KERNEL_COST = 1, ENTRY_COST = 1, INNER_LOOP_COST = 0.5;
+
+static int innermost_loops(const nnc_kblock *blk) {
+  int n = 0;
+  for (int i = 0; i < blk->n; i++)
+    if (blk->s[i]->kind == NNC_KS_LOOP)
+      n += has_loop(&blk->s[i]->body) ? innermost_loops(&blk->s[i]->body) : 1;
+  return n;
+}
+
+static double kernel_cost(const nnc_kernel *k) {
+  if (k->is_gemm) return GEMM_COST;
+  if (k->work < COLD_WORK) return KERNEL_COST;
+  return KERNEL_COST + INNER_LOOP_COST * innermost_loops(&k->body);
+}
 
 static int lightest(const double *load, int n) {
   int best = 0;
@@ -385,37 +409,68 @@ static int lightest(const double *load, int n) {
   return best;
 }
 
+typedef struct kernel_ref {
+  int g, i;
+  double cost;
+} kernel_ref;
+
+/* Dearest first; program order among equals. */
+static int by_cost(const void *a, const void *b) {
+  const kernel_ref *x = a, *y = b;
+  if (x->cost != y->cost) return x->cost < y->cost ? 1 : -1;
+  return x->g != y->g ? x->g - y->g : x->i - y->i;
+}
+
 /* Which part each kernel is compiled in: products first (kernels with the
  * same product together, so it is emitted once), then the loop kernels,
- * each to the part with the least estimated work so far; the entry points
- * are in part 0. Depends only on the program, so every part's emitter
- * computes the same assignment. */
+ * dearest first, each to the part with the least estimated work so far;
+ * the entry points are in part 0; a kernel sharing a train kernel's code
+ * (plan.c) goes where that kernel is. Depends only on the program, so
+ * every part's emitter computes the same assignment. */
 static void assign_parts(emitter *E) {
   const nnc_kgraph *gs[4];
   nnc_cg_graphs(E->p, gs);
   double load[NNC_CG_MAX_PARTS] = {0};
   load[0] =
       ENTRY_COST * (double)(E->p->has_train + E->p->has_eval + E->p->has_grad + E->p->has_update);
-  for (int pass = 0; pass < 2; pass++)
+  int n = 0;
+  for (int g = 0; g < 4; g++)
+    n += gs[g] ? gs[g]->n : 0;
+  kernel_ref *order = malloc(sizeof(kernel_ref) * (size_t)(n + 1));
+  if (!order) nnc_ir_bug("codegen: out of memory");
+  n = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    int from = n;
     for (int g = 0; g < 4; g++)
-      for (int i = 0; gs[g] && i < gs[g]->n; i++) {
-        const nnc_kernel *k = gs[g]->k[i];
-        if (k->is_gemm != (pass == 0)) continue;
-        int part = -1;
-        if (k->is_gemm) { /* an earlier kernel with the same product? */
-          nnc_cg_gemm mine = gemm_of(k);
-          for (int h = 0; h <= g && part < 0; h++)
-            for (int j = 0; gs[h] && j < (h == g ? i : gs[h]->n) && part < 0; j++) {
-              nnc_cg_gemm other = gemm_of(gs[h]->k[j]);
-              if (gs[h]->k[j]->is_gemm && same_gemm(&other, &mine)) part = E->part_of[h][j];
-            }
+      for (int i = 0; gs[g] && i < gs[g]->n; i++)
+        if (gs[g]->k[i]->is_gemm == (pass == 0) && !gs[g]->k[i]->same_as)
+          order[n++] = (kernel_ref){g, i, kernel_cost(gs[g]->k[i])};
+    if (pass == 1) qsort(order + from, (size_t)(n - from), sizeof *order, by_cost);
+  }
+  for (int o = 0; o < n; o++) {
+    int g = order[o].g, i = order[o].i;
+    const nnc_kernel *k = gs[g]->k[i];
+    int part = -1;
+    if (k->is_gemm) { /* an earlier kernel with the same product? */
+      nnc_cg_gemm mine = gemm_of(k);
+      for (int h = 0; h <= g && part < 0; h++)
+        for (int j = 0; gs[h] && j < (h == g ? i : gs[h]->n) && part < 0; j++) {
+          nnc_cg_gemm other = gemm_of(gs[h]->k[j]);
+          if (gs[h]->k[j]->is_gemm && nnc_cg_gemm_eq(&other, &mine)) part = E->part_of[h][j];
         }
-        if (part < 0) {
-          part = lightest(load, E->nparts);
-          load[part] += k->is_gemm ? GEMM_COST : KERNEL_COST;
-        }
-        E->part_of[g][i] = part;
-      }
+    }
+    if (part < 0) {
+      part = lightest(load, E->nparts);
+      load[part] += order[o].cost;
+    }
+    E->part_of[g][i] = part;
+  }
+  free(order);
+  /* Kernels with a train twin: the train graph's parts are all set. */
+  for (int g = 1; g < 4; g++)
+    for (int i = 0; gs[g] && gs[0] && i < gs[g]->n; i++)
+      for (int j = 0; gs[g]->k[i]->same_as && j < gs[0]->n; j++)
+        if (gs[0]->k[j] == gs[g]->k[i]->same_as) E->part_of[g][i] = E->part_of[0][j];
 }
 
 /* ---- entry points ---- */
@@ -446,13 +501,20 @@ static void emit_entry(emitter *E, const nnc_kgraph *g, const int *part_of, cons
   LLVMValueRef *fns = malloc(sizeof(LLVMValueRef) * (size_t)(g->n + 1));
   if (!fns) nnc_ir_bug("codegen: out of memory");
   const nnc_kqgemm *const *quant = E->p->deploy && g == &E->p->eval ? E->p->deploy->quant : NULL;
-  for (int i = 0; i < g->n; i++)
+  for (int i = 0; i < g->n; i++) {
+    const nnc_kernel *k = g->k[i];
     if (part_of[i] == E->part && quant && quant[i])
-      fns[i] = nnc_ll_emit_qgemm(E, g->k[i], quant[i]);
-    else if (part_of[i] == E->part)
-      fns[i] = emit_kernel(E, g->k[i]);
-    else if (E->part == 0)
-      fns[i] = LLVMAddFunction(E->mod, g->k[i]->name, E->kfn_type);
+      fns[i] = nnc_ll_emit_qgemm(E, k, quant[i]);
+    else if (part_of[i] == E->part && !k->same_as)
+      fns[i] = emit_kernel(E, k);
+    else if (E->part == 0 || part_of[i] == E->part) {
+      /* another part's kernel, or a train kernel's twin (emitted with the
+       * train graph, which comes first): called by name */
+      const char *fname = k->same_as ? k->same_as->name : k->name;
+      fns[i] = LLVMGetNamedFunction(E->mod, fname);
+      if (!fns[i]) fns[i] = LLVMAddFunction(E->mod, fname, E->kfn_type);
+    }
+  }
   if (E->part != 0) {
     free(fns);
     return;

@@ -46,13 +46,9 @@ static void touch(int *first, int *last, int b, int k) {
   last[b] = k;
 }
 
-/* Places the temporaries of one graph from base; returns the bytes used. */
-static int64_t place_temps(nnc_kprog *p, const nnc_kgraph *g, int64_t base) {
-  int nb = p->nbufs;
-  int *first = malloc(sizeof(int) * (size_t)nb), *last = malloc(sizeof(int) * (size_t)nb);
-  live_range *placed = malloc(sizeof(live_range) * (size_t)nb);
-  if (!first || !last || !placed) nnc_ir_bug("plan: out of memory");
-  for (int i = 0; i < nb; i++)
+/* The first and last kernel of g touching each base buffer (-1: none). */
+static void lifetimes(const nnc_kprog *p, const nnc_kgraph *g, int *first, int *last) {
+  for (int i = 0; i < p->nbufs; i++)
     first[i] = last[i] = -1;
   for (int k = 0; k < g->n; k++) {
     const nnc_kernel *ker = g->k[k];
@@ -61,26 +57,48 @@ static int64_t place_temps(nnc_kprog *p, const nnc_kgraph *g, int64_t base) {
     for (int i = 0; i < ker->nwrites; i++)
       touch(first, last, nnc_kbuf_base(p, ker->writes[i]), k);
   }
+}
+
+/* Inserts r into placed[0..*n), kept sorted by offset. */
+static void insert_range(live_range *placed, int *n, live_range r) {
+  int at = *n;
+  while (at > 0 && placed[at - 1].off > r.off)
+    at--;
+  memmove(&placed[at + 1], &placed[at], sizeof(live_range) * (size_t)(*n - at));
+  placed[at] = r;
+  (*n)++;
+}
+
+/* Places the temporaries of one graph from base; returns the bytes used.
+ * fixed (may be NULL): fixed[b] >= 0 is temporary b's offset from base,
+ * decided before (share_kernels); the others are placed around them. */
+static int64_t place_temps(nnc_kprog *p, const nnc_kgraph *g, int64_t base, const int64_t *fixed) {
+  int nb = p->nbufs;
+  int *first = malloc(sizeof(int) * (size_t)nb), *last = malloc(sizeof(int) * (size_t)nb);
+  live_range *placed = malloc(sizeof(live_range) * (size_t)nb);
+  if (!first || !last || !placed) nnc_ir_bug("plan: out of memory");
+  lifetimes(p, g, first, last);
   int nplaced = 0;
   int64_t top = 0;
+  for (int b = 0; fixed && b < nb; b++)
+    if (fixed[b] >= 0 && first[b] >= 0) {
+      live_range r = {b, first[b], last[b], fixed[b], bytes_of(&p->bufs[b])};
+      insert_range(placed, &nplaced, r);
+      p->bufs[b].offset = base + r.off;
+      if (r.off + r.size > top) top = r.off + r.size;
+    }
   for (int k = 0; k < g->n; k++) {
     for (int b = 0; b < nb; b++) {
-      if (first[b] != k || p->bufs[b].kind != NNC_KBUF_TEMP) continue;
+      if (first[b] != k || p->bufs[b].kind != NNC_KBUF_TEMP || (fixed && fixed[b] >= 0)) continue;
       int64_t size = bytes_of(&p->bufs[b]), off = 0;
-      /* First fit among ranges still live at k (sorted by offset below). */
+      /* First fit among the ranges live during b's (sorted by offset). */
       for (int i = 0; i < nplaced; i++) {
         const live_range *r = &placed[i];
-        if (r->last < k) continue;
+        if (r->last < k || r->first > last[b]) continue;
         if (off + size <= r->off) break;
         if (r->off + r->size > off) off = r->off + r->size;
       }
-      live_range nr = {b, k, last[b], off, size};
-      int at = nplaced;
-      while (at > 0 && placed[at - 1].off > off)
-        at--;
-      memmove(&placed[at + 1], &placed[at], sizeof(live_range) * (size_t)(nplaced - at));
-      placed[at] = nr;
-      nplaced++;
+      insert_range(placed, &nplaced, (live_range){b, k, last[b], off, size});
       p->bufs[b].offset = base + off;
       if (off + size > top) top = off + size;
     }
@@ -89,6 +107,135 @@ static int64_t place_temps(nnc_kprog *p, const nnc_kgraph *g, int64_t base) {
   free(last);
   free(placed);
   return top;
+}
+
+/* ---- kernels shared between graphs ----
+ *
+ * The eval graph repeats much of the train graph's forward pass, but
+ * lowered on its own: its temporaries are other buffers, placed elsewhere,
+ * and kernels bake their buffers' offsets in. share_kernels finds each
+ * eval kernel that equals a train kernel up to a renaming of temporaries
+ * (the same statements, expressions and products; persistent tensors,
+ * inputs and outputs the same buffers; each eval temporary renamed to one
+ * train temporary of the same size, one to one) and places the renamed
+ * eval temporaries at their train twins' offsets, so the two kernels have
+ * the same code and are compiled once (kernel.same_as). A renaming is
+ * refused where two eval temporaries live at the same time and their twins
+ * share memory (the train plan reused it). */
+
+typedef struct share {
+  const nnc_kprog *p;
+  int *to, *from;          /* eval base -> train base, train base -> eval base; -1: none */
+  int *added, nadded;      /* eval bases renamed by the kernel being compared */
+  const int *first, *last; /* eval lifetimes */
+  long budget;             /* expression nodes left to compare (DAGs compared as trees) */
+} share;
+
+static bool same_buf(share *s, int be, int bt) {
+  const nnc_kprog *p = s->p;
+  if (be < 0 || bt < 0) return be == bt;
+  if (p->bufs[be].type != p->bufs[bt].type) return false;
+  int e = nnc_kbuf_base(p, be), t = nnc_kbuf_base(p, bt);
+  if (p->bufs[e].kind != NNC_KBUF_TEMP || p->bufs[t].kind != NNC_KBUF_TEMP) return e == t;
+  if (s->to[e] >= 0 || s->from[t] >= 0) return s->to[e] == t;
+  if (bytes_of(&p->bufs[e]) != bytes_of(&p->bufs[t])) return false;
+  s->to[e] = t;
+  s->from[t] = e;
+  s->added[s->nadded++] = e;
+  return true;
+}
+
+static bool same_expr(share *s, const nnc_kexpr *x, const nnc_kexpr *y) {
+  if (!x || !y) return x == y;
+  if (--s->budget < 0 || x->kind != y->kind || x->type != y->type || x->op != y->op ||
+      x->var != y->var || x->i != y->i || x->f != y->f)
+    return false;
+  if (x->kind == NNC_KX_LOAD ? !same_buf(s, x->buf, y->buf) : x->buf != y->buf) return false;
+  for (int i = 0; i < 3; i++)
+    if (!same_expr(s, x->a[i], y->a[i])) return false;
+  return true;
+}
+
+static bool same_block(share *s, const nnc_kblock *x, const nnc_kblock *y) {
+  if (x->n != y->n) return false;
+  for (int i = 0; i < x->n; i++) {
+    const nnc_kstmt *a = x->s[i], *b = y->s[i];
+    if (a->kind != b->kind || a->var != b->var || a->extent != b->extent) return false;
+    if (a->kind == NNC_KS_LOOP && !same_block(s, &a->body, &b->body)) return false;
+    if (a->kind == NNC_KS_STORE &&
+        (!same_buf(s, a->buf, b->buf) || !same_expr(s, a->index, b->index)))
+      return false;
+    if (a->kind != NNC_KS_LOOP && !same_expr(s, a->value, b->value)) return false;
+  }
+  return true;
+}
+
+static bool same_kernel(share *s, const nnc_kernel *x, const nnc_kernel *y) {
+  if (x->split != y->split || x->extent != y->extent || x->nvars != y->nvars ||
+      x->nscalars != y->nscalars || x->work != y->work || x->is_gemm != y->is_gemm ||
+      x->nreads != y->nreads || x->nwrites != y->nwrites)
+    return false;
+  for (int i = 0; i < x->nscalars; i++)
+    if (x->scalar_type[i] != y->scalar_type[i]) return false;
+  if (x->is_gemm)
+    return nnc_cg_gemm_eq(&x->gemm, &y->gemm) && x->row_block == y->row_block &&
+           x->col_block == y->col_block && same_buf(s, x->a_buf, y->a_buf) &&
+           same_buf(s, x->b_buf, y->b_buf) && same_buf(s, x->bias_buf, y->bias_buf) &&
+           same_buf(s, x->c_buf, y->c_buf);
+  return same_block(s, &x->body, &y->body);
+}
+
+/* Do the renamings just added put two eval temporaries that live at the
+ * same time into overlapping memory? */
+static bool conflicts(const share *s) {
+  const nnc_kbuf *bufs = s->p->bufs;
+  for (int i = 0; i < s->nadded; i++) {
+    int e = s->added[i];
+    int64_t e0 = bufs[s->to[e]].offset, e1 = e0 + bytes_of(&bufs[e]);
+    for (int f = 0; f < s->p->nbufs; f++) {
+      if (f == e || s->to[f] < 0 || s->first[f] > s->last[e] || s->first[e] > s->last[f]) continue;
+      int64_t f0 = bufs[s->to[f]].offset, f1 = f0 + bytes_of(&bufs[f]);
+      if (e0 < f1 && f0 < e1) return true;
+    }
+  }
+  return false;
+}
+
+/* Sets same_as of g's kernels equal to one of from's (placed already);
+ * returns the offsets from base that g's renamed temporaries take (-1:
+ * none), for place_temps. */
+static int64_t *share_kernels(nnc_kprog *p, const nnc_kgraph *from, nnc_kgraph *g, int64_t base) {
+  int nb = p->nbufs;
+  int *to = malloc(sizeof(int) * (size_t)nb), *back = malloc(sizeof(int) * (size_t)nb),
+      *added = malloc(sizeof(int) * (size_t)nb), *first = malloc(sizeof(int) * (size_t)nb),
+      *last = malloc(sizeof(int) * (size_t)nb);
+  int64_t *fixed = malloc(sizeof(int64_t) * (size_t)nb);
+  if (!to || !back || !added || !first || !last || !fixed) nnc_ir_bug("plan: out of memory");
+  for (int i = 0; i < nb; i++)
+    to[i] = back[i] = -1;
+  lifetimes(p, g, first, last);
+  share s = {p, to, back, added, 0, first, last, 0};
+  for (int k = 0; k < g->n; k++)
+    for (int j = 0; j < from->n && !g->k[k]->same_as; j++) {
+      s.nadded = 0;
+      s.budget = 1L << 20;
+      if (same_kernel(&s, g->k[k], from->k[j]) && !conflicts(&s)) {
+        g->k[k]->same_as = from->k[j];
+        continue;
+      }
+      for (int i = 0; i < s.nadded; i++) { /* undo this kernel's renamings */
+        back[to[added[i]]] = -1;
+        to[added[i]] = -1;
+      }
+    }
+  for (int i = 0; i < nb; i++)
+    fixed[i] = to[i] >= 0 ? p->bufs[to[i]].offset - base : -1;
+  free(to);
+  free(back);
+  free(added);
+  free(first);
+  free(last);
+  return fixed;
 }
 
 void nnc_cg_plan(nnc_kprog *p) {
@@ -100,17 +247,19 @@ void nnc_cg_plan(nnc_kprog *p) {
   p->temp_base = off;
   int64_t temps = 0;
   if (p->has_train) {
-    p->train.temp_bytes = place_temps(p, &p->train, off);
+    p->train.temp_bytes = place_temps(p, &p->train, off, NULL);
     temps = p->train.temp_bytes;
   }
   if (p->has_eval) {
-    p->eval.temp_bytes = place_temps(p, &p->eval, off);
+    int64_t *fixed = p->has_train ? share_kernels(p, &p->train, &p->eval, off) : NULL;
+    p->eval.temp_bytes = place_temps(p, &p->eval, off, fixed);
+    free(fixed);
     if (p->eval.temp_bytes > temps) temps = p->eval.temp_bytes;
   }
   nnc_kgraph *dp[2] = {p->has_grad ? &p->grad : NULL, p->has_update ? &p->update : NULL};
   for (int i = 0; i < 2; i++)
     if (dp[i]) {
-      dp[i]->temp_bytes = place_temps(p, dp[i], off);
+      dp[i]->temp_bytes = place_temps(p, dp[i], off, NULL);
       if (dp[i]->temp_bytes > temps) temps = dp[i]->temp_bytes;
     }
   /* Temporaries no kernel touches (none expected) still get a valid offset. */

@@ -87,7 +87,8 @@ static const char usage[] =
     "  (--batch, --lr, --set and --precision recompile: they are compiled into the kernels)\n"
     "\n"
     "environment: NNC_DEBUG=1 verifies the IR after every pass and prints pass times;\n"
-    "             NNC_DUMP_AFTER=PASS|all prints the IR after a pass\n";
+    "             NNC_DUMP_AFTER=PASS|all prints the IR after a pass;\n"
+    "             NNC_DUMP_KERNELS=1 (nnc run) prints the kernels and the memory plan\n";
 
 /* Reads a whole file (any bytes) into a malloc'd buffer. */
 static char *read_file(const char *path, size_t *len, const char **why) {
@@ -420,10 +421,21 @@ static int cmd_run(int argc, char **argv, double t_start) {
     compiled_free(&c);
     return 1;
   }
+  if (getenv("NNC_DUMP_KERNELS") && strcmp(getenv("NNC_DUMP_KERNELS"), "0"))
+    nnc_cg_dump_kernels(c.prog, stderr);
   const char *spec = spec_of(&c);
   /* The session reads argv[1..]: the .nn path stands in argv[0]'s place. */
   int status = nnc_rt_main_comm(nnc_cg_model(c.prog), spec, "nnc run", argc, argv, t_start,
                                 have_comm ? &comm : NULL);
+  /* A run that failed before its first step (a bad flag, a missing data
+   * file) may leave LLVM still generating code that nobody will call:
+   * end now, with the message already out, rather than join that thread
+   * (the CNN's takes most of a second). One process only: ranks end
+   * through the communicator. */
+  if (status != 0 && !have_comm && nnc_cg_compile_seconds(c.prog) == 0) {
+    fflush(NULL);
+    _exit(status);
+  }
   if ((has_flag(argc, argv, "--report") || getenv("NNC_DEBUG")) && (!have_comm || !comm.rank) &&
       nnc_cg_wait(c.prog, err, sizeof err)) {
     double front_s = t_code - t_start, code_s = nnc_cg_compile_seconds(c.prog);

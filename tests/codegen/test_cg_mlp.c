@@ -102,14 +102,8 @@ static void test_mlp_threads_bit_identical(void **state) {
 
 /* ---- examples/fashion_mlp.nn through the front end ---- */
 
-static nnc_module *load_example(nnc_arena *arena, const char *name) {
-  char path[1024];
-  snprintf(path, sizeof path, "%s/examples/%s", NNC_SOURCE_DIR, name);
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  static char text[1 << 16];
-  size_t n = fread(text, 1, sizeof text - 1, f);
-  fclose(f);
+/* A module from .nn text, differentiated and simplified as nnc does. */
+static nnc_module *load_text(nnc_arena *arena, const char *path, const char *text, size_t n) {
   nnc_diags diags;
   nnc_diags_init(&diags, arena);
   uint32_t file = nnc_diags_add_source(&diags, path, text, n);
@@ -123,6 +117,17 @@ static nnc_module *load_example(nnc_arena *arena, const char *name) {
   nnc_simplify(r.module->train);
   if (r.module->eval) nnc_simplify(r.module->eval);
   return r.module;
+}
+
+static nnc_module *load_example(nnc_arena *arena, const char *name) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/examples/%s", NNC_SOURCE_DIR, name);
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  static char text[1 << 16];
+  size_t n = fread(text, 1, sizeof text - 1, f);
+  fclose(f);
+  return load_text(arena, path, text, n);
 }
 
 static void use_module(fixture *fx, nnc_module *m) {
@@ -177,6 +182,89 @@ static void test_fashion_mlp_learns(void **state) {
   assert_true(last < 0.2 * first);
   r.model->eval_step(r.arena, r.pool);
   fx_release(&r);
+}
+
+/* ---- kernels shared by the train and eval steps (plan.c) ---- */
+
+/* Kernels of the eval step that call a train kernel's code. */
+static int shared_kernels(const nnc_cg_program *prog) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  assert_non_null(f);
+  nnc_cg_dump_kernels(prog, f);
+  fclose(f);
+  int n = 0;
+  for (const char *p = text; (p = strstr(p, "same code as train.")); p++)
+    n++;
+  free(text);
+  return n;
+}
+
+/* Trains fx's module for fx->steps steps, then runs the compiled eval step
+ * on a new batch and compares its outputs with the interpreter's eval
+ * graph started from the trained tensors: an eval kernel that shares a
+ * train kernel's code reads and writes the eval step's buffers only if
+ * plan.c placed them at the train buffers' offsets. Returns how many eval
+ * kernels were shared. */
+static int check_eval_after_training(fixture *fx, nnc_module *m) {
+  use_module(fx, m);
+  fx->steps = 2;
+  fx->rtol = 1e-3;
+  fx->atol = 3e-4;
+  fx_run r;
+  fx_compile(fx, &r, fx->threads);
+  fx_fill(fx, &r, NULL);
+  for (int s = 1; s <= fx->steps; s++) {
+    fx_inputs(fx, &r, NULL, s);
+    r.model->train_step(r.arena, r.pool);
+  }
+  fx->g = m->eval;
+  nnc_interp *in = nnc_interp_new(m->eval);
+  assert_non_null(in);
+  for (int t = 0; t < m->ntensors; t++) {
+    double *v = nnc_interp_tensor(in, t);
+    for (int64_t i = 0; i < nnc_shape_numel(&m->tensors[t].shape); i++)
+      v[i] = get(r.arena, r.model->tensors[t].offset, m->tensors[t].dtype, i);
+  }
+  fx_inputs(fx, &r, in, fx->steps + 1);
+  r.model->eval_step(r.arena, r.pool);
+  nnc_interp_run(in);
+  fx_compare(fx, &r, in, fx->steps + 1);
+  nnc_interp_free(in);
+  fx->g = m->train;
+  int shared = shared_kernels(r.prog);
+  fx_release(&r);
+  return shared;
+}
+
+static void test_fashion_mlp_eval_shares_train_kernels(void **state) {
+  fixture *fx = *state;
+  nnc_module *m = load_example(&fx->arena, "fashion_mlp.nn");
+  if (!m) skip();
+  /* the three products, the loss and the metrics (11 on 2026-12-06) */
+  assert_true(check_eval_after_training(fx, m) >= 10);
+}
+
+/* Conv, batch norm, pooling and dropout: the eval graph differs from the
+ * train graph's forward pass in places (batch norm's running statistics,
+ * pooling without the argmax), so its buffers are renamed partly. */
+static void test_small_cnn_eval_shares_train_kernels(void **state) {
+  static const char text[] =
+      "data d = idx(\"fashion-mnist\") { scale = 1/255 }\n"
+      "model cnn(x: f32[1, 28, 28]) -> f32[10] {\n"
+      "  h = maxpool(relu(batchnorm(conv2d(x, 4, kernel = 3, padding = 1))), 2)\n"
+      "  h = maxpool(relu(batchnorm(conv2d(h, 8, kernel = 3, padding = 1))), 2)\n"
+      "  h = relu(dense(dropout(flatten(h), 0.25), 16))\n"
+      "  return dense(h, 10)\n"
+      "}\n"
+      "train { model = cnn  data = d.train  validate = d.test  loss = cross_entropy\n"
+      "        optimizer = adam(lr = 1e-3)  batch = 8  epochs = 1 }\n";
+  fixture *fx = *state;
+  nnc_module *m = load_text(&fx->arena, "small_cnn.nn", text, sizeof text - 1);
+  assert_non_null(m);
+  /* the convolutions' im2col and products, the dense layers, the loss */
+  assert_true(check_eval_after_training(fx, m) >= 10);
 }
 
 /* nnc -o's table (lowering and planning only) equals the JIT's, offset
@@ -287,10 +375,16 @@ static void test_sse2_target(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      T(test_mlp_adam_3_steps),          T(test_mlp_sgd_3_steps),
-      T(test_mlp_threads_bit_identical), T(test_fashion_mlp_against_interp),
-      T(test_fashion_mlp_learns),        T(test_table_only_matches_jit),
-      T(test_emit_asm_zmm_fma),          T(test_sse2_target),
+      T(test_mlp_adam_3_steps),
+      T(test_mlp_sgd_3_steps),
+      T(test_mlp_threads_bit_identical),
+      T(test_fashion_mlp_against_interp),
+      T(test_fashion_mlp_eval_shares_train_kernels),
+      T(test_small_cnn_eval_shares_train_kernels),
+      T(test_fashion_mlp_learns),
+      T(test_table_only_matches_jit),
+      T(test_emit_asm_zmm_fma),
+      T(test_sse2_target),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
