@@ -89,5 +89,6 @@ bool nnc_cg_gemm_eq(const nnc_cg_gemm *x, const nnc_cg_gemm *y) {
          x->trans_b == y->trans_b && x->lda == y->lda && x->ldb == y->ldb && x->ldc == y->ldc &&
          x->accumulate == y->accumulate && x->bias == y->bias && x->act == y->act &&
          x->vector_width == y->vector_width && x->all_rows == y->all_rows &&
-         x->row_align == y->row_align && x->bf16 == y->bf16;
+         x->row_align == y->row_align && x->bf16 == y->bf16 &&
+         (x->chunks > 1 ? x->chunks : 1) == (y->chunks > 1 ? y->chunks : 1);
 }
