@@ -23,6 +23,10 @@
  *    mr * nr vector accumulators of partial sums over k; each step loads
  *    mr vectors of A and nr of B (no packing, no transposes) and the
  *    partial sums are reduced by a fixed shuffle tree at the end.
+ * A chunked product (nnc_cg_gemm.chunks, a weight gradient whose K runs
+ * over a batch of G micro-batches) runs either micro-kernel's k loop once
+ * per chunk from zero and adds the chunk sums of the tile as a pairwise
+ * tree before the epilogue.
  * Every element of C is computed by the same sequence of operations
  * wherever its row falls in [row_begin, row_end) or in a tile, so results
  * do not depend on how rows are split over threads.
@@ -284,24 +288,15 @@ static LLVMValueRef load_c_vec(emitter *e, void *at) {
   return load_vec(e, e->C, c->idx, c->lanes);
 }
 
-static void outer_tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
-  const nnc_cg_gemm *g = e->g;
+/* acc[] += the k steps [kb, kb + klen) of the pass (k = k0 + kl): the k
+ * loop unrolled ku times, then the klen % ku leftover steps. */
+static void outer_sweep(emitter *e, const panel *pn, int mr, LLVMValueRef m, int64_t kb,
+                        int64_t klen, LLVMValueRef *acc) {
   int nacc = mr * pn->nv, ku = e->p.ku;
-  LLVMValueRef acc[MAX_ACC];
-  for (int i = 0; i < mr; i++)
-    for (int j = 0; j < pn->nv; j++) {
-      LLVMValueRef n = add64(e, pn->n, i64c(e, (int64_t)j * e->p.vl));
-      LLVMValueRef idx = add64(e, mul64(e, add64(e, m, i64c(e, i)), g->ldc), n);
-      acc[i * pn->nv + j] = starts_from_c(e, pn) ? load_vec(e, e->C, idx, vec_lanes(e, pn, j))
-                                                 : LLVMConstNull(e->vec);
-    }
-
-  /* k loop unrolled ku times, then the klen % ku leftover steps. */
-  int64_t klen = pn->klen;
   int64_t kmain = klen <= 4 * ku ? 0 : klen / ku * ku; /* short K: straight line */
   if (kmain > 0) {
     loop l;
-    loop_open(e, &l, i64c(e, 0), i64c(e, kmain), nacc, acc, "k");
+    loop_open(e, &l, i64c(e, kb), i64c(e, kb + kmain), nacc, acc, "k");
     LLVMValueRef cur[MAX_ACC];
     memcpy(cur, l.carry, sizeof(LLVMValueRef) * (size_t)nacc);
     for (int u = 0; u < ku; u++)
@@ -310,7 +305,70 @@ static void outer_tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
     memcpy(acc, l.carry, sizeof(LLVMValueRef) * (size_t)nacc);
   }
   for (int64_t k = kmain; k < klen; k++)
-    outer_step(e, pn, mr, m, i64c(e, k), acc);
+    outer_step(e, pn, mr, m, i64c(e, kb + k), acc);
+}
+
+/* ---- chunk sums added as a pairwise tree -------------------------------- */
+
+/* The sums of the chunks of a chunked product (nnc_cg_gemm.chunks), n
+ * values each, added as the runtime's nnc_rt_tree_sum adds G vectors:
+ * a binary counter whose level d holds the sum of 2^d consecutive chunks,
+ * folded from the lowest level up at the end. FAdd commutes exactly, so
+ * only the grouping matters. */
+#define MAX_LEVELS 16
+typedef struct chunk_tree {
+  int n;
+  bool full[MAX_LEVELS];
+  LLVMValueRef level[MAX_LEVELS][MAX_ACC];
+} chunk_tree;
+
+static void tree_push(emitter *e, chunk_tree *t, LLVMValueRef *v) {
+  int d = 0;
+  for (; t->full[d]; d++) {
+    for (int a = 0; a < t->n; a++)
+      v[a] = LLVMBuildFAdd(e->b, t->level[d][a], v[a], "");
+    t->full[d] = false;
+  }
+  memcpy(t->level[d], v, sizeof(LLVMValueRef) * (size_t)t->n);
+  t->full[d] = true;
+}
+
+static void tree_total(emitter *e, chunk_tree *t, LLVMValueRef *out) {
+  bool have = false;
+  for (int d = 0; d < MAX_LEVELS; d++) {
+    if (!t->full[d]) continue;
+    for (int a = 0; a < t->n; a++)
+      out[a] = have ? LLVMBuildFAdd(e->b, t->level[d][a], out[a], "") : t->level[d][a];
+    have = true;
+  }
+}
+
+/* Chunks of the pass: g->chunks for a chunked product (emitted unblocked,
+ * so the pass is all of K), else 1. */
+static int64_t pass_chunks(emitter *e, const panel *pn) {
+  int64_t c = e->g->chunks > 1 ? e->g->chunks : 1;
+  if (c > 1 && (pn->klen != e->g->K || pn->klen % c)) c = 1; /* not reached: plan */
+  return c;
+}
+
+static void outer_tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
+  const nnc_cg_gemm *g = e->g;
+  int nacc = mr * pn->nv;
+  LLVMValueRef acc[MAX_ACC];
+  int64_t chunks = pass_chunks(e, pn), klen = pn->klen / chunks;
+  chunk_tree tree = {.n = nacc};
+  for (int64_t c = 0; c < chunks; c++) {
+    for (int i = 0; i < mr; i++)
+      for (int j = 0; j < pn->nv; j++) {
+        LLVMValueRef n = add64(e, pn->n, i64c(e, (int64_t)j * e->p.vl));
+        LLVMValueRef idx = add64(e, mul64(e, add64(e, m, i64c(e, i)), g->ldc), n);
+        acc[i * pn->nv + j] = starts_from_c(e, pn) ? load_vec(e, e->C, idx, vec_lanes(e, pn, j))
+                                                   : LLVMConstNull(e->vec);
+      }
+    outer_sweep(e, pn, mr, m, c * klen, klen, acc);
+    if (chunks > 1) tree_push(e, &tree, acc);
+  }
+  if (chunks > 1) tree_total(e, &tree, acc);
 
   for (int j = 0; j < pn->nv; j++) {
     int lanes = vec_lanes(e, pn, j);
@@ -467,19 +525,28 @@ static LLVMValueRef load_c_row(emitter *e, void *at) {
   return v;
 }
 
-static void dot_tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
-  const nnc_cg_gemm *g = e->g;
+/* A tile's sums over one range of k, reduced: group g of VL accumulators
+ * (row-major order i*nr + j) in sums[g], accumulator a's total in lane
+ * lane_of[a] of its group. */
+typedef struct dot_sums {
+  LLVMValueRef sums[MAX_ACC / 4 + 1];
+  int lane_of[MAX_ACC];
+} dot_sums;
+
+/* The sums over k in [kb, kb + klen) of the pass: lane accumulators over
+ * full vectors of k in a loop unrolled ku times, leftover full vectors,
+ * then a masked vector for klen % VL; the lanes reduced by the shuffle
+ * tree. */
+static void dot_reduce(emitter *e, const panel *pn, int mr, LLVMValueRef m, int64_t kb,
+                       int64_t klen, dot_sums *ds) {
   int vl = e->p.vl, nr = pn->nv, nacc = mr * nr, ku = e->p.ku;
   LLVMValueRef acc[MAX_ACC];
   for (int a = 0; a < nacc; a++)
     acc[a] = LLVMConstNull(e->vec);
-
-  /* Full chunks in a loop unrolled ku times, leftover full chunks, then a
-   * masked chunk for K % VL. */
-  int64_t chunks = pn->klen / vl, cmain = chunks / ku * ku;
+  int64_t chunks = klen / vl, cmain = chunks / ku * ku;
   if (cmain > 0) {
     loop l;
-    loop_open(e, &l, i64c(e, 0), i64c(e, cmain * vl), nacc, acc, "kc");
+    loop_open(e, &l, i64c(e, kb), i64c(e, kb + cmain * vl), nacc, acc, "kc");
     LLVMValueRef cur[MAX_ACC];
     memcpy(cur, l.carry, sizeof(LLVMValueRef) * (size_t)nacc);
     for (int u = 0; u < ku; u++)
@@ -488,18 +555,45 @@ static void dot_tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
     memcpy(acc, l.carry, sizeof(LLVMValueRef) * (size_t)nacc);
   }
   for (int64_t c = cmain; c < chunks; c++)
-    dot_step(e, pn, mr, m, i64c(e, c * vl), vl, acc);
-  if (pn->klen % vl) dot_step(e, pn, mr, m, i64c(e, chunks * vl), (int)(pn->klen % vl), acc);
-
-  /* Reduce in groups of VL accumulators (row-major order i*nr + j). */
-  LLVMValueRef sums[MAX_ACC / 4 + 1];
-  int lane_of[MAX_ACC];
+    dot_step(e, pn, mr, m, i64c(e, kb + c * vl), vl, acc);
+  if (klen % vl) dot_step(e, pn, mr, m, i64c(e, kb + chunks * vl), (int)(klen % vl), acc);
   for (int a0 = 0, grp = 0; a0 < nacc; a0 += vl, grp++) {
     int n = nacc - a0 < vl ? nacc - a0 : vl;
-    sums[grp] = reduce_group(e, acc + a0, n, lane_of + a0);
+    ds->sums[grp] = reduce_group(e, acc + a0, n, ds->lane_of + a0);
+  }
+}
+
+/* Row i's nr sums (<nr x float>): they span at most two groups; one
+ * shuffle gathers them. */
+static LLVMValueRef dot_row(emitter *e, const dot_sums *ds, int mr, int nr, int i) {
+  int vl = e->p.vl, nacc = mr * nr, first = i * nr, g0 = first / vl, idx[MAX_LANES];
+  for (int j = 0; j < nr; j++) {
+    int a = first + j;
+    idx[j] = ds->lane_of[a] + (a / vl == g0 ? 0 : vl);
+  }
+  LLVMValueRef hi = g0 + 1 < (nacc + vl - 1) / vl ? ds->sums[g0 + 1] : LLVMGetUndef(e->vec);
+  return shuffle(e, ds->sums[g0], hi, idx, nr);
+}
+
+static void dot_tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
+  const nnc_cg_gemm *g = e->g;
+  int nr = pn->nv;
+  dot_sums ds;
+  LLVMValueRef rowv[MAX_ACC];
+  int64_t chunks = pass_chunks(e, pn), klen = pn->klen / chunks;
+  if (chunks > 1) { /* each chunk's rows, added as the tree */
+    chunk_tree tree = {.n = mr};
+    for (int64_t c = 0; c < chunks; c++) {
+      dot_reduce(e, pn, mr, m, c * klen, klen, &ds);
+      for (int i = 0; i < mr; i++)
+        rowv[i] = dot_row(e, &ds, mr, nr, i);
+      tree_push(e, &tree, rowv);
+    }
+    tree_total(e, &tree, rowv);
+  } else {
+    dot_reduce(e, pn, mr, m, 0, pn->klen, &ds);
   }
 
-  /* Row i's nr sums span at most two groups; one shuffle gathers them. */
   LLVMValueRef bias_v = NULL;
   if (g->bias && pn->last) {
     LLVMValueRef v = LLVMBuildLoad2(e->b, vec_of(e, nr), elem_ptr(e, e->bias, pn->n), "");
@@ -507,13 +601,7 @@ static void dot_tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
     bias_v = v;
   }
   for (int i = 0; i < mr; i++) {
-    int first = i * nr, g0 = first / vl, idx[MAX_LANES];
-    for (int j = 0; j < nr; j++) {
-      int a = first + j;
-      idx[j] = lane_of[a] + (a / vl == g0 ? 0 : vl);
-    }
-    LLVMValueRef hi = g0 + 1 < (nacc + vl - 1) / vl ? sums[g0 + 1] : LLVMGetUndef(e->vec);
-    LLVMValueRef v = shuffle(e, sums[g0], hi, idx, nr);
+    LLVMValueRef v = chunks > 1 ? rowv[i] : dot_row(e, &ds, mr, nr, i);
     LLVMValueRef ptr =
         elem_ptr(e, e->C, add64(e, mul64(e, add64(e, m, i64c(e, i)), g->ldc), pn->n));
     c_row at = {ptr, nr};

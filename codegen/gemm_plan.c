@@ -18,8 +18,18 @@ static int64_t max64(int64_t a, int64_t b) {
   return a > b ? a : b;
 }
 
+int64_t nnc_cg_gemm_chunk_k(const nnc_cg_gemm *g) {
+  return g->chunks > 1 ? g->K / g->chunks : g->K;
+}
+
 nnc_cg_gemm_plan nnc_cg_gemm_plan_for(const nnc_cg_gemm *g) {
   nnc_cg_gemm_plan p;
+  /* A chunked product is planned as one chunk's product (its kind decides
+   * the arithmetic); it is emitted unblocked, which for the outer kernel
+   * is the same arithmetic as blocked (partial sums through C continue
+   * the same FMA chain). */
+  int64_t K = nnc_cg_gemm_chunk_k(g);
+  bool chunked = g->chunks > 1;
   p.vl = lanes_for(g->vector_width);
   p.regs = p.vl == 16 ? 32 : 16;
   /* Two k steps per iteration: 24 independent FMA chains already hide the
@@ -32,13 +42,13 @@ nnc_cg_gemm_plan nnc_cg_gemm_plan_for(const nnc_cg_gemm *g) {
    * Partial sums go through C, so with accumulate C's old value starts the
    * sum; an activation after an accumulate cannot be split that way. */
   bool can_block = !(g->accumulate && g->act != NNC_CG_ACT_NONE);
-  bool blocks = g->K > 2 * KC_OUTER && can_block;
+  bool blocks = K > 2 * KC_OUTER && can_block;
   /* Dot form needs k contiguous in both operands and enough k that its
    * reduction at the end is cheap (at K = 256 it matches the packed outer
    * kernel and needs no packing per call; narrow N wastes outer lanes).
    * Past 2 * KC_OUTER the packed, blocked outer kernel is faster (L2
    * bandwidth of the unpacked dot loads). */
-  bool long_k = g->K >= 8 * p.vl || (g->N < p.vl && g->K >= 2 * p.vl);
+  bool long_k = K >= 8 * p.vl || (g->N < p.vl && K >= 2 * p.vl);
   /* With many rows (a convolution's cols . W^T: 12544 x 64 x 288) the
    * outer kernel's per-call packing of B is amortised and it is ~20%
    * faster than the dot form. */
@@ -55,7 +65,7 @@ nnc_cg_gemm_plan nnc_cg_gemm_plan_for(const nnc_cg_gemm *g) {
     p.mr = p.vl == 16 ? 8 : 4;
     p.nr = 3;
   }
-  p.kc = p.kind == NNC_CG_GEMM_OUTER && blocks ? KC_OUTER : g->K;
+  p.kc = p.kind == NNC_CG_GEMM_OUTER && blocks && !chunked ? KC_OUTER : g->K;
   p.fold = g->accumulate && p.kc < g->K;
   /* Keep a cache block of A (mc rows of kc floats) within ~192 KiB of L2. */
   int64_t rows = (192 * 1024) / (4 * max64(p.kc, 1));
@@ -64,8 +74,8 @@ nnc_cg_gemm_plan nnc_cg_gemm_plan_for(const nnc_cg_gemm *g) {
 }
 
 bool nnc_cg_gemm_bf16_applies(const nnc_cg_gemm *g) {
-  /* 512: gemm_bf16.c's k block (BF_KC). */
-  return g->bf16 && g->vector_width >= 16 && g->K > 0 &&
+  /* 512: gemm_bf16.c's k block (BF_KC). Chunked products are f32's. */
+  return g->bf16 && g->vector_width >= 16 && g->K > 0 && g->chunks <= 1 &&
          !(g->accumulate && g->act != NNC_CG_ACT_NONE && g->K > 512);
 }
 
@@ -79,5 +89,6 @@ bool nnc_cg_gemm_eq(const nnc_cg_gemm *x, const nnc_cg_gemm *y) {
          x->trans_b == y->trans_b && x->lda == y->lda && x->ldb == y->ldb && x->ldc == y->ldc &&
          x->accumulate == y->accumulate && x->bias == y->bias && x->act == y->act &&
          x->vector_width == y->vector_width && x->all_rows == y->all_rows &&
-         x->row_align == y->row_align && x->bf16 == y->bf16;
+         x->row_align == y->row_align && x->bf16 == y->bf16 &&
+         (x->chunks > 1 ? x->chunks : 1) == (y->chunks > 1 ? y->chunks : 1);
 }

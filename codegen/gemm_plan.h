@@ -33,6 +33,13 @@ typedef struct nnc_cg_gemm {
                             leave are not emitted); 0 or 1: no promise */
   bool bf16;             /* operands rounded to bf16, f32 accumulation
                             (gemm_bf16.c) where nnc_cg_gemm_bf16_applies */
+  int64_t chunks;        /* > 1: K is `chunks` chunks of K / chunks (it
+                            divides K); each chunk is summed from zero
+                            exactly as a product of that K alone is, and
+                            the chunk sums are added as a pairwise tree,
+                            (c0 + c1) + (c2 + c3), the order in which the
+                            runtime adds micro-batch gradients
+                            (docs/distributed.md). 0 or 1: one sum over K */
 } nnc_cg_gemm;
 
 typedef enum nnc_cg_gemm_kind { NNC_CG_GEMM_OUTER, NNC_CG_GEMM_DOT } nnc_cg_gemm_kind;
@@ -53,7 +60,14 @@ typedef struct nnc_cg_gemm_plan {
   bool fold;  /* accumulate with K blocks: C's old value starts the sum */
 } nnc_cg_gemm_plan;
 
-/* The tiling of g. */
+/* The k of one chunk of g: K / chunks, or K. */
+int64_t nnc_cg_gemm_chunk_k(const nnc_cg_gemm *g);
+
+/* The tiling of g. The arithmetic of an element of C (the kernel kind and
+ * K blocking) depends on the layouts, the chunk's k and N, and on M only
+ * through one threshold (M >= 1024 takes the outer kernel), so a product
+ * at a batch's rows and one at a micro-batch's compute an element alike
+ * unless their row counts straddle it (docs/distributed.md). */
 nnc_cg_gemm_plan nnc_cg_gemm_plan_for(const nnc_cg_gemm *g);
 /* Do x and y describe the same product (every field equal)? */
 bool nnc_cg_gemm_eq(const nnc_cg_gemm *x, const nnc_cg_gemm *y);

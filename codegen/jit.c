@@ -82,7 +82,7 @@ static void fill_model(nnc_cg_program *prog, const nnc_module *m) {
   rt->loss_vec_off = buf_offset(p, p->output_buf[NNC_OUT_LOSS_VEC]);
   rt->correct_vec_off = buf_offset(p, p->output_buf[NNC_OUT_CORRECT_VEC]);
   rt->lr_off = buf_offset(p, p->output_buf[NNC_OUT_LR]);
-  rt->micro_batches = p->has_grad && p->has_update ? m->micro_batches : 0;
+  rt->micro_batches = m->micro_batches; /* no data-parallel step without grad_step */
   nnc_rt_tensor *ts =
       nnc_arena_alloc(&prog->arena, sizeof(nnc_rt_tensor) * (size_t)(m->ntensors + 1));
   for (int i = 0; i < m->ntensors; i++) {

@@ -158,6 +158,7 @@ void nnc_lw_kernel_matmul(lower *L, const nnc_node *n) {
     g->act = relu ? NNC_CG_ACT_RELU : NNC_CG_ACT_NONE;
     g->vector_width = L->p->vector_width;
     g->bf16 = L->p->bf16;
+    g->chunks = mm->attr[2]; /* K over the batch in micro-batch chunks (ir/chunk.c) */
     k->row_block = nnc_cg_gemm_row_block(g);
     if (k->row_block < 1) k->row_block = 1;
     k->split = true;

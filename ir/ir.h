@@ -221,7 +221,9 @@ typedef struct nnc_module {
   /* Data-parallel training (optim.c, nnc_build_data_parallel): `grad` is
    * the training graph of one micro-batch of config.batch / micro_batches
    * samples, storing its gradients into GRAD tensors; `update` reads them
-   * and applies clipping and the optimizer. NULL (and 0) when not built. */
+   * and applies clipping and the optimizer. NULL when not built;
+   * micro_batches is also set, without them, when the training step sums
+   * over the batch in their order (tools/pipeline.c, chunk_batch). */
   nnc_graph *grad;
   nnc_graph *update;
   int64_t micro_batches;

@@ -1,8 +1,10 @@
 /* optim.c: turns the forward training graph into a whole training step
  * (nnc_build_training, see passes.h), following m->config:
  *
- *   loss' = loss + l1 * sum|W| + l2/2 * sum W^2      over weights (rank >= 2)
- *   g     = d loss' / d p                            for every PARAM tensor
+ *   g     = d loss / d p + d (l1 sum|W| + l2/2 sum W^2) / d p
+ *                                      for every PARAM tensor; the penalties
+ *                                      over weights (rank >= 2), their
+ *                                      gradient added once to the loss's
  *   g     = g * min(1, max_norm / (||g||_global + 1e-6)),  then clamp(g, -v, v)
  *   lr    = schedule(t) * warmup(t)                  from the STEP/EPOCH inputs
  *   p, state = optimizer(p, g, state, lr * lr_scale(p), step)
@@ -122,8 +124,7 @@ static int collect_params(build *b, param *ps) {
 
 /* loss + l1 sum|W| + l2/2 sum W^2 over the weights: parameters of rank >= 2
  * (matrices, kernels, embeddings), not biases or norm scales, as in Keras'
- * kernel_regularizer. Added before differentiation, so the penalties'
- * gradients (l1 sign(W), l2 W) flow through clipping like the loss's. */
+ * kernel_regularizer. */
 static nnc_node *add_penalties(build *b, nnc_node *loss, const param *ps, int n) {
   const nnc_regular_config *r = &b->m->config.regular;
   for (int i = 0; i < n; i++) {
@@ -363,11 +364,10 @@ bool nnc_optim_step_scalars(nnc_module *m, nnc_graph *g, nnc_dtype t, nnc_node *
   return ok;
 }
 
-/* The gradients of g's loss (times loss_scale, plus the penalties times
- * penalty_scale) with respect to the PARAM tensors g reads, into ps: the
- * parameters with a gradient, *kept of them. False (err set) on a model
- * that cannot be trained. */
-static bool differentiate(build *b, double loss_scale, double penalty_scale, param *ps, int *kept) {
+/* The gradients of g's loss (times loss_scale) with respect to the PARAM
+ * tensors g reads, into ps: the parameters with a gradient, *kept of them.
+ * False (err set) on a model that cannot be trained. */
+static bool differentiate(build *b, double loss_scale, param *ps, int *kept) {
   nnc_module *m = b->m;
   nnc_graph *g = b->g;
   if (!g || !g->outputs[NNC_OUT_LOSS]) return fail(b, "the training graph has no loss");
@@ -389,10 +389,6 @@ static bool differentiate(build *b, double loss_scale, double penalty_scale, par
     for (int i = 0; i < n; i++)
       wrt[i] = ps[i].value;
     nnc_node *y = loss_scale == 1 ? loss : scale(b, loss, loss_scale);
-    if (penalty_scale == 1)
-      y = add_penalties(b, y, ps, n);
-    else if (m->config.regular.l1 != 0 || m->config.regular.l2 != 0)
-      y = add(b, y, scale(b, add_penalties(b, c(b, 0), ps, n), penalty_scale));
     nnc_ad_grad(g, y, wrt, n, grads);
     for (int i = 0; i < n; i++) /* a parameter the loss does not depend on keeps its value */
       if (grads[i]) ps[(*kept)++] = (param){ps[i].tensor, ps[i].value, grads[i]};
@@ -403,10 +399,33 @@ static bool differentiate(build *b, double loss_scale, double penalty_scale, par
   return ok;
 }
 
-/* Clipping, the learning rate (output NNC_OUT_LR) and every parameter's
- * update, appended to b->g, from the gradients in ps. */
+/* g += d(penalties)/dp (l1 sign(W), l2 W) for the kept parameters, once,
+ * on the whole batch's loss gradient: the data-parallel step adds it after
+ * the micro-batches' gradients are summed, so both steps add the same
+ * value to the same sum. Before clipping, so it is clipped like the
+ * loss's. */
+static void add_penalty_grads(build *b, param *ps, int n) {
+  const nnc_regular_config *r = &b->m->config.regular;
+  if (r->l1 == 0 && r->l2 == 0) return;
+  nnc_node *pen = add_penalties(b, c(b, 0), ps, n);
+  nnc_node **wrt = malloc(sizeof(nnc_node *) * (size_t)(n + 1));
+  nnc_node **grads = malloc(sizeof(nnc_node *) * (size_t)(n + 1));
+  if (!wrt || !grads) nnc_ir_bug("optim: out of memory");
+  for (int i = 0; i < n; i++)
+    wrt[i] = ps[i].value;
+  nnc_ad_grad(b->g, pen, wrt, n, grads);
+  for (int i = 0; i < n; i++)
+    if (grads[i]) ps[i].grad = add(b, ps[i].grad, grads[i]);
+  free(wrt);
+  free(grads);
+}
+
+/* The penalties' gradients, clipping, the learning rate (output
+ * NNC_OUT_LR) and every parameter's update, appended to b->g, from the
+ * loss gradients in ps. */
 static bool apply_updates(build *b, param *ps, int kept) {
   nnc_module *m = b->m;
+  add_penalty_grads(b, ps, kept);
   if (m->config.regular.clip_norm > 0) clip_by_norm(b, ps, kept, m->config.regular.clip_norm);
   if (m->config.regular.clip_value > 0) clip_by_value(b, ps, kept, m->config.regular.clip_value);
   bool ok = true;
@@ -423,17 +442,18 @@ bool nnc_build_training(nnc_module *m, char *err, size_t errlen) {
   param *ps = malloc(sizeof(param) * (size_t)(m->ntensors + 1));
   if (!ps) nnc_ir_bug("optim: out of memory");
   int kept = 0;
-  bool ok = differentiate(&b, 1, 1, ps, &kept) && apply_updates(&b, ps, kept);
+  bool ok = differentiate(&b, 1, ps, &kept) && apply_updates(&b, ps, kept);
   free(ps);
   return ok;
 }
 
 /* The micro-batch graph m->grad differentiates
  *
- *   loss_g * (1/G if the loss is a mean) + penalties / G
+ *   loss_g * (1/G if the loss is a mean)
  *
  * so that the sum of the G micro-batches' gradients is the gradient of the
- * global batch's loss plus the penalties, and stores each gradient into a
+ * global batch's loss (the update adds the penalties' once), and stores
+ * each gradient into a
  * tensor "grad.<param>" (role GRAD). The update graph m->update reads those
  * tensors (which the runtime has replaced by the sum over all micro-batches
  * of all ranks) as the gradients and does what nnc_build_training does
@@ -446,7 +466,7 @@ bool nnc_build_data_parallel(nnc_module *m, char *err, size_t errlen) {
   param *ps = malloc(sizeof(param) * (size_t)(m->ntensors + 1));
   if (!ps) nnc_ir_bug("optim: out of memory");
   int kept = 0;
-  bool ok = differentiate(&b, m->config.reduction == NNC_REDUCE_MEAN ? g_inv : 1, g_inv, ps, &kept);
+  bool ok = differentiate(&b, m->config.reduction == NNC_REDUCE_MEAN ? g_inv : 1, ps, &kept);
   nnc_init zeros = {NNC_INIT_ZEROS, 0, 0, 0, 0};
   /* Buffers (batch-norm running statistics): each micro-batch's new value,
    * from the value before the step, goes to "bufnew.<buffer>"; the runtime

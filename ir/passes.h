@@ -49,4 +49,18 @@ bool nnc_optim_step_scalars(nnc_module *m, nnc_graph *g, nnc_dtype t, nnc_node *
  * subexpressions and drops nodes no output or update needs. Renumbers nodes. */
 void nnc_simplify(nnc_graph *g);
 
+/* Puts g's nodes in an order where operands come first (nodes appended by
+ * a rewrite go before their users), keeping an ordered graph's order, and
+ * renumbers them (simplify.c). */
+void nnc_ir_topo_sort(nnc_graph *g);
+
+/* Makes the training step g reduce over the batch as the data-parallel
+ * step does (chunk.c, docs/distributed.md): every sum over the batch axis
+ * (a SUM over axis 0, a MATMUL whose K runs over the batch) becomes `chunks`
+ * sums over consecutive micro-batches of samples, each summed as a step of
+ * that micro-batch alone sums it, added as the runtime adds the
+ * micro-batches' gradients: the pairwise tree (c0 + c1) + (c2 + c3).
+ * chunks must be a power of two. Run after nnc_simplify. */
+void nnc_chunk_batch_sums(nnc_graph *g, int64_t chunks);
+
 #endif

@@ -142,4 +142,6 @@ void nnc_ir_print_module(FILE *out, const nnc_module *m) {
   }
   if (m->train) nnc_ir_print_graph(out, m->train);
   if (m->eval) nnc_ir_print_graph(out, m->eval);
+  if (m->grad) nnc_ir_print_graph(out, m->grad);
+  if (m->update) nnc_ir_print_graph(out, m->update);
 }

@@ -463,7 +463,7 @@ static nnc_node *rewrite_sum(sums *S, nnc_node *n, int depth) {
 /* Puts g's nodes in an order where operands come first (depth first from
  * each node in the present order, so an ordered graph keeps its order),
  * then renumbers. */
-static void topo_sort(nnc_graph *g) {
+void nnc_ir_topo_sort(nnc_graph *g) {
   int nn = g->nnodes, done = 0, top = 0;
   char *seen = calloc((size_t)nn + 1, 1);
   int *next = calloc((size_t)nn + 1, sizeof(int));
@@ -521,6 +521,6 @@ void nnc_simplify(nnc_graph *g) {
     g->nnodes = n; /* drop what failed attempts appended; nothing reads it */
     return;
   }
-  topo_sort(g);
+  nnc_ir_topo_sort(g);
   simplify_once(g);
 }

@@ -324,8 +324,10 @@ typedef struct nnc_rt_model {
   nnc_rt_entry train_step; /* forward, backward, update for one batch */
   nnc_rt_entry eval_step;  /* forward in evaluation mode */
   /* Data-parallel training (docs/distributed.md), present when
-   * micro_batches > 0: the global batch is micro_batches micro-batches of
-   * batch / micro_batches samples each. grad_step runs forward and backward
+   * micro_batches > 0 and grad_step is set: the global batch is
+   * micro_batches micro-batches of batch / micro_batches samples each (the
+   * training step's per-sample results are summed per micro-batch in
+   * that order too, with or without grad_step). grad_step runs forward and backward
    * on one micro-batch (its samples at x_off/y_off, its per-sample results
    * in the first rows of loss_vec/correct_vec) and writes its gradients
    * into the GRAD tensors; update_step reads the GRAD tensors (the sum over

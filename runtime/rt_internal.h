@@ -232,9 +232,10 @@ typedef struct nnc_rt_step_scalars {
 } nnc_rt_step_scalars;
 /* Writes the step's scalar inputs into the arena. */
 void nnc_rt_set_scalars(const nnc_rt_model *m, char *arena, const nnc_rt_step_scalars *s);
-/* Adds loss_vec and correct_vec over the first `valid` samples to *loss, *correct. */
-void nnc_rt_batch_sums(const nnc_rt_model *m, const char *arena, int64_t valid, double *loss,
-                       double *correct);
+/* Adds loss_vec and correct_vec over samples [first, first + valid) to
+ * *loss, *correct (each summed from zero, then added). */
+void nnc_rt_batch_sums(const nnc_rt_model *m, const char *arena, int64_t first, int64_t valid,
+                       double *loss, double *correct);
 /* Runs eval_step on the batch of ds starting at sample `start` (padded at
  * the end of ds); *loss, *correct = the sums over its valid samples. */
 void nnc_rt_eval_batch(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool,

@@ -632,7 +632,7 @@ static void print_plan(const session *S, const nnc_rt_dataset *val) {
           (long long)S->spec.epochs, S->spec.epochs == 1 ? "" : "s", threads,
           threads == 1 ? "" : "s", (unsigned long long)S->spec.seed,
           val == &S->test ? "; validating on the test set" : "");
-  if ((S->f.data_parallel || S->comm != &S->single) && S->m->micro_batches > 0) {
+  if ((S->f.data_parallel || S->comm != &S->single) && S->m->micro_batches > 0 && S->m->grad_step) {
     int64_t g = S->m->micro_batches, floats = 0;
     for (int i = 0; i < S->m->ntensors; i++)
       if (S->m->tensors[i].role == NNC_RT_GRAD)

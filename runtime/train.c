@@ -115,14 +115,14 @@ void nnc_rt_set_scalars(const nnc_rt_model *m, char *arena, const nnc_rt_step_sc
 }
 
 /* Sums loss_vec and correct_vec over the first `valid` samples of a batch. */
-void nnc_rt_batch_sums(const nnc_rt_model *m, const char *arena, int64_t valid, double *loss,
-                       double *correct) {
-  const float *lv = (const float *)(arena + m->loss_vec_off);
+void nnc_rt_batch_sums(const nnc_rt_model *m, const char *arena, int64_t first, int64_t valid,
+                       double *loss, double *correct) {
+  const float *lv = (const float *)(arena + m->loss_vec_off) + first;
   double l = 0, c = 0;
   for (int64_t i = 0; i < valid; i++)
     l += lv[i];
   if (m->correct_vec_off >= 0) {
-    const float *cv = (const float *)(arena + m->correct_vec_off);
+    const float *cv = (const float *)(arena + m->correct_vec_off) + first;
     for (int64_t i = 0; i < valid; i++)
       c += cv[i];
   }
@@ -138,7 +138,7 @@ void nnc_rt_eval_batch(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool,
   for (int64_t r = valid; r < m->batch; r++)
     put_padding(m, arena, r);
   m->eval_step(arena, pool);
-  nnc_rt_batch_sums(m, arena, valid, loss, correct);
+  nnc_rt_batch_sums(m, arena, 0, valid, loss, correct);
 }
 
 int nnc_rt_evaluate(const nnc_rt_model *m, char *arena, nnc_rt_pool *pool, const nnc_rt_dataset *ds,
@@ -244,7 +244,11 @@ static int train_epoch(run *r, int64_t epoch, nnc_rt_epoch_stats *st) {
     } else {
       nnc_rt_set_scalars(m, r->arena, &sc);
       m->train_step(r->arena, r->pool);
-      nnc_rt_batch_sums(m, r->arena, m->batch, &batch_loss, &batch_correct);
+      /* per micro-batch, added in order, as the data-parallel step adds
+       * them: the same printed numbers */
+      int64_t G = m->micro_batches > 1 ? m->micro_batches : 1, b = m->batch / G;
+      for (int64_t g = 0; g < G; g++)
+        nnc_rt_batch_sums(m, r->arena, g * b, b, &batch_loss, &batch_correct);
     }
     if (!isfinite(batch_loss))
       return nnc_rt_fail(r->err,

@@ -157,7 +157,7 @@ int nnc_rt_dp_step(nnc_rt_dp *dp, char *arena, nnc_rt_pool *pool, const nnc_rt_s
     nnc_rt_set_scalars(m, arena, &s);
     m->grad_step(arena, pool);
     double l = 0, k = 0;
-    nnc_rt_batch_sums(m, arena, dp->b, &l, &k);
+    nnc_rt_batch_sums(m, arena, 0, dp->b, &l, &k);
     dp->sums[1 + 2 * j] = l;
     dp->sums[2 + 2 * j] = k;
     /* The tree's first level as the gradients come: slot j/2 = g_j + g_j+1. */

@@ -241,6 +241,7 @@ bool build_passes(compiled *c) {
   const char *path = c->path;
   nnc_pipeline_opts po;
   nnc_pipeline_default_opts(&po, stderr);
+  po.batch_chunks = c->m->train ? micro_batches_for(c->m->config.batch) : 0;
   char err[1024];
   if (!nnc_pipeline_run(c->m, &po, err, sizeof err)) {
     fprintf(stderr, "%s: error: %s\n", path, err);

@@ -5,6 +5,8 @@
  *                      (and, when the driver added m->grad for data-parallel
  *                      training, its gradient step and m->update)
  *   simplify           folding, CSE, DCE on every graph
+ *   chunk_batch        with a data-parallel step: the training step's sums
+ *                      over the batch in that step's order (same bits)
  *
  * After each pass the IR is verified (debug builds, or NNC_DEBUG=1) and
  * optionally printed (NNC_DUMP_AFTER=pass|all) with the pass's time.
@@ -61,7 +63,7 @@ static bool after(nnc_module *m, const nnc_pipeline_opts *o, const char *name, d
 }
 
 /* The passes, in order, by the names NNC_DUMP_AFTER takes. */
-static const char *const pass_names[] = {"frontend", "build_training", "simplify"};
+static const char *const pass_names[] = {"frontend", "build_training", "simplify", "chunk_batch"};
 
 /* A dump request that names no pass is a mistake to report, not to ignore. */
 static bool check_dump_after(const nnc_pipeline_opts *o, char *err, size_t errlen) {
@@ -69,10 +71,23 @@ static bool check_dump_after(const nnc_pipeline_opts *o, char *err, size_t errle
   for (size_t i = 0; i < sizeof pass_names / sizeof pass_names[0]; i++)
     if (!strcmp(o->dump_after, pass_names[i])) return true;
   snprintf(err, errlen,
-           "NNC_DUMP_AFTER=%s names no pass (use all, frontend, build_training or "
-           "simplify)",
+           "NNC_DUMP_AFTER=%s names no pass (use all, frontend, build_training, "
+           "simplify or chunk_batch)",
            o->dump_after);
   return false;
+}
+
+/* Whether the training step g can give the data-parallel step's bits once
+ * its batch sums are chunked: it draws no random masks (dropout draws them
+ * by index over the whole batch, the data-parallel step per micro-batch)
+ * and updates no buffers (batch norm normalises a micro-batch with its own
+ * statistics there). Otherwise the step is left as it is, the faster. */
+static bool exact_step(const nnc_graph *g) {
+  for (int i = 0; i < g->nnodes; i++)
+    if (g->nodes[i]->op == NNC_OP_RAND) return false;
+  for (int i = 0; i < g->nupdates; i++)
+    if (g->module->tensors[g->updates[i].tensor].role == NNC_ROLE_BUFFER) return false;
+  return true;
 }
 
 bool nnc_pipeline_run(nnc_module *m, const nnc_pipeline_opts *o, char *err, size_t errlen) {
@@ -92,5 +107,13 @@ bool nnc_pipeline_run(nnc_module *m, const nnc_pipeline_opts *o, char *err, size
   if (m->eval) nnc_simplify(m->eval);
   if (m->grad) nnc_simplify(m->grad);
   if (m->update) nnc_simplify(m->update);
-  return after(m, o, pass_names[2], now_s() - t, err, errlen);
+  if (!after(m, o, pass_names[2], now_s() - t, err, errlen)) return false;
+
+  t = now_s();
+  int64_t chunks = m->grad ? m->micro_batches : o->batch_chunks;
+  if (m->train && chunks > 1 && exact_step(m->train)) {
+    nnc_chunk_batch_sums(m->train, chunks);
+    m->micro_batches = chunks; /* the runtime sums losses per micro-batch */
+  }
+  return after(m, o, pass_names[3], now_s() - t, err, errlen);
 }

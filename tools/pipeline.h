@@ -13,6 +13,10 @@ typedef struct nnc_pipeline_opts {
   const char *dump_after; /* pass name, or "all": print the module after it */
   FILE *dump;             /* where dumps and per-pass times go (NULL: nowhere) */
   bool timing;            /* print the time of each pass to dump */
+  int64_t batch_chunks;   /* > 1: the micro-batches of a data-parallel step
+                             (its G), whether or not m->grad is built: the
+                             training step sums over the batch in its order
+                             (chunk_batch). 0: none */
 } nnc_pipeline_opts;
 
 /* Reads NNC_DEBUG (verify + timing) and NNC_DUMP_AFTER from the environment;

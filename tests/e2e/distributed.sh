@@ -3,10 +3,14 @@
 # training end to end (docs/distributed.md); SANITIZE=1: an ASan build. Sections (DIST_ONLY="a b" runs some):
 #   linreg   examples/linear_regression.nn -o trainer: mpirun -np 2 and -np 4
 #            write the same checkpoint tensors as one process with
-#            --data-parallel (and nnc run under mpirun -np 2 too)
+#            --data-parallel and as one plain process (the ordinary step),
+#            and so do nnc run alone and under mpirun -np 2
 #   mlp      examples/fashion_mlp.nn on generated IDX data, 2 epochs: -np 2
-#            and -np 4 (oversubscribed) = one process, bit for bit; the
-#            printed results too; rank 0 alone writes the log
+#            and -np 4 (oversubscribed) = one process, plain (1 and 3
+#            threads) and --data-parallel, bit for bit; the printed results
+#            too; rank 0 alone writes the log
+#   penalty  the MLP with l1 and l2 penalties (added once, after the
+#            micro-batches' sum): one plain process = -np 2, bit for bit
 #   cnn      examples/fashion_cnn.nn (batch norm, dropout, hflip) on
 #            generated data: -np 2 = one process, bit for bit
 #   resume   an -np 2 checkpoint after 1 epoch resumed under -np 4 and
@@ -112,6 +116,11 @@ if want linreg; then
   done
   run jit mpi 2 "$NNC" run "$EX/linear_regression.nn" --quiet --threads 1 --checkpoint jit.st &&
     expect_rc jit 0 && same one.st jit.st
+  # The ordinary step of one process (no flag) sums in the same order.
+  run plain ./lin --quiet --threads 1 --checkpoint plain.st && expect_rc plain 0 &&
+    same one.st plain.st
+  run jitplain "$NNC" run "$EX/linear_regression.nn" --quiet --threads 2 --checkpoint jitplain.st &&
+    expect_rc jitplain 0 && same one.st jitplain.st
 fi
 
 if want mlp; then
@@ -120,6 +129,13 @@ if want mlp; then
   common=(--data gen --epochs 2 --threads 1 --quiet)
   run one ./mlp "${common[@]}" --data-parallel --checkpoint one.st --log one.csv &&
     expect_rc one 0
+  # One plain process (the ordinary step, no flag), at 1 and 3 threads.
+  for t in 1 3; do
+    run plain$t ./mlp "${common[@]}" --threads $t --checkpoint plain$t.st --no-log &&
+      expect_rc plain$t 0 && same one.st plain$t.st
+    diff <(grep '^test:' one.out) <(grep '^test:' plain$t.out) >/dev/null ||
+      fail "plain$t prints other results than --data-parallel"
+  done
   for n in 2 4; do
     rm -f np$n.csv
     run np$n mpi $n ./mlp "${common[@]}" --checkpoint np$n.st --log np$n.csv &&
@@ -132,6 +148,16 @@ if want mlp; then
     fi
     [ -f np$n.csv ] || fail "np$n: no log"
   done
+fi
+
+if want penalty; then
+  begin penalty
+  sed 's/^  metrics .*/&\n  l1 = 1e-5   l2 = 1e-3/' "$EX/fashion_mlp.nn" >pen.nn
+  grep -q 'l2 = 1e-3' pen.nn || fail "pen.nn has no penalty"
+  run build "$NNC" pen.nn -o pen && expect_rc build 0
+  common=(--data gen --epochs 1 --threads 1 --quiet --no-log)
+  run plain ./pen "${common[@]}" --checkpoint plain.st && expect_rc plain 0
+  run np2 mpi 2 ./pen "${common[@]}" --checkpoint np2.st && expect_rc np2 0 && same plain.st np2.st
 fi
 
 if want cnn; then

@@ -7,7 +7,9 @@
  * forward-error bound; padding columns of C and rows outside
  * [row_begin, row_end) untouched; and the same bits whether the rows are
  * computed in one call or split over 2 or 3 calls at arbitrary rows (what
- * running on more threads does). Every array ends at an inaccessible page,
+ * running on more threads does); a product whose K is summed in chunks
+ * (a batch's gradient as the micro-batch products sum it) bit for bit
+ * against those products added as a pairwise tree. Every array ends at an inaccessible page,
  * so a kernel reading or writing past an edge crashes the test.
  */
 #define _DEFAULT_SOURCE /* mmap, mprotect, MAP_ANONYMOUS */
@@ -131,9 +133,11 @@ static void reference(const nnc_cg_gemm *g, const float *A, const float *B, cons
   *tol = 2 * (double)(g->K + 2) * u * mag + 2 * u * fabs(old) + 1e-30;
 }
 
-static void check_promised(fixture *f, const gemm_case *c, row_promise rp) {
+/* chunks: nnc_cg_gemm.chunks (0: one sum over K). */
+static void check_chunked(fixture *f, const gemm_case *c, row_promise rp, int64_t chunks) {
   char err[512];
   nnc_cg_gemm g = gemm_of(c);
+  g.chunks = chunks;
   g.row_align = rp.align;
   g.all_rows = rp.all_rows;
   gemm_jit_fn fn = gemm_jit_compile(f->jit, &g, err, sizeof err);
@@ -191,6 +195,10 @@ static void check_promised(fixture *f, const gemm_case *c, row_promise rp) {
   }
   free_guarded(A, na), free_guarded(B, nb), free_guarded(bias, (size_t)c->N);
   free_guarded(C0, nc), free_guarded(C1, nc), free_guarded(C2, nc);
+}
+
+static void check_promised(fixture *f, const gemm_case *c, row_promise rp) {
+  check_chunked(f, c, rp, 0);
 }
 
 static void check_case(fixture *f, const gemm_case *c) {
@@ -316,6 +324,78 @@ static void test_k_blocks(void **state) {
   }
 }
 
+/* The chunked product (nnc_cg_gemm.chunks = G): G products of K / G
+ * computed alone, from their slices of A and B, then added as
+ * nnc_rt_tree_sum adds G vectors (pairwise, a[i] += a[i + width]), then
+ * the epilogue; the chunked kernel must give exactly those bits. */
+static void check_chunks_exact(fixture *f, const gemm_case *c, int64_t G) {
+  char err[512];
+  nnc_cg_gemm g = gemm_of(c), gc = g;
+  int64_t kc = c->K / G;
+  g.chunks = G;
+  gc.K = kc;
+  gc.chunks = 0;
+  gc.bias = false, gc.act = NNC_CG_ACT_NONE, gc.accumulate = false;
+  gemm_jit_fn whole = gemm_jit_compile(f->jit, &g, err, sizeof err);
+  gemm_jit_fn part = whole ? gemm_jit_compile(f->jit, &gc, err, sizeof err) : NULL;
+  if (!part) fail_msg("chunks: %s", err);
+  size_t na = (size_t)(c->trans_a ? c->K * g.lda : c->M * g.lda);
+  size_t nb = (size_t)(c->trans_b ? c->N * g.ldb : c->K * g.ldb);
+  size_t nc = (size_t)(c->M * g.ldc);
+  float *A = random_floats(na, &f->seed), *B = random_floats(nb, &f->seed);
+  float *bias = random_floats((size_t)c->N, &f->seed), *C0 = random_floats(nc, &f->seed);
+  float *got = guarded_floats(nc), *sums = guarded_floats(nc * (size_t)G);
+  for (int64_t q = 0; q < G; q++) { /* chunk q: k in [q kc, (q+1) kc) */
+    const float *Aq = A + (c->trans_a ? q * kc * g.lda : q * kc);
+    const float *Bq = B + (c->trans_b ? q * kc : q * kc * g.ldb);
+    part(Aq, Bq, NULL, sums + q * (int64_t)nc, 0, c->M);
+  }
+  for (int64_t width = 1; width < G; width *= 2)
+    for (int64_t i = 0; i + width < G; i += 2 * width)
+      for (size_t j = 0; j < nc; j++)
+        sums[i * (int64_t)nc + (int64_t)j] += sums[(i + width) * (int64_t)nc + (int64_t)j];
+  for (int64_t m = 0; m < c->M; m++)
+    for (int64_t n = 0; n < c->N; n++) {
+      float s = sums[m * g.ldc + n];
+      if (g.bias) s += bias[n];
+      if (g.act == NNC_CG_ACT_RELU && s < 0) s = 0;
+      if (g.accumulate) s = C0[m * g.ldc + n] + s;
+      sums[m * g.ldc + n] = s;
+    }
+  memcpy(got, C0, nc * sizeof(float));
+  whole(A, B, g.bias ? bias : NULL, got, 0, c->M);
+  for (int64_t m = 0; m < c->M; m++)
+    if (memcmp(got + m * g.ldc, sums + m * g.ldc, (size_t)c->N * sizeof(float)))
+      fail_msg("M=%lld N=%lld K=%lld ta=%d tb=%d epi=%d vw=%d chunks=%lld: row %lld differs from "
+               "the chunk products added as a tree",
+               (long long)c->M, (long long)c->N, (long long)c->K, c->trans_a, c->trans_b, c->epi,
+               c->vector_width, (long long)G, (long long)m);
+  free_guarded(A, na), free_guarded(B, nb), free_guarded(bias, (size_t)c->N);
+  free_guarded(C0, nc), free_guarded(got, nc), free_guarded(sums, nc * (size_t)G);
+}
+
+/* Chunked products: every layout (so both kernels: dot with trans_b and a
+ * long chunk), odd chunk lengths, chunks of a length the product alone
+ * would block (1100), G = 2, 3 and 4, each epilogue; against the float64
+ * reference and split over 1..3 row ranges (check_case), and bit for bit
+ * against the chunk products and the tree. */
+static void test_chunks(void **state) {
+  fixture *f = *state;
+  const int64_t shapes[][3] = {
+      {13, 37, 7}, {17, 47, 33}, {9, 20, 16}, {25, 95, 129}, {6, 11, 1100}};
+  const int64_t gs[] = {2, 4, 3};
+  const int epis[] = {0, EPI_ACC, EPI_BIAS | EPI_RELU};
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+    for (int l = 0; l < 4; l++)
+      for (size_t gi = 0; gi < 3; gi++) {
+        int epi = epis[(s + (size_t)l + gi) % 3], vw = (s + gi) % 4 == 3 ? 8 : 16;
+        gemm_case c = {shapes[s][0], shapes[s][1], shapes[s][2] * gs[gi], l & 1, l >> 1,
+                       epi,          vw,           (int64_t)(s % 2) * 3};
+        check_chunked(f, &c, (row_promise){0, false}, gs[gi]);
+        check_chunks_exact(f, &c, gs[gi]);
+      }
+}
+
 /* The zmm FMA micro-kernel is what the optimiser leaves in the assembly. */
 static void test_asm_has_zmm_fma(void **state) {
   fixture *f = *state;
@@ -340,11 +420,12 @@ static void test_asm_has_zmm_fma(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_no_trans),     cmocka_unit_test(test_trans_a),
-      cmocka_unit_test(test_trans_b),      cmocka_unit_test(test_trans_both),
-      cmocka_unit_test(test_epilogues),    cmocka_unit_test(test_vector_widths),
-      cmocka_unit_test(test_model_shapes), cmocka_unit_test(test_k_blocks),
-      cmocka_unit_test(test_row_promises), cmocka_unit_test(test_asm_has_zmm_fma),
+      cmocka_unit_test(test_no_trans),        cmocka_unit_test(test_trans_a),
+      cmocka_unit_test(test_trans_b),         cmocka_unit_test(test_trans_both),
+      cmocka_unit_test(test_epilogues),       cmocka_unit_test(test_vector_widths),
+      cmocka_unit_test(test_model_shapes),    cmocka_unit_test(test_k_blocks),
+      cmocka_unit_test(test_row_promises),    cmocka_unit_test(test_chunks),
+      cmocka_unit_test(test_asm_has_zmm_fma),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
