@@ -12,10 +12,13 @@
 #   backward weights product dYᵀ·im2col (the forward's im2col is reused)
 # The "+layout" column also counts the transposes between the products'
 # NHWC rows and the NCHW tensors that the profile labels with the same
-# convolution and direction. Medians over the rounds are printed, then the
+# convolution and direction; "nnc prod" the products alone. Medians over
+# the rounds are printed (the peak: the best round), then the
 # per-layer table of the whole training step (kernel time per step and the
 # products' GFLOP/s per layer and direction; docs/performance.md).
 # FLOPs of a convolution: 2*N*OC*OH*OW*IC*KH*KW in every direction.
+# Both sides are means over calls (nnc's profile: total time over steps;
+# oneDNN: the mean of ITERS calls), so other load costs both alike.
 #
 #   bench/conv_peer.sh [THREADS] [REPEATS]       (defaults: 1 3)
 #   QUICK=1 bench/conv_peer.sh 2                 a smoke run: 1 round on 640 images
@@ -153,22 +156,22 @@ for r in $(seq "$REPEATS"); do
       else d = "bwd_data"
       part = (op ~ /^(im2col|col2im)$/ || op ~ /^matmul/) ? "core" : "layout"
       t[layer " " d " " part] += us; ds[layer " " d] = 1
-      if (op ~ /^matmul/) mnk[layer " " d] = mnk[layer " " d] " " m "x" n "x" kd
+      if (op ~ /^matmul/) { t[layer " " d " prod"] += us; mnk[layer " " d] = mnk[layer " " d] " " m "x" n "x" kd }
     }
-    END { for (k in ds) { split(k, a, " "); print "NNC layer=" a[1] " dir=" a[2] " core_us=" t[k " core"] + 0 " layout_us=" t[k " layout"] + 0 " products=" substr(mnk[k], 2) } }
+    END { for (k in ds) { split(k, a, " "); print "NNC layer=" a[1] " dir=" a[2] " core_us=" t[k " core"] + 0 " layout_us=" t[k " layout"] + 0 " prod_us=" t[k " prod"] + 0 " products=" substr(mnk[k], 2) } }
   ' "$out/shapes.txt" "$out/train.$r.txt" >>"$out/round.$r.txt"
 done
 cat "$out"/round.*.txt | awk -v shapes="$out/shapes.txt" "$median_awk"'
   BEGIN { while ((getline l < shapes) > 0) { split(l, s, " "); name[s[12]] = s[1]; lay[s[1]] = s[12]
             flops[s[1]] = 2 * s[2] * s[6] * s[10] * s[11] * s[3] * s[7] * s[7]; ns++; sh[ns] = s[1]
             desc[s[1]] = sprintf("%sx%sx%s->%sx%sx%s k%s s%s p%s", s[3], s[4], s[5], s[6], s[10], s[11], s[7], s[8], s[9]) } }
-  /^PEAK/ { add("peak", fld($0, "gflops")) }
-  /^ONEDNN/ { k = fld($0, "shape") " " fld($0, "dir"); add("dnnl " k, fld($0, "us")); impl[k] = fld($0, "impl") }
+  /^PEAK/ { if (fld($0, "gflops") + 0 > pk) pk = fld($0, "gflops") + 0 }
+  /^ONEDNN/ { k = fld($0, "shape") " " fld($0, "dir"); add("dnnl " k, fld($0, "mean_us")); impl[k] = fld($0, "impl") }
   /^NNC/ { k = name[fld($0, "layer")] " " fld($0, "dir")
-           add("core " k, fld($0, "core_us")); add("all " k, fld($0, "core_us") + fld($0, "layout_us")); prods[k] = fld($0, "products") }
+           add("core " k, fld($0, "core_us")); add("all " k, fld($0, "core_us") + fld($0, "layout_us"))
+           add("prod " k, fld($0, "prod_us")); prods[k] = fld($0, "products") }
   END {
-    pk = median("peak")
-    printf "%-6s %-26s %-12s %8s %10s %8s %11s %7s %12s %9s  %s\n", "shape", "CxHxW->OCxOHxOW", "direction", "GFLOP", "oneDNN", "nnc", "nnc/oneDNN", "nnc+lay", "nnc/peak", "oneDNN/pk", "nnc products (MxNxK)"
+    printf "%-6s %-26s %-12s %6s %7s %7s %10s %8s %8s %9s %9s  %s\n", "shape", "CxHxW->OCxOHxOW", "direction", "GFLOP", "oneDNN", "nnc", "nnc/oneDNN", "nnc+lay", "nnc prod", "nnc/peak", "oneDNN/pk", "nnc products (MxNxK)"
     for (i = 1; i <= ns; i++) {
       split("fwd bwd_data bwd_weights", dirs, " ")
       for (j = 1; j <= 3; j++) {
@@ -176,13 +179,15 @@ cat "$out"/round.*.txt | awk -v shapes="$out/shapes.txt" "$median_awk"'
         o = (("dnnl " k) in vals) ? f / median("dnnl " k) / 1e3 : -1
         c = (("core " k) in vals) ? f / median("core " k) / 1e3 : -1
         a = (("all " k) in vals) ? f / median("all " k) / 1e3 : -1
-        printf "%-6s %-26s %-12s %8.3f %10s %8s %11s %7s %12s %9s  %s\n", sh[i], desc[sh[i]], dirs[j], f / 1e9,
+        p = (("prod " k) in vals) ? f / median("prod " k) / 1e3 : -1
+        printf "%-6s %-26s %-12s %6.3f %7s %7s %10s %8s %8s %9s %9s  %s\n", sh[i], desc[sh[i]], dirs[j], f / 1e9,
           o < 0 ? "-" : sprintf("%.1f", o), c < 0 ? "(none)" : sprintf("%.1f", c),
           (o < 0 || c < 0) ? "-" : sprintf("%.2f", c / o), a < 0 ? "-" : sprintf("%.1f", a),
+          p < 0 ? "-" : sprintf("%.1f", p),
           c < 0 ? "-" : sprintf("%.2f", c / pk), o < 0 ? "-" : sprintf("%.2f", o / pk), prods[k]
       }
     }
-    printf "FMA peak on the same threads: %.1f GFLOP/s (median of the rounds)\n", pk
+    printf "FMA peak on the same threads: %.1f GFLOP/s (the best round: the probe only loses to other load)\n", pk
     for (k in impl) { printf "oneDNN kernels: %s", impl[k]; break }
     print ""
     print "(none): nnc computes no such gradient (the input of the first layer is the data)"

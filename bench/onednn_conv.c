@@ -16,8 +16,9 @@
  *
  * Prints one line per shape and direction:
  *   ONEDNN shape=NAME dir=fwd|bwd_data|bwd_weights n=.. ic=.. h=.. w=.. oc=.. oh=.. ow=.. k=..
- *          stride=.. pad=.. us=MEDIAN gflops=G impl=oneDNN's kernel
- * with FLOPs = 2*N*OC*OH*OW*IC*K*K and the median of ITERS timed calls.
+ *          stride=.. pad=.. us=MEDIAN mean_us=MEAN gflops=G impl=oneDNN's kernel
+ * with FLOPs = 2*N*OC*OH*OW*IC*K*K, the median and mean of ITERS timed
+ * calls, and G from the median.
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <math.h>
@@ -118,8 +119,15 @@ static int cmp_double(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-/* Median microseconds of iters calls of the primitive, after a warm-up. */
-static double time_primitive(const ctx *c, dnnl_primitive_t p, int nargs,
+/* Median and mean microseconds of iters calls of the primitive, after a
+ * warm-up. The mean is what nnc's profile reports (total time over calls),
+ * so it is the figure to compare with nnc on a loaded machine; the median
+ * is the call that other processes did not interrupt. */
+typedef struct timing {
+  double median_us, mean_us;
+} timing;
+
+static timing time_primitive(const ctx *c, dnnl_primitive_t p, int nargs,
                              const dnnl_exec_arg_t *args, int iters) {
   double *t = malloc(sizeof(double) * (size_t)iters);
   if (!t) exit(1);
@@ -132,10 +140,13 @@ static double time_primitive(const ctx *c, dnnl_primitive_t p, int nargs,
     check(dnnl_stream_wait(c->stream), "stream_wait");
     t[i] = now_us() - t0;
   }
+  timing r = {0, 0};
+  for (int i = 0; i < iters; i++)
+    r.mean_us += t[i] / iters;
   qsort(t, (size_t)iters, sizeof(double), cmp_double);
-  double med = t[iters / 2];
+  r.median_us = t[iters / 2];
   free(t);
-  return med;
+  return r;
 }
 
 /* Input pixel (n, c, y, x) of the plain NCHW source, 0 in the padding. */
@@ -222,14 +233,14 @@ static void verify(const shape *s, const char *dir, const float *got, const long
   }
 }
 
-static void report(const shape *s, const char *dir, double us, const_dnnl_primitive_desc_t pd) {
+static void report(const shape *s, const char *dir, timing t, const_dnnl_primitive_desc_t pd) {
   const char *impl = "?";
   if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success) impl = "?";
   double flops = 2.0 * (double)(s->n * s->oc * s->oh * s->ow * s->ic * s->k * s->k);
   printf("ONEDNN shape=%s dir=%s n=%ld ic=%ld h=%ld w=%ld oc=%ld oh=%ld ow=%ld k=%ld stride=%ld "
-         "pad=%ld us=%.1f gflops=%.1f impl=%s\n",
-         s->name, dir, s->n, s->ic, s->h, s->w, s->oc, s->oh, s->ow, s->k, s->stride, s->pad, us,
-         flops / us * 1e-3, impl);
+         "pad=%ld us=%.1f mean_us=%.1f gflops=%.1f impl=%s\n",
+         s->name, dir, s->n, s->ic, s->h, s->w, s->oc, s->oh, s->ow, s->k, s->stride, s->pad,
+         t.median_us, t.mean_us, flops / t.median_us * 1e-3, impl);
   fflush(stdout);
 }
 
