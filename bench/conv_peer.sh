@@ -18,7 +18,8 @@
 # products' GFLOP/s per layer and direction; docs/performance.md).
 # FLOPs of a convolution: 2*N*OC*OH*OW*IC*KH*KW in every direction.
 # Both sides are means over calls (nnc's profile: total time over steps;
-# oneDNN: the mean of ITERS calls), so other load costs both alike.
+# oneDNN: the mean of ITERS calls), so other load costs both alike; the
+# "(med)" column is oneDNN's median call, the one that load did not touch.
 #
 #   bench/conv_peer.sh [THREADS] [REPEATS]       (defaults: 1 3)
 #   QUICK=1 bench/conv_peer.sh 2                 a smoke run: 1 round on 640 images
@@ -166,12 +167,12 @@ cat "$out"/round.*.txt | awk -v shapes="$out/shapes.txt" "$median_awk"'
             flops[s[1]] = 2 * s[2] * s[6] * s[10] * s[11] * s[3] * s[7] * s[7]; ns++; sh[ns] = s[1]
             desc[s[1]] = sprintf("%sx%sx%s->%sx%sx%s k%s s%s p%s", s[3], s[4], s[5], s[6], s[10], s[11], s[7], s[8], s[9]) } }
   /^PEAK/ { if (fld($0, "gflops") + 0 > pk) pk = fld($0, "gflops") + 0 }
-  /^ONEDNN/ { k = fld($0, "shape") " " fld($0, "dir"); add("dnnl " k, fld($0, "mean_us")); impl[k] = fld($0, "impl") }
+  /^ONEDNN/ { k = fld($0, "shape") " " fld($0, "dir"); add("dnnl " k, fld($0, "mean_us")); add("dmed " k, fld($0, "us")); impl[k] = fld($0, "impl") }
   /^NNC/ { k = name[fld($0, "layer")] " " fld($0, "dir")
            add("core " k, fld($0, "core_us")); add("all " k, fld($0, "core_us") + fld($0, "layout_us"))
            add("prod " k, fld($0, "prod_us")); prods[k] = fld($0, "products") }
   END {
-    printf "%-6s %-26s %-12s %6s %7s %7s %10s %8s %8s %9s %9s  %s\n", "shape", "CxHxW->OCxOHxOW", "direction", "GFLOP", "oneDNN", "nnc", "nnc/oneDNN", "nnc+lay", "nnc prod", "nnc/peak", "oneDNN/pk", "nnc products (MxNxK)"
+    printf "%-6s %-26s %-12s %6s %7s %7s %7s %10s %8s %8s %9s %9s  %s\n", "shape", "CxHxW->OCxOHxOW", "direction", "GFLOP", "oneDNN", "(med)", "nnc", "nnc/oneDNN", "nnc+lay", "nnc prod", "nnc/peak", "oneDNN/pk", "nnc products (MxNxK)"
     for (i = 1; i <= ns; i++) {
       split("fwd bwd_data bwd_weights", dirs, " ")
       for (j = 1; j <= 3; j++) {
@@ -180,8 +181,9 @@ cat "$out"/round.*.txt | awk -v shapes="$out/shapes.txt" "$median_awk"'
         c = (("core " k) in vals) ? f / median("core " k) / 1e3 : -1
         a = (("all " k) in vals) ? f / median("all " k) / 1e3 : -1
         p = (("prod " k) in vals) ? f / median("prod " k) / 1e3 : -1
-        printf "%-6s %-26s %-12s %6.3f %7s %7s %10s %8s %8s %9s %9s  %s\n", sh[i], desc[sh[i]], dirs[j], f / 1e9,
-          o < 0 ? "-" : sprintf("%.1f", o), c < 0 ? "(none)" : sprintf("%.1f", c),
+        q = (("dmed " k) in vals) ? f / median("dmed " k) / 1e3 : -1
+        printf "%-6s %-26s %-12s %6.3f %7s %7s %7s %10s %8s %8s %9s %9s  %s\n", sh[i], desc[sh[i]], dirs[j], f / 1e9,
+          o < 0 ? "-" : sprintf("%.1f", o), q < 0 ? "-" : sprintf("%.1f", q), c < 0 ? "(none)" : sprintf("%.1f", c),
           (o < 0 || c < 0) ? "-" : sprintf("%.2f", c / o), a < 0 ? "-" : sprintf("%.1f", a),
           p < 0 ? "-" : sprintf("%.1f", p),
           c < 0 ? "-" : sprintf("%.2f", c / pk), o < 0 ? "-" : sprintf("%.2f", o / pk), prods[k]
