@@ -149,6 +149,11 @@ static timing time_primitive(const ctx *c, dnnl_primitive_t p, int nargs,
   return r;
 }
 
+/* The plain references, one output point each, from up to three plain
+ * NCHW/OIHW inputs (the ones a direction does not use are unused). */
+typedef double (*ref_fn)(const shape *s, const float *a, const float *b, const float *c, long d0,
+                         long d1, long d2, long d3);
+
 /* Input pixel (n, c, y, x) of the plain NCHW source, 0 in the padding. */
 static double src_at(const shape *s, const float *src, long n, long ch, long y, long x) {
   if (y < 0 || y >= s->h || x < 0 || x >= s->w) return 0.0;
@@ -168,8 +173,8 @@ static double ref_fwd(const shape *s, const float *src, const float *w, const fl
 }
 
 /* dsrc[n,c,h,w] = sum over (o,i,j) whose output (y,x) reads (h,w): ddst[n,o,y,x] * w[o,c,i,j] */
-static double ref_bwd_data(const shape *s, const float *ddst, const float *w, long n, long ch,
-                           long h, long x) {
+static double ref_bwd_data(const shape *s, const float *ddst, const float *w, const float *unused,
+                           long n, long ch, long h, long x) {
   double acc = 0.0;
   for (long o = 0; o < s->oc; o++)
     for (long i = 0; i < s->k; i++)
@@ -185,8 +190,8 @@ static double ref_bwd_data(const shape *s, const float *ddst, const float *w, lo
 }
 
 /* dw[o,c,i,j] = sum_{n,y,x} ddst[n,o,y,x] * src[n,c,y*S-P+i,x*S-P+j] */
-static double ref_bwd_weights(const shape *s, const float *src, const float *ddst, long o, long ch,
-                              long i, long j) {
+static double ref_bwd_weights(const shape *s, const float *src, const float *ddst,
+                              const float *unused, long o, long ch, long i, long j) {
   double acc = 0.0;
   for (long n = 0; n < s->n; n++)
     for (long y = 0; y < s->oh; y++)
@@ -197,24 +202,6 @@ static double ref_bwd_weights(const shape *s, const float *src, const float *dds
 }
 
 /* Compares 16 spread points of a 4-d plain result with the reference. */
-typedef double (*ref_fn)(const shape *s, const float *a, const float *b, const float *c, long d0,
-                         long d1, long d2, long d3);
-
-static double ref_fwd_fn(const shape *s, const float *a, const float *b, const float *c, long d0,
-                         long d1, long d2, long d3) {
-  return ref_fwd(s, a, b, c, d0, d1, d2, d3);
-}
-static double ref_bwd_data_fn(const shape *s, const float *a, const float *b, const float *c,
-                              long d0, long d1, long d2, long d3) {
-  (void)c;
-  return ref_bwd_data(s, a, b, d0, d1, d2, d3);
-}
-static double ref_bwd_weights_fn(const shape *s, const float *a, const float *b, const float *c,
-                                 long d0, long d1, long d2, long d3) {
-  (void)c;
-  return ref_bwd_weights(s, a, b, d0, d1, d2, d3);
-}
-
 static void verify(const shape *s, const char *dir, const float *got, const long dims[4],
                    ref_fn ref, const float *a, const float *b, const float *c) {
   for (int t = 0; t < 16; t++) {
@@ -244,6 +231,52 @@ static void report(const shape *s, const char *dir, timing t, const_dnnl_primiti
   fflush(stdout);
 }
 
+/* One direction of a convolution: its arguments (the last is the output,
+ * checked against ref at a few points; query dnnl_query_undef: the plain
+ * memory as it is, else oneDNN's layout for that argument), the output's
+ * plain dimensions, and the plain inputs of ref. */
+typedef struct direction {
+  const char *name;
+  int nargs;
+  struct {
+    int arg;
+    dnnl_query_t query;
+    const plain *data;
+  } args[4];
+  long out_dims[4];
+  ref_fn ref;
+  const float *ref_inputs[3];
+} direction;
+
+/* Builds the primitive for desc (hint: the forward's, for the backward
+ * directions), checks its output, times it and prints the line. Returns its
+ * primitive descriptor, which the caller destroys. */
+static dnnl_primitive_desc_t run_direction(const ctx *c, const shape *s, const direction *d,
+                                           const_dnnl_op_desc_t desc,
+                                           const_dnnl_primitive_desc_t hint, int iters) {
+  dnnl_primitive_desc_t pd;
+  dnnl_primitive_t prim;
+  check(dnnl_primitive_desc_create(&pd, desc, NULL, c->engine, hint), "primitive_desc_create");
+  check(dnnl_primitive_create(&prim, pd), "primitive_create");
+  dnnl_exec_arg_t args[4];
+  for (int i = 0; i < d->nargs; i++)
+    args[i] = (dnnl_exec_arg_t){d->args[i].arg,
+                                d->args[i].query == dnnl_query_undef
+                                    ? d->args[i].data->mem
+                                    : arg_memory(c, pd, d->args[i].query, d->args[i].data)};
+  check(dnnl_primitive_execute(prim, c->stream, d->nargs, args), "execute");
+  check(dnnl_stream_wait(c->stream), "stream_wait");
+  const plain *out = d->args[d->nargs - 1].data;
+  reorder(c, args[d->nargs - 1].memory, out->mem);
+  verify(s, d->name, out->v, d->out_dims, d->ref, d->ref_inputs[0], d->ref_inputs[1],
+         d->ref_inputs[2]);
+  report(s, d->name, time_primitive(c, prim, d->nargs, args, iters), pd);
+  for (int i = 0; i < d->nargs; i++)
+    if (d->args[i].query != dnnl_query_undef) dnnl_memory_destroy(args[i].memory);
+  dnnl_primitive_destroy(prim);
+  return pd;
+}
+
 /* Builds, checks and times the three directions of one shape. */
 static void bench_shape(const ctx *c, const shape *s, int iters) {
   unsigned seed = 12345;
@@ -261,83 +294,55 @@ static void bench_shape(const ctx *c, const shape *s, int iters) {
   plain b = plain_new(c, &b_md, &seed), ddst = plain_new(c, &dst_md, &seed);
   plain out_dst = plain_new(c, &dst_md, &seed), out_dsrc = plain_new(c, &src_md, &seed);
   plain out_dw = plain_new(c, &w_md, &seed);
-  const long src_dims[4] = {s->n, s->ic, s->h, s->w}, w_dims[4] = {s->oc, s->ic, s->k, s->k};
-  const long dst_dims[4] = {s->n, s->oc, s->oh, s->ow};
+
+  const dnnl_query_t SRC = dnnl_query_src_md, W = dnnl_query_weights_md;
 
   /* Forward (training), with bias as nnc's forward product has it. */
   dnnl_convolution_desc_t fd;
   check(dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct,
                                            &src_any, &w_any, &b_md, &dst_any, strides, pad, pad),
         "convolution_forward_desc_init");
-  dnnl_primitive_desc_t fpd;
-  check(dnnl_primitive_desc_create(&fpd, &fd, NULL, c->engine, NULL),
-        "primitive_desc_create (fwd)");
-  dnnl_primitive_t fwd;
-  check(dnnl_primitive_create(&fwd, fpd), "primitive_create (fwd)");
-  dnnl_memory_t f_src = arg_memory(c, fpd, dnnl_query_src_md, &src);
-  dnnl_memory_t f_w = arg_memory(c, fpd, dnnl_query_weights_md, &w);
-  dnnl_memory_t f_dst = arg_memory(c, fpd, dnnl_query_dst_md, &out_dst);
-  dnnl_exec_arg_t fargs[4] = {{DNNL_ARG_SRC, f_src},
-                              {DNNL_ARG_WEIGHTS, f_w},
-                              {DNNL_ARG_BIAS, b.mem},
-                              {DNNL_ARG_DST, f_dst}};
-  check(dnnl_primitive_execute(fwd, c->stream, 4, fargs), "execute (fwd)");
-  check(dnnl_stream_wait(c->stream), "stream_wait");
-  reorder(c, f_dst, out_dst.mem);
-  verify(s, "fwd", out_dst.v, dst_dims, ref_fwd_fn, src.v, w.v, b.v);
-  report(s, "fwd", time_primitive(c, fwd, 4, fargs, iters), fpd);
+  const direction fwd = {"fwd",
+                         4,
+                         {{DNNL_ARG_SRC, SRC, &src},
+                          {DNNL_ARG_WEIGHTS, W, &w},
+                          {DNNL_ARG_BIAS, dnnl_query_undef, &b},
+                          {DNNL_ARG_DST, dnnl_query_dst_md, &out_dst}},
+                         {s->n, s->oc, s->oh, s->ow},
+                         ref_fwd,
+                         {src.v, w.v, b.v}};
+  dnnl_primitive_desc_t fpd = run_direction(c, s, &fwd, &fd, NULL, iters);
 
   /* Backward data: the input's gradient from the output's. */
   dnnl_convolution_desc_t dd;
   check(dnnl_convolution_backward_data_desc_init(&dd, dnnl_convolution_direct, &src_any, &w_any,
                                                  &dst_any, strides, pad, pad),
         "convolution_backward_data_desc_init");
-  dnnl_primitive_desc_t dpd;
-  check(dnnl_primitive_desc_create(&dpd, &dd, NULL, c->engine, fpd),
-        "primitive_desc_create (bwd_data)");
-  dnnl_primitive_t bwd_data;
-  check(dnnl_primitive_create(&bwd_data, dpd), "primitive_create (bwd_data)");
-  dnnl_memory_t d_ddst = arg_memory(c, dpd, dnnl_query_diff_dst_md, &ddst);
-  dnnl_memory_t d_w = arg_memory(c, dpd, dnnl_query_weights_md, &w);
-  dnnl_memory_t d_dsrc = arg_memory(c, dpd, dnnl_query_diff_src_md, &out_dsrc);
-  dnnl_exec_arg_t dargs[3] = {
-      {DNNL_ARG_DIFF_DST, d_ddst}, {DNNL_ARG_WEIGHTS, d_w}, {DNNL_ARG_DIFF_SRC, d_dsrc}};
-  check(dnnl_primitive_execute(bwd_data, c->stream, 3, dargs), "execute (bwd_data)");
-  check(dnnl_stream_wait(c->stream), "stream_wait");
-  reorder(c, d_dsrc, out_dsrc.mem);
-  verify(s, "bwd_data", out_dsrc.v, src_dims, ref_bwd_data_fn, ddst.v, w.v, NULL);
-  report(s, "bwd_data", time_primitive(c, bwd_data, 3, dargs, iters), dpd);
+  const direction bwd_data = {"bwd_data",
+                              3,
+                              {{DNNL_ARG_DIFF_DST, dnnl_query_diff_dst_md, &ddst},
+                               {DNNL_ARG_WEIGHTS, W, &w},
+                               {DNNL_ARG_DIFF_SRC, dnnl_query_diff_src_md, &out_dsrc}},
+                              {s->n, s->ic, s->h, s->w},
+                              ref_bwd_data,
+                              {ddst.v, w.v, NULL}};
+  dnnl_primitive_desc_destroy(run_direction(c, s, &bwd_data, &dd, fpd, iters));
 
   /* Backward weights (no bias gradient: nnc's is a separate sum). */
   dnnl_convolution_desc_t wd;
   check(dnnl_convolution_backward_weights_desc_init(&wd, dnnl_convolution_direct, &src_any, &w_any,
                                                     NULL, &dst_any, strides, pad, pad),
         "convolution_backward_weights_desc_init");
-  dnnl_primitive_desc_t wpd;
-  check(dnnl_primitive_desc_create(&wpd, &wd, NULL, c->engine, fpd),
-        "primitive_desc_create (bwd_weights)");
-  dnnl_primitive_t bwd_w;
-  check(dnnl_primitive_create(&bwd_w, wpd), "primitive_create (bwd_weights)");
-  dnnl_memory_t w_src = arg_memory(c, wpd, dnnl_query_src_md, &src);
-  dnnl_memory_t w_ddst = arg_memory(c, wpd, dnnl_query_diff_dst_md, &ddst);
-  dnnl_memory_t w_dw = arg_memory(c, wpd, dnnl_query_diff_weights_md, &out_dw);
-  dnnl_exec_arg_t wargs[3] = {
-      {DNNL_ARG_SRC, w_src}, {DNNL_ARG_DIFF_DST, w_ddst}, {DNNL_ARG_DIFF_WEIGHTS, w_dw}};
-  check(dnnl_primitive_execute(bwd_w, c->stream, 3, wargs), "execute (bwd_weights)");
-  check(dnnl_stream_wait(c->stream), "stream_wait");
-  reorder(c, w_dw, out_dw.mem);
-  verify(s, "bwd_weights", out_dw.v, w_dims, ref_bwd_weights_fn, src.v, ddst.v, NULL);
-  report(s, "bwd_weights", time_primitive(c, bwd_w, 3, wargs, iters), wpd);
-
-  dnnl_memory_t mems[] = {f_src, f_w, f_dst, d_ddst, d_w, d_dsrc, w_src, w_ddst, w_dw};
-  for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
-    dnnl_memory_destroy(mems[i]);
-  dnnl_primitive_destroy(fwd);
-  dnnl_primitive_destroy(bwd_data);
-  dnnl_primitive_destroy(bwd_w);
+  const direction bwd_weights = {"bwd_weights",
+                                 3,
+                                 {{DNNL_ARG_SRC, SRC, &src},
+                                  {DNNL_ARG_DIFF_DST, dnnl_query_diff_dst_md, &ddst},
+                                  {DNNL_ARG_DIFF_WEIGHTS, dnnl_query_diff_weights_md, &out_dw}},
+                                 {s->oc, s->ic, s->k, s->k},
+                                 ref_bwd_weights,
+                                 {src.v, ddst.v, NULL}};
+  dnnl_primitive_desc_destroy(run_direction(c, s, &bwd_weights, &wd, fpd, iters));
   dnnl_primitive_desc_destroy(fpd);
-  dnnl_primitive_desc_destroy(dpd);
-  dnnl_primitive_desc_destroy(wpd);
   plain *ps[] = {&src, &w, &b, &ddst, &out_dst, &out_dsrc, &out_dw};
   for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
     plain_free(ps[i]);
