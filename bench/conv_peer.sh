@@ -10,7 +10,7 @@
 #   forward          im2col + product (with bias)
 #   backward data    product dY·W + col2im
 #   backward weights product dYᵀ·im2col (the forward's im2col is reused)
-# The "+layout" column also counts the transposes between the products'
+# The "nnc+lay" column also counts the transposes between the products'
 # NHWC rows and the NCHW tensors that the profile labels with the same
 # convolution and direction; "nnc prod" the products alone. Medians over
 # the rounds are printed (the peak: the best round), then the
@@ -26,7 +26,8 @@
 # with libgomp's default), and the better mean of each shape counts.
 #
 #   bench/conv_peer.sh [THREADS] [REPEATS]       (defaults: 1 3)
-#   QUICK=1 bench/conv_peer.sh 2                 a smoke run: 1 round on 640 images
+#   QUICK=1 bench/conv_peer.sh 2                 a smoke run: 1 round, 5 calls, the first
+#                                                640 images of /usr/share/datasets/fashion-mnist
 #   (NNC=build-rel/tools/nnc ONEDNN=build-rel/bench/onednn_conv
 #    PEAK=build-rel/bench/fma_peak MODEL=examples/fashion_cnn.nn ITERS=50)
 #
@@ -123,7 +124,7 @@ for r in $(seq "$REPEATS"); do
         sed "s/\$/ policy=$policy/" >>"$out/onednn.$r.txt"
     done
     awk '{ k = $2 " " $3; m = $0; sub(/.* mean_us=/, "", m); sub(/ .*/, "", m)
-           if (!(k in best) || m + 0 < bm[k]) { best[k] = $0; bm[k] = m + 0; ord[k] = NR } }
+           if (!(k in best) || m + 0 < bm[k]) { best[k] = $0; bm[k] = m + 0 } }
          END { for (k in best) print best[k] }' "$out/onednn.$r.txt" >>"$out/round.$r.txt"
   fi
   (cd "$out" && NNC_PROFILE=1 "$NNC" run "$MODEL" --epochs 1 --threads "$THREADS" "${data_flag[@]}" \
