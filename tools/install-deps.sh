@@ -6,12 +6,14 @@
 # sanitizer/libFuzzer runtimes, for the fuzz targets (cmake -DNNC_FUZZ=ON,
 # docs/fuzzing.md; CI builds them). Open MPI is optional for building (data-
 # parallel training, docs/distributed.md) but installed so CI tests it.
+# libdnnl-dev (oneDNN's headers; its library comes with python3-torch) only
+# builds the benchmark peer bench/onednn_conv; nnc never links it.
 set -e
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 PKGS="build-essential cmake pkg-config flex bison llvm-19-dev zlib1g-dev libdeflate-dev libcmocka-dev
       libprotobuf-c-dev protobuf-c-compiler
-      dataset-fashion-mnist python3-numpy python3-torch libopenblas0-pthread clang-19
+      dataset-fashion-mnist python3-numpy python3-torch libopenblas0-pthread libdnnl-dev clang-19
       python3-onnx python3-opencv libopenmpi-dev openmpi-bin"
 [ "${1:-}" = --fuzz ] && PKGS="$PKGS libclang-rt-19-dev"
 missing=""
