@@ -13,7 +13,11 @@
  * its range. nnc_deploy_quantize then fixes the scales, quantises the
  * weights per output channel, drops the float weights only the int8
  * products read from the weights block and adds the scratch of the
- * quantised inputs to the workspace.
+ * quantised inputs to the workspace. Where a product's input is a
+ * temporary that one loop kernel writes (the im2col before a convolution,
+ * the pooling before a dense layer) and only the product reads, that
+ * kernel stores it quantised, in bytes (nnc_kqgemm.a_writer): the float
+ * tensor is never written and the product reads a quarter of the bytes.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <fnmatch.h>
@@ -157,6 +161,33 @@ static void relayout_weights(nnc_deploy *d) {
   d->w_bytes = off;
 }
 
+static bool touches(const nnc_kprog *p, const int *bufs, int n, int base) {
+  for (int j = 0; j < n; j++)
+    if (nnc_kbuf_base(p, bufs[j]) == base) return true;
+  return false;
+}
+
+/* The loop kernel that can store product i's A quantised (nnc_kqgemm's
+ * a_writer), or -1: A is a temporary with one writer, a float loop kernel
+ * that does not read it, and no reader but the product. */
+static int a_writer(const nnc_deploy *d, int i) {
+  const nnc_kprog *p = &d->p;
+  int base = nnc_kbuf_base(p, p->eval.k[i]->a_buf), writer = -1;
+  if (p->bufs[base].kind != NNC_KBUF_TEMP) return -1;
+  for (int j = 0; j < p->eval.n; j++) {
+    const nnc_kernel *k = p->eval.k[j];
+    bool reads = touches(p, k->reads, k->nreads, base);
+    bool writes = touches(p, k->writes, k->nwrites, base);
+    if (j == i) {
+      if (writes) return -1;
+      continue;
+    }
+    if (reads || (writes && (writer >= 0 || k->is_gemm || j > i))) return -1;
+    if (writes) writer = j;
+  }
+  return writer;
+}
+
 int nnc_deploy_quantize(nnc_deploy *d, const nnc_deploy_values *v, const bool *which,
                         const float *amin, const float *amax) {
   int n = 0;
@@ -166,6 +197,7 @@ int nnc_deploy_quantize(nnc_deploy *d, const nnc_deploy_values *v, const bool *w
     if (!which[i]) continue;
     nnc_kqgemm *q = quantize_one(d, v, d->p.eval.k[i], amin[i], amax[i]);
     q->scratch = d->ws_bytes;
+    q->a_writer = a_writer(d, i);
     int64_t rows = q->M > 16 ? q->M : 16; /* llvm_qgemm.c quantises blocks of 16 rows */
     if (rows * q->K4 > scratch) scratch = rows * q->K4;
     d->quant[i] = q;
@@ -181,4 +213,10 @@ int64_t nnc_deploy_int8_bytes(const nnc_deploy *d) {
   for (int i = 0; d->quant && i < d->p.eval.n; i++)
     if (d->quant[i]) bytes += d->quant[i]->N * (d->quant[i]->K4 + 8); /* w, offset, scale */
   return bytes;
+}
+
+int nnc_kq_stored_by(const nnc_kqgemm *const *quant, int n, int k) {
+  for (int i = 0; quant && i < n; i++)
+    if (quant[i] && quant[i]->a_writer == k) return i;
+  return -1;
 }

@@ -44,7 +44,10 @@ typedef struct cwriter {
   size_t cap;
   unsigned gen;
   int ntemps, depth;
-  const char *bad; /* first unsupported construct, for the error */
+  const char *bad;          /* first unsupported construct, for the error */
+  const nnc_kqgemm *qstore; /* the kernel being written stores this product's A
+                               quantised (nnc_kqgemm.a_writer), or NULL */
+  char qname[256];          /* that product's function name */
 } cwriter;
 
 static const char *ctype(nnc_kt t) {
@@ -357,11 +360,16 @@ static void block(cwriter *W, const nnc_kblock *blk) {
     case NNC_KS_STORE: {
       bool b = begin_statement(W, s->index, s->value);
       indent(W);
-      fprintf(W->f, "b%d[", nnc_kbuf_base(W->p, s->buf));
+      int base = nnc_kbuf_base(W->p, s->buf);
+      bool q8 = W->qstore && base == nnc_kbuf_base(W->p, W->qstore->a_buf);
+      fprintf(W->f, q8 ? "((unsigned char *)b%d)[" : "b%d[", base);
       expr(W, s->index);
-      fputs("] = ", W->f);
+      if (q8)
+        fprintf(W->f, "] = %s_quantize(", W->qname);
+      else
+        fputs("] = ", W->f);
       expr(W, s->value);
-      fputs(";\n", W->f);
+      fputs(q8 ? ");\n" : ";\n", W->f);
       end_statement(W, b);
       break;
     }
@@ -523,12 +531,23 @@ static void gemm_kernel(cwriter *W, const nnc_kernel *k) {
   }
 }
 
+/* NAME_quantize: a float of q's A as its u8 byte. */
+static void quantize_fn(FILE *f, const char *name, const nnc_kqgemm *q) {
+  char num[48];
+  fprintf(f, "static unsigned char %s_quantize(float x) {\n", name);
+  fprintf(f, "  float r = nearbyintf(x * %s);\n",
+          nnc_deploy_float(num, sizeof num, q->a_inv_scale, true));
+  fprintf(f, "  r = r <= %d.0f ? r : %d.0f;\n", 255 - (int)q->a_zero, 255 - (int)q->a_zero);
+  fprintf(f, "  r = r >= %d.0f ? r : %d.0f;\n", -(int)q->a_zero, -(int)q->a_zero);
+  fprintf(f, "  return (unsigned char)((int32_t)r + %d);\n}\n\n", (int)q->a_zero);
+}
+
 /* An int8 product (kernel.h's nnc_kqgemm): its constants, then A quantised
  * into the scratch, int32 dot products, the float epilogue; the same
  * operations in the same order as llvm_qgemm.c's. */
 static void int8_kernel(cwriter *W, const nnc_kernel *k, const nnc_kqgemm *q) {
   FILE *f = W->f;
-  char name[256], num[48];
+  char name[256];
   kernel_name(name, sizeof name, k);
   fprintf(f, "/* %s: int8 */\n", k->label ? k->label : k->name);
   fprintf(f, "static const int8_t %s_w[%lld] = {", name, (long long)(q->N * q->K4));
@@ -540,6 +559,7 @@ static void int8_kernel(cwriter *W, const nnc_kernel *k, const nnc_kqgemm *q) {
   fprintf(f, "\n};\nstatic const float %s_scale[%lld] = {", name, (long long)q->N);
   nnc_deploy_float_list(f, q->out_scale, q->N);
   fputs("};\n", f);
+  if (q->a_writer < 0) quantize_fn(f, name, q);
   fprintf(f,
           "/* C[%lld x %lld] = A . W^T in int8: A per tensor (range [%g, %g], scale %g, zero\n"
           " * point %d, as u8), W per output channel; int32 sums */\n",
@@ -549,14 +569,13 @@ static void int8_kernel(cwriter *W, const nnc_kernel *k, const nnc_kqgemm *q) {
           "aq) {\n",
           name);
   fprintf(f, "  for (int64_t m = 0; m < %lld; m++) {\n", (long long)q->M);
-  fprintf(f, "    for (int64_t k = 0; k < %lld; k++) {\n", (long long)q->K);
-  fprintf(f, "      float r = nearbyintf(a[%s * %lld + %s] * %s);\n", q->trans_a ? "k" : "m",
-          (long long)q->lda, q->trans_a ? "m" : "k",
-          nnc_deploy_float(num, sizeof num, q->a_inv_scale, true));
-  fprintf(f, "      r = r <= %d.0f ? r : %d.0f;\n", 255 - (int)q->a_zero, 255 - (int)q->a_zero);
-  fprintf(f, "      r = r >= %d.0f ? r : %d.0f;\n", -(int)q->a_zero, -(int)q->a_zero);
-  fprintf(f, "      aq[m * %lld + k] = (unsigned char)((int32_t)r + %d);\n    }\n",
-          (long long)q->K4, (int)q->a_zero);
+  fprintf(f, "    for (int64_t k = 0; k < %lld; k++)\n", (long long)q->K);
+  if (q->a_writer >= 0) /* A arrives quantised, in bytes */
+    fprintf(f, "      aq[m * %lld + k] = ((const unsigned char *)a)[%s * %lld + %s];\n",
+            (long long)q->K4, q->trans_a ? "k" : "m", (long long)q->lda, q->trans_a ? "m" : "k");
+  else
+    fprintf(f, "      aq[m * %lld + k] = %s_quantize(a[%s * %lld + %s]);\n", (long long)q->K4, name,
+            q->trans_a ? "k" : "m", (long long)q->lda, q->trans_a ? "m" : "k");
   if (q->K4 > q->K)
     fprintf(f, "    for (int64_t k = %lld; k < %lld; k++)\n      aq[m * %lld + k] = 0;\n",
             (long long)q->K, (long long)q->K4, (long long)q->K4);
@@ -770,10 +789,19 @@ bool nnc_deploy_write_c(const nnc_deploy *d, const nnc_deploy_values *v, FILE *o
   W.f = open_memstream(&body, &body_len);
   if (!W.uses || !W.f) nnc_ir_bug("emit_c: out of memory");
   for (int i = 0; i < d->p.eval.n; i++)
-    if (d->quant && d->quant[i])
+    if (d->quant && d->quant[i]) {
       int8_kernel(&W, d->p.eval.k[i], d->quant[i]);
-    else
+    } else {
+      /* a kernel that stores a product's A quantised calls its NAME_quantize */
+      int j = nnc_kq_stored_by((const nnc_kqgemm *const *)d->quant, d->p.eval.n, i);
+      W.qstore = j >= 0 ? d->quant[j] : NULL;
+      if (W.qstore) {
+        kernel_name(W.qname, sizeof W.qname, d->p.eval.k[j]);
+        quantize_fn(W.f, W.qname, W.qstore);
+      }
       kernel(&W, d->p.eval.k[i]);
+      W.qstore = NULL;
+    }
   fclose(W.f);
   free(W.uses);
   if (W.bad) {

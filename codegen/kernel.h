@@ -203,9 +203,19 @@ typedef struct nnc_kqgemm {
   const int32_t *offset;  /* [N] */
   const float *out_scale; /* [N] */
   bool relu;
+  /* a_writer >= 0: A arrives quantised. Eval kernel a_writer (a float loop
+   * kernel, A's only writer, and the product A's only other reader: an
+   * im2col, a pooling) stores each value quantised as above, one u8 at
+   * byte `index` of A's buffer instead of a float at element `index`, so A
+   * is stored once in bytes and the product only lays it out. */
+  int a_writer;
   int64_t scratch;             /* workspace offset of the quantised A: max(M, 16) * K4 bytes */
   float a_scale, a_min, a_max; /* the calibrated range (for comments) */
 } nnc_kqgemm;
+
+/* The eval index of the int8 product whose A eval kernel k stores
+ * quantised (a_writer == k), or -1; quant[n] as in nnc_kdeploy (NULL: none). */
+int nnc_kq_stored_by(const nnc_kqgemm *const *quant, int n, int k);
 
 /* A deployed inference program's interface (deploy.c), for a backend that
  * emits PREFIX_predict itself: the persistent tensors live in a read-only

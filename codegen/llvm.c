@@ -167,8 +167,18 @@ static void block(emitter *E, const nnc_kblock *blk, bool top) {
              LLVMConstInt(E->ti64, (unsigned long long)s->extent, 0));
       break;
     case NNC_KS_STORE: {
-      LLVMValueRef v = nnc_ll_expr(E, s->value),
-                   at = nnc_ll_address(E, s->buf, nnc_ll_expr(E, s->index));
+      LLVMValueRef v = nnc_ll_expr(E, s->value), idx = nnc_ll_expr(E, s->index);
+      if (E->qstore && nnc_kbuf_base(E->p, s->buf) == nnc_kbuf_base(E->p, E->qstore->a_buf)) {
+        /* the product's A, quantised: byte idx (nnc_kqgemm.a_writer) */
+        LLVMValueRef at =
+            LLVMBuildInBoundsGEP2(E->b, E->ti8, E->base[nnc_kbuf_base(E->p, s->buf)], &idx, 1, "");
+        LLVMValueRef st = LLVMBuildStore(E->b, nnc_ll_quantize_u8(E, E->qstore, v), at);
+        nnc_ll_tag_access(E, st, s->buf);
+        LLVMSetAlignment(st, 1);
+        nnc_ll_memo_invalidate(E, true, false);
+        break;
+      }
+      LLVMValueRef at = nnc_ll_address(E, s->buf, idx);
       nnc_ll_tag_access(E, LLVMBuildStore(E->b, v, at), s->buf);
       nnc_ll_memo_invalidate(E, true, false);
       break;
@@ -449,9 +459,12 @@ static void emit_entry(emitter *E, const nnc_kgraph *g, const int *part_of, cons
   for (int i = 0; i < g->n; i++)
     if (part_of[i] == E->part && quant && quant[i])
       fns[i] = nnc_ll_emit_qgemm(E, g->k[i], quant[i]);
-    else if (part_of[i] == E->part)
+    else if (part_of[i] == E->part) {
+      int j = nnc_kq_stored_by(quant, g->n, i);
+      E->qstore = j >= 0 ? quant[j] : NULL;
       fns[i] = emit_kernel(E, g->k[i]);
-    else if (E->part == 0)
+      E->qstore = NULL;
+    } else if (E->part == 0)
       fns[i] = LLVMAddFunction(E->mod, g->k[i]->name, E->kfn_type);
   if (E->part != 0) {
     free(fns);

@@ -36,7 +36,9 @@ typedef struct emitter {
   /* The part of the program this module holds (of nparts), and the part
    * of every kernel: [0] train, [1] eval, by kernel index. */
   int part, nparts;
-  int *part_of[4]; /* train, eval, grad, update */
+  int *part_of[4];          /* train, eval, grad, update */
+  const nnc_kqgemm *qstore; /* the loop kernel being emitted stores this product's A
+                               quantised (nnc_kqgemm.a_writer), or NULL */
 } emitter;
 
 /* The LLVM type of kernel values of type t. */
@@ -66,6 +68,8 @@ LLVMValueRef nnc_ll_kernel_fn(emitter *E, const char *name);
 /* ---- llvm_qgemm.c: an int8 product of a deployed program ---- */
 /* The kernel function of k as the int8 product q (vpdpbusd). */
 LLVMValueRef nnc_ll_emit_qgemm(emitter *E, const nnc_kernel *k, const nnc_kqgemm *q);
+/* x (f32) quantised as q's A: the u8 byte (i8). */
+LLVMValueRef nnc_ll_quantize_u8(emitter *E, const nnc_kqgemm *q, LLVMValueRef x);
 
 /* ---- llvm_predict.c: a deployed program's interface (E->p->deploy) ---- */
 /* A private constant global `name` holding n bytes of data, 64-byte

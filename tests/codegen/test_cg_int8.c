@@ -1,0 +1,201 @@
+/* test_cg_int8.c: the int8 deployed program (nnc --quantize int8,
+ * codegen/deploy_quant.c) run through nnc_deploy_jit (the object's code)
+ * against a plain reference written here: im2col, quantisation, int32
+ * sums, the float epilogue and max pooling as loops. A strided, padded
+ * convolution of odd sizes (K = 18, padded to 20; at batch 3, 60 rows of
+ * A: three blocks of 16 and 12 rows after them), then max pooling and a
+ * dense layer; both products read their A in bytes, stored quantised by
+ * the kernel before them (nnc_kqgemm.a_writer): the im2col and the
+ * pooling. The outputs must be the reference's bit for bit, and the same
+ * as with A in float, quantised by the product itself (a_writer -1). */
+#include "cg_test.h"
+
+#include "codegen/deploy_internal.h"
+#include "frontend/frontend.h"
+
+enum { CIN = 2, H = 9, W = 7, COUT = 5, OH = 5, OW = 4, PH = 2, PW = 2, CLASSES = 3 };
+
+static const char *SOURCE =
+    "data d = idx(\"none\")\n"
+    "model m(x: f32[2, 9, 7]) -> f32[3] {\n"
+    "  h = relu(conv2d(x, 5, kernel = 3, stride = 2, padding = 1))\n"
+    "  h = maxpool(h, 2)\n"
+    "  return dense(flatten(h), 3)\n"
+    "}\n"
+    "train {\n"
+    "  model = m  data = d.train  loss = cross_entropy  optimizer = sgd(lr = 0.1)\n"
+    "  batch = %d  epochs = 1\n"
+    "}\n";
+
+static nnc_module *compile(nnc_arena *arena, int batch) {
+  static char text[1024];
+  int n = snprintf(text, sizeof text, SOURCE, batch);
+  nnc_diags diags;
+  nnc_diags_init(&diags, arena);
+  uint32_t file = nnc_diags_add_source(&diags, "int8.nn", text, (size_t)n);
+  nnc_frontend_result r;
+  if (!nnc_frontend_compile(arena, &diags, file, &r) || !r.module) {
+    nnc_diags_render(&diags, stderr, false);
+    return NULL;
+  }
+  char err[512];
+  if (!nnc_build_training(r.module, err, sizeof err)) fail_msg("build_training: %s", err);
+  nnc_simplify(r.module->eval);
+  return r.module;
+}
+
+static float uniform(uint32_t *s, float lo, float hi) {
+  *s = *s * 1664525u + 1013904223u;
+  return lo + (hi - lo) * (float)(*s >> 8) / (float)(1u << 24);
+}
+
+/* kernel.h's nnc_kqgemm arithmetic, as plainly as it is written there */
+static unsigned char quantize(const nnc_kqgemm *q, float x) {
+  float r = nearbyintf(x * q->a_inv_scale);
+  r = fminf(fmaxf(r, (float)-q->a_zero), (float)(255 - q->a_zero));
+  return (unsigned char)((int32_t)r + q->a_zero);
+}
+
+static float product(const nnc_kqgemm *q, const unsigned char *a, int64_t n) {
+  int32_t acc = 0;
+  for (int64_t k = 0; k < q->K; k++)
+    acc += (int32_t)a[k] * q->w[n * q->K4 + k];
+  float v = (float)(acc + q->offset[n]) * q->out_scale[n];
+  return q->relu && !(v > 0) ? 0.0f : v;
+}
+
+/* conv (+ relu), maxpool 2, dense for one sample x[CIN][H][W] */
+static void reference(const nnc_kqgemm *conv, const nnc_kqgemm *dense, const float *x, float *out) {
+  float y[COUT][OH][OW], pooled[COUT * PH * PW];
+  unsigned char col[CIN * 9];
+  for (int oy = 0; oy < OH; oy++)
+    for (int ox = 0; ox < OW; ox++) {
+      for (int c = 0; c < CIN; c++)
+        for (int ky = 0; ky < 3; ky++)
+          for (int kx = 0; kx < 3; kx++) {
+            int iy = oy * 2 + ky - 1, ix = ox * 2 + kx - 1;
+            bool in = iy >= 0 && iy < H && ix >= 0 && ix < W;
+            col[(c * 3 + ky) * 3 + kx] = quantize(conv, in ? x[(c * H + iy) * W + ix] : 0.0f);
+          }
+      for (int n = 0; n < COUT; n++) {
+        float v = product(conv, col, n);
+        y[n][oy][ox] = v > 0 ? v : 0.0f;
+      }
+    }
+  for (int n = 0; n < COUT; n++)
+    for (int py = 0; py < PH; py++)
+      for (int px = 0; px < PW; px++) {
+        float m = -INFINITY;
+        for (int dy = 0; dy < 2; dy++)
+          for (int dx = 0; dx < 2; dx++)
+            m = fmaxf(m, y[n][py * 2 + dy][px * 2 + dx]);
+        pooled[(n * PH + py) * PW + px] = m;
+      }
+  unsigned char a[COUT * PH * PW];
+  for (int k = 0; k < COUT * PH * PW; k++)
+    a[k] = quantize(dense, pooled[k]);
+  for (int n = 0; n < CLASSES; n++)
+    out[n] = product(dense, a, n);
+}
+
+static void run_jit(const nnc_deploy *d, const nnc_deploy_values *v, const float *in, float *out) {
+  nnc_cg_options co;
+  nnc_cg_default_options(&co);
+  char err[512];
+  nnc_deploy_jit *j = nnc_deploy_jit_compile(d, v, &co, err, sizeof err);
+  if (!j) fail_msg("jit: %s", err);
+  void *ws = aligned_alloc(NNC_DEPLOY_ALIGN, (size_t)(nnc_deploy_workspace_size(d) + 63) / 64 * 64);
+  assert_non_null(ws);
+  assert_int_equal(nnc_deploy_jit_predict(j, in, out, ws), 0);
+  free(ws);
+  nnc_deploy_jit_free(j);
+}
+
+static void check_batch(int batch) {
+  if (!__builtin_cpu_supports("avx512vnni")) skip();
+  nnc_arena arena;
+  nnc_arena_init(&arena);
+  nnc_module *m = compile(&arena, batch);
+  assert_non_null(m);
+  nnc_deploy_options o = {.prefix = "t", .header = "t.h"};
+  char err[512];
+  nnc_deploy *d = nnc_deploy_build(m, &o, err, sizeof err);
+  if (!d) fail_msg("deploy: %s", err);
+  assert_int_equal(nnc_deploy_batch(d), batch);
+  uint32_t seed = 7;
+  const float **tensor = calloc((size_t)m->ntensors + 1, sizeof *tensor);
+  assert_non_null(tensor);
+  for (int t = 0; t < m->ntensors; t++) {
+    int64_t n = nnc_shape_numel(&m->tensors[t].shape);
+    float *x = malloc(sizeof(float) * (size_t)n);
+    assert_non_null(x);
+    for (int64_t i = 0; i < n; i++)
+      x[i] = uniform(&seed, -0.4f, 0.4f);
+    tensor[t] = x;
+  }
+  nnc_deploy_values v = {.tensor = tensor, .scale = 1};
+  int nk = nnc_deploy_kernels(d);
+  bool which[64] = {0};
+  float amin[64], amax[64];
+  assert_true(nk <= 64);
+  for (int i = 0; i < nk; i++) {
+    which[i] = nnc_deploy_quantizable(d, i, NULL);
+    amin[i] = -0.3f, amax[i] = 1.2f; /* inputs and activations beyond: clamped */
+  }
+  assert_int_equal(nnc_deploy_quantize(d, &v, which, amin, amax), 2);
+  const nnc_kqgemm *q[2];
+  int nq = 0;
+  for (int i = 0; i < nk; i++)
+    if (d->quant[i]) {
+      q[nq++] = d->quant[i];
+      assert_true(d->quant[i]->a_writer >= 0); /* A in bytes */
+      assert_true(d->quant[i]->a_writer < i);
+    }
+  assert_int_equal(q[0]->K, CIN * 9);
+  assert_int_equal(q[0]->K4, 20);
+  assert_int_equal(q[0]->M, batch * OH * OW);
+  assert_true(q[0]->trans_a && !q[1]->trans_a); /* im2col stored [K, M]; pooled rows */
+  int64_t D = nnc_deploy_input_size(d);
+  float *in = malloc(sizeof(float) * (size_t)(batch * D));
+  float got[8 * CLASSES], floats[8 * CLASSES], want[CLASSES];
+  assert_true(batch <= 8 && in);
+  for (int64_t i = 0; i < batch * D; i++)
+    in[i] = uniform(&seed, -0.5f, 1.5f);
+  run_jit(d, &v, in, got);
+  for (int b = 0; b < batch; b++) {
+    reference(q[0], q[1], in + b * D, want);
+    for (int n = 0; n < CLASSES; n++)
+      if (got[b * CLASSES + n] != want[n])
+        fail_msg("batch %d sample %d class %d: %.9g, reference %.9g", batch, b, n,
+                 (double)got[b * CLASSES + n], (double)want[n]);
+  }
+  /* the same with A in float, quantised by the products themselves */
+  for (int i = 0; i < nk; i++)
+    if (d->quant[i]) d->quant[i]->a_writer = -1;
+  run_jit(d, &v, in, floats);
+  assert_memory_equal(got, floats, sizeof(float) * (size_t)(batch * CLASSES));
+  free(in);
+  for (int t = 0; t < m->ntensors; t++)
+    free((void *)tensor[t]);
+  free(tensor);
+  nnc_deploy_free(d);
+  nnc_arena_destroy(&arena);
+}
+
+static void test_int8_bytes_batch1(void **state) {
+  (void)state;
+  check_batch(1);
+}
+
+static void test_int8_bytes_batch3(void **state) {
+  (void)state;
+  check_batch(3);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_int8_bytes_batch1),
+      cmocka_unit_test(test_int8_bytes_batch3),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
