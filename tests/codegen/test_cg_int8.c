@@ -8,10 +8,10 @@
  * the kernel before them (nnc_kqgemm.a_writer): the im2col and the
  * pooling. The outputs must be the reference's bit for bit, and the same
  * as with A in float, quantised by the product itself (a_writer -1). */
+#define NNC_CG_TEST_FRONTEND
 #include "cg_test.h"
 
 #include "codegen/deploy_internal.h"
-#include "frontend/frontend.h"
 
 enum { CIN = 2, H = 9, W = 7, COUT = 5, OH = 5, OW = 4, PH = 2, PW = 2, CLASSES = 3 };
 
@@ -30,18 +30,7 @@ static const char *SOURCE =
 static nnc_module *compile(nnc_arena *arena, int batch) {
   static char text[1024];
   int n = snprintf(text, sizeof text, SOURCE, batch);
-  nnc_diags diags;
-  nnc_diags_init(&diags, arena);
-  uint32_t file = nnc_diags_add_source(&diags, "int8.nn", text, (size_t)n);
-  nnc_frontend_result r;
-  if (!nnc_frontend_compile(arena, &diags, file, &r) || !r.module) {
-    nnc_diags_render(&diags, stderr, false);
-    return NULL;
-  }
-  char err[512];
-  if (!nnc_build_training(r.module, err, sizeof err)) fail_msg("build_training: %s", err);
-  nnc_simplify(r.module->eval);
-  return r.module;
+  return fx_compile_source(arena, "int8.nn", text, (size_t)n);
 }
 
 static float uniform(uint32_t *s, float lo, float hi) {
