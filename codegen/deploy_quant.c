@@ -18,6 +18,9 @@
  * the pooling before a dense layer) and only the product reads, that
  * kernel stores it quantised, in bytes (nnc_kqgemm.a_writer): the float
  * tensor is never written and the product reads a quarter of the bytes.
+ * Where that kernel only copies elements of another such temporary (an
+ * im2col of a pooling's output), the kernel before it stores that one
+ * quantised and the copy moves bytes (nnc_kqgemm.x_writer).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <fnmatch.h>
@@ -167,25 +170,57 @@ static bool touches(const nnc_kprog *p, const int *bufs, int n, int base) {
   return false;
 }
 
-/* The loop kernel that can store product i's A quantised (nnc_kqgemm's
- * a_writer), or -1: A is a temporary with one writer, a float loop kernel
- * that does not read it, and no reader but the product. */
-static int a_writer(const nnc_deploy *d, int i) {
+/* The loop kernel that can store temporary `base` quantised for kernel
+ * `reader`, or -1: one writer before it, a float loop kernel that does not
+ * read it, and no reader but `reader`. */
+static int sole_writer(const nnc_deploy *d, int base, int reader) {
   const nnc_kprog *p = &d->p;
-  int base = nnc_kbuf_base(p, p->eval.k[i]->a_buf), writer = -1;
+  int writer = -1;
   if (p->bufs[base].kind != NNC_KBUF_TEMP) return -1;
   for (int j = 0; j < p->eval.n; j++) {
     const nnc_kernel *k = p->eval.k[j];
     bool reads = touches(p, k->reads, k->nreads, base);
     bool writes = touches(p, k->writes, k->nwrites, base);
-    if (j == i) {
+    if (j == reader) {
       if (writes) return -1;
       continue;
     }
-    if (reads || (writes && (writer >= 0 || k->is_gemm || j > i))) return -1;
+    if (reads || (writes && (writer >= 0 || k->is_gemm || j > reader))) return -1;
     if (writes) writer = j;
   }
   return writer;
+}
+
+/* Does every store of blk into `base` store a constant or an element of
+ * one other buffer (*from, a base buffer; -1 until one is seen), as an
+ * im2col does? */
+static bool copies_into(const nnc_kprog *p, const nnc_kblock *blk, int base, int *from) {
+  for (int i = 0; i < blk->n; i++) {
+    const nnc_kstmt *s = blk->s[i];
+    if (s->kind == NNC_KS_LOOP && !copies_into(p, &s->body, base, from)) return false;
+    if (s->kind != NNC_KS_STORE || nnc_kbuf_base(p, s->buf) != base) continue;
+    const nnc_kexpr *v = s->value;
+    if (v->kind == NNC_KX_CONST) continue;
+    if (v->kind != NNC_KX_LOAD || v->type != NNC_KT_F32) return false;
+    int b = nnc_kbuf_base(p, v->buf);
+    if (b == base || (*from >= 0 && b != *from)) return false;
+    *from = b;
+  }
+  return true;
+}
+
+/* Where product q (eval kernel i) gets its A in bytes (nnc_kqgemm's
+ * a_writer, x_buf, x_writer). */
+static void byte_inputs(const nnc_deploy *d, int i, nnc_kqgemm *q) {
+  const nnc_kprog *p = &d->p;
+  int a = nnc_kbuf_base(p, q->a_buf), from = -1;
+  q->a_writer = sole_writer(d, a, i);
+  q->x_buf = q->x_writer = -1;
+  if (q->a_writer < 0) return;
+  if (!copies_into(p, &p->eval.k[q->a_writer]->body, a, &from) || from < 0) return;
+  if (p->bufs[from].type != NNC_KT_F32) return;
+  q->x_writer = sole_writer(d, from, q->a_writer);
+  if (q->x_writer >= 0) q->x_buf = from;
 }
 
 int nnc_deploy_quantize(nnc_deploy *d, const nnc_deploy_values *v, const bool *which,
@@ -197,7 +232,7 @@ int nnc_deploy_quantize(nnc_deploy *d, const nnc_deploy_values *v, const bool *w
     if (!which[i]) continue;
     nnc_kqgemm *q = quantize_one(d, v, d->p.eval.k[i], amin[i], amax[i]);
     q->scratch = d->ws_bytes;
-    q->a_writer = a_writer(d, i);
+    byte_inputs(d, i, q);
     int64_t rows = q->M > 16 ? q->M : 16; /* llvm_qgemm.c quantises blocks of 16 rows */
     if (rows * q->K4 > scratch) scratch = rows * q->K4;
     d->quant[i] = q;
@@ -215,8 +250,14 @@ int64_t nnc_deploy_int8_bytes(const nnc_deploy *d) {
   return bytes;
 }
 
-int nnc_kq_stored_by(const nnc_kqgemm *const *quant, int n, int k) {
-  for (int i = 0; quant && i < n; i++)
-    if (quant[i] && quant[i]->a_writer == k) return i;
-  return -1;
+nnc_kqstore nnc_kq_store_of(const nnc_kprog *p, const nnc_kqgemm *const *quant, int n, int k) {
+  for (int i = 0; quant && i < n; i++) {
+    const nnc_kqgemm *q = quant[i];
+    if (!q) continue;
+    if (q->a_writer == k)
+      return (nnc_kqstore){
+          .q = q, .product = i, .buf = nnc_kbuf_base(p, q->a_buf), .from = q->x_buf};
+    if (q->x_writer == k) return (nnc_kqstore){.q = q, .product = i, .buf = q->x_buf, .from = -1};
+  }
+  return (nnc_kqstore){.product = -1, .buf = -1, .from = -1};
 }

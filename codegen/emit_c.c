@@ -44,10 +44,9 @@ typedef struct cwriter {
   size_t cap;
   unsigned gen;
   int ntemps, depth;
-  const char *bad;          /* first unsupported construct, for the error */
-  const nnc_kqgemm *qstore; /* the kernel being written stores this product's A
-                               quantised (nnc_kqgemm.a_writer), or NULL */
-  char qname[256];          /* that product's function name */
+  const char *bad; /* first unsupported construct, for the error */
+  nnc_kqstore qs;  /* what the kernel being written stores in bytes (q NULL: nothing) */
+  char qname[256]; /* that product's function name */
 } cwriter;
 
 static const char *ctype(nnc_kt t) {
@@ -361,15 +360,27 @@ static void block(cwriter *W, const nnc_kblock *blk) {
       bool b = begin_statement(W, s->index, s->value);
       indent(W);
       int base = nnc_kbuf_base(W->p, s->buf);
-      bool q8 = W->qstore && base == nnc_kbuf_base(W->p, W->qstore->a_buf);
-      fprintf(W->f, q8 ? "((unsigned char *)b%d)[" : "b%d[", base);
-      expr(W, s->index);
-      if (q8)
-        fprintf(W->f, "] = %s_quantize(", W->qname);
-      else
+      const nnc_kexpr *v = s->value;
+      if (!W->qs.q || base != W->qs.buf) {
+        fprintf(W->f, "b%d[", base);
+        expr(W, s->index);
         fputs("] = ", W->f);
-      expr(W, s->value);
-      fputs(q8 ? ");\n" : ";\n", W->f);
+        expr(W, v);
+        fputs(";\n", W->f);
+      } else if (W->qs.from >= 0 && v->kind == NNC_KX_LOAD &&
+                 nnc_kbuf_base(W->p, v->buf) == W->qs.from) { /* bytes: copied */
+        fprintf(W->f, "((unsigned char *)b%d)[", base);
+        expr(W, s->index);
+        fprintf(W->f, "] = ((const unsigned char *)b%d)[", W->qs.from);
+        expr(W, v->a[0]);
+        fputs("];\n", W->f);
+      } else { /* quantised */
+        fprintf(W->f, "((unsigned char *)b%d)[", base);
+        expr(W, s->index);
+        fprintf(W->f, "] = %s_quantize(", W->qname);
+        expr(W, v);
+        fputs(");\n", W->f);
+      }
       end_statement(W, b);
       break;
     }
@@ -792,15 +803,15 @@ bool nnc_deploy_write_c(const nnc_deploy *d, const nnc_deploy_values *v, FILE *o
     if (d->quant && d->quant[i]) {
       int8_kernel(&W, d->p.eval.k[i], d->quant[i]);
     } else {
-      /* a kernel that stores a product's A quantised calls its NAME_quantize */
-      int j = nnc_kq_stored_by((const nnc_kqgemm *const *)d->quant, d->p.eval.n, i);
-      W.qstore = j >= 0 ? d->quant[j] : NULL;
-      if (W.qstore) {
-        kernel_name(W.qname, sizeof W.qname, d->p.eval.k[j]);
-        quantize_fn(W.f, W.qname, W.qstore);
+      /* a kernel that stores bytes for a product calls its NAME_quantize */
+      W.qs = nnc_kq_store_of(&d->p, (const nnc_kqgemm *const *)d->quant, d->p.eval.n, i);
+      if (W.qs.q) { /* NAME_quantize before the first of them */
+        kernel_name(W.qname, sizeof W.qname, d->p.eval.k[W.qs.product]);
+        if (i == (W.qs.q->x_writer >= 0 ? W.qs.q->x_writer : W.qs.q->a_writer))
+          quantize_fn(W.f, W.qname, W.qs.q);
       }
       kernel(&W, d->p.eval.k[i]);
-      W.qstore = NULL;
+      W.qs = (nnc_kqstore){.product = -1, .buf = -1, .from = -1};
     }
   fclose(W.f);
   free(W.uses);

@@ -209,13 +209,27 @@ typedef struct nnc_kqgemm {
    * byte `index` of A's buffer instead of a float at element `index`, so A
    * is stored once in bytes and the product only lays it out. */
   int a_writer;
+  /* x_writer >= 0 (then a_writer >= 0 too): a_writer stores only constants
+   * and copies of elements of base buffer x_buf (an im2col), and eval
+   * kernel x_writer (x_buf's only writer; a_writer its only reader) stores
+   * x_buf quantised the same way, so a_writer copies bytes from x_buf's
+   * bytes and stores its constants quantised. */
+  int x_buf, x_writer;
   int64_t scratch;             /* workspace offset of the quantised A: max(M, 16) * K4 bytes */
   float a_scale, a_min, a_max; /* the calibrated range (for comments) */
 } nnc_kqgemm;
 
-/* The eval index of the int8 product whose A eval kernel k stores
- * quantised (a_writer == k), or -1; quant[n] as in nnc_kdeploy (NULL: none). */
-int nnc_kq_stored_by(const nnc_kqgemm *const *quant, int n, int k);
+/* What eval kernel k stores in bytes for an int8 product (its a_writer or
+ * x_writer): q NULL (and product -1) when nothing. */
+typedef struct nnc_kqstore {
+  const nnc_kqgemm *q;
+  int product; /* q's eval index */
+  int buf;     /* the base buffer k stores quantised, a byte per element */
+  int from;    /* >= 0: a base buffer held in bytes; k's stores of its elements copy bytes */
+} nnc_kqstore;
+struct nnc_kprog;
+nnc_kqstore nnc_kq_store_of(const struct nnc_kprog *p, const nnc_kqgemm *const *quant, int n,
+                            int k);
 
 /* A deployed inference program's interface (deploy.c), for a backend that
  * emits PREFIX_predict itself: the persistent tensors live in a read-only

@@ -155,6 +155,31 @@ static void loop(emitter *E, const nnc_kstmt *s, LLVMValueRef lo, LLVMValueRef h
   E->loop_depth--;
 }
 
+/* byte p[idx] (i8), tagged as an access of buffer buf */
+static LLVMValueRef byte_at(emitter *E, int buf, const nnc_kexpr *index) {
+  LLVMValueRef idx = nnc_ll_expr(E, index);
+  return LLVMBuildInBoundsGEP2(E->b, E->ti8, E->base[nnc_kbuf_base(E->p, buf)], &idx, 1, "");
+}
+
+/* A store into the buffer the kernel holds in bytes for an int8 product
+ * (E->qs, kernel.h's nnc_kqstore): the value quantised, or, for an element
+ * of a buffer held in bytes already, its byte. */
+static void store_byte(emitter *E, const nnc_kstmt *s) {
+  const nnc_kexpr *v = s->value;
+  LLVMValueRef byte;
+  if (E->qs.from >= 0 && v->kind == NNC_KX_LOAD && nnc_kbuf_base(E->p, v->buf) == E->qs.from) {
+    byte = LLVMBuildLoad2(E->b, E->ti8, byte_at(E, v->buf, v->a[0]), "");
+    nnc_ll_tag_access(E, byte, v->buf);
+    LLVMSetAlignment(byte, 1);
+  } else {
+    byte = nnc_ll_quantize_u8(E, E->qs.q, nnc_ll_expr(E, v));
+  }
+  LLVMValueRef st = LLVMBuildStore(E->b, byte, byte_at(E, s->buf, s->index));
+  nnc_ll_tag_access(E, st, s->buf);
+  LLVMSetAlignment(st, 1);
+  nnc_ll_memo_invalidate(E, true, false);
+}
+
 static void block(emitter *E, const nnc_kblock *blk, bool top) {
   for (int i = 0; i < blk->n; i++) {
     const nnc_kstmt *s = blk->s[i];
@@ -167,17 +192,11 @@ static void block(emitter *E, const nnc_kblock *blk, bool top) {
              LLVMConstInt(E->ti64, (unsigned long long)s->extent, 0));
       break;
     case NNC_KS_STORE: {
-      LLVMValueRef v = nnc_ll_expr(E, s->value), idx = nnc_ll_expr(E, s->index);
-      if (E->qstore && nnc_kbuf_base(E->p, s->buf) == nnc_kbuf_base(E->p, E->qstore->a_buf)) {
-        /* the product's A, quantised: byte idx (nnc_kqgemm.a_writer) */
-        LLVMValueRef at =
-            LLVMBuildInBoundsGEP2(E->b, E->ti8, E->base[nnc_kbuf_base(E->p, s->buf)], &idx, 1, "");
-        LLVMValueRef st = LLVMBuildStore(E->b, nnc_ll_quantize_u8(E, E->qstore, v), at);
-        nnc_ll_tag_access(E, st, s->buf);
-        LLVMSetAlignment(st, 1);
-        nnc_ll_memo_invalidate(E, true, false);
+      if (E->qs.q && nnc_kbuf_base(E->p, s->buf) == E->qs.buf) {
+        store_byte(E, s);
         break;
       }
+      LLVMValueRef v = nnc_ll_expr(E, s->value), idx = nnc_ll_expr(E, s->index);
       LLVMValueRef at = nnc_ll_address(E, s->buf, idx);
       nnc_ll_tag_access(E, LLVMBuildStore(E->b, v, at), s->buf);
       nnc_ll_memo_invalidate(E, true, false);
@@ -460,10 +479,9 @@ static void emit_entry(emitter *E, const nnc_kgraph *g, const int *part_of, cons
     if (part_of[i] == E->part && quant && quant[i])
       fns[i] = nnc_ll_emit_qgemm(E, g->k[i], quant[i]);
     else if (part_of[i] == E->part) {
-      int j = nnc_kq_stored_by(quant, g->n, i);
-      E->qstore = j >= 0 ? quant[j] : NULL;
+      E->qs = nnc_kq_store_of(E->p, quant, g->n, i);
       fns[i] = emit_kernel(E, g->k[i]);
-      E->qstore = NULL;
+      E->qs = (nnc_kqstore){.product = -1, .buf = -1, .from = -1};
     } else if (E->part == 0)
       fns[i] = LLVMAddFunction(E->mod, g->k[i]->name, E->kfn_type);
   if (E->part != 0) {

@@ -36,9 +36,8 @@ typedef struct emitter {
   /* The part of the program this module holds (of nparts), and the part
    * of every kernel: [0] train, [1] eval, by kernel index. */
   int part, nparts;
-  int *part_of[4];          /* train, eval, grad, update */
-  const nnc_kqgemm *qstore; /* the loop kernel being emitted stores this product's A
-                               quantised (nnc_kqgemm.a_writer), or NULL */
+  int *part_of[4]; /* train, eval, grad, update */
+  nnc_kqstore qs;  /* what the loop kernel being emitted stores in bytes (q NULL: nothing) */
 } emitter;
 
 /* The LLVM type of kernel values of type t. */

@@ -1,25 +1,30 @@
 /* test_cg_int8.c: the int8 deployed program (nnc --quantize int8,
  * codegen/deploy_quant.c) run through nnc_deploy_jit (the object's code)
  * against a plain reference written here: im2col, quantisation, int32
- * sums, the float epilogue and max pooling as loops. A strided, padded
- * convolution of odd sizes (K = 18, padded to 20; at batch 3, 60 rows of
- * A: three blocks of 16 and 12 rows after them), then max pooling and a
- * dense layer; both products read their A in bytes, stored quantised by
- * the kernel before them (nnc_kqgemm.a_writer): the im2col and the
- * pooling. The outputs must be the reference's bit for bit, and the same
- * as with A in float, quantised by the product itself (a_writer -1). */
+ * sums, the float epilogue and max pooling as loops. Two convolutions of
+ * odd sizes, the second strided, both padded, with max pooling after each,
+ * then a dense layer:
+ *   conv1  K = 18 (padded to 20); at batch 5, 315 rows of A: 19 blocks of
+ *          16 and 11 rows after them; A stored in bytes by its im2col
+ *          (nnc_kqgemm.a_writer);
+ *   conv2  K = 27 (28), stride 2; at batch 5, 20 rows: a block and 4;
+ *          pool1 stores its output in bytes (x_writer) and the im2col
+ *          copies bytes;
+ *   dense  K = 8; A stored in bytes by pool2.
+ * The outputs must be the reference's bit for bit, and the same as with
+ * every A in float, quantised by the products themselves (a_writer -1). */
 #define NNC_CG_TEST_FRONTEND
 #include "cg_test.h"
 
 #include "codegen/deploy_internal.h"
 
-enum { CIN = 2, H = 9, W = 7, COUT = 5, OH = 5, OW = 4, PH = 2, PW = 2, CLASSES = 3 };
+enum { CIN = 2, H = 9, W = 7, C1 = 3, C2 = 8, CLASSES = 3, MAXB = 5 };
 
 static const char *SOURCE =
     "data d = idx(\"none\")\n"
     "model m(x: f32[2, 9, 7]) -> f32[3] {\n"
-    "  h = relu(conv2d(x, 5, kernel = 3, stride = 2, padding = 1))\n"
-    "  h = maxpool(h, 2)\n"
+    "  h = maxpool(relu(conv2d(x, 3, kernel = 3, padding = 1)), 2)\n"
+    "  h = maxpool(relu(conv2d(h, 8, kernel = 3, stride = 2, padding = 1)), 2)\n"
     "  return dense(flatten(h), 3)\n"
     "}\n"
     "train {\n"
@@ -53,38 +58,51 @@ static float product(const nnc_kqgemm *q, const unsigned char *a, int64_t n) {
   return q->relu && !(v > 0) ? 0.0f : v;
 }
 
-/* conv (+ relu), maxpool 2, dense for one sample x[CIN][H][W] */
-static void reference(const nnc_kqgemm *conv, const nnc_kqgemm *dense, const float *x, float *out) {
-  float y[COUT][OH][OW], pooled[COUT * PH * PW];
-  unsigned char col[CIN * 9];
-  for (int oy = 0; oy < OH; oy++)
-    for (int ox = 0; ox < OW; ox++) {
-      for (int c = 0; c < CIN; c++)
+/* relu(conv2d(x [c][h][w], kernel 3, stride st, padding 1)) -> y [n][oh][ow] */
+static void conv(const nnc_kqgemm *q, const float *x, int c, int h, int w, int st, float *y, int n,
+                 int oh, int ow) {
+  unsigned char col[64];
+  for (int oy = 0; oy < oh; oy++)
+    for (int ox = 0; ox < ow; ox++) {
+      for (int ci = 0; ci < c; ci++)
         for (int ky = 0; ky < 3; ky++)
           for (int kx = 0; kx < 3; kx++) {
-            int iy = oy * 2 + ky - 1, ix = ox * 2 + kx - 1;
-            bool in = iy >= 0 && iy < H && ix >= 0 && ix < W;
-            col[(c * 3 + ky) * 3 + kx] = quantize(conv, in ? x[(c * H + iy) * W + ix] : 0.0f);
+            int iy = oy * st + ky - 1, ix = ox * st + kx - 1;
+            bool in = iy >= 0 && iy < h && ix >= 0 && ix < w;
+            col[(ci * 3 + ky) * 3 + kx] = quantize(q, in ? x[(ci * h + iy) * w + ix] : 0.0f);
           }
-      for (int n = 0; n < COUT; n++) {
-        float v = product(conv, col, n);
-        y[n][oy][ox] = v > 0 ? v : 0.0f;
+      for (int j = 0; j < n; j++) {
+        float v = product(q, col, j);
+        y[(j * oh + oy) * ow + ox] = v > 0 ? v : 0.0f;
       }
     }
-  for (int n = 0; n < COUT; n++)
-    for (int py = 0; py < PH; py++)
-      for (int px = 0; px < PW; px++) {
+}
+
+/* maxpool(x [c][h][w], 2) -> y [c][h / 2][w / 2] */
+static void maxpool(const float *x, int c, int h, int w, float *y) {
+  for (int ci = 0; ci < c; ci++)
+    for (int py = 0; py < h / 2; py++)
+      for (int px = 0; px < w / 2; px++) {
         float m = -INFINITY;
         for (int dy = 0; dy < 2; dy++)
           for (int dx = 0; dx < 2; dx++)
-            m = fmaxf(m, y[n][py * 2 + dy][px * 2 + dx]);
-        pooled[(n * PH + py) * PW + px] = m;
+            m = fmaxf(m, x[(ci * h + py * 2 + dy) * w + px * 2 + dx]);
+        y[(ci * (h / 2) + py) * (w / 2) + px] = m;
       }
-  unsigned char a[COUT * PH * PW];
-  for (int k = 0; k < COUT * PH * PW; k++)
-    a[k] = quantize(dense, pooled[k]);
+}
+
+/* the model for one sample; q: conv1, conv2, dense */
+static void reference(const nnc_kqgemm *const *q, const float *x, float *out) {
+  float y1[C1 * H * W], p1[C1 * 4 * 3], y2[C2 * 2 * 2], p2[C2];
+  unsigned char a[C2];
+  conv(q[0], x, CIN, H, W, 1, y1, C1, H, W);
+  maxpool(y1, C1, H, W, p1);
+  conv(q[1], p1, C1, 4, 3, 2, y2, C2, 2, 2);
+  maxpool(y2, C2, 2, 2, p2);
+  for (int k = 0; k < C2; k++)
+    a[k] = quantize(q[2], p2[k]);
   for (int n = 0; n < CLASSES; n++)
-    out[n] = product(dense, a, n);
+    out[n] = product(q[2], a, n);
 }
 
 static void run_jit(const nnc_deploy *d, const nnc_deploy_values *v, const float *in, float *out) {
@@ -131,28 +149,33 @@ static void check_batch(int batch) {
     which[i] = nnc_deploy_quantizable(d, i, NULL);
     amin[i] = -0.3f, amax[i] = 1.2f; /* inputs and activations beyond: clamped */
   }
-  assert_int_equal(nnc_deploy_quantize(d, &v, which, amin, amax), 2);
-  const nnc_kqgemm *q[2];
+  assert_int_equal(nnc_deploy_quantize(d, &v, which, amin, amax), 3);
+  const nnc_kqgemm *q[3];
   int nq = 0;
   for (int i = 0; i < nk; i++)
     if (d->quant[i]) {
+      assert_true(nq < 3);
       q[nq++] = d->quant[i];
-      assert_true(d->quant[i]->a_writer >= 0); /* A in bytes */
-      assert_true(d->quant[i]->a_writer < i);
+      assert_true(d->quant[i]->a_writer >= 0 && d->quant[i]->a_writer < i); /* A in bytes */
     }
+  assert_int_equal(nq, 3);
   assert_int_equal(q[0]->K, CIN * 9);
   assert_int_equal(q[0]->K4, 20);
-  assert_int_equal(q[0]->M, batch * OH * OW);
-  assert_true(q[0]->trans_a && !q[1]->trans_a); /* im2col stored [K, M]; pooled rows */
+  assert_int_equal(q[0]->M, batch * H * W);
+  assert_int_equal(q[1]->K4, 28);
+  assert_int_equal(q[1]->M, batch * 4);
+  assert_true(q[0]->trans_a && q[1]->trans_a && !q[2]->trans_a); /* im2col stored [K, M] */
+  assert_int_equal(q[0]->x_writer, -1);                          /* its im2col reads the input */
+  assert_true(q[1]->x_writer >= 0 && q[1]->x_writer < q[1]->a_writer); /* pool1, in bytes */
   int64_t D = nnc_deploy_input_size(d);
   float *in = malloc(sizeof(float) * (size_t)(batch * D));
-  float got[8 * CLASSES], floats[8 * CLASSES], want[CLASSES];
-  assert_true(batch <= 8 && in);
+  float got[MAXB * CLASSES], floats[MAXB * CLASSES], want[CLASSES];
+  assert_true(batch <= MAXB && in);
   for (int64_t i = 0; i < batch * D; i++)
     in[i] = uniform(&seed, -0.5f, 1.5f);
   run_jit(d, &v, in, got);
   for (int b = 0; b < batch; b++) {
-    reference(q[0], q[1], in + b * D, want);
+    reference(q, in + b * D, want);
     for (int n = 0; n < CLASSES; n++)
       if (got[b * CLASSES + n] != want[n])
         fail_msg("batch %d sample %d class %d: %.9g, reference %.9g", batch, b, n,
@@ -160,7 +183,7 @@ static void check_batch(int batch) {
   }
   /* the same with A in float, quantised by the products themselves */
   for (int i = 0; i < nk; i++)
-    if (d->quant[i]) d->quant[i]->a_writer = -1;
+    if (d->quant[i]) d->quant[i]->a_writer = d->quant[i]->x_writer = d->quant[i]->x_buf = -1;
   run_jit(d, &v, in, floats);
   assert_memory_equal(got, floats, sizeof(float) * (size_t)(batch * CLASSES));
   free(in);
@@ -176,15 +199,15 @@ static void test_int8_bytes_batch1(void **state) {
   check_batch(1);
 }
 
-static void test_int8_bytes_batch3(void **state) {
+static void test_int8_bytes_batch5(void **state) {
   (void)state;
-  check_batch(3);
+  check_batch(5);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_int8_bytes_batch1),
-      cmocka_unit_test(test_int8_bytes_batch3),
+      cmocka_unit_test(test_int8_bytes_batch5),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
