@@ -16,11 +16,12 @@
  * quantised inputs to the workspace. Where a product's input is a
  * temporary that one loop kernel writes (the im2col before a convolution,
  * the pooling before a dense layer) and only the product reads, that
- * kernel stores it quantised, in bytes (nnc_kqgemm.a_writer): the float
- * tensor is never written and the product reads a quarter of the bytes.
- * Where that kernel only copies elements of another such temporary (an
- * im2col of a pooling's output), the kernel before it stores that one
- * quantised and the copy moves bytes (nnc_kqgemm.x_writer).
+ * kernel stores it quantised, in bytes (nnc_kqgemm.byte_writer): the
+ * float tensor is never written and the product reads a quarter of the
+ * bytes. Where that kernel only copies or takes maxima of elements of
+ * another such temporary (an im2col of a pooling's output, the pooling of
+ * a ReLU's), the kernel before it stores that one quantised and the
+ * copies and maxima work on bytes, and so on back.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <fnmatch.h>
@@ -191,36 +192,60 @@ static int sole_writer(const nnc_deploy *d, int base, int reader) {
   return writer;
 }
 
-/* Does every store of blk into `base` store a constant or an element of
- * one other buffer (*from, a base buffer; -1 until one is seen), as an
- * im2col does? */
-static bool copies_into(const nnc_kprog *p, const nnc_kblock *blk, int base, int *from) {
+/* Is e an element of base buffer `from` (*from, -1 until one is seen)? */
+static bool element_of(const nnc_kprog *p, const nnc_kexpr *e, int *from) {
+  if (e->kind != NNC_KX_LOAD || e->type != NNC_KT_F32) return false;
+  int b = nnc_kbuf_base(p, e->buf);
+  if (*from >= 0 && b != *from) return false;
+  *from = b;
+  return true;
+}
+
+/* Can blk (of a kernel writing only `base`) compute on quantised values:
+ * does every store into `base` store a constant, an element of one other
+ * buffer (*from) or a kernel scalar, every scalar hold constants and
+ * maxima of itself and such elements, and no index read *from? Then
+ * quantising its input instead of its output gives the same bytes. */
+static bool byte_exact(const nnc_kprog *p, const nnc_kblock *blk, int base, int *from) {
   for (int i = 0; i < blk->n; i++) {
     const nnc_kstmt *s = blk->s[i];
-    if (s->kind == NNC_KS_LOOP && !copies_into(p, &s->body, base, from)) return false;
-    if (s->kind != NNC_KS_STORE || nnc_kbuf_base(p, s->buf) != base) continue;
     const nnc_kexpr *v = s->value;
-    if (v->kind == NNC_KX_CONST) continue;
-    if (v->kind != NNC_KX_LOAD || v->type != NNC_KT_F32) return false;
-    int b = nnc_kbuf_base(p, v->buf);
-    if (b == base || (*from >= 0 && b != *from)) return false;
-    *from = b;
+    if (s->kind == NNC_KS_LOOP) {
+      if (!byte_exact(p, &s->body, base, from)) return false;
+    } else if (s->kind == NNC_KS_STORE) {
+      if (nnc_kbuf_base(p, s->buf) != base) return false;
+      if (v->kind != NNC_KX_CONST && v->kind != NNC_KX_SCALAR && !element_of(p, v, from))
+        return false;
+    } else if (v->kind == NNC_KX_CONST) { /* a scalar: -inf, then maxima */
+      if (!(v->f < 0 && isinf(v->f))) return false;
+    } else {
+      if (v->kind != NNC_KX_BIN || v->op != NNC_K_MAX || v->type != NNC_KT_F32) return false;
+      for (int j = 0; j < 2; j++)
+        if (!(v->a[j]->kind == NNC_KX_SCALAR && v->a[j]->var == s->var) &&
+            !element_of(p, v->a[j], from))
+          return false;
+    }
   }
   return true;
 }
 
 /* Where product q (eval kernel i) gets its A in bytes (nnc_kqgemm's
- * a_writer, x_buf, x_writer). */
+ * nbyte, byte_buf, byte_writer): back from A through sole writers that
+ * are byte exact. */
 static void byte_inputs(const nnc_deploy *d, int i, nnc_kqgemm *q) {
   const nnc_kprog *p = &d->p;
-  int a = nnc_kbuf_base(p, q->a_buf), from = -1;
-  q->a_writer = sole_writer(d, a, i);
-  q->x_buf = q->x_writer = -1;
-  if (q->a_writer < 0) return;
-  if (!copies_into(p, &p->eval.k[q->a_writer]->body, a, &from) || from < 0) return;
-  if (p->bufs[from].type != NNC_KT_F32) return;
-  q->x_writer = sole_writer(d, from, q->a_writer);
-  if (q->x_writer >= 0) q->x_buf = from;
+  int buf = nnc_kbuf_base(p, q->a_buf), reader = i;
+  q->nbyte = 0;
+  while (q->nbyte < NNC_KQ_CHAIN) {
+    int w = sole_writer(d, buf, reader), from = -1;
+    if (w < 0) return;
+    q->byte_buf[q->nbyte] = buf;
+    q->byte_writer[q->nbyte++] = w;
+    if (!byte_exact(p, &p->eval.k[w]->body, buf, &from) || from < 0) return;
+    for (int c = 0; c < q->nbyte; c++) /* no cycles */
+      if (q->byte_buf[c] == from) return;
+    buf = from, reader = w;
+  }
 }
 
 int nnc_deploy_quantize(nnc_deploy *d, const nnc_deploy_values *v, const bool *which,
@@ -251,13 +276,13 @@ int64_t nnc_deploy_int8_bytes(const nnc_deploy *d) {
 }
 
 nnc_kqstore nnc_kq_store_of(const nnc_kprog *p, const nnc_kqgemm *const *quant, int n, int k) {
-  for (int i = 0; quant && i < n; i++) {
-    const nnc_kqgemm *q = quant[i];
-    if (!q) continue;
-    if (q->a_writer == k)
-      return (nnc_kqstore){
-          .q = q, .product = i, .buf = nnc_kbuf_base(p, q->a_buf), .from = q->x_buf};
-    if (q->x_writer == k) return (nnc_kqstore){.q = q, .product = i, .buf = q->x_buf, .from = -1};
-  }
+  (void)p;
+  for (int i = 0; quant && i < n; i++)
+    for (int c = 0; quant[i] && c < quant[i]->nbyte; c++)
+      if (quant[i]->byte_writer[c] == k)
+        return (nnc_kqstore){.q = quant[i],
+                             .product = i,
+                             .buf = quant[i]->byte_buf[c],
+                             .from = c + 1 < quant[i]->nbyte ? quant[i]->byte_buf[c + 1] : -1};
   return (nnc_kqstore){.product = -1, .buf = -1, .from = -1};
 }

@@ -261,6 +261,13 @@ static void expr_inline(cwriter *W, const nnc_kexpr *e) {
   case NNC_KX_VAR: fprintf(W->f, "i%d", e->var); return;
   case NNC_KX_SCALAR: fprintf(W->f, "s%d", e->var); return;
   case NNC_KX_LOAD:
+    if (W->qs.q && W->qs.from >= 0 &&
+        nnc_kbuf_base(W->p, e->buf) == W->qs.from) { /* bytes: the code */
+      fprintf(W->f, "(float)((const unsigned char *)b%d)[", W->qs.from);
+      expr(W, e->a[0]);
+      fputc(']', W->f);
+      return;
+    }
     fprintf(W->f, "b%d[", nnc_kbuf_base(W->p, e->buf));
     expr(W, e->a[0]);
     fputc(']', W->f);
@@ -367,13 +374,12 @@ static void block(cwriter *W, const nnc_kblock *blk) {
         fputs("] = ", W->f);
         expr(W, v);
         fputs(";\n", W->f);
-      } else if (W->qs.from >= 0 && v->kind == NNC_KX_LOAD &&
-                 nnc_kbuf_base(W->p, v->buf) == W->qs.from) { /* bytes: copied */
+      } else if (W->qs.from >= 0 && v->kind != NNC_KX_CONST) { /* a code 0..255 */
         fprintf(W->f, "((unsigned char *)b%d)[", base);
         expr(W, s->index);
-        fprintf(W->f, "] = ((const unsigned char *)b%d)[", W->qs.from);
-        expr(W, v->a[0]);
-        fputs("];\n", W->f);
+        fputs("] = (unsigned char)(int32_t)", W->f);
+        expr(W, v);
+        fputs(";\n", W->f);
       } else { /* quantised */
         fprintf(W->f, "((unsigned char *)b%d)[", base);
         expr(W, s->index);
@@ -570,7 +576,7 @@ static void int8_kernel(cwriter *W, const nnc_kernel *k, const nnc_kqgemm *q) {
   fprintf(f, "\n};\nstatic const float %s_scale[%lld] = {", name, (long long)q->N);
   nnc_deploy_float_list(f, q->out_scale, q->N);
   fputs("};\n", f);
-  if (q->a_writer < 0) quantize_fn(f, name, q);
+  if (q->nbyte == 0) quantize_fn(f, name, q);
   fprintf(f,
           "/* C[%lld x %lld] = A . W^T in int8: A per tensor (range [%g, %g], scale %g, zero\n"
           " * point %d, as u8), W per output channel; int32 sums */\n",
@@ -581,7 +587,7 @@ static void int8_kernel(cwriter *W, const nnc_kernel *k, const nnc_kqgemm *q) {
           name);
   fprintf(f, "  for (int64_t m = 0; m < %lld; m++) {\n", (long long)q->M);
   fprintf(f, "    for (int64_t k = 0; k < %lld; k++)\n", (long long)q->K);
-  if (q->a_writer >= 0) /* A arrives quantised, in bytes */
+  if (q->nbyte > 0) /* A arrives quantised, in bytes */
     fprintf(f, "      aq[m * %lld + k] = ((const unsigned char *)a)[%s * %lld + %s];\n",
             (long long)q->K4, q->trans_a ? "k" : "m", (long long)q->lda, q->trans_a ? "m" : "k");
   else
@@ -807,8 +813,7 @@ bool nnc_deploy_write_c(const nnc_deploy *d, const nnc_deploy_values *v, FILE *o
       W.qs = nnc_kq_store_of(&d->p, (const nnc_kqgemm *const *)d->quant, d->p.eval.n, i);
       if (W.qs.q) { /* NAME_quantize before the first of them */
         kernel_name(W.qname, sizeof W.qname, d->p.eval.k[W.qs.product]);
-        if (i == (W.qs.q->x_writer >= 0 ? W.qs.q->x_writer : W.qs.q->a_writer))
-          quantize_fn(W.f, W.qname, W.qs.q);
+        if (i == W.qs.q->byte_writer[W.qs.q->nbyte - 1]) quantize_fn(W.f, W.qname, W.qs.q);
       }
       kernel(&W, d->p.eval.k[i]);
       W.qs = (nnc_kqstore){.product = -1, .buf = -1, .from = -1};

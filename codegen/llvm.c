@@ -162,18 +162,16 @@ static LLVMValueRef byte_at(emitter *E, int buf, const nnc_kexpr *index) {
 }
 
 /* A store into the buffer the kernel holds in bytes for an int8 product
- * (E->qs, kernel.h's nnc_kqstore): the value quantised, or, for an element
- * of a buffer held in bytes already, its byte. */
+ * (E->qs, kernel.h's nnc_kqstore): the value quantised; where the kernel
+ * reads its input in bytes (E->qs.from), a constant quantised and any
+ * other value, a code 0..255 already, as it is. */
 static void store_byte(emitter *E, const nnc_kstmt *s) {
   const nnc_kexpr *v = s->value;
-  LLVMValueRef byte;
-  if (E->qs.from >= 0 && v->kind == NNC_KX_LOAD && nnc_kbuf_base(E->p, v->buf) == E->qs.from) {
-    byte = LLVMBuildLoad2(E->b, E->ti8, byte_at(E, v->buf, v->a[0]), "");
-    nnc_ll_tag_access(E, byte, v->buf);
-    LLVMSetAlignment(byte, 1);
-  } else {
-    byte = nnc_ll_quantize_u8(E, E->qs.q, nnc_ll_expr(E, v));
-  }
+  LLVMValueRef byte = nnc_ll_expr(E, v);
+  if (E->qs.from >= 0 && v->kind != NNC_KX_CONST)
+    byte = LLVMBuildTrunc(E->b, LLVMBuildFPToSI(E->b, byte, E->ti32, ""), E->ti8, "");
+  else
+    byte = nnc_ll_quantize_u8(E, E->qs.q, byte);
   LLVMValueRef st = LLVMBuildStore(E->b, byte, byte_at(E, s->buf, s->index));
   nnc_ll_tag_access(E, st, s->buf);
   LLVMSetAlignment(st, 1);

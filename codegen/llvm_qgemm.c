@@ -100,8 +100,8 @@ static void quantize_a(emitter *E, const qstate *S, LLVMValueRef m0, int64_t R) 
   LLVMValueRef src =
       q->trans_a ? LLVMBuildAdd(E->b, LLVMBuildMul(E->b, k.i, i64c(E, q->lda), ""), row, "")
                  : LLVMBuildAdd(E->b, LLVMBuildMul(E->b, row, i64c(E, q->lda), ""), k.i, "");
-  LLVMValueRef u; /* A quantised already (a_writer): byte src */
-  if (q->a_writer >= 0)
+  LLVMValueRef u; /* A quantised already (nbyte > 0): byte src */
+  if (q->nbyte > 0)
     u = LLVMBuildLoad2(E->b, E->ti8, at(E, S->a, src), "");
   else
     u = nnc_ll_quantize_u8(
@@ -161,7 +161,7 @@ static void quantize_block(emitter *E, const qstate *S, LLVMValueRef m0, int64_t
     LLVMValueRef inside = LLVMBuildICmp(E->b, LLVMIntSLT, kk, i64c(E, q->K), "");
     LLVMValueRef krow = LLVMBuildSelect(E->b, inside, kk, i64c(E, 0), "");
     LLVMValueRef src = LLVMBuildAdd(E->b, LLVMBuildMul(E->b, krow, i64c(E, q->lda), ""), mg, "");
-    if (q->a_writer >= 0) { /* quantised already: 16 bytes */
+    if (q->nbyte > 0) { /* quantised already: 16 bytes */
       LLVMValueRef u = LLVMBuildLoad2(E->b, v16i8, at(E, S->a, src), "");
       LLVMSetAlignment(u, 1);
       rowv[tt] = LLVMBuildSelect(E->b, inside, u, LLVMConstNull(v16i8), "");

@@ -2,17 +2,17 @@
  * codegen/deploy_quant.c) run through nnc_deploy_jit (the object's code)
  * against a plain reference written here: im2col, quantisation, int32
  * sums, the float epilogue and max pooling as loops. Two convolutions of
- * odd sizes, the second strided, both padded, with max pooling after each,
- * then a dense layer:
+ * odd sizes, the second strided, both padded, ReLU and max pooling after
+ * each, then a dense layer:
  *   conv1  K = 18 (padded to 20); at batch 5, 315 rows of A: 19 blocks of
  *          16 and 11 rows after them; A stored in bytes by its im2col
- *          (nnc_kqgemm.a_writer);
+ *          (nnc_kqgemm.byte_writer[0]), which reads the float input;
  *   conv2  K = 27 (28), stride 2; at batch 5, 20 rows: a block and 4;
- *          pool1 stores its output in bytes (x_writer) and the im2col
- *          copies bytes;
- *   dense  K = 8; A stored in bytes by pool2.
+ *          conv1's ReLU stores bytes, pool1 takes maxima of bytes and the
+ *          im2col copies bytes (a chain of 3);
+ *   dense  K = 8; conv2's ReLU stores bytes, pool2 takes their maxima.
  * The outputs must be the reference's bit for bit, and the same as with
- * every A in float, quantised by the products themselves (a_writer -1). */
+ * every A in float, quantised by the products themselves (nbyte 0). */
 #define NNC_CG_TEST_FRONTEND
 #include "cg_test.h"
 
@@ -156,7 +156,7 @@ static void check_batch(int batch) {
     if (d->quant[i]) {
       assert_true(nq < 3);
       q[nq++] = d->quant[i];
-      assert_true(d->quant[i]->a_writer >= 0 && d->quant[i]->a_writer < i); /* A in bytes */
+      assert_true(d->quant[i]->nbyte > 0 && d->quant[i]->byte_writer[0] < i); /* A in bytes */
     }
   assert_int_equal(nq, 3);
   assert_int_equal(q[0]->K, CIN * 9);
@@ -165,8 +165,14 @@ static void check_batch(int batch) {
   assert_int_equal(q[1]->K4, 28);
   assert_int_equal(q[1]->M, batch * 4);
   assert_true(q[0]->trans_a && q[1]->trans_a && !q[2]->trans_a); /* im2col stored [K, M] */
-  assert_int_equal(q[0]->x_writer, -1);                          /* its im2col reads the input */
-  assert_true(q[1]->x_writer >= 0 && q[1]->x_writer < q[1]->a_writer); /* pool1, in bytes */
+  /* conv1's im2col reads the input: only it stores bytes. conv2's im2col
+   * copies the bytes pool1 stored, whose maxima are of the bytes that the
+   * ReLU (not byte exact) stored; the dense layer's: pool2, the ReLU. */
+  assert_int_equal(q[0]->nbyte, 1);
+  assert_int_equal(q[1]->nbyte, 3);
+  assert_int_equal(q[2]->nbyte, 2);
+  for (int c = 1; c < q[1]->nbyte; c++)
+    assert_true(q[1]->byte_writer[c] < q[1]->byte_writer[c - 1]);
   int64_t D = nnc_deploy_input_size(d);
   float *in = malloc(sizeof(float) * (size_t)(batch * D));
   float got[MAXB * CLASSES], floats[MAXB * CLASSES], want[CLASSES];
@@ -183,7 +189,7 @@ static void check_batch(int batch) {
   }
   /* the same with A in float, quantised by the products themselves */
   for (int i = 0; i < nk; i++)
-    if (d->quant[i]) d->quant[i]->a_writer = d->quant[i]->x_writer = d->quant[i]->x_buf = -1;
+    if (d->quant[i]) d->quant[i]->nbyte = 0;
   run_jit(d, &v, in, floats);
   assert_memory_equal(got, floats, sizeof(float) * (size_t)(batch * CLASSES));
   free(in);
