@@ -46,14 +46,18 @@ for r in $(seq "$ROUNDS"); do
   echo "== round $r ($(uptime | sed 's/.*load/load/'))"
   for kind in float int8; do
     perf record -q -o $kind.data -F 2000 $kind/classify "$IMG" "$LAB" >$kind.out 2>/dev/null
-    # samples per symbol of the program (the kernels, main), not the kernel's
+    # samples per kernel of the program and in main (the copies in and out);
+    # a float product's kernel is called nnc.gemm.eval.kN...
     perf report -i $kind.data --stdio --sort symbol -F overhead,sample,sym 2>/dev/null |
-      awk '$3 == "[.]" && $4 !~ /^0x/ { n[$4] += $2; t += $2 } END { for (k in n) printf "%s %d\n", k, n[k]; printf "TOTAL %d\n", t }' |
+      awk '$3 == "[.]" { s = $4; sub(/^nnc\.gemm\./, "", s) }
+           $3 == "[.]" && (s ~ /^eval\.k/ || s == "main") { n[s] += $2; t += $2 }
+           END { for (k in n) printf "%s %d\n", k, n[k]; printf "TOTAL %d\n", t }' |
       sort >$kind.$r.txt
     echo "  $kind: $(head -1 $kind.out)"
   done
-  join -a1 -a2 -e0 -o 0,1.2,2.2 float.$r.txt int8.$r.txt | sort -k2 -nr |
-    awk '{ printf "  %-40s float %6d  int8 %6d\n", $1, $2, $3 }'
+  join -a1 -a2 -e0 -o 0,1.2,2.2 float.$r.txt int8.$r.txt | grep -v '^TOTAL' |
+    awk '{ printf "  %-36s float %6d  int8 %6d\n", $1, $2, $3 }'
+  join float.$r.txt int8.$r.txt | awk '$1 == "TOTAL" { printf "  %-36s float %6d  int8 %6d\n", "total", $2, $3 }'
   awk '$1 == "TOTAL" { print $2 }' float.$r.txt int8.$r.txt | paste -sd' ' |
     awk '{ printf "  float / int8 samples: %.2fx\n", $1 / $2 }'
 done
