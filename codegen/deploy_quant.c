@@ -194,18 +194,18 @@ static int sole_writer(const nnc_deploy *d, int base, int reader) {
 
 /* Is e an element of base buffer `from` (*from, -1 until one is seen)? */
 static bool element_of(const nnc_kprog *p, const nnc_kexpr *e, int *from) {
-  if (e->kind != NNC_KX_LOAD || e->type != NNC_KT_F32) return false;
+  if (e->kind != NNC_KX_LOAD || e->type != NNC_KT_F32 || e->a[0]->reads_mem) return false;
   int b = nnc_kbuf_base(p, e->buf);
   if (*from >= 0 && b != *from) return false;
   *from = b;
   return true;
 }
 
-/* Can blk (of a kernel writing only `base`) compute on quantised values:
- * does every store into `base` store a constant, an element of one other
- * buffer (*from) or a kernel scalar, every scalar hold constants and
- * maxima of itself and such elements, and no index read *from? Then
- * quantising its input instead of its output gives the same bytes. */
+/* Can blk compute on quantised values: does it store only into `base`,
+ * at indices that read no memory, a constant, an element of one other
+ * buffer (*from) or a kernel scalar, every scalar holding -inf and then
+ * maxima of itself and such elements? Then quantising its input instead
+ * of its output gives the same bytes (quantising is monotone). */
 static bool byte_exact(const nnc_kprog *p, const nnc_kblock *blk, int base, int *from) {
   for (int i = 0; i < blk->n; i++) {
     const nnc_kstmt *s = blk->s[i];
@@ -213,7 +213,7 @@ static bool byte_exact(const nnc_kprog *p, const nnc_kblock *blk, int base, int 
     if (s->kind == NNC_KS_LOOP) {
       if (!byte_exact(p, &s->body, base, from)) return false;
     } else if (s->kind == NNC_KS_STORE) {
-      if (nnc_kbuf_base(p, s->buf) != base) return false;
+      if (nnc_kbuf_base(p, s->buf) != base || s->index->reads_mem) return false;
       if (v->kind != NNC_KX_CONST && v->kind != NNC_KX_SCALAR && !element_of(p, v, from))
         return false;
     } else if (v->kind == NNC_KX_CONST) { /* a scalar: -inf, then maxima */
@@ -275,8 +275,7 @@ int64_t nnc_deploy_int8_bytes(const nnc_deploy *d) {
   return bytes;
 }
 
-nnc_kqstore nnc_kq_store_of(const nnc_kprog *p, const nnc_kqgemm *const *quant, int n, int k) {
-  (void)p;
+nnc_kqstore nnc_kq_store_of(const nnc_kqgemm *const *quant, int n, int k) {
   for (int i = 0; quant && i < n; i++)
     for (int c = 0; quant[i] && c < quant[i]->nbyte; c++)
       if (quant[i]->byte_writer[c] == k)

@@ -810,7 +810,7 @@ bool nnc_deploy_write_c(const nnc_deploy *d, const nnc_deploy_values *v, FILE *o
       int8_kernel(&W, d->p.eval.k[i], d->quant[i]);
     } else {
       /* a kernel that stores bytes for a product calls its NAME_quantize */
-      W.qs = nnc_kq_store_of(&d->p, (const nnc_kqgemm *const *)d->quant, d->p.eval.n, i);
+      W.qs = nnc_kq_store_of((const nnc_kqgemm *const *)d->quant, d->p.eval.n, i);
       if (W.qs.q) { /* NAME_quantize before the first of them */
         kernel_name(W.qname, sizeof W.qname, d->p.eval.k[W.qs.product]);
         if (i == W.qs.q->byte_writer[W.qs.q->nbyte - 1]) quantize_fn(W.f, W.qname, W.qs.q);

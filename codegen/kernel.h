@@ -232,9 +232,7 @@ typedef struct nnc_kqstore {
                   0..255, which k's stores into buf store as it is; -1: k reads floats
                   and its stores quantise */
 } nnc_kqstore;
-struct nnc_kprog;
-nnc_kqstore nnc_kq_store_of(const struct nnc_kprog *p, const nnc_kqgemm *const *quant, int n,
-                            int k);
+nnc_kqstore nnc_kq_store_of(const nnc_kqgemm *const *quant, int n, int k);
 
 /* A deployed inference program's interface (deploy.c), for a backend that
  * emits PREFIX_predict itself: the persistent tensors live in a read-only

@@ -477,7 +477,7 @@ static void emit_entry(emitter *E, const nnc_kgraph *g, const int *part_of, cons
     if (part_of[i] == E->part && quant && quant[i])
       fns[i] = nnc_ll_emit_qgemm(E, g->k[i], quant[i]);
     else if (part_of[i] == E->part) {
-      E->qs = nnc_kq_store_of(E->p, quant, g->n, i);
+      E->qs = nnc_kq_store_of(quant, g->n, i);
       fns[i] = emit_kernel(E, g->k[i]);
       E->qs = (nnc_kqstore){.product = -1, .buf = -1, .from = -1};
     } else if (E->part == 0)
