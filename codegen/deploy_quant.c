@@ -13,7 +13,15 @@
  * its range. nnc_deploy_quantize then fixes the scales, quantises the
  * weights per output channel, drops the float weights only the int8
  * products read from the weights block and adds the scratch of the
- * quantised inputs to the workspace.
+ * quantised inputs to the workspace. Where a product's input is a
+ * temporary that one loop kernel writes (the im2col before a convolution,
+ * the pooling before a dense layer) and only the product reads, that
+ * kernel stores it quantised, in bytes (nnc_kqgemm.byte_writer): the
+ * float tensor is never written and the product reads a quarter of the
+ * bytes. Where that kernel only copies or takes maxima of elements of
+ * another such temporary (an im2col of a pooling's output, the pooling of
+ * a ReLU's), the kernel before it stores that one quantised and the
+ * copies and maxima work on bytes, and so on back.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <fnmatch.h>
@@ -157,6 +165,89 @@ static void relayout_weights(nnc_deploy *d) {
   d->w_bytes = off;
 }
 
+static bool touches(const nnc_kprog *p, const int *bufs, int n, int base) {
+  for (int j = 0; j < n; j++)
+    if (nnc_kbuf_base(p, bufs[j]) == base) return true;
+  return false;
+}
+
+/* The loop kernel that can store temporary `base` quantised for kernel
+ * `reader`, or -1: one writer before it, a float loop kernel that does not
+ * read it, and no reader but `reader`. */
+static int sole_writer(const nnc_deploy *d, int base, int reader) {
+  const nnc_kprog *p = &d->p;
+  int writer = -1;
+  if (p->bufs[base].kind != NNC_KBUF_TEMP) return -1;
+  for (int j = 0; j < p->eval.n; j++) {
+    const nnc_kernel *k = p->eval.k[j];
+    bool reads = touches(p, k->reads, k->nreads, base);
+    bool writes = touches(p, k->writes, k->nwrites, base);
+    if (j == reader) {
+      if (writes) return -1;
+      continue;
+    }
+    if (reads || (writes && (writer >= 0 || k->is_gemm || j > reader))) return -1;
+    if (writes) writer = j;
+  }
+  return writer;
+}
+
+/* Is e an element of base buffer `from` (*from, -1 until one is seen)? */
+static bool element_of(const nnc_kprog *p, const nnc_kexpr *e, int *from) {
+  if (e->kind != NNC_KX_LOAD || e->type != NNC_KT_F32 || e->a[0]->reads_mem) return false;
+  int b = nnc_kbuf_base(p, e->buf);
+  if (*from >= 0 && b != *from) return false;
+  *from = b;
+  return true;
+}
+
+/* Can blk compute on quantised values: does it store only into `base`,
+ * at indices that read no memory, a constant, an element of one other
+ * buffer (*from) or a kernel scalar, every scalar holding -inf and then
+ * maxima of itself and such elements? Then quantising its input instead
+ * of its output gives the same bytes (quantising is monotone). */
+static bool byte_exact(const nnc_kprog *p, const nnc_kblock *blk, int base, int *from) {
+  for (int i = 0; i < blk->n; i++) {
+    const nnc_kstmt *s = blk->s[i];
+    const nnc_kexpr *v = s->value;
+    if (s->kind == NNC_KS_LOOP) {
+      if (!byte_exact(p, &s->body, base, from)) return false;
+    } else if (s->kind == NNC_KS_STORE) {
+      if (nnc_kbuf_base(p, s->buf) != base || s->index->reads_mem) return false;
+      if (v->kind != NNC_KX_CONST && v->kind != NNC_KX_SCALAR && !element_of(p, v, from))
+        return false;
+    } else if (v->kind == NNC_KX_CONST) { /* a scalar: -inf, then maxima */
+      if (!(v->f < 0 && isinf(v->f))) return false;
+    } else {
+      if (v->kind != NNC_KX_BIN || v->op != NNC_K_MAX || v->type != NNC_KT_F32) return false;
+      for (int j = 0; j < 2; j++)
+        if (!(v->a[j]->kind == NNC_KX_SCALAR && v->a[j]->var == s->var) &&
+            !element_of(p, v->a[j], from))
+          return false;
+    }
+  }
+  return true;
+}
+
+/* Where product q (eval kernel i) gets its A in bytes (nnc_kqgemm's
+ * nbyte, byte_buf, byte_writer): back from A through sole writers that
+ * are byte exact. */
+static void byte_inputs(const nnc_deploy *d, int i, nnc_kqgemm *q) {
+  const nnc_kprog *p = &d->p;
+  int buf = nnc_kbuf_base(p, q->a_buf), reader = i;
+  q->nbyte = 0;
+  while (q->nbyte < NNC_KQ_CHAIN) {
+    int w = sole_writer(d, buf, reader), from = -1;
+    if (w < 0) return;
+    q->byte_buf[q->nbyte] = buf;
+    q->byte_writer[q->nbyte++] = w;
+    if (!byte_exact(p, &p->eval.k[w]->body, buf, &from) || from < 0) return;
+    for (int c = 0; c < q->nbyte; c++) /* no cycles */
+      if (q->byte_buf[c] == from) return;
+    buf = from, reader = w;
+  }
+}
+
 int nnc_deploy_quantize(nnc_deploy *d, const nnc_deploy_values *v, const bool *which,
                         const float *amin, const float *amax) {
   int n = 0;
@@ -166,6 +257,7 @@ int nnc_deploy_quantize(nnc_deploy *d, const nnc_deploy_values *v, const bool *w
     if (!which[i]) continue;
     nnc_kqgemm *q = quantize_one(d, v, d->p.eval.k[i], amin[i], amax[i]);
     q->scratch = d->ws_bytes;
+    byte_inputs(d, i, q);
     int64_t rows = q->M > 16 ? q->M : 16; /* llvm_qgemm.c quantises blocks of 16 rows */
     if (rows * q->K4 > scratch) scratch = rows * q->K4;
     d->quant[i] = q;
@@ -181,4 +273,15 @@ int64_t nnc_deploy_int8_bytes(const nnc_deploy *d) {
   for (int i = 0; d->quant && i < d->p.eval.n; i++)
     if (d->quant[i]) bytes += d->quant[i]->N * (d->quant[i]->K4 + 8); /* w, offset, scale */
   return bytes;
+}
+
+nnc_kqstore nnc_kq_store_of(const nnc_kqgemm *const *quant, int n, int k) {
+  for (int i = 0; quant && i < n; i++)
+    for (int c = 0; quant[i] && c < quant[i]->nbyte; c++)
+      if (quant[i]->byte_writer[c] == k)
+        return (nnc_kqstore){.q = quant[i],
+                             .product = i,
+                             .buf = quant[i]->byte_buf[c],
+                             .from = c + 1 < quant[i]->nbyte ? quant[i]->byte_buf[c + 1] : -1};
+  return (nnc_kqstore){.product = -1, .buf = -1, .from = -1};
 }

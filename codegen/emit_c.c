@@ -45,6 +45,8 @@ typedef struct cwriter {
   unsigned gen;
   int ntemps, depth;
   const char *bad; /* first unsupported construct, for the error */
+  nnc_kqstore qs;  /* what the kernel being written stores in bytes (q NULL: nothing) */
+  char qname[256]; /* that product's function name */
 } cwriter;
 
 static const char *ctype(nnc_kt t) {
@@ -259,6 +261,13 @@ static void expr_inline(cwriter *W, const nnc_kexpr *e) {
   case NNC_KX_VAR: fprintf(W->f, "i%d", e->var); return;
   case NNC_KX_SCALAR: fprintf(W->f, "s%d", e->var); return;
   case NNC_KX_LOAD:
+    if (W->qs.q && W->qs.from >= 0 &&
+        nnc_kbuf_base(W->p, e->buf) == W->qs.from) { /* bytes: the code */
+      fprintf(W->f, "(float)((const unsigned char *)b%d)[", W->qs.from);
+      expr(W, e->a[0]);
+      fputc(']', W->f);
+      return;
+    }
     fprintf(W->f, "b%d[", nnc_kbuf_base(W->p, e->buf));
     expr(W, e->a[0]);
     fputc(']', W->f);
@@ -357,11 +366,27 @@ static void block(cwriter *W, const nnc_kblock *blk) {
     case NNC_KS_STORE: {
       bool b = begin_statement(W, s->index, s->value);
       indent(W);
-      fprintf(W->f, "b%d[", nnc_kbuf_base(W->p, s->buf));
-      expr(W, s->index);
-      fputs("] = ", W->f);
-      expr(W, s->value);
-      fputs(";\n", W->f);
+      int base = nnc_kbuf_base(W->p, s->buf);
+      const nnc_kexpr *v = s->value;
+      if (!W->qs.q || base != W->qs.buf) {
+        fprintf(W->f, "b%d[", base);
+        expr(W, s->index);
+        fputs("] = ", W->f);
+        expr(W, v);
+        fputs(";\n", W->f);
+      } else if (W->qs.from >= 0 && v->kind != NNC_KX_CONST) { /* a code 0..255 */
+        fprintf(W->f, "((unsigned char *)b%d)[", base);
+        expr(W, s->index);
+        fputs("] = (unsigned char)(int32_t)", W->f);
+        expr(W, v);
+        fputs(";\n", W->f);
+      } else { /* quantised */
+        fprintf(W->f, "((unsigned char *)b%d)[", base);
+        expr(W, s->index);
+        fprintf(W->f, "] = %s_quantize(", W->qname);
+        expr(W, v);
+        fputs(");\n", W->f);
+      }
       end_statement(W, b);
       break;
     }
@@ -523,12 +548,23 @@ static void gemm_kernel(cwriter *W, const nnc_kernel *k) {
   }
 }
 
+/* NAME_quantize: a float of q's A as its u8 byte. */
+static void quantize_fn(FILE *f, const char *name, const nnc_kqgemm *q) {
+  char num[48];
+  fprintf(f, "static unsigned char %s_quantize(float x) {\n", name);
+  fprintf(f, "  float r = nearbyintf(x * %s);\n",
+          nnc_deploy_float(num, sizeof num, q->a_inv_scale, true));
+  fprintf(f, "  r = r <= %d.0f ? r : %d.0f;\n", 255 - (int)q->a_zero, 255 - (int)q->a_zero);
+  fprintf(f, "  r = r >= %d.0f ? r : %d.0f;\n", -(int)q->a_zero, -(int)q->a_zero);
+  fprintf(f, "  return (unsigned char)((int32_t)r + %d);\n}\n\n", (int)q->a_zero);
+}
+
 /* An int8 product (kernel.h's nnc_kqgemm): its constants, then A quantised
  * into the scratch, int32 dot products, the float epilogue; the same
  * operations in the same order as llvm_qgemm.c's. */
 static void int8_kernel(cwriter *W, const nnc_kernel *k, const nnc_kqgemm *q) {
   FILE *f = W->f;
-  char name[256], num[48];
+  char name[256];
   kernel_name(name, sizeof name, k);
   fprintf(f, "/* %s: int8 */\n", k->label ? k->label : k->name);
   fprintf(f, "static const int8_t %s_w[%lld] = {", name, (long long)(q->N * q->K4));
@@ -540,6 +576,7 @@ static void int8_kernel(cwriter *W, const nnc_kernel *k, const nnc_kqgemm *q) {
   fprintf(f, "\n};\nstatic const float %s_scale[%lld] = {", name, (long long)q->N);
   nnc_deploy_float_list(f, q->out_scale, q->N);
   fputs("};\n", f);
+  if (q->nbyte == 0) quantize_fn(f, name, q);
   fprintf(f,
           "/* C[%lld x %lld] = A . W^T in int8: A per tensor (range [%g, %g], scale %g, zero\n"
           " * point %d, as u8), W per output channel; int32 sums */\n",
@@ -549,14 +586,13 @@ static void int8_kernel(cwriter *W, const nnc_kernel *k, const nnc_kqgemm *q) {
           "aq) {\n",
           name);
   fprintf(f, "  for (int64_t m = 0; m < %lld; m++) {\n", (long long)q->M);
-  fprintf(f, "    for (int64_t k = 0; k < %lld; k++) {\n", (long long)q->K);
-  fprintf(f, "      float r = nearbyintf(a[%s * %lld + %s] * %s);\n", q->trans_a ? "k" : "m",
-          (long long)q->lda, q->trans_a ? "m" : "k",
-          nnc_deploy_float(num, sizeof num, q->a_inv_scale, true));
-  fprintf(f, "      r = r <= %d.0f ? r : %d.0f;\n", 255 - (int)q->a_zero, 255 - (int)q->a_zero);
-  fprintf(f, "      r = r >= %d.0f ? r : %d.0f;\n", -(int)q->a_zero, -(int)q->a_zero);
-  fprintf(f, "      aq[m * %lld + k] = (unsigned char)((int32_t)r + %d);\n    }\n",
-          (long long)q->K4, (int)q->a_zero);
+  fprintf(f, "    for (int64_t k = 0; k < %lld; k++)\n", (long long)q->K);
+  if (q->nbyte > 0) /* A arrives quantised, in bytes */
+    fprintf(f, "      aq[m * %lld + k] = ((const unsigned char *)a)[%s * %lld + %s];\n",
+            (long long)q->K4, q->trans_a ? "k" : "m", (long long)q->lda, q->trans_a ? "m" : "k");
+  else
+    fprintf(f, "      aq[m * %lld + k] = %s_quantize(a[%s * %lld + %s]);\n", (long long)q->K4, name,
+            q->trans_a ? "k" : "m", (long long)q->lda, q->trans_a ? "m" : "k");
   if (q->K4 > q->K)
     fprintf(f, "    for (int64_t k = %lld; k < %lld; k++)\n      aq[m * %lld + k] = 0;\n",
             (long long)q->K, (long long)q->K4, (long long)q->K4);
@@ -770,10 +806,18 @@ bool nnc_deploy_write_c(const nnc_deploy *d, const nnc_deploy_values *v, FILE *o
   W.f = open_memstream(&body, &body_len);
   if (!W.uses || !W.f) nnc_ir_bug("emit_c: out of memory");
   for (int i = 0; i < d->p.eval.n; i++)
-    if (d->quant && d->quant[i])
+    if (d->quant && d->quant[i]) {
       int8_kernel(&W, d->p.eval.k[i], d->quant[i]);
-    else
+    } else {
+      /* a kernel that stores bytes for a product calls its NAME_quantize */
+      W.qs = nnc_kq_store_of((const nnc_kqgemm *const *)d->quant, d->p.eval.n, i);
+      if (W.qs.q) { /* NAME_quantize before the first of them */
+        kernel_name(W.qname, sizeof W.qname, d->p.eval.k[W.qs.product]);
+        if (i == W.qs.q->byte_writer[W.qs.q->nbyte - 1]) quantize_fn(W.f, W.qname, W.qs.q);
+      }
       kernel(&W, d->p.eval.k[i]);
+      W.qs = (nnc_kqstore){.product = -1, .buf = -1, .from = -1};
+    }
   fclose(W.f);
   free(W.uses);
   if (W.bad) {

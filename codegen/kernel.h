@@ -195,6 +195,7 @@ typedef struct nnc_kgraph {
  * out_scale[n]) with the int32 accumulator, offset[n] = round(bias[n] /
  * out_scale[n]) - a_zero * sum_k W[n,k] and out_scale[n] = a_scale *
  * w_scale[n]. */
+enum { NNC_KQ_CHAIN = 4 }; /* nnc_kqgemm's byte_buf: at most this many */
 typedef struct nnc_kqgemm {
   int64_t M, N, K, K4;
   int64_t lda, ldc;       /* row strides of A and C, in floats */
@@ -207,9 +208,35 @@ typedef struct nnc_kqgemm {
   const int32_t *offset;  /* [N] */
   const float *out_scale; /* [N] */
   bool relu;
+  /* nbyte > 0: A arrives quantised, in bytes, through a chain of loop
+   * kernels. byte_writer[0] (A's only writer; the product A's only other
+   * reader: an im2col, a pooling) stores each value quantised as above,
+   * one u8 at byte `index` of A's buffer byte_buf[0] instead of a float at
+   * element `index`. Where it only copies or takes maxima of elements of
+   * one other temporary (an im2col of a pooling's output, a max pooling),
+   * and that temporary's only writer is a loop kernel too, that kernel
+   * stores the temporary (byte_buf[1]) in bytes the same way, and
+   * byte_writer[0] computes on the bytes (quantising commutes with copies
+   * and maxima), and so on back: byte_writer[c] reads byte_buf[c + 1] in
+   * bytes when c + 1 < nbyte. So the activations are quantised once, where
+   * first written, and stored as bytes all the way to the product. */
+  int nbyte;
+  int byte_buf[NNC_KQ_CHAIN], byte_writer[NNC_KQ_CHAIN];
   int64_t scratch;             /* workspace offset of the quantised A: max(M, 16) * K4 bytes */
   float a_scale, a_min, a_max; /* the calibrated range (for comments) */
 } nnc_kqgemm;
+
+/* What eval kernel k stores in bytes for an int8 product (one of its
+ * byte_writer): q NULL (and product -1) when nothing. */
+typedef struct nnc_kqstore {
+  const nnc_kqgemm *q;
+  int product; /* q's eval index */
+  int buf;     /* the base buffer k stores quantised, a byte per element */
+  int from;    /* >= 0: the base buffer k reads in bytes: each element a float code
+                  0..255, which k's stores into buf store as it is; -1: k reads floats
+                  and its stores quantise */
+} nnc_kqstore;
+nnc_kqstore nnc_kq_store_of(const nnc_kqgemm *const *quant, int n, int k);
 
 /* A deployed inference program's interface (deploy.c), for a backend that
  * emits PREFIX_predict itself: the persistent tensors live in a read-only

@@ -171,6 +171,29 @@ static void loop(emitter *E, const nnc_kstmt *s, LLVMValueRef lo, LLVMValueRef h
   E->loop_depth--;
 }
 
+/* byte p[idx] (i8), tagged as an access of buffer buf */
+static LLVMValueRef byte_at(emitter *E, int buf, const nnc_kexpr *index) {
+  LLVMValueRef idx = nnc_ll_expr(E, index);
+  return LLVMBuildInBoundsGEP2(E->b, E->ti8, E->base[nnc_kbuf_base(E->p, buf)], &idx, 1, "");
+}
+
+/* A store into the buffer the kernel holds in bytes for an int8 product
+ * (E->qs, kernel.h's nnc_kqstore): the value quantised; where the kernel
+ * reads its input in bytes (E->qs.from), a constant quantised and any
+ * other value, a code 0..255 already, as it is. */
+static void store_byte(emitter *E, const nnc_kstmt *s) {
+  const nnc_kexpr *v = s->value;
+  LLVMValueRef byte = nnc_ll_expr(E, v);
+  if (E->qs.from >= 0 && v->kind != NNC_KX_CONST)
+    byte = LLVMBuildTrunc(E->b, LLVMBuildFPToSI(E->b, byte, E->ti32, ""), E->ti8, "");
+  else
+    byte = nnc_ll_quantize_u8(E, E->qs.q, byte);
+  LLVMValueRef st = LLVMBuildStore(E->b, byte, byte_at(E, s->buf, s->index));
+  nnc_ll_tag_access(E, st, s->buf);
+  LLVMSetAlignment(st, 1);
+  nnc_ll_memo_invalidate(E, true, false);
+}
+
 static void block(emitter *E, const nnc_kblock *blk, bool top) {
   for (int i = 0; i < blk->n; i++) {
     const nnc_kstmt *s = blk->s[i];
@@ -183,8 +206,12 @@ static void block(emitter *E, const nnc_kblock *blk, bool top) {
              LLVMConstInt(E->ti64, (unsigned long long)s->extent, 0));
       break;
     case NNC_KS_STORE: {
-      LLVMValueRef v = nnc_ll_expr(E, s->value),
-                   at = nnc_ll_address(E, s->buf, nnc_ll_expr(E, s->index));
+      if (E->qs.q && nnc_kbuf_base(E->p, s->buf) == E->qs.buf) {
+        store_byte(E, s);
+        break;
+      }
+      LLVMValueRef v = nnc_ll_expr(E, s->value), idx = nnc_ll_expr(E, s->index);
+      LLVMValueRef at = nnc_ll_address(E, s->buf, idx);
       nnc_ll_tag_access(E, LLVMBuildStore(E->b, v, at), s->buf);
       nnc_ll_memo_invalidate(E, true, false);
       break;
@@ -505,11 +532,18 @@ static void emit_entry(emitter *E, const nnc_kgraph *g, const int *part_of, cons
     const nnc_kernel *k = g->k[i];
     if (part_of[i] == E->part && quant && quant[i])
       fns[i] = nnc_ll_emit_qgemm(E, k, quant[i]);
-    else if (part_of[i] == E->part && !k->same_as)
+    else if (part_of[i] == E->part && !k->same_as) {
+      E->qs = nnc_kq_store_of(quant, g->n, i);
       fns[i] = emit_kernel(E, k);
-    else if (E->part == 0 || part_of[i] == E->part) {
+      E->qs = (nnc_kqstore){.product = -1, .buf = -1, .from = -1};
+    } else if (E->part == 0 || part_of[i] == E->part) {
       /* another part's kernel, or a train kernel's twin (emitted with the
-       * train graph, which comes first): called by name */
+       * train graph, which comes first): called by name. A deployed
+       * program has no train graph, so no kernel that stores bytes for an
+       * int8 product is a twin. */
+      if (k->same_as && nnc_kq_store_of(quant, g->n, i).product >= 0)
+        nnc_ir_bug("codegen: kernel %s stores bytes but shares %s's code", k->name,
+                   k->same_as->name);
       const char *fname = k->same_as ? k->same_as->name : k->name;
       fns[i] = LLVMGetNamedFunction(E->mod, fname);
       if (!fns[i]) fns[i] = LLVMAddFunction(E->mod, fname, E->kfn_type);

@@ -285,6 +285,15 @@ static LLVMValueRef expr_uncached(emitter *E, const nnc_kexpr *e) {
   case NNC_KX_VAR: return E->vars[e->var];
   case NNC_KX_SCALAR: return LLVMBuildLoad2(E->b, nnc_ll_type(E, e->type), E->scalars[e->var], "");
   case NNC_KX_LOAD: {
+    if (E->qs.q && E->qs.from >= 0 && nnc_kbuf_base(E->p, e->buf) == E->qs.from) {
+      /* held in bytes for an int8 product (kernel.h's nnc_kqstore): the code */
+      LLVMValueRef idx = nnc_ll_expr(E, e->a[0]);
+      LLVMValueRef at = LLVMBuildInBoundsGEP2(E->b, E->ti8, E->base[E->qs.from], &idx, 1, "");
+      LLVMValueRef ld = LLVMBuildLoad2(E->b, E->ti8, at, "");
+      nnc_ll_tag_access(E, ld, e->buf);
+      LLVMSetAlignment(ld, 1);
+      return LLVMBuildUIToFP(E->b, ld, E->tf32, "");
+    }
     LLVMValueRef ld = LLVMBuildLoad2(E->b, nnc_ll_type(E, e->type),
                                      nnc_ll_address(E, e->buf, nnc_ll_expr(E, e->a[0])), "");
     nnc_ll_tag_access(E, ld, e->buf);

@@ -37,6 +37,7 @@ typedef struct emitter {
    * of every kernel: [0] train, [1] eval, by kernel index. */
   int part, nparts;
   int *part_of[4]; /* train, eval, grad, update */
+  nnc_kqstore qs;  /* what the loop kernel being emitted stores in bytes (q NULL: nothing) */
 } emitter;
 
 /* The LLVM type of kernel values of type t. */
@@ -66,6 +67,8 @@ LLVMValueRef nnc_ll_kernel_fn(emitter *E, const char *name);
 /* ---- llvm_qgemm.c: an int8 product of a deployed program ---- */
 /* The kernel function of k as the int8 product q (vpdpbusd). */
 LLVMValueRef nnc_ll_emit_qgemm(emitter *E, const nnc_kernel *k, const nnc_kqgemm *q);
+/* x (f32) quantised as q's A: the u8 byte (i8). */
+LLVMValueRef nnc_ll_quantize_u8(emitter *E, const nnc_kqgemm *q, LLVMValueRef x);
 
 /* ---- llvm_predict.c: a deployed program's interface (E->p->deploy) ---- */
 /* A private constant global `name` holding n bytes of data, 64-byte

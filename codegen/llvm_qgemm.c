@@ -70,26 +70,12 @@ static LLVMValueRef scratch_at(emitter *E, const qstate *S, LLVMValueRef r, LLVM
   return LLVMBuildAdd(E->b, LLVMBuildMul(E->b, slot, i64c(E, 4), ""), t, "");
 }
 
-/* Rows [m0, m0 + R) of A -> u8 rows 0..R-1 of the scratch:
- * clamp(rint(a * inv), -zero, 255 - zero) + zero, one element at a time.
- * Done per row tile (trans_a: for the rows after the last block of 16),
- * just before its products, so the quantised rows are still in L1 when
- * read. */
-static void quantize_a(emitter *E, const qstate *S, LLVMValueRef m0, int64_t R) {
-  const nnc_kqgemm *q = S->q;
+LLVMValueRef nnc_ll_quantize_u8(emitter *E, const nnc_kqgemm *q, LLVMValueRef x) {
   LLVMTypeRef f[1] = {E->tf32}, ff[2] = {E->tf32, E->tf32}, t;
   LLVMValueRef rint = intrinsic(E, "llvm.rint.f32", E->tf32, f, 1, &t);
   LLVMTypeRef rint_t = t;
   LLVMValueRef minnum = intrinsic(E, "llvm.minnum.f32", E->tf32, ff, 2, &t);
   LLVMValueRef maxnum = intrinsic(E, "llvm.maxnum.f32", E->tf32, ff, 2, &t);
-  nnc_ll_loop m = nnc_ll_loop_open(E, E->fn, 0, R, 1);
-  nnc_ll_loop k = nnc_ll_loop_open(E, E->fn, 0, q->K, 1);
-  LLVMValueRef row = LLVMBuildAdd(E->b, m0, m.i, "");
-  LLVMValueRef src =
-      q->trans_a ? LLVMBuildAdd(E->b, LLVMBuildMul(E->b, k.i, i64c(E, q->lda), ""), row, "")
-                 : LLVMBuildAdd(E->b, LLVMBuildMul(E->b, row, i64c(E, q->lda), ""), k.i, "");
-  LLVMValueRef x =
-      LLVMBuildLoad2(E->b, E->tf32, at(E, S->a, LLVMBuildMul(E->b, src, i64c(E, 4), "")), "");
   LLVMValueRef y = LLVMBuildFMul(E->b, x, LLVMConstReal(E->tf32, q->a_inv_scale), "");
   y = LLVMBuildCall2(E->b, rint_t, rint, &y, 1, "");
   LLVMValueRef hi[2] = {y, LLVMConstReal(E->tf32, 255.0 - q->a_zero)};
@@ -98,8 +84,31 @@ static void quantize_a(emitter *E, const qstate *S, LLVMValueRef m0, int64_t R) 
   y = LLVMBuildCall2(E->b, t, maxnum, lo, 2, "");
   LLVMValueRef u = LLVMBuildAdd(E->b, LLVMBuildFPToSI(E->b, y, E->ti32, ""),
                                 LLVMConstInt(E->ti32, (unsigned long long)q->a_zero, 0), "");
+  return LLVMBuildTrunc(E->b, u, E->ti8, "");
+}
+
+/* Rows [m0, m0 + R) of A -> u8 rows 0..R-1 of the scratch:
+ * clamp(rint(a * inv), -zero, 255 - zero) + zero, one element at a time.
+ * Done per row tile (trans_a: for the rows after the last block of 16),
+ * just before its products, so the quantised rows are still in L1 when
+ * read. */
+static void quantize_a(emitter *E, const qstate *S, LLVMValueRef m0, int64_t R) {
+  const nnc_kqgemm *q = S->q;
+  nnc_ll_loop m = nnc_ll_loop_open(E, E->fn, 0, R, 1);
+  nnc_ll_loop k = nnc_ll_loop_open(E, E->fn, 0, q->K, 1);
+  LLVMValueRef row = LLVMBuildAdd(E->b, m0, m.i, "");
+  LLVMValueRef src =
+      q->trans_a ? LLVMBuildAdd(E->b, LLVMBuildMul(E->b, k.i, i64c(E, q->lda), ""), row, "")
+                 : LLVMBuildAdd(E->b, LLVMBuildMul(E->b, row, i64c(E, q->lda), ""), k.i, "");
+  LLVMValueRef u; /* A quantised already (nbyte > 0): byte src */
+  if (q->nbyte > 0)
+    u = LLVMBuildLoad2(E->b, E->ti8, at(E, S->a, src), "");
+  else
+    u = nnc_ll_quantize_u8(
+        E, q,
+        LLVMBuildLoad2(E->b, E->tf32, at(E, S->a, LLVMBuildMul(E->b, src, i64c(E, 4), "")), ""));
   LLVMValueRef dst = scratch_at(E, S, m.i, k.i);
-  LLVMBuildStore(E->b, LLVMBuildTrunc(E->b, u, E->ti8, ""), at(E, S->scratch, dst));
+  LLVMBuildStore(E->b, u, at(E, S->scratch, dst));
   nnc_ll_loop_close(E, &k);
   if (q->K4 > q->K) { /* the padding: zeros (the padded weights are zero too) */
     nnc_ll_loop p = nnc_ll_loop_open(E, E->fn, q->K, q->K4, 1);
@@ -152,6 +161,12 @@ static void quantize_block(emitter *E, const qstate *S, LLVMValueRef m0, int64_t
     LLVMValueRef inside = LLVMBuildICmp(E->b, LLVMIntSLT, kk, i64c(E, q->K), "");
     LLVMValueRef krow = LLVMBuildSelect(E->b, inside, kk, i64c(E, 0), "");
     LLVMValueRef src = LLVMBuildAdd(E->b, LLVMBuildMul(E->b, krow, i64c(E, q->lda), ""), mg, "");
+    if (q->nbyte > 0) { /* quantised already: 16 bytes */
+      LLVMValueRef u = LLVMBuildLoad2(E->b, v16i8, at(E, S->a, src), "");
+      LLVMSetAlignment(u, 1);
+      rowv[tt] = LLVMBuildSelect(E->b, inside, u, LLVMConstNull(v16i8), "");
+      continue;
+    }
     LLVMValueRef x =
         LLVMBuildLoad2(E->b, S->v16f32, at(E, S->a, LLVMBuildMul(E->b, src, i64c(E, 4), "")), "");
     LLVMSetAlignment(x, 4);

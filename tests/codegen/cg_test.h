@@ -311,4 +311,27 @@ static inline void fx_check_threads(fixture *fx, int steps, bool eval) {
 
 #define T(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
 
+#ifdef NNC_CG_TEST_FRONTEND /* for tests that link nnc_frontend */
+#include "frontend/frontend.h"
+
+/* .nn source through the front end, made into training and eval graphs
+ * (simplified); NULL with the diagnostics printed when it does not compile. */
+static inline nnc_module *fx_compile_source(nnc_arena *arena, const char *path, const char *text,
+                                            size_t n) {
+  nnc_diags diags;
+  nnc_diags_init(&diags, arena);
+  uint32_t file = nnc_diags_add_source(&diags, path, text, n);
+  nnc_frontend_result r;
+  if (!nnc_frontend_compile(arena, &diags, file, &r) || !r.module) {
+    nnc_diags_render(&diags, stderr, false);
+    return NULL;
+  }
+  char err[512];
+  if (!nnc_build_training(r.module, err, sizeof err)) fail_msg("build_training: %s", err);
+  nnc_simplify(r.module->train);
+  if (r.module->eval) nnc_simplify(r.module->eval);
+  return r.module;
+}
+#endif
+
 #endif

@@ -6,14 +6,13 @@
  *  - examples/fashion_mlp.nn through the front end: first steps against the
  *    interpreter, and it learns a fixed batch;
  *  - `--emit=asm` of a product shows AVX-512 FMAs (vfmadd...ps %zmm). */
+#define NNC_CG_TEST_FRONTEND
 #include "cg_test.h"
 
 #include <unistd.h>
 
 #include <llvm-c/Core.h>
 #include <llvm-c/TargetMachine.h>
-
-#include "frontend/frontend.h"
 
 /* relu(x W1 + b1) W2 + b2 -> cross-entropy on labels; outputs as the front
  * end makes them (loss vector, loss, correct vector, prediction). */
@@ -102,23 +101,6 @@ static void test_mlp_threads_bit_identical(void **state) {
 
 /* ---- examples/fashion_mlp.nn through the front end ---- */
 
-/* A module from .nn text, differentiated and simplified as nnc does. */
-static nnc_module *load_text(nnc_arena *arena, const char *path, const char *text, size_t n) {
-  nnc_diags diags;
-  nnc_diags_init(&diags, arena);
-  uint32_t file = nnc_diags_add_source(&diags, path, text, n);
-  nnc_frontend_result r;
-  if (!nnc_frontend_compile(arena, &diags, file, &r) || !r.module) {
-    nnc_diags_render(&diags, stderr, false);
-    return NULL;
-  }
-  char err[512];
-  if (!nnc_build_training(r.module, err, sizeof err)) fail_msg("build_training: %s", err);
-  nnc_simplify(r.module->train);
-  if (r.module->eval) nnc_simplify(r.module->eval);
-  return r.module;
-}
-
 static nnc_module *load_example(nnc_arena *arena, const char *name) {
   char path[1024];
   snprintf(path, sizeof path, "%s/examples/%s", NNC_SOURCE_DIR, name);
@@ -127,7 +109,7 @@ static nnc_module *load_example(nnc_arena *arena, const char *name) {
   static char text[1 << 16];
   size_t n = fread(text, 1, sizeof text - 1, f);
   fclose(f);
-  return load_text(arena, path, text, n);
+  return fx_compile_source(arena, path, text, n);
 }
 
 static void use_module(fixture *fx, nnc_module *m) {
@@ -261,7 +243,7 @@ static void test_small_cnn_eval_shares_train_kernels(void **state) {
       "train { model = cnn  data = d.train  validate = d.test  loss = cross_entropy\n"
       "        optimizer = adam(lr = 1e-3)  batch = 8  epochs = 1 }\n";
   fixture *fx = *state;
-  nnc_module *m = load_text(&fx->arena, "small_cnn.nn", text, sizeof text - 1);
+  nnc_module *m = fx_compile_source(&fx->arena, "small_cnn.nn", text, sizeof text - 1);
   assert_non_null(m);
   /* the convolutions' im2col and products, the dense layers, the loss */
   assert_true(check_eval_after_training(fx, m) >= 10);

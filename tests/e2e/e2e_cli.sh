@@ -737,6 +737,12 @@ if want int8; then
       expect_rc qe_${model}_$b 0 && TOL=0.05 GCC_ONLY=1 deploy_check q_${model}_$b model c
       expect_rc qeo_${model}_$b 0 && TOL=0.05 deploy_check qo_${model}_$b model obj
       grep -q "largest difference 0 " t_model_obj_gcc.out || fail "$model: the int8 object is not its reference bit for bit"
+      # the convolutions' im2col stores their products' input in bytes
+      grep -q '((unsigned char \*)b[0-9]*)\[.*_quantize(' q_${model}_$b/model.c ||
+        fail "$model batch $b: no kernel stores a product's input quantised"
+      # pool1 takes maxima of bytes, conv2's im2col copies bytes
+      [ $model != fashion_cnn ] || [ "$(grep -c '(float)((const unsigned char \*)b' q_${model}_$b/model.c)" -ge 2 ] ||
+        fail "$model batch $b: no kernel computes on bytes"
       # every product int8 at every batch: as many as at batch 1 (the
       # convolutions too), all of them
       n=$(sed -n 's/.* \([0-9]*\) of \([0-9]*\) products int8.*/\1 \2/p' qe_${model}_$b.out)
