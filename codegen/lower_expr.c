@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "lower_internal.h"
+#include "nnc_hash.h"
 
 nnc_kexpr *nnc_lw_at(lower *L, const nnc_node *n, nnc_kexpr **idx) {
   const nnc_shape *s = &n->shape;
@@ -152,8 +153,15 @@ static nnc_kexpr *gen_op(lower *L, kgen *G, const nnc_node *n, nnc_kexpr **idx) 
     } else {
       step = nnc_kx_cast(a, step, NNC_KT_I64);
     }
-    return nnc_kx_rand(a, nnc_kt_of(n->dtype), seed, step, nnc_lw_linear(L, idx, &n->shape),
-                       n->attr[0]);
+    nnc_kexpr *at = nnc_lw_linear(L, idx, &n->shape);
+    if (n->attr[1] > 1) { /* chunked over the batch (ops.def): micro-batch g's seed and index */
+      int64_t per = nnc_shape_numel(&n->shape) / n->attr[1];
+      nnc_kexpr *g = nnc_kx_bin(a, NNC_K_DIV, at, nnc_kx_int(a, per));
+      at = nnc_kx_bin(a, NNC_K_REM, at, nnc_kx_int(a, per));
+      if (seed->type != NNC_KT_I64) seed = nnc_kx_cast(a, seed, NNC_KT_I64);
+      seed = nnc_kx_iadd(a, seed, nnc_kx_imul(a, g, NNC_HASH_MICRO_SEED)); /* mod 2^32: emit_rand */
+    }
+    return nnc_kx_rand(a, nnc_kt_of(n->dtype), seed, step, at, n->attr[0]);
   }
   case NNC_OP_INPUT:
   case NNC_OP_PARAM:

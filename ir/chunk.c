@@ -22,9 +22,11 @@
  *    order the micro-batch's sum adds), then log2(G) levels of
  *    [n, ...] as [n/2, 2, ...] summed over axis 1: 0 + a + b, that is
  *    a + b, so level by level ((c0 + c1) + (c2 + c3)).
- * RMAX and ARGMAX need nothing (a maximum is exact in any order). Not
- * handled (not exact): SCATTER_ADD over the batch (an embedding's
- * gradient) and random masks (RAND draws by flat index over the batch).
+ * RMAX and ARGMAX need nothing (a maximum is exact in any order).
+ * A RAND over the batch (dim 0 the batch: a dropout mask) gets attr[1] = G
+ * and leads: micro-batch g's part draws with g's seed and its own index,
+ * as the micro-batch step does (ops.def). Not handled (not exact):
+ * SCATTER_ADD over the batch (an embedding's gradient).
  */
 #include "passes.h"
 
@@ -56,8 +58,8 @@ static bool leads(const nnc_node *n, const bool *lead, int64_t chunks) {
     return lead[a->id]; /* reshape: the flat order is kept */
   case NNC_CLASS_OTHER: break;
   }
-  /* the other ops of class OTHER; SCATTER_ADD (a sum over the batch) and
-   * RAND do not lead */
+  /* the other ops of class OTHER; SCATTER_ADD (a sum over the batch) does
+   * not lead */
   if (n->op == NNC_OP_SELECT) {
     for (int i = 0; i < 3; i++)
       if (lead[n->in[i]->id] && n->in[i]->shape.dim[0] == n->shape.dim[0]) return true;
@@ -69,7 +71,7 @@ static bool leads(const nnc_node *n, const bool *lead, int64_t chunks) {
   if (n->op == NNC_OP_IM2COL || n->op == NNC_OP_COL2IM || n->op == NNC_OP_ONEHOT)
     return lead[a->id];
   if (n->op == NNC_OP_GATHER) return lead[n->in[1]->id];
-  return false;
+  return false; /* RAND: see rand_over_batch */
 }
 
 /* Whether the product n contracts over the batch: its K runs along a
@@ -114,17 +116,32 @@ static void chunk_sum(nnc_graph *g, nnc_node *n, int64_t chunks) {
   n->attr[0] = 0;
 }
 
+/* Whether the RAND n draws over the batch: its dim 0 is x's (the batch)
+ * and splits into the micro-batches. */
+static bool rand_over_batch(const nnc_graph *g, const nnc_node *n, int64_t chunks) {
+  const nnc_node *x = g->inputs[NNC_IN_X];
+  return x && x->shape.rank >= 1 && splits(n, chunks) && n->shape.dim[0] == x->shape.dim[0];
+}
+
+bool nnc_chunk_draws_exact(const nnc_graph *g, int64_t chunks) {
+  for (int i = 0; i < g->nnodes; i++)
+    if (g->nodes[i]->op == NNC_OP_RAND && !rand_over_batch(g, g->nodes[i], chunks)) return false;
+  return true;
+}
+
 void nnc_chunk_batch_sums(nnc_graph *g, int64_t chunks) {
   if (!g || chunks < 2 || (chunks & (chunks - 1))) return;
   int n0 = g->nnodes;
   bool *lead = calloc((size_t)n0 + 1, sizeof(bool));
   if (!lead) nnc_ir_bug("chunk: out of memory");
   for (int i = 0; i < n0; i++) /* operands come first */
-    lead[i] = leads(g->nodes[i], lead, chunks);
+    lead[i] = leads(g->nodes[i], lead, chunks) ||
+              (g->nodes[i]->op == NNC_OP_RAND && rand_over_batch(g, g->nodes[i], chunks));
   bool appended = false;
   for (int i = 0; i < n0; i++) {
     nnc_node *n = g->nodes[i];
     if (n->op == NNC_OP_MATMUL && contracts_batch(n, lead)) n->attr[2] = chunks;
+    if (n->op == NNC_OP_RAND && lead[n->id]) n->attr[1] = chunks;
     if (n->op == NNC_OP_SUM && (n->attr[0] & 1) && lead[n->in[0]->id] && n->dtype != NNC_I32) {
       chunk_sum(g, n, chunks);
       appended = true;

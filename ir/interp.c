@@ -353,8 +353,11 @@ static void eval_onehot(nnc_interp *in, const nnc_node *n, double *out) {
 static void eval_rand(nnc_interp *in, const nnc_node *n, double *out) {
   double seed = operand(in, n, 0)[0], step = operand(in, n, 1)[0];
   int64_t numel = nnc_shape_numel(&n->shape);
-  for (int64_t i = 0; i < numel; i++)
-    out[i] = nnc_interp_rand(seed, step, n->attr[0], (uint64_t)i);
+  int64_t chunks = n->attr[1] > 1 ? n->attr[1] : 1, per = numel / chunks;
+  for (int64_t i = 0; i < numel; i++) { /* ops.def: chunk g draws with its own seed */
+    uint32_t s = (uint32_t)(int64_t)seed + (uint32_t)(i / per) * NNC_HASH_MICRO_SEED;
+    out[i] = nnc_interp_rand((double)s, step, n->attr[0], (uint64_t)(i % per));
+  }
 }
 
 static void copy(double *out, const double *src, const nnc_shape *s) {

@@ -62,5 +62,9 @@ void nnc_ir_topo_sort(nnc_graph *g);
  * micro-batches' gradients: the pairwise tree (c0 + c1) + (c2 + c3).
  * chunks must be a power of two. Run after nnc_simplify. */
 void nnc_chunk_batch_sums(nnc_graph *g, int64_t chunks);
+/* Whether every random mask of g draws over the batch (dim 0 the batch),
+ * so that nnc_chunk_batch_sums can make it draw per micro-batch as the
+ * data-parallel step does. */
+bool nnc_chunk_draws_exact(const nnc_graph *g, int64_t chunks);
 
 #endif

@@ -66,7 +66,12 @@ static void print_attrs(FILE *out, const nnc_node *n) {
     fputc('}', out);
     return;
   case NNC_OP_ONEHOT: fprintf(out, " {classes=%" PRId64 "}", n->attr[0]); return;
-  case NNC_OP_RAND: fprintf(out, " {stream=%" PRId64 "}", n->attr[0]); return;
+  case NNC_OP_RAND:
+    if (n->attr[1] > 1)
+      fprintf(out, " {stream=%" PRId64 ", chunks=%" PRId64 "}", n->attr[0], n->attr[1]);
+    else
+      fprintf(out, " {stream=%" PRId64 "}", n->attr[0]);
+    return;
   case NNC_OP_NEG:
   case NNC_OP_EXP:
   case NNC_OP_LOG:

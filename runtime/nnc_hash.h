@@ -19,6 +19,11 @@
 #define NNC_HASH_STEP_MUL  0x9E3779B97F4A7C15u
 #define NNC_HASH_INDEX_MUL 0xC2B2AE3D27D4EB4Fu
 enum { NNC_HASH_BITS = 24 }; /* bits of x kept, from the top */
+/* Data-parallel training draws micro-batch g's masks with the seed
+ * seed + g * NNC_HASH_MICRO_SEED (mod 2^32), so that they depend on the
+ * global micro-batch, not on the rank (runtime/train_parallel.c); a RAND
+ * chunked over the batch (ops.def) draws the same in one kernel. */
+#define NNC_HASH_MICRO_SEED 0x9E3779B9u
 
 /* The splitmix64 finalizer as a list: XORSHIFT(n) is x ^= x >> n, MUL(c) is
  * x *= c. Each user expands it with its own two macros. */

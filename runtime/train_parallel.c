@@ -31,6 +31,7 @@
  * message), then the all-reduce of the gradient subtree sums.
  */
 #include "rt_internal.h"
+#include "nnc_hash.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -40,7 +41,7 @@
 static const char BUFNEW[] = "bufnew.";
 
 /* Spreads the micro-batches' dropout seeds. */
-static const uint32_t MICRO_SEED_STEP = 0x9E3779B9u;
+static const uint32_t MICRO_SEED_STEP = NNC_HASH_MICRO_SEED;
 
 static int64_t grad_floats(const nnc_rt_model *m) {
   int64_t n = 0;

@@ -78,13 +78,13 @@ static bool check_dump_after(const nnc_pipeline_opts *o, char *err, size_t errle
 }
 
 /* Whether the training step g can give the data-parallel step's bits once
- * its batch sums are chunked: it draws no random masks (dropout draws them
- * by index over the whole batch, the data-parallel step per micro-batch)
- * and updates no buffers (batch norm normalises a micro-batch with its own
- * statistics there). Otherwise the step is left as it is, the faster. */
-static bool exact_step(const nnc_graph *g) {
-  for (int i = 0; i < g->nnodes; i++)
-    if (g->nodes[i]->op == NNC_OP_RAND) return false;
+ * its batch sums are chunked: its random masks (dropout) draw over the
+ * batch, so each micro-batch's part can draw as the data-parallel step
+ * does, and it updates no buffers (batch norm normalises a micro-batch
+ * with its own statistics there). Otherwise the step is left as it is,
+ * the faster. */
+static bool exact_step(const nnc_graph *g, int64_t chunks) {
+  if (!nnc_chunk_draws_exact(g, chunks)) return false;
   for (int i = 0; i < g->nupdates; i++)
     if (g->module->tensors[g->updates[i].tensor].role == NNC_ROLE_BUFFER) return false;
   return true;
@@ -111,7 +111,7 @@ bool nnc_pipeline_run(nnc_module *m, const nnc_pipeline_opts *o, char *err, size
 
   t = now_s();
   int64_t chunks = m->grad ? m->micro_batches : o->batch_chunks;
-  if (m->train && chunks > 1 && exact_step(m->train)) {
+  if (m->train && chunks > 1 && exact_step(m->train, chunks)) {
     nnc_chunk_batch_sums(m->train, chunks);
     m->micro_batches = chunks; /* the runtime sums losses per micro-batch */
   }

@@ -11,6 +11,9 @@
 #            too; rank 0 alone writes the log
 #   penalty  the MLP with l1 and l2 penalties (added once, after the
 #            micro-batches' sum): one plain process = -np 2, bit for bit
+#   dropout  the MLP with dropout after both hidden layers (each micro-batch
+#            draws its masks with its own seed, in the ordinary step too):
+#            one plain process (1 and 3 threads) = --data-parallel = -np 2
 #   cnn      examples/fashion_cnn.nn (batch norm, dropout, hflip) on
 #            generated data: -np 2 = one process, bit for bit
 #   resume   an -np 2 checkpoint after 1 epoch resumed under -np 4 and
@@ -158,6 +161,22 @@ if want penalty; then
   common=(--data gen --epochs 1 --threads 1 --quiet --no-log)
   run plain ./pen "${common[@]}" --checkpoint plain.st && expect_rc plain 0
   run np2 mpi 2 ./pen "${common[@]}" --checkpoint np2.st && expect_rc np2 0 && same plain.st np2.st
+fi
+
+if want dropout; then
+  begin dropout
+  sed -e 's/^  h = relu(dense(\(.\), 256))$/  h = dropout(relu(dense(\1, 256)), 0.25)/' \
+    "$EX/fashion_mlp.nn" >drop.nn
+  [ "$(grep -c 'dropout(relu' drop.nn)" = 2 ] || fail "drop.nn lacks its two dropouts"
+  run build "$NNC" drop.nn -o drop && expect_rc build 0
+  common=(--data gen --epochs 1 --quiet --no-log)
+  run one ./drop "${common[@]}" --threads 1 --data-parallel --checkpoint one.st && expect_rc one 0
+  for t in 1 3; do
+    run plain$t ./drop "${common[@]}" --threads $t --checkpoint plain$t.st &&
+      expect_rc plain$t 0 && same one.st plain$t.st
+  done
+  run np2 mpi 2 ./drop "${common[@]}" --threads 1 --checkpoint np2.st && expect_rc np2 0 &&
+    same one.st np2.st
 fi
 
 if want cnn; then

@@ -6,6 +6,7 @@
  * and updates applied as a simultaneous assignment. */
 #include "ir_test.h"
 
+#include "runtime/nnc_hash.h"
 #include "runtime/nnc_rt.h"
 
 /* Runs g (verified first) with tensors filled by fx_fill; caller frees. */
@@ -333,6 +334,34 @@ static void test_rand_matches_runtime(void **state) {
   nnc_interp_free(in);
 }
 
+/* A rand chunked over the batch (ops.def, attr[1] = G): micro-batch g
+ * draws with the seed seed + g * NNC_HASH_MICRO_SEED (mod 2^32) and its own
+ * index, as the data-parallel step's micro-batch step does; a seed near
+ * 2^32 wraps. */
+static void test_rand_chunked(void **state) {
+  fixture *fx = *state;
+  nnc_shape s0 = sh(0), s = sh(2, 4, 3);
+  nnc_node *seed = nnc_ir_input(fx->g, NNC_IN_SEED, NNC_I32, &s0);
+  nnc_node *step = nnc_ir_input(fx->g, NNC_IN_STEP, NNC_F32, &s0);
+  nnc_node *r = nnc_ir_rand(fx->g, seed, step, &s, NNC_F32, 2);
+  r->attr[1] = 2; /* 2 micro-batches of 2 rows */
+  assert_verified(fx->g);
+  const uint32_t seeds[2] = {42u, 0xFFFFFFF0u};
+  for (int k = 0; k < 2; k++) {
+    nnc_interp *in = nnc_interp_new(fx->g);
+    nnc_interp_input(in, NNC_IN_SEED)[0] = (double)(int32_t)seeds[k];
+    nnc_interp_input(in, NNC_IN_STEP)[0] = 5;
+    nnc_interp_run(in);
+    for (uint64_t g = 0; g < 2; g++)
+      for (uint64_t j = 0; j < 6; j++) {
+        uint32_t sg = seeds[k] + (uint32_t)g * NNC_HASH_MICRO_SEED;
+        assert_true(nnc_interp_value(in, r)[g * 6 + j] ==
+                    (double)nnc_rt_hash_uniform(sg ^ (UINT64_C(2) << 32), 5, j));
+      }
+    nnc_interp_free(in);
+  }
+}
+
 /* Updates read the old values: swapping two tensors swaps them. */
 static void test_updates_are_simultaneous(void **state) {
   fixture *fx = *state;
@@ -361,6 +390,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_col2im_adjoint, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_gather_scatter_onehot, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_rand_matches_runtime, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_rand_chunked, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_updates_are_simultaneous, fx_setup, fx_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
