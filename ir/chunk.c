@@ -37,8 +37,15 @@ static bool splits(const nnc_node *n, int64_t chunks) {
   return n->shape.rank >= 1 && n->shape.dim[0] % chunks == 0;
 }
 
+/* Whether the RAND n draws over the batch: its dim 0 is x's (the batch)
+ * and splits into the micro-batches. */
+static bool rand_over_batch(const nnc_graph *g, const nnc_node *n, int64_t chunks) {
+  const nnc_node *x = g->inputs[NNC_IN_X];
+  return x && x->shape.rank >= 1 && splits(n, chunks) && n->shape.dim[0] == x->shape.dim[0];
+}
+
 /* Whether n leads (see above), from its operands' lead[]. */
-static bool leads(const nnc_node *n, const bool *lead, int64_t chunks) {
+static bool leads(const nnc_graph *g, const nnc_node *n, const bool *lead, int64_t chunks) {
   if (!splits(n, chunks)) return false;
   const nnc_node *a = n->nin > 0 ? n->in[0] : NULL;
   switch (nnc_op_class_of(n->op)) {
@@ -71,7 +78,8 @@ static bool leads(const nnc_node *n, const bool *lead, int64_t chunks) {
   if (n->op == NNC_OP_IM2COL || n->op == NNC_OP_COL2IM || n->op == NNC_OP_ONEHOT)
     return lead[a->id];
   if (n->op == NNC_OP_GATHER) return lead[n->in[1]->id];
-  return false; /* RAND: see rand_over_batch */
+  if (n->op == NNC_OP_RAND) return rand_over_batch(g, n, chunks);
+  return false;
 }
 
 /* Whether the product n contracts over the batch: its K runs along a
@@ -116,13 +124,6 @@ static void chunk_sum(nnc_graph *g, nnc_node *n, int64_t chunks) {
   n->attr[0] = 0;
 }
 
-/* Whether the RAND n draws over the batch: its dim 0 is x's (the batch)
- * and splits into the micro-batches. */
-static bool rand_over_batch(const nnc_graph *g, const nnc_node *n, int64_t chunks) {
-  const nnc_node *x = g->inputs[NNC_IN_X];
-  return x && x->shape.rank >= 1 && splits(n, chunks) && n->shape.dim[0] == x->shape.dim[0];
-}
-
 bool nnc_chunk_draws_exact(const nnc_graph *g, int64_t chunks) {
   for (int i = 0; i < g->nnodes; i++)
     if (g->nodes[i]->op == NNC_OP_RAND && !rand_over_batch(g, g->nodes[i], chunks)) return false;
@@ -135,8 +136,7 @@ void nnc_chunk_batch_sums(nnc_graph *g, int64_t chunks) {
   bool *lead = calloc((size_t)n0 + 1, sizeof(bool));
   if (!lead) nnc_ir_bug("chunk: out of memory");
   for (int i = 0; i < n0; i++) /* operands come first */
-    lead[i] = leads(g->nodes[i], lead, chunks) ||
-              (g->nodes[i]->op == NNC_OP_RAND && rand_over_batch(g, g->nodes[i], chunks));
+    lead[i] = leads(g, g->nodes[i], lead, chunks);
   bool appended = false;
   for (int i = 0; i < n0; i++) {
     nnc_node *n = g->nodes[i];

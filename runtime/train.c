@@ -114,7 +114,8 @@ void nnc_rt_set_scalars(const nnc_rt_model *m, char *arena, const nnc_rt_step_sc
   if (m->total_steps_off >= 0) memcpy(arena + m->total_steps_off, &total_f, sizeof total_f);
 }
 
-/* Sums loss_vec and correct_vec over the first `valid` samples of a batch. */
+/* Adds to *loss and *correct the sums of loss_vec and correct_vec over
+ * `valid` samples of a batch from row `first`. */
 void nnc_rt_batch_sums(const nnc_rt_model *m, const char *arena, int64_t first, int64_t valid,
                        double *loss, double *correct) {
   const float *lv = (const float *)(arena + m->loss_vec_off) + first;

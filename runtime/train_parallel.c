@@ -40,9 +40,6 @@
 /* The prefix of the tensors that carry a buffer's new value (ir/optim.c). */
 static const char BUFNEW[] = "bufnew.";
 
-/* Spreads the micro-batches' dropout seeds. */
-static const uint32_t MICRO_SEED_STEP = NNC_HASH_MICRO_SEED;
-
 static int64_t grad_floats(const nnc_rt_model *m) {
   int64_t n = 0;
   for (int i = 0; i < m->ntensors; i++)
@@ -154,7 +151,7 @@ int nnc_rt_dp_step(nnc_rt_dp *dp, char *arena, nnc_rt_pool *pool, const nnc_rt_s
     int64_t g = dp->first + j;
     front_rows(dp, arena, g);
     nnc_rt_step_scalars s = *sc;
-    s.seed = (uint32_t)sc->seed + (uint32_t)g * MICRO_SEED_STEP;
+    s.seed = (uint32_t)sc->seed + (uint32_t)g * NNC_HASH_MICRO_SEED;
     nnc_rt_set_scalars(m, arena, &s);
     m->grad_step(arena, pool);
     double l = 0, k = 0;
