@@ -318,11 +318,14 @@ int nnc_kbuf_base(const nnc_kprog *p, int b) {
   return b;
 }
 
+bool nnc_kexpr_same_node(const nnc_kexpr *x, const nnc_kexpr *y) {
+  return x->kind == y->kind && x->type == y->type && x->op == y->op && x->var == y->var &&
+         x->i == y->i && x->f == y->f;
+}
+
 bool nnc_kexpr_eq(const nnc_kexpr *x, const nnc_kexpr *y) {
   if (x == y) return true;
-  if (!x || !y || x->kind != y->kind || x->type != y->type || x->op != y->op || x->var != y->var ||
-      x->buf != y->buf || x->i != y->i || x->f != y->f)
-    return false;
+  if (!x || !y || !nnc_kexpr_same_node(x, y) || x->buf != y->buf) return false;
   for (int i = 0; i < 3; i++)
     if (!nnc_kexpr_eq(x->a[i], y->a[i])) return false;
   return true;

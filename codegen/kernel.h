@@ -311,6 +311,9 @@ int nnc_kprog_add_buf(nnc_kprog *p, nnc_kbuf_kind kind, int id, nnc_kt t, int64_
 int nnc_kbuf_base(const nnc_kprog *p, int b);
 /* Structural equality of two expressions. */
 bool nnc_kexpr_eq(const nnc_kexpr *x, const nnc_kexpr *y);
+/* The fields of one expression node, without its buffer and operands: for
+ * comparisons that match buffers their own way (plan.c's shared kernels). */
+bool nnc_kexpr_same_node(const nnc_kexpr *x, const nnc_kexpr *y);
 /* Does e load base buffer `base` (through any view), at an index other
  * than except_at (at any index where except_at is NULL)? */
 bool nnc_kexpr_reads(const nnc_kprog *p, const nnc_kexpr *e, int base, const nnc_kexpr *except_at);

@@ -147,9 +147,7 @@ static bool same_buf(share *s, int be, int bt) {
 
 static bool same_expr(share *s, const nnc_kexpr *x, const nnc_kexpr *y) {
   if (!x || !y) return x == y;
-  if (--s->budget < 0 || x->kind != y->kind || x->type != y->type || x->op != y->op ||
-      x->var != y->var || x->i != y->i || x->f != y->f)
-    return false;
+  if (--s->budget < 0 || !nnc_kexpr_same_node(x, y)) return false;
   if (x->kind == NNC_KX_LOAD ? !same_buf(s, x->buf, y->buf) : x->buf != y->buf) return false;
   for (int i = 0; i < 3; i++)
     if (!same_expr(s, x->a[i], y->a[i])) return false;
