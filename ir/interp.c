@@ -26,6 +26,8 @@ struct nnc_interp {
   int ntensors;
   double **tensor; /* per module tensor */
   double *input[NNC_IN_COUNT_];
+  nnc_interp_allreduce_fn allreduce; /* NULL: one process */
+  void *allreduce_ctx;
 };
 
 /* ---- Scalar semantics (shared with the constant folder) ---- */
@@ -46,6 +48,7 @@ double nnc_interp_scalar(nnc_op op, double a, double b) {
   case NNC_OP_ERF: return erf(a);
   case NNC_OP_COS: return cos(a);
   case NNC_OP_FLOOR: return floor(a);
+  case NNC_OP_ALLREDUCE: return a; /* one process */
   case NNC_OP_ADD: return a + b;
   case NNC_OP_SUB: return a - b;
   case NNC_OP_MUL: return a * b;
@@ -387,6 +390,10 @@ static void eval_node(nnc_interp *in, const nnc_node *n) {
   case NNC_OP_ERF:
   case NNC_OP_COS:
   case NNC_OP_FLOOR: eval_unary(in, n, out); return;
+  case NNC_OP_ALLREDUCE:
+    copy(out, operand(in, n, 0), &n->shape);
+    if (in->allreduce) in->allreduce(in->allreduce_ctx, out, nnc_shape_numel(&n->shape));
+    return;
   case NNC_OP_CAST: eval_cast(in, n, out); return;
   case NNC_OP_ADD:
   case NNC_OP_SUB:
@@ -465,6 +472,11 @@ double *nnc_interp_tensor(nnc_interp *in, int t) {
 double *nnc_interp_input(nnc_interp *in, nnc_input_kind k) {
   if (!in->input[k]) nnc_ir_bug("interp: graph %s has no input %d", in->g->name, (int)k);
   return in->input[k];
+}
+
+void nnc_interp_set_allreduce(nnc_interp *in, nnc_interp_allreduce_fn fn, void *ctx) {
+  in->allreduce = fn;
+  in->allreduce_ctx = ctx;
 }
 
 void nnc_interp_run(nnc_interp *in) {

@@ -172,6 +172,11 @@ typedef struct nnc_tensor {
   nnc_init init;
   double lr_scale; /* per-group learning-rate multiplier (1.0 default) */
   nnc_span span;
+  /* A GRAD tensor that a rank's step with synchronised batch statistics
+   * computes from sums over all ranks (nnc_sync_batch_sums): every rank
+   * holds the global batch's gradient, not its part, so it is not added
+   * across the ranks again. */
+  bool synced;
 } nnc_tensor;
 
 typedef struct nnc_update {

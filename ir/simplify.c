@@ -58,6 +58,7 @@ static void make_const(nnc_node *n, double v) {
 /* Folds n in place if its value is known; returns whether it did. */
 static bool fold(nnc_node *n) {
   if (n->nin == 0 || !all_const(n)) return false;
+  if (n->op == NNC_OP_ALLREDUCE) return false; /* N ranks' constants add up to N c */
   double a = n->in[0]->fattr, v = 0;
   switch (nnc_op_class_of(n->op)) {
   case NNC_CLASS_UNARY: v = nnc_interp_scalar(n->op, a, 0); break;
@@ -145,6 +146,7 @@ static nnc_node *identity(nnc_node *n) {
   case NNC_OP_ERF:
   case NNC_OP_COS:
   case NNC_OP_FLOOR:
+  case NNC_OP_ALLREDUCE:
   case NNC_OP_MAX:
   case NNC_OP_MIN:
   case NNC_OP_GT:
