@@ -80,14 +80,13 @@ static bool check_dump_after(const nnc_pipeline_opts *o, char *err, size_t errle
 /* Whether the training step g can give the data-parallel step's bits once
  * its batch sums are chunked: its random masks (dropout) draw over the
  * batch, so each micro-batch's part can draw as the data-parallel step
- * does, and it updates no buffers (batch norm normalises a micro-batch
- * with its own statistics there). Otherwise the step is left as it is,
- * the faster. */
+ * does. Otherwise the step is left as it is, the faster. A step that
+ * updates buffers (batch norm) is chunked too: its statistics and their
+ * backward sums become chunk sums added as the tree, the order in which
+ * ranks that synchronise the statistics add them (nnc_sync_batch_sums,
+ * docs/distributed.md). */
 static bool exact_step(const nnc_graph *g, int64_t chunks) {
-  if (!nnc_chunk_draws_exact(g, chunks)) return false;
-  for (int i = 0; i < g->nupdates; i++)
-    if (g->module->tensors[g->updates[i].tensor].role == NNC_ROLE_BUFFER) return false;
-  return true;
+  return nnc_chunk_draws_exact(g, chunks);
 }
 
 bool nnc_pipeline_run(nnc_module *m, const nnc_pipeline_opts *o, char *err, size_t errlen) {
