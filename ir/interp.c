@@ -249,12 +249,24 @@ static void eval_matmul(nnc_interp *in, const nnc_node *n, double *out) {
   bool ta = n->attr[0], tb = n->attr[1];
   int64_t m = n->shape.dim[0], nn = n->shape.dim[1];
   int64_t k = ta ? n->in[0]->shape.dim[0] : n->in[0]->shape.dim[1];
+  /* attr[2] = G > 1: K as G chunks, each summed from zero, the chunk sums
+   * added as the pairwise tree ((c0 + c1) + (c2 + c3)) */
+  enum { MAX_CHUNKS = 64 };
+  int64_t chunks = n->attr[2] > 1 ? n->attr[2] : 1;
+  if (chunks > MAX_CHUNKS || k % chunks)
+    nnc_ir_bug("interp: matmul of %lld chunks", (long long)chunks);
+  double part[MAX_CHUNKS];
   for (int64_t i = 0; i < m; i++)
     for (int64_t j = 0; j < nn; j++) {
-      double acc = 0;
-      for (int64_t p = 0; p < k; p++)
-        acc += (ta ? a[p * m + i] : a[i * k + p]) * (tb ? b[j * k + p] : b[p * nn + j]);
-      out[i * nn + j] = acc;
+      for (int64_t c = 0; c < chunks; c++) {
+        part[c] = 0;
+        for (int64_t p = c * (k / chunks); p < (c + 1) * (k / chunks); p++)
+          part[c] += (ta ? a[p * m + i] : a[i * k + p]) * (tb ? b[j * k + p] : b[p * nn + j]);
+      }
+      for (int64_t w = 1; w < chunks; w *= 2)
+        for (int64_t c = 0; c + w < chunks; c += 2 * w)
+          part[c] += part[c + w];
+      out[i * nn + j] = part[0];
     }
 }
 

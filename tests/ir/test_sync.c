@@ -13,11 +13,20 @@
  * ranks' gradients and losses, added as the tree, are the global step's.
  * Without synchronisation (each rank its own statistics) they differ: the
  * comparison can fail.
+ *
+ * The same for rank graphs as the driver derives them: a convolutional
+ * model with two batch norms compiled by the front end at B/N samples with
+ * the global batch's constants (nnc_frontend_options.stat_ranks), its
+ * data-parallel gradient step built (nnc_build_data_parallel: loss 1/N,
+ * buffers updated in the step), synchronised and chunked, against the
+ * global batch's gradient step chunked as the ordinary step is.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "ir_test.h"
 
 #include <pthread.h>
+
+#include "frontend/frontend.h"
 
 enum { C = 3, HW = 2, B = 16, G = 4, MAXN = 4 };
 enum { NOUT = 3 * C + C + 1 }; /* gradients of s, gamma, beta; running mean; loss */
@@ -126,12 +135,15 @@ typedef struct team {
   double *slot[MAXN];
 } team;
 
-typedef struct member {
+typedef struct member member;
+struct member {
   team *t;
-  const bn_step *S;
   int rank;
-  double out[NOUT];
-} member;
+  const void *step;
+  /* runs the step of rank `rank` of t->n with in's ALLREDUCE hook set */
+  void (*job)(member *me, nnc_interp *in);
+  double out[1024];
+};
 
 /* (v0 + v1) + (v2 + v3): in place over part[0..n). */
 static double tree(double *part, int n) {
@@ -161,12 +173,32 @@ static void team_allreduce(void *ctx, double *v, int64_t n) {
 
 static void *rank_main(void *arg) {
   member *me = arg;
-  nnc_interp *in = nnc_interp_new(me->S->g);
+  me->job(me, NULL);
+  return NULL;
+}
+
+/* Plays n ranks, each running job on its own thread; m[r].out their results. */
+static void play(int n, const void *step, void (*job)(member *, nnc_interp *), member *m) {
+  team t = {.n = n};
+  pthread_barrier_init(&t.bar, NULL, (unsigned)n);
+  pthread_t th[MAXN];
+  for (int r = 0; r < n; r++) {
+    m[r] = (member){.t = &t, .rank = r, .step = step, .job = job};
+    assert_int_equal(pthread_create(&th[r], NULL, rank_main, &m[r]), 0);
+  }
+  for (int r = 0; r < n; r++)
+    pthread_join(th[r], NULL);
+  pthread_barrier_destroy(&t.bar);
+}
+
+static void bn_job(member *me, nnc_interp *unused) {
+  (void)unused;
+  const bn_step *S = me->step;
+  nnc_interp *in = nnc_interp_new(S->g);
   nnc_interp_set_allreduce(in, team_allreduce, me);
   int64_t rows = B / me->t->n;
-  run(me->S, in, me->rank * rows, rows, me->out);
+  run(S, in, me->rank * rows, rows, me->out);
   nnc_interp_free(in);
-  return NULL;
 }
 
 /* Whether output i is the same on every rank: the running mean, and a
@@ -181,17 +213,8 @@ static bool alike(const bn_step *S, int i) {
 static void ranks(nnc_arena *a, int n, bool sync, double *out) {
   bn_step S = build(a, B / n, G / n, sync);
   if (sync) assert_true(S.allreduces >= 4); /* mean, variance, two backward sums */
-  team t = {.n = n};
-  pthread_barrier_init(&t.bar, NULL, (unsigned)n);
   member m[MAXN];
-  pthread_t th[MAXN];
-  for (int r = 0; r < n; r++) {
-    m[r] = (member){.t = &t, .S = &S, .rank = r};
-    assert_int_equal(pthread_create(&th[r], NULL, rank_main, &m[r]), 0);
-  }
-  for (int r = 0; r < n; r++)
-    pthread_join(th[r], NULL);
-  pthread_barrier_destroy(&t.bar);
+  play(n, &S, bn_job, m);
   for (int i = 0; i < NOUT; i++) {
     double part[MAXN];
     for (int r = 0; r < n; r++)
@@ -266,11 +289,128 @@ static void allreduce_only_within_the_step(void **state) {
   nnc_interp_free(in);
 }
 
+/* ---- Rank graphs from the front end ---- */
+
+static const char MODEL[] =
+    "data f = idx(\"d\")\n"
+    "model m(x: f32[2, 4, 4]) -> f32[3] {\n"
+    "  h = relu(batchnorm(conv2d(x, 3, kernel = 3, padding = 1)))\n"
+    "  return dense(batchnorm(flatten(h)), 3)\n}\n"
+    "train { model = m  data = f.train  loss = cross_entropy  batch = 16 }\n";
+enum { SAMPLE = 2 * 4 * 4, CLASSES = 3 };
+
+static nnc_module *compile(nnc_arena *a, const nnc_frontend_options *o) {
+  nnc_diags diags;
+  nnc_diags_init(&diags, a);
+  uint32_t file = nnc_diags_add_source(&diags, "rank.nn", MODEL, sizeof MODEL - 1);
+  nnc_frontend_result r;
+  assert_true(nnc_frontend_compile_with(a, &diags, file, o, &r));
+  assert_non_null(r.module);
+  return r.module;
+}
+
+/* The gradient step of n ranks' synchronised statistics (n = 0: the global
+ * batch's step, unsynchronised, chunked as the ordinary step), built as
+ * the pipeline builds the data-parallel step. */
+static nnc_module *grad_step(nnc_arena *a, int n) {
+  nnc_frontend_options o = {.batch = n ? B / n : B, .stat_ranks = n ? n : 1};
+  nnc_module *m = compile(a, &o), *mm = compile(a, &o);
+  m->grad = mm->train;
+  m->grad->module = m;
+  m->grad->name = "grad";
+  m->micro_batches = G;
+  char err[256] = "";
+  if (!nnc_build_training(m, err, sizeof err) || !nnc_build_data_parallel(m, err, sizeof err))
+    fail_msg("%s", err);
+  nnc_simplify(m->grad);
+  int64_t chunks = n ? G / n : G;
+  if (n) assert_true(nnc_sync_batch_sums(m->grad, chunks) >= 8); /* 4 per batch norm */
+  nnc_chunk_batch_sums(m->grad, chunks);
+  assert_verified(m->grad);
+  return m;
+}
+
+/* Runs m's grad step on rows [first, first + rows) of the batch; out: the
+ * GRAD tensors, then the BUFFER tensors, in table order. */
+static int run_grad(const nnc_module *m, nnc_interp *in, int64_t first, int64_t rows, double *out) {
+  double *x = nnc_interp_input(in, NNC_IN_X), *y = nnc_interp_input(in, NNC_IN_Y);
+  for (int64_t r = 0; r < rows; r++) {
+    double R = (double)(first + r);
+    for (int i = 0; i < SAMPLE; i++)
+      x[r * SAMPLE + i] = sin(0.7 * R + 1.9 * i) + 0.1 * (i % 5);
+    y[r] = (double)((first + r) * 7 % CLASSES);
+  }
+  for (int t = 0; t < m->ntensors; t++) { /* parameters and buffers, alike on every rank */
+    double *v = nnc_interp_tensor(in, t);
+    for (int64_t i = 0; i < nnc_shape_numel(&m->tensors[t].shape); i++)
+      v[i] = 0.3 * cos(0.37 * (double)i + (double)t) + (m->tensors[t].role == NNC_ROLE_BUFFER);
+  }
+  nnc_interp_run(in);
+  int k = 0;
+  for (int pass = 0; pass < 2; pass++)
+    for (int t = 0; t < m->ntensors; t++)
+      if (m->tensors[t].role == (pass ? NNC_ROLE_BUFFER : NNC_ROLE_GRAD))
+        for (int64_t i = 0; i < nnc_shape_numel(&m->tensors[t].shape); i++) {
+          assert_true(k < 1024);
+          out[k++] = nnc_interp_tensor(in, t)[i];
+        }
+  return k;
+}
+
+/* Whether value k of run_grad's output is the same on every rank. */
+static bool alike_at(const nnc_module *m, int k) {
+  for (int pass = 0; pass < 2; pass++)
+    for (int t = 0; t < m->ntensors; t++)
+      if (m->tensors[t].role == (pass ? NNC_ROLE_BUFFER : NNC_ROLE_GRAD)) {
+        int64_t n = nnc_shape_numel(&m->tensors[t].shape);
+        if (k < n) return pass || m->tensors[t].synced;
+        k -= (int)n;
+      }
+  return false;
+}
+
+static void grad_job(member *me, nnc_interp *unused) {
+  (void)unused;
+  const nnc_module *m = me->step;
+  nnc_interp *in = nnc_interp_new(m->grad);
+  nnc_interp_set_allreduce(in, team_allreduce, me);
+  int64_t rows = B / me->t->n;
+  run_grad(m, in, me->rank * rows, rows, me->out);
+  nnc_interp_free(in);
+}
+
+static void front_end_rank_graphs_match_one_process(void **state) {
+  fixture *fx = *state;
+  nnc_module *one = grad_step(&fx->arena, 0);
+  double want[1024];
+  nnc_interp *in = nnc_interp_new(one->grad);
+  int nv = run_grad(one, in, 0, B, want);
+  nnc_interp_free(in);
+  for (int n = 2; n <= MAXN; n *= 2) {
+    nnc_module *m = grad_step(&fx->arena, n);
+    member ms[MAXN];
+    play(n, m, grad_job, ms);
+    for (int k = 0; k < nv; k++) {
+      double part[MAXN];
+      for (int r = 0; r < n; r++)
+        part[r] = ms[r].out[k];
+      bool alike = alike_at(m, k);
+      for (int r = 1; r < n && alike; r++)
+        assert_memory_equal(&part[r], &part[0], sizeof(double));
+      double got = alike ? part[0] : tree(part, n);
+      if (memcmp(&got, &want[k], sizeof got))
+        fail_msg("N = %d, value %d: %.17g, one process %.17g", n, k, got, want[k]);
+    }
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(synchronised_ranks_match_one_process, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(unsynchronised_ranks_differ, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(allreduce_only_within_the_step, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(front_end_rank_graphs_match_one_process, fx_setup,
+                                      fx_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
