@@ -135,15 +135,18 @@ typedef struct team {
   double *slot[MAXN];
 } team;
 
-typedef struct member member;
-struct member {
+/* Runs a step on rows [first, first + rows) of the batch in `in`; its
+ * results to out. */
+typedef void (*job_fn)(const void *step, nnc_interp *in, int64_t first, int64_t rows, double *out);
+
+typedef struct member {
   team *t;
   int rank;
+  const nnc_graph *g; /* the step's graph */
   const void *step;
-  /* runs the step of rank `rank` of t->n with in's ALLREDUCE hook set */
-  void (*job)(member *me, nnc_interp *in);
+  job_fn job;
   double out[1024];
-};
+} member;
 
 /* (v0 + v1) + (v2 + v3): in place over part[0..n). */
 static double tree(double *part, int n) {
@@ -173,17 +176,21 @@ static void team_allreduce(void *ctx, double *v, int64_t n) {
 
 static void *rank_main(void *arg) {
   member *me = arg;
-  me->job(me, NULL);
+  nnc_interp *in = nnc_interp_new(me->g);
+  nnc_interp_set_allreduce(in, team_allreduce, me);
+  int64_t rows = B / me->t->n;
+  me->job(me->step, in, me->rank * rows, rows, me->out);
+  nnc_interp_free(in);
   return NULL;
 }
 
 /* Plays n ranks, each running job on its own thread; m[r].out their results. */
-static void play(int n, const void *step, void (*job)(member *, nnc_interp *), member *m) {
+static void play(int n, const nnc_graph *g, const void *step, job_fn job, member *m) {
   team t = {.n = n};
   pthread_barrier_init(&t.bar, NULL, (unsigned)n);
   pthread_t th[MAXN];
   for (int r = 0; r < n; r++) {
-    m[r] = (member){.t = &t, .rank = r, .step = step, .job = job};
+    m[r] = (member){.t = &t, .rank = r, .g = g, .step = step, .job = job};
     assert_int_equal(pthread_create(&th[r], NULL, rank_main, &m[r]), 0);
   }
   for (int r = 0; r < n; r++)
@@ -191,14 +198,8 @@ static void play(int n, const void *step, void (*job)(member *, nnc_interp *), m
   pthread_barrier_destroy(&t.bar);
 }
 
-static void bn_job(member *me, nnc_interp *unused) {
-  (void)unused;
-  const bn_step *S = me->step;
-  nnc_interp *in = nnc_interp_new(S->g);
-  nnc_interp_set_allreduce(in, team_allreduce, me);
-  int64_t rows = B / me->t->n;
-  run(S, in, me->rank * rows, rows, me->out);
-  nnc_interp_free(in);
+static void bn_job(const void *step, nnc_interp *in, int64_t first, int64_t rows, double *out) {
+  run(step, in, first, rows, out);
 }
 
 /* Whether output i is the same on every rank: the running mean, and a
@@ -214,7 +215,7 @@ static void ranks(nnc_arena *a, int n, bool sync, double *out) {
   bn_step S = build(a, B / n, G / n, sync);
   if (sync) assert_true(S.allreduces >= 4); /* mean, variance, two backward sums */
   member m[MAXN];
-  play(n, &S, bn_job, m);
+  play(n, S.g, &S, bn_job, m);
   for (int i = 0; i < NOUT; i++) {
     double part[MAXN];
     for (int r = 0; r < n; r++)
@@ -369,14 +370,8 @@ static bool alike_at(const nnc_module *m, int k) {
   return false;
 }
 
-static void grad_job(member *me, nnc_interp *unused) {
-  (void)unused;
-  const nnc_module *m = me->step;
-  nnc_interp *in = nnc_interp_new(m->grad);
-  nnc_interp_set_allreduce(in, team_allreduce, me);
-  int64_t rows = B / me->t->n;
-  run_grad(m, in, me->rank * rows, rows, me->out);
-  nnc_interp_free(in);
+static void grad_job(const void *step, nnc_interp *in, int64_t first, int64_t rows, double *out) {
+  run_grad(step, in, first, rows, out);
 }
 
 static void front_end_rank_graphs_match_one_process(void **state) {
@@ -389,7 +384,7 @@ static void front_end_rank_graphs_match_one_process(void **state) {
   for (int n = 2; n <= MAXN; n *= 2) {
     nnc_module *m = grad_step(&fx->arena, n);
     member ms[MAXN];
-    play(n, m, grad_job, ms);
+    play(n, m->grad, m, grad_job, ms);
     for (int k = 0; k < nv; k++) {
       double part[MAXN];
       for (int r = 0; r < n; r++)
