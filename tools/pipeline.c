@@ -80,13 +80,18 @@ static bool check_dump_after(const nnc_pipeline_opts *o, char *err, size_t errle
 /* Whether the training step g can give the data-parallel step's bits once
  * its batch sums are chunked: its random masks (dropout) draw over the
  * batch, so each micro-batch's part can draw as the data-parallel step
- * does. Otherwise the step is left as it is, the faster. A step that
- * updates buffers (batch norm) is chunked too: its statistics and their
- * backward sums become chunk sums added as the tree, the order in which
- * ranks that synchronise the statistics add them (nnc_sync_batch_sums,
- * docs/distributed.md). */
+ * does, and it updates no buffers (batch norm normalises a micro-batch
+ * with its own statistics there). Otherwise the step is left as it is,
+ * the faster. nnc_chunk_batch_sums can chunk a batch-norm step (the order
+ * of ranks with synchronised statistics, nnc_sync_batch_sums), but until
+ * the trainer runs such ranks it would only cost: the CNN's chunked conv
+ * weight gradients (no K blocks) took 2.6-4x as long, the step 25-35%
+ * more (docs/distributed.md, "Synchronised batch norm"). */
 static bool exact_step(const nnc_graph *g, int64_t chunks) {
-  return nnc_chunk_draws_exact(g, chunks);
+  if (!nnc_chunk_draws_exact(g, chunks)) return false;
+  for (int i = 0; i < g->nupdates; i++)
+    if (g->module->tensors[g->updates[i].tensor].role == NNC_ROLE_BUFFER) return false;
+  return true;
 }
 
 bool nnc_pipeline_run(nnc_module *m, const nnc_pipeline_opts *o, char *err, size_t errlen) {
