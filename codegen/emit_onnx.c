@@ -571,6 +571,7 @@ static const char *primitive(ox *X, const nnc_node *n) {
   case NNC_OP_FLOOR: return op1(X, n, onnx_names[n->op], a);
   case NNC_OP_RSQRT: return op1(X, n, "Reciprocal", op1(X, n, "Sqrt", a));
   case NNC_OP_CAST: return cast_to(X, n, a, elem_type(n->dtype));
+  case NNC_OP_ALLREDUCE: return a; /* one process: the identity */
   case NNC_OP_ADD:
   case NNC_OP_SUB:
   case NNC_OP_MUL:

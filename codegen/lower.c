@@ -64,6 +64,7 @@ static void kernel_for(lower *L, const nnc_node *n) {
   case NNC_OP_ERF:
   case NNC_OP_COS:
   case NNC_OP_FLOOR:
+  case NNC_OP_ALLREDUCE:
   case NNC_OP_CAST:
   case NNC_OP_ADD:
   case NNC_OP_SUB:

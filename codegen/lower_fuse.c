@@ -50,6 +50,7 @@ nnc_lw_op_traits nnc_lw_traits(nnc_op op) {
   case NNC_OP_COS:         T(1, 0, 0, NONE,   COS);
   case NNC_OP_FLOOR:       T(1, 0, 0, NONE,   FLOOR);
   case NNC_OP_CAST:        T(1, 0, 0, NONE,   NO);
+  case NNC_OP_ALLREDUCE:   T(1, 1, 0, NONE,   NO);
   case NNC_OP_ADD:         T(1, 1, 0, NONE,   ADD);
   case NNC_OP_SUB:         T(1, 1, 0, NONE,   SUB);
   case NNC_OP_MUL:         T(1, 1, 0, NONE,   MUL);

@@ -33,6 +33,7 @@ bool nnc_frontend_compile_with(nnc_arena *arena, nnc_diags *diags, uint32_t file
   const nnc_ast *settings[MAX_SETTINGS];
   if (o) {
     ov.batch = o->batch, ov.eval_batch = o->eval_batch, ov.lr = o->lr, ov.settings = settings;
+    ov.stat_ranks = o->stat_ranks;
     for (int i = 0; i < o->nsettings && i < MAX_SETTINGS; i++)
       if ((settings[ov.nsettings] = parse_setting(&ctx, o->settings[i]))) ov.nsettings++;
     if (!nnc_diags_ok(diags)) return false;

@@ -26,7 +26,12 @@ bool nnc_frontend_compile(nnc_arena *arena, nnc_diags *diags, uint32_t file,
 typedef struct nnc_frontend_options {
   int64_t batch;      /* > 0: overrides the train block's batch size */
   int64_t eval_batch; /* > 0: the eval graph's batch instead (deployment) */
-  double lr;          /* > 0: overrides the optimizer's learning rate (--lr) */
+  /* >= 1: the training graph is one rank's part of a batch of stat_ranks
+   * times `batch` samples whose batch-norm statistics are synchronised
+   * (nnc_sync_batch_sums): its 1/count and count/(count-1) are the global
+   * batch's (module->stat_ranks). 0: an ordinary graph. */
+  int64_t stat_ranks;
+  double lr; /* > 0: overrides the optimizer's learning rate (--lr) */
   /* --set SETTING: train-block settings as written in a train block
    * ("epochs = 3", "optimizer = sgd(lr = 0.1)", "early_stop(patience = 2)"),
    * applied after the file's own, replacing them. Each is a source of its

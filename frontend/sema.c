@@ -219,6 +219,8 @@ nnc_module *nnc_sema_run_with(nnc_arena *arena, nnc_diags *diags, const nnc_ast 
   nnc_sema s;
   memset(&s, 0, sizeof s);
   s.eval_batch = o->eval_batch;
+  s.stat_ranks = o->stat_ranks > 1 ? o->stat_ranks : 1;
+  s.stat_ranks_set = o->stat_ranks > 0 ? o->stat_ranks : 0;
   s.arena = arena;
   s.diags = diags;
   s.file = file;

@@ -20,6 +20,7 @@ nnc_module *nnc_sema_run(nnc_arena *arena, nnc_diags *diags, const nnc_ast *file
 /* What the command line changes (nnc_frontend_options, parsed). */
 typedef struct nnc_sema_overrides {
   int64_t batch;                  /* > 0: the batch size */
+  int64_t stat_ranks;             /* nnc_frontend_options.stat_ranks */
   int64_t eval_batch;             /* > 0: the eval graph's batch instead (deployment: a batch
                                      that training could not use) */
   double lr;                      /* > 0: the optimizer's learning rate */

@@ -34,6 +34,8 @@ typedef struct nnc_sema {
   int noverrides;
   nnc_train_config cfg;
   int64_t eval_batch;         /* > 0: the eval graph's batch instead of cfg.batch */
+  int64_t stat_ranks;         /* ranks whose batches share batch-norm statistics (1: none) */
+  int64_t stat_ranks_set;     /* nnc_frontend_options.stat_ranks as given (module->stat_ranks) */
   const nnc_ast *train_model; /* MODEL being trained */
   nnc_span loss_at, metrics_at, early_stop_at; /* where these were set */
   bool metrics_given;

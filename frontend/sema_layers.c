@@ -353,7 +353,9 @@ static nnc_value l_batchnorm(layer_args *A) {
       !num_arg(A, BN_EPS, "eps", 1e-5, 0, 1, &eps))
     return fail(A);
   int64_t c = x->shape.dim[1];
-  int64_t count = nnc_shape_numel(&x->shape) / c;
+  /* the values per channel of the whole batch: of every rank whose
+   * statistics are synchronised (nnc_frontend_options.stat_ranks) */
+  int64_t count = nnc_shape_numel(&x->shape) / c * (A->L->training ? A->L->s->stat_ranks : 1);
   if (A->L->training && count < 2) {
     nnc_lower_error(A->L, at(A),
                     "batchnorm needs more than one value per channel in training, "

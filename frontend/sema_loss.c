@@ -209,6 +209,7 @@ bool nnc_sema_build(nnc_sema *s) {
   const nnc_ast *model = s->train_model;
   nnc_module *m = nnc_module_new(s->arena, model->str);
   m->config = s->cfg;
+  m->stat_ranks = s->stat_ranks_set;
   nnc_shape out;
   nnc_dtype out_t;
   if (!nnc_lower_type(s, model->list.items[0]->type, &m->sample_dtype, &m->sample_shape) ||

@@ -188,7 +188,12 @@ static void vjp(ad *a, nnc_node *n, nnc_node *dy) {
   case NNC_OP_RSQRT: /* d x^-1/2 = -1/2 x^-3/2 = -0.5 y^3 */
     PUSH(0, mul(a, mul(a, dy, k(a, n, -0.5)), mul(a, n, mul(a, n, n))));
     return;
-  case NNC_OP_RECIP: PUSH(0, neg(a, mul(a, dy, mul(a, n, n)))); return; /* d(1/x) = -1/x^2 = -y^2 */
+  case NNC_OP_RECIP:
+    PUSH(0, neg(a, mul(a, dy, mul(a, n, n))));
+    return; /* d(1/x) = -1/x^2 = -y^2 */
+  /* y = sum over ranks r of x_r, the same y on every rank: dx_r = sum over
+   * ranks of dy_r (each rank's dy is its part of the gradient) */
+  case NNC_OP_ALLREDUCE: PUSH(0, nnc_ir_unary(g, NNC_OP_ALLREDUCE, dy)); return;
   case NNC_OP_TANH: /* d tanh(x) = 1 - tanh(x)^2 = 1 - y^2 */
     PUSH(0, mul(a, dy, sub(a, k(a, n, 1), mul(a, n, n))));
     return;

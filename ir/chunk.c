@@ -27,6 +27,19 @@
  * and leads: micro-batch g's part draws with g's seed and its own index,
  * as the micro-batch step does (ops.def). Not handled (not exact):
  * SCATTER_ADD over the batch (an embedding's gradient).
+ *
+ * Synchronised statistics (nnc_sync_batch_sums): a rank of a data-parallel
+ * step whose batch statistics are shared (batch norm) holds B/N samples,
+ * G/N micro-batches; its graph is the global step's at B/N rows with the
+ * global batch's constants. Each sum over its batch whose value is used
+ * within the step (a batch norm's mean and variance, their backward sums:
+ * whatever reaches a per-sample value or a buffer's update) is followed by
+ * an ALLREDUCE, which adds the ranks' partials, each the tree of the
+ * rank's chunks, as the top of the tree: the global step's sum, bit for
+ * bit. Sums that only become gradient outputs (summed by the runtime
+ * before the update) or the loss (the runtime adds the per-sample losses)
+ * are left to the rank. Not synchronised (not exact): a maximum over the
+ * batch (RMAX, ARGMAX over axis 0) used within the step.
  */
 #include "passes.h"
 
@@ -124,6 +137,116 @@ static void chunk_sum(nnc_graph *g, nnc_node *n, int64_t chunks) {
   n->attr[0] = 0;
 }
 
+/* Whether n sums over the batch: a SUM over axis 0 of a leading operand,
+ * or a product whose K runs over it. */
+static bool sums_batch(const nnc_node *n, const bool *lead) {
+  if (n->op == NNC_OP_SUM) return (n->attr[0] & 1) && lead[n->in[0]->id] && n->dtype != NNC_I32;
+  return n->op == NNC_OP_MATMUL && contracts_batch(n, lead);
+}
+
+/* lead[] of g's nodes (see above); malloc'd, freed by the caller. */
+static bool *leading_nodes(const nnc_graph *g, int64_t chunks) {
+  bool *lead = calloc((size_t)g->nnodes + 1, sizeof(bool));
+  if (!lead) nnc_ir_bug("chunk: out of memory");
+  for (int i = 0; i < g->nnodes; i++) /* operands come first */
+    lead[i] = leads(g, g->nodes[i], lead, chunks);
+  return lead;
+}
+
+/* Whether each node's value is used within the step: it reaches a
+ * per-sample (leading) value or a buffer's update. Gradient outputs and
+ * the loss are not "within". */
+static bool *used_within(const nnc_graph *g, const bool *lead) {
+  bool *within = calloc((size_t)g->nnodes + 1, sizeof(bool));
+  if (!within) nnc_ir_bug("chunk: out of memory");
+  for (int i = 0; i < g->nupdates; i++)
+    if (g->module->tensors[g->updates[i].tensor].role == NNC_ROLE_BUFFER)
+      within[g->updates[i].value->id] = true;
+  for (int i = g->nnodes - 1; i >= 0; i--) { /* users come after operands */
+    const nnc_node *n = g->nodes[i];
+    if (lead[i]) within[i] = true;
+    if (within[i])
+      for (int k = 0; k < n->nin; k++)
+        within[n->in[k]->id] = true;
+  }
+  return within;
+}
+
+/* Whether each node's value reaches a tensor's update. */
+static bool *reaches_update(const nnc_graph *g) {
+  bool *to = calloc((size_t)g->nnodes + 1, sizeof(bool));
+  if (!to) nnc_ir_bug("chunk: out of memory");
+  for (int i = 0; i < g->nupdates; i++)
+    to[g->updates[i].value->id] = true;
+  for (int i = g->nnodes - 1; i >= 0; i--)
+    for (int k = 0; k < g->nodes[i]->nin && to[i]; k++)
+      to[g->nodes[i]->in[k]->id] = true;
+  return to;
+}
+
+/* Whether v reaches updates only as gradient outputs, through reshapes
+ * (what else it reaches are graph outputs: the loss, which the runtime
+ * adds per sample): the rank's part is then the runtime's to add. A
+ * gradient computed further from the sum (the simplifier moves a
+ * per-channel factor out of a sum) must be added before that. */
+static bool direct_gradient(const nnc_graph *g, int n0, const nnc_node *v, const bool *to_update) {
+  for (int u = 0; u < g->nupdates; u++)
+    if (g->updates[u].value == v && g->module->tensors[g->updates[u].tensor].role != NNC_ROLE_GRAD)
+      return false;
+  for (int j = 0; j < n0; j++) /* the nodes to_update[] knows */
+    for (int k = 0; k < g->nodes[j]->nin; k++)
+      if (g->nodes[j]->in[k] == v && to_update[j] &&
+          (g->nodes[j]->op != NNC_OP_RESHAPE || !direct_gradient(g, n0, g->nodes[j], to_update)))
+        return false;
+  return true;
+}
+
+/* Marks the GRAD tensors whose value depends on an ALLREDUCE other than
+ * through per-sample values: the whole batch's gradient on every rank. */
+static void mark_synced(nnc_graph *g, const bool *lead) {
+  bool *global = calloc((size_t)g->nnodes + 1, sizeof(bool));
+  if (!global) nnc_ir_bug("chunk: out of memory");
+  for (int i = 0; i < g->nnodes; i++) { /* operands come first */
+    const nnc_node *n = g->nodes[i];
+    global[i] = n->op == NNC_OP_ALLREDUCE;
+    for (int k = 0; k < n->nin && !global[i]; k++)
+      global[i] = global[n->in[k]->id] && !lead[n->in[k]->id];
+  }
+  for (int u = 0; u < g->nupdates; u++) {
+    nnc_tensor *t = &g->module->tensors[g->updates[u].tensor];
+    if (t->role == NNC_ROLE_GRAD) t->synced = global[g->updates[u].value->id];
+  }
+  free(global);
+}
+
+int nnc_sync_batch_sums(nnc_graph *g, int64_t chunks) {
+  if (!g || chunks < 1) return 0;
+  int n0 = g->nnodes, inserted = 0;
+  bool *lead = leading_nodes(g, chunks);
+  bool *within = used_within(g, lead), *to_update = reaches_update(g);
+  for (int i = 0; i < n0; i++) {
+    nnc_node *s = g->nodes[i];
+    if (!sums_batch(s, lead) || (!within[i] && direct_gradient(g, n0, s, to_update))) continue;
+    nnc_node *all = nnc_ir_unary(g, NNC_OP_ALLREDUCE, s);
+    for (int j = 0; j < n0; j++) /* every reader of s reads the ranks' sum */
+      for (int k = 0; k < g->nodes[j]->nin; k++)
+        if (g->nodes[j]->in[k] == s) g->nodes[j]->in[k] = all;
+    for (int u = 0; u < g->nupdates; u++)
+      if (g->updates[u].value == s) g->updates[u].value = all;
+    inserted++;
+  }
+  free(within);
+  free(to_update);
+  free(lead);
+  if (inserted) {
+    nnc_ir_topo_sort(g); /* new ids: lead[] again */
+    lead = leading_nodes(g, chunks);
+    mark_synced(g, lead);
+    free(lead);
+  }
+  return inserted;
+}
+
 bool nnc_chunk_draws_exact(const nnc_graph *g, int64_t chunks) {
   for (int i = 0; i < g->nnodes; i++)
     if (g->nodes[i]->op == NNC_OP_RAND && !rand_over_batch(g, g->nodes[i], chunks)) return false;
@@ -133,16 +256,13 @@ bool nnc_chunk_draws_exact(const nnc_graph *g, int64_t chunks) {
 void nnc_chunk_batch_sums(nnc_graph *g, int64_t chunks) {
   if (!g || chunks < 2 || (chunks & (chunks - 1))) return;
   int n0 = g->nnodes;
-  bool *lead = calloc((size_t)n0 + 1, sizeof(bool));
-  if (!lead) nnc_ir_bug("chunk: out of memory");
-  for (int i = 0; i < n0; i++) /* operands come first */
-    lead[i] = leads(g, g->nodes[i], lead, chunks);
+  bool *lead = leading_nodes(g, chunks);
   bool appended = false;
   for (int i = 0; i < n0; i++) {
     nnc_node *n = g->nodes[i];
-    if (n->op == NNC_OP_MATMUL && contracts_batch(n, lead)) n->attr[2] = chunks;
+    if (n->op == NNC_OP_MATMUL && sums_batch(n, lead)) n->attr[2] = chunks;
     if (n->op == NNC_OP_RAND && lead[n->id]) n->attr[1] = chunks;
-    if (n->op == NNC_OP_SUM && (n->attr[0] & 1) && lead[n->in[0]->id] && n->dtype != NNC_I32) {
+    if (n->op == NNC_OP_SUM && sums_batch(n, lead)) {
       chunk_sum(g, n, chunks);
       appended = true;
     }

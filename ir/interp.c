@@ -26,6 +26,8 @@ struct nnc_interp {
   int ntensors;
   double **tensor; /* per module tensor */
   double *input[NNC_IN_COUNT_];
+  nnc_interp_allreduce_fn allreduce; /* NULL: one process */
+  void *allreduce_ctx;
 };
 
 /* ---- Scalar semantics (shared with the constant folder) ---- */
@@ -46,6 +48,7 @@ double nnc_interp_scalar(nnc_op op, double a, double b) {
   case NNC_OP_ERF: return erf(a);
   case NNC_OP_COS: return cos(a);
   case NNC_OP_FLOOR: return floor(a);
+  case NNC_OP_ALLREDUCE: return a; /* one process */
   case NNC_OP_ADD: return a + b;
   case NNC_OP_SUB: return a - b;
   case NNC_OP_MUL: return a * b;
@@ -246,12 +249,24 @@ static void eval_matmul(nnc_interp *in, const nnc_node *n, double *out) {
   bool ta = n->attr[0], tb = n->attr[1];
   int64_t m = n->shape.dim[0], nn = n->shape.dim[1];
   int64_t k = ta ? n->in[0]->shape.dim[0] : n->in[0]->shape.dim[1];
+  /* attr[2] = G > 1: K as G chunks, each summed from zero, the chunk sums
+   * added as the pairwise tree ((c0 + c1) + (c2 + c3)) */
+  enum { MAX_CHUNKS = 64 };
+  int64_t chunks = n->attr[2] > 1 ? n->attr[2] : 1;
+  if (chunks > MAX_CHUNKS || k % chunks)
+    nnc_ir_bug("interp: matmul of %lld chunks", (long long)chunks);
+  double part[MAX_CHUNKS];
   for (int64_t i = 0; i < m; i++)
     for (int64_t j = 0; j < nn; j++) {
-      double acc = 0;
-      for (int64_t p = 0; p < k; p++)
-        acc += (ta ? a[p * m + i] : a[i * k + p]) * (tb ? b[j * k + p] : b[p * nn + j]);
-      out[i * nn + j] = acc;
+      for (int64_t c = 0; c < chunks; c++) {
+        part[c] = 0;
+        for (int64_t p = c * (k / chunks); p < (c + 1) * (k / chunks); p++)
+          part[c] += (ta ? a[p * m + i] : a[i * k + p]) * (tb ? b[j * k + p] : b[p * nn + j]);
+      }
+      for (int64_t w = 1; w < chunks; w *= 2)
+        for (int64_t c = 0; c + w < chunks; c += 2 * w)
+          part[c] += part[c + w];
+      out[i * nn + j] = part[0];
     }
 }
 
@@ -387,6 +402,10 @@ static void eval_node(nnc_interp *in, const nnc_node *n) {
   case NNC_OP_ERF:
   case NNC_OP_COS:
   case NNC_OP_FLOOR: eval_unary(in, n, out); return;
+  case NNC_OP_ALLREDUCE:
+    copy(out, operand(in, n, 0), &n->shape);
+    if (in->allreduce) in->allreduce(in->allreduce_ctx, out, nnc_shape_numel(&n->shape));
+    return;
   case NNC_OP_CAST: eval_cast(in, n, out); return;
   case NNC_OP_ADD:
   case NNC_OP_SUB:
@@ -465,6 +484,11 @@ double *nnc_interp_tensor(nnc_interp *in, int t) {
 double *nnc_interp_input(nnc_interp *in, nnc_input_kind k) {
   if (!in->input[k]) nnc_ir_bug("interp: graph %s has no input %d", in->g->name, (int)k);
   return in->input[k];
+}
+
+void nnc_interp_set_allreduce(nnc_interp *in, nnc_interp_allreduce_fn fn, void *ctx) {
+  in->allreduce = fn;
+  in->allreduce_ctx = ctx;
 }
 
 void nnc_interp_run(nnc_interp *in) {

@@ -22,6 +22,11 @@ void nnc_interp_free(nnc_interp *in);
 double *nnc_interp_tensor(nnc_interp *in, int t);
 /* Value of an input (i32 inputs are stored as doubles holding integers). */
 double *nnc_interp_input(nnc_interp *in, nnc_input_kind k);
+/* ALLREDUCE's sum over ranks: fn(ctx, v, n) replaces v[0..n) by the sum
+ * over the ranks of their v, the same on every rank (a test plays the
+ * ranks as threads). Without one, ALLREDUCE is the identity (one process). */
+typedef void (*nnc_interp_allreduce_fn)(void *ctx, double *v, int64_t n);
+void nnc_interp_set_allreduce(nnc_interp *in, nnc_interp_allreduce_fn fn, void *ctx);
 /* Evaluates every node in order, then applies the graph's updates. */
 void nnc_interp_run(nnc_interp *in);
 /* Evaluates only the nodes n depends on, in order; applies no update (the

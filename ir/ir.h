@@ -172,6 +172,11 @@ typedef struct nnc_tensor {
   nnc_init init;
   double lr_scale; /* per-group learning-rate multiplier (1.0 default) */
   nnc_span span;
+  /* A GRAD tensor that a rank's step with synchronised batch statistics
+   * computes from sums over all ranks (nnc_sync_batch_sums): every rank
+   * holds the global batch's gradient, not its part, so it is not added
+   * across the ranks again. */
+  bool synced;
 } nnc_tensor;
 
 typedef struct nnc_update {
@@ -227,6 +232,13 @@ typedef struct nnc_module {
   nnc_graph *grad;
   nnc_graph *update;
   int64_t micro_batches;
+  /* >= 1: the training graph is one of stat_ranks ranks' parts of the
+   * batch with batch-norm statistics synchronised across them (front end,
+   * nnc_frontend_options.stat_ranks): nnc_build_data_parallel then scales
+   * the loss by 1/stat_ranks and keeps the buffers' updates in `grad`
+   * (nnc_sync_batch_sums makes them the same on every rank). 0: the
+   * micro-batches normalise alone. */
+  int64_t stat_ranks;
   nnc_train_config config;
   nnc_shape sample_shape; /* shape of one input sample */
   nnc_dtype sample_dtype;

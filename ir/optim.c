@@ -454,15 +454,17 @@ bool nnc_build_training(nnc_module *m, char *err, size_t errlen) {
  * so that the sum of the G micro-batches' gradients is the gradient of the
  * global batch's loss (the update adds the penalties' once), and stores
  * each gradient into a
- * tensor "grad.<param>" (role GRAD). The update graph m->update reads those
- * tensors (which the runtime has replaced by the sum over all micro-batches
- * of all ranks) as the gradients and does what nnc_build_training does
- * after differentiating. The learning rate and optimizer state are the same
- * graph code on the same tensors, so checkpoints do not change. */
+ * tensor "grad.<param>" (role GRAD). A rank's graph with synchronised
+ * statistics (module->stat_ranks = N) is the global batch's step at B/N:
+ * its loss is scaled by 1/N and its buffers' updates stay in it. The update graph m->update reads
+ * those tensors (which the runtime has replaced by the sum over all micro-batches of all ranks) as
+ * the gradients and does what nnc_build_training does after differentiating. The learning rate and
+ * optimizer state are the same graph code on the same tensors, so checkpoints do not change. */
 bool nnc_build_data_parallel(nnc_module *m, char *err, size_t errlen) {
   build b = {m, m->grad, NNC_F32, err, errlen};
   if (!m->grad || m->micro_batches < 1) return fail(&b, "no micro-batch graph to build from");
-  double g_inv = 1.0 / (double)m->micro_batches;
+  /* a rank's part of synchronised statistics: 1/N of the global loss */
+  double g_inv = 1.0 / (double)(m->stat_ranks >= 1 ? m->stat_ranks : m->micro_batches);
   param *ps = malloc(sizeof(param) * (size_t)(m->ntensors + 1));
   if (!ps) nnc_ir_bug("optim: out of memory");
   int kept = 0;
@@ -472,7 +474,7 @@ bool nnc_build_data_parallel(nnc_module *m, char *err, size_t errlen) {
    * from the value before the step, goes to "bufnew.<buffer>"; the runtime
    * sets the buffer to the mean over the micro-batches (the blend with the
    * mean statistics), the same on every rank. */
-  for (int i = 0; ok && i < m->grad->nupdates; i++) {
+  for (int i = 0; ok && m->stat_ranks < 1 && i < m->grad->nupdates; i++) {
     const nnc_tensor *buf = &m->tensors[m->grad->updates[i].tensor];
     if (buf->role != NNC_ROLE_BUFFER) continue;
     char *name = nnc_arena_printf(m->arena, "bufnew.%s", buf->name);

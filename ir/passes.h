@@ -62,6 +62,14 @@ void nnc_ir_topo_sort(nnc_graph *g);
  * micro-batches' gradients: the pairwise tree (c0 + c1) + (c2 + c3).
  * chunks must be a power of two. Run after nnc_simplify. */
 void nnc_chunk_batch_sums(nnc_graph *g, int64_t chunks);
+/* Makes g a rank's step of a data-parallel step with synchronised batch
+ * statistics (chunk.c): after each sum over the batch whose value is used
+ * within the step (batch norm's statistics and their backward sums), an
+ * ALLREDUCE, every reader reading it. g is the global step at B/N rows,
+ * with the global batch's constants; `chunks` its micro-batches (G/N).
+ * Run after nnc_simplify, before nnc_chunk_batch_sums. Returns the number
+ * of ALLREDUCEs inserted. */
+int nnc_sync_batch_sums(nnc_graph *g, int64_t chunks);
 /* Whether every random mask of g draws over the batch (dim 0 the batch),
  * so that nnc_chunk_batch_sums can make it draw per micro-batch as the
  * data-parallel step does. */

@@ -86,6 +86,7 @@ static void print_attrs(FILE *out, const nnc_node *n) {
   case NNC_OP_ERF:
   case NNC_OP_COS:
   case NNC_OP_FLOOR:
+  case NNC_OP_ALLREDUCE:
   case NNC_OP_CAST:
   case NNC_OP_ADD:
   case NNC_OP_SUB:

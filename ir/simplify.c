@@ -55,9 +55,27 @@ static void make_const(nnc_node *n, double v) {
   n->fattr = v;
 }
 
+/* How many values the sum n of x adds. In a rank's graph of synchronised
+ * batch statistics (module->stat_ranks = N > 1, nnc_sync_batch_sums) a sum
+ * over a batch axis 0 (x's dim 0 the rank's samples, or a multiple of them:
+ * images' pixels) stands for the sum over every rank's samples: N times
+ * the rank's count, the number the one-process step uses. (A sum over
+ * axis 0 of a parameter-shaped value whose dim 0 is a multiple of the
+ * rank's batch would be miscounted there; the training graphs have none.) */
+static double sum_count(const nnc_graph *g, const nnc_node *x, const nnc_node *n) {
+  double count = (double)(nnc_shape_numel(&x->shape) / nnc_shape_numel(&n->shape));
+  const nnc_node *in = g->inputs[NNC_IN_X];
+  int64_t ranks = g->module ? g->module->stat_ranks : 0;
+  if (ranks > 1 && in && in->shape.rank >= 1 && (n->attr[0] & 1) && x->shape.rank >= 1 &&
+      x->shape.dim[0] % in->shape.dim[0] == 0)
+    count *= (double)ranks;
+  return count;
+}
+
 /* Folds n in place if its value is known; returns whether it did. */
-static bool fold(nnc_node *n) {
+static bool fold(const nnc_graph *g, nnc_node *n) {
   if (n->nin == 0 || !all_const(n)) return false;
+  if (n->op == NNC_OP_ALLREDUCE) return false; /* N ranks' constants add up to N c */
   double a = n->in[0]->fattr, v = 0;
   switch (nnc_op_class_of(n->op)) {
   case NNC_CLASS_UNARY: v = nnc_interp_scalar(n->op, a, 0); break;
@@ -66,8 +84,7 @@ static bool fold(nnc_node *n) {
   case NNC_CLASS_SHAPE: v = a; break; /* reshape, transpose, broadcast of a fill */
   case NNC_CLASS_REDUCE:
     v = a;
-    if (n->op == NNC_OP_SUM)
-      v *= (double)(nnc_shape_numel(&n->in[0]->shape) / nnc_shape_numel(&n->shape));
+    if (n->op == NNC_OP_SUM) v *= sum_count(g, n->in[0], n);
     break;
   case NNC_CLASS_OTHER:
     if (n->op == NNC_OP_SELECT)
@@ -145,6 +162,7 @@ static nnc_node *identity(nnc_node *n) {
   case NNC_OP_ERF:
   case NNC_OP_COS:
   case NNC_OP_FLOOR:
+  case NNC_OP_ALLREDUCE:
   case NNC_OP_MAX:
   case NNC_OP_MIN:
   case NNC_OP_GT:
@@ -246,7 +264,7 @@ static void simplify_once(nnc_graph *g) {
     nnc_node *n = g->nodes[i];
     for (int j = 0; j < n->nin; j++)
       n->in[j] = repl[n->in[j]->id];
-    nnc_node *r = fold(n) ? n : identity(n);
+    nnc_node *r = fold(g, n) ? n : identity(n);
     repl[i] = r == n ? cse(&table, n) : r;
   }
   for (int k = 0; k < NNC_OUT_COUNT_; k++)
@@ -420,7 +438,7 @@ static nnc_node *rewrite_sum(sums *S, nnc_node *n, int depth) {
     for (int i = 0; i < 2; i++) {
       nnc_node *c = along_axes(g, x->in[i], axes, rank), *v = x->in[1 - i];
       if (!c || !nnc_shape_eq(&v->shape, &x->shape)) continue;
-      double count = (double)(nnc_shape_numel(&x->shape) / nnc_shape_numel(&n->shape));
+      double count = sum_count(g, x, n);
       /* tried for another rule's sake (depth > 0): only if sum(v) reduces too, else
        * sum(v) would be a new pass (and a product's output a second reader) */
       nnc_node *sv = depth ? try_sum(S, v, axes, depth) : nnc_ir_reduce(g, NNC_OP_SUM, v, axes);

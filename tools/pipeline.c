@@ -82,7 +82,11 @@ static bool check_dump_after(const nnc_pipeline_opts *o, char *err, size_t errle
  * batch, so each micro-batch's part can draw as the data-parallel step
  * does, and it updates no buffers (batch norm normalises a micro-batch
  * with its own statistics there). Otherwise the step is left as it is,
- * the faster. */
+ * the faster. nnc_chunk_batch_sums can chunk a batch-norm step (the order
+ * of ranks with synchronised statistics, nnc_sync_batch_sums), but until
+ * the trainer runs such ranks it would only cost: the CNN's chunked conv
+ * weight gradients (no K blocks) took 2.6-4x as long, the step 25-35%
+ * more (docs/distributed.md, "Synchronised batch norm"). */
 static bool exact_step(const nnc_graph *g, int64_t chunks) {
   if (!nnc_chunk_draws_exact(g, chunks)) return false;
   for (int i = 0; i < g->nupdates; i++)

@@ -40,7 +40,7 @@ static const unary_case unary_cases[] = {
     {NNC_OP_SQRT, 0, 10}, {NNC_OP_RSQRT, 0.1, 10},   {NNC_OP_RECIP, 0.5, 4},
     {NNC_OP_TANH, -6, 6}, {NNC_OP_SIGMOID, -12, 12}, {NNC_OP_RELU, -1, 1},
     {NNC_OP_ABS, -2, 2},  {NNC_OP_SIGN, -2, 2},      {NNC_OP_ERF, -3, 3},
-    {NNC_OP_COS, -4, 4},  {NNC_OP_FLOOR, -5, 5},
+    {NNC_OP_COS, -4, 4},  {NNC_OP_FLOOR, -5, 5},     {NNC_OP_ALLREDUCE, -3, 3},
 };
 
 static void test_unary_f32(void **state) {

@@ -118,6 +118,11 @@ static void test_rsqrt(void **s) {
 static void test_recip(void **s) {
   check_unary(s, NNC_OP_RECIP, 0.2, 3);
 }
+/* one process: the identity, and so is its rule (the ranks' case:
+ * tests/ir/test_sync.c) */
+static void test_allreduce(void **s) {
+  check_unary(s, NNC_OP_ALLREDUCE, -3, 3);
+}
 static void test_tanh(void **s) {
   check_unary(s, NNC_OP_TANH, -2, 2);
 }
@@ -537,6 +542,7 @@ int main(void) {
       T(test_sqrt),
       T(test_rsqrt),
       T(test_recip),
+      T(test_allreduce),
       T(test_tanh),
       T(test_sigmoid),
       T(test_relu),
