@@ -21,7 +21,12 @@
  * bytes. Where that kernel only copies or takes maxima of elements of
  * another such temporary (an im2col of a pooling's output, the pooling of
  * a ReLU's), the kernel before it stores that one quantised and the
- * copies and maxima work on bytes, and so on back.
+ * copies and maxima work on bytes, and so on back. nnc_deploy_requantize
+ * then goes one step further back: where that first kernel only applies a
+ * per-column affine map and a ReLU to a product's output (batch norm +
+ * ReLU in eval), the map is folded at compile time and the product stores
+ * the bytes itself (nnc_kqgemm.out_buf), so no float kernel is left
+ * between the CNN's products.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <fnmatch.h>

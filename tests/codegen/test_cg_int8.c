@@ -12,7 +12,11 @@
  *          im2col copies bytes (a chain of 3);
  *   dense  K = 8; conv2's ReLU stores bytes, pool2 takes their maxima.
  * The outputs must be the reference's bit for bit, and the same as with
- * every A in float, quantised by the products themselves (nbyte 0). */
+ * every A in float, quantised by the products themselves (nbyte 0). Then
+ * with nnc_deploy_requantize (requantising epilogues): each convolution's
+ * product stores the bytes its ReLU (or batch norm + ReLU, folded) stored,
+ * in [N, C, H, W] (conv1 byte by byte, conv2 in words of 4 rows at batch
+ * 5), and the reference applies the folded map; the same bits. */
 #define NNC_CG_TEST_FRONTEND
 #include "cg_test.h"
 
