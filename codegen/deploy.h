@@ -88,6 +88,16 @@ void nnc_deploy_observe(const nnc_deploy *cal, const void *workspace, const bool
 /* Makes products `which` int8 with the calibrated ranges; returns how many. */
 int nnc_deploy_quantize(nnc_deploy *d, const nnc_deploy_values *v, const bool *which,
                         const float *amin, const float *amax);
+/* Then gives each int8 product whose output only a loop kernel reads, one
+ * that applies a per-column affine map and maybe a ReLU (batch norm in
+ * eval) and stores the result quantised for the next product, a
+ * requantising epilogue that stores those bytes itself (nnc_kqgemm.out_buf);
+ * that kernel is no longer run. The map's per-column values come from the
+ * weights, or, for temporaries computed from them (the batch norm's
+ * rsqrt), from the workspace cal_ws of calibration program cal after a
+ * call (both may be NULL). Returns how many. */
+int nnc_deploy_requantize(nnc_deploy *d, const nnc_deploy_values *v, const nnc_deploy *cal,
+                          const void *cal_ws);
 int nnc_deploy_kernels(const nnc_deploy *d); /* eval kernels, for `which` */
 /* Bytes of the int8 products' constants (weights, offsets, scales). */
 int64_t nnc_deploy_int8_bytes(const nnc_deploy *d);

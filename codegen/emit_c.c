@@ -581,10 +581,23 @@ static void int8_kernel(cwriter *W, const nnc_kernel *k, const nnc_kqgemm *q) {
           "/* C[%lld x %lld] = A . W^T in int8: A per tensor (range [%g, %g], scale %g, zero\n"
           " * point %d, as u8), W per output channel; int32 sums */\n",
           (long long)q->M, (long long)q->N, q->a_min, q->a_max, q->a_scale, (int)q->a_zero);
+  char oq[256];
+  if (q->out_buf >= 0) { /* the requantising epilogue's map; its quantize */
+    fprintf(f, "static const float %s_mul[%lld] = {", name, (long long)q->N);
+    nnc_deploy_float_list(f, q->out_mul, q->N);
+    fprintf(f, "};\nstatic const float %s_add[%lld] = {", name, (long long)q->N);
+    nnc_deploy_float_list(f, q->out_add, q->N);
+    fputs("};\n", f);
+    int j = 0;
+    while (W->d->quant[j] != q->out_q)
+      j++;
+    kernel_name(oq, sizeof oq, W->p->eval.k[j]);
+    quantize_fn(f, oq, q->out_q);
+  }
   fprintf(f,
-          "static void %s(const float *restrict a, float *restrict c, unsigned char *restrict "
+          "static void %s(const float *restrict a, %s *restrict %s, unsigned char *restrict "
           "aq) {\n",
-          name);
+          name, q->out_buf >= 0 ? "unsigned char" : "float", q->out_buf >= 0 ? "out" : "c");
   fprintf(f, "  for (int64_t m = 0; m < %lld; m++) {\n", (long long)q->M);
   fprintf(f, "    for (int64_t k = 0; k < %lld; k++)\n", (long long)q->K);
   if (q->nbyte > 0) /* A arrives quantised, in bytes */
@@ -605,8 +618,22 @@ static void int8_kernel(cwriter *W, const nnc_kernel *k, const nnc_kqgemm *q) {
           (long long)q->K4);
   fprintf(f, "        acc += (int32_t)ar[k] * (int32_t)wr[k];\n");
   fprintf(f, "      const float v = (float)(acc + %s_offset[n]) * %s_scale[n];\n", name, name);
-  fprintf(f, "      c[m * %lld + n] = %s;\n    }\n}\n\n", (long long)q->ldc,
-          q->relu ? "v > 0 ? v : 0.0f" : "v");
+  if (q->out_buf < 0) {
+    fprintf(f, "      c[m * %lld + n] = %s;\n    }\n}\n\n", (long long)q->ldc,
+            q->relu ? "v > 0 ? v : 0.0f" : "v");
+    return;
+  }
+  /* requantised: kernel.h's out_buf */
+  fprintf(f, "      const unsigned char u = %s_quantize(v * %s_mul[n] + %s_add[n]);\n", oq, name,
+          name);
+  fprintf(f, "      out[n * %lld", (long long)q->out_col);
+  for (int d = 0; d < q->out_ndim; d++)
+    fprintf(f, " + m / %lld %% %lld * %lld", (long long)q->out_row[d], (long long)q->out_ext[d],
+            (long long)q->out_step[d]);
+  if (q->out_relu)
+    fprintf(f, "] = u > %d ? u : %d;\n    }\n}\n\n", (int)q->out_q->a_zero, (int)q->out_q->a_zero);
+  else
+    fputs("] = u;\n    }\n}\n\n", f);
 }
 
 static void kernel(cwriter *W, const nnc_kernel *k) {
@@ -744,10 +771,14 @@ static void run_function(cwriter *W, FILE *f) {
       fprintf(f, "  %s(", name);
       buffer_arg(W, f, nnc_kbuf_base(W->p, q->a_buf));
       fputs(", ", f);
-      buffer_arg(W, f, nnc_kbuf_base(W->p, q->c_buf));
+      if (q->out_buf >= 0)
+        fprintf(f, "(unsigned char *)(ws + %lld)", (long long)W->p->bufs[q->out_buf].offset);
+      else
+        buffer_arg(W, f, nnc_kbuf_base(W->p, q->c_buf));
       fprintf(f, ", (unsigned char *)(ws + %lld));\n", (long long)q->scratch);
       continue;
     }
+    if (nnc_kq_absorbed((const nnc_kqgemm *const *)W->d->quant, g->n, i)) continue;
     bases = realloc(bases, sizeof(int) * (size_t)(k->nreads + k->nwrites + 1));
     written = realloc(written, (size_t)(k->nreads + k->nwrites + 1));
     if (!bases || !written) nnc_ir_bug("emit_c: out of memory");
@@ -808,7 +839,7 @@ bool nnc_deploy_write_c(const nnc_deploy *d, const nnc_deploy_values *v, FILE *o
   for (int i = 0; i < d->p.eval.n; i++)
     if (d->quant && d->quant[i]) {
       int8_kernel(&W, d->p.eval.k[i], d->quant[i]);
-    } else {
+    } else if (!nnc_kq_absorbed((const nnc_kqgemm *const *)d->quant, d->p.eval.n, i)) {
       /* a kernel that stores bytes for a product calls its NAME_quantize */
       W.qs = nnc_kq_store_of((const nnc_kqgemm *const *)d->quant, d->p.eval.n, i);
       if (W.qs.q) { /* NAME_quantize before the first of them */

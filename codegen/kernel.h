@@ -195,7 +195,7 @@ typedef struct nnc_kgraph {
  * out_scale[n]) with the int32 accumulator, offset[n] = round(bias[n] /
  * out_scale[n]) - a_zero * sum_k W[n,k] and out_scale[n] = a_scale *
  * w_scale[n]. */
-enum { NNC_KQ_CHAIN = 4 }; /* nnc_kqgemm's byte_buf: at most this many */
+enum { NNC_KQ_CHAIN = 4, NNC_KQ_DIMS = 6 }; /* nnc_kqgemm's byte_buf, out_row: at most */
 typedef struct nnc_kqgemm {
   int64_t M, N, K, K4;
   int64_t lda, ldc;       /* row strides of A and C, in floats */
@@ -222,7 +222,23 @@ typedef struct nnc_kqgemm {
    * first written, and stored as bytes all the way to the product. */
   int nbyte;
   int byte_buf[NNC_KQ_CHAIN], byte_writer[NNC_KQ_CHAIN];
-  int64_t scratch;             /* workspace offset of the quantised A: max(M, 16) * K4 bytes */
+  int64_t scratch; /* workspace offset of the quantised A: max(M, 16) * K4 bytes */
+  /* out_buf >= 0: a requantising epilogue (deploy_quant.c). C's only
+   * reader, loop kernel `absorbed`, computed relu?(v * s[n] + t[n]) of each
+   * element v of C (a batch norm in eval, a ReLU; n the column) and stored
+   * it quantised for product out_q (its byte_writer[out_q->nbyte - 1])
+   * into base buffer out_buf at a permutation of C's indices (NHWC ->
+   * NCHW). Instead the product stores those bytes itself and `absorbed`
+   * is not run: byte out_index(m, n) of out_buf = max?(quantise_out_q(v *
+   * out_mul[n] + out_add[n]), out_q->a_zero), v the float of C[m, n] as
+   * above (max with the zero point: out_relu). out_index(m, n) = n *
+   * out_col + sum_d ((m / out_row[d]) % out_ext[d]) * out_step[d]. */
+  int out_buf, absorbed;
+  const struct nnc_kqgemm *out_q;
+  const float *out_mul, *out_add; /* [N] */
+  bool out_relu;
+  int out_ndim;
+  int64_t out_col, out_row[NNC_KQ_DIMS], out_ext[NNC_KQ_DIMS], out_step[NNC_KQ_DIMS];
   float a_scale, a_min, a_max; /* the calibrated range (for comments) */
 } nnc_kqgemm;
 
@@ -237,6 +253,8 @@ typedef struct nnc_kqstore {
                   and its stores quantise */
 } nnc_kqstore;
 nnc_kqstore nnc_kq_store_of(const nnc_kqgemm *const *quant, int n, int k);
+/* Is eval kernel k absorbed by a product's requantising epilogue (not run)? */
+bool nnc_kq_absorbed(const nnc_kqgemm *const *quant, int n, int k);
 
 /* A deployed inference program's interface (deploy.c), for a backend that
  * emits PREFIX_predict itself: the persistent tensors live in a read-only

@@ -530,7 +530,9 @@ static void emit_entry(emitter *E, const nnc_kgraph *g, const int *part_of, cons
   const nnc_kqgemm *const *quant = E->p->deploy && g == &E->p->eval ? E->p->deploy->quant : NULL;
   for (int i = 0; i < g->n; i++) {
     const nnc_kernel *k = g->k[i];
-    if (part_of[i] == E->part && quant && quant[i])
+    if (nnc_kq_absorbed(quant, g->n, i)) /* a product stores its bytes */
+      fns[i] = NULL;
+    else if (part_of[i] == E->part && quant && quant[i])
       fns[i] = nnc_ll_emit_qgemm(E, k, quant[i]);
     else if (part_of[i] == E->part && !k->same_as) {
       E->qs = nnc_kq_store_of(quant, g->n, i);
@@ -576,6 +578,7 @@ static void emit_entry(emitter *E, const nnc_kgraph *g, const int *part_of, cons
   }
   for (int i = 0; i < g->n; i++) {
     const nnc_kernel *k = g->k[i];
+    if (nnc_kq_absorbed(quant, g->n, i)) continue;
     LLVMValueRef t0 = profile ? LLVMBuildCall2(E->b, now_type, clock, NULL, 0, "") : NULL;
     LLVMValueRef n = LLVMConstInt(E->ti64, (unsigned long long)k->extent, 0);
     if (par && nnc_cg_kernel_parallel(k)) {

@@ -52,6 +52,7 @@ typedef struct qstate {
   const nnc_kqgemm *q;
   LLVMValueRef a, c, scratch; /* A and C (f32), the quantised A (u8) */
   LLVMValueRef w, offset, scale;
+  LLVMValueRef out, mul, add; /* out_buf >= 0: its bytes, the per-column map */
   LLVMTypeRef v16i32, v16f32, dp_type;
   LLVMValueRef dp;
   int64_t kq, nfull; /* steps of 4 k; blocks of 16 full columns */
@@ -193,6 +194,78 @@ static void quantize_block(emitter *E, const qstate *S, LLVMValueRef m0, int64_t
   nnc_ll_loop_close(E, &k);
 }
 
+/* out_buf's byte of row m, column 0 (kernel.h's out_index) */
+static LLVMValueRef out_base(emitter *E, const nnc_kqgemm *q, LLVMValueRef m) {
+  LLVMValueRef o = i64c(E, 0);
+  for (int d = 0; d < q->out_ndim; d++) {
+    LLVMValueRef i = LLVMBuildUDiv(E->b, m, i64c(E, q->out_row[d]), "");
+    i = LLVMBuildURem(E->b, i, i64c(E, q->out_ext[d]), "");
+    o = LLVMBuildAdd(E->b, o, LLVMBuildMul(E->b, i, i64c(E, q->out_step[d]), ""), "");
+  }
+  return o;
+}
+
+/* The requantising epilogue of 16 columns from `col` (kernel.h's
+ * out_buf): v * mul + add quantised as out_q's A, the ReLU as the code's
+ * lower bound (its zero point): <16 x i32> codes 0..255. */
+static LLVMValueRef requant(emitter *E, const qstate *S, LLVMValueRef v, LLVMValueRef off4) {
+  const nnc_kqgemm *o = S->q->out_q;
+  LLVMTypeRef f[1] = {S->v16f32}, ff[2] = {S->v16f32, S->v16f32}, t, rint_t;
+  LLVMValueRef rint = intrinsic(E, "llvm.rint.v16f32", S->v16f32, f, 1, &rint_t);
+  LLVMValueRef minnum = intrinsic(E, "llvm.minnum.v16f32", S->v16f32, ff, 2, &t);
+  LLVMValueRef maxnum = intrinsic(E, "llvm.maxnum.v16f32", S->v16f32, ff, 2, &t);
+  LLVMValueRef mul = LLVMBuildLoad2(E->b, S->v16f32, at(E, S->mul, off4), "");
+  LLVMValueRef add = LLVMBuildLoad2(E->b, S->v16f32, at(E, S->add, off4), "");
+  LLVMSetAlignment(mul, 4), LLVMSetAlignment(add, 4);
+  LLVMValueRef y = LLVMBuildFAdd(E->b, LLVMBuildFMul(E->b, v, mul, ""), add, "");
+  y = LLVMBuildFMul(E->b, y, splat(E, LLVMConstReal(E->tf32, o->a_inv_scale)), "");
+  y = LLVMBuildCall2(E->b, rint_t, rint, &y, 1, "");
+  LLVMValueRef a2[2] = {y, splat(E, LLVMConstReal(E->tf32, 255.0 - o->a_zero))};
+  y = LLVMBuildCall2(E->b, t, minnum, a2, 2, "");
+  LLVMValueRef b2[2] = {
+      y, splat(E, LLVMConstReal(E->tf32, S->q->out_relu ? 0.0 : -(double)o->a_zero))};
+  y = LLVMBuildCall2(E->b, t, maxnum, b2, 2, "");
+  return LLVMBuildAdd(E->b, LLVMBuildFPToSI(E->b, y, S->v16i32, ""),
+                      splat(E, LLVMConstInt(E->ti32, (unsigned long long)o->a_zero, 0)), "");
+}
+
+/* Stores R rows of codes (requant) of 16 columns from `col` (the first
+ * `lanes`) at their out_buf bytes: 4 rows that are 4 consecutive bytes of
+ * each column (out_row[0] == 1, out_step[0] == 1, out_ext[0] % 4 == 0;
+ * tiles of 4 rows start at multiples of 4) as one 32-bit word per column,
+ * else byte by byte. */
+static void store_codes(emitter *E, const qstate *S, LLVMValueRef m0, LLVMValueRef col,
+                        LLVMValueRef *u, int R, int lanes) {
+  const nnc_kqgemm *q = S->q;
+  bool words = R == ROW_TILE && q->out_ndim > 0 && q->out_row[0] == 1 && q->out_step[0] == 1 &&
+               q->out_ext[0] % ROW_TILE == 0;
+  LLVMValueRef colb = LLVMBuildMul(E->b, col, i64c(E, q->out_col), "");
+  if (words) {
+    LLVMValueRef w = u[0];
+    for (int r = 1; r < R; r++)
+      w = LLVMBuildOr(
+          E->b, w,
+          LLVMBuildShl(E->b, u[r], splat(E, LLVMConstInt(E->ti32, (unsigned)(8 * r), 0)), ""), "");
+    LLVMValueRef base = LLVMBuildAdd(E->b, out_base(E, q, m0), colb, "");
+    for (int j = 0; j < lanes; j++) {
+      LLVMValueRef e = LLVMBuildExtractElement(E->b, w, LLVMConstInt(E->ti32, (unsigned)j, 0), "");
+      LLVMValueRef st = LLVMBuildStore(
+          E->b, e, at(E, S->out, LLVMBuildAdd(E->b, base, i64c(E, j * q->out_col), "")));
+      LLVMSetAlignment(st, 1);
+    }
+    return;
+  }
+  for (int r = 0; r < R; r++) {
+    LLVMValueRef m = LLVMBuildAdd(E->b, m0, i64c(E, r), "");
+    LLVMValueRef base = LLVMBuildAdd(E->b, out_base(E, q, m), colb, "");
+    LLVMValueRef b = LLVMBuildTrunc(E->b, u[r], LLVMVectorType(E->ti8, LANES), "");
+    for (int j = 0; j < lanes; j++) {
+      LLVMValueRef e = LLVMBuildExtractElement(E->b, b, LLVMConstInt(E->ti32, (unsigned)j, 0), "");
+      LLVMBuildStore(E->b, e, at(E, S->out, LLVMBuildAdd(E->b, base, i64c(E, j * q->out_col), "")));
+    }
+  }
+}
+
 /* One tile: rows [m0, m0 + R) of C, whose quantised A rows start at byte
  * s0 of the scratch, blocks [nb0, nb0 + C); `lanes` < 16: the single last
  * block is partial. */
@@ -243,9 +316,14 @@ static void tile(emitter *E, const qstate *S, LLVMValueRef m0, LLVMValueRef s0, 
     LLVMValueRef off4 = LLVMBuildMul(E->b, col, i64c(E, 4), "");
     LLVMValueRef off = LLVMBuildLoad2(E->b, S->v16i32, at(E, S->offset, off4), "");
     LLVMValueRef sc = LLVMBuildLoad2(E->b, S->v16f32, at(E, S->scale, off4), "");
+    LLVMValueRef codes[ROW_TILE] = {0};
     for (int r = 0; r < R; r++) {
       LLVMValueRef s = LLVMBuildAdd(E->b, LLVMBuildLoad2(E->b, S->v16i32, acc[r][c], ""), off, "");
       LLVMValueRef v = LLVMBuildFMul(E->b, LLVMBuildSIToFP(E->b, s, S->v16f32, ""), sc, "");
+      if (q->out_buf >= 0) {
+        codes[r] = requant(E, S, v, off4);
+        continue;
+      }
       if (q->relu)
         v = LLVMBuildSelect(E->b, LLVMBuildFCmp(E->b, LLVMRealOGT, v, zero, ""), v, zero, "");
       LLVMValueRef row = LLVMBuildAdd(E->b, m0, i64c(E, r), "");
@@ -262,6 +340,7 @@ static void tile(emitter *E, const qstate *S, LLVMValueRef m0, LLVMValueRef s0, 
         LLVMBuildStore(E->b, e, at(E, S->c, LLVMBuildAdd(E->b, dst, i64c(E, 4 * j), "")));
       }
     }
+    if (q->out_buf >= 0) store_codes(E, S, m0, col, codes, R, lanes);
   }
 }
 
@@ -358,6 +437,19 @@ LLVMValueRef nnc_ll_emit_qgemm(emitter *E, const nnc_kernel *k, const nnc_kqgemm
   S.offset = nnc_ll_constant(E, name, offset, sizeof(int32_t) * (size_t)(nblocks * LANES));
   snprintf(name, sizeof name, "%s.scale", k->name);
   S.scale = nnc_ll_constant(E, name, scale, sizeof(float) * (size_t)(nblocks * LANES));
+  if (q->out_buf >= 0) { /* the per-column map, padded like the scales */
+    float *mul = calloc((size_t)(nblocks * LANES), sizeof(float));
+    float *add = calloc((size_t)(nblocks * LANES), sizeof(float));
+    if (!mul || !add) nnc_ir_bug("codegen: out of memory");
+    memcpy(mul, q->out_mul, sizeof(float) * (size_t)q->N);
+    memcpy(add, q->out_add, sizeof(float) * (size_t)q->N);
+    snprintf(name, sizeof name, "%s.mul", k->name);
+    S.mul = nnc_ll_constant(E, name, mul, sizeof(float) * (size_t)(nblocks * LANES));
+    snprintf(name, sizeof name, "%s.add", k->name);
+    S.add = nnc_ll_constant(E, name, add, sizeof(float) * (size_t)(nblocks * LANES));
+    S.out = at(E, E->arena, i64c(E, E->p->bufs[q->out_buf].offset));
+    free(mul), free(add);
+  }
   free(packed);
   free(offset);
   free(scale);

@@ -308,6 +308,7 @@ static bool quantize(const nnc_module *m, const char *nn_path, nnc_deploy *d,
   run_set(cal, jf, &train, ncal, observe, &r, wf);
   int64_t wfloat = nnc_deploy_weights_size(d);
   nnc_deploy_quantize(d, v, which, amin, amax);
+  nnc_deploy_requantize(d, v, cal, wf);
   jq = nnc_deploy_jit_compile(d, v, co, err, sizeof err);
   wq = workspace_for(d);
   if (!jq || !wq) {

@@ -12,7 +12,11 @@
  *          im2col copies bytes (a chain of 3);
  *   dense  K = 8; conv2's ReLU stores bytes, pool2 takes their maxima.
  * The outputs must be the reference's bit for bit, and the same as with
- * every A in float, quantised by the products themselves (nbyte 0). */
+ * every A in float, quantised by the products themselves (nbyte 0). Then
+ * with nnc_deploy_requantize (requantising epilogues): each convolution's
+ * product stores the bytes its ReLU (or batch norm + ReLU, folded) stored,
+ * in [N, C, H, W] (conv1 byte by byte, conv2 in words of 4 rows at batch
+ * 5), and the reference applies the folded map; the same bits. */
 #define NNC_CG_TEST_FRONTEND
 #include "cg_test.h"
 
@@ -20,11 +24,12 @@
 
 enum { CIN = 2, H = 9, W = 7, C1 = 3, C2 = 8, CLASSES = 3, MAXB = 5 };
 
+/* %s: "batchnorm" or "" (then the ReLU reads the convolution) */
 static const char *SOURCE =
     "data d = idx(\"none\")\n"
     "model m(x: f32[2, 9, 7]) -> f32[3] {\n"
-    "  h = maxpool(relu(conv2d(x, 3, kernel = 3, padding = 1)), 2)\n"
-    "  h = maxpool(relu(conv2d(h, 8, kernel = 3, stride = 2, padding = 1)), 2)\n"
+    "  h = maxpool(relu(%s(conv2d(x, 3, kernel = 3, padding = 1))), 2)\n"
+    "  h = maxpool(relu(%s(conv2d(h, 8, kernel = 3, stride = 2, padding = 1))), 2)\n"
     "  return dense(flatten(h), 3)\n"
     "}\n"
     "train {\n"
@@ -32,9 +37,10 @@ static const char *SOURCE =
     "  batch = %d  epochs = 1\n"
     "}\n";
 
-static nnc_module *compile(nnc_arena *arena, int batch) {
+static nnc_module *compile(nnc_arena *arena, int batch, bool bn) {
   static char text[1024];
-  int n = snprintf(text, sizeof text, SOURCE, batch);
+  const char *b = bn ? "batchnorm" : "";
+  int n = snprintf(text, sizeof text, SOURCE, b, b, batch);
   return fx_compile_source(arena, "int8.nn", text, (size_t)n);
 }
 
@@ -73,6 +79,7 @@ static void conv(const nnc_kqgemm *q, const float *x, int c, int h, int w, int s
           }
       for (int j = 0; j < n; j++) {
         float v = product(q, col, j);
+        if (q->out_buf >= 0) v = v * q->out_mul[j] + q->out_add[j]; /* the batch norm folded */
         y[(j * oh + oy) * ow + ox] = v > 0 ? v : 0.0f;
       }
     }
@@ -118,11 +125,36 @@ static void run_jit(const nnc_deploy *d, const nnc_deploy_values *v, const float
   nnc_deploy_jit_free(j);
 }
 
-static void check_batch(int batch) {
+/* The batch norm after each convolution as nnc folds it: for column n,
+ * v * mul[n] + add[n] with mul = gamma / sqrt(var + eps), add = beta -
+ * mean * mul (to float precision; the folding is in double). */
+static void check_fold(const nnc_module *m, const float **tensor, const nnc_kqgemm *q,
+                       const char *bn) {
+  const float *t[4] = {0}; /* gamma, beta, running_mean, running_var */
+  const char *names[4] = {"gamma", "beta", "running_mean", "running_var"};
+  for (int i = 0; i < m->ntensors; i++)
+    for (int j = 0; j < 4; j++) {
+      char want[64];
+      snprintf(want, sizeof want, "m.%s.%s", bn, names[j]);
+      if (!strcmp(m->tensors[i].name, want)) t[j] = tensor[i];
+    }
+  for (int j = 0; j < 4; j++)
+    assert_non_null(t[j]);
+  for (int64_t n = 0; n < q->N; n++) {
+    double mul = t[0][n] / sqrt((double)t[3][n] + 1e-5), add = t[1][n] - t[2][n] * mul;
+    assert_true(fabs(q->out_mul[n] - mul) <= 1e-4 * fabs(mul));
+    assert_true(fabs(q->out_add[n] - add) <= 1e-4 * (fabs(add) + fabs(t[2][n] * mul)));
+  }
+}
+
+/* batch: 1 or 5; bn: a batch norm between each convolution and its ReLU;
+ * requant: nnc_deploy_requantize (the products store their consumers'
+ * bytes) */
+static void check_batch(int batch, bool bn, bool requant) {
   if (!__builtin_cpu_supports("avx512vnni")) skip();
   nnc_arena arena;
   nnc_arena_init(&arena);
-  nnc_module *m = compile(&arena, batch);
+  nnc_module *m = compile(&arena, batch, bn);
   assert_non_null(m);
   nnc_deploy_options o = {.prefix = "t", .header = "t.h"};
   char err[512];
@@ -136,8 +168,9 @@ static void check_batch(int batch) {
     int64_t n = nnc_shape_numel(&m->tensors[t].shape);
     float *x = malloc(sizeof(float) * (size_t)n);
     assert_non_null(x);
+    bool var = strstr(m->tensors[t].name, "running_var") != NULL;
     for (int64_t i = 0; i < n; i++)
-      x[i] = uniform(&seed, -0.4f, 0.4f);
+      x[i] = var ? uniform(&seed, 0.3f, 2.0f) : uniform(&seed, -0.4f, 0.4f);
     tensor[t] = x;
   }
   nnc_deploy_values v = {.tensor = tensor, .scale = 1};
@@ -150,6 +183,35 @@ static void check_batch(int batch) {
     amin[i] = -0.3f, amax[i] = 1.2f; /* inputs and activations beyond: clamped */
   }
   assert_int_equal(nnc_deploy_quantize(d, &v, which, amin, amax), 3);
+  int64_t D = nnc_deploy_input_size(d);
+  float *in = malloc(sizeof(float) * (size_t)(batch * D));
+  assert_true(batch <= MAXB && in);
+  for (int64_t i = 0; i < batch * D; i++)
+    in[i] = uniform(&seed, -0.5f, 1.5f);
+  if (requant) {
+    /* the batch norm's rsqrt, a temporary: from a calibration program */
+    nnc_deploy_options oc = o;
+    oc.calibration = true;
+    nnc_deploy *cal = bn ? nnc_deploy_build(m, &oc, err, sizeof err) : NULL;
+    void *cws = NULL;
+    if (bn) {
+      float ignored[MAXB * CLASSES];
+      if (!cal) fail_msg("deploy: %s", err);
+      nnc_cg_options co;
+      nnc_cg_default_options(&co);
+      nnc_deploy_jit *j = nnc_deploy_jit_compile(cal, &v, &co, err, sizeof err);
+      if (!j) fail_msg("jit: %s", err);
+      cws =
+          aligned_alloc(NNC_DEPLOY_ALIGN, (size_t)(nnc_deploy_workspace_size(cal) + 63) / 64 * 64);
+      assert_non_null(cws);
+      assert_int_equal(nnc_deploy_jit_predict(j, in, ignored, cws), 0);
+      nnc_deploy_jit_free(j);
+    }
+    /* both convolutions (not the dense layer: its output is the prediction) */
+    assert_int_equal(nnc_deploy_requantize(d, &v, cal, cws), 2);
+    free(cws);
+    nnc_deploy_free(cal);
+  }
   const nnc_kqgemm *q[3];
   int nq = 0;
   for (int i = 0; i < nk; i++)
@@ -173,12 +235,26 @@ static void check_batch(int batch) {
   assert_int_equal(q[2]->nbyte, 2);
   for (int c = 1; c < q[1]->nbyte; c++)
     assert_true(q[1]->byte_writer[c] < q[1]->byte_writer[c - 1]);
-  int64_t D = nnc_deploy_input_size(d);
-  float *in = malloc(sizeof(float) * (size_t)(batch * D));
+  /* requantised: each convolution stores the bytes its ReLU stored, in
+   * [N, C, H, W] (conv1: 63 = 9 x 7 bytes per channel, byte by byte;
+   * conv2: 4, words of 4 rows); the ReLU kernels are not run */
+  for (int c = 0; c < 2; c++) {
+    assert_int_equal(q[c]->out_buf >= 0, requant);
+    if (!requant) continue;
+    assert_true(q[c]->out_q == q[c + 1]);
+    assert_int_equal(q[c]->out_buf, q[c + 1]->byte_buf[q[c + 1]->nbyte - 1]);
+    assert_int_equal(q[c]->absorbed, q[c + 1]->byte_writer[q[c + 1]->nbyte - 1]);
+    assert_true(nnc_kq_absorbed((const nnc_kqgemm *const *)d->quant, nk, q[c]->absorbed));
+    assert_int_equal(q[c]->out_col, c == 0 ? H * W : 4);
+    assert_int_equal(q[c]->out_ext[0], c == 0 ? H * W : 4);
+    assert_int_equal(q[c]->out_ndim, batch > 1 ? 2 : 1);
+    assert_true(q[c]->out_relu);
+    if (bn) check_fold(m, tensor, q[c], c == 0 ? "bn1" : "bn2");
+    for (int64_t n = 0; !bn && n < q[c]->N; n++)
+      assert_true(q[c]->out_mul[n] == 1.0f && q[c]->out_add[n] == 0.0f);
+  }
+  assert_int_equal(q[2]->out_buf, -1);
   float got[MAXB * CLASSES], floats[MAXB * CLASSES], want[CLASSES];
-  assert_true(batch <= MAXB && in);
-  for (int64_t i = 0; i < batch * D; i++)
-    in[i] = uniform(&seed, -0.5f, 1.5f);
   run_jit(d, &v, in, got);
   for (int b = 0; b < batch; b++) {
     reference(q, in + b * D, want);
@@ -187,11 +263,15 @@ static void check_batch(int batch) {
         fail_msg("batch %d sample %d class %d: %.9g, reference %.9g", batch, b, n,
                  (double)got[b * CLASSES + n], (double)want[n]);
   }
-  /* the same with A in float, quantised by the products themselves */
-  for (int i = 0; i < nk; i++)
-    if (d->quant[i]) d->quant[i]->nbyte = 0;
-  run_jit(d, &v, in, floats);
-  assert_memory_equal(got, floats, sizeof(float) * (size_t)(batch * CLASSES));
+  /* the same with A in float, quantised by the products themselves (not
+   * after nnc_deploy_requantize, which may give a byte buffer only the
+   * room of its bytes) */
+  if (!requant) {
+    for (int i = 0; i < nk; i++)
+      if (d->quant[i]) d->quant[i]->nbyte = 0;
+    run_jit(d, &v, in, floats);
+    assert_memory_equal(got, floats, sizeof(float) * (size_t)(batch * CLASSES));
+  }
   free(in);
   for (int t = 0; t < m->ntensors; t++)
     free((void *)tensor[t]);
@@ -202,18 +282,42 @@ static void check_batch(int batch) {
 
 static void test_int8_bytes_batch1(void **state) {
   (void)state;
-  check_batch(1);
+  check_batch(1, false, false);
 }
 
 static void test_int8_bytes_batch5(void **state) {
   (void)state;
-  check_batch(5);
+  check_batch(5, false, false);
+}
+
+static void test_int8_requant_relu_batch1(void **state) {
+  (void)state;
+  check_batch(1, false, true);
+}
+
+static void test_int8_requant_relu_batch5(void **state) {
+  (void)state;
+  check_batch(5, false, true);
+}
+
+static void test_int8_requant_bn_batch1(void **state) {
+  (void)state;
+  check_batch(1, true, true);
+}
+
+static void test_int8_requant_bn_batch5(void **state) {
+  (void)state;
+  check_batch(5, true, true);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_int8_bytes_batch1),
       cmocka_unit_test(test_int8_bytes_batch5),
+      cmocka_unit_test(test_int8_requant_relu_batch1),
+      cmocka_unit_test(test_int8_requant_relu_batch5),
+      cmocka_unit_test(test_int8_requant_bn_batch1),
+      cmocka_unit_test(test_int8_requant_bn_batch5),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

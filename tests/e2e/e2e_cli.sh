@@ -48,7 +48,9 @@
 #              within 1 point of the float one and is what classify.c gets;
 #              the C (gcc and clang) and the object give the same logits bit
 #              for bit; parity tests; --keep-float; errors. On generated
-#              data: fashion_cnn.nn, bn_relu.nn, ops_mix.nn at batch 1 and 4
+#              data: fashion_cnn.nn, bn_relu.nn, ops_mix.nn at batch 1, 3 and 4
+#              (the CNN's convolutions store bytes through a requantising
+#              epilogue, and its C is the object bit for bit)
 #   errors     exit status and message of a bad .nn, a missing data file, a
 #              truncated IDX file, a wrong --batch, a non-finite loss (and the
 #              checkpoint before it still loads)
@@ -743,6 +745,21 @@ if want int8; then
       # pool1 takes maxima of bytes, conv2's im2col copies bytes
       [ $model != fashion_cnn ] || [ "$(grep -c '(float)((const unsigned char \*)b' q_${model}_$b/model.c)" -ge 2 ] ||
         fail "$model batch $b: no kernel computes on bytes"
+      # the convolutions' products store the bytes their batch norm + ReLU
+      # stored (a requantising epilogue), and those kernels are not run; with
+      # no float kernel left between the products, the C is the object (and
+      # nnc's int8 evaluation) bit for bit. bn_relu's batch norm follows its
+      # ReLU: not folded.
+      if [ $model = fashion_cnn ]; then
+        [ "$(grep -c 'unsigned char \*restrict out, unsigned char \*restrict aq' q_${model}_$b/model.c)" = 2 ] ||
+          fail "$model batch $b: the convolutions' products do not store bytes"
+        ! grep -Eq 'static void eval_k[0-9]+_relu\(' q_${model}_$b/model.c ||
+          fail "$model batch $b: a batch norm + ReLU kernel is left"
+        grep -q "largest difference 0 " t_model_c_gcc.out || fail "$model batch $b: the int8 C is not its reference bit for bit"
+      elif [ $model = bn_relu ]; then
+        ! grep -q 'unsigned char \*restrict out, unsigned char \*restrict aq' q_${model}_$b/model.c ||
+          fail "$model batch $b: a batch norm after a ReLU folded into a product"
+      fi
       # every product int8 at every batch: as many as at batch 1 (the
       # convolutions too), all of them
       n=$(sed -n 's/.* \([0-9]*\) of \([0-9]*\) products int8.*/\1 \2/p' qe_${model}_$b.out)
