@@ -18,7 +18,6 @@
 #include <time.h>
 
 #include <llvm-c/Linker.h>
-#include <llvm-c/Support.h>
 #include <llvm-c/Target.h>
 #include <llvm-c/Transforms/PassBuilder.h>
 
@@ -40,25 +39,11 @@ bool nnc_cg_check(LLVMErrorRef e, const char *what, char *err, size_t errlen) {
   return false;
 }
 
-static void parse_llvm_args(void) {
-  const char *env = getenv("NNC_LLVM_ARGS");
-  if (!env) return;
-  static char buf[512];
-  snprintf(buf, sizeof buf, "%s", env);
-  const char *argv[16] = {"nnc"};
-  int argc = 1;
-  for (char *t = strtok(buf, " "); t && argc < 16; t = strtok(NULL, " "))
-    argv[argc++] = t;
-  LLVMParseCommandLineOptions(argc, argv, "nnc");
-}
-
 static void init_llvm(void) {
   /* Idempotent; LLVM guards its own registries. */
   LLVMInitializeNativeTarget();
   LLVMInitializeNativeAsmPrinter();
   LLVMInitializeNativeAsmParser();
-  static pthread_once_t once = PTHREAD_ONCE_INIT;
-  pthread_once(&once, parse_llvm_args);
 }
 
 bool nnc_cg_set_cpu_level(nnc_cg_options *o, const char *name) {
