@@ -47,6 +47,11 @@ static const shape shapes[] = {
     {"A^T.B^T packed       ", 256, 256, 64, true, true, false, false},
     {"conv dW  dY^T.col    ", 64, 288, 50176, true, false, false, false},
     {"x.W^T long K blocked ", 64, 256, 20000, false, true, false, false},
+    /* The CNN's products with K in blocks (fashion_cnn: dense 1 forward,
+     * the conv 2 and conv 1 weight gradients). */
+    {"cnn dense1 fwd blocked", 64, 128, 3136, false, true, true, true},
+    {"cnn conv2 dW blocked  ", 64, 144, 12544, false, true, false, false},
+    {"cnn conv1 dW blocked  ", 32, 9, 50176, false, true, false, false},
 };
 
 static double now(void) {

@@ -49,10 +49,15 @@ typedef struct panel {
   LLVMValueRef n;      /* first column (i64) */
   LLVMValueRef packed; /* outer with B stored [N,K]: the panel as [klen][nv*VL] */
   /* The k block this pass covers: [k0, k0 + klen). C holds the running
-   * sum between blocks; the epilogue runs after the last one. */
+   * sum between blocks; the epilogue runs after the last one. With K in
+   * one block, k0 = 0, klen = K and first = last = true. With several, one
+   * pass runs them all in a loop (one copy of the code, not one per kind
+   * of block): k0, first and last are run-time values (last_v, first_v),
+   * klen is the plan's kc and the last block has tail k (at most kc). */
   LLVMValueRef k0;
-  int64_t klen;
+  int64_t klen, tail;
   bool first, last;
+  LLVMValueRef first_v, last_v; /* i1 when the blocks run in a loop, else NULL */
 } panel;
 
 typedef struct emitter {
@@ -269,10 +274,10 @@ static bool starts_from_c(emitter *e, const panel *pn) {
 }
 
 /* What a finished sum s of an element becomes before it is stored: the
- * epilogue after the last block; a plain partial sum before. */
-static LLVMValueRef finish(emitter *e, const panel *pn, LLVMValueRef s, LLVMValueRef bias_v,
+ * epilogue after the last block (last); a plain partial sum before. */
+static LLVMValueRef finish(emitter *e, bool last, LLVMValueRef s, LLVMValueRef bias_v,
                            LLVMValueRef (*load_c)(emitter *, void *), void *at) {
-  if (!pn->last) return s;
+  if (!last) return s;
   s = epilogue(e, s, bias_v);
   if (e->g->accumulate && !e->p.fold) s = LLVMBuildFAdd(e->b, load_c(e, at), s, "");
   return s;
@@ -288,22 +293,72 @@ static LLVMValueRef load_c_vec(emitter *e, void *at) {
   return load_vec(e, e->C, c->idx, c->lanes);
 }
 
+/* acc[] += the k steps kl in [start, limit) (a multiple of ku of them) in
+ * a loop unrolled ku times. */
+static void outer_loop(emitter *e, const panel *pn, int mr, LLVMValueRef m, LLVMValueRef start,
+                       LLVMValueRef limit, LLVMValueRef *acc) {
+  int nacc = mr * pn->nv, ku = e->p.ku;
+  loop l;
+  loop_open(e, &l, start, limit, nacc, acc, "k");
+  LLVMValueRef cur[MAX_ACC];
+  memcpy(cur, l.carry, sizeof(LLVMValueRef) * (size_t)nacc);
+  for (int u = 0; u < ku; u++)
+    outer_step(e, pn, mr, m, add64(e, l.iv, i64c(e, u)), cur);
+  loop_close(e, &l, ku, cur);
+  memcpy(acc, l.carry, sizeof(LLVMValueRef) * (size_t)nacc);
+}
+
+/* Code that runs in the last block of a loop over k blocks only. */
+typedef struct in_last {
+  LLVMBasicBlockRef pre, then, join;
+} in_last;
+
+static in_last in_last_open(emitter *e, const panel *pn) {
+  in_last br = {LLVMGetInsertBlock(e->b), LLVMAppendBasicBlockInContext(e->ctx, e->fn, "klast"),
+                LLVMAppendBasicBlockInContext(e->ctx, e->fn, "kjoin")};
+  LLVMBuildCondBr(e->b, pn->last_v, br.then, br.join);
+  LLVMPositionBuilderAtEnd(e->b, br.then);
+  return br;
+}
+
+static void in_last_close(emitter *e, in_last *br) {
+  br->then = LLVMGetInsertBlock(e->b);
+  LLVMBuildBr(e->b, br->join);
+  LLVMPositionBuilderAtEnd(e->b, br->join);
+}
+
 /* acc[] += the k steps [kb, kb + klen) of the pass (k = k0 + kl): the k
- * loop unrolled ku times, then the klen % ku leftover steps. */
+ * loop unrolled ku times, then the klen % ku leftover steps. In a loop
+ * over k blocks (pn->last_v) the block has kc steps, a multiple of ku,
+ * or in the last block tail: the loop runs its whole unrolled steps and
+ * the last block alone the leftover ones. Every accumulator sees k in
+ * increasing order either way. */
 static void outer_sweep(emitter *e, const panel *pn, int mr, LLVMValueRef m, int64_t kb,
                         int64_t klen, LLVMValueRef *acc) {
   int nacc = mr * pn->nv, ku = e->p.ku;
-  int64_t kmain = klen <= 4 * ku ? 0 : klen / ku * ku; /* short K: straight line */
-  if (kmain > 0) {
-    loop l;
-    loop_open(e, &l, i64c(e, kb), i64c(e, kb + kmain), nacc, acc, "k");
+  if (pn->last_v) {
+    int64_t tail_main = pn->tail / ku * ku;
+    LLVMValueRef limit =
+        LLVMBuildSelect(e->b, pn->last_v, i64c(e, tail_main), i64c(e, pn->klen), "");
+    outer_loop(e, pn, mr, m, i64c(e, 0), limit, acc);
+    if (tail_main == pn->tail) return;
     LLVMValueRef cur[MAX_ACC];
-    memcpy(cur, l.carry, sizeof(LLVMValueRef) * (size_t)nacc);
-    for (int u = 0; u < ku; u++)
-      outer_step(e, pn, mr, m, add64(e, l.iv, i64c(e, u)), cur);
-    loop_close(e, &l, ku, cur);
-    memcpy(acc, l.carry, sizeof(LLVMValueRef) * (size_t)nacc);
+    memcpy(cur, acc, sizeof(LLVMValueRef) * (size_t)nacc);
+    in_last br = in_last_open(e, pn);
+    for (int64_t k = tail_main; k < pn->tail; k++)
+      outer_step(e, pn, mr, m, i64c(e, k), cur);
+    in_last_close(e, &br);
+    for (int a = 0; a < nacc; a++) {
+      LLVMValueRef phi = LLVMBuildPhi(e->b, e->vec, "");
+      LLVMValueRef vals[2] = {acc[a], cur[a]};
+      LLVMBasicBlockRef from[2] = {br.pre, br.then};
+      LLVMAddIncoming(phi, vals, from, 2);
+      acc[a] = phi;
+    }
+    return;
   }
+  int64_t kmain = klen <= 4 * ku ? 0 : klen / ku * ku; /* short K: straight line */
+  if (kmain > 0) outer_loop(e, pn, mr, m, i64c(e, kb), i64c(e, kb + kmain), acc);
   for (int64_t k = kmain; k < klen; k++)
     outer_step(e, pn, mr, m, i64c(e, kb + k), acc);
 }
@@ -351,6 +406,30 @@ static int64_t pass_chunks(emitter *e, const panel *pn) {
   return c;
 }
 
+/* Where the tile's sums start: zero, or C's value (starts_from_c); in a
+ * loop over k blocks, zero in the first block only. */
+static LLVMValueRef outer_start(emitter *e, const panel *pn, LLVMValueRef idx, int lanes) {
+  if (pn->first_v && !e->p.fold)
+    return LLVMBuildSelect(e->b, pn->first_v, LLVMConstNull(e->vec), load_vec(e, e->C, idx, lanes),
+                           "");
+  return starts_from_c(e, pn) ? load_vec(e, e->C, idx, lanes) : LLVMConstNull(e->vec);
+}
+
+static void outer_store(emitter *e, const panel *pn, int mr, LLVMValueRef m, LLVMValueRef *acc,
+                        bool last) {
+  const nnc_cg_gemm *g = e->g;
+  for (int j = 0; j < pn->nv; j++) {
+    int lanes = vec_lanes(e, pn, j);
+    LLVMValueRef n = add64(e, pn->n, i64c(e, (int64_t)j * e->p.vl));
+    LLVMValueRef bias_v = g->bias && last ? load_vec(e, e->bias, n, lanes) : NULL;
+    for (int i = 0; i < mr; i++) {
+      c_vec at = {add64(e, mul64(e, add64(e, m, i64c(e, i)), g->ldc), n), lanes};
+      store_vec(e, finish(e, last, acc[i * pn->nv + j], bias_v, load_c_vec, &at), e->C, at.idx,
+                lanes);
+    }
+  }
+}
+
 static void outer_tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
   const nnc_cg_gemm *g = e->g;
   int nacc = mr * pn->nv;
@@ -362,24 +441,28 @@ static void outer_tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
       for (int j = 0; j < pn->nv; j++) {
         LLVMValueRef n = add64(e, pn->n, i64c(e, (int64_t)j * e->p.vl));
         LLVMValueRef idx = add64(e, mul64(e, add64(e, m, i64c(e, i)), g->ldc), n);
-        acc[i * pn->nv + j] = starts_from_c(e, pn) ? load_vec(e, e->C, idx, vec_lanes(e, pn, j))
-                                                   : LLVMConstNull(e->vec);
+        acc[i * pn->nv + j] = outer_start(e, pn, idx, vec_lanes(e, pn, j));
       }
     outer_sweep(e, pn, mr, m, c * klen, klen, acc);
     if (chunks > 1) tree_push(e, &tree, acc);
   }
   if (chunks > 1) tree_total(e, &tree, acc);
-
-  for (int j = 0; j < pn->nv; j++) {
-    int lanes = vec_lanes(e, pn, j);
-    LLVMValueRef n = add64(e, pn->n, i64c(e, (int64_t)j * e->p.vl));
-    LLVMValueRef bias_v = g->bias && pn->last ? load_vec(e, e->bias, n, lanes) : NULL;
-    for (int i = 0; i < mr; i++) {
-      c_vec at = {add64(e, mul64(e, add64(e, m, i64c(e, i)), g->ldc), n), lanes};
-      store_vec(e, finish(e, pn, acc[i * pn->nv + j], bias_v, load_c_vec, &at), e->C, at.idx,
-                lanes);
-    }
+  if (!pn->last_v) {
+    outer_store(e, pn, mr, m, acc, pn->last);
+    return;
   }
+  /* the epilogue after the last block, a partial sum before */
+  LLVMBasicBlockRef epi = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "kepi");
+  LLVMBasicBlockRef partial = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "kpartial");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "kdone");
+  LLVMBuildCondBr(e->b, pn->last_v, epi, partial);
+  LLVMPositionBuilderAtEnd(e->b, epi);
+  outer_store(e, pn, mr, m, acc, true);
+  LLVMBuildBr(e->b, done);
+  LLVMPositionBuilderAtEnd(e->b, partial);
+  outer_store(e, pn, mr, m, acc, false);
+  LLVMBuildBr(e->b, done);
+  LLVMPositionBuilderAtEnd(e->b, done);
 }
 
 /* ---- packing B stored [N,K] for the outer kernel ---------------------- */
@@ -442,16 +525,26 @@ static void pack_chunk(emitter *e, const panel *pn, LLVMValueRef kl, int lanes) 
     pack_vector(e, pn, kl, lanes, i64c(e, jv), pn->width - jv * vl);
 }
 
+/* The block's k in chunks of VL, then the partial chunk. In a loop over k
+ * blocks (pn->last_v) every block but the last has kc k, a multiple of
+ * VL: only the last block can have a partial chunk. */
 static void pack_panel(emitter *e, const panel *pn) {
   int vl = e->p.vl;
-  int64_t chunks = pn->klen / vl;
-  if (chunks > 0) {
+  int64_t len = pn->last_v ? pn->tail : pn->klen, full = len / vl * vl;
+  LLVMValueRef limit = pn->last_v
+                           ? LLVMBuildSelect(e->b, pn->last_v, i64c(e, full), i64c(e, pn->klen), "")
+                           : i64c(e, full);
+  if (pn->last_v || full > 0) {
     loop l;
-    loop_open(e, &l, i64c(e, 0), i64c(e, chunks * vl), 0, NULL, "pack");
+    loop_open(e, &l, i64c(e, 0), limit, 0, NULL, "pack");
     pack_chunk(e, pn, l.iv, vl);
     loop_close(e, &l, vl, NULL);
   }
-  if (pn->klen % vl) pack_chunk(e, pn, i64c(e, chunks * vl), (int)(pn->klen % vl));
+  if (len % vl == 0) return;
+  in_last br = {0};
+  if (pn->last_v) br = in_last_open(e, pn);
+  pack_chunk(e, pn, i64c(e, full), (int)(len % vl));
+  if (pn->last_v) in_last_close(e, &br);
 }
 
 /* ---- dot-product micro-kernel ------------------------------------------ */
@@ -606,7 +699,7 @@ static void dot_tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
         elem_ptr(e, e->C, add64(e, mul64(e, add64(e, m, i64c(e, i)), g->ldc), pn->n));
     c_row at = {ptr, nr};
     if (starts_from_c(e, pn)) v = LLVMBuildFAdd(e->b, load_c_row(e, &at), v, "");
-    LLVMSetAlignment(LLVMBuildStore(e->b, finish(e, pn, v, bias_v, load_c_row, &at), ptr), 4);
+    LLVMSetAlignment(LLVMBuildStore(e->b, finish(e, pn->last, v, bias_v, load_c_row, &at), ptr), 4);
   }
 }
 
@@ -745,25 +838,21 @@ static void body(emitter *e) {
   LLVMValueRef lt = LLVMBuildICmp(e->b, LLVMIntSLT, end, e->row_end, "");
   LLVMValueRef m1 = LLVMBuildSelect(e->b, lt, end, e->row_end, "");
   panel ks = {0};
-  ks.k0 = i64c(e, 0);
-  ks.klen = nblocks == 1 ? g->K : kc;
-  ks.first = true;
-  ks.last = nblocks == 1;
-  panels(e, mb.iv, m1, &ks);
-  if (nblocks > 2) {
+  if (nblocks == 1) {
+    ks.k0 = i64c(e, 0);
+    ks.klen = ks.tail = g->K;
+    ks.first = ks.last = true;
+    panels(e, mb.iv, m1, &ks);
+  } else { /* one loop over the blocks: first and last known at run time */
     loop kb;
-    loop_open(e, &kb, i64c(e, kc), i64c(e, (nblocks - 1) * kc), 0, NULL, "kb");
+    loop_open(e, &kb, i64c(e, 0), i64c(e, g->K), 0, NULL, "kb");
     ks.k0 = kb.iv;
-    ks.first = false;
+    ks.klen = kc;
+    ks.tail = g->K - (nblocks - 1) * kc;
+    ks.first_v = LLVMBuildICmp(e->b, LLVMIntEQ, kb.iv, i64c(e, 0), "");
+    ks.last_v = LLVMBuildICmp(e->b, LLVMIntSGE, kb.iv, i64c(e, (nblocks - 1) * kc), "");
     panels(e, mb.iv, m1, &ks);
     loop_close(e, &kb, kc, NULL);
-  }
-  if (nblocks > 1) {
-    ks.k0 = i64c(e, (nblocks - 1) * kc);
-    ks.klen = g->K - (nblocks - 1) * kc;
-    ks.first = false;
-    ks.last = true;
-    panels(e, mb.iv, m1, &ks);
   }
   loop_close(e, &mb, e->p.mc, NULL);
   LLVMBuildRetVoid(e->b);

@@ -7,6 +7,7 @@
 #include "gemm_plan.h"
 
 #define KC_OUTER 512 /* k per block when the outer kernel blocks K */
+_Static_assert(KC_OUTER % 16 == 0, "k blocks hold whole vectors and unrolled steps (gemm.c)");
 
 static int lanes_for(int vector_width) {
   if (vector_width >= 16) return 16;

@@ -56,7 +56,9 @@ typedef struct nnc_cg_gemm_plan {
   int nr;     /* outer: vectors per panel; dot: columns per panel */
   int ku;     /* unroll of the k loop */
   int64_t mc; /* rows per cache block */
-  int64_t kc; /* k per block (K when not blocked) */
+  int64_t kc; /* k per block (K when not blocked); when it is less than K,
+                 a multiple of vl and ku (gemm.c runs the blocks in a loop
+                 whose last block alone may hold a partial vector or step) */
   bool fold;  /* accumulate with K blocks: C's old value starts the sum */
 } nnc_cg_gemm_plan;
 

@@ -324,6 +324,42 @@ static void test_k_blocks(void **state) {
   }
 }
 
+/* FMAs (llvm.fmuladd calls) in the IR nnc_cg_emit_gemm gives for g. */
+static int fmas_emitted(const nnc_cg_gemm *g) {
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext("count", ctx);
+  LLVMValueRef fn = nnc_cg_emit_gemm(mod, "g", g);
+  int n = 0;
+  for (LLVMBasicBlockRef bb = LLVMGetFirstBasicBlock(fn); bb; bb = LLVMGetNextBasicBlock(bb))
+    for (LLVMValueRef in = LLVMGetFirstInstruction(bb); in; in = LLVMGetNextInstruction(in)) {
+      if (!LLVMIsACallInst(in)) continue;
+      size_t len;
+      const char *name = LLVMGetValueName2(LLVMGetCalledValue(in), &len);
+      n += len >= 12 && !strncmp(name, "llvm.fmuladd", 12);
+    }
+  LLVMDisposeModule(mod);
+  LLVMContextDispose(ctx);
+  return n;
+}
+
+/* A product whose K is cut into blocks (first, middle ones, a shorter last
+ * one) has one copy of its tile's k loop, run for every block, as an
+ * unblocked product has: ku steps of mr x nr FMAs (compile time; it had
+ * one copy per kind of block). 16 rows in one call: no remainder tiles. */
+static void test_k_blocks_emitted_once(void **state) {
+  (void)state;
+  gemm_case c = {16, 48, 3000, false, false, EPI_BIAS | EPI_RELU, 16, 0};
+  nnc_cg_gemm g = gemm_of(&c);
+  g.all_rows = true;
+  nnc_cg_gemm_plan p = nnc_cg_gemm_plan_for(&g);
+  assert_int_equal(p.kind, NNC_CG_GEMM_OUTER);
+  assert_true(p.kc < g.K && g.K % p.kc != 0 && g.K / p.kc >= 3); /* three kinds of block */
+  assert_int_equal(g.M % p.mr, 0);
+  assert_int_equal(fmas_emitted(&g), p.ku * p.mr * p.nr);
+  g.K = 2 * p.kc + 3; /* an odd last block: one more step, in that block only */
+  assert_int_equal(fmas_emitted(&g), (p.ku + 1) * p.mr * p.nr);
+}
+
 /* The chunked product (nnc_cg_gemm.chunks = G): G products of K / G
  * computed alone, from their slices of A and B, then added as
  * nnc_rt_tree_sum adds G vectors (pairwise, a[i] += a[i + width]), then
@@ -420,11 +456,17 @@ static void test_asm_has_zmm_fma(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_no_trans),        cmocka_unit_test(test_trans_a),
-      cmocka_unit_test(test_trans_b),         cmocka_unit_test(test_trans_both),
-      cmocka_unit_test(test_epilogues),       cmocka_unit_test(test_vector_widths),
-      cmocka_unit_test(test_model_shapes),    cmocka_unit_test(test_k_blocks),
-      cmocka_unit_test(test_row_promises),    cmocka_unit_test(test_chunks),
+      cmocka_unit_test(test_no_trans),
+      cmocka_unit_test(test_trans_a),
+      cmocka_unit_test(test_trans_b),
+      cmocka_unit_test(test_trans_both),
+      cmocka_unit_test(test_epilogues),
+      cmocka_unit_test(test_vector_widths),
+      cmocka_unit_test(test_model_shapes),
+      cmocka_unit_test(test_k_blocks),
+      cmocka_unit_test(test_k_blocks_emitted_once),
+      cmocka_unit_test(test_row_promises),
+      cmocka_unit_test(test_chunks),
       cmocka_unit_test(test_asm_has_zmm_fma),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
