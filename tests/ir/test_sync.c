@@ -164,7 +164,7 @@ static void team_allreduce(void *ctx, double *v, int64_t n) {
   double *sum = malloc(sizeof(double) * (size_t)n);
   assert_non_null(sum);
   for (int64_t j = 0; j < n; j++) {
-    double part[MAXN];
+    double part[MAXN] = {0};
     for (int r = 0; r < t->n; r++)
       part[r] = t->slot[r][j];
     sum[j] = tree(part, t->n);
@@ -217,7 +217,7 @@ static void ranks(nnc_arena *a, int n, bool sync, double *out) {
   member m[MAXN];
   play(n, S.g, &S, bn_job, m);
   for (int i = 0; i < NOUT; i++) {
-    double part[MAXN];
+    double part[MAXN] = {0};
     for (int r = 0; r < n; r++)
       part[r] = m[r].out[i];
     out[i] = alike(&S, i) ? part[0] : tree(part, n);
@@ -386,7 +386,7 @@ static void front_end_rank_graphs_match_one_process(void **state) {
     member ms[MAXN];
     play(n, m->grad, m, grad_job, ms);
     for (int k = 0; k < nv; k++) {
-      double part[MAXN];
+      double part[MAXN] = {0};
       for (int r = 0; r < n; r++)
         part[r] = ms[r].out[k];
       bool alike = alike_at(m, k);
