@@ -161,6 +161,9 @@ bool nnc_cg_build_kernels(nnc_kprog *p, const nnc_module *m, const nnc_cg_target
   p->vector_width = t->vector_width;
   p->use_gemm = true;
   p->bf16 = m->config.precision == NNC_PRECISION_BF16;
+  /* NNC_FUSE_UPDATES=0: every update pass on its own (tests compare both) */
+  const char *fuse = getenv("NNC_FUSE_UPDATES");
+  p->fuse_updates = !(fuse && !strcmp(fuse, "0"));
   if (p->bf16 && !bf16_target(t, t->host, err, errlen)) return false;
   if (!nnc_cg_lower(p, m, err, errlen)) return false;
   nnc_cg_plan(p);
