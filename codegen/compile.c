@@ -156,14 +156,16 @@ static bool bf16_target(const nnc_cg_target *t, bool host, char *err, size_t err
   return true;
 }
 
-bool nnc_cg_build_kernels(nnc_kprog *p, const nnc_module *m, const nnc_cg_target *t, char *err,
-                          size_t errlen) {
+bool nnc_cg_build_kernels(nnc_kprog *p, const nnc_module *m, const nnc_cg_target *t, int opt_level,
+                          char *err, size_t errlen) {
   p->vector_width = t->vector_width;
   p->use_gemm = true;
   p->bf16 = m->config.precision == NNC_PRECISION_BF16;
-  /* NNC_FUSE_UPDATES=0: every update pass on its own (tests compare both) */
+  /* Update passes fused into products where the loop kernels get the
+   * optimisation the fused form mirrors (kernel_pipeline's LICM: see
+   * lower_update.c); NNC_FUSE_UPDATES=0: never (tests compare both). */
   const char *fuse = getenv("NNC_FUSE_UPDATES");
-  p->fuse_updates = !(fuse && !strcmp(fuse, "0"));
+  p->fuse_updates = opt_level >= 2 && !(fuse && !strcmp(fuse, "0"));
   if (p->bf16 && !bf16_target(t, t->host, err, errlen)) return false;
   if (!nnc_cg_lower(p, m, err, errlen)) return false;
   nnc_cg_plan(p);

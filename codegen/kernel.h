@@ -285,6 +285,13 @@ typedef struct nnc_kprog {
   const nnc_kdeploy *deploy; /* non-NULL: a deployed inference program (see above) */
 } nnc_kprog;
 
+/* Kernels with less work than this (element-operations per step) take
+ * about a microsecond whatever their code: the LLVM backend compiles
+ * them with quick instruction selection, which fuses no multiply-adds
+ * (llvm.c). An update pass is fused into a product only when it has at
+ * least this much work, so that both forms contract alike. */
+#define NNC_COLD_WORK 16384.0
+
 /* ---- Builders (kernel.c) ---- */
 nnc_kexpr *nnc_kx_const(nnc_arena *a, nnc_kt t, double v);
 nnc_kexpr *nnc_kx_int(nnc_arena *a, int64_t v); /* i64 constant */

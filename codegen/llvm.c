@@ -36,11 +36,10 @@
 /* Kernels with less work than this run on the calling thread. */
 static const double PARALLEL_WORK = 1e6;
 
-/* Kernels with less work than this (element-operations per step) take
- * about a microsecond whatever their code; they, the entry points and the
- * wrappers around products (k NULL: code that only calls) are marked
- * cold and get quick instruction selection (compile.c). */
-static const double COLD_WORK = 16384;
+/* Kernels with less work than NNC_COLD_WORK (kernel.h), the entry points
+ * and the wrappers around products (k NULL: code that only calls) are
+ * marked cold and get quick instruction selection (compile.c). */
+static const double COLD_WORK = NNC_COLD_WORK;
 
 static void add_attr(emitter *E, LLVMValueRef fn, const char *k, const char *v) {
   LLVMAddAttributeAtIndex(

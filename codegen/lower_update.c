@@ -131,7 +131,7 @@ static bool reads_written_scalar(lower *L, int gi, const nnc_kexpr *e) {
 /* The product G[gi]'s pass fuses into (see the top), or NULL. */
 static nnc_kernel *fused_product(lower *L, const group *G, int gi) {
   const nnc_kprog *p = L->p;
-  if (!p->fuse_updates) return NULL;
+  if (!p->fuse_updates || G[gi].k->work < NNC_COLD_WORK) return NULL;
   const nnc_kblock *blk = &G[gi].k->body;
   while (blk->n && blk->s[0]->kind == NNC_KS_LOOP)
     blk = &blk->s[0]->body;
