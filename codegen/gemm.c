@@ -814,6 +814,11 @@ LLVMValueRef nnc_cg_emit_gemm_to(LLVMModuleRef mod, const char *name, const nnc_
   e.mod = mod;
   e.g = g;
   e.p = nnc_cg_gemm_plan_for(g);
+  /* A fused epilogue reads and writes rows of other tensors: cache blocks
+   * of one row tile, so each tile sweeps all panels along its rows
+   * (contiguous streams) rather than each panel sweeping all rows. The
+   * grouping of rows never changes an element's arithmetic. */
+  if (st) e.p.mc = e.p.mr;
   e.f32 = LLVMFloatTypeInContext(e.ctx);
   e.i1 = LLVMInt1TypeInContext(e.ctx);
   e.i32 = LLVMInt32TypeInContext(e.ctx);

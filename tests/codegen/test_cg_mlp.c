@@ -177,8 +177,8 @@ static void test_fashion_mlp_learns(void **state) {
 
 /* ---- kernels shared by the train and eval steps (plan.c) ---- */
 
-/* Kernels of the eval step that call a train kernel's code. */
-static int shared_kernels(const nnc_cg_program *prog) {
+/* Occurrences of `what` in the dump of prog's kernels. */
+static int in_kernel_dump(const nnc_cg_program *prog, const char *what) {
   char *text = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&text, &len);
@@ -186,10 +186,15 @@ static int shared_kernels(const nnc_cg_program *prog) {
   nnc_cg_dump_kernels(prog, f);
   fclose(f);
   int n = 0;
-  for (const char *p = text; (p = strstr(p, "same code as train.")); p++)
+  for (const char *p = text; (p = strstr(p, what)); p++)
     n++;
   free(text);
   return n;
+}
+
+/* Kernels of the eval step that call a train kernel's code. */
+static int shared_kernels(const nnc_cg_program *prog) {
+  return in_kernel_dump(prog, "same code as train.");
 }
 
 /* Trains fx's module for fx->steps steps, then runs the compiled eval step
@@ -368,21 +373,6 @@ static void test_sse2_target(void **state) {
  * (lower_update.c): the same bits as the passes on their own, which the
  * data-parallel step runs after summing the gradients. */
 
-/* Products of the train step that have an update pass fused in. */
-static int fused_products(const nnc_cg_program *prog) {
-  char *text = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&text, &len);
-  assert_non_null(f);
-  nnc_cg_dump_kernels(prog, f);
-  fclose(f);
-  int n = 0;
-  for (const char *p = text; (p = strstr(p, "\n  fused train.")); p++)
-    n++;
-  free(text);
-  return n;
-}
-
 /* fx's persistent tensors, one after the other, after 3 steps compiled
  * with the update passes fused (where they can be) or not, on `threads`
  * threads; *fused: the products that have a pass fused in. */
@@ -391,30 +381,26 @@ static char *tensors_after_steps(fixture *fx, bool fuse, int threads, size_t *by
   fx_run r;
   fx_compile(fx, &r, threads);
   unsetenv("NNC_FUSE_UPDATES");
-  *fused = fused_products(r.prog);
+  *fused = in_kernel_dump(r.prog, "\n  fused train."); /* products with a pass */
   fx_fill(fx, &r, NULL);
-  int nsteps = getenv("NSTEPS") ? atoi(getenv("NSTEPS")) : 3;
-  for (int s = 1; s <= nsteps; s++) {
+  for (int s = 1; s <= 3; s++) {
     fx_inputs(fx, &r, NULL, s);
     r.model->train_step(r.arena, r.pool);
   }
-  size_t n = 0;
+  size_t n = 0, size[FX_MAX_TENSORS];
+  assert_true(r.model->ntensors <= FX_MAX_TENSORS);
   for (int t = 0; t < r.model->ntensors; t++) {
     const nnc_rt_tensor *ts = &r.model->tensors[t];
-    size_t numel = 1;
+    size[t] = 4;
     for (int d = 0; d < ts->rank; d++)
-      numel *= (size_t)ts->shape[d];
-    n += 4 * numel;
+      size[t] *= (size_t)ts->shape[d];
+    n += size[t];
   }
   char *out = malloc(n + 1), *at = out;
   assert_non_null(out);
   for (int t = 0; t < r.model->ntensors; t++) {
-    const nnc_rt_tensor *ts = &r.model->tensors[t];
-    size_t numel = 1;
-    for (int d = 0; d < ts->rank; d++)
-      numel *= (size_t)ts->shape[d];
-    memcpy(at, r.arena + ts->offset, 4 * numel);
-    at += 4 * numel;
+    memcpy(at, r.arena + r.model->tensors[t].offset, size[t]);
+    at += size[t];
   }
   *bytes = n;
   fx_release(&r);
@@ -432,14 +418,6 @@ static void check_fused(fixture *fx, int expect) {
     char *got = tensors_after_steps(fx, true, threads, &n, &fused);
     assert_int_equal(fused, expect);
     assert_int_equal(n, n0);
-    if (getenv("NSTEPS"))
-      for (size_t i = 0; i < n; i += 4)
-        if (memcmp(got + i, ref + i, 4)) {
-          float a, b;
-          memcpy(&a, got + i, 4);
-          memcpy(&b, ref + i, 4);
-          fprintf(stderr, "diff %zu %.9g %.9g\n", i / 4, a, b);
-        }
     for (size_t i = 0; i < n; i += 4)
       if (memcmp(got + i, ref + i, 4)) {
         float a, b;
