@@ -161,11 +161,13 @@ bool nnc_cg_build_kernels(nnc_kprog *p, const nnc_module *m, const nnc_cg_target
   p->vector_width = t->vector_width;
   p->use_gemm = true;
   p->bf16 = m->config.precision == NNC_PRECISION_BF16;
-  /* Update passes fused into products where the loop kernels get the
-   * optimisation the fused form mirrors (kernel_pipeline's LICM: see
-   * lower_update.c); NNC_FUSE_UPDATES=0: never (tests compare both). */
+  /* NNC_FUSE_UPDATES=1: update passes fused into their gradients'
+   * products (lower_update.c), where the loop kernels get the optimisation
+   * the fused form mirrors (kernel_pipeline's LICM). Off by default: no
+   * speed gained on the MLP step for 20% more compile time
+   * (docs/performance.md); the tests compare both forms. */
   const char *fuse = getenv("NNC_FUSE_UPDATES");
-  p->fuse_updates = opt_level >= 2 && !(fuse && !strcmp(fuse, "0"));
+  p->fuse_updates = opt_level >= 2 && fuse && !strcmp(fuse, "1");
   if (p->bf16 && !bf16_target(t, t->host, err, errlen)) return false;
   if (!nnc_cg_lower(p, m, err, errlen)) return false;
   nnc_cg_plan(p);
