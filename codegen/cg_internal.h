@@ -88,9 +88,10 @@ bool nnc_cg_create_jit(const nnc_cg_target *t, int opt_level, LLVMOrcLLJITRef *o
 bool nnc_cg_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, const char *pipeline,
                      bool vectorize, char *err, size_t errlen);
 
-/* Lowers and plans m into p (p->arena must be set). */
-bool nnc_cg_build_kernels(nnc_kprog *p, const nnc_module *m, const nnc_cg_target *t, char *err,
-                          size_t errlen);
+/* Lowers and plans m into p (p->arena must be set), for code optimised
+ * at opt_level (nnc_cg_options). */
+bool nnc_cg_build_kernels(nnc_kprog *p, const nnc_module *m, const nnc_cg_target *t, int opt_level,
+                          char *err, size_t errlen);
 
 /* Seconds spent on one module's phases (options.timing). */
 typedef struct nnc_cg_times {

@@ -156,11 +156,18 @@ static bool bf16_target(const nnc_cg_target *t, bool host, char *err, size_t err
   return true;
 }
 
-bool nnc_cg_build_kernels(nnc_kprog *p, const nnc_module *m, const nnc_cg_target *t, char *err,
-                          size_t errlen) {
+bool nnc_cg_build_kernels(nnc_kprog *p, const nnc_module *m, const nnc_cg_target *t, int opt_level,
+                          char *err, size_t errlen) {
   p->vector_width = t->vector_width;
   p->use_gemm = true;
   p->bf16 = m->config.precision == NNC_PRECISION_BF16;
+  /* NNC_FUSE_UPDATES=1: update passes fused into their gradients'
+   * products (lower_update.c), where the loop kernels get the optimisation
+   * the fused form mirrors (kernel_pipeline's LICM). Off by default: no
+   * speed gained on the MLP step for 20% more compile time
+   * (docs/performance.md); the tests compare both forms. */
+  const char *fuse = getenv("NNC_FUSE_UPDATES");
+  p->fuse_updates = opt_level >= 2 && fuse && !strcmp(fuse, "1");
   if (p->bf16 && !bf16_target(t, t->host, err, errlen)) return false;
   if (!nnc_cg_lower(p, m, err, errlen)) return false;
   nnc_cg_plan(p);

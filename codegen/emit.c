@@ -82,7 +82,7 @@ static bool program_build(program *p, const nnc_module *m, const nnc_cg_options 
     nnc_arena_destroy(&p->arena);
     return false;
   }
-  if (!nnc_cg_build_kernels(&p->prog, m, &p->t, err, errlen)) {
+  if (!nnc_cg_build_kernels(&p->prog, m, &p->t, p->o.opt_level, err, errlen)) {
     program_free(p);
     return false;
   }

@@ -69,7 +69,8 @@ typedef struct emitter {
   nnc_cg_gemm_plan p;
   LLVMTypeRef f32, i1, i32, i64, ptr, vec;
   LLVMValueRef A, B, bias, C, row_begin, row_end;
-  LLVMValueRef pack_buf; /* stack buffer for packed panels, or NULL */
+  LLVMValueRef pack_buf;       /* stack buffer for packed panels, or NULL */
+  const nnc_cg_gemm_store *st; /* C's stores replaced (gemm.h), or NULL */
 } emitter;
 
 typedef struct loop {
@@ -424,8 +425,11 @@ static void outer_store(emitter *e, const panel *pn, int mr, LLVMValueRef m, LLV
     LLVMValueRef bias_v = g->bias && last ? load_vec(e, e->bias, n, lanes) : NULL;
     for (int i = 0; i < mr; i++) {
       c_vec at = {add64(e, mul64(e, add64(e, m, i64c(e, i)), g->ldc), n), lanes};
-      store_vec(e, finish(e, last, acc[i * pn->nv + j], bias_v, load_c_vec, &at), e->C, at.idx,
-                lanes);
+      LLVMValueRef v = finish(e, last, acc[i * pn->nv + j], bias_v, load_c_vec, &at);
+      if (e->st && last)
+        e->st->store(e->st->ctx, e->b, v, at.idx, lanes);
+      else
+        store_vec(e, v, e->C, at.idx, lanes);
     }
   }
 }
@@ -695,11 +699,15 @@ static void dot_tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
   }
   for (int i = 0; i < mr; i++) {
     LLVMValueRef v = chunks > 1 ? rowv[i] : dot_row(e, &ds, mr, nr, i);
-    LLVMValueRef ptr =
-        elem_ptr(e, e->C, add64(e, mul64(e, add64(e, m, i64c(e, i)), g->ldc), pn->n));
+    LLVMValueRef idx = add64(e, mul64(e, add64(e, m, i64c(e, i)), g->ldc), pn->n);
+    LLVMValueRef ptr = elem_ptr(e, e->C, idx);
     c_row at = {ptr, nr};
     if (starts_from_c(e, pn)) v = LLVMBuildFAdd(e->b, load_c_row(e, &at), v, "");
-    LLVMSetAlignment(LLVMBuildStore(e->b, finish(e, pn->last, v, bias_v, load_c_row, &at), ptr), 4);
+    v = finish(e, pn->last, v, bias_v, load_c_row, &at);
+    if (e->st && pn->last)
+      e->st->store(e->st->ctx, e->b, v, idx, nr);
+    else
+      LLVMSetAlignment(LLVMBuildStore(e->b, v, ptr), 4);
   }
 }
 
@@ -858,14 +866,15 @@ static void body(emitter *e) {
   LLVMBuildRetVoid(e->b);
 }
 
-LLVMValueRef nnc_cg_gemm_fn(LLVMModuleRef mod, const char *name, LLVMValueRef args[6],
+LLVMValueRef nnc_cg_gemm_fn(LLVMModuleRef mod, const char *name, bool extra, LLVMValueRef args[7],
                             LLVMBuilderRef *b) {
   LLVMContextRef ctx = LLVMGetModuleContext(mod);
   LLVMTypeRef ptr = LLVMPointerTypeInContext(ctx, 0), i64 = LLVMInt64TypeInContext(ctx);
-  LLVMTypeRef params[6] = {ptr, ptr, ptr, ptr, i64, i64};
-  LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(ctx), params, 6, 0);
+  LLVMTypeRef params[7] = {ptr, ptr, ptr, ptr, i64, i64, ptr};
+  unsigned n = extra ? 7 : 6;
+  LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(ctx), params, n, 0);
   LLVMValueRef fn = LLVMAddFunction(mod, name, fty);
-  for (unsigned i = 0; i < 6; i++)
+  for (unsigned i = 0; i < n; i++)
     args[i] = LLVMGetParam(fn, i);
   /* A, B and bias are read-only and never alias C (the planner gives every
    * tensor its own range of the arena). */
@@ -881,13 +890,24 @@ LLVMValueRef nnc_cg_gemm_fn(LLVMModuleRef mod, const char *name, LLVMValueRef ar
 }
 
 LLVMValueRef nnc_cg_emit_gemm(LLVMModuleRef mod, const char *name, const nnc_cg_gemm *g) {
-  if (nnc_cg_gemm_bf16_applies(g)) return nnc_cg_emit_gemm_bf16(mod, name, g);
+  return nnc_cg_emit_gemm_to(mod, name, g, NULL);
+}
+
+LLVMValueRef nnc_cg_emit_gemm_to(LLVMModuleRef mod, const char *name, const nnc_cg_gemm *g,
+                                 const nnc_cg_gemm_store *st) {
+  if (!st && nnc_cg_gemm_bf16_applies(g)) return nnc_cg_emit_gemm_bf16(mod, name, g);
   emitter e;
   memset(&e, 0, sizeof e);
+  e.st = st;
   e.ctx = LLVMGetModuleContext(mod);
   e.mod = mod;
   e.g = g;
   e.p = nnc_cg_gemm_plan_for(g);
+  /* A fused epilogue reads and writes rows of other tensors: cache blocks
+   * of one row tile, so each tile sweeps all panels along its rows
+   * (contiguous streams) rather than each panel sweeping all rows. The
+   * grouping of rows never changes an element's arithmetic. */
+  if (st) e.p.mc = e.p.mr;
   e.f32 = LLVMFloatTypeInContext(e.ctx);
   e.i1 = LLVMInt1TypeInContext(e.ctx);
   e.i32 = LLVMInt32TypeInContext(e.ctx);
@@ -895,8 +915,9 @@ LLVMValueRef nnc_cg_emit_gemm(LLVMModuleRef mod, const char *name, const nnc_cg_
   e.ptr = LLVMPointerTypeInContext(e.ctx, 0);
   e.vec = vec_of(&e, e.p.vl);
 
-  LLVMValueRef args[6];
-  e.fn = nnc_cg_gemm_fn(mod, name, args, &e.b);
+  LLVMValueRef args[7];
+  e.fn = nnc_cg_gemm_fn(mod, name, st != NULL, args, &e.b);
+  if (st) st->begin(st->ctx, e.b, args[6]);
   e.A = args[0];
   e.B = args[1];
   e.bias = args[2];

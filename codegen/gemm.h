@@ -28,11 +28,31 @@
  * and columns of C beyond N (ldc > N) are not touched. */
 LLVMValueRef nnc_cg_emit_gemm(LLVMModuleRef mod, const char *name, const nnc_cg_gemm *g);
 
+/* What a product does with each finished piece of C instead of storing
+ * it (an optimizer update fused into its weight gradient's product,
+ * lower_update.c). The function gets a seventh parameter, `ptr extra`,
+ * passed to begin, once, in its entry block; then store is called in
+ * place of every store of C: v holds the finished values of elements
+ * [idx, idx + lanes) of C (idx an i64 element index from C's pointer,
+ * v a vector of at least `lanes` floats, the rest undefined). Only for
+ * products whose C is finished in one pass (one k block, no accumulate)
+ * and that are not emitted by the bf16 kernel. */
+typedef struct nnc_cg_gemm_store {
+  void *ctx;
+  void (*begin)(void *ctx, LLVMBuilderRef b, LLVMValueRef extra);
+  void (*store)(void *ctx, LLVMBuilderRef b, LLVMValueRef v, LLVMValueRef idx, int lanes);
+} nnc_cg_gemm_store;
+
+/* nnc_cg_emit_gemm with C's stores replaced by st (NULL: stored). */
+LLVMValueRef nnc_cg_emit_gemm_to(LLVMModuleRef mod, const char *name, const nnc_cg_gemm *g,
+                                 const nnc_cg_gemm_store *st);
+
 /* The function every product kernel is (both emitters above):
  *   void name(ptr A, ptr B, ptr bias, ptr C, i64 row_begin, i64 row_end)
- * with A, B, bias and C noalias and nocapture. args receives the six
- * parameters, *b a new builder at the entry block (the caller disposes). */
-LLVMValueRef nnc_cg_gemm_fn(LLVMModuleRef mod, const char *name, LLVMValueRef args[6],
+ * with A, B, bias and C noalias and nocapture, and with `extra` a seventh
+ * parameter `ptr` (nnc_cg_gemm_store). args receives the parameters, *b a
+ * new builder at the entry block (the caller disposes). */
+LLVMValueRef nnc_cg_gemm_fn(LLVMModuleRef mod, const char *name, bool extra, LLVMValueRef args[7],
                             LLVMBuilderRef *b);
 
 /* The same with bf16 operands and f32 accumulation (AVX512-BF16,

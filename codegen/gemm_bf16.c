@@ -549,8 +549,8 @@ LLVMValueRef nnc_cg_emit_gemm_bf16(LLVMModuleRef mod, const char *name, const nn
   e.vi = LLVMVectorType(e.i32, BF_LANES);
   e.vbf = LLVMVectorType(LLVMBFloatTypeInContext(e.ctx), 2 * BF_LANES);
 
-  LLVMValueRef args[6];
-  e.fn = nnc_cg_gemm_fn(mod, name, args, &e.b);
+  LLVMValueRef args[7];
+  e.fn = nnc_cg_gemm_fn(mod, name, false, args, &e.b);
   e.A = args[0];
   e.B = args[1];
   e.bias = args[2];

@@ -268,7 +268,8 @@ static bool start(const nnc_module *m, const nnc_cg_options *o, bool machine_cod
   nnc_arena_init(&prog->arena);
   prog->prog.arena = &prog->arena;
   if (!nnc_cg_target_init(&prog->target, &prog->opts, err, errlen)) goto fail_prog;
-  if (!nnc_cg_build_kernels(&prog->prog, m, &prog->target, err, errlen)) goto fail_target;
+  if (!nnc_cg_build_kernels(&prog->prog, m, &prog->target, prog->opts.opt_level, err, errlen))
+    goto fail_target;
   prog->t1 = nnc_cg_now();
   fill_model(prog, m);
   if (!machine_code) {

@@ -435,4 +435,8 @@ void nnc_kernel_print(FILE *out, const nnc_kprog *p, const nnc_kernel *k) {
             k->gemm.bias, (int)k->gemm.act);
   else
     print_block(out, &k->body, 1);
+  if (k->update) { /* C's elements (b<c>[at]) go into the pass instead of memory */
+    fprintf(out, "  fused %s, C b%d:\n", k->update->name, k->c_buf);
+    print_block(out, &k->update->body, 2);
+  }
 }

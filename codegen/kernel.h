@@ -169,6 +169,11 @@ typedef struct nnc_kernel {
    * weight matrix that the same thread's part of the update writes. */
   int64_t col_block;
   int a_buf, b_buf, bias_buf, c_buf; /* bias_buf -1: none */
+  /* Non-NULL: C is not stored; instead this update pass (lower_update.c,
+   * fused) runs on each finished element of C, its loads of c_buf (at the
+   * pass's own index) reading the element. The pass's loop nest runs over
+   * C's elements in C's flat order. */
+  const struct nnc_kernel *update;
   /* Buffers read and written (for the memory plan), deduplicated. */
   int *reads, nreads, *writes, nwrites;
   /* Set by plan.c: a kernel of the train graph that this (eval) kernel
@@ -293,8 +298,17 @@ typedef struct nnc_kprog {
   int vector_width;          /* floats per vector of the target (gemm) */
   bool use_gemm;             /* f32 products through gemm.c */
   bool bf16;                 /* products with bf16 operands (precision = bf16) */
+  bool fuse_updates;         /* update passes fused into their gradient's product
+                                (lower_update.c) where they can be */
   const nnc_kdeploy *deploy; /* non-NULL: a deployed inference program (see above) */
 } nnc_kprog;
+
+/* Kernels with less work than this (element-operations per step) take
+ * about a microsecond whatever their code: the LLVM backend compiles
+ * them with quick instruction selection, which fuses no multiply-adds
+ * (llvm.c). An update pass is fused into a product only when it has at
+ * least this much work, so that both forms contract alike. */
+#define NNC_COLD_WORK 16384.0
 
 /* ---- Builders (kernel.c) ---- */
 nnc_kexpr *nnc_kx_const(nnc_arena *a, nnc_kt t, double v);

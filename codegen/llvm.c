@@ -36,11 +36,10 @@
 /* Kernels with less work than this run on the calling thread. */
 static const double PARALLEL_WORK = 1e6;
 
-/* Kernels with less work than this (element-operations per step) take
- * about a microsecond whatever their code; they, the entry points and the
- * wrappers around products (k NULL: code that only calls) are marked
- * cold and get quick instruction selection (compile.c). */
-static const double COLD_WORK = 16384;
+/* Kernels with less work than NNC_COLD_WORK (kernel.h), the entry points
+ * and the wrappers around products (k NULL: code that only calls) are
+ * marked cold and get quick instruction selection (compile.c). */
+static const double COLD_WORK = NNC_COLD_WORK;
 
 static void add_attr(emitter *E, LLVMValueRef fn, const char *k, const char *v) {
   LLVMAddAttributeAtIndex(
@@ -331,8 +330,78 @@ static LLVMValueRef gemm_function(emitter *E, const nnc_kernel *k) {
   return E->gemm_fn[E->ngemm++] = LLVMAddFunction(E->mod, name, LLVMGlobalGetValueType(def));
 }
 
+/* ---- an update pass as a product's epilogue (kernel.update) ---- */
+
+/* gemm.c's begin: the pass's buffers from the product's extra argument
+ * (the arena), in the product's entry block. */
+static void fused_begin(void *ctx, LLVMBuilderRef b, LLVMValueRef arena) {
+  emitter *E = ctx;
+  E->b = E->m.b = b;
+  E->arena = arena;
+  const nnc_kernel *u = E->k->update;
+  for (int i = 0; i < u->nreads + u->nwrites; i++) {
+    int buf = nnc_kbuf_base(E->p, i < u->nreads ? u->reads[i] : u->writes[i - u->nreads]);
+    if (buf != E->vec.grad_buf) E->base[buf] = buffer_ptr(E, buf);
+  }
+}
+
+/* gemm.c's store: the pass's statements (new values, then stores: see
+ * lower_update.c) on elements [idx, idx + lanes) of C, whose values are v. */
+static void fused_store(void *ctx, LLVMBuilderRef b, LLVMValueRef v, LLVMValueRef idx, int lanes) {
+  emitter *E = ctx;
+  const nnc_kernel *u = E->k->update;
+  E->b = E->m.b = b;
+  E->vec.width = (int)LLVMGetVectorSize(LLVMTypeOf(v));
+  E->vec.lanes = lanes;
+  E->vec.flat = idx;
+  E->vec.grad = v;
+  E->nmemo = 0;
+  const nnc_kblock *blk = &u->body;
+  while (blk->n && blk->s[0]->kind == NNC_KS_LOOP)
+    blk = &blk->s[0]->body;
+  for (int i = 0; i < blk->n; i++) {
+    const nnc_kstmt *s = blk->s[i];
+    LLVMValueRef x = nnc_ll_expr(E, s->value);
+    if (s->kind == NNC_KS_SET)
+      E->vec.scalars[s->var] = x;
+    else
+      nnc_ll_vec_store(E, s->buf, x);
+  }
+  E->vec.width = 0;
+}
+
+/* The gemm.c function of product k with its update pass fused, in the
+ * gemm module (never shared: the pass is its own); its declaration in
+ * E->mod. */
+static LLVMValueRef fused_gemm_function(emitter *E, const nnc_kernel *k) {
+  nnc_cg_gemm g = gemm_of(k);
+  char name[256];
+  snprintf(name, sizeof name, "nnc.gemm.%s", k->name);
+  LLVMBuilderRef b = E->b;
+  LLVMModuleRef math_mod = E->m.mod;
+  LLVMValueRef arena = E->arena;
+  E->m.mod = E->gemm_mod;
+  E->vec.grad_buf = nnc_kbuf_base(E->p, k->c_buf);
+  E->vec.scalars = calloc((size_t)k->update->nscalars + 1, sizeof(LLVMValueRef));
+  if (!E->vec.scalars) nnc_ir_bug("codegen: out of memory");
+  alias_scopes(E, k, k->name);
+  nnc_cg_gemm_store st = {E, fused_begin, fused_store};
+  LLVMValueRef def = nnc_cg_emit_gemm_to(E->gemm_mod, name, &g, &st);
+  for (int i = 0; i < E->p->nbufs; i++)
+    E->base[i] = NULL;
+  free(E->vec.scalars);
+  E->vec.scalars = NULL;
+  E->vec.grad_buf = -1;
+  E->b = E->m.b = b;
+  E->m.mod = math_mod;
+  E->arena = arena;
+  target_attrs(E, def);
+  mark_cold(E, def, k);
+  return LLVMAddFunction(E->mod, name, LLVMGlobalGetValueType(def));
+}
+
 static LLVMValueRef emit_gemm_kernel(emitter *E, const nnc_kernel *k) {
-  LLVMValueRef g = gemm_function(E, k);
+  LLVMValueRef g = k->update ? fused_gemm_function(E, k) : gemm_function(E, k);
   LLVMValueRef fn = nnc_ll_kernel_fn(E, k->name);
   mark_cold(E, fn, NULL); /* a loop of calls */
   LLVMValueRef a = buffer_ptr(E, k->a_buf), b = buffer_ptr(E, k->b_buf),
@@ -376,8 +445,8 @@ static LLVMValueRef emit_gemm_kernel(emitter *E, const nnc_kernel *k) {
   LLVMValueRef r0 = LLVMBuildMul(E->b, E->begin, rb, "");
   LLVMValueRef r1 = LLVMBuildMul(E->b, E->end, rb, "");
   r1 = LLVMBuildSelect(E->b, LLVMBuildICmp(E->b, LLVMIntSLT, r1, M, ""), r1, M, "");
-  LLVMValueRef args[6] = {a, b, bias, c, r0, r1};
-  LLVMBuildCall2(E->b, LLVMGlobalGetValueType(g), g, args, 6, "");
+  LLVMValueRef args[7] = {a, b, bias, c, r0, r1, E->arena};
+  LLVMBuildCall2(E->b, LLVMGlobalGetValueType(g), g, args, k->update ? 7 : 6, "");
   LLVMBuildRetVoid(E->b);
   return fn;
 }

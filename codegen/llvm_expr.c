@@ -8,6 +8,7 @@
  * definitions exactly, and RAND is runtime/nnc_hash.h's formula.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "llvm_internal.h"
 #include "nnc_hash.h"
@@ -67,8 +68,93 @@ void nnc_ll_tag_access(emitter *E, LLVMValueRef inst, int buf) {
 
 LLVMValueRef nnc_ll_expr(emitter *E, const nnc_kexpr *e);
 
+/* A constant of type t (f32, f64, or a vector of them: splat). */
+static LLVMValueRef splat_const(LLVMTypeRef t, LLVMValueRef (*elem)(LLVMTypeRef, double),
+                                double v) {
+  if (LLVMGetTypeKind(t) != LLVMVectorTypeKind) return elem(t, v);
+  LLVMValueRef lanes[64];
+  unsigned n = LLVMGetVectorSize(t);
+  if (n > 64) nnc_ir_bug("codegen: vector of %u lanes", n);
+  for (unsigned i = 0; i < n; i++)
+    lanes[i] = elem(LLVMGetElementType(t), v);
+  return LLVMConstVector(lanes, n);
+}
+
 static LLVMValueRef fconst(emitter *E, LLVMTypeRef t, double v) {
-  return LLVMConstReal(t, v);
+  (void)E;
+  return splat_const(t, LLVMConstReal, v);
+}
+
+/* ---- the vector form of an update pass (E->vec) ---- */
+
+static LLVMValueRef vec_splat(emitter *E, LLVMValueRef s) {
+  LLVMTypeRef vt = LLVMVectorType(LLVMTypeOf(s), (unsigned)E->vec.width);
+  LLVMValueRef v =
+      LLVMBuildInsertElement(E->b, LLVMGetUndef(vt), s, LLVMConstInt(E->ti32, 0, 0), "");
+  LLVMTypeRef mty = LLVMVectorType(E->ti32, (unsigned)E->vec.width);
+  return LLVMBuildShuffleVector(E->b, v, LLVMGetUndef(vt), LLVMConstNull(mty), "");
+}
+
+/* <width x i1> with the first `lanes` set. */
+static LLVMValueRef vec_mask(emitter *E) {
+  LLVMValueRef bits[64];
+  for (int l = 0; l < E->vec.width; l++)
+    bits[l] = LLVMConstInt(E->ti1, l < E->vec.lanes, 0);
+  return LLVMConstVector(bits, (unsigned)E->vec.width);
+}
+
+static LLVMValueRef vec_call(emitter *E, const char *name, LLVMValueRef *args, unsigned n,
+                             LLVMTypeRef vt) {
+  LLVMTypeRef over[2] = {vt, E->tptr};
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(E->m.mod, id, over, 2);
+  return LLVMBuildCall2(E->b, LLVMIntrinsicGetType(E->ctx, id, over, 2), fn, args, n, "");
+}
+
+/* Load e (a LOAD) in vector form: the gradient, a splat scalar, or the
+ * pass's elements [flat, flat + lanes). */
+static LLVMValueRef vec_load(emitter *E, const nnc_kexpr *e) {
+  int b = nnc_kbuf_base(E->p, e->buf);
+  if (b == E->vec.grad_buf) return E->vec.grad;
+  LLVMTypeRef t = nnc_ll_type(E, e->type);
+  if (E->p->bufs[b].numel == 1) {
+    LLVMValueRef ld =
+        LLVMBuildLoad2(E->b, t, nnc_ll_address(E, e->buf, LLVMConstInt(E->ti64, 0, 0)), "");
+    nnc_ll_tag_access(E, ld, e->buf);
+    return vec_splat(E, ld);
+  }
+  LLVMTypeRef vt = LLVMVectorType(t, (unsigned)E->vec.width);
+  LLVMValueRef ptr = nnc_ll_address(E, e->buf, E->vec.flat);
+  LLVMValueRef ld;
+  if (E->vec.lanes == E->vec.width) {
+    ld = LLVMBuildLoad2(E->b, vt, ptr, "");
+    nnc_ll_tag_access(E, ld, e->buf);
+  } else {
+    LLVMValueRef args[4] = {ptr, LLVMConstInt(E->ti32, 4, 0), vec_mask(E), LLVMConstNull(vt)};
+    ld = vec_call(E, "llvm.masked.load", args, 4, vt);
+    nnc_ll_tag_access(E, ld, e->buf);
+  }
+  return ld;
+}
+
+void nnc_ll_vec_store(emitter *E, int buf, LLVMValueRef v) {
+  LLVMValueRef ptr = nnc_ll_address(E, buf, E->vec.flat);
+  if (E->vec.lanes == E->vec.width) {
+    nnc_ll_tag_access(E, LLVMBuildStore(E->b, v, ptr), buf);
+    return;
+  }
+  LLVMValueRef args[4] = {v, ptr, LLVMConstInt(E->ti32, 4, 0), vec_mask(E)};
+  nnc_ll_tag_access(E, vec_call(E, "llvm.masked.store", args, 4, LLVMTypeOf(v)), buf);
+}
+
+/* Whether e is the same in every lane: it reads only one-element buffers. */
+static bool vec_uniform(const emitter *E, const nnc_kexpr *e) {
+  if (!e) return true;
+  if (e->kind == NNC_KX_SCALAR || e->kind == NNC_KX_VAR) return false;
+  if (e->kind == NNC_KX_LOAD) return E->p->bufs[nnc_kbuf_base(E->p, e->buf)].numel == 1;
+  for (int i = 0; i < 3; i++)
+    if (!vec_uniform(E, e->a[i])) return false;
+  return true;
 }
 
 static LLVMValueRef emit_unary(emitter *E, const nnc_kexpr *e) {
@@ -280,11 +366,16 @@ static LLVMValueRef emit_rand(emitter *E, const nnc_kexpr *e) {
 static LLVMValueRef expr_uncached(emitter *E, const nnc_kexpr *e) {
   switch (e->kind) {
   case NNC_KX_CONST:
+    if (E->vec.width && nnc_kt_is_float(e->type))
+      return fconst(E, LLVMVectorType(nnc_ll_type(E, e->type), (unsigned)E->vec.width), e->f);
     if (nnc_kt_is_float(e->type)) return LLVMConstReal(nnc_ll_type(E, e->type), e->f);
     return LLVMConstInt(nnc_ll_type(E, e->type), (unsigned long long)e->i, 1);
   case NNC_KX_VAR: return E->vars[e->var];
-  case NNC_KX_SCALAR: return LLVMBuildLoad2(E->b, nnc_ll_type(E, e->type), E->scalars[e->var], "");
+  case NNC_KX_SCALAR:
+    if (E->vec.width) return E->vec.scalars[e->var];
+    return LLVMBuildLoad2(E->b, nnc_ll_type(E, e->type), E->scalars[e->var], "");
   case NNC_KX_LOAD: {
+    if (E->vec.width) return vec_load(E, e);
     if (E->qs.q && E->qs.from >= 0 && nnc_kbuf_base(E->p, e->buf) == E->qs.from) {
       /* held in bytes for an int8 product (kernel.h's nnc_kqstore): the code */
       LLVMValueRef idx = nnc_ll_expr(E, e->a[0]);
@@ -302,6 +393,13 @@ static LLVMValueRef expr_uncached(emitter *E, const nnc_kexpr *e) {
   case NNC_KX_UN: return emit_unary(E, e);
   case NNC_KX_BIN: {
     LLVMValueRef x = nnc_ll_expr(E, e->a[0]), y = nnc_ll_expr(E, e->a[1]);
+    if (E->vec.width && e->op == NNC_K_DIV && vec_uniform(E, e->a[1])) {
+      /* x / y with y the same for every element: what the loop form
+       * becomes once LICM hoists the division (allow-reciprocal):
+       * x * (1 / y), 1 / y rounded once. */
+      LLVMValueRef r = nnc_cg_fm(LLVMBuildFDiv(E->b, fconst(E, LLVMTypeOf(y), 1), y, ""));
+      return nnc_cg_fm(LLVMBuildFMul(E->b, x, r, ""));
+    }
     return nnc_kt_is_float(e->a[0]->type) ? emit_float_binary(E, e, x, y)
                                           : emit_int_binary(E, e, x, y);
   }

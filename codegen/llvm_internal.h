@@ -38,6 +38,15 @@ typedef struct emitter {
   int part, nparts;
   int *part_of[4]; /* train, eval, grad, update */
   nnc_kqstore qs;  /* what the loop kernel being emitted stores in bytes (q NULL: nothing) */
+  /* width > 0: an update pass emitted on vectors of `width` floats as a
+   * product's epilogue (llvm_fused.c); nnc_ll_expr then gives vectors:
+   * loads at the pass's own index read elements [flat, flat + lanes) (the
+   * product's C: `grad`), loads of one-element buffers and constants are
+   * splat, scalars are `scalars[var]`. */
+  struct {
+    int width, lanes, grad_buf;
+    LLVMValueRef flat, grad, *scalars;
+  } vec;
 } emitter;
 
 /* The LLVM type of kernel values of type t. */
@@ -46,6 +55,8 @@ LLVMTypeRef nnc_ll_type(emitter *E, nnc_kt t);
 LLVMValueRef nnc_ll_expr(emitter *E, const nnc_kexpr *e);
 /* Forgets memoised values that read memory (mem) or scalars (scalar). */
 void nnc_ll_memo_invalidate(emitter *E, bool mem, bool scalar);
+/* Stores v at E->vec's elements of buf (masked to its lanes). */
+void nnc_ll_vec_store(emitter *E, int buf, LLVMValueRef v);
 /* Address of element idx of buffer buf, and the metadata of an access. */
 LLVMValueRef nnc_ll_address(emitter *E, int buf, LLVMValueRef idx);
 void nnc_ll_tag_access(emitter *E, LLVMValueRef inst, int buf);

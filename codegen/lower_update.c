@@ -5,8 +5,23 @@
  * place when that pass reads its old value only at the index being written
  * and no other update pass reads it; otherwise into a temporary copied
  * back after every pass has run.
+ *
+ * Fused updates: a pass whose only operand with more than one element,
+ * besides the tensors it writes in place, is the product that computes
+ * the gradient (a weight gradient dyᵀ.x), read at the pass's own index,
+ * becomes that product's epilogue (nnc_kernel.update): the gradient never
+ * goes to memory, and p, m and v are read and written once, while the
+ * product's tile is in registers. The product kernel then runs where the
+ * pass would have run (after every other reader of the parameter and
+ * every scalar the pass reads); the pass's arithmetic is the same
+ * expressions, emitted on vectors (llvm.c). Not fused: a pass reading
+ * anything else (a clipped gradient's global norm is a scalar and fuses;
+ * a penalty's gradient added to the product's does not), products whose
+ * C is stored transposed, split by columns, summed over K blocks through
+ * C, accumulated, with an epilogue, or in bf16.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "lower_internal.h"
 
@@ -22,7 +37,155 @@ typedef struct group {
   nnc_kstmt **stores; /* one per update in the group */
   int *updates;
   int n;
+  nnc_kernel *product; /* fused into this product kernel, or NULL */
 } group;
+
+/* Float ops the vector form of a pass emits as they are (no polynomial
+ * or libm code of its own). */
+static bool vector_op(nnc_kop op) {
+  static const nnc_kop ops[] = {
+      NNC_K_NEG, NNC_K_SQRT, NNC_K_RSQRT, NNC_K_RECIP, NNC_K_RELU, NNC_K_ABS, NNC_K_ADD, NNC_K_SUB,
+      NNC_K_MUL, NNC_K_DIV,  NNC_K_MAX,   NNC_K_MIN,   NNC_K_LT,   NNC_K_LE,  NNC_K_GT,  NNC_K_GE};
+  for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+    if (ops[i] == op) return true;
+  return false;
+}
+
+/* Whether e reads, besides scalars (buffers of one element), only base
+ * buffers at index `at`, of which one temporary (*grad, -1 until found)
+ * and otherwise persistent tensors; and is made only of float arithmetic
+ * that the vector form of the pass emits (llvm.c: constants, loads,
+ * scalars, unary and binary float ops, selects). */
+static bool fusable_expr(const nnc_kprog *p, const nnc_kexpr *e, const nnc_kexpr *at, int *grad) {
+  switch (e->kind) {
+  case NNC_KX_CONST: return e->type == NNC_KT_F32;
+  case NNC_KX_SCALAR: return e->type == NNC_KT_F32;
+  case NNC_KX_LOAD: {
+    int b = nnc_kbuf_base(p, e->buf);
+    if (e->type != NNC_KT_F32) return false;
+    if (p->bufs[b].numel == 1) return true;
+    if (!nnc_kexpr_eq(e->a[0], at)) return false;
+    if (p->bufs[b].kind == NNC_KBUF_TENSOR) return true;
+    if (p->bufs[b].kind != NNC_KBUF_TEMP || (*grad >= 0 && *grad != b)) return false;
+    *grad = b;
+    return true;
+  }
+  case NNC_KX_UN: return vector_op(e->op) && fusable_expr(p, e->a[0], at, grad);
+  case NNC_KX_BIN:
+    return vector_op(e->op) && e->a[0]->type == NNC_KT_F32 && fusable_expr(p, e->a[0], at, grad) &&
+           fusable_expr(p, e->a[1], at, grad);
+  case NNC_KX_SELECT:
+    return e->a[0]->type == NNC_KT_BOOL && fusable_expr(p, e->a[0], at, grad) &&
+           fusable_expr(p, e->a[1], at, grad) && fusable_expr(p, e->a[2], at, grad);
+  case NNC_KX_VAR:
+  case NNC_KX_CAST:
+  case NNC_KX_RAND: return false;
+  }
+  return false;
+}
+
+/* The product kernel of L->kg that computes base buffer c, when it can
+ * take an update pass over n elements as its epilogue; else NULL. */
+static nnc_kernel *fusable_product(lower *L, int c, int64_t n) {
+  const nnc_kprog *p = L->p;
+  nnc_kernel *prod = NULL;
+  for (int i = 0; i < L->kg->n; i++) {
+    nnc_kernel *k = L->kg->k[i];
+    for (int r = 0; r < k->nreads; r++) /* C read by another kernel: it is needed */
+      if (nnc_kbuf_base(p, k->reads[r]) == c) return NULL;
+    if (k->is_gemm && nnc_kbuf_base(p, k->c_buf) == c) prod = k;
+  }
+  if (!prod || prod->update) return NULL;
+  const nnc_cg_gemm *g = &prod->gemm;
+  nnc_cg_gemm_plan plan = nnc_cg_gemm_plan_for(g);
+  bool one_pass = plan.kc >= g->K && !g->accumulate;
+  bool plain = !g->bias && g->act == NNC_CG_ACT_NONE && !nnc_cg_gemm_bf16_applies(g);
+  return one_pass && plain && prod->col_block <= 0 && g->ldc == g->N && g->M * g->N == n &&
+                 nnc_kbuf_base(p, prod->a_buf) != c && nnc_kbuf_base(p, prod->b_buf) != c
+             ? prod
+             : NULL;
+}
+
+/* Does any update pass but group gi's write base buffer b? */
+static bool written_by_other(lower *L, int gi, int b) {
+  for (int u = 0; u < L->g->nupdates; u++)
+    if (L->group_of[u] != gi &&
+        nnc_kbuf_base(L->p, L->p->tensor_bufs[L->g->updates[u].tensor]) == b)
+      return true;
+  return false;
+}
+
+/* Does e read a scalar that another pass writes (the order of the passes
+ * would then matter)? */
+static bool reads_written_scalar(lower *L, int gi, const nnc_kexpr *e) {
+  if (!e) return false;
+  if (e->kind == NNC_KX_LOAD) {
+    int b = nnc_kbuf_base(L->p, e->buf);
+    return L->p->bufs[b].numel == 1 && written_by_other(L, gi, b);
+  }
+  for (int i = 0; i < 3; i++)
+    if (reads_written_scalar(L, gi, e->a[i])) return true;
+  return false;
+}
+
+/* The product G[gi]'s pass fuses into (see the top), or NULL. */
+static nnc_kernel *fused_product(lower *L, const group *G, int gi) {
+  const nnc_kprog *p = L->p;
+  if (!p->fuse_updates || G[gi].k->work < NNC_COLD_WORK) return NULL;
+  const nnc_kblock *blk = &G[gi].k->body;
+  while (blk->n && blk->s[0]->kind == NNC_KS_LOOP)
+    blk = &blk->s[0]->body;
+  int grad = -1;
+  for (int i = 0; i < blk->n; i++) {
+    const nnc_kstmt *s = blk->s[i];
+    if (s->kind == NNC_KS_LOOP || !fusable_expr(p, s->value, G[gi].at, &grad) ||
+        reads_written_scalar(L, gi, s->value))
+      return NULL;
+    if (s->kind == NNC_KS_SET) continue;
+    for (int g2 = 0; g2 < L->ngroups; g2++) /* written in place: no other pass reads it */
+      if (g2 != gi && kernel_reads(p, G[g2].k, s->buf)) return NULL;
+  }
+  /* the tensors read at `at` must be ones this pass writes */
+  for (int r = 0; r < G[gi].k->nreads; r++) {
+    int b = nnc_kbuf_base(p, G[gi].k->reads[r]);
+    if (b == grad || p->bufs[b].numel == 1) continue;
+    bool own = false;
+    for (int s = 0; s < G[gi].n; s++)
+      own |= nnc_kbuf_base(p, p->tensor_bufs[L->g->updates[G[gi].updates[s]].tensor]) == b;
+    if (!own) return NULL;
+  }
+  return grad >= 0 ? fusable_product(L, grad, p->bufs[grad].numel) : NULL;
+}
+
+/* Moves product k to the end of the kernel list with G's pass as its
+ * epilogue: it reads what both read but C, writes what the pass writes. */
+static void fuse(lower *L, group *G, nnc_kernel *k) {
+  nnc_kgraph *kg = L->kg;
+  int at = 0;
+  while (kg->k[at] != k)
+    at++;
+  memmove(&kg->k[at], &kg->k[at + 1], sizeof(nnc_kernel *) * (size_t)(kg->n - at - 1));
+  kg->n--;
+  nnc_kernel *u = G->k;
+  int c = nnc_kbuf_base(L->p, k->c_buf);
+  int *reads = nnc_arena_alloc(L->a, sizeof(int) * (size_t)(k->nreads + u->nreads + 1)), n = 0;
+  for (int i = 0; i < k->nreads + u->nreads; i++) {
+    int b = i < k->nreads ? k->reads[i] : u->reads[i - k->nreads];
+    bool seen = nnc_kbuf_base(L->p, b) == c;
+    for (int j = 0; j < n && !seen; j++)
+      seen = reads[j] == b;
+    if (!seen) reads[n++] = b;
+  }
+  k->reads = reads;
+  k->nreads = n;
+  k->writes = u->writes;
+  k->nwrites = u->nwrites;
+  k->update = u;
+  k->work += u->work;
+  k->label = nnc_arena_printf(L->a, "%s +%s", k->label, u->label);
+  G->product = k;
+  nnc_kgraph_add(L->a, kg, k);
+}
 
 void nnc_lw_assign_groups(lower *L) {
   const nnc_graph *g = L->g;
@@ -82,14 +245,18 @@ bool nnc_lw_update_passes(lower *L) {
     }
     k->work = work * (double)nnc_shape_numel(&t->shape);
     nnc_kernel_finish(L->a, k);
+    G[gi].product = NULL;
   }
+  nnc_kernel **fused = nnc_arena_alloc(L->a, sizeof(nnc_kernel *) * (size_t)(L->ngroups + 1));
+  for (int gi = 0; gi < L->ngroups; gi++)
+    fused[gi] = fused_product(L, G, gi);
   /* In place unless the old value is read elsewhere in the pass or by
    * another pass; otherwise into a temporary copied back at the end. */
   int ncopies = 0;
   int *copy_dst = nnc_arena_alloc(L->a, sizeof(int) * (size_t)(g->nupdates + 1));
   int *copy_src = nnc_arena_alloc(L->a, sizeof(int) * (size_t)(g->nupdates + 1));
   for (int gi = 0; gi < L->ngroups; gi++) {
-    for (int s = 0; s < G[gi].n; s++) {
+    for (int s = 0; s < G[gi].n && !fused[gi]; s++) {
       int tb = p->tensor_bufs[g->updates[G[gi].updates[s]].tensor];
       bool safe = true;
       /* the SET statements of the pass hold all its reads */
@@ -112,6 +279,10 @@ bool nnc_lw_update_passes(lower *L) {
     }
   }
   for (int gi = 0; gi < L->ngroups; gi++) {
+    if (fused[gi]) {
+      fuse(L, &G[gi], fused[gi]);
+      continue;
+    }
     G[gi].k->nreads = G[gi].k->nwrites = 0;
     G[gi].k->reads = G[gi].k->writes = NULL;
     nnc_lw_add_kernel(L, G[gi].k);

@@ -52,7 +52,10 @@ static void mlp_forward(fixture *fx, nnc_graph *g, int batch, int in, int hidden
   (void)fx;
 }
 
-static void build_mlp(fixture *fx, int batch, int in, int hidden, int classes, nnc_optim_kind opt) {
+/* The MLP trained by opt (its defaults, then weight decay wd) with
+ * gradients clipped to a global norm of clip (0: not clipped). */
+static void build_mlp_with(fixture *fx, int batch, int in, int hidden, int classes,
+                           nnc_optim_kind opt, double wd, double clip) {
   double r1 = 1 / sqrt((double)in), r2 = 1 / sqrt((double)hidden);
   fx_param(fx, "w1", sh(2, in, hidden), -r1, r1);
   fx_param(fx, "b1", sh(1, hidden), -0.1, 0.1);
@@ -65,11 +68,17 @@ static void build_mlp(fixture *fx, int batch, int in, int hidden, int classes, n
   fx->m->config.batch = batch;
   fx->m->config.optim.kind = opt;
   nnc_optim_defaults(&fx->m->config.optim, opt);
+  fx->m->config.optim.weight_decay = wd;
+  fx->m->config.regular.clip_norm = clip;
   char err[512];
   if (!nnc_build_training(fx->m, err, sizeof err)) fail_msg("build_training: %s", err);
   nnc_simplify(fx->m->train);
   nnc_simplify(fx->m->eval);
   fx->g = fx->m->train;
+}
+
+static void build_mlp(fixture *fx, int batch, int in, int hidden, int classes, nnc_optim_kind opt) {
+  build_mlp_with(fx, batch, in, hidden, classes, opt, 0, 0);
 }
 
 static void test_mlp_adam_3_steps(void **state) {
@@ -168,8 +177,8 @@ static void test_fashion_mlp_learns(void **state) {
 
 /* ---- kernels shared by the train and eval steps (plan.c) ---- */
 
-/* Kernels of the eval step that call a train kernel's code. */
-static int shared_kernels(const nnc_cg_program *prog) {
+/* Occurrences of `what` in the dump of prog's kernels. */
+static int in_kernel_dump(const nnc_cg_program *prog, const char *what) {
   char *text = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&text, &len);
@@ -177,10 +186,15 @@ static int shared_kernels(const nnc_cg_program *prog) {
   nnc_cg_dump_kernels(prog, f);
   fclose(f);
   int n = 0;
-  for (const char *p = text; (p = strstr(p, "same code as train.")); p++)
+  for (const char *p = text; (p = strstr(p, what)); p++)
     n++;
   free(text);
   return n;
+}
+
+/* Kernels of the eval step that call a train kernel's code. */
+static int shared_kernels(const nnc_cg_program *prog) {
+  return in_kernel_dump(prog, "same code as train.");
 }
 
 /* Trains fx's module for fx->steps steps, then runs the compiled eval step
@@ -355,6 +369,119 @@ static void test_sse2_target(void **state) {
   fx_check(fx);
 }
 
+/* ---- update passes fused into their gradients' products ----
+ * (lower_update.c): the same bits as the passes on their own, which the
+ * data-parallel step runs after summing the gradients. */
+
+/* fx's persistent tensors, one after the other, after 3 steps compiled
+ * with the update passes fused (where they can be) or not, on `threads`
+ * threads; *fused: the products that have a pass fused in. */
+static char *tensors_after_steps(fixture *fx, bool fuse, int threads, size_t *bytes, int *fused) {
+  setenv("NNC_FUSE_UPDATES", fuse ? "1" : "0", 1);
+  fx_run r;
+  fx_compile(fx, &r, threads);
+  unsetenv("NNC_FUSE_UPDATES");
+  *fused = in_kernel_dump(r.prog, "\n  fused train."); /* products with a pass */
+  fx_fill(fx, &r, NULL);
+  for (int s = 1; s <= 3; s++) {
+    fx_inputs(fx, &r, NULL, s);
+    r.model->train_step(r.arena, r.pool);
+  }
+  size_t n = 0, size[FX_MAX_TENSORS];
+  assert_true(r.model->ntensors <= FX_MAX_TENSORS);
+  for (int t = 0; t < r.model->ntensors; t++) {
+    const nnc_rt_tensor *ts = &r.model->tensors[t];
+    size[t] = 4;
+    for (int d = 0; d < ts->rank; d++)
+      size[t] *= (size_t)ts->shape[d];
+    n += size[t];
+  }
+  char *out = malloc(n + 1), *at = out;
+  assert_non_null(out);
+  for (int t = 0; t < r.model->ntensors; t++) {
+    memcpy(at, r.arena + r.model->tensors[t].offset, size[t]);
+    at += size[t];
+  }
+  *bytes = n;
+  fx_release(&r);
+  return out;
+}
+
+/* Fused on 1, 2 and 3 threads: `expect` products take their update pass,
+ * and every tensor is bit for bit what the unfused step gives. */
+static void check_fused(fixture *fx, int expect) {
+  size_t n0, n;
+  int fused;
+  char *ref = tensors_after_steps(fx, false, 1, &n0, &fused);
+  assert_int_equal(fused, 0);
+  for (int threads = 1; threads <= 3; threads++) {
+    char *got = tensors_after_steps(fx, true, threads, &n, &fused);
+    assert_int_equal(fused, expect);
+    assert_int_equal(n, n0);
+    for (size_t i = 0; i < n; i += 4)
+      if (memcmp(got + i, ref + i, 4)) {
+        float a, b;
+        memcpy(&a, got + i, 4);
+        memcpy(&b, ref + i, 4);
+        free(got);
+        free(ref);
+        fail_msg("%d threads: float %zu of the tensors is %.9g fused, %.9g not", threads, i / 4, a,
+                 b);
+      }
+    free(got);
+  }
+  free(ref);
+}
+
+/* Odd shapes: w1's gradient 61x45 (two full vectors and a masked one per
+ * row), w2's 45x37, K = the batch of 12; each pass has enough work to be
+ * fused (NNC_COLD_WORK). */
+static void test_fused_adam(void **state) {
+  fixture *fx = *state;
+  build_mlp(fx, 12, 61, 45, 37, NNC_OPT_ADAM);
+  check_fused(fx, 2);
+}
+
+/* K in 4 chunks of 3 added as a tree (ir/chunk.c), as `nnc run` compiles. */
+static void test_fused_adam_chunked(void **state) {
+  fixture *fx = *state;
+  build_mlp(fx, 12, 61, 45, 37, NNC_OPT_ADAM);
+  nnc_chunk_batch_sums(fx->m->train, 4);
+  check_fused(fx, 2);
+}
+
+static void test_fused_adamw(void **state) {
+  fixture *fx = *state;
+  build_mlp_with(fx, 12, 61, 45, 37, NNC_OPT_ADAMW, 0.01, 0);
+  check_fused(fx, 2);
+}
+
+static void test_fused_sgd_momentum_nesterov(void **state) {
+  fixture *fx = *state;
+  build_mlp_with(fx, 12, 61, 45, 37, NNC_OPT_NESTEROV, 1e-3, 0);
+  check_fused(fx, 2);
+}
+
+static void test_fused_rmsprop(void **state) {
+  fixture *fx = *state;
+  build_mlp(fx, 20, 61, 45, 37, NNC_OPT_RMSPROP);
+  check_fused(fx, 2);
+}
+
+static void test_fused_adagrad(void **state) {
+  fixture *fx = *state;
+  build_mlp(fx, 20, 61, 45, 37, NNC_OPT_ADAGRAD);
+  check_fused(fx, 2);
+}
+
+/* Clipping by the global norm reads every gradient before any update:
+ * nothing fuses, and the unfused step runs. */
+static void test_clip_norm_not_fused(void **state) {
+  fixture *fx = *state;
+  build_mlp_with(fx, 12, 61, 45, 37, NNC_OPT_ADAM, 0, 0.5);
+  check_fused(fx, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       T(test_mlp_adam_3_steps),
@@ -367,6 +494,13 @@ int main(void) {
       T(test_table_only_matches_jit),
       T(test_emit_asm_zmm_fma),
       T(test_sse2_target),
+      T(test_fused_adam),
+      T(test_fused_adam_chunked),
+      T(test_fused_adamw),
+      T(test_fused_sgd_momentum_nesterov),
+      T(test_fused_rmsprop),
+      T(test_fused_adagrad),
+      T(test_clip_norm_not_fused),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,8 +7,9 @@
 #            and so do nnc run alone and under mpirun -np 2
 #   mlp      examples/fashion_mlp.nn on generated IDX data, 2 epochs: -np 2
 #            and -np 4 (oversubscribed) = one process, plain (1 and 3
-#            threads) and --data-parallel, bit for bit; the printed results
-#            too; rank 0 alone writes the log
+#            threads; nnc run with NNC_FUSE_UPDATES=1, its Adam updates
+#            fused into the weight gradients' products) and --data-parallel,
+#            bit for bit; the printed results too; rank 0 alone writes the log
 #   penalty  the MLP with l1 and l2 penalties (added once, after the
 #            micro-batches' sum): one plain process = -np 2, bit for bit
 #   dropout  the MLP with dropout after both hidden layers (each micro-batch
@@ -140,6 +141,13 @@ if want mlp; then
     diff <(grep '^test:' one.out) <(grep '^test:' plain$t.out) >/dev/null ||
       fail "plain$t prints other results than --data-parallel"
   done
+  # NNC_FUSE_UPDATES=1: the ordinary step with the three weights' Adam
+  # updates fused into their gradients' products (codegen/lower_update.c),
+  # the same bits as --data-parallel's update passes on their own.
+  run fused env NNC_FUSE_UPDATES=1 NNC_PROFILE=1 "$NNC" run "$EX/fashion_mlp.nn" "${common[@]}" \
+    --checkpoint fused.st --no-log && expect_rc fused 0 && same one.st fused.st
+  [ "$(grep -c ' matmul .* +k[0-9]* update\.adam\.m\.mlp\.dense[123]\.weight' fused.err)" = 3 ] ||
+    fail "fashion_mlp's step does not fuse its three weight updates: $(grep -c ' +k' fused.err)"
   for n in 2 4; do
     rm -f np$n.csv
     run np$n mpi $n ./mlp "${common[@]}" --checkpoint np$n.st --log np$n.csv &&
