@@ -18,7 +18,7 @@
  *    A[m..m+mr, k] and does mr * nv FMAs. A may be stored either way (the
  *    broadcast is a scalar load with either stride). Long K is cut into
  *    blocks whose partial sums go through C.
- *  - dot: A [M,K] and B [N,K] are both contiguous along k (x.W^T, the
+ *  - dot (gemm_dot.c): A [M,K] and B [N,K] are both contiguous along k (x.W^T, the
  *    forward product of a dense layer). An mr x nr tile of C lives in
  *    mr * nr vector accumulators of partial sums over k; each step loads
  *    mr vectors of A and nr of B (no packing, no transposes) and the
@@ -31,193 +31,10 @@
  * wherever its row falls in [row_begin, row_end) or in a tile, so results
  * do not depend on how rows are split over threads.
  */
-#include "gemm.h"
+#include "gemm_emit.h"
 
 #include <stdio.h>
 #include <string.h>
-
-#define MAX_ACC    32 /* accumulator vectors one micro-tile may hold */
-#define MAX_LANES  16
-#define MAX_ROWS   16           /* rows of the largest micro-tile */
-#define PACK_BYTES (128 * 1024) /* stack for one packed panel of B */
-
-/* One column panel as the micro-kernel sees it. */
-typedef struct panel {
-  int width;           /* columns of C */
-  int nv;              /* outer: vectors (the last may be partial); dot: = width */
-  int mr;              /* rows per full micro-tile for this panel */
-  LLVMValueRef n;      /* first column (i64) */
-  LLVMValueRef packed; /* outer with B stored [N,K]: the panel as [klen][nv*VL] */
-  /* The k block this pass covers: [k0, k0 + klen). C holds the running
-   * sum between blocks; the epilogue runs after the last one. With K in
-   * one block, k0 = 0, klen = K and first = last = true. With several, one
-   * pass runs them all in a loop (one copy of the code, not one per kind
-   * of block): k0, first and last are run-time values (last_v, first_v),
-   * klen is the plan's kc and the last block has tail k (at most kc). */
-  LLVMValueRef k0;
-  int64_t klen, tail;
-  bool first, last;
-  LLVMValueRef first_v, last_v; /* i1 when the blocks run in a loop, else NULL */
-} panel;
-
-typedef struct emitter {
-  LLVMContextRef ctx;
-  LLVMModuleRef mod;
-  LLVMBuilderRef b;
-  LLVMValueRef fn;
-  const nnc_cg_gemm *g;
-  nnc_cg_gemm_plan p;
-  LLVMTypeRef f32, i1, i32, i64, ptr, vec;
-  LLVMValueRef A, B, bias, C, row_begin, row_end;
-  LLVMValueRef pack_buf;       /* stack buffer for packed panels, or NULL */
-  const nnc_cg_gemm_store *st; /* C's stores replaced (gemm.h), or NULL */
-} emitter;
-
-typedef struct loop {
-  LLVMBasicBlockRef head, body, exit;
-  LLVMValueRef iv;
-  int n;
-  LLVMValueRef carry[MAX_ACC];
-} loop;
-
-/* ---- small IR helpers --------------------------------------------------- */
-
-static LLVMValueRef i64c(emitter *e, int64_t v) {
-  return LLVMConstInt(e->i64, (uint64_t)v, 1);
-}
-
-static LLVMValueRef add64(emitter *e, LLVMValueRef a, LLVMValueRef b) {
-  return LLVMBuildAdd(e->b, a, b, "");
-}
-
-static LLVMValueRef mul64(emitter *e, LLVMValueRef a, int64_t c) {
-  return LLVMBuildMul(e->b, a, i64c(e, c), "");
-}
-
-static LLVMValueRef elem_ptr(emitter *e, LLVMValueRef base, LLVMValueRef idx) {
-  return LLVMBuildInBoundsGEP2(e->b, e->f32, base, &idx, 1, "");
-}
-
-static LLVMTypeRef vec_of(emitter *e, int lanes) {
-  return LLVMVectorType(e->f32, (unsigned)lanes);
-}
-
-static LLVMValueRef call_intrinsic(emitter *e, const char *name, LLVMTypeRef *over, size_t nover,
-                                   LLVMValueRef *args, unsigned nargs) {
-  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
-  LLVMTypeRef fty = LLVMIntrinsicGetType(e->ctx, id, over, nover);
-  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(e->mod, id, over, nover);
-  return LLVMBuildCall2(e->b, fty, fn, args, nargs, "");
-}
-
-/* a * b + c: one FMA instruction where the target has them, a multiply and
- * an add where it does not (llvm.fma would be a call to fmaf per lane
- * there, ~50x slower). */
-static LLVMValueRef fma_vec(emitter *e, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
-  LLVMValueRef args[3] = {a, b, c};
-  return call_intrinsic(e, "llvm.fmuladd", &e->vec, 1, args, 3);
-}
-
-/* <VL x i1> with the first `lanes` set. */
-static LLVMValueRef lane_mask(emitter *e, int lanes) {
-  LLVMValueRef bits[MAX_LANES];
-  for (int l = 0; l < e->p.vl; l++)
-    bits[l] = LLVMConstInt(e->i1, l < lanes, 0);
-  return LLVMConstVector(bits, (unsigned)e->p.vl);
-}
-
-/* Loads `lanes` floats at base[idx]; lanes < VL reads only those (masked)
- * and leaves the others zero. */
-static LLVMValueRef load_vec(emitter *e, LLVMValueRef base, LLVMValueRef idx, int lanes) {
-  LLVMValueRef ptr = elem_ptr(e, base, idx);
-  if (lanes == e->p.vl) {
-    LLVMValueRef v = LLVMBuildLoad2(e->b, e->vec, ptr, "");
-    LLVMSetAlignment(v, 4);
-    return v;
-  }
-  LLVMTypeRef over[2] = {e->vec, e->ptr};
-  LLVMValueRef args[4] = {ptr, LLVMConstInt(e->i32, 4, 0), lane_mask(e, lanes),
-                          LLVMConstNull(e->vec)};
-  return call_intrinsic(e, "llvm.masked.load", over, 2, args, 4);
-}
-
-static void store_vec(emitter *e, LLVMValueRef v, LLVMValueRef base, LLVMValueRef idx, int lanes) {
-  LLVMValueRef ptr = elem_ptr(e, base, idx);
-  if (lanes == e->p.vl) {
-    LLVMSetAlignment(LLVMBuildStore(e->b, v, ptr), 4);
-    return;
-  }
-  LLVMTypeRef over[2] = {e->vec, e->ptr};
-  LLVMValueRef args[4] = {v, ptr, LLVMConstInt(e->i32, 4, 0), lane_mask(e, lanes)};
-  call_intrinsic(e, "llvm.masked.store", over, 2, args, 4);
-}
-
-static LLVMValueRef load_f32(emitter *e, LLVMValueRef base, LLVMValueRef idx) {
-  LLVMValueRef v = LLVMBuildLoad2(e->b, e->f32, elem_ptr(e, base, idx), "");
-  LLVMSetAlignment(v, 4);
-  return v;
-}
-
-static LLVMValueRef splat(emitter *e, LLVMValueRef s) {
-  LLVMValueRef v = LLVMBuildInsertElement(e->b, LLVMGetUndef(e->vec), s, i64c(e, 0), "");
-  LLVMTypeRef mty = LLVMVectorType(e->i32, (unsigned)e->p.vl);
-  return LLVMBuildShuffleVector(e->b, v, LLVMGetUndef(e->vec), LLVMConstNull(mty), "");
-}
-
-/* shufflevector(a, b, idx[0..n)) giving <n x float>. */
-static LLVMValueRef shuffle(emitter *e, LLVMValueRef a, LLVMValueRef b, const int *idx, int n) {
-  LLVMValueRef m[2 * MAX_LANES];
-  for (int l = 0; l < n; l++)
-    m[l] = LLVMConstInt(e->i32, (uint64_t)idx[l], 0);
-  return LLVMBuildShuffleVector(e->b, a, b, LLVMConstVector(m, (unsigned)n), "");
-}
-
-/* The fused epilogue on n floats (a vector of any width): +bias, act. */
-static LLVMValueRef epilogue(emitter *e, LLVMValueRef v, LLVMValueRef bias_v) {
-  if (bias_v) v = LLVMBuildFAdd(e->b, v, bias_v, "");
-  if (e->g->act == NNC_CG_ACT_RELU) {
-    /* v < 0 ? 0 : v keeps NaN visible, like PyTorch's relu. */
-    LLVMValueRef zero = LLVMConstNull(LLVMTypeOf(v));
-    LLVMValueRef neg = LLVMBuildFCmp(e->b, LLVMRealOLT, v, zero, "");
-    v = LLVMBuildSelect(e->b, neg, zero, v, "");
-  }
-  return v;
-}
-
-/* ---- loops ------------------------------------------------------------- */
-
-/* for (iv = start; iv < limit; iv += step) with n loop-carried values.
- * After loop_close the builder sits in the exit block and l->carry[] are
- * the values after the last iteration (header phis dominate the exit). */
-static void loop_open(emitter *e, loop *l, LLVMValueRef start, LLVMValueRef limit, int n,
-                      const LLVMValueRef *init, const char *name) {
-  LLVMBasicBlockRef pre = LLVMGetInsertBlock(e->b);
-  l->head = LLVMAppendBasicBlockInContext(e->ctx, e->fn, name);
-  l->body = LLVMAppendBasicBlockInContext(e->ctx, e->fn, name);
-  l->exit = LLVMAppendBasicBlockInContext(e->ctx, e->fn, name);
-  l->n = n;
-  LLVMBuildBr(e->b, l->head);
-  LLVMPositionBuilderAtEnd(e->b, l->head);
-  l->iv = LLVMBuildPhi(e->b, e->i64, "");
-  LLVMAddIncoming(l->iv, &start, &pre, 1);
-  for (int i = 0; i < n; i++) {
-    l->carry[i] = LLVMBuildPhi(e->b, LLVMTypeOf(init[i]), "");
-    LLVMAddIncoming(l->carry[i], (LLVMValueRef *)&init[i], &pre, 1);
-  }
-  LLVMValueRef more = LLVMBuildICmp(e->b, LLVMIntSLT, l->iv, limit, "");
-  LLVMBuildCondBr(e->b, more, l->body, l->exit);
-  LLVMPositionBuilderAtEnd(e->b, l->body);
-}
-
-static void loop_close(emitter *e, loop *l, int64_t step, const LLVMValueRef *next) {
-  LLVMBasicBlockRef latch = LLVMGetInsertBlock(e->b);
-  LLVMValueRef iv_next = add64(e, l->iv, i64c(e, step));
-  LLVMAddIncoming(l->iv, &iv_next, &latch, 1);
-  for (int i = 0; i < l->n; i++)
-    LLVMAddIncoming(l->carry[i], (LLVMValueRef *)&next[i], &latch, 1);
-  LLVMBuildBr(e->b, l->head);
-  LLVMPositionBuilderAtEnd(e->b, l->exit);
-}
 
 /* ---- outer-product micro-kernel --------------------------------------- */
 
@@ -266,22 +83,6 @@ static void outer_step(emitter *e, const panel *pn, int mr, LLVMValueRef m, LLVM
     for (int j = 0; j < pn->nv; j++)
       acc[i * pn->nv + j] = fma_vec(e, a, bv[j], acc[i * pn->nv + j]);
   }
-}
-
-/* Whether this pass starts from the value in C (a previous block's partial
- * sum, or C's old value when accumulating over K blocks). */
-static bool starts_from_c(emitter *e, const panel *pn) {
-  return !pn->first || e->p.fold;
-}
-
-/* What a finished sum s of an element becomes before it is stored: the
- * epilogue after the last block (last); a plain partial sum before. */
-static LLVMValueRef finish(emitter *e, bool last, LLVMValueRef s, LLVMValueRef bias_v,
-                           LLVMValueRef (*load_c)(emitter *, void *), void *at) {
-  if (!last) return s;
-  s = epilogue(e, s, bias_v);
-  if (e->g->accumulate && !e->p.fold) s = LLVMBuildFAdd(e->b, load_c(e, at), s, "");
-  return s;
 }
 
 typedef struct c_vec {
@@ -362,49 +163,6 @@ static void outer_sweep(emitter *e, const panel *pn, int mr, LLVMValueRef m, int
   if (kmain > 0) outer_loop(e, pn, mr, m, i64c(e, kb), i64c(e, kb + kmain), acc);
   for (int64_t k = kmain; k < klen; k++)
     outer_step(e, pn, mr, m, i64c(e, kb + k), acc);
-}
-
-/* ---- chunk sums added as a pairwise tree -------------------------------- */
-
-/* The sums of the chunks of a chunked product (nnc_cg_gemm.chunks), n
- * values each, added as the runtime's nnc_rt_tree_sum adds G vectors:
- * a binary counter whose level d holds the sum of 2^d consecutive chunks,
- * folded from the lowest level up at the end. FAdd commutes exactly, so
- * only the grouping matters. */
-#define MAX_LEVELS 16
-typedef struct chunk_tree {
-  int n;
-  bool full[MAX_LEVELS];
-  LLVMValueRef level[MAX_LEVELS][MAX_ACC];
-} chunk_tree;
-
-static void tree_push(emitter *e, chunk_tree *t, LLVMValueRef *v) {
-  int d = 0;
-  for (; t->full[d]; d++) {
-    for (int a = 0; a < t->n; a++)
-      v[a] = LLVMBuildFAdd(e->b, t->level[d][a], v[a], "");
-    t->full[d] = false;
-  }
-  memcpy(t->level[d], v, sizeof(LLVMValueRef) * (size_t)t->n);
-  t->full[d] = true;
-}
-
-static void tree_total(emitter *e, chunk_tree *t, LLVMValueRef *out) {
-  bool have = false;
-  for (int d = 0; d < MAX_LEVELS; d++) {
-    if (!t->full[d]) continue;
-    for (int a = 0; a < t->n; a++)
-      out[a] = have ? LLVMBuildFAdd(e->b, t->level[d][a], out[a], "") : t->level[d][a];
-    have = true;
-  }
-}
-
-/* Chunks of the pass: g->chunks for a chunked product (emitted unblocked,
- * so the pass is all of K), else 1. */
-static int64_t pass_chunks(emitter *e, const panel *pn) {
-  int64_t c = e->g->chunks > 1 ? e->g->chunks : 1;
-  if (c > 1 && (pn->klen != e->g->K || pn->klen % c)) c = 1; /* not reached: plan */
-  return c;
 }
 
 /* Where the tile's sums start: zero, or C's value (starts_from_c); in a
@@ -551,171 +309,11 @@ static void pack_panel(emitter *e, const panel *pn) {
   if (pn->last_v) in_last_close(e, &br);
 }
 
-/* ---- dot-product micro-kernel ------------------------------------------ */
-
-/* One chunk of VL (or `lanes`) k values at k = pn->k0 + kl: acc[i][j] +=
- * A[m+i, k..] * B[n+j, k..] lane-wise; lane l of every accumulator sums
- * the k with k - k0 = l mod VL. */
-static void dot_step(emitter *e, const panel *pn, int mr, LLVMValueRef m, LLVMValueRef kl,
-                     int lanes, LLVMValueRef *acc) {
-  const nnc_cg_gemm *g = e->g;
-  LLVMValueRef k0 = add64(e, pn->k0, kl);
-  LLVMValueRef bv[MAX_ACC];
-  for (int j = 0; j < pn->nv; j++) {
-    LLVMValueRef row = add64(e, pn->n, i64c(e, j));
-    bv[j] = load_vec(e, e->B, add64(e, mul64(e, row, g->ldb), k0), lanes);
-  }
-  for (int i = 0; i < mr; i++) {
-    LLVMValueRef row = add64(e, m, i64c(e, i));
-    LLVMValueRef a = load_vec(e, e->A, add64(e, mul64(e, row, g->lda), k0), lanes);
-    for (int j = 0; j < pn->nv; j++)
-      acc[i * pn->nv + j] = fma_vec(e, a, bv[j], acc[i * pn->nv + j]);
-  }
-}
-
-/* Sums the lanes of up to VL vectors at once with a fixed tree. Each
- * level pairs x and y, whose lanes are G groups of s partial sums, into
- * z = P + Q with 2G groups of s/2: P takes the first half of every group
- * (x's then y's), Q the second half. After log2(VL) levels lane l of the
- * result is the total of input owner[l]. out_lane[v] is where input v ends. */
-static LLVMValueRef reduce_group(emitter *e, LLVMValueRef *v, int n, int *out_lane) {
-  int vl = e->p.vl;
-  LLVMValueRef cur[MAX_LANES];
-  int owner[MAX_LANES][MAX_LANES]; /* owner[vector][group] */
-  int count = vl;
-  for (int i = 0; i < vl; i++) {
-    cur[i] = i < n ? v[i] : LLVMConstNull(e->vec);
-    owner[i][0] = i < n ? i : -1;
-  }
-  for (int s = vl, groups = 1; s > 1; s /= 2, groups *= 2) {
-    for (int x = 0; x < count / 2; x++) {
-      int p[MAX_LANES], q[MAX_LANES], own[MAX_LANES];
-      for (int l = 0; l < vl; l++) {
-        int g = l / s, r = l % s, h = s / 2;
-        p[l] = r < h ? g * s + r : vl + g * s + (r - h);
-        q[l] = r < h ? g * s + h + r : vl + g * s + r;
-      }
-      for (int g = 0; g < groups; g++) {
-        own[2 * g] = owner[2 * x][g];
-        own[2 * g + 1] = owner[2 * x + 1][g];
-      }
-      LLVMValueRef a = cur[2 * x], b = cur[2 * x + 1];
-      cur[x] = LLVMBuildFAdd(e->b, shuffle(e, a, b, p, vl), shuffle(e, a, b, q, vl), "");
-      memcpy(owner[x], own, sizeof own);
-    }
-    count /= 2;
-  }
-  for (int l = 0; l < vl; l++)
-    if (owner[0][l] >= 0) out_lane[owner[0][l]] = l;
-  return cur[0];
-}
-
-typedef struct c_row {
-  LLVMValueRef ptr;
-  int n;
-} c_row;
-
-static LLVMValueRef load_c_row(emitter *e, void *at) {
-  c_row *c = at;
-  LLVMValueRef v = LLVMBuildLoad2(e->b, vec_of(e, c->n), c->ptr, "");
-  LLVMSetAlignment(v, 4);
-  return v;
-}
-
-/* A tile's sums over one range of k, reduced: group g of VL accumulators
- * (row-major order i*nr + j) in sums[g], accumulator a's total in lane
- * lane_of[a] of its group. */
-typedef struct dot_sums {
-  LLVMValueRef sums[MAX_ACC / 4 + 1];
-  int lane_of[MAX_ACC];
-} dot_sums;
-
-/* The sums over k in [kb, kb + klen) of the pass: lane accumulators over
- * full vectors of k in a loop unrolled ku times, leftover full vectors,
- * then a masked vector for klen % VL; the lanes reduced by the shuffle
- * tree. */
-static void dot_reduce(emitter *e, const panel *pn, int mr, LLVMValueRef m, int64_t kb,
-                       int64_t klen, dot_sums *ds) {
-  int vl = e->p.vl, nr = pn->nv, nacc = mr * nr, ku = e->p.ku;
-  LLVMValueRef acc[MAX_ACC];
-  for (int a = 0; a < nacc; a++)
-    acc[a] = LLVMConstNull(e->vec);
-  int64_t chunks = klen / vl, cmain = chunks / ku * ku;
-  if (cmain > 0) {
-    loop l;
-    loop_open(e, &l, i64c(e, kb), i64c(e, kb + cmain * vl), nacc, acc, "kc");
-    LLVMValueRef cur[MAX_ACC];
-    memcpy(cur, l.carry, sizeof(LLVMValueRef) * (size_t)nacc);
-    for (int u = 0; u < ku; u++)
-      dot_step(e, pn, mr, m, add64(e, l.iv, i64c(e, u * vl)), vl, cur);
-    loop_close(e, &l, (int64_t)ku * vl, cur);
-    memcpy(acc, l.carry, sizeof(LLVMValueRef) * (size_t)nacc);
-  }
-  for (int64_t c = cmain; c < chunks; c++)
-    dot_step(e, pn, mr, m, i64c(e, kb + c * vl), vl, acc);
-  if (klen % vl) dot_step(e, pn, mr, m, i64c(e, kb + chunks * vl), (int)(klen % vl), acc);
-  for (int a0 = 0, grp = 0; a0 < nacc; a0 += vl, grp++) {
-    int n = nacc - a0 < vl ? nacc - a0 : vl;
-    ds->sums[grp] = reduce_group(e, acc + a0, n, ds->lane_of + a0);
-  }
-}
-
-/* Row i's nr sums (<nr x float>): they span at most two groups; one
- * shuffle gathers them. */
-static LLVMValueRef dot_row(emitter *e, const dot_sums *ds, int mr, int nr, int i) {
-  int vl = e->p.vl, nacc = mr * nr, first = i * nr, g0 = first / vl, idx[MAX_LANES];
-  for (int j = 0; j < nr; j++) {
-    int a = first + j;
-    idx[j] = ds->lane_of[a] + (a / vl == g0 ? 0 : vl);
-  }
-  LLVMValueRef hi = g0 + 1 < (nacc + vl - 1) / vl ? ds->sums[g0 + 1] : LLVMGetUndef(e->vec);
-  return shuffle(e, ds->sums[g0], hi, idx, nr);
-}
-
-static void dot_tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
-  const nnc_cg_gemm *g = e->g;
-  int nr = pn->nv;
-  dot_sums ds;
-  LLVMValueRef rowv[MAX_ACC];
-  int64_t chunks = pass_chunks(e, pn), klen = pn->klen / chunks;
-  if (chunks > 1) { /* each chunk's rows, added as the tree */
-    chunk_tree tree = {.n = mr};
-    for (int64_t c = 0; c < chunks; c++) {
-      dot_reduce(e, pn, mr, m, c * klen, klen, &ds);
-      for (int i = 0; i < mr; i++)
-        rowv[i] = dot_row(e, &ds, mr, nr, i);
-      tree_push(e, &tree, rowv);
-    }
-    tree_total(e, &tree, rowv);
-  } else {
-    dot_reduce(e, pn, mr, m, 0, pn->klen, &ds);
-  }
-
-  LLVMValueRef bias_v = NULL;
-  if (g->bias && pn->last) {
-    LLVMValueRef v = LLVMBuildLoad2(e->b, vec_of(e, nr), elem_ptr(e, e->bias, pn->n), "");
-    LLVMSetAlignment(v, 4);
-    bias_v = v;
-  }
-  for (int i = 0; i < mr; i++) {
-    LLVMValueRef v = chunks > 1 ? rowv[i] : dot_row(e, &ds, mr, nr, i);
-    LLVMValueRef idx = add64(e, mul64(e, add64(e, m, i64c(e, i)), g->ldc), pn->n);
-    LLVMValueRef ptr = elem_ptr(e, e->C, idx);
-    c_row at = {ptr, nr};
-    if (starts_from_c(e, pn)) v = LLVMBuildFAdd(e->b, load_c_row(e, &at), v, "");
-    v = finish(e, pn->last, v, bias_v, load_c_row, &at);
-    if (e->st && pn->last)
-      e->st->store(e->st->ctx, e->b, v, idx, nr);
-    else
-      LLVMSetAlignment(LLVMBuildStore(e->b, v, ptr), 4);
-  }
-}
-
 /* ---- rows and panels ---------------------------------------------------- */
 
 static void tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
   if (e->p.kind == NNC_CG_GEMM_DOT)
-    dot_tile(e, pn, mr, m);
+    nnc_gemm_dot_tile(e, pn, mr, m);
   else
     outer_tile(e, pn, mr, m);
 }
