@@ -5,7 +5,8 @@
  * (kernel.h) in an order that respects its dependences; plan.c then places
  * the buffers, llvm.c emits the kernels. lower_graph below is the list of
  * passes in order, each in a file of its own (lower_internal.h lists
- * them): liveness and users, update groups, product epilogues, what gets
+ * them): liveness and users, update groups, product epilogues, max
+ * pooling's maximum and argmax as one kernel, what gets
  * memory, which 2-D nodes are stored transposed, buffers, one kernel per node that has one, output
  * copies, the update passes. Which kernel a node gets follows ops.def's LOWERING column (kernel_for
  * below spells out every op).
@@ -123,6 +124,8 @@ static void init_state(lower *L, nnc_kprog *p, const nnc_graph *g, nnc_kgraph *k
   L->final = nnc_arena_alloc(L->a, sizeof(nnc_node *) * nn);
   L->subst = nnc_arena_alloc(L->a, sizeof(nnc_node *) * nn);
   L->trans = nnc_arena_alloc(L->a, nn);
+  L->index_of = nnc_arena_alloc(L->a, sizeof(nnc_node *) * nn);
+  L->saved_by = nnc_arena_alloc(L->a, sizeof(nnc_node *) * nn);
   for (size_t i = 0; i < nn; i++) {
     L->out_kind[i] = -1;
     L->buf[i] = -1;
@@ -150,10 +153,11 @@ static void find_users(lower *L) {
   }
 }
 
-/* One kernel for each node that has one, in graph order. */
+/* One kernel for each node that has one, in graph order (a saved argmax
+ * index is stored by its window max's kernel). */
 static void node_kernels(lower *L) {
   for (int i = 0; i < L->nn; i++)
-    if (L->st[i] == ST_KERNEL) kernel_for(L, L->g->nodes[i]);
+    if (L->st[i] == ST_KERNEL && !L->saved_by[i]) kernel_for(L, L->g->nodes[i]);
 }
 
 /* The passes, in order. */
@@ -164,6 +168,7 @@ static bool lower_graph(nnc_kprog *p, const nnc_graph *g, nnc_kgraph *kg, char *
   find_users(&L);
   nnc_lw_assign_groups(&L);
   nnc_lw_match_epilogues(&L);
+  nnc_lw_match_window_argmax(&L);
   nnc_lw_decide(&L);
   nnc_lw_choose_layouts(&L);
   if (!nnc_lw_assign_buffers(&L)) return false;

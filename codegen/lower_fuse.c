@@ -318,8 +318,8 @@ void nnc_lw_decide(lower *L) {
       L->st[id] = ST_ABSORBED;
       continue;
     }
-    if (!used) {
-      L->st[id] = ST_DEAD;
+    if (!used || (L->saved_by[id] && n->op != NNC_OP_CAST)) {
+      L->st[id] = ST_DEAD; /* an argmax its window max's kernel saves: not computed */
       continue;
     }
     force_operands(L, n);

@@ -7,6 +7,7 @@
  *   lower_reduce.c  sum / rmax / argmax kernels
  *   lower_matmul.c  products: gemm calls with their epilogues, or loops
  *   lower_window.c  im2col, col2im, scatter_add, window sums and maxima
+ *                   (max pooling's with the tap of each maximum)
  *   lower_update.c  the update passes (simultaneous assignment)
  */
 #ifndef NNC_CG_LOWER_INTERNAL_H
@@ -52,7 +53,13 @@ typedef struct lower {
   nnc_node **subst; /* an ABSORBED node its readers read instead (see match_epilogues) */
   bool *trans;      /* stored last axis major, as [dim[r-1], the rest]: a 2-D node
                        transposed (see choose_layouts) */
-  int *group_of;    /* update index -> group */
+  /* Max pooling in training (nnc_lw_match_window_argmax): index_of[rmax]
+   * is the i32 cast of the argmax of the same window columns, which the
+   * rmax's kernel stores beside the maximum; saved_by[] of that cast, of
+   * the argmax and of the views between them is the rmax (the cast keeps
+   * its buffer and gets no kernel of its own; the others are dead). */
+  const nnc_node **index_of, **saved_by;
+  int *group_of; /* update index -> group */
   int ngroups;
   int nmade; /* kernels created so far: their names' numbers */
   char *err;
@@ -142,8 +149,14 @@ void nnc_lw_kernel_scatter_add(lower *L, const nnc_node *n);
 /* Whether im2col n is read only by sums or maxima over its window axis,
  * which then read the image through the window (no columns in memory). */
 bool nnc_lw_window_reduced(lower *L, const nnc_node *n);
-/* sum or rmax over the window axis of such an im2col. */
+/* sum or rmax over the window axis of such an im2col (and the tap of the
+ * first maximum, where index_of says so). */
 void nnc_lw_kernel_window_reduce(lower *L, const nnc_node *n);
+/* Before deciding: max pooling's training pattern, the rmax and argmax of
+ * the same window columns (the argmax read only as i32 by its gradient),
+ * becomes one kernel that stores the maximum and its tap (index_of,
+ * saved_by), so the columns are neither written nor read. */
+void nnc_lw_match_window_argmax(lower *L);
 
 /* ---- lower_update.c ---- */
 /* Groups updates by shape (one pass per group); before deciding. */

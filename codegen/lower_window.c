@@ -3,10 +3,14 @@
  * products read it), COL2IM (its adjoint, as a scatter-add over taps, or
  * stores when the windows tile the image) and SCATTER_ADD (the adjoint of
  * GATHER), and the sums and maxima over the windows of an im2col that
- * is not stored (pooling without its gradient: the reduction reads the
- * image through the window). Each writes every output element from one
- * thread in a fixed order.
+ * is not stored (pooling: the reduction reads the image through the
+ * window). In training, max pooling's rmax also stores the tap of each
+ * window's first maximum, which its gradient's col2im reads in place of
+ * an argmax of stored columns ("windowargmax" and "unpool"). Each writes
+ * every output element from one thread in a fixed order.
  */
+#include <string.h>
+
 #include "lower_internal.h"
 
 /* The window positions o in [lo, hi) whose tap k (o * S + k - P) lands
@@ -40,6 +44,13 @@ static window window_of(const nnc_node *n, const nnc_shape *image) {
   w.OH = nnc_ir_window_out(w.H, w.KH, w.SH, w.PH);
   w.OW = nnc_ir_window_out(w.W, w.KW, w.SW, w.PW);
   return w;
+}
+
+/* The largest divisor of n that is at most cap. */
+static int64_t divisor_upto(int64_t n, int64_t cap) {
+  for (int64_t d = cap < n ? cap : n; d > 1; d--)
+    if (n % d == 0) return d;
+  return 1;
 }
 
 /* Whether pixel (h, w) lies inside an H x W image. */
@@ -195,6 +206,69 @@ static bool tiles_exactly(const nnc_node *n) {
          KW <= 8;
 }
 
+/* col2im's kernel name: "unpool" where it routes max pooling's gradient
+ * through the tap its window max saved (onehot(index) * dy, read inline:
+ * no columns), else "col2im". */
+static const char *col2im_name(const lower *L, const nnc_node *n) {
+  const nnc_node *d = n->in[0];
+  if (d->op == NNC_OP_MUL)
+    for (int i = 0; i < 2; i++)
+      if (d->in[i]->op == NNC_OP_ONEHOT && L->saved_by[d->in[i]->in[0]->id]) return "unpool";
+  return "col2im";
+}
+
+/* Max pooling's gradient where the windows tile the image (col2im_tiles
+ * of onehot(saved tap) * dy, one channel per image), in two stages per
+ * plane, each a loop that vectorises: (1) one loop over the plane's
+ * windows (dy and the tap contiguous) gives each window's KH x KW cells,
+ * 0 + cell as col2im_tiles computes them, into a scratch plane laid out
+ * tap row major ([kh][window][kw]), so that (2) each image row is a copy
+ * of W contiguous scratch values. Threads split over blocks of planes,
+ * each block with its own scratch plane. */
+static void unpool_tiles(lower *L, const nnc_node *n, kgen *G, nnc_kernel *k) {
+  nnc_arena *a = L->a;
+  int64_t P = n->shape.dim[0], H = n->shape.dim[2], W = n->shape.dim[3];
+  int64_t KH = n->attr[0], KW = n->attr[1], OH = H / KH, OW = W / KW, B = divisor_upto(P, 64);
+  nnc_kt t = nnc_kt_of(n->dtype);
+  int sc = nnc_kprog_add_buf(L->p, NNC_KBUF_TEMP, 0, t, B * H * W,
+                             nnc_arena_printf(a, "%s.unpool.%d", L->g->name, n->id));
+  int vb = nnc_kernel_var(k), vp = nnc_kernel_var(k), vj = nnc_kernel_var(k),
+      vh = nnc_kernel_var(k), vkh = nnc_kernel_var(k), vw = nnc_kernel_var(k);
+  nnc_kblock *bp = nnc_kb_loop(a, nnc_kb_loop(a, &k->body, vb, B), vp, P / B);
+  k->split = true;
+  k->extent = B;
+  nnc_kexpr *plane = nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_var(a, vb), P / B), nnc_kx_var(a, vp));
+  nnc_kexpr *base = nnc_kx_imul(a, nnc_kx_var(a, vb), H * W);
+  /* (1) window j of the plane, cell (kh, kw) at scratch ((kh*OH*OW + j)*KW + kw) */
+  nnc_kblock *b1 = nnc_kb_loop(a, bp, vj, OH * OW);
+  nnc_kexpr *j = nnc_kx_var(a, vj);
+  nnc_kexpr *win = nnc_kx_iadd(a, nnc_kx_imul(a, plane, OH * OW), j);
+  for (int64_t tap = 0; tap < KH * KW; tap++) {
+    nnc_kexpr *cell[2] = {win, nnc_kx_int(a, tap)};
+    nnc_kexpr *v = nnc_lw_gen(L, G, n->in[0], cell);
+    nnc_kexpr *at = nnc_kx_iadd(
+        a, base,
+        nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_iadd(a, j, nnc_kx_int(a, tap / KW * OH * OW)), KW),
+                    nnc_kx_int(a, tap % KW)));
+    nnc_kb_store(a, b1, sc, at, nnc_kx_bin(a, NNC_K_ADD, nnc_kx_const(a, t, 0), v));
+  }
+  /* (2) image row oh*KH + kh: scratch from (kh*OH*OW + oh*OW)*KW, W values */
+  nnc_kblock *b2 = nnc_kb_loop(a, nnc_kb_loop(a, nnc_kb_loop(a, bp, vh, OH), vkh, KH), vw, W);
+  nnc_kexpr *oh = nnc_kx_var(a, vh), *kh = nnc_kx_var(a, vkh), *x = nnc_kx_var(a, vw);
+  nnc_kexpr *from = nnc_kx_iadd(
+      a, base,
+      nnc_kx_iadd(
+          a,
+          nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, kh, OH * OW), nnc_kx_imul(a, oh, OW)), KW),
+          x));
+  nnc_kexpr *to =
+      nnc_kx_iadd(a, nnc_kx_imul(a, plane, H * W),
+                  nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, oh, KH), kh), W), x));
+  nnc_kb_store(a, b2, L->buf[n->id], to, nnc_kx_load(a, L->p, sc, from));
+  k->work = (double)nnc_shape_numel(&n->in[0]->shape) * 4;
+  nnc_lw_add_kernel(L, k);
+}
+
 /* col2im of windows that tile the image: every pixel receives exactly one
  * cell, so it is stored, not added, in the image's memory order: rows oh,
  * kh, then ow with the taps kw of a row unrolled, contiguous stores
@@ -203,7 +277,11 @@ static bool tiles_exactly(const nnc_node *n) {
 static void col2im_tiles(lower *L, const nnc_node *n) {
   kgen G;
   nnc_arena *a = L->a;
-  nnc_kernel *k = nnc_lw_new_kernel(L, &G, "col2im", n);
+  nnc_kernel *k = nnc_lw_new_kernel(L, &G, col2im_name(L, n), n);
+  if (n->shape.dim[1] == 1 && !strcmp(col2im_name(L, n), "unpool")) {
+    unpool_tiles(L, n, &G, k);
+    return;
+  }
   int64_t N = n->shape.dim[0], C = n->shape.dim[1], H = n->shape.dim[2], W = n->shape.dim[3];
   int64_t KH = n->attr[0], KW = n->attr[1];
   int64_t OH = H / KH, OW = W / KW;
@@ -252,7 +330,7 @@ void nnc_lw_kernel_col2im(lower *L, const nnc_node *n) {
   }
   kgen G;
   nnc_arena *a = L->a;
-  nnc_kernel *k = nnc_lw_new_kernel(L, &G, "col2im", n);
+  nnc_kernel *k = nnc_lw_new_kernel(L, &G, col2im_name(L, n), n);
   int64_t N = n->shape.dim[0], C = n->shape.dim[1], H = n->shape.dim[2], W = n->shape.dim[3];
   int64_t KH = n->attr[0], KW = n->attr[1], SH = n->attr[2], SW = n->attr[3], PH = n->attr[4],
           PW = n->attr[5];
@@ -324,15 +402,12 @@ void nnc_lw_kernel_scatter_add(lower *L, const nnc_node *n) {
 }
 
 /* Whether im2col node n is read only by sums or maxima over its window
- * axis (axis 1: max pooling's rmax, average pooling's sum, where no
- * argmax reads the columns, as in evaluation and deployment): then it
- * gets no kernel and no memory, and each reduction reads the image through
- * the window itself (nnc_lw_kernel_window_reduce), so the columns (as large
- * as the image) are neither written nor read. Training's argmax (max
- * pooling's gradient) keeps them: read through the window, its inner loop
- * runs over one output row (OW positions, 14 or 7 here), too short to
- * vectorise, and it took 1.7 ms where the argmax of the stored columns
- * took 0.94 (fashion_cnn, one thread), more than im2col and rmax saved. */
+ * axis (axis 1: max pooling's rmax, average pooling's sum; in training
+ * max pooling's argmax too, which nnc_lw_match_window_argmax has given to
+ * the rmax's kernel and left dead): then it gets no kernel and no memory,
+ * and each reduction reads the image through the window itself
+ * (nnc_lw_kernel_window_reduce), so the columns (as large as the image)
+ * are neither written nor read. */
 bool nnc_lw_window_reduced(lower *L, const nnc_node *n) {
   if (n->op != NNC_OP_IM2COL || L->out_kind[n->id] >= 0 || L->is_update[n->id] ||
       n->dtype != NNC_F32)
@@ -349,6 +424,130 @@ bool nnc_lw_window_reduced(lower *L, const nnc_node *n) {
   return readers > 0;
 }
 
+/* A live node's only reader (a node that is no output or update value), or NULL. */
+static nnc_node *only_reader(const lower *L, const nnc_node *n) {
+  if (L->out_kind[n->id] >= 0 || L->is_update[n->id] || L->nusers[n->id] != 1) return NULL;
+  return L->users[n->id][0];
+}
+
+/* Max pooling's gradient reads the argmax of the columns it takes the
+ * maximum of (autodiff's first_max_grad: onehot(cast<i32>(argmax)) * dy,
+ * then col2im). Where im2col node n (f32, window axis 1) is read by
+ * exactly one such rmax and one such argmax, and the argmax only, through
+ * views, by a cast to i32, the rmax's kernel stores the tap of the first
+ * maximum into the cast's buffer as it takes the maximum
+ * (nnc_lw_kernel_window_reduce): no argmax or cast kernel, and the
+ * columns go without memory (nnc_lw_window_reduced). */
+static void match_one(lower *L, const nnc_node *n) {
+  if (n->op != NNC_OP_IM2COL || n->dtype != NNC_F32 || L->out_kind[n->id] >= 0 ||
+      L->is_update[n->id] || L->nusers[n->id] != 2)
+    return;
+  nnc_node *rmax = NULL, *argmax = NULL;
+  for (int i = 0; i < 2; i++) {
+    nnc_node *u = L->users[n->id][i];
+    if (u->op == NNC_OP_RMAX && u->attr[0] == 2 && u->in[0] == n)
+      rmax = u;
+    else if (u->op == NNC_OP_ARGMAX && u->attr[0] == 1 && u->in[0] == n)
+      argmax = u;
+  }
+  if (!rmax || !argmax) return;
+  nnc_node *cast = only_reader(L, argmax);
+  while (cast && cast->op == NNC_OP_RESHAPE)
+    cast = only_reader(L, cast);
+  if (!cast || cast->op != NNC_OP_CAST || cast->dtype != NNC_I32) return;
+  L->index_of[rmax->id] = cast;
+  for (nnc_node *v = argmax;; v = L->users[v->id][0]) {
+    L->saved_by[v->id] = rmax;
+    if (v == cast) break;
+  }
+  L->force[cast->id] = true; /* memory of its own: the gradient reads it */
+}
+
+void nnc_lw_match_window_argmax(lower *L) {
+  for (int id = 0; id < L->nn; id++)
+    if (L->live[id]) match_one(L, L->g->nodes[id]);
+}
+
+/* max pooling's maximum and first-maximum tap where the windows tile the
+ * image (stride = window, no padding, KW dividing W: 2x2 stride 2), in two
+ * stages per plane, each a loop that vectorises: (1) each image row's
+ * windows, one loop over the plane's H*OW row segments (KW adjacent
+ * pixels each; the loads deinterleave), the first KW taps of the running
+ * maximum, into a scratch row block; (2) each window goes on from its
+ * first row's partial through its other rows' partials (kh ascending),
+ * contiguous loads along ow. The result is the row-major scan's (the
+ * later of equal values never wins), so for every input without NaN the
+ * same maximum bits and tap as the scan of the stored columns. Threads
+ * split over blocks of planes, each block with its own scratch rows. */
+static void window_argmax_tiles(lower *L, const nnc_node *n, nnc_kernel *k, const window *w) {
+  nnc_arena *a = L->a;
+  const nnc_node *image = n->in[0]->in[0];
+  int64_t P = w->N * w->C, seg = w->H * w->OW, B = divisor_upto(P, 64);
+  nnc_kt t = nnc_kt_of(n->dtype), ti = NNC_KT_I32;
+  int sv = nnc_kprog_add_buf(L->p, NNC_KBUF_TEMP, 0, t, B * seg,
+                             nnc_arena_printf(a, "%s.rowmax.%d", L->g->name, n->id));
+  int sa = nnc_kprog_add_buf(L->p, NNC_KBUF_TEMP, 0, ti, B * seg,
+                             nnc_arena_printf(a, "%s.rowtap.%d", L->g->name, n->id));
+  int vb = nnc_kernel_var(k), vp = nnc_kernel_var(k), vi = nnc_kernel_var(k),
+      vh = nnc_kernel_var(k), vw = nnc_kernel_var(k);
+  nnc_kblock *bb = nnc_kb_loop(a, &k->body, vb, B);
+  k->split = true;
+  k->extent = B;
+  nnc_kblock *bp = nnc_kb_loop(a, bb, vp, P / B);
+  nnc_kexpr *plane = nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_var(a, vb), P / B), nnc_kx_var(a, vp));
+  nnc_kexpr *scratch = nnc_kx_imul(a, nnc_kx_var(a, vb), seg);
+  nnc_kexpr *image_at = nnc_kx_imul(a, plane, w->H * w->W);
+  int best = nnc_kernel_scalar(a, k, t), at = nnc_kernel_scalar(a, k, ti);
+  /* (1) segment i of the plane: pixels i*KW .. i*KW + KW-1 (W = OW*KW) */
+  nnc_kblock *b1 = nnc_kb_loop(a, bp, vi, seg);
+  nnc_kexpr *i = nnc_kx_var(a, vi);
+  nnc_kb_set(a, b1, best, nnc_kx_const(a, t, -__builtin_inf()));
+  nnc_kb_set(a, b1, at, nnc_kx_const(a, ti, 0));
+  for (int64_t kw = 0; kw < w->KW; kw++) {
+    nnc_kexpr *px = nnc_kx_iadd(a, nnc_kx_imul(a, i, w->KW), nnc_kx_int(a, kw));
+    nnc_kexpr *v = nnc_kx_load(a, L->p, L->buf[image->id],
+                               nnc_kx_iadd(a, image_at, px)); /* im2col's operand: memory */
+    nnc_kexpr *better = nnc_kx_bin(a, NNC_K_GT, v, nnc_kx_scalar(a, k, best));
+    nnc_kb_set(a, b1, at,
+               nnc_kx_select(a, better, nnc_kx_const(a, ti, (double)kw), nnc_kx_scalar(a, k, at)));
+    nnc_kb_set(a, b1, best, nnc_kx_select(a, better, v, nnc_kx_scalar(a, k, best)));
+  }
+  nnc_kexpr *cell = nnc_kx_iadd(a, scratch, i);
+  nnc_kb_store(a, b1, sv, cell, nnc_kx_scalar(a, k, best));
+  nnc_kb_store(a, b1, sa, cell, nnc_kx_scalar(a, k, at));
+  /* (2) window (oh, ow): row segments oh*KH + kh, kh ascending */
+  nnc_kblock *b2 = nnc_kb_loop(a, nnc_kb_loop(a, bp, vh, w->OH), vw, w->OW);
+  nnc_kexpr *oh = nnc_kx_var(a, vh), *ow = nnc_kx_var(a, vw);
+  for (int64_t kh = 0; kh < w->KH; kh++) {
+    nnc_kexpr *row = nnc_kx_iadd(a, nnc_kx_imul(a, oh, w->KH), nnc_kx_int(a, kh));
+    nnc_kexpr *c = nnc_kx_iadd(a, scratch, nnc_kx_iadd(a, nnc_kx_imul(a, row, w->OW), ow));
+    nnc_kexpr *v = nnc_kx_load(a, L->p, sv, c);
+    nnc_kexpr *tap = nnc_kx_bin(a, NNC_K_ADD, nnc_kx_load(a, L->p, sa, c),
+                                nnc_kx_const(a, ti, (double)(kh * w->KW)));
+    if (kh == 0) {
+      nnc_kb_set(a, b2, best, v);
+      nnc_kb_set(a, b2, at, tap);
+      continue;
+    }
+    nnc_kexpr *better = nnc_kx_bin(a, NNC_K_GT, v, nnc_kx_scalar(a, k, best));
+    nnc_kb_set(a, b2, at, nnc_kx_select(a, better, tap, nnc_kx_scalar(a, k, at)));
+    nnc_kb_set(a, b2, best, nnc_kx_select(a, better, v, nnc_kx_scalar(a, k, best)));
+  }
+  nnc_kexpr *out = nnc_kx_iadd(a, nnc_kx_imul(a, plane, w->OH * w->OW),
+                               nnc_kx_iadd(a, nnc_kx_imul(a, oh, w->OW), ow));
+  nnc_kb_store(a, b2, L->buf[n->id], out, nnc_kx_scalar(a, k, best));
+  nnc_kb_store(a, b2, L->buf[L->index_of[n->id]->id], out, nnc_kx_scalar(a, k, at));
+  k->work = (double)nnc_shape_numel(&n->in[0]->shape) * 3;
+  nnc_lw_add_kernel(L, k);
+}
+
+/* Whether window w tiles its image: stride = window, no padding, every
+ * pixel in one window. */
+static bool window_tiles(const window *w) {
+  return w->SH == w->KH && w->SW == w->KW && w->PH == 0 && w->PW == 0 && w->H == w->OH * w->KH &&
+         w->W == w->OW * w->KW;
+}
+
 /* A sum or max over the window axis of an im2col without memory
  * (nnc_lw_window_reduced): loops over the window positions (n, oh, ow),
  * then the column's cells (c, kh, kw) in ascending order, as the reduction
@@ -360,8 +559,16 @@ void nnc_lw_kernel_window_reduce(lower *L, const nnc_node *n) {
   nnc_arena *a = L->a;
   const nnc_node *cols = n->in[0], *image = cols->in[0];
   bool is_sum = n->op == NNC_OP_SUM;
-  nnc_kernel *k = nnc_lw_new_kernel(L, &G, is_sum ? "windowsum" : "windowmax", n);
+  nnc_kernel *k = nnc_lw_new_kernel(L, &G,
+                                    is_sum               ? "windowsum"
+                                    : L->index_of[n->id] ? "windowargmax"
+                                                         : "windowmax",
+                                    n);
   window w = window_of(cols, &image->shape);
+  if (L->index_of[n->id] && w.C == 1 && window_tiles(&w)) {
+    window_argmax_tiles(L, n, k, &w);
+    return;
+  }
   int vn = nnc_kernel_var(k), vh = nnc_kernel_var(k), vw = nnc_kernel_var(k),
       vc = nnc_kernel_var(k);
   nnc_kblock *b = nnc_kb_loop(a, &k->body, vn, w.N);
@@ -372,6 +579,16 @@ void nnc_lw_kernel_window_reduce(lower *L, const nnc_node *n) {
   nnc_kt t = nnc_kt_of(n->dtype);
   int acc = nnc_kernel_scalar(a, k, t);
   nnc_kb_set(a, b, acc, nnc_kx_const(a, t, is_sum ? 0.0 : -__builtin_inf()));
+  /* the argmax's own running best and tap, as nnc_lw_kernel_argmax keeps
+   * them (its test differs from max's on NaN) */
+  const nnc_node *index = L->index_of[n->id];
+  int best = -1, at = -1;
+  if (index) {
+    best = nnc_kernel_scalar(a, k, t);
+    at = nnc_kernel_scalar(a, k, NNC_KT_I32);
+    nnc_kb_set(a, b, best, nnc_kx_const(a, t, -__builtin_inf()));
+    nnc_kb_set(a, b, at, nnc_kx_const(a, NNC_KT_I32, 0));
+  }
   nnc_kblock *bc = w.C > 1 ? nnc_kb_loop(a, b, vc, w.C) : b;
   nnc_kexpr *c = w.C > 1 ? nnc_kx_var(a, vc) : G.zero;
   nnc_kexpr *fill = nnc_lw_fconst(L, cols, cols->fattr);
@@ -393,10 +610,20 @@ void nnc_lw_kernel_window_reduce(lower *L, const nnc_node *n) {
       }
       nnc_kb_set(a, bc, acc,
                  nnc_kx_bin(a, is_sum ? NNC_K_ADD : NNC_K_MAX, nnc_kx_scalar(a, k, acc), v));
+      if (index) { /* column (c, kh, kw) of the window: the first maximum wins */
+        nnc_kexpr *col =
+            nnc_kx_iadd(a, nnc_kx_imul(a, c, w.KH * w.KW), nnc_kx_int(a, kh * w.KW + kw));
+        nnc_kexpr *better = nnc_kx_bin(a, NNC_K_GT, v, nnc_kx_scalar(a, k, best));
+        nnc_kb_set(
+            a, bc, at,
+            nnc_kx_select(a, better, nnc_kx_cast(a, col, NNC_KT_I32), nnc_kx_scalar(a, k, at)));
+        nnc_kb_set(a, bc, best, nnc_kx_select(a, better, v, nnc_kx_scalar(a, k, best)));
+      }
     }
   nnc_kexpr *row =
       nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, img, w.OH), oh), w.OW), ow);
   nnc_kb_store(a, b, L->buf[n->id], row, nnc_kx_scalar(a, k, acc));
+  if (index) nnc_kb_store(a, b, L->buf[index->id], row, nnc_kx_scalar(a, k, at));
   k->work = (double)nnc_shape_numel(&cols->shape) * 2;
   nnc_lw_add_kernel(L, k);
 }

@@ -162,6 +162,25 @@ static inline void fx_release(fx_run *r) {
   nnc_cg_free(r->prog);
 }
 
+/* The kernel dump (nnc_cg_dump_kernels) of fx's compiled module, for
+ * tests that check which kernels the lowering chose; the caller frees it. */
+static inline char *fx_kernel_dump(fixture *fx) {
+  fx_run r;
+  fx_compile(fx, &r, 0);
+  FILE *f = tmpfile();
+  assert_non_null(f);
+  nnc_cg_dump_kernels(r.prog, f);
+  long len = ftell(f);
+  assert_true(len > 0);
+  char *dump = calloc((size_t)len + 1, 1);
+  assert_non_null(dump);
+  rewind(f);
+  assert_int_equal(fread(dump, 1, (size_t)len, f), (size_t)len);
+  fclose(f);
+  fx_release(&r);
+  return dump;
+}
+
 /* Same deterministic starting values on both sides. */
 static inline void fx_fill(fixture *fx, fx_run *r, nnc_interp *in) {
   const nnc_module *m = fx->m;
