@@ -2,12 +2,14 @@
 # Benchmark of data-parallel training (docs/distributed.md): one example's
 # -o trainer on Fashion-MNIST, in one run on the same two cores, as
 #   fused   one process x 2 threads, the ordinary step (./train alone)
-#   dp1     one process x 2 threads, the data-parallel step (--data-parallel)
-#   np2     2 processes x 1 thread under mpirun (the same bits as dp1),
+#   dp1     one process x 2 threads, the data-parallel step (--data-parallel;
+#           a model with batch norm runs the ordinary step in one process)
+#   np2     2 processes x 1 thread under mpirun (the same bits as dp1 and
+#           fused; with batch norm the ranks synchronise its statistics),
 #           yielding when idle, not bound to cores
 # Prints each one's samples/s (training steps only), test loss and accuracy,
 # and whether np2's final checkpoint equals dp1's and fused's tensor for
-# tensor (fused's too for models without batch norm or dropout).
+# tensor.
 #
 #   bench/distributed.sh [mlp|cnn] [EPOCHS]   (default: mlp 1; build first:
 #   cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release && cmake --build build-rel -j2)

@@ -77,7 +77,7 @@ const char *nnc_cg_profile_symbol(const nnc_kgraph *g); /* "nnc_train_profile" *
 
 /* The program's graphs, NULL where absent: train, eval, grad, update (the
  * order of the entry points and of profile counters). */
-void nnc_cg_graphs(const nnc_kprog *p, const nnc_kgraph *gs[4]);
+void nnc_cg_graphs(const nnc_kprog *p, const nnc_kgraph *gs[NNC_CG_NGRAPHS]);
 void nnc_cg_profile_report(FILE *out, const nnc_kgraph *g, const int64_t *counters);
 
 /* An ORC LLJIT for target t (jit.c). */

@@ -376,10 +376,10 @@ void nnc_cg_print_times(FILE *f, const char *what, const nnc_cg_times *t) {
 }
 
 void nnc_cg_print_kernel_count(FILE *f, const nnc_kprog *p) {
-  const nnc_kgraph *gs[4];
+  const nnc_kgraph *gs[NNC_CG_NGRAPHS];
   nnc_cg_graphs(p, gs);
   int n = 0, shared = 0;
-  for (int g = 0; g < 4; g++)
+  for (int g = 0; g < NNC_CG_NGRAPHS; g++)
     for (int i = 0; gs[g] && i < gs[g]->n; i++) {
       n++;
       shared += gs[g]->k[i]->same_as != NULL;

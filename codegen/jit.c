@@ -33,7 +33,8 @@ struct nnc_cg_program {
   nnc_kprog prog;
   nnc_rt_model model;
   LLVMOrcLLJITRef jit;
-  const int64_t *profile[4]; /* train, eval, grad, update counters (profile.c); NULL: off */
+  const int64_t *profile[NNC_CG_NGRAPHS]; /* train, eval, grad, update, grad_half counters
+                                             (profile.c); NULL: off */
   /* The second half of the compilation (finish), maybe on `finisher`. */
   nnc_cg_options opts;
   nnc_cg_target target;
@@ -83,6 +84,8 @@ static void fill_model(nnc_cg_program *prog, const nnc_module *m) {
   rt->correct_vec_off = buf_offset(p, p->output_buf[NNC_OUT_CORRECT_VEC]);
   rt->lr_off = buf_offset(p, p->output_buf[NNC_OUT_LR]);
   rt->micro_batches = m->micro_batches; /* no data-parallel step without grad_step */
+  rt->sync_stats = m->grad && m->grad->stat_ranks > 1;
+  rt->comm_off = p->comm_off;
   nnc_rt_tensor *ts =
       nnc_arena_alloc(&prog->arena, sizeof(nnc_rt_tensor) * (size_t)(m->ntensors + 1));
   for (int i = 0; i < m->ntensors; i++) {
@@ -99,6 +102,7 @@ static void fill_model(nnc_cg_program *prog, const nnc_module *m) {
     r->init_b = (float)t->init.b;
     r->fan_in = t->init.fan_in;
     r->fan_out = t->init.fan_out;
+    r->synced = t->synced;
   }
   rt->ntensors = m->ntensors;
   rt->tensors = ts;
@@ -175,20 +179,21 @@ static bool link_parts(nnc_cg_program *prog, nnc_cg_part *parts, const nnc_cg_op
       return false;
   }
   LLVMOrcExecutorAddress addr;
-  const nnc_kgraph *graphs[4];
+  const nnc_kgraph *graphs[NNC_CG_NGRAPHS];
   nnc_cg_graphs(&prog->prog, graphs);
-  static const char *const entries[4] = {"nnc_train_step", "nnc_eval_step", "nnc_grad_step",
-                                         "nnc_update_step"};
-  nnc_rt_entry *slots[4] = {&prog->model.train_step, &prog->model.eval_step, &prog->model.grad_step,
-                            &prog->model.update_step};
-  for (int g = 0; g < 4; g++) {
+  static const char *const entries[NNC_CG_NGRAPHS] = {
+      "nnc_train_step", "nnc_eval_step", "nnc_grad_step", "nnc_update_step", "nnc_grad_half_step"};
+  nnc_rt_entry *slots[NNC_CG_NGRAPHS] = {&prog->model.train_step, &prog->model.eval_step,
+                                         &prog->model.grad_step, &prog->model.update_step,
+                                         &prog->model.grad_half_step};
+  for (int g = 0; g < NNC_CG_NGRAPHS; g++) {
     if (!graphs[g]) continue;
     if (!nnc_cg_check(LLVMOrcLLJITLookup(prog->jit, &addr, entries[g]), "looking up an entry point",
                       err, errlen))
       return false;
     *slots[g] = (nnc_rt_entry)(uintptr_t)addr;
   }
-  for (int g = 0; g < 4 && o->profile; g++) {
+  for (int g = 0; g < NNC_CG_NGRAPHS && o->profile; g++) {
     if (!graphs[g]) continue;
     const char *sym = nnc_cg_profile_symbol(graphs[g]);
     if (!nnc_cg_check(LLVMOrcLLJITLookup(prog->jit, &addr, sym), "looking up the profile counters",
@@ -341,9 +346,9 @@ int64_t nnc_cg_output_offset(const nnc_cg_program *p, nnc_output_kind k) {
 }
 
 void nnc_cg_profile_print(const nnc_cg_program *p, FILE *out) {
-  const nnc_kgraph *graphs[4];
+  const nnc_kgraph *graphs[NNC_CG_NGRAPHS];
   nnc_cg_graphs(&p->prog, graphs);
-  for (int g = 0; g < 4; g++)
+  for (int g = 0; g < NNC_CG_NGRAPHS; g++)
     if (p->profile[g]) nnc_cg_profile_report(out, graphs[g], p->profile[g]);
 }
 
@@ -351,9 +356,9 @@ void nnc_cg_dump_kernels(const nnc_cg_program *p, FILE *out) {
   const nnc_kprog *kp = &p->prog;
   fprintf(out, "arena %lld bytes, temporaries from %lld\n", (long long)kp->arena_bytes,
           (long long)kp->temp_base);
-  const nnc_kgraph *gs[4];
+  const nnc_kgraph *gs[NNC_CG_NGRAPHS];
   nnc_cg_graphs(kp, gs);
-  for (int g = 0; g < 4; g++) {
+  for (int g = 0; g < NNC_CG_NGRAPHS; g++) {
     if (!gs[g]) continue;
     fprintf(out, "graph %s: %d kernels, %lld bytes of temporaries\n", gs[g]->name, gs[g]->n,
             (long long)gs[g]->temp_bytes);

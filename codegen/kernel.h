@@ -180,7 +180,15 @@ typedef struct nnc_kernel {
    * equals, its buffers placed at the same offsets, so both have the same
    * machine code: the backends call that kernel's function instead. */
   const struct nnc_kernel *same_as;
+  /* An allreduce (ops.def): the kernel copies its operand into its one
+   * written buffer, then the entry point calls the runtime's hook on that
+   * buffer (kprog.comm_off), which sums it over the ranks in place. */
+  bool allreduce;
 } nnc_kernel;
+
+/* The kernel graphs of a program, in the order nnc_cg_graphs lists them:
+ * train, eval, grad, update, grad_half. */
+enum { NNC_CG_NGRAPHS = 5 };
 
 typedef struct nnc_kgraph {
   const char *name; /* "train" / "eval" */
@@ -293,6 +301,12 @@ typedef struct nnc_kprog {
   bool has_train, has_eval;
   nnc_kgraph grad, update; /* data-parallel steps (module->grad, ->update) */
   bool has_grad, has_update;
+  nnc_kgraph grad_half; /* the rank step of G/2 ranks (module->grad_half) */
+  bool has_grad_half;
+  /* Byte offset in the arena of the all-reduce hook (nnc_rt_allreduce_hook:
+   * function, then context), read by the entry points after each allreduce
+   * kernel; -1 when no kernel all-reduces. */
+  int64_t comm_off;
   int64_t temp_base;         /* first byte of the temporaries (both graphs overlap) */
   int64_t arena_bytes;       /* total */
   int vector_width;          /* floats per vector of the target (gemm) */

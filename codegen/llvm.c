@@ -524,20 +524,20 @@ static int by_cost(const void *a, const void *b) {
  * (plan.c) goes where that kernel is. Depends only on the program, so
  * every part's emitter computes the same assignment. */
 static void assign_parts(emitter *E) {
-  const nnc_kgraph *gs[4];
+  const nnc_kgraph *gs[NNC_CG_NGRAPHS];
   nnc_cg_graphs(E->p, gs);
   double load[NNC_CG_MAX_PARTS] = {0};
-  load[0] =
-      ENTRY_COST * (double)(E->p->has_train + E->p->has_eval + E->p->has_grad + E->p->has_update);
+  load[0] = ENTRY_COST * (double)(E->p->has_train + E->p->has_eval + E->p->has_grad +
+                                  E->p->has_update + E->p->has_grad_half);
   int n = 0;
-  for (int g = 0; g < 4; g++)
+  for (int g = 0; g < NNC_CG_NGRAPHS; g++)
     n += gs[g] ? gs[g]->n : 0;
   kernel_ref *order = malloc(sizeof(kernel_ref) * (size_t)(n + 1));
   if (!order) nnc_ir_bug("codegen: out of memory");
   n = 0;
   for (int pass = 0; pass < 2; pass++) {
     int from = n;
-    for (int g = 0; g < 4; g++)
+    for (int g = 0; g < NNC_CG_NGRAPHS; g++)
       for (int i = 0; gs[g] && i < gs[g]->n; i++)
         if (gs[g]->k[i]->is_gemm == (pass == 0) && !gs[g]->k[i]->same_as)
           order[n++] = (kernel_ref){g, i, kernel_cost(gs[g]->k[i])};
@@ -563,7 +563,7 @@ static void assign_parts(emitter *E) {
   }
   free(order);
   /* Kernels with a train twin: the train graph's parts are all set. */
-  for (int g = 1; g < 4; g++)
+  for (int g = 1; g < NNC_CG_NGRAPHS; g++)
     for (int i = 0; gs[g] && gs[0] && i < gs[g]->n; i++)
       for (int j = 0; gs[g]->k[i]->same_as && j < gs[0]->n; j++)
         if (gs[0]->k[j] == gs[g]->k[i]->same_as) E->part_of[g][i] = E->part_of[0][j];
@@ -588,6 +588,34 @@ static void profile_add(emitter *E, LLVMValueRef counters, int at, LLVMValueRef 
   LLVMValueRef idx = LLVMConstInt(E->ti64, (unsigned long long)at, 0);
   LLVMValueRef ptr = LLVMBuildInBoundsGEP2(E->b, E->ti64, counters, &idx, 1, "");
   LLVMBuildStore(E->b, LLVMBuildAdd(E->b, LLVMBuildLoad2(E->b, E->ti64, ptr, ""), v, ""), ptr);
+}
+
+/* After an allreduce kernel (kernel.h): the runtime's hook, read from the
+ * arena at comm_off (nnc_rt_allreduce_hook: fn, ctx), is called on the
+ * kernel's buffer of n floats, fn(ctx, buf, n), when fn is set; in one
+ * process it is not (the sum over one rank is the value). */
+static void call_allreduce_hook(emitter *E, LLVMValueRef entry, LLVMValueRef arena,
+                                const nnc_kernel *k) {
+  const nnc_kbuf *b = &E->p->bufs[k->writes[0]];
+  if (E->p->comm_off < 0 || k->nwrites != 1 || b->type != NNC_KT_F32)
+    nnc_ir_bug("codegen: allreduce kernel %s without a hook or an f32 buffer", k->name);
+  LLVMValueRef off[3] = {LLVMConstInt(E->ti64, (unsigned long long)E->p->comm_off, 0),
+                         LLVMConstInt(E->ti64, (unsigned long long)E->p->comm_off + 8, 0),
+                         LLVMConstInt(E->ti64, (unsigned long long)b->offset, 0)};
+  LLVMValueRef fn = LLVMBuildLoad2(
+      E->b, E->tptr, LLVMBuildInBoundsGEP2(E->b, E->ti8, arena, &off[0], 1, ""), "hook");
+  LLVMValueRef ctx = LLVMBuildLoad2(
+      E->b, E->tptr, LLVMBuildInBoundsGEP2(E->b, E->ti8, arena, &off[1], 1, ""), "hook_ctx");
+  LLVMBasicBlockRef call = LLVMAppendBasicBlockInContext(E->ctx, entry, "allreduce");
+  LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(E->ctx, entry, "");
+  LLVMBuildCondBr(E->b, LLVMBuildIsNotNull(E->b, fn, ""), call, next);
+  LLVMPositionBuilderAtEnd(E->b, call);
+  LLVMTypeRef params[3] = {E->tptr, E->tptr, E->ti64};
+  LLVMValueRef args[3] = {ctx, LLVMBuildInBoundsGEP2(E->b, E->ti8, arena, &off[2], 1, ""),
+                          LLVMConstInt(E->ti64, (unsigned long long)b->numel, 0)};
+  LLVMBuildCall2(E->b, LLVMFunctionType(E->tvoid, params, 3, 0), fn, args, 3, "");
+  LLVMBuildBr(E->b, next);
+  LLVMPositionBuilderAtEnd(E->b, next);
 }
 
 /* Graph g's kernels of this part, and in part 0 its entry point, which
@@ -657,6 +685,7 @@ static void emit_entry(emitter *E, const nnc_kgraph *g, const int *part_of, cons
       LLVMValueRef args[3] = {arena, LLVMConstInt(E->ti64, 0, 0), n};
       LLVMBuildCall2(E->b, E->kfn_type, fns[i], args, 3, "");
     }
+    if (k->allreduce) call_allreduce_hook(E, entry, arena, k);
     if (profile) {
       LLVMValueRef t1 = LLVMBuildCall2(E->b, now_type, clock, NULL, 0, "");
       profile_add(E, counters, 2 * i, LLVMBuildSub(E->b, t1, t0, ""));
@@ -701,20 +730,20 @@ bool nnc_cg_emit_module(const nnc_kprog *p, int part, int nparts, LLVMModuleRef 
   E.base = calloc((size_t)p->nbufs + 1, sizeof(LLVMValueRef));
   E.scope_md = calloc((size_t)p->nbufs + 1, sizeof(LLVMValueRef));
   E.noalias_md = calloc((size_t)p->nbufs + 1, sizeof(LLVMValueRef));
-  const nnc_kgraph *gs[4];
+  const nnc_kgraph *gs[NNC_CG_NGRAPHS];
   nnc_cg_graphs(p, gs);
-  for (int g = 0; g < 4; g++) {
+  for (int g = 0; g < NNC_CG_NGRAPHS; g++) {
     E.part_of[g] = calloc((size_t)(gs[g] ? gs[g]->n : 0) + 1, sizeof(int));
     if (!E.part_of[g]) nnc_ir_bug("codegen: out of memory");
   }
   if (!E.base || !E.scope_md || !E.noalias_md) nnc_ir_bug("codegen: out of memory");
   assign_parts(&E);
-  static const char *const entries[4] = {"nnc_train_step", "nnc_eval_step", "nnc_grad_step",
-                                         "nnc_update_step"};
-  for (int g = 0; g < 4; g++)
+  static const char *const entries[NNC_CG_NGRAPHS] = {
+      "nnc_train_step", "nnc_eval_step", "nnc_grad_step", "nnc_update_step", "nnc_grad_half_step"};
+  for (int g = 0; g < NNC_CG_NGRAPHS; g++)
     if (gs[g]) emit_entry(&E, gs[g], E.part_of[g], entries[g], profile);
   if (p->deploy && part == 0) nnc_ll_emit_predict(&E, LLVMGetNamedFunction(mod, "nnc_eval_step"));
-  for (int g = 0; g < 4; g++)
+  for (int g = 0; g < NNC_CG_NGRAPHS; g++)
     free(E.part_of[g]);
   free(E.base);
   free(E.scope_md);

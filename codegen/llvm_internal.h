@@ -36,8 +36,8 @@ typedef struct emitter {
   /* The part of the program this module holds (of nparts), and the part
    * of every kernel: [0] train, [1] eval, by kernel index. */
   int part, nparts;
-  int *part_of[4]; /* train, eval, grad, update */
-  nnc_kqstore qs;  /* what the loop kernel being emitted stores in bytes (q NULL: nothing) */
+  int *part_of[NNC_CG_NGRAPHS]; /* train, eval, grad, update, grad_half */
+  nnc_kqstore qs; /* what the loop kernel being emitted stores in bytes (q NULL: nothing) */
   /* width > 0: an update pass emitted on vectors of `width` floats as a
    * product's epilogue (llvm_fused.c); nnc_ll_expr then gives vectors:
    * loads at the pass's own index read elements [flat, flat + lanes) (the

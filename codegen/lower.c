@@ -48,6 +48,10 @@ static void kernel_for(lower *L, const nnc_node *n) {
   case NNC_OP_COL2IM: nnc_lw_kernel_col2im(L, n); return;
   case NNC_OP_SCATTER_ADD: nnc_lw_kernel_scatter_add(L, n); return;
   case NNC_OP_MATMUL: nnc_lw_kernel_matmul(L, n); return;
+  case NNC_OP_ALLREDUCE: /* a copy of its operand (in memory), then the hook */
+    nnc_lw_kernel_elementwise(L, n);
+    L->kg->k[L->kg->n - 1]->allreduce = n->dtype == NNC_F32; /* f64: the identity */
+    return;
   /* inline ops stored for their readers: a loop nest over the node's
    * elements, or the end of a product's epilogue chain (bias, ReLU) */
   case NNC_OP_CONST:
@@ -65,7 +69,6 @@ static void kernel_for(lower *L, const nnc_node *n) {
   case NNC_OP_ERF:
   case NNC_OP_COS:
   case NNC_OP_FLOOR:
-  case NNC_OP_ALLREDUCE:
   case NNC_OP_CAST:
   case NNC_OP_ADD:
   case NNC_OP_SUB:
@@ -179,6 +182,7 @@ static bool lower_graph(nnc_kprog *p, const nnc_graph *g, nnc_kgraph *kg, char *
 
 bool nnc_cg_lower(nnc_kprog *p, const nnc_module *m, char *err, size_t errlen) {
   p->module = m;
+  p->comm_off = -1; /* plan.c places the hook if a kernel all-reduces */
   p->tensor_bufs = nnc_arena_alloc(p->arena, sizeof(int) * (size_t)(m->ntensors + 1));
   for (int i = 0; i < NNC_IN_COUNT_; i++)
     p->input_buf[i] = -1;
@@ -206,6 +210,10 @@ bool nnc_cg_lower(nnc_kprog *p, const nnc_module *m, char *err, size_t errlen) {
   if (m->update) {
     p->has_update = true;
     if (!lower_graph(p, m->update, &p->update, err, errlen)) return false;
+  }
+  if (m->grad_half) {
+    p->has_grad_half = true;
+    if (!lower_graph(p, m->grad_half, &p->grad_half, err, errlen)) return false;
   }
   return true;
 }

@@ -50,7 +50,7 @@ nnc_lw_op_traits nnc_lw_traits(nnc_op op) {
   case NNC_OP_COS:         T(1, 0, 0, NONE,   COS);
   case NNC_OP_FLOOR:       T(1, 0, 0, NONE,   FLOOR);
   case NNC_OP_CAST:        T(1, 0, 0, NONE,   NO);
-  case NNC_OP_ALLREDUCE:   T(1, 1, 0, NONE,   NO);
+  case NNC_OP_ALLREDUCE:   T(1, 0, 0, ALL,    NO);
   case NNC_OP_ADD:         T(1, 1, 0, NONE,   ADD);
   case NNC_OP_SUB:         T(1, 1, 0, NONE,   SUB);
   case NNC_OP_MUL:         T(1, 1, 0, NONE,   MUL);
@@ -306,6 +306,13 @@ static node_state decide_shared(lower *L, const nnc_node *n) {
 }
 
 void nnc_lw_decide(lower *L) {
+  /* an f32 allreduce has a kernel of its own, after which the runtime's
+   * hook sums its memory over the ranks; its readers read that memory (the
+   * hook takes floats: the front end's models are f32; an f64 one is the
+   * identity, one process's sum) */
+  for (int id = 0; id < L->nn; id++)
+    if (L->live[id] && L->g->nodes[id]->op == NNC_OP_ALLREDUCE && L->g->nodes[id]->dtype == NNC_F32)
+      L->force[id] = true;
   for (int id = L->nn - 1; id >= 0; id--) {
     nnc_node *n = L->g->nodes[id];
     if (!L->live[id]) continue;
@@ -336,7 +343,8 @@ void nnc_lw_decide(lower *L) {
  * the same size, or a prefix of it for the micro-batch graph of
  * data-parallel training (its batch is a part of the others'). */
 static bool fits(const lower *L, const nnc_kbuf *b, int64_t numel) {
-  return b->numel == numel || (L->g == L->p->module->grad && numel < b->numel);
+  const nnc_module *m = L->p->module;
+  return b->numel == numel || ((L->g == m->grad || L->g == m->grad_half) && numel < b->numel);
 }
 
 int nnc_lw_output_slot(lower *L, nnc_output_kind k, const nnc_node *n) {

@@ -187,6 +187,12 @@ static void fuse(lower *L, group *G, nnc_kernel *k) {
   nnc_kgraph_add(L->a, kg, k);
 }
 
+/* Updates of one shape and dtype share a pass, except that buffers (batch
+ * norm's running statistics) have passes of their own: the same kernel in
+ * the ordinary step and in the rank steps of synchronised statistics, so
+ * compiled alike (a pass with an optimizer's arithmetic beside it may be
+ * instruction-selected otherwise, contracting other multiply-adds), the
+ * same bits. */
 void nnc_lw_assign_groups(lower *L) {
   const nnc_graph *g = L->g;
   L->group_of = nnc_arena_alloc(L->a, sizeof(int) * (size_t)(g->nupdates + 1));
@@ -195,7 +201,9 @@ void nnc_lw_assign_groups(lower *L) {
     int gi = -1;
     for (int v = 0; v < u && gi < 0; v++) {
       const nnc_tensor *s = &L->p->module->tensors[g->updates[v].tensor];
-      if (nnc_shape_eq(&s->shape, &t->shape) && s->dtype == t->dtype) gi = L->group_of[v];
+      if (nnc_shape_eq(&s->shape, &t->shape) && s->dtype == t->dtype &&
+          (s->role == NNC_ROLE_BUFFER) == (t->role == NNC_ROLE_BUFFER))
+        gi = L->group_of[v];
     }
     L->group_of[u] = gi >= 0 ? gi : L->ngroups++;
   }

@@ -236,12 +236,28 @@ static int64_t *share_kernels(nnc_kprog *p, const nnc_kgraph *from, nnc_kgraph *
   return fixed;
 }
 
+/* Whether a step all-reduces (the rank steps of synchronised batch
+ * statistics; any graph with an allreduce). */
+static bool has_allreduce(const nnc_kprog *p) {
+  const nnc_kgraph *gs[NNC_CG_NGRAPHS] = {
+      p->has_train ? &p->train : NULL, p->has_eval ? &p->eval : NULL, p->has_grad ? &p->grad : NULL,
+      p->has_update ? &p->update : NULL, p->has_grad_half ? &p->grad_half : NULL};
+  for (int g = 0; g < NNC_CG_NGRAPHS; g++)
+    for (int i = 0; gs[g] && i < gs[g]->n; i++)
+      if (gs[g]->k[i]->allreduce) return true;
+  return false;
+}
+
 void nnc_cg_plan(nnc_kprog *p) {
   int64_t off = 0;
   for (int role = NNC_ROLE_PARAM; role <= NNC_ROLE_GRAD; role++)
     off = place_fixed(p, off, NNC_KBUF_TENSOR, role);
   off = place_fixed(p, off, NNC_KBUF_INPUT, 0);
   off = place_fixed(p, off, NNC_KBUF_OUTPUT, 0);
+  if (has_allreduce(p)) { /* the runtime's hook: a function and its context */
+    p->comm_off = off;
+    off += ALIGN;
+  }
   p->temp_base = off;
   int64_t temps = 0;
   if (p->has_train) {
@@ -254,8 +270,9 @@ void nnc_cg_plan(nnc_kprog *p) {
     free(fixed);
     if (p->eval.temp_bytes > temps) temps = p->eval.temp_bytes;
   }
-  nnc_kgraph *dp[2] = {p->has_grad ? &p->grad : NULL, p->has_update ? &p->update : NULL};
-  for (int i = 0; i < 2; i++)
+  nnc_kgraph *dp[3] = {p->has_grad ? &p->grad : NULL, p->has_update ? &p->update : NULL,
+                       p->has_grad_half ? &p->grad_half : NULL};
+  for (int i = 0; i < 3; i++)
     if (dp[i]) {
       dp[i]->temp_bytes = place_temps(p, dp[i], off, NULL);
       if (dp[i]->temp_bytes > temps) temps = dp[i]->temp_bytes;

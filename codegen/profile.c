@@ -23,15 +23,17 @@ int64_t nnc_cg_profile_now(void) {
 const char *nnc_cg_profile_symbol(const nnc_kgraph *g) {
   if (!strcmp(g->name, "eval")) return "nnc_eval_profile";
   if (!strcmp(g->name, "grad")) return "nnc_grad_profile";
+  if (!strcmp(g->name, "grad_half")) return "nnc_grad_half_profile";
   if (!strcmp(g->name, "update")) return "nnc_update_profile";
   return "nnc_train_profile";
 }
 
-void nnc_cg_graphs(const nnc_kprog *p, const nnc_kgraph *gs[4]) {
+void nnc_cg_graphs(const nnc_kprog *p, const nnc_kgraph *gs[NNC_CG_NGRAPHS]) {
   gs[0] = p->has_train ? &p->train : NULL;
   gs[1] = p->has_eval ? &p->eval : NULL;
   gs[2] = p->has_grad ? &p->grad : NULL;
   gs[3] = p->has_update ? &p->update : NULL;
+  gs[4] = p->has_grad_half ? &p->grad_half : NULL;
 }
 
 typedef struct row {

@@ -209,7 +209,6 @@ bool nnc_sema_build(nnc_sema *s) {
   const nnc_ast *model = s->train_model;
   nnc_module *m = nnc_module_new(s->arena, model->str);
   m->config = s->cfg;
-  m->stat_ranks = s->stat_ranks_set;
   nnc_shape out;
   nnc_dtype out_t;
   if (!nnc_lower_type(s, model->list.items[0]->type, &m->sample_dtype, &m->sample_shape) ||
@@ -218,6 +217,7 @@ bool nnc_sema_build(nnc_sema *s) {
   if (!check_loss(s, &out)) return false;
   if (!build_graph(s, m, "train", true, &out) || !build_graph(s, m, "eval", false, &out))
     return false;
+  if (m->train) m->train->stat_ranks = s->stat_ranks_set;
   if (!check_patterns(s, m)) return false;
   s->module = m;
   return true;

@@ -22,6 +22,11 @@
  *    order the micro-batch's sum adds), then log2(G) levels of
  *    [n, ...] as [n/2, 2, ...] summed over axis 1: 0 + a + b, that is
  *    a + b, so level by level ((c0 + c1) + (c2 + c3)).
+ * With G = 1 (a rank of one micro-batch, whose step must sum as one chunk
+ * of the ordinary step) only the sums are rewritten, as [1, d0, ...]:
+ * the reduction over the chunk's axes is then the same kernel as the
+ * ordinary step's chunk sums (over [d0, ...] its loops differ, and so
+ * did its bits).
  * RMAX and ARGMAX need nothing (a maximum is exact in any order).
  * A RAND over the batch (dim 0 the batch: a dropout mask) gets attr[1] = G
  * and leads: micro-batch g's part draws with g's seed and its own index,
@@ -254,14 +259,14 @@ bool nnc_chunk_draws_exact(const nnc_graph *g, int64_t chunks) {
 }
 
 void nnc_chunk_batch_sums(nnc_graph *g, int64_t chunks) {
-  if (!g || chunks < 2 || (chunks & (chunks - 1))) return;
+  if (!g || chunks < 1 || (chunks & (chunks - 1))) return;
   int n0 = g->nnodes;
   bool *lead = leading_nodes(g, chunks);
   bool appended = false;
   for (int i = 0; i < n0; i++) {
     nnc_node *n = g->nodes[i];
-    if (n->op == NNC_OP_MATMUL && sums_batch(n, lead)) n->attr[2] = chunks;
-    if (n->op == NNC_OP_RAND && lead[n->id]) n->attr[1] = chunks;
+    if (n->op == NNC_OP_MATMUL && sums_batch(n, lead) && chunks > 1) n->attr[2] = chunks;
+    if (n->op == NNC_OP_RAND && lead[n->id] && chunks > 1) n->attr[1] = chunks;
     if (n->op == NNC_OP_SUM && sums_batch(n, lead)) {
       chunk_sum(g, n, chunks);
       appended = true;

@@ -213,6 +213,14 @@ typedef struct nnc_graph {
   int nupdates, update_cap;
   nnc_node **param_nodes; /* per tensor: its PARAM node here, or NULL */
   int param_cap;
+  /* >= 1: a training graph that is one of stat_ranks ranks' parts of the
+   * batch, with batch-norm statistics synchronised across them (front end,
+   * nnc_frontend_options.stat_ranks; the driver's rank graphs): a sum over
+   * its batch stands for the sum over all ranks (simplify.c), and
+   * nnc_build_data_parallel scales its loss by 1/stat_ranks and keeps its
+   * buffers' updates (nnc_sync_batch_sums makes them the same on every
+   * rank). 0: an ordinary graph (micro-batches normalise alone). */
+  int64_t stat_ranks;
 } nnc_graph;
 
 typedef struct nnc_module {
@@ -232,13 +240,10 @@ typedef struct nnc_module {
   nnc_graph *grad;
   nnc_graph *update;
   int64_t micro_batches;
-  /* >= 1: the training graph is one of stat_ranks ranks' parts of the
-   * batch with batch-norm statistics synchronised across them (front end,
-   * nnc_frontend_options.stat_ranks): nnc_build_data_parallel then scales
-   * the loss by 1/stat_ranks and keeps the buffers' updates in `grad`
-   * (nnc_sync_batch_sums makes them the same on every rank). 0: the
-   * micro-batches normalise alone. */
-  int64_t stat_ranks;
+  /* With synchronised batch statistics (grad->stat_ranks = G = 4): the
+   * rank graph of G/2 ranks, B/2 samples of two micro-batches each, its
+   * gradients into the same GRAD tensors as `grad`'s. NULL otherwise. */
+  nnc_graph *grad_half;
   nnc_train_config config;
   nnc_shape sample_shape; /* shape of one input sample */
   nnc_dtype sample_dtype;

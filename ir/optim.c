@@ -453,28 +453,53 @@ bool nnc_build_training(nnc_module *m, char *err, size_t errlen) {
  *
  * so that the sum of the G micro-batches' gradients is the gradient of the
  * global batch's loss (the update adds the penalties' once), and stores
- * each gradient into a
- * tensor "grad.<param>" (role GRAD). A rank's graph with synchronised
- * statistics (module->stat_ranks = N) is the global batch's step at B/N:
- * its loss is scaled by 1/N and its buffers' updates stay in it. The update graph m->update reads
- * those tensors (which the runtime has replaced by the sum over all micro-batches of all ranks) as
- * the gradients and does what nnc_build_training does after differentiating. The learning rate and
- * optimizer state are the same graph code on the same tensors, so checkpoints do not change. */
-bool nnc_build_data_parallel(nnc_module *m, char *err, size_t errlen) {
-  build b = {m, m->grad, NNC_F32, err, errlen};
-  if (!m->grad || m->micro_batches < 1) return fail(&b, "no micro-batch graph to build from");
-  /* a rank's part of synchronised statistics: 1/N of the global loss */
-  double g_inv = 1.0 / (double)(m->stat_ranks >= 1 ? m->stat_ranks : m->micro_batches);
+ * each gradient into a tensor "grad.<param>" (role GRAD). A rank's graph
+ * with synchronised statistics (graph stat_ranks = N) is the global
+ * batch's step at B/N: its loss is scaled by 1/N and its buffers' updates
+ * stay in it; so is m->grad_half (N = 2), which stores into the same GRAD
+ * tensors. The update graph m->update reads those tensors (which the
+ * runtime has replaced by the sum over all micro-batches of all ranks) as
+ * the gradients and does what nnc_build_training does after
+ * differentiating. The learning rate and optimizer state are the same
+ * graph code on the same tensors, so checkpoints do not change. */
+static double loss_scale(const nnc_module *m, const nnc_graph *g) {
+  if (m->config.reduction != NNC_REDUCE_MEAN) return 1;
+  return 1.0 / (double)(g->stat_ranks >= 1 ? g->stat_ranks : m->micro_batches);
+}
+
+/* m->grad_half's gradients into the GRAD tensors m->grad's went to. */
+static bool build_grad_half(nnc_module *m, char *err, size_t errlen) {
+  build b = {m, m->grad_half, NNC_F32, err, errlen};
   param *ps = malloc(sizeof(param) * (size_t)(m->ntensors + 1));
   if (!ps) nnc_ir_bug("optim: out of memory");
   int kept = 0;
-  bool ok = differentiate(&b, m->config.reduction == NNC_REDUCE_MEAN ? g_inv : 1, ps, &kept);
+  bool ok = differentiate(&b, loss_scale(m, m->grad_half), ps, &kept);
+  for (int i = 0; ok && i < kept; i++) {
+    const char *name = nnc_arena_printf(m->arena, "grad.%s", m->tensors[ps[i].tensor].name);
+    int t = nnc_module_find_tensor(m, name);
+    if (t < 0)
+      ok = fail(&b, "internal error: the rank graph's %s has no tensor", name);
+    else
+      nnc_graph_add_update(m->grad_half, t, ps[i].grad);
+  }
+  free(ps);
+  return ok;
+}
+
+bool nnc_build_data_parallel(nnc_module *m, char *err, size_t errlen) {
+  build b = {m, m->grad, NNC_F32, err, errlen};
+  if (!m->grad || m->micro_batches < 1) return fail(&b, "no micro-batch graph to build from");
+  param *ps = malloc(sizeof(param) * (size_t)(m->ntensors + 1));
+  if (!ps) nnc_ir_bug("optim: out of memory");
+  int kept = 0;
+  bool ok = differentiate(&b, loss_scale(m, m->grad), ps, &kept);
   nnc_init zeros = {NNC_INIT_ZEROS, 0, 0, 0, 0};
-  /* Buffers (batch-norm running statistics): each micro-batch's new value,
-   * from the value before the step, goes to "bufnew.<buffer>"; the runtime
-   * sets the buffer to the mean over the micro-batches (the blend with the
-   * mean statistics), the same on every rank. */
-  for (int i = 0; ok && m->stat_ranks < 1 && i < m->grad->nupdates; i++) {
+  /* Buffers (batch-norm running statistics) of micro-batches that
+   * normalise alone: each micro-batch's new value, from the value before
+   * the step, goes to "bufnew.<buffer>"; the runtime sets the buffer to the
+   * mean over the micro-batches (the blend with the mean statistics), the
+   * same on every rank. */
+  for (int i = 0; ok && m->grad->stat_ranks < 1 && i < m->grad->nupdates; i++) {
     const nnc_tensor *buf = &m->tensors[m->grad->updates[i].tensor];
     if (buf->role != NNC_ROLE_BUFFER) continue;
     char *name = nnc_arena_printf(m->arena, "bufnew.%s", buf->name);
@@ -497,5 +522,5 @@ bool nnc_build_data_parallel(nnc_module *m, char *err, size_t errlen) {
     ok = apply_updates(&b, ps, kept);
   }
   free(ps);
-  return ok;
+  return ok && (!m->grad_half || build_grad_half(m, err, errlen));
 }

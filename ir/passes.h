@@ -60,7 +60,10 @@ void nnc_ir_topo_sort(nnc_graph *g);
  * sums over consecutive micro-batches of samples, each summed as a step of
  * that micro-batch alone sums it, added as the runtime adds the
  * micro-batches' gradients: the pairwise tree (c0 + c1) + (c2 + c3).
- * chunks must be a power of two. Run after nnc_simplify. */
+ * chunks must be a power of two; 1 (a rank step of one micro-batch)
+ * rewrites the sums over axis 0 alone, as sums over [1, d0, ...]: the form,
+ * and so the kernels, of one chunk of the ordinary step's. Run after
+ * nnc_simplify. */
 void nnc_chunk_batch_sums(nnc_graph *g, int64_t chunks);
 /* Makes g a rank's step of a data-parallel step with synchronised batch
  * statistics (chunk.c): after each sum over the batch whose value is used

@@ -150,4 +150,5 @@ void nnc_ir_print_module(FILE *out, const nnc_module *m) {
   if (m->eval) nnc_ir_print_graph(out, m->eval);
   if (m->grad) nnc_ir_print_graph(out, m->grad);
   if (m->update) nnc_ir_print_graph(out, m->update);
+  if (m->grad_half) nnc_ir_print_graph(out, m->grad_half);
 }

@@ -56,7 +56,7 @@ static void make_const(nnc_node *n, double v) {
 }
 
 /* How many values the sum n of x adds. In a rank's graph of synchronised
- * batch statistics (module->stat_ranks = N > 1, nnc_sync_batch_sums) a sum
+ * batch statistics (graph stat_ranks = N > 1, nnc_sync_batch_sums) a sum
  * over a batch axis 0 (x's dim 0 the rank's samples, or a multiple of them:
  * images' pixels) stands for the sum over every rank's samples: N times
  * the rank's count, the number the one-process step uses. (A sum over
@@ -65,7 +65,7 @@ static void make_const(nnc_node *n, double v) {
 static double sum_count(const nnc_graph *g, const nnc_node *x, const nnc_node *n) {
   double count = (double)(nnc_shape_numel(&x->shape) / nnc_shape_numel(&n->shape));
   const nnc_node *in = g->inputs[NNC_IN_X];
-  int64_t ranks = g->module ? g->module->stat_ranks : 0;
+  int64_t ranks = g->stat_ranks;
   if (ranks > 1 && in && in->shape.rank >= 1 && (n->attr[0] & 1) && x->shape.rank >= 1 &&
       x->shape.dim[0] % in->shape.dim[0] == 0)
     count *= (double)ranks;

@@ -122,6 +122,16 @@ int nnc_rt_comm_allreduce_tree(const nnc_rt_comm *c, float *buf, int64_t n, floa
                                nnc_rt_error *err);
 int64_t nnc_rt_comm_scratch_floats(const nnc_rt_comm *c, int64_t n);
 
+/* What a rank step of synchronised batch statistics calls to sum n floats
+ * over the ranks in place (the same tree as nnc_rt_comm_allreduce_tree),
+ * as it stands in the arena at nnc_rt_model.comm_off. fn NULL: one
+ * process, no call. Errors stay in ctx (the runtime checks them after the
+ * step). */
+typedef struct nnc_rt_allreduce_hook {
+  void (*fn)(void *ctx, float *buf, int64_t n);
+  void *ctx;
+} nnc_rt_allreduce_hook;
+
 /* Sums count vectors of n floats (vec[i * n ..]) in place into vec[0..n)
  * as a pairwise tree (count a power of two): the order the data-parallel
  * step uses for micro-batches, on one rank and across ranks alike. */
@@ -298,6 +308,10 @@ typedef struct nnc_rt_tensor {
   int init;       /* enum nnc_rt_init_kind */
   float init_a, init_b;
   int64_t fan_in, fan_out;
+  /* A GRAD tensor that a rank step of synchronised batch statistics
+   * computes from sums over every rank: it holds the global batch's
+   * gradient on every rank, and is not added across the ranks again. */
+  int synced;
 } nnc_rt_tensor;
 
 /* Elements of a tensor of this shape (1 for rank 0). */
@@ -336,6 +350,18 @@ typedef struct nnc_rt_model {
   int64_t micro_batches;
   nnc_rt_entry grad_step;
   nnc_rt_entry update_step;
+  /* Synchronised batch statistics (sync_stats = 1: a model with batch
+   * norm): grad_step is instead the step of rank r of micro_batches ranks
+   * (its one micro-batch at x_off, the global batch's statistics), and
+   * grad_half_step (when micro_batches = 4) that of 2 ranks (two
+   * micro-batches each). Each sum over the batch used within the step is
+   * summed over the ranks, inside the step, by the hook the runtime puts
+   * at comm_off (nnc_rt_allreduce_hook; its fn NULL: one process). The
+   * buffers come out the same on every rank; GRAD tensors marked synced
+   * hold the global gradient already. */
+  int sync_stats;
+  nnc_rt_entry grad_half_step;
+  int64_t comm_off;
   /* Optional (NULL in standalone trainers): `nnc run` generates machine
    * code while the session loads data. The session calls ready(ready_ctx)
    * before the first step; train_step and eval_step are valid only after

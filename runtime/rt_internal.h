@@ -259,6 +259,16 @@ typedef struct nnc_rt_dp {
    * (tensor "bufnew.<name>" -> tensor <name>): batch-norm statistics. */
   int nbuffers;
   int *buffer_new, *buffer;
+  /* Synchronised batch statistics (model sync_stats): the rank step runs
+   * `rows` samples (per micro-batches) with `step`; its allreduces call
+   * the hook, which sums into place with `hook_scratch`. */
+  int sync;
+  nnc_rt_entry step;
+  int64_t rows;
+  float *hook_scratch;
+  int64_t hook_scratch_n;
+  int hook_failed; /* a hook's collective failed: hook_err says why */
+  nnc_rt_error hook_err;
 } nnc_rt_dp;
 int nnc_rt_dp_init(nnc_rt_dp *dp, const nnc_rt_model *m, const nnc_rt_comm *comm,
                    nnc_rt_error *err);

@@ -632,16 +632,20 @@ static void print_plan(const session *S, const nnc_rt_dataset *val) {
           (long long)S->spec.epochs, S->spec.epochs == 1 ? "" : "s", threads,
           threads == 1 ? "" : "s", (unsigned long long)S->spec.seed,
           val == &S->test ? "; validating on the test set" : "");
-  if ((S->f.data_parallel || S->comm != &S->single) && S->m->micro_batches > 0 && S->m->grad_step) {
+  /* one process of synchronised batch norm runs the ordinary step */
+  int sync_alone = S->m->sync_stats && S->comm->size == 1;
+  if ((S->f.data_parallel || S->comm != &S->single) && S->m->micro_batches > 0 && S->m->grad_step &&
+      !sync_alone) {
     int64_t g = S->m->micro_batches, floats = 0;
     for (int i = 0; i < S->m->ntensors; i++)
-      if (S->m->tensors[i].role == NNC_RT_GRAD)
+      if (S->m->tensors[i].role == NNC_RT_GRAD && !S->m->tensors[i].synced)
         floats += nnc_rt_numel(S->m->tensors[i].rank, S->m->tensors[i].shape);
     fprintf(stderr,
-            "data-parallel: %d process%s (%s), each batch %lld micro-batches of %lld; %lld "
+            "data-parallel: %d process%s (%s), each batch %lld micro-batches of %lld%s; %lld "
             "gradient bytes per process and step\n",
             S->comm->size, S->comm->size == 1 ? "" : "es", S->comm->engine, (long long)g,
-            (long long)(S->m->batch / g), (long long)(floats * 4));
+            (long long)(S->m->batch / g), S->m->sync_stats ? ", batch norm synchronised" : "",
+            (long long)(floats * 4));
   }
 }
 

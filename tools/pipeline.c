@@ -6,7 +6,10 @@
  *                      training, its gradient step and m->update)
  *   simplify           folding, CSE, DCE on every graph
  *   chunk_batch        with a data-parallel step: the training step's sums
- *                      over the batch in that step's order (same bits)
+ *                      over the batch in that step's order (same bits); rank
+ *                      graphs of synchronised batch norm: an allreduce after
+ *                      each batch sum used within the step, their sums
+ *                      chunked as their part of the tree
  *
  * After each pass the IR is verified (debug builds, or NNC_DEBUG=1) and
  * optionally printed (NNC_DUMP_AFTER=pass|all) with the pass's time.
@@ -46,8 +49,8 @@ static bool after(nnc_module *m, const nnc_pipeline_opts *o, const char *name, d
                   char *err, size_t errlen) {
   if (o->timing && o->dump) fprintf(o->dump, "nnc: pass %-16s %8.3f ms\n", name, 1e3 * secs);
   if (o->verify) {
-    nnc_graph *gs[4] = {m->train, m->eval, m->grad, m->update};
-    for (int i = 0; i < 4; i++) {
+    nnc_graph *gs[5] = {m->train, m->eval, m->grad, m->update, m->grad_half};
+    for (int i = 0; i < 5; i++) {
       char why[512];
       if (gs[i] && !nnc_ir_verify(gs[i], why, sizeof why)) {
         snprintf(err, errlen, "internal error: IR invalid after %s: %s", name, why);
@@ -80,18 +83,51 @@ static bool check_dump_after(const nnc_pipeline_opts *o, char *err, size_t errle
 /* Whether the training step g can give the data-parallel step's bits once
  * its batch sums are chunked: its random masks (dropout) draw over the
  * batch, so each micro-batch's part can draw as the data-parallel step
- * does, and it updates no buffers (batch norm normalises a micro-batch
- * with its own statistics there). Otherwise the step is left as it is,
- * the faster. nnc_chunk_batch_sums can chunk a batch-norm step (the order
- * of ranks with synchronised statistics, nnc_sync_batch_sums), but until
- * the trainer runs such ranks it would only cost: the CNN's chunked conv
- * weight gradients (no K blocks) took 2.6-4x as long, the step 25-35%
- * more (docs/distributed.md, "Synchronised batch norm"). */
+ * does. A step that updates buffers (batch norm) is chunked too: its
+ * statistics and their backward sums become the G chunk sums added as the
+ * tree, the order of the rank graphs with synchronised statistics
+ * (sync_ranks below). It costs: a chunked product has no K blocks, and
+ * the CNN's conv weight gradients are such products (docs/distributed.md,
+ * "Synchronised batch norm"). */
 static bool exact_step(const nnc_graph *g, int64_t chunks) {
-  if (!nnc_chunk_draws_exact(g, chunks)) return false;
-  for (int i = 0; i < g->nupdates; i++)
-    if (g->module->tensors[g->updates[i].tensor].role == NNC_ROLE_BUFFER) return false;
+  return nnc_chunk_draws_exact(g, chunks);
+}
+
+/* A rank graph g of synchronised statistics (g->stat_ranks = N ranks of a
+ * batch of G micro-batches): its batch sums used within the step get an
+ * allreduce, then its own G/N chunks are summed as its subtree. The GRAD
+ * tensors it marks synced must be those every other rank graph marks. */
+static bool sync_ranks(nnc_module *m, nnc_graph *g, bool *synced, bool first, char *err,
+                       size_t errlen) {
+  nnc_sync_batch_sums(g, m->micro_batches / g->stat_ranks);
+  nnc_chunk_batch_sums(g, m->micro_batches / g->stat_ranks);
+  for (int t = 0; t < m->ntensors; t++) {
+    if (m->tensors[t].role != NNC_ROLE_GRAD) continue;
+    if (!first && synced[t] != m->tensors[t].synced) {
+      snprintf(err, errlen, "internal error: the rank graphs disagree on %s", m->tensors[t].name);
+      return false;
+    }
+    synced[t] = m->tensors[t].synced;
+    m->tensors[t].synced = false; /* for the next graph */
+  }
   return true;
+}
+
+/* The rank graphs of synchronised statistics, each synchronised. */
+static bool sync_rank_graphs(nnc_module *m, char *err, size_t errlen) {
+  nnc_graph *gs[2] = {m->grad, m->grad_half};
+  bool *synced = calloc((size_t)m->ntensors + 1, sizeof(bool));
+  if (!synced) nnc_ir_bug("pipeline: out of memory");
+  bool ok = true, first = true;
+  for (int i = 0; i < 2 && ok; i++)
+    if (gs[i] && gs[i]->stat_ranks > 1) {
+      ok = sync_ranks(m, gs[i], synced, first, err, errlen);
+      first = false;
+    }
+  for (int t = 0; t < m->ntensors; t++)
+    m->tensors[t].synced = synced[t];
+  free(synced);
+  return ok;
 }
 
 bool nnc_pipeline_run(nnc_module *m, const nnc_pipeline_opts *o, char *err, size_t errlen) {
@@ -110,6 +146,7 @@ bool nnc_pipeline_run(nnc_module *m, const nnc_pipeline_opts *o, char *err, size
   if (m->train) nnc_simplify(m->train);
   if (m->eval) nnc_simplify(m->eval);
   if (m->grad) nnc_simplify(m->grad);
+  if (m->grad_half) nnc_simplify(m->grad_half);
   if (m->update) nnc_simplify(m->update);
   if (!after(m, o, pass_names[2], now_s() - t, err, errlen)) return false;
 
@@ -119,5 +156,6 @@ bool nnc_pipeline_run(nnc_module *m, const nnc_pipeline_opts *o, char *err, size
     nnc_chunk_batch_sums(m->train, chunks);
     m->micro_batches = chunks; /* the runtime sums losses per micro-batch */
   }
+  if (m->grad && !sync_rank_graphs(m, err, errlen)) return false;
   return after(m, o, pass_names[3], now_s() - t, err, errlen);
 }

@@ -15,9 +15,12 @@
 #   dropout  the MLP with dropout after both hidden layers (each micro-batch
 #            draws its masks with its own seed, in the ordinary step too):
 #            one plain process (1 and 3 threads) = --data-parallel = -np 2
-#   cnn      examples/fashion_cnn.nn (batch norm, dropout, hflip) on
-#            generated data: -np 2 = one process with --data-parallel, bit
-#            for bit; one plain process at 1 and 3 threads alike
+#   cnn      synchronised batch norm: a small CNN with batch norm after a
+#            convolution and a dense layer, dropout and hflip, on generated
+#            data: one plain process (1 and 3 threads) = -np 2 = -np 4 =
+#            nnc run under -np 2, bit for bit; resumed from -np 2 under
+#            -np 4 and one process; -np 3 refused; examples/fashion_cnn.nn
+#            plain = -np 2
 #   resume   an -np 2 checkpoint after 1 epoch resumed under -np 4 and
 #            under one process to 2 epochs = 2 epochs straight under -np 2
 #   errors   -np 3 (does not divide 4 micro-batches) is refused; a data error
@@ -190,16 +193,57 @@ fi
 
 if want cnn; then
   begin cnn
-  run build "$NNC" "$EX/fashion_cnn.nn" -o cnn && expect_rc build 0
-  common=(--data gen --epochs 1 --threads 1 --quiet --no-log)
-  run one ./cnn "${common[@]}" --data-parallel --checkpoint one.st && expect_rc one 0
-  run np2 mpi 2 ./cnn "${common[@]}" --checkpoint np2.st && expect_rc np2 0 && same one.st np2.st
-  # not yet the bits of -np 2: those ranks normalise micro-batches alone
-  # (docs/distributed.md, "Synchronised batch norm")
-  for t in 1 3; do
-    run plain$t ./cnn "${common[@]}" --threads $t --checkpoint plain$t.st && expect_rc plain$t 0
+  # Synchronised batch norm: each rank's step sums its part of the batch
+  # statistics, the ranks' parts added inside the step as the top of the
+  # ordinary step's tree. A small CNN (batch norm after a convolution and
+  # after a dense layer, dropout, random flips), 1 epoch: one plain process
+  # (1 and 3 threads) = -np 2 = -np 4 = nnc run under -np 2; resumed across
+  # N; 3 processes refused.
+  cat >small.nn <<'NN'
+data d = idx("fashion-mnist") {
+  scale = 1/255
+  augment = [hflip(p = 0.5)]
+}
+model c(x: f32[1, 28, 28]) -> f32[10] {
+  h = relu(batchnorm(conv2d(x, 8, kernel = 3, padding = 1)))
+  h = maxpool(h, 4)
+  h = dropout(flatten(h), 0.25)
+  h = relu(batchnorm(dense(h, 32)))
+  return dense(h, 10)
+}
+train {
+  model = c   data = d.train   validate = d.test   loss = cross_entropy
+  optimizer = adam(lr = 1e-3)   metrics = [loss, accuracy]
+  batch = 32   epochs = 1   seed = 7
+}
+NN
+  run build "$NNC" small.nn -o small && expect_rc build 0
+  common=(--data gen --threads 1 --quiet --no-log)
+  run one ./small "${common[@]}" --checkpoint one.st && expect_rc one 0
+  run three ./small "${common[@]}" --threads 3 --checkpoint three.st && expect_rc three 0 &&
+    same one.st three.st
+  for n in 2 4; do
+    run np$n mpi $n ./small "${common[@]}" --checkpoint np$n.st && expect_rc np$n 0 &&
+      same one.st np$n.st
+    diff <(grep '^test:' one.out) <(grep '^test:' np$n.out) >/dev/null ||
+      fail "np$n prints other results than one process"
   done
-  same plain1.st plain3.st
+  run jit mpi 2 "$NNC" run small.nn "${common[@]}" --checkpoint jit.st && expect_rc jit 0 &&
+    same one.st jit.st
+  # 1 epoch under -np 2, on to 2 epochs under -np 4 and in one process =
+  # 2 epochs in one process
+  run straight ./small "${common[@]}" --epochs 2 --checkpoint straight.st && expect_rc straight 0
+  run r4 mpi 4 ./small "${common[@]}" --epochs 2 --resume np2.st --checkpoint r4.st &&
+    expect_rc r4 0 && same straight.st r4.st
+  run r1 ./small "${common[@]}" --epochs 2 --resume np2.st --checkpoint r1.st &&
+    expect_rc r1 0 && same straight.st r1.st
+  run np3 mpi 3 ./small "${common[@]}" --no-checkpoint
+  expect_rc np3 1 && expect_grep np3.err "3 processes cannot share a batch of 32 with batch norm"
+  # examples/fashion_cnn.nn (batch norm, dropout, flips): -np 2 = one process
+  run build "$NNC" "$EX/fashion_cnn.nn" -o cnn && expect_rc build 0
+  run plain ./cnn "${common[@]}" --checkpoint plain.st && expect_rc plain 0
+  run cnp2 mpi 2 ./cnn "${common[@]}" --checkpoint cnp2.st && expect_rc cnp2 0 &&
+    same plain.st cnp2.st
 fi
 
 if want resume; then
