@@ -96,6 +96,8 @@ bool nnc_cg_build_kernels(nnc_kprog *p, const nnc_module *m, const nnc_cg_target
 /* Seconds spent on one module's phases (options.timing). */
 typedef struct nnc_cg_times {
   double ir, optimise, products, machine_code;
+  double cold_code;   /* the cold functions' module at -O0 (nnc_cg_compile_parts) */
+  int cold_functions; /* how many it has (0: none split off) */
 } nnc_cg_times;
 
 double nnc_cg_now(void);
@@ -117,16 +119,20 @@ bool nnc_cg_machine_code(LLVMModuleRef mod, const nnc_cg_target *t, int opt_leve
 
 /* One part of a program compiled by nnc_cg_compile_parts. */
 typedef struct nnc_cg_part {
-  LLVMMemoryBufferRef obj; /* the object file (the caller's) */
+  LLVMMemoryBufferRef obj;      /* the object file (the caller's) */
+  LLVMMemoryBufferRef cold_obj; /* with split_cold, the cold functions' (NULL: none) */
   nnc_cg_times times;
 } nnc_cg_part;
 
 /* Compiles parts 0..nparts-1 of p into object files in memory, parts 1..
  * on threads of their own (all on this one if a thread cannot start).
- * A kernel's code is the same in any part and on any thread. On failure
- * no object is left. */
+ * A kernel's code is the same in any part and on any thread. With
+ * split_cold (and opt_level > 0) each part's cold functions go to a second
+ * object (cold_obj) compiled at -O0: the same instructions, cheaper
+ * machine passes; the two objects of a part must be linked together. On
+ * failure no object is left. */
 bool nnc_cg_compile_parts(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg_target *t,
-                          int nparts, nnc_cg_part *out, char *err, size_t errlen);
+                          int nparts, bool split_cold, nnc_cg_part *out, char *err, size_t errlen);
 
 /* ---- math.c: f32 polynomials, f64 via libm ---- */
 typedef struct nnc_cg_math {

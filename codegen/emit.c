@@ -120,7 +120,7 @@ bool nnc_cg_emit_objects(const nnc_module *m, const nnc_cg_options *o, int npart
   program p;
   if (!program_build(&p, m, o, err, errlen)) return false;
   nnc_cg_part parts[NNC_CG_MAX_PARTS];
-  bool compiled = nnc_cg_compile_parts(&p.prog, &p.o, &p.t, nparts, parts, err, errlen);
+  bool compiled = nnc_cg_compile_parts(&p.prog, &p.o, &p.t, nparts, false, parts, err, errlen);
   bool ok = compiled;
   if (ok && p.o.timing) nnc_cg_print_kernel_count(p.o.timing, &p.prog);
   for (int i = 0; ok && i < nparts; i++) {

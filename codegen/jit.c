@@ -171,11 +171,12 @@ bool nnc_cg_create_jit(const nnc_cg_target *t, int opt_level, LLVMOrcLLJITRef *o
 static bool link_parts(nnc_cg_program *prog, nnc_cg_part *parts, const nnc_cg_options *o, char *err,
                        size_t errlen) {
   LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(prog->jit);
-  for (int i = 0; i < JIT_PARTS; i++) {
-    LLVMMemoryBufferRef obj = parts[i].obj;
-    parts[i].obj = NULL; /* the JIT's now, even on failure */
-    if (!nnc_cg_check(LLVMOrcLLJITAddObjectFile(prog->jit, jd, obj), "adding code to the JIT", err,
-                      errlen))
+  for (int i = 0; i < 2 * JIT_PARTS; i++) {
+    LLVMMemoryBufferRef *at = i % 2 ? &parts[i / 2].cold_obj : &parts[i / 2].obj;
+    LLVMMemoryBufferRef obj = *at;
+    *at = NULL; /* the JIT's now, even on failure */
+    if (obj && !nnc_cg_check(LLVMOrcLLJITAddObjectFile(prog->jit, jd, obj),
+                             "adding code to the JIT", err, errlen))
       return false;
   }
   LLVMOrcExecutorAddress addr;
@@ -221,8 +222,11 @@ static void print_times(FILE *f, const nnc_kprog *p, const nnc_cg_part *parts, d
 /* The second half: machine code for every part, the JIT, the entry
  * points. Frees the target and, on failure, whatever it made. */
 static bool finish(nnc_cg_program *prog, char *err, size_t errlen) {
-  bool ok = nnc_cg_compile_parts(&prog->prog, &prog->opts, &prog->target, JIT_PARTS, prog->parts,
-                                 err, errlen);
+  /* NNC_SPLIT_COLD=0 keeps the cold functions in their parts' objects (A/B). */
+  const char *env = getenv("NNC_SPLIT_COLD");
+  bool split = !env || strcmp(env, "0") != 0;
+  bool ok = nnc_cg_compile_parts(&prog->prog, &prog->opts, &prog->target, JIT_PARTS, split,
+                                 prog->parts, err, errlen);
   double t2 = nnc_cg_now();
   ok = ok && nnc_cg_create_jit(&prog->target, prog->opts.opt_level, &prog->jit, err, errlen);
   ok = ok && define_runtime_symbols(prog->jit, err, errlen);
@@ -230,11 +234,14 @@ static bool finish(nnc_cg_program *prog, char *err, size_t errlen) {
   double t3 = nnc_cg_now();
   if (ok && prog->opts.timing)
     print_times(prog->opts.timing, &prog->prog, prog->parts, prog->t0, prog->t1, t2, t3);
-  for (int i = 0; i < JIT_PARTS; i++)
-    if (prog->parts[i].obj) {
-      LLVMDisposeMemoryBuffer(prog->parts[i].obj);
-      prog->parts[i].obj = NULL;
-    }
+  for (int i = 0; i < JIT_PARTS; i++) {
+    LLVMMemoryBufferRef *objs[2] = {&prog->parts[i].obj, &prog->parts[i].cold_obj};
+    for (int o = 0; o < 2; o++)
+      if (*objs[o]) {
+        LLVMDisposeMemoryBuffer(*objs[o]);
+        *objs[o] = NULL;
+      }
+  }
   if (!ok && prog->jit) {
     char ignored[16];
     nnc_cg_check(LLVMOrcDisposeLLJIT(prog->jit), "", ignored, sizeof ignored);

@@ -11,8 +11,10 @@
  * split into parts, one module each, compiled separately (jit.c does it on
  * threads): the kernels are shared out by a fixed rule (assign_parts),
  * part 0 has the entry points, and kernels become hidden globals so they
- * can be called across parts. Kernels whose speed cannot matter are
- * marked cold (compiled with fast instruction selection; compile.c).
+ * can be called across parts. Kernels whose speed cannot matter (and
+ * products under COLD_GEMM_WORK) are marked cold: compiled with fast
+ * instruction selection, by the JIT in an object of their own at -O0
+ * (compile.c).
  *
  * Loops are emitted in canonical form with i64 induction variables;
  * addresses are arena + constant offset + index * element size with
@@ -276,6 +278,23 @@ static void mark_cold(emitter *E, LLVMValueRef fn, const nnc_kernel *k) {
   if (!k || k->work < COLD_WORK) add_attr(E, fn, NNC_CG_COLD, "");
 }
 
+/* Products with fewer FLOPs than this per step (the CNN's last dense
+ * layer, 64x128 by 128x10: 163,840, forward and both gradients) run for
+ * microseconds whatever their code (~5 us more per call cold), but
+ * compiled hot they cost more machine code than most loop kernels (~65 M
+ * llc instructions each). Cold: fast instruction selection, which selects
+ * llvm.fmuladd as the same FMA (gemm.c contracts by hand), so the bits
+ * stay. A product with an update pass fused (fused_gemm_function) stays
+ * hot: the pass's multiply-adds are contracted by instruction selection.
+ * NNC_COLD_GEMM_WORK overrides it (16384: the old rule; 0: none cold). */
+static const double COLD_GEMM_WORK = 262144;
+
+static void mark_cold_gemm(emitter *E, LLVMValueRef fn, const nnc_kernel *k) {
+  const char *env = getenv("NNC_COLD_GEMM_WORK");
+  double limit = env ? atof(env) : COLD_GEMM_WORK;
+  if (k->work < limit) add_attr(E, fn, NNC_CG_COLD, "");
+}
+
 LLVMValueRef nnc_ll_kernel_fn(emitter *E, const char *name) {
   LLVMValueRef fn = LLVMAddFunction(E->mod, name, E->kfn_type);
   /* With several parts the entry points (part 0) call kernels of the
@@ -322,7 +341,7 @@ static LLVMValueRef gemm_function(emitter *E, const nnc_kernel *k) {
    * name, and compile.c links the two after optimising each. */
   LLVMValueRef def = nnc_cg_emit_gemm(E->gemm_mod, name, &g);
   target_attrs(E, def);
-  mark_cold(E, def, k);
+  mark_cold_gemm(E, def, k);
   E->gemm_k = realloc(E->gemm_k, sizeof(*E->gemm_k) * (size_t)(E->ngemm + 1));
   E->gemm_fn = realloc(E->gemm_fn, sizeof(*E->gemm_fn) * (size_t)(E->ngemm + 1));
   if (!E->gemm_k || !E->gemm_fn) nnc_ir_bug("codegen: out of memory");

@@ -37,6 +37,7 @@ typedef struct fixture {
   int steps;                  /* training steps to compare */
   int threads;                /* pool size; 0: no pool (run inline) */
   const char *cpu, *features; /* target other than the host (nnc_cg_options); NULL: host */
+  FILE *timing;               /* non-NULL: the compile's per-phase times go here */
 } fixture;
 
 static inline int fx_setup(void **state) {
@@ -140,6 +141,7 @@ static inline void fx_compile(fixture *fx, fx_run *r, int threads) {
   o.verify = true;
   o.cpu = fx->cpu;
   o.features = fx->features;
+  o.timing = fx->timing;
   if (getenv("NNC_TEST_TIMING")) o.timing = stderr;
   if (!nnc_cg_compile(fx->m, &o, &r->prog, err, sizeof err)) fail_msg("compile: %s", err);
   if (getenv("NNC_TEST_DUMP")) nnc_cg_dump_kernels(r->prog, stderr);

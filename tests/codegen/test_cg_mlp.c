@@ -245,22 +245,95 @@ static void test_fashion_mlp_eval_shares_train_kernels(void **state) {
 /* Conv, batch norm, pooling and dropout: the eval graph differs from the
  * train graph's forward pass in places (batch norm's running statistics,
  * pooling without the argmax), so its buffers are renamed partly. */
+static const char small_cnn[] =
+    "data d = idx(\"fashion-mnist\") { scale = 1/255 }\n"
+    "model cnn(x: f32[1, 28, 28]) -> f32[10] {\n"
+    "  h = maxpool(relu(batchnorm(conv2d(x, 4, kernel = 3, padding = 1))), 2)\n"
+    "  h = maxpool(relu(batchnorm(conv2d(h, 8, kernel = 3, padding = 1))), 2)\n"
+    "  h = relu(dense(dropout(flatten(h), 0.25), 16))\n"
+    "  return dense(h, 10)\n"
+    "}\n"
+    "train { model = cnn  data = d.train  validate = d.test  loss = cross_entropy\n"
+    "        optimizer = adam(lr = 1e-3)  batch = 8  epochs = 1 }\n";
+
 static void test_small_cnn_eval_shares_train_kernels(void **state) {
-  static const char text[] =
-      "data d = idx(\"fashion-mnist\") { scale = 1/255 }\n"
-      "model cnn(x: f32[1, 28, 28]) -> f32[10] {\n"
-      "  h = maxpool(relu(batchnorm(conv2d(x, 4, kernel = 3, padding = 1))), 2)\n"
-      "  h = maxpool(relu(batchnorm(conv2d(h, 8, kernel = 3, padding = 1))), 2)\n"
-      "  h = relu(dense(dropout(flatten(h), 0.25), 16))\n"
-      "  return dense(h, 10)\n"
-      "}\n"
-      "train { model = cnn  data = d.train  validate = d.test  loss = cross_entropy\n"
-      "        optimizer = adam(lr = 1e-3)  batch = 8  epochs = 1 }\n";
   fixture *fx = *state;
-  nnc_module *m = fx_compile_source(&fx->arena, "small_cnn.nn", text, sizeof text - 1);
+  nnc_module *m = fx_compile_source(&fx->arena, "small_cnn.nn", small_cnn, sizeof small_cnn - 1);
   assert_non_null(m);
   /* the convolutions' im2col and products, the dense layers, the loss */
   assert_true(check_eval_after_training(fx, m) >= 10);
+}
+
+/* The small CNN compiled under the environment's settings (name=value,
+ * or NULL), 2 train steps and an eval step from the same start: the arena
+ * (malloc'd) and the cold functions the parts' timing lines count. */
+static char *cold_split_run(fixture *fx, const char *split, const char *gemm_work, int *cold,
+                            size_t *bytes) {
+  setenv("NNC_SPLIT_COLD", split, 1);
+  if (gemm_work)
+    setenv("NNC_COLD_GEMM_WORK", gemm_work, 1);
+  else
+    unsetenv("NNC_COLD_GEMM_WORK");
+  fx->timing = tmpfile();
+  assert_non_null(fx->timing);
+  fx_run r;
+  fx_compile(fx, &r, 2);
+  unsetenv("NNC_SPLIT_COLD");
+  unsetenv("NNC_COLD_GEMM_WORK");
+  fx_fill(fx, &r, NULL);
+  for (int s = 1; s <= 2; s++) {
+    fx_inputs(fx, &r, NULL, s);
+    r.model->train_step(r.arena, r.pool);
+  }
+  r.model->eval_step(r.arena, r.pool);
+  *bytes = r.model->arena_bytes;
+  char *arena = malloc(*bytes);
+  assert_non_null(arena);
+  memcpy(arena, r.arena, *bytes);
+  fx_release(&r);
+  rewind(fx->timing);
+  char line[512];
+  int parts = 0;
+  *cold = 0;
+  while (fgets(line, sizeof line, fx->timing)) {
+    const char *at = strstr(line, "cold code");
+    int n;
+    if (!strstr(line, "codegen: part ")) continue;
+    parts++;
+    assert_non_null(at);
+    assert_int_equal(sscanf(strchr(at, '(') ? strchr(at, '(') : "", "(%d functions)", &n), 1);
+    *cold += n;
+  }
+  assert_int_equal(parts, 2);
+  fclose(fx->timing);
+  fx->timing = NULL;
+  return arena;
+}
+
+/* Cold functions go to an object of their own per part, compiled at -O0
+ * (compile.c, split_cold), and products under 262,144 FLOPs per step are
+ * cold (llvm.c, COLD_GEMM_WORK): here dense 1's forward, input and weight
+ * gradients (8x392 by 392x16: 100,352 FLOPs each). The arena after two
+ * steps and an evaluation is the same, bit for bit, in the three ways. */
+static void test_small_cnn_cold_code_split(void **state) {
+  fixture *fx = *state;
+  nnc_module *m = fx_compile_source(&fx->arena, "small_cnn.nn", small_cnn, sizeof small_cnn - 1);
+  assert_non_null(m);
+  use_module(fx, m);
+  size_t bytes[3];
+  int cold[3];
+  char *unsplit = cold_split_run(fx, "0", "16384", &cold[0], &bytes[0]);
+  char *split = cold_split_run(fx, "1", "16384", &cold[1], &bytes[1]);
+  char *tiny = cold_split_run(fx, "1", NULL, &cold[2], &bytes[2]);
+  assert_int_equal(cold[0], 0); /* nothing split off */
+  assert_true(cold[1] >= 20);   /* entry points, wrappers, loss, scalars */
+  assert_int_equal(cold[2], cold[1] + 3);
+  assert_true(bytes[0] == bytes[1] && bytes[1] == bytes[2]);
+  assert_memory_equal(unsplit, split, bytes[0]);
+  assert_memory_equal(unsplit, tiny, bytes[0]);
+  free(unsplit);
+  free(split);
+  free(tiny);
 }
 
 /* nnc -o's table (lowering and planning only) equals the JIT's, offset
@@ -490,6 +563,7 @@ int main(void) {
       T(test_fashion_mlp_against_interp),
       T(test_fashion_mlp_eval_shares_train_kernels),
       T(test_small_cnn_eval_shares_train_kernels),
+      T(test_small_cnn_cold_code_split),
       T(test_fashion_mlp_learns),
       T(test_table_only_matches_jit),
       T(test_emit_asm_zmm_fma),
