@@ -280,14 +280,16 @@ static void mark_cold(emitter *E, LLVMValueRef fn, const nnc_kernel *k) {
 
 /* Products with fewer FLOPs than this per step (the CNN's last dense
  * layer, 64x128 by 128x10: 163,840, forward and both gradients) run for
- * microseconds whatever their code (~5 us more per call cold), but
- * compiled hot they cost more machine code than most loop kernels (~65 M
- * llc instructions each). Cold: fast instruction selection, which selects
- * llvm.fmuladd as the same FMA (gemm.c contracts by hand), so the bits
- * stay. A product with an update pass fused (fused_gemm_function) stays
- * hot: the pass's multiply-adds are contracted by instruction selection.
- * NNC_COLD_GEMM_WORK overrides it (16384: the old rule; 0: none cold). */
-static const double COLD_GEMM_WORK = 262144;
+ * microseconds whatever their code, but compiled hot they cost more machine
+ * code than most loop kernels (~65 M llc instructions each). Cold: fast
+ * instruction selection, which selects llvm.fmuladd as the same FMA
+ * (gemm.c contracts by hand), so the bits stay. A product with an update
+ * pass fused (fused_gemm_function) stays hot: the pass's multiply-adds are
+ * contracted by instruction selection. Off by default (the loop kernels'
+ * rule, 16,384): cold, each call took ~5 us more, ~15 us per CNN step,
+ * which a 5-epoch run (4,690 steps) pays back several times over what the
+ * ~4% of compile saved. NNC_COLD_GEMM_WORK=262144 turns it on. */
+static const double COLD_GEMM_WORK = 16384;
 
 static void mark_cold_gemm(emitter *E, LLVMValueRef fn, const nnc_kernel *k) {
   const char *env = getenv("NNC_COLD_GEMM_WORK");

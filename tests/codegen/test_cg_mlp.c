@@ -311,8 +311,8 @@ static char *cold_split_run(fixture *fx, const char *split, const char *gemm_wor
 }
 
 /* Cold functions go to an object of their own per part, compiled at -O0
- * (compile.c, split_cold), and products under 262,144 FLOPs per step are
- * cold (llvm.c, COLD_GEMM_WORK): here dense 1's forward, input and weight
+ * (compile.c, split_cold), and with NNC_COLD_GEMM_WORK=262144 products
+ * under 262,144 FLOPs per step are cold (llvm.c, COLD_GEMM_WORK): here dense 1's forward, input and weight
  * gradients (8x392 by 392x16: 100,352 FLOPs each). The arena after two
  * steps and an evaluation is the same, bit for bit, in the three ways. */
 static void test_small_cnn_cold_code_split(void **state) {
@@ -324,7 +324,7 @@ static void test_small_cnn_cold_code_split(void **state) {
   int cold[3];
   char *unsplit = cold_split_run(fx, "0", "16384", &cold[0], &bytes[0]);
   char *split = cold_split_run(fx, "1", "16384", &cold[1], &bytes[1]);
-  char *tiny = cold_split_run(fx, "1", NULL, &cold[2], &bytes[2]);
+  char *tiny = cold_split_run(fx, "1", "262144", &cold[2], &bytes[2]);
   assert_int_equal(cold[0], 0); /* nothing split off */
   assert_true(cold[1] >= 20);   /* entry points, wrappers, loss, scalars */
   assert_int_equal(cold[2], cold[1] + 3);
