@@ -8,10 +8,14 @@
  * double-precision reference, and counts zmm FMAs in the first kernel's
  * assembly. On a CPU with AVX512-BF16 also the bf16 kernel of each product
  * (precision = bf16, gemm_bf16.c: operands rounded while packed, same f32
- * data in memory). Not a test: the numbers depend on the machine and its
- * load.
+ * data in memory). The CNN's conv weight gradients also chunked (the bf16
+ * column then shows f32: chunked products are f32's). Not a test: the numbers depend on the machine
+ * and its load.
  *
- *   build-gemm/gemm_bench [runs]
+ *   build-gemm/gemm_bench [runs] [WORD] [cpu]
+ *
+ * WORD: only the products whose name has it; cpu: rates from the thread's
+ * CPU time (a loaded machine).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,33 +34,42 @@ typedef struct shape {
   const char *what;
   int64_t M, N, K;
   bool trans_a, trans_b, bias, relu;
+  int64_t chunks; /* nnc_cg_gemm.chunks: K summed as chunks added as a tree */
 } shape;
 
 static const shape shapes[] = {
-    {"fwd1  x.W1^T +b relu", 64, 256, 784, false, true, true, true},
-    {"fwd2  h.W2^T +b relu", 64, 256, 256, false, true, true, true},
-    {"fwd3  h.W3^T +b     ", 64, 10, 256, false, true, true, false},
-    {"dX2   dY.W2         ", 64, 256, 256, false, false, false, false},
-    {"dX3   dY.W3         ", 64, 256, 10, false, false, false, false},
-    {"dW1   dY^T.X        ", 256, 784, 64, true, false, false, false},
-    {"dW2   dY^T.H        ", 256, 256, 64, true, false, false, false},
-    {"dW3   dY^T.H        ", 10, 256, 64, true, false, false, false},
-    {"conv  im2col.W      ", 50176, 64, 288, false, false, true, true},
+    {"fwd1  x.W1^T +b relu", 64, 256, 784, false, true, true, true, 0},
+    {"fwd2  h.W2^T +b relu", 64, 256, 256, false, true, true, true, 0},
+    {"fwd3  h.W3^T +b     ", 64, 10, 256, false, true, true, false, 0},
+    {"dX2   dY.W2         ", 64, 256, 256, false, false, false, false, 0},
+    {"dX3   dY.W3         ", 64, 256, 10, false, false, false, false, 0},
+    {"dW1   dY^T.X        ", 256, 784, 64, true, false, false, false, 0},
+    {"dW2   dY^T.H        ", 256, 256, 64, true, false, false, false, 0},
+    {"dW3   dY^T.H        ", 10, 256, 64, true, false, false, false, 0},
+    {"conv  im2col.W      ", 50176, 64, 288, false, false, true, true, 0},
     /* Other paths: packed B^T (short K, both transposed), K blocks. */
-    {"x.W^T short K packed ", 64, 256, 16, false, true, false, false},
-    {"A^T.B^T packed       ", 256, 256, 64, true, true, false, false},
-    {"conv dW  dY^T.col    ", 64, 288, 50176, true, false, false, false},
-    {"x.W^T long K blocked ", 64, 256, 20000, false, true, false, false},
+    {"x.W^T short K packed ", 64, 256, 16, false, true, false, false, 0},
+    {"A^T.B^T packed       ", 256, 256, 64, true, true, false, false, 0},
+    {"conv dW  dY^T.col    ", 64, 288, 50176, true, false, false, false, 0},
+    {"x.W^T long K blocked ", 64, 256, 20000, false, true, false, false, 0},
     /* The CNN's products with K in blocks (fashion_cnn: dense 1 forward,
      * the conv 2 and conv 1 weight gradients). */
-    {"cnn dense1 fwd blocked", 64, 128, 3136, false, true, true, true},
-    {"cnn conv2 dW blocked  ", 64, 144, 12544, false, true, false, false},
-    {"cnn conv1 dW blocked  ", 32, 9, 50176, false, true, false, false},
+    {"cnn dense1 fwd blocked", 64, 128, 3136, false, true, true, true, 0},
+    {"cnn conv2 dW blocked  ", 64, 144, 12544, false, true, false, false, 0},
+    {"cnn conv1 dW blocked  ", 32, 9, 50176, false, true, false, false, 0},
+    /* The same two weight gradients chunked as synchronised batch norm
+     * makes them (4 micro-batches of 16: each chunk summed from zero in K
+     * blocks, the chunk sums added as a tree; docs/distributed.md). */
+    {"cnn conv2 dW 4 chunks ", 64, 144, 12544, false, true, false, false, 4},
+    {"cnn conv1 dW 4 chunks ", 32, 9, 50176, false, true, false, false, 4},
 };
 
-static double now(void) {
+/* CLOCK_MONOTONIC, or CLOCK_THREAD_CPUTIME_ID (the `cpu` argument: the
+ * time the thread ran, not the time it waited for a core on a loaded
+ * machine). */
+static double now(clockid_t clk) {
   struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
+  clock_gettime(clk, &t);
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
@@ -84,6 +97,7 @@ static nnc_cg_gemm gemm_of(const shape *s) {
   g.bias = s->bias;
   g.act = s->relu ? NNC_CG_ACT_RELU : NNC_CG_ACT_NONE;
   g.vector_width = 16;
+  g.chunks = s->chunks;
   return g;
 }
 
@@ -136,21 +150,22 @@ static void run_blas(const timing_args *t) {
 #endif
 
 /* Median GFLOP/s over `runs` timed batches of ~20 ms each. */
-static double gflops(void (*f)(const timing_args *), const timing_args *t, int runs) {
+static double gflops(void (*f)(const timing_args *), const timing_args *t, int runs,
+                     clockid_t clk) {
   double flop = 2.0 * (double)t->g->M * (double)t->g->N * (double)t->g->K;
   int reps = 1;
   f(t);
-  double t0 = now();
+  double t0 = now(clk);
   f(t);
-  double one = now() - t0;
+  double one = now(clk) - t0;
   if (one < 0.02) reps = (int)(0.02 / (one + 1e-9)) + 1;
   double rate[64];
   if (runs > 64) runs = 64;
   for (int r = 0; r < runs; r++) {
-    t0 = now();
+    t0 = now(clk);
     for (int i = 0; i < reps; i++)
       f(t);
-    rate[r] = flop * reps / (now() - t0) * 1e-9;
+    rate[r] = flop * reps / (now(clk) - t0) * 1e-9;
   }
   qsort(rate, (size_t)runs, sizeof rate[0], cmp_double);
   return rate[runs / 2];
@@ -158,6 +173,7 @@ static double gflops(void (*f)(const timing_args *), const timing_args *t, int r
 
 int main(int argc, char **argv) {
   int runs = argc > 1 ? atoi(argv[1]) : 7;
+  clockid_t clk = argc > 3 && !strcmp(argv[3], "cpu") ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC;
   if (runs < 1) runs = 1;
   char err[512];
   gemm_jit *j = gemm_jit_create(err, sizeof err);
@@ -183,6 +199,7 @@ int main(int argc, char **argv) {
          "openblas", "nnc bf16", "rel.err");
   unsigned seed = 12345;
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+    if (argc > 2 && !strstr(shapes[s].what, argv[2])) continue;
     nnc_cg_gemm g = gemm_of(&shapes[s]);
     float *A = random_floats((size_t)(g.M * g.K), &seed);
     float *B = random_floats((size_t)(g.N * g.K), &seed);
@@ -194,11 +211,11 @@ int main(int argc, char **argv) {
       return 1;
     }
     timing_args t = {fn, &g, A, B, bias, C};
-    double ours = gflops(run_kernel, &t, runs), halves = gflops(run_halves, &t, runs);
+    double ours = gflops(run_kernel, &t, runs, clk), halves = gflops(run_halves, &t, runs, clk);
     double rel = check(&g, A, B, bias, C);
     double blas = 0, bf16 = 0;
 #ifdef NNC_BENCH_OPENBLAS
-    blas = gflops(run_blas, &t, runs);
+    blas = gflops(run_blas, &t, runs, clk);
 #endif
     if (__builtin_cpu_supports("avx512bf16")) {
       nnc_cg_gemm gb = g;
@@ -210,7 +227,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "gemm_bench: %s\n", err);
         return 1;
       }
-      bf16 = gflops(run_kernel, &tb, runs);
+      bf16 = gflops(run_kernel, &tb, runs, clk);
     }
     printf("%-21s %6lld %6lld %6lld  %8.1f  %8.1f  %8.1f  %8.1f  %.1e\n", shapes[s].what,
            (long long)g.M, (long long)g.N, (long long)g.K, ours, halves, blas, bf16, rel);

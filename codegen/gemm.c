@@ -26,7 +26,9 @@
  * A chunked product (nnc_cg_gemm.chunks, a weight gradient whose K runs
  * over a batch of G micro-batches) runs either micro-kernel's k loop once
  * per chunk from zero and adds the chunk sums of the tile as a pairwise
- * tree before the epilogue.
+ * tree before the epilogue; with long chunks (outer kernel), each chunk
+ * is cut into K blocks whose partial sums go to a slot per chunk of a
+ * stack scratch, and the tree adds the slots after the last block.
  * Every element of C is computed by the same sequence of operations
  * wherever its row falls in [row_begin, row_end) or in a tile, so results
  * do not depend on how rows are split over threads.
@@ -192,9 +194,61 @@ static void outer_store(emitter *e, const panel *pn, int mr, LLVMValueRef m, LLV
   }
 }
 
+/* A tile of a chunked product in K blocks (pn->chunk_v): its chunk's sum
+ * starts from zero in the chunk's first block and from the chunk's slot
+ * of the scratch in the others, and goes back to the slot after every
+ * block but the last chunk's last; there the earlier chunks' slots and
+ * the registers are added as the tree, as outer_tile adds the chunks of
+ * an unblocked pass, and the epilogue writes C (once). */
+static void outer_tile_slots(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
+  const nnc_cg_gemm *g = e->g;
+  int nacc = mr * pn->nv;
+  LLVMValueRef acc[MAX_ACC], at[MAX_ACC], cur[MAX_ACC];
+  LLVMValueRef base = add64(e, mul64(e, LLVMBuildSub(e->b, m, pn->m0, ""), g->N), pn->n);
+  LLVMValueRef mine = add64(e, base, mul64(e, pn->chunk_v, e->slot));
+  for (int i = 0; i < mr; i++)
+    for (int j = 0; j < pn->nv; j++) {
+      int a = i * pn->nv + j;
+      LLVMValueRef off = i64c(e, i * g->N + (int64_t)j * e->p.vl);
+      at[a] = add64(e, base, off);
+      cur[a] = add64(e, mine, off);
+      LLVMValueRef old = load_vec(e, e->scratch, cur[a], vec_lanes(e, pn, j));
+      acc[a] = LLVMBuildSelect(e->b, pn->first_v, LLVMConstNull(e->vec), old, "");
+    }
+  outer_sweep(e, pn, mr, m, 0, pn->klen, acc);
+  LLVMValueRef last_chunk = LLVMBuildICmp(e->b, LLVMIntEQ, pn->chunk_v, i64c(e, g->chunks - 1), "");
+  LLVMBasicBlockRef fin = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "kfinal");
+  LLVMBasicBlockRef keep = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "kslot");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "kdone");
+  LLVMBuildCondBr(e->b, LLVMBuildAnd(e->b, pn->last_v, last_chunk, ""), fin, keep);
+  LLVMPositionBuilderAtEnd(e->b, keep);
+  for (int a = 0; a < nacc; a++)
+    store_vec(e, acc[a], e->scratch, cur[a], vec_lanes(e, pn, a % pn->nv));
+  LLVMBuildBr(e->b, done);
+  LLVMPositionBuilderAtEnd(e->b, fin);
+  for (int a = 0; a < nacc; a++) {
+    chunk_tree tree = {.n = 1};
+    LLVMValueRef v;
+    for (int64_t c = 0; c + 1 < g->chunks; c++) {
+      v = load_vec(e, e->scratch, add64(e, at[a], i64c(e, c * e->slot)),
+                   vec_lanes(e, pn, a % pn->nv));
+      tree_push(e, &tree, &v);
+    }
+    tree_push(e, &tree, &acc[a]);
+    tree_total(e, &tree, &acc[a]);
+  }
+  outer_store(e, pn, mr, m, acc, true);
+  LLVMBuildBr(e->b, done);
+  LLVMPositionBuilderAtEnd(e->b, done);
+}
+
 static void outer_tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
   const nnc_cg_gemm *g = e->g;
   int nacc = mr * pn->nv;
+  if (pn->chunk_v) {
+    outer_tile_slots(e, pn, mr, m);
+    return;
+  }
   LLVMValueRef acc[MAX_ACC];
   int64_t chunks = pass_chunks(e, pn), klen = pn->klen / chunks;
   chunk_tree tree = {.n = nacc};
@@ -432,9 +486,10 @@ static void panels(emitter *e, LLVMValueRef m0, LLVMValueRef m1, const panel *ks
 }
 
 /* Cache blocks of mc rows; within one, k blocks in increasing order (the
- * first and last peeled: they start from zero and end in the epilogue),
- * and within those every panel sweeps the block's rows so the block of A
- * stays in L2 while B's panels stream past it. */
+ * first and last known at run time: they start from zero and end in the
+ * epilogue; a chunked product's run chunk by chunk, each chunk's from
+ * zero), and within those every panel sweeps the block's rows so the
+ * block of A stays in L2 while B's panels stream past it. */
 static void body(emitter *e) {
   const nnc_cg_gemm *g = e->g;
   int64_t kc = e->p.kc, nblocks = kc > 0 ? (g->K + kc - 1) / kc : 1;
@@ -444,7 +499,23 @@ static void body(emitter *e) {
   LLVMValueRef lt = LLVMBuildICmp(e->b, LLVMIntSLT, end, e->row_end, "");
   LLVMValueRef m1 = LLVMBuildSelect(e->b, lt, end, e->row_end, "");
   panel ks = {0};
-  if (nblocks == 1) {
+  if (e->scratch) { /* a loop over the chunks, in each one over its blocks */
+    int64_t klen = g->K / g->chunks;
+    nblocks = (klen + kc - 1) / kc;
+    loop ch, kb;
+    loop_open(e, &ch, i64c(e, 0), i64c(e, g->chunks), 0, NULL, "chunk");
+    loop_open(e, &kb, i64c(e, 0), i64c(e, klen), 0, NULL, "kb");
+    ks.chunk_v = ch.iv;
+    ks.m0 = mb.iv;
+    ks.k0 = add64(e, mul64(e, ch.iv, klen), kb.iv);
+    ks.klen = kc;
+    ks.tail = klen - (nblocks - 1) * kc;
+    ks.first_v = LLVMBuildICmp(e->b, LLVMIntEQ, kb.iv, i64c(e, 0), "");
+    ks.last_v = LLVMBuildICmp(e->b, LLVMIntSGE, kb.iv, i64c(e, (nblocks - 1) * kc), "");
+    panels(e, mb.iv, m1, &ks);
+    loop_close(e, &kb, kc, NULL);
+    loop_close(e, &ch, 1, NULL);
+  } else if (nblocks == 1) {
     ks.k0 = i64c(e, 0);
     ks.klen = ks.tail = g->K;
     ks.first = ks.last = true;
@@ -528,6 +599,14 @@ LLVMValueRef nnc_cg_emit_gemm_to(LLVMModuleRef mod, const char *name, const nnc_
   if (e.p.kind == NNC_CG_GEMM_OUTER && g->trans_b && g->K > 0 && panel_floats * 4 <= PACK_BYTES) {
     e.pack_buf = LLVMBuildAlloca(e.b, LLVMArrayType2(e.f32, (uint64_t)panel_floats), "bpack");
     LLVMSetAlignment(e.pack_buf, 64);
+  }
+  /* A chunked product in K blocks keeps its chunks' partial sums in a
+   * slot each of a cache block's rows (gemm_plan.h). */
+  if (g->chunks > 1 && e.p.kc < g->K && g->M > 0 && g->N > 0) {
+    e.slot = (e.p.mc < g->M ? e.p.mc : g->M) * g->N;
+    uint64_t n = (uint64_t)(g->chunks * e.slot);
+    e.scratch = LLVMBuildAlloca(e.b, LLVMArrayType2(e.f32, n), "chunks");
+    LLVMSetAlignment(e.scratch, 64);
   }
   if (g->all_rows) {
     e.row_begin = i64c(&e, 0);

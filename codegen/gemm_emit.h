@@ -30,6 +30,10 @@ typedef struct panel {
   int64_t klen, tail;
   bool first, last;
   LLVMValueRef first_v, last_v; /* i1 when the blocks run in a loop, else NULL */
+  /* A chunked product's blocks (emitter.scratch): the chunk they are in
+   * (i64; first_v and last_v are then its first and last block) and the
+   * first row of the cache block, else NULL. */
+  LLVMValueRef chunk_v, m0;
 } panel;
 
 typedef struct emitter {
@@ -43,6 +47,9 @@ typedef struct emitter {
   LLVMValueRef A, B, bias, C, row_begin, row_end;
   LLVMValueRef pack_buf;       /* stack buffer for packed panels, or NULL */
   const nnc_cg_gemm_store *st; /* C's stores replaced (gemm.h), or NULL */
+  LLVMValueRef scratch;        /* chunked product in K blocks: chunks slots of
+                                  `slot` floats, [chunk][row - m0][n], else NULL */
+  int64_t slot;
 } emitter;
 
 typedef struct loop {
@@ -244,11 +251,12 @@ static inline void tree_total(emitter *e, chunk_tree *t, LLVMValueRef *out) {
   }
 }
 
-/* Chunks of the pass: g->chunks for a chunked product (emitted unblocked,
- * so the pass is all of K), else 1. */
+/* Chunks of the pass: g->chunks for a chunked product emitted unblocked
+ * (the pass is all of K), else 1 (blocked ones run one chunk's block a
+ * pass, gemm.c). */
 static inline int64_t pass_chunks(emitter *e, const panel *pn) {
   int64_t c = e->g->chunks > 1 ? e->g->chunks : 1;
-  if (c > 1 && (pn->klen != e->g->K || pn->klen % c)) c = 1; /* not reached: plan */
+  if (c > 1 && (pn->klen != e->g->K || pn->klen % c)) c = 1;
   return c;
 }
 

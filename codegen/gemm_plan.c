@@ -26,9 +26,8 @@ int64_t nnc_cg_gemm_chunk_k(const nnc_cg_gemm *g) {
 nnc_cg_gemm_plan nnc_cg_gemm_plan_for(const nnc_cg_gemm *g) {
   nnc_cg_gemm_plan p;
   /* A chunked product is planned as one chunk's product (its kind decides
-   * the arithmetic); it is emitted unblocked, which for the outer kernel
-   * is the same arithmetic as blocked (partial sums through C continue
-   * the same FMA chain). */
+   * the arithmetic); blocking K changes no bits of the outer kernel (a
+   * partial sum stored and reloaded continues the same FMA chain). */
   int64_t K = nnc_cg_gemm_chunk_k(g);
   bool chunked = g->chunks > 1;
   p.vl = lanes_for(g->vector_width);
@@ -66,11 +65,23 @@ nnc_cg_gemm_plan nnc_cg_gemm_plan_for(const nnc_cg_gemm *g) {
     p.mr = p.vl == 16 ? 8 : 4;
     p.nr = 3;
   }
-  p.kc = p.kind == NNC_CG_GEMM_OUTER && blocks && !chunked ? KC_OUTER : g->K;
-  p.fold = g->accumulate && p.kc < g->K;
+  /* A chunked product's blocks lie within its chunks and keep each
+   * chunk's partial sums in a stack scratch, one slot of mc x N floats per
+   * chunk (gemm.c): blocked only where a slot holds a micro-tile's rows. */
+  int64_t slot_rows =
+      chunked ? NNC_CG_CHUNK_SCRATCH / (4 * g->chunks * max64(g->N, 1)) / p.mr * p.mr : 0;
+  bool fits = !chunked || slot_rows >= p.mr;
+  p.kc = p.kind == NNC_CG_GEMM_OUTER && blocks && fits ? KC_OUTER : g->K;
+  p.fold = g->accumulate && p.kc < g->K && !chunked;
   /* Keep a cache block of A (mc rows of kc floats) within ~192 KiB of L2. */
   int64_t rows = (192 * 1024) / (4 * max64(p.kc, 1));
   p.mc = max64(p.mr, rows / p.mr * p.mr);
+  if (chunked && p.kc < g->K && g->M > slot_rows) {
+    /* the fewest cache blocks the scratch holds, of even size (each one
+     * streams B's blocks again) */
+    int64_t nb = (g->M + slot_rows - 1) / slot_rows, even = (g->M + nb - 1) / nb;
+    p.mc = (even + p.mr - 1) / p.mr * p.mr;
+  }
   return p;
 }
 

@@ -42,6 +42,10 @@ typedef struct nnc_cg_gemm {
                             (docs/distributed.md). 0 or 1: one sum over K */
 } nnc_cg_gemm;
 
+/* Bytes of stack a chunked product's K blocks may use for its chunks'
+ * partial sums (nnc_cg_gemm_plan.kc). */
+#define NNC_CG_CHUNK_SCRATCH (384 * 1024)
+
 typedef enum nnc_cg_gemm_kind { NNC_CG_GEMM_OUTER, NNC_CG_GEMM_DOT } nnc_cg_gemm_kind;
 
 /* How a product is tiled. Rows: cache blocks of mc rows, each split into
@@ -58,7 +62,11 @@ typedef struct nnc_cg_gemm_plan {
   int64_t mc; /* rows per cache block */
   int64_t kc; /* k per block (K when not blocked); when it is less than K,
                  a multiple of vl and ku (gemm.c runs the blocks in a loop
-                 whose last block alone may hold a partial vector or step) */
+                 whose last block alone may hold a partial vector or step).
+                 A chunked product's blocks cut each chunk the same way:
+                 its partial sums go to a scratch of chunks x mc x N floats
+                 on the stack (at most NNC_CG_CHUNK_SCRATCH bytes) and C is
+                 written once, after the last chunk */
   bool fold;  /* accumulate with K blocks: C's old value starts the sum */
 } nnc_cg_gemm_plan;
 

@@ -98,7 +98,9 @@ static nnc_kernel *fusable_product(lower *L, int c, int64_t n) {
   if (!prod || prod->update) return NULL;
   const nnc_cg_gemm *g = &prod->gemm;
   nnc_cg_gemm_plan plan = nnc_cg_gemm_plan_for(g);
-  bool one_pass = plan.kc >= g->K && !g->accumulate;
+  /* C finished in one pass: one k block, or a chunked product (its K
+   * blocks' partial sums go to its slots, gemm.c) */
+  bool one_pass = (plan.kc >= g->K || g->chunks > 1) && !g->accumulate;
   bool plain = !g->bias && g->act == NNC_CG_ACT_NONE && !nnc_cg_gemm_bf16_applies(g);
   return one_pass && plain && prod->col_block <= 0 && g->ldc == g->N && g->M * g->N == n &&
                  nnc_kbuf_base(p, prod->a_buf) != c && nnc_kbuf_base(p, prod->b_buf) != c

@@ -86,9 +86,10 @@ static bool check_dump_after(const nnc_pipeline_opts *o, char *err, size_t errle
  * does. A step that updates buffers (batch norm) is chunked too: its
  * statistics and their backward sums become the G chunk sums added as the
  * tree, the order of the rank graphs with synchronised statistics
- * (sync_ranks below). It costs: a chunked product has no K blocks, and
- * the CNN's conv weight gradients are such products (docs/distributed.md,
- * "Synchronised batch norm"). */
+ * (sync_ranks below). The CNN's conv weight gradients become chunked
+ * products, cut into K blocks within each chunk (gemm_plan.c), so they
+ * run at the unchunked ones' speed (docs/distributed.md, "Synchronised
+ * batch norm"). */
 static bool exact_step(const nnc_graph *g, int64_t chunks) {
   return nnc_chunk_draws_exact(g, chunks);
 }

@@ -523,6 +523,15 @@ static void test_fused_adam_chunked(void **state) {
   check_fused(fx, 2);
 }
 
+/* Chunks of 1,100 (a batch of 4,400): w1's and w2's gradients are cut
+ * into K blocks per chunk, the update runs after the tree (gemm.c). */
+static void test_fused_adam_chunk_blocks(void **state) {
+  fixture *fx = *state;
+  build_mlp(fx, 4400, 61, 45, 37, NNC_OPT_ADAM);
+  nnc_chunk_batch_sums(fx->m->train, 4);
+  check_fused(fx, 2);
+}
+
 static void test_fused_adamw(void **state) {
   fixture *fx = *state;
   build_mlp_with(fx, 12, 61, 45, 37, NNC_OPT_ADAMW, 0.01, 0);
@@ -570,6 +579,7 @@ int main(void) {
       T(test_sse2_target),
       T(test_fused_adam),
       T(test_fused_adam_chunked),
+      T(test_fused_adam_chunk_blocks),
       T(test_fused_adamw),
       T(test_fused_sgd_momentum_nesterov),
       T(test_fused_rmsprop),

@@ -432,6 +432,65 @@ static void test_chunks(void **state) {
       }
 }
 
+/* Chunked products with chunks long enough to be cut into K blocks (the
+ * outer kernel): several blocks per chunk, a partial last block of one
+ * step or of a partial vector, odd chunk lengths, G = 2, 3, 4, every
+ * layout, narrow and partial panels, each epilogue but accumulate + ReLU
+ * (never blocked, and its kind is not the bare chunk's the check compares
+ * with), vector widths 16 and 8; split over 1..3 row ranges and
+ * bit for bit against the chunk products and the tree. Then more rows
+ * than the scratch holds (several cache blocks), and a product too wide
+ * for it (whole chunks in registers, as before). */
+static void test_chunk_blocks(void **state) {
+  fixture *f = *state;
+  const int64_t shapes[][3] = {{13, 37, 1100}, {37, 11, 1537}, {8, 53, 1031}};
+  const int64_t gs[] = {2, 3, 4};
+  const int epis[] = {0, EPI_ACC | EPI_BIAS, EPI_BIAS | EPI_RELU, EPI_ACC};
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+    for (int l = 0; l < 4; l++) {
+      size_t gi = (s + (size_t)l) % 3;
+      int epi = epis[(s + (size_t)l) % 4], vw = l == 2 ? 8 : 16;
+      gemm_case c = {shapes[s][0], shapes[s][1], shapes[s][2] * gs[gi], l & 1, l >> 1,
+                     epi,          vw,           (int64_t)l % 2};
+      nnc_cg_gemm g = gemm_of(&c);
+      g.chunks = gs[gi];
+      nnc_cg_gemm_plan p = nnc_cg_gemm_plan_for(&g);
+      assert_true(p.kc < shapes[s][2]);
+      check_chunked(f, &c, (row_promise){0, false}, gs[gi]);
+      check_chunks_exact(f, &c, gs[gi]);
+    }
+  gemm_case tall = {170, 300, 4 * 1100, true, false, 0, 16, 0};
+  nnc_cg_gemm g = gemm_of(&tall);
+  g.chunks = 4;
+  nnc_cg_gemm_plan p = nnc_cg_gemm_plan_for(&g);
+  assert_true(p.kc < 1100 && p.mc < tall.M && p.mc * tall.N * 4 * 4 <= NNC_CG_CHUNK_SCRATCH);
+  check_chunked(f, &tall, (row_promise){0, false}, 4);
+  check_chunks_exact(f, &tall, 4);
+  gemm_case wide = {3, 9000, 4 * 1100, true, false, 0, 16, 0};
+  g = gemm_of(&wide);
+  g.chunks = 4;
+  assert_int_equal(nnc_cg_gemm_plan_for(&g).kc, g.K);
+  check_chunks_exact(f, &wide, 4);
+}
+
+/* A chunked product with long chunks has one copy of its tile's k loop,
+ * run for every block of every chunk (it had one per chunk, each over
+ * the whole chunk in registers), and an odd chunk length adds one step,
+ * in the last block only. */
+static void test_chunk_blocks_emitted_once(void **state) {
+  (void)state;
+  gemm_case c = {16, 48, 4 * 3000, true, false, 0, 16, 0};
+  nnc_cg_gemm g = gemm_of(&c);
+  g.all_rows = true;
+  g.chunks = 4;
+  nnc_cg_gemm_plan p = nnc_cg_gemm_plan_for(&g);
+  assert_int_equal(p.kind, NNC_CG_GEMM_OUTER);
+  assert_true(p.kc < g.K / g.chunks);
+  assert_int_equal(fmas_emitted(&g), p.ku * p.mr * p.nr);
+  g.K = 4 * (2 * p.kc + 3);
+  assert_int_equal(fmas_emitted(&g), (p.ku + 1) * p.mr * p.nr);
+}
+
 /* The zmm FMA micro-kernel is what the optimiser leaves in the assembly. */
 static void test_asm_has_zmm_fma(void **state) {
   fixture *f = *state;
@@ -467,6 +526,8 @@ int main(void) {
       cmocka_unit_test(test_k_blocks_emitted_once),
       cmocka_unit_test(test_row_promises),
       cmocka_unit_test(test_chunks),
+      cmocka_unit_test(test_chunk_blocks),
+      cmocka_unit_test(test_chunk_blocks_emitted_once),
       cmocka_unit_test(test_asm_has_zmm_fma),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
