@@ -24,6 +24,7 @@
  * order, pairs in order. So results do not depend on the thread count.
  * AMX tiles are not used: no machine this was written on had them.
  */
+#include "cg_loop.h"
 #include "gemm.h"
 
 #include <string.h>
@@ -55,12 +56,8 @@ typedef struct bf_pass {
   int width, nv;  /* columns; vectors */
 } bf_pass;
 
-typedef struct bf_loop {
-  LLVMBasicBlockRef head, body, exit;
-  LLVMValueRef iv;
-  int n;
-  LLVMValueRef carry[BF_MAX_ACC];
-} bf_loop;
+typedef nnc_cg_loop bf_loop; /* cg_loop.h */
+_Static_assert(BF_MAX_ACC <= NNC_CG_LOOP_MAX_CARRY, "a loop carries a micro-tile's accumulators");
 
 static LLVMValueRef c64(bf_emitter *e, int64_t v) {
   return LLVMConstInt(e->i64, (uint64_t)v, 1);
@@ -156,31 +153,11 @@ static LLVMValueRef round_bf16(bf_emitter *e, LLVMValueRef v) {
 
 static void loop_open(bf_emitter *e, bf_loop *l, LLVMValueRef start, LLVMValueRef limit, int n,
                       const LLVMValueRef *init) {
-  LLVMBasicBlockRef pre = LLVMGetInsertBlock(e->b);
-  l->head = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "bh");
-  l->body = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "bb");
-  l->exit = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "bx");
-  l->n = n;
-  LLVMBuildBr(e->b, l->head);
-  LLVMPositionBuilderAtEnd(e->b, l->head);
-  l->iv = LLVMBuildPhi(e->b, e->i64, "");
-  LLVMAddIncoming(l->iv, &start, &pre, 1);
-  for (int i = 0; i < n; i++) {
-    l->carry[i] = LLVMBuildPhi(e->b, LLVMTypeOf(init[i]), "");
-    LLVMAddIncoming(l->carry[i], (LLVMValueRef *)&init[i], &pre, 1);
-  }
-  LLVMBuildCondBr(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, l->iv, limit, ""), l->body, l->exit);
-  LLVMPositionBuilderAtEnd(e->b, l->body);
+  nnc_cg_loop_open(e->b, e->ctx, e->fn, l, start, limit, n, init, "b");
 }
 
 static void loop_close(bf_emitter *e, bf_loop *l, int64_t step, const LLVMValueRef *next) {
-  LLVMBasicBlockRef latch = LLVMGetInsertBlock(e->b);
-  LLVMValueRef iv_next = add(e, l->iv, c64(e, step));
-  LLVMAddIncoming(l->iv, &iv_next, &latch, 1);
-  for (int i = 0; i < l->n; i++)
-    LLVMAddIncoming(l->carry[i], (LLVMValueRef *)&next[i], &latch, 1);
-  LLVMBuildBr(e->b, l->head);
-  LLVMPositionBuilderAtEnd(e->b, l->exit);
+  nnc_cg_loop_close(e->b, l, step, next);
 }
 
 /* ---- packing ------------------------------------------------------------ */

@@ -4,6 +4,7 @@
 #ifndef NNC_GEMM_EMIT_H
 #define NNC_GEMM_EMIT_H
 
+#include "cg_loop.h"
 #include "gemm.h"
 
 #include <string.h>
@@ -52,12 +53,8 @@ typedef struct emitter {
   int64_t slot;
 } emitter;
 
-typedef struct loop {
-  LLVMBasicBlockRef head, body, exit;
-  LLVMValueRef iv;
-  int n;
-  LLVMValueRef carry[MAX_ACC];
-} loop;
+typedef nnc_cg_loop loop; /* cg_loop.h */
+_Static_assert(MAX_ACC <= NNC_CG_LOOP_MAX_CARRY, "a loop carries a micro-tile's accumulators");
 
 /* ---- small IR helpers --------------------------------------------------- */
 
@@ -167,37 +164,14 @@ static inline LLVMValueRef epilogue(emitter *e, LLVMValueRef v, LLVMValueRef bia
 
 /* ---- loops ------------------------------------------------------------- */
 
-/* for (iv = start; iv < limit; iv += step) with n loop-carried values.
- * After loop_close the builder sits in the exit block and l->carry[] are
- * the values after the last iteration (header phis dominate the exit). */
+/* The emitter's loops (cg_loop.h). */
 static inline void loop_open(emitter *e, loop *l, LLVMValueRef start, LLVMValueRef limit, int n,
                              const LLVMValueRef *init, const char *name) {
-  LLVMBasicBlockRef pre = LLVMGetInsertBlock(e->b);
-  l->head = LLVMAppendBasicBlockInContext(e->ctx, e->fn, name);
-  l->body = LLVMAppendBasicBlockInContext(e->ctx, e->fn, name);
-  l->exit = LLVMAppendBasicBlockInContext(e->ctx, e->fn, name);
-  l->n = n;
-  LLVMBuildBr(e->b, l->head);
-  LLVMPositionBuilderAtEnd(e->b, l->head);
-  l->iv = LLVMBuildPhi(e->b, e->i64, "");
-  LLVMAddIncoming(l->iv, &start, &pre, 1);
-  for (int i = 0; i < n; i++) {
-    l->carry[i] = LLVMBuildPhi(e->b, LLVMTypeOf(init[i]), "");
-    LLVMAddIncoming(l->carry[i], (LLVMValueRef *)&init[i], &pre, 1);
-  }
-  LLVMValueRef more = LLVMBuildICmp(e->b, LLVMIntSLT, l->iv, limit, "");
-  LLVMBuildCondBr(e->b, more, l->body, l->exit);
-  LLVMPositionBuilderAtEnd(e->b, l->body);
+  nnc_cg_loop_open(e->b, e->ctx, e->fn, l, start, limit, n, init, name);
 }
 
 static inline void loop_close(emitter *e, loop *l, int64_t step, const LLVMValueRef *next) {
-  LLVMBasicBlockRef latch = LLVMGetInsertBlock(e->b);
-  LLVMValueRef iv_next = add64(e, l->iv, i64c(e, step));
-  LLVMAddIncoming(l->iv, &iv_next, &latch, 1);
-  for (int i = 0; i < l->n; i++)
-    LLVMAddIncoming(l->carry[i], (LLVMValueRef *)&next[i], &latch, 1);
-  LLVMBuildBr(e->b, l->head);
-  LLVMPositionBuilderAtEnd(e->b, l->exit);
+  nnc_cg_loop_close(e->b, l, step, next);
 }
 
 /* Whether this pass starts from the value in C (a previous block's partial
