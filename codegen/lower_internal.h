@@ -141,6 +141,14 @@ bool nnc_lw_output_copies(lower *L);
 /* ---- one kernel per op (lower_reduce.c, lower_matmul.c, lower_window.c) ---- */
 void nnc_lw_kernel_reduce(lower *L, const nnc_node *n);
 void nnc_lw_kernel_argmax(lower *L, const nnc_node *n);
+/* argmax's running first maximum in kernel k: scalars *best (type t, from
+ * -inf) and *at (type ti, from 0) set at the top of block b; then each
+ * step keeps value v and its index where v > best (the first of equal
+ * values stays; NaN never wins). */
+void nnc_lw_first_max_init(lower *L, nnc_kernel *k, nnc_kblock *b, nnc_kt t, nnc_kt ti, int *best,
+                           int *at);
+void nnc_lw_first_max_step(lower *L, nnc_kernel *k, nnc_kblock *b, int best, int at, nnc_kexpr *v,
+                           nnc_kexpr *index);
 /* The product whose epilogue chain ends at n (n itself, or its bias add or ReLU). */
 void nnc_lw_kernel_matmul(lower *L, const nnc_node *n);
 void nnc_lw_kernel_im2col(lower *L, const nnc_node *n);

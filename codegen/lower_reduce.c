@@ -259,6 +259,22 @@ void nnc_lw_kernel_reduce(lower *L, const nnc_node *n) {
   nnc_lw_add_kernel(L, k);
 }
 
+void nnc_lw_first_max_init(lower *L, nnc_kernel *k, nnc_kblock *b, nnc_kt t, nnc_kt ti, int *best,
+                           int *at) {
+  *best = nnc_kernel_scalar(L->a, k, t);
+  *at = nnc_kernel_scalar(L->a, k, ti);
+  nnc_kb_set(L->a, b, *best, nnc_kx_const(L->a, t, -__builtin_inf()));
+  nnc_kb_set(L->a, b, *at, nnc_kx_const(L->a, ti, 0));
+}
+
+void nnc_lw_first_max_step(lower *L, nnc_kernel *k, nnc_kblock *b, int best, int at, nnc_kexpr *v,
+                           nnc_kexpr *index) {
+  nnc_arena *a = L->a;
+  nnc_kexpr *better = nnc_kx_bin(a, NNC_K_GT, v, nnc_kx_scalar(a, k, best));
+  nnc_kb_set(a, b, at, nnc_kx_select(a, better, index, nnc_kx_scalar(a, k, at)));
+  nnc_kb_set(a, b, best, nnc_kx_select(a, better, v, nnc_kx_scalar(a, k, best)));
+}
+
 /* argmax along one axis; the first maximum wins (strict >). */
 void nnc_lw_kernel_argmax(lower *L, const nnc_node *n) {
   kgen G;
@@ -267,20 +283,15 @@ void nnc_lw_kernel_argmax(lower *L, const nnc_node *n) {
   int axis = (int)n->attr[0];
   nnc_kexpr *in_idx[NNC_MAX_RANK], *out_idx[NNC_MAX_RANK];
   nnc_kblock *blk = outer_loops(L, k, &x->shape, 1u << axis, in_idx, out_idx);
-  nnc_kt t = nnc_kt_of(x->dtype), ti = nnc_kt_of(n->dtype);
-  int best = nnc_kernel_scalar(L->a, k, t), at = nnc_kernel_scalar(L->a, k, ti);
-  nnc_kb_set(L->a, blk, best, nnc_kx_const(L->a, t, -__builtin_inf()));
-  nnc_kb_set(L->a, blk, at, nnc_kx_const(L->a, ti, 0));
+  nnc_kt ti = nnc_kt_of(n->dtype);
+  int best, at;
+  nnc_lw_first_max_init(L, k, blk, nnc_kt_of(x->dtype), ti, &best, &at);
   int v = nnc_kernel_var(k);
   nnc_kblock *inner = nnc_kb_loop(L->a, blk, v, x->shape.dim[axis]);
   in_idx[axis] = nnc_kx_var(L->a, v);
   out_idx[axis] = G.zero;
   nnc_kexpr *e = nnc_lw_gen(L, &G, x, in_idx);
-  nnc_kexpr *better = nnc_kx_bin(L->a, NNC_K_GT, e, nnc_kx_scalar(L->a, k, best));
-  nnc_kb_set(
-      L->a, inner, at,
-      nnc_kx_select(L->a, better, nnc_kx_cast(L->a, in_idx[axis], ti), nnc_kx_scalar(L->a, k, at)));
-  nnc_kb_set(L->a, inner, best, nnc_kx_select(L->a, better, e, nnc_kx_scalar(L->a, k, best)));
+  nnc_lw_first_max_step(L, k, inner, best, at, e, nnc_kx_cast(L->a, in_idx[axis], ti));
   nnc_kb_store(L->a, blk, L->buf[n->id], nnc_lw_linear(L, out_idx, &n->shape),
                nnc_kx_scalar(L->a, k, at));
   k->work = (double)nnc_shape_numel(&x->shape) * 4;

@@ -9,8 +9,6 @@
  * an argmax of stored columns ("windowargmax" and "unpool"). Each writes
  * every output element from one thread in a fixed order.
  */
-#include <string.h>
-
 #include "lower_internal.h"
 
 /* The window positions o in [lo, hi) whose tap k (o * S + k - P) lands
@@ -206,15 +204,15 @@ static bool tiles_exactly(const nnc_node *n) {
          KW <= 8;
 }
 
-/* col2im's kernel name: "unpool" where it routes max pooling's gradient
- * through the tap its window max saved (onehot(index) * dy, read inline:
- * no columns), else "col2im". */
-static const char *col2im_name(const lower *L, const nnc_node *n) {
+/* Whether col2im node n routes max pooling's gradient through the tap its
+ * window max saved (onehot(index) * dy, read inline: no columns); its
+ * kernel is then named "unpool". */
+static bool unpools(const lower *L, const nnc_node *n) {
   const nnc_node *d = n->in[0];
   if (d->op == NNC_OP_MUL)
     for (int i = 0; i < 2; i++)
-      if (d->in[i]->op == NNC_OP_ONEHOT && L->saved_by[d->in[i]->in[0]->id]) return "unpool";
-  return "col2im";
+      if (d->in[i]->op == NNC_OP_ONEHOT && L->saved_by[d->in[i]->in[0]->id]) return true;
+  return false;
 }
 
 /* Max pooling's gradient where the windows tile the image (col2im_tiles
@@ -277,8 +275,9 @@ static void unpool_tiles(lower *L, const nnc_node *n, kgen *G, nnc_kernel *k) {
 static void col2im_tiles(lower *L, const nnc_node *n) {
   kgen G;
   nnc_arena *a = L->a;
-  nnc_kernel *k = nnc_lw_new_kernel(L, &G, col2im_name(L, n), n);
-  if (n->shape.dim[1] == 1 && !strcmp(col2im_name(L, n), "unpool")) {
+  bool unpool = unpools(L, n);
+  nnc_kernel *k = nnc_lw_new_kernel(L, &G, unpool ? "unpool" : "col2im", n);
+  if (unpool && n->shape.dim[1] == 1) {
     unpool_tiles(L, n, &G, k);
     return;
   }
@@ -330,7 +329,7 @@ void nnc_lw_kernel_col2im(lower *L, const nnc_node *n) {
   }
   kgen G;
   nnc_arena *a = L->a;
-  nnc_kernel *k = nnc_lw_new_kernel(L, &G, col2im_name(L, n), n);
+  nnc_kernel *k = nnc_lw_new_kernel(L, &G, unpools(L, n) ? "unpool" : "col2im", n);
   int64_t N = n->shape.dim[0], C = n->shape.dim[1], H = n->shape.dim[2], W = n->shape.dim[3];
   int64_t KH = n->attr[0], KW = n->attr[1], SH = n->attr[2], SW = n->attr[3], PH = n->attr[4],
           PW = n->attr[5];
@@ -497,20 +496,16 @@ static void window_argmax_tiles(lower *L, const nnc_node *n, nnc_kernel *k, cons
   nnc_kexpr *plane = nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_var(a, vb), P / B), nnc_kx_var(a, vp));
   nnc_kexpr *scratch = nnc_kx_imul(a, nnc_kx_var(a, vb), seg);
   nnc_kexpr *image_at = nnc_kx_imul(a, plane, w->H * w->W);
-  int best = nnc_kernel_scalar(a, k, t), at = nnc_kernel_scalar(a, k, ti);
   /* (1) segment i of the plane: pixels i*KW .. i*KW + KW-1 (W = OW*KW) */
   nnc_kblock *b1 = nnc_kb_loop(a, bp, vi, seg);
   nnc_kexpr *i = nnc_kx_var(a, vi);
-  nnc_kb_set(a, b1, best, nnc_kx_const(a, t, -__builtin_inf()));
-  nnc_kb_set(a, b1, at, nnc_kx_const(a, ti, 0));
+  int best, at;
+  nnc_lw_first_max_init(L, k, b1, t, ti, &best, &at);
   for (int64_t kw = 0; kw < w->KW; kw++) {
     nnc_kexpr *px = nnc_kx_iadd(a, nnc_kx_imul(a, i, w->KW), nnc_kx_int(a, kw));
     nnc_kexpr *v = nnc_kx_load(a, L->p, L->buf[image->id],
                                nnc_kx_iadd(a, image_at, px)); /* im2col's operand: memory */
-    nnc_kexpr *better = nnc_kx_bin(a, NNC_K_GT, v, nnc_kx_scalar(a, k, best));
-    nnc_kb_set(a, b1, at,
-               nnc_kx_select(a, better, nnc_kx_const(a, ti, (double)kw), nnc_kx_scalar(a, k, at)));
-    nnc_kb_set(a, b1, best, nnc_kx_select(a, better, v, nnc_kx_scalar(a, k, best)));
+    nnc_lw_first_max_step(L, k, b1, best, at, v, nnc_kx_const(a, ti, (double)kw));
   }
   nnc_kexpr *cell = nnc_kx_iadd(a, scratch, i);
   nnc_kb_store(a, b1, sv, cell, nnc_kx_scalar(a, k, best));
@@ -529,9 +524,7 @@ static void window_argmax_tiles(lower *L, const nnc_node *n, nnc_kernel *k, cons
       nnc_kb_set(a, b2, at, tap);
       continue;
     }
-    nnc_kexpr *better = nnc_kx_bin(a, NNC_K_GT, v, nnc_kx_scalar(a, k, best));
-    nnc_kb_set(a, b2, at, nnc_kx_select(a, better, tap, nnc_kx_scalar(a, k, at)));
-    nnc_kb_set(a, b2, best, nnc_kx_select(a, better, v, nnc_kx_scalar(a, k, best)));
+    nnc_lw_first_max_step(L, k, b2, best, at, v, tap);
   }
   nnc_kexpr *out = nnc_kx_iadd(a, nnc_kx_imul(a, plane, w->OH * w->OW),
                                nnc_kx_iadd(a, nnc_kx_imul(a, oh, w->OW), ow));
@@ -583,12 +576,7 @@ void nnc_lw_kernel_window_reduce(lower *L, const nnc_node *n) {
    * them (its test differs from max's on NaN) */
   const nnc_node *index = L->index_of[n->id];
   int best = -1, at = -1;
-  if (index) {
-    best = nnc_kernel_scalar(a, k, t);
-    at = nnc_kernel_scalar(a, k, NNC_KT_I32);
-    nnc_kb_set(a, b, best, nnc_kx_const(a, t, -__builtin_inf()));
-    nnc_kb_set(a, b, at, nnc_kx_const(a, NNC_KT_I32, 0));
-  }
+  if (index) nnc_lw_first_max_init(L, k, b, t, NNC_KT_I32, &best, &at);
   nnc_kblock *bc = w.C > 1 ? nnc_kb_loop(a, b, vc, w.C) : b;
   nnc_kexpr *c = w.C > 1 ? nnc_kx_var(a, vc) : G.zero;
   nnc_kexpr *fill = nnc_lw_fconst(L, cols, cols->fattr);
@@ -613,11 +601,7 @@ void nnc_lw_kernel_window_reduce(lower *L, const nnc_node *n) {
       if (index) { /* column (c, kh, kw) of the window: the first maximum wins */
         nnc_kexpr *col =
             nnc_kx_iadd(a, nnc_kx_imul(a, c, w.KH * w.KW), nnc_kx_int(a, kh * w.KW + kw));
-        nnc_kexpr *better = nnc_kx_bin(a, NNC_K_GT, v, nnc_kx_scalar(a, k, best));
-        nnc_kb_set(
-            a, bc, at,
-            nnc_kx_select(a, better, nnc_kx_cast(a, col, NNC_KT_I32), nnc_kx_scalar(a, k, at)));
-        nnc_kb_set(a, bc, best, nnc_kx_select(a, better, v, nnc_kx_scalar(a, k, best)));
+        nnc_lw_first_max_step(L, k, bc, best, at, v, nnc_kx_cast(a, col, NNC_KT_I32));
       }
     }
   nnc_kexpr *row =
