@@ -189,13 +189,18 @@ nnc_kexpr *nnc_lw_gen(lower *L, kgen *G, const nnc_node *n, nnc_kexpr **idx) {
   for (memo *m = G->memo[id]; m; m = m->next)
     if (m->rank == rank && !memcmp(m->idx, idx, sizeof(nnc_kexpr *) * (size_t)rank)) return m->val;
   nnc_kexpr *v = gen_op(L, G, n, idx);
+  nnc_lw_memo_put(L, G, n, idx, v);
+  return v;
+}
+
+void nnc_lw_memo_put(lower *L, kgen *G, const nnc_node *n, nnc_kexpr **idx, nnc_kexpr *v) {
+  int rank = n->shape.rank;
   memo *m = nnc_arena_alloc(L->a, sizeof *m);
   m->rank = rank;
   memcpy(m->idx, idx, sizeof(nnc_kexpr *) * (size_t)rank);
   m->val = v;
-  m->next = G->memo[id];
-  G->memo[id] = m;
-  return v;
+  m->next = G->memo[n->id];
+  G->memo[n->id] = m;
 }
 
 /* Where node n came from, for profiles: the front end names the nodes of
@@ -310,6 +315,10 @@ static bool transpose_in_source_order(const nnc_node *n) {
 }
 
 void nnc_lw_kernel_elementwise(lower *L, const nnc_node *n) {
+  if (L->unpool_of[n->id]) {
+    nnc_lw_kernel_unpool_into(L, n);
+    return;
+  }
   kgen G;
   nnc_kernel *k = nnc_lw_new_kernel(L, &G, nnc_op_name(n->op), n);
   nnc_kexpr *idx[NNC_MAX_RANK];

@@ -59,6 +59,11 @@ typedef struct lower {
    * the argmax and of the views between them is the rmax (the cast keeps
    * its buffer and gets no kernel of its own; the others are dead). */
   const nnc_node **index_of, **saved_by;
+  /* Max pooling's gradient folded into its reader (nnc_lw_match_unpool_readers):
+   * unpool_of[s] is the unpooling col2im that elementwise node s reads (through
+   * views) at its own index; s's kernel computes the col2im's cells itself, and
+   * the col2im and the views get no memory. */
+  const nnc_node **unpool_of;
   int *group_of; /* update index -> group */
   int ngroups;
   int nmade; /* kernels created so far: their names' numbers */
@@ -125,6 +130,9 @@ nnc_kexpr *nnc_lw_linear(lower *L, nnc_kexpr **idx, const nnc_shape *s);
 /* Node n's value at idx in G's kernel: loaded if it has memory, else
  * generated from its op (memoised per index). */
 nnc_kexpr *nnc_lw_gen(lower *L, kgen *G, const nnc_node *n, nnc_kexpr **idx);
+/* Makes nnc_lw_gen of node n (one without memory) at exactly the index
+ * expressions idx give v in G's kernel. */
+void nnc_lw_memo_put(lower *L, kgen *G, const nnc_node *n, nnc_kexpr **idx, nnc_kexpr *v);
 nnc_kexpr *nnc_lw_fconst(lower *L, const nnc_node *n, double v); /* of n's type */
 nnc_kexpr *nnc_lw_clamp_index(lower *L, nnc_kexpr *i, int64_t hi);
 nnc_kexpr *nnc_lw_as_index(lower *L, nnc_kexpr *e);
@@ -165,6 +173,13 @@ void nnc_lw_kernel_window_reduce(lower *L, const nnc_node *n);
  * becomes one kernel that stores the maximum and its tap (index_of,
  * saved_by), so the columns are neither written nor read. */
 void nnc_lw_match_window_argmax(lower *L);
+/* After the layouts: an unpooling col2im whose windows tile the image, read
+ * (through views) only by an elementwise kernel node at that node's own
+ * index (ReLU's backward select), is computed inside that node's kernel
+ * (unpool_of): the routed gradient is never stored and read back. */
+void nnc_lw_match_unpool_readers(lower *L);
+/* The kernel of an elementwise node s with unpool_of[s] set. */
+void nnc_lw_kernel_unpool_into(lower *L, const nnc_node *s);
 
 /* ---- lower_update.c ---- */
 /* Groups updates by shape (one pass per group); before deciding. */
