@@ -134,6 +134,10 @@ nnc_kexpr *nnc_lw_gen(lower *L, kgen *G, const nnc_node *n, nnc_kexpr **idx);
  * expressions idx give v in G's kernel. */
 void nnc_lw_memo_put(lower *L, kgen *G, const nnc_node *n, nnc_kexpr **idx, nnc_kexpr *v);
 nnc_kexpr *nnc_lw_fconst(lower *L, const nnc_node *n, double v); /* of n's type */
+/* Whether reshape n's readers find its operand's coordinates without a
+ * division: the axes before the trailing ones both shapes share are at
+ * most one axis of the operand. */
+bool nnc_lw_reshape_cheap(const nnc_node *n);
 nnc_kexpr *nnc_lw_clamp_index(lower *L, nnc_kexpr *i, int64_t hi);
 nnc_kexpr *nnc_lw_as_index(lower *L, nnc_kexpr *e);
 /* A new kernel named after `what` (and self, the node it computes, if any). */
@@ -148,6 +152,10 @@ bool nnc_lw_output_copies(lower *L);
 
 /* ---- one kernel per op (lower_reduce.c, lower_matmul.c, lower_window.c) ---- */
 void nnc_lw_kernel_reduce(lower *L, const nnc_node *n);
+/* Whether sum / rmax n's shape takes the lane accumulators (its innermost
+ * axis and others reduced, the innermost at least a vector long), unless
+ * its operand is contiguous along a kept axis. */
+bool nnc_lw_reduces_in_lanes(const nnc_node *n);
 void nnc_lw_kernel_argmax(lower *L, const nnc_node *n);
 /* argmax's running first maximum in kernel k: scalars *best (type t, from
  * -inf) and *at (type ti, from 0) set at the top of block b; then each
