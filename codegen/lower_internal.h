@@ -7,7 +7,8 @@
  *   lower_reduce.c  sum / rmax / argmax kernels
  *   lower_matmul.c  products: gemm calls with their epilogues, or loops
  *   lower_window.c  im2col, col2im, scatter_add, window sums and maxima
- *                   (max pooling's with the tap of each maximum)
+ *                   (max pooling's with the tap of each maximum; its
+ *                   gradient unpooled inside the kernel that reads it)
  *   lower_update.c  the update passes (simultaneous assignment)
  */
 #ifndef NNC_CG_LOWER_INTERNAL_H

@@ -6,8 +6,10 @@
  * is not stored (pooling: the reduction reads the image through the
  * window). In training, max pooling's rmax also stores the tap of each
  * window's first maximum, which its gradient's col2im reads in place of
- * an argmax of stored columns ("windowargmax" and "unpool"). Each writes
- * every output element from one thread in a fixed order.
+ * an argmax of stored columns ("windowargmax" and "unpool"); where the
+ * windows tile the image, the elementwise kernel that reads the unpooled
+ * gradient (ReLU's backward select) unpools it itself ("unpool_select").
+ * Each writes every output element from one thread in a fixed order.
  */
 #include "lower_internal.h"
 
