@@ -151,6 +151,12 @@ nnc_kexpr *nnc_kx_bin(nnc_arena *a, nnc_kop op, nnc_kexpr *x, nnc_kexpr *y) {
   return e;
 }
 
+nnc_kexpr *nnc_kx_bin_exact(nnc_arena *a, nnc_kop op, nnc_kexpr *x, nnc_kexpr *y) {
+  nnc_kexpr *e = nnc_kx_bin(a, op, x, y);
+  if (e->kind == NNC_KX_BIN && nnc_kt_is_float(x->type)) e->exact = true;
+  return e;
+}
+
 nnc_kexpr *nnc_kx_select(nnc_arena *a, nnc_kexpr *c, nnc_kexpr *x, nnc_kexpr *y) {
   nnc_kexpr *e = new_expr(a, NNC_KX_SELECT, x->type);
   e->a[0] = c;
@@ -320,7 +326,7 @@ int nnc_kbuf_base(const nnc_kprog *p, int b) {
 
 bool nnc_kexpr_same_node(const nnc_kexpr *x, const nnc_kexpr *y) {
   return x->kind == y->kind && x->type == y->type && x->op == y->op && x->var == y->var &&
-         x->i == y->i && x->f == y->f;
+         x->i == y->i && x->f == y->f && x->exact == y->exact;
 }
 
 bool nnc_kexpr_eq(const nnc_kexpr *x, const nnc_kexpr *y) {
@@ -369,7 +375,7 @@ static void print_expr(FILE *out, const nnc_kexpr *e) {
     return;
   case NNC_KX_UN:
   case NNC_KX_BIN:
-    fprintf(out, "%s(", nnc_kop_name(e->op));
+    fprintf(out, "%s%s(", nnc_kop_name(e->op), e->exact ? ".exact" : "");
     print_expr(out, e->a[0]);
     if (e->kind == NNC_KX_BIN) {
       fputs(", ", out);

@@ -110,6 +110,10 @@ struct nnc_kexpr {
   int64_t i;
   nnc_kexpr *a[3];
   bool reads_mem, reads_scalar; /* anywhere in the DAG below (for memoising) */
+  /* A float BIN that never contracts with a product among its operands
+   * (no fast-math flags): a reduction's add of a term computed inline,
+   * rounded as if the term had been stored by a kernel of its own. */
+  bool exact;
 };
 
 typedef enum nnc_ks_kind { NNC_KS_LOOP, NNC_KS_STORE, NNC_KS_SET } nnc_ks_kind;
@@ -332,6 +336,8 @@ nnc_kexpr *nnc_kx_scalar(nnc_arena *a, const nnc_kernel *k, int s);
 nnc_kexpr *nnc_kx_load(nnc_arena *a, const nnc_kprog *p, int buf, nnc_kexpr *index);
 nnc_kexpr *nnc_kx_un(nnc_arena *a, nnc_kop op, nnc_kexpr *x);
 nnc_kexpr *nnc_kx_bin(nnc_arena *a, nnc_kop op, nnc_kexpr *x, nnc_kexpr *y);
+/* nnc_kx_bin marked exact (float operands; see nnc_kexpr). */
+nnc_kexpr *nnc_kx_bin_exact(nnc_arena *a, nnc_kop op, nnc_kexpr *x, nnc_kexpr *y);
 nnc_kexpr *nnc_kx_select(nnc_arena *a, nnc_kexpr *c, nnc_kexpr *x, nnc_kexpr *y);
 nnc_kexpr *nnc_kx_cast(nnc_arena *a, nnc_kexpr *x, nnc_kt t);
 nnc_kexpr *nnc_kx_rand(nnc_arena *a, nnc_kt t, nnc_kexpr *seed, nnc_kexpr *step, nnc_kexpr *index,

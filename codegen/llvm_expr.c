@@ -227,6 +227,7 @@ static LLVMValueRef powi(emitter *E, LLVMValueRef x, int64_t n) {
 static LLVMValueRef emit_float_binary(emitter *E, const nnc_kexpr *e, LLVMValueRef x,
                                       LLVMValueRef y) {
   LLVMBuilderRef b = E->b;
+  if (e->exact && e->op == NNC_K_ADD) return LLVMBuildFAdd(b, x, y, ""); /* no contraction */
   switch (e->op) {
   case NNC_K_ADD: return nnc_cg_fm(LLVMBuildFAdd(b, x, y, ""));
   case NNC_K_SUB: return nnc_cg_fm(LLVMBuildFSub(b, x, y, ""));

@@ -7,7 +7,8 @@
  * passes in order, each in a file of its own (lower_internal.h lists
  * them): liveness and users, update groups, product epilogues, max
  * pooling's maximum and argmax as one kernel, what gets
- * memory, which 2-D nodes are stored transposed, buffers, one kernel per node that has one, output
+ * memory, which 2-D nodes are stored transposed, max pooling's gradient
+ * folded into its reader, buffers, one kernel per node that has one, output
  * copies, the update passes. Which kernel a node gets follows ops.def's LOWERING column (kernel_for
  * below spells out every op).
  */
@@ -129,6 +130,7 @@ static void init_state(lower *L, nnc_kprog *p, const nnc_graph *g, nnc_kgraph *k
   L->trans = nnc_arena_alloc(L->a, nn);
   L->index_of = nnc_arena_alloc(L->a, sizeof(nnc_node *) * nn);
   L->saved_by = nnc_arena_alloc(L->a, sizeof(nnc_node *) * nn);
+  L->unpool_of = nnc_arena_alloc(L->a, sizeof(nnc_node *) * nn);
   for (size_t i = 0; i < nn; i++) {
     L->out_kind[i] = -1;
     L->buf[i] = -1;
@@ -174,6 +176,7 @@ static bool lower_graph(nnc_kprog *p, const nnc_graph *g, nnc_kgraph *kg, char *
   nnc_lw_match_window_argmax(&L);
   nnc_lw_decide(&L);
   nnc_lw_choose_layouts(&L);
+  nnc_lw_match_unpool_readers(&L);
   if (!nnc_lw_assign_buffers(&L)) return false;
   node_kernels(&L);
   if (!nnc_lw_output_copies(&L)) return false;

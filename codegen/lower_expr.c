@@ -50,6 +50,32 @@ static void unflatten(lower *L, nnc_kexpr *flat, const nnc_shape *s, nnc_kexpr *
   }
 }
 
+/* The coordinates in shape in of the element at idx of a reshape to
+ * shape out: the trailing axes the two share are the same coordinates;
+ * only the axes before them go through a flat index (batch norm's
+ * [N, C, H, W] -> [G, N/G, C, H, W] is one multiply-add, no division). */
+static int common_tail(const nnc_shape *out, const nnc_shape *in) {
+  int ro = out->rank, ri = in->rank, common = 0;
+  while (common < ro && common < ri && out->dim[ro - 1 - common] == in->dim[ri - 1 - common])
+    common++;
+  return common;
+}
+
+bool nnc_lw_reshape_cheap(const nnc_node *n) {
+  return n->in[0]->shape.rank - common_tail(&n->shape, &n->in[0]->shape) <= 1;
+}
+
+static void reshape_index(lower *L, nnc_kexpr **idx, const nnc_shape *out, const nnc_shape *in,
+                          nnc_kexpr **res) {
+  int ro = out->rank, ri = in->rank, common = common_tail(out, in);
+  nnc_shape head_out = {ro - common, {0}}, head_in = {ri - common, {0}};
+  memcpy(head_out.dim, out->dim, sizeof(int64_t) * (size_t)head_out.rank);
+  memcpy(head_in.dim, in->dim, sizeof(int64_t) * (size_t)head_in.rank);
+  if (head_in.rank > 0) unflatten(L, nnc_lw_linear(L, idx, &head_out), &head_in, res);
+  for (int i = 0; i < common; i++)
+    res[ri - 1 - i] = idx[ro - 1 - i];
+}
+
 nnc_kexpr *nnc_lw_fconst(lower *L, const nnc_node *n, double v) {
   return nnc_kx_const(L->a, nnc_kt_of(n->dtype), v);
 }
@@ -131,7 +157,7 @@ static nnc_kexpr *gen_op(lower *L, kgen *G, const nnc_node *n, nnc_kexpr **idx) 
       sub[0][n->attr[i]] = idx[i];
     return nnc_lw_gen(L, G, n->in[0], sub[0]);
   case NNC_OP_RESHAPE:
-    unflatten(L, nnc_lw_linear(L, idx, &n->shape), &n->in[0]->shape, sub[0]);
+    reshape_index(L, idx, &n->shape, &n->in[0]->shape, sub[0]);
     return nnc_lw_gen(L, G, n->in[0], sub[0]);
   case NNC_OP_ONEHOT: {
     nnc_kexpr *label = nnc_lw_as_index(L, nnc_lw_gen(L, G, n->in[0], idx));
@@ -189,13 +215,18 @@ nnc_kexpr *nnc_lw_gen(lower *L, kgen *G, const nnc_node *n, nnc_kexpr **idx) {
   for (memo *m = G->memo[id]; m; m = m->next)
     if (m->rank == rank && !memcmp(m->idx, idx, sizeof(nnc_kexpr *) * (size_t)rank)) return m->val;
   nnc_kexpr *v = gen_op(L, G, n, idx);
+  nnc_lw_memo_put(L, G, n, idx, v);
+  return v;
+}
+
+void nnc_lw_memo_put(lower *L, kgen *G, const nnc_node *n, nnc_kexpr **idx, nnc_kexpr *v) {
+  int rank = n->shape.rank;
   memo *m = nnc_arena_alloc(L->a, sizeof *m);
   m->rank = rank;
   memcpy(m->idx, idx, sizeof(nnc_kexpr *) * (size_t)rank);
   m->val = v;
-  m->next = G->memo[id];
-  G->memo[id] = m;
-  return v;
+  m->next = G->memo[n->id];
+  G->memo[n->id] = m;
 }
 
 /* Where node n came from, for profiles: the front end names the nodes of
@@ -310,6 +341,10 @@ static bool transpose_in_source_order(const nnc_node *n) {
 }
 
 void nnc_lw_kernel_elementwise(lower *L, const nnc_node *n) {
+  if (L->unpool_of[n->id]) {
+    nnc_lw_kernel_unpool_into(L, n);
+    return;
+  }
   kgen G;
   nnc_kernel *k = nnc_lw_new_kernel(L, &G, nnc_op_name(n->op), n);
   nnc_kexpr *idx[NNC_MAX_RANK];

@@ -305,6 +305,37 @@ static node_state decide_shared(lower *L, const nnc_node *n) {
   return ST_INLINE;
 }
 
+/* A reshape read only by a reduction's kernel, of an elementwise node that
+ * only it reads, is computed inline (its operand too) rather than given
+ * its operand's memory as a view: batch norm's sum of (x - mean)^2 and of
+ * (x - mean) * dy over [G, N/G, C, H, W] groups of its [N, C, H, W]
+ * operand then reads x and dy instead of a product stored for it by a
+ * pass of its own. Only reshapes whose index map needs no division, and
+ * reductions in lanes, which add each term as the stored one would be
+ * added (an exact add: the product is rounded, not contracted). */
+static bool reshape_into_reduction(lower *L, const nnc_node *n) {
+  int id = n->id;
+  if (n->op != NNC_OP_RESHAPE || L->force[id] || L->out_kind[id] >= 0 || L->is_update[id] ||
+      !nnc_lw_reshape_cheap(n))
+    return false;
+  const nnc_node *u = NULL, *x = n->in[0];
+  for (int i = 0; i < L->nusers[id]; i++) {
+    const nnc_node *r = L->users[id][i];
+    if (L->st[r->id] == ST_DEAD || L->st[r->id] == ST_ABSORBED) continue;
+    if (u) return false;
+    u = r;
+  }
+  if (!u || (u->op != NNC_OP_SUM && u->op != NNC_OP_RMAX) || L->st[u->id] != ST_KERNEL ||
+      u->in[0] != n || !nnc_lw_reduces_in_lanes(u))
+    return false;
+  if (nnc_op_lowering_of(x->op) != NNC_LOWER_INLINE || !is_elementwise(x) || cheap(x) ||
+      L->force[x->id] || L->out_kind[x->id] >= 0 || L->is_update[x->id] || L->final[x->id] ||
+      L->nusers[x->id] != 1 || x->op == NNC_OP_ALLREDUCE)
+    return false;
+  L->root[id] = u->id;
+  return true;
+}
+
 void nnc_lw_decide(lower *L) {
   /* an f32 allreduce has a kernel of its own, after which the runtime's
    * hook sums its memory over the ranks; its readers read that memory (the
@@ -327,6 +358,10 @@ void nnc_lw_decide(lower *L) {
     }
     if (!used || (L->saved_by[id] && n->op != NNC_OP_CAST)) {
       L->st[id] = ST_DEAD; /* an argmax its window max's kernel saves: not computed */
+      continue;
+    }
+    if (reshape_into_reduction(L, n)) {
+      L->st[id] = ST_INLINE;
       continue;
     }
     force_operands(L, n);

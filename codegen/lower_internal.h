@@ -7,7 +7,8 @@
  *   lower_reduce.c  sum / rmax / argmax kernels
  *   lower_matmul.c  products: gemm calls with their epilogues, or loops
  *   lower_window.c  im2col, col2im, scatter_add, window sums and maxima
- *                   (max pooling's with the tap of each maximum)
+ *                   (max pooling's with the tap of each maximum; its
+ *                   gradient unpooled inside the kernel that reads it)
  *   lower_update.c  the update passes (simultaneous assignment)
  */
 #ifndef NNC_CG_LOWER_INTERNAL_H
@@ -59,6 +60,11 @@ typedef struct lower {
    * the argmax and of the views between them is the rmax (the cast keeps
    * its buffer and gets no kernel of its own; the others are dead). */
   const nnc_node **index_of, **saved_by;
+  /* Max pooling's gradient folded into its reader (nnc_lw_match_unpool_readers):
+   * unpool_of[s] is the unpooling col2im that elementwise node s reads (through
+   * views) at its own index; s's kernel computes the col2im's cells itself, and
+   * the col2im and the views get no memory. */
+  const nnc_node **unpool_of;
   int *group_of; /* update index -> group */
   int ngroups;
   int nmade; /* kernels created so far: their names' numbers */
@@ -125,7 +131,14 @@ nnc_kexpr *nnc_lw_linear(lower *L, nnc_kexpr **idx, const nnc_shape *s);
 /* Node n's value at idx in G's kernel: loaded if it has memory, else
  * generated from its op (memoised per index). */
 nnc_kexpr *nnc_lw_gen(lower *L, kgen *G, const nnc_node *n, nnc_kexpr **idx);
+/* Makes nnc_lw_gen of node n (one without memory) at exactly the index
+ * expressions idx give v in G's kernel. */
+void nnc_lw_memo_put(lower *L, kgen *G, const nnc_node *n, nnc_kexpr **idx, nnc_kexpr *v);
 nnc_kexpr *nnc_lw_fconst(lower *L, const nnc_node *n, double v); /* of n's type */
+/* Whether reshape n's readers find its operand's coordinates without a
+ * division: the axes before the trailing ones both shapes share are at
+ * most one axis of the operand. */
+bool nnc_lw_reshape_cheap(const nnc_node *n);
 nnc_kexpr *nnc_lw_clamp_index(lower *L, nnc_kexpr *i, int64_t hi);
 nnc_kexpr *nnc_lw_as_index(lower *L, nnc_kexpr *e);
 /* A new kernel named after `what` (and self, the node it computes, if any). */
@@ -140,6 +153,10 @@ bool nnc_lw_output_copies(lower *L);
 
 /* ---- one kernel per op (lower_reduce.c, lower_matmul.c, lower_window.c) ---- */
 void nnc_lw_kernel_reduce(lower *L, const nnc_node *n);
+/* Whether sum / rmax n's shape takes the lane accumulators (its innermost
+ * axis and others reduced, the innermost at least a vector long), unless
+ * its operand is contiguous along a kept axis. */
+bool nnc_lw_reduces_in_lanes(const nnc_node *n);
 void nnc_lw_kernel_argmax(lower *L, const nnc_node *n);
 /* argmax's running first maximum in kernel k: scalars *best (type t, from
  * -inf) and *at (type ti, from 0) set at the top of block b; then each
@@ -165,6 +182,13 @@ void nnc_lw_kernel_window_reduce(lower *L, const nnc_node *n);
  * becomes one kernel that stores the maximum and its tap (index_of,
  * saved_by), so the columns are neither written nor read. */
 void nnc_lw_match_window_argmax(lower *L);
+/* After the layouts: an unpooling col2im whose windows tile the image, read
+ * (through views) only by an elementwise kernel node at that node's own
+ * index (ReLU's backward select), is computed inside that node's kernel
+ * (unpool_of): the routed gradient is never stored and read back. */
+void nnc_lw_match_unpool_readers(lower *L);
+/* The kernel of an elementwise node s with unpool_of[s] set. */
+void nnc_lw_kernel_unpool_into(lower *L, const nnc_node *s);
 
 /* ---- lower_update.c ---- */
 /* Groups updates by shape (one pass per group); before deciding. */

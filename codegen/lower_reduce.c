@@ -121,6 +121,14 @@ static nnc_kblock *reduced_loops(lower *L, nnc_kernel *k, const nnc_node *n, int
   return blk;
 }
 
+/* Whether a reduction's operand x is a reshape computed in the reduction's
+ * kernel in place of a view of a stored node (reshape_into_reduction):
+ * its terms are then added exactly as the stored ones would be, rounded
+ * first, not contracted with the add. */
+static bool inlined_view(const lower *L, const nnc_node *x) {
+  return x->op == NNC_OP_RESHAPE && L->st[x->id] == ST_INLINE;
+}
+
 /* sum / rmax keeping axis col innermost (a column sum such as a bias
  * gradient): the output row accumulates in memory, reduced dims outside
  * the contiguous column loop, so the inner loop is unit-stride and every
@@ -158,8 +166,10 @@ static void kernel_reduce_columns(lower *L, const nnc_node *n, int col) {
                nnc_kx_const(a, t, is_sum ? 0.0 : -__builtin_inf()));
   nnc_kblock *inner = nnc_kb_loop(a, reduced_loops(L, k, n, last, blk, in_idx), vj, B);
   nnc_kexpr *e = nnc_lw_gen(L, &G, x, in_idx);
+  nnc_kexpr *acc = nnc_kx_load(a, L->p, out, at);
+  nnc_kop op = is_sum ? NNC_K_ADD : NNC_K_MAX;
   nnc_kb_store(a, inner, out, at,
-               nnc_kx_bin(a, is_sum ? NNC_K_ADD : NNC_K_MAX, nnc_kx_load(a, L->p, out, at), e));
+               inlined_view(L, x) ? nnc_kx_bin_exact(a, op, acc, e) : nnc_kx_bin(a, op, acc, e));
   k->work = (double)nnc_shape_numel(&x->shape) * nnc_lw_expr_cost(e) * 2;
   nnc_lw_add_kernel(L, k);
 }
@@ -196,7 +206,10 @@ static void kernel_reduce_lanes(lower *L, const nnc_node *n) {
   in_idx[last] = j;
   nnc_kblock *inner = nnc_kb_loop(a, reduced_loops(L, k, n, last, blk, in_idx), vj, W);
   nnc_kexpr *e = nnc_lw_gen(L, &G, x, in_idx);
-  nnc_kb_store(a, inner, lanes, lane, nnc_kx_bin(a, op, nnc_kx_load(a, L->p, lanes, lane), e));
+  nnc_kexpr *lane_v = nnc_kx_load(a, L->p, lanes, lane);
+  nnc_kb_store(a, inner, lanes, lane,
+               inlined_view(L, x) ? nnc_kx_bin_exact(a, op, lane_v, e)
+                                  : nnc_kx_bin(a, op, lane_v, e));
   int acc = nnc_kernel_scalar(a, k, t);
   nnc_kb_set(a, blk, acc, init);
   nnc_kb_set(a, nnc_kb_loop(a, blk, vj, W), acc,
@@ -204,6 +217,16 @@ static void kernel_reduce_lanes(lower *L, const nnc_node *n) {
   nnc_kb_store(a, blk, L->buf[n->id], at, nnc_kx_scalar(a, k, acc));
   k->work = (double)nnc_shape_numel(&x->shape) * nnc_lw_expr_cost(e) * 2;
   nnc_lw_add_kernel(L, k);
+}
+
+bool nnc_lw_reduces_in_lanes(const nnc_node *n) {
+  const nnc_node *x = n->in[0];
+  uint32_t axes = (uint32_t)n->attr[0];
+  int r = x->shape.rank;
+  /* lanes pay when the innermost axis fills a vector and other axes are
+   * reduced too (else the scalar loop is as good) */
+  return r >= 2 && (axes & (1u << (r - 1))) && (axes & ((1u << (r - 1)) - 1)) &&
+         x->shape.dim[r - 1] >= 8 && nnc_kt_is_float(nnc_kt_of(n->dtype));
 }
 
 /* sum / rmax: loops over the kept dims outside, the reduced dims inside,
@@ -225,10 +248,7 @@ void nnc_lw_kernel_reduce(lower *L, const nnc_node *n) {
     kernel_reduce_columns(L, n, col);
     return;
   }
-  /* lanes pay when the innermost axis fills a vector and other axes are
-   * reduced too (else the scalar loop below is as good) */
-  if (r0 >= 2 && (axes0 & (1u << (r0 - 1))) && (axes0 & ((1u << (r0 - 1)) - 1)) &&
-      x0->shape.dim[r0 - 1] >= 8 && nnc_kt_is_float(nnc_kt_of(n->dtype))) {
+  if (nnc_lw_reduces_in_lanes(n)) {
     kernel_reduce_lanes(L, n);
     return;
   }

@@ -6,8 +6,10 @@
  * is not stored (pooling: the reduction reads the image through the
  * window). In training, max pooling's rmax also stores the tap of each
  * window's first maximum, which its gradient's col2im reads in place of
- * an argmax of stored columns ("windowargmax" and "unpool"). Each writes
- * every output element from one thread in a fixed order.
+ * an argmax of stored columns ("windowargmax" and "unpool"); where the
+ * windows tile the image, the elementwise kernel that reads the unpooled
+ * gradient (ReLU's backward select) unpools it itself ("unpool_select").
+ * Each writes every output element from one thread in a fixed order.
  */
 #include "lower_internal.h"
 
@@ -215,29 +217,20 @@ static bool unpools(const lower *L, const nnc_node *n) {
   return false;
 }
 
-/* Max pooling's gradient where the windows tile the image (col2im_tiles
- * of onehot(saved tap) * dy, one channel per image), in two stages per
- * plane, each a loop that vectorises: (1) one loop over the plane's
- * windows (dy and the tap contiguous) gives each window's KH x KW cells,
- * 0 + cell as col2im_tiles computes them, into a scratch plane laid out
- * tap row major ([kh][window][kw]), so that (2) each image row is a copy
- * of W contiguous scratch values. Threads split over blocks of planes,
- * each block with its own scratch plane. */
-static void unpool_tiles(lower *L, const nnc_node *n, kgen *G, nnc_kernel *k) {
+/* Stage (1) of unpooling one plane where the windows tile the image
+ * (col2im n of onehot(saved tap) * dy, one channel per image): one loop
+ * over the plane's windows (dy and the tap contiguous) that vectorises
+ * gives each window's KH x KW cells, 0 + cell as col2im_tiles computes
+ * them, into a scratch plane at `base` laid out tap row major
+ * ([kh][window][kw]), so that image row oh*KH + kh is W contiguous
+ * scratch values from (kh*OH*OW + oh*OW)*KW (unpool_row). */
+static void unpool_cells(lower *L, const nnc_node *n, kgen *G, nnc_kernel *k, nnc_kblock *bp,
+                         int sc, nnc_kexpr *plane, nnc_kexpr *base) {
   nnc_arena *a = L->a;
-  int64_t P = n->shape.dim[0], H = n->shape.dim[2], W = n->shape.dim[3];
-  int64_t KH = n->attr[0], KW = n->attr[1], OH = H / KH, OW = W / KW, B = divisor_upto(P, 64);
+  int64_t KH = n->attr[0], KW = n->attr[1];
+  int64_t OH = n->shape.dim[2] / KH, OW = n->shape.dim[3] / KW;
   nnc_kt t = nnc_kt_of(n->dtype);
-  int sc = nnc_kprog_add_buf(L->p, NNC_KBUF_TEMP, 0, t, B * H * W,
-                             nnc_arena_printf(a, "%s.unpool.%d", L->g->name, n->id));
-  int vb = nnc_kernel_var(k), vp = nnc_kernel_var(k), vj = nnc_kernel_var(k),
-      vh = nnc_kernel_var(k), vkh = nnc_kernel_var(k), vw = nnc_kernel_var(k);
-  nnc_kblock *bp = nnc_kb_loop(a, nnc_kb_loop(a, &k->body, vb, B), vp, P / B);
-  k->split = true;
-  k->extent = B;
-  nnc_kexpr *plane = nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_var(a, vb), P / B), nnc_kx_var(a, vp));
-  nnc_kexpr *base = nnc_kx_imul(a, nnc_kx_var(a, vb), H * W);
-  /* (1) window j of the plane, cell (kh, kw) at scratch ((kh*OH*OW + j)*KW + kw) */
+  int vj = nnc_kernel_var(k);
   nnc_kblock *b1 = nnc_kb_loop(a, bp, vj, OH * OW);
   nnc_kexpr *j = nnc_kx_var(a, vj);
   nnc_kexpr *win = nnc_kx_iadd(a, nnc_kx_imul(a, plane, OH * OW), j);
@@ -250,19 +243,44 @@ static void unpool_tiles(lower *L, const nnc_node *n, kgen *G, nnc_kernel *k) {
                     nnc_kx_int(a, tap % KW)));
     nnc_kb_store(a, b1, sc, at, nnc_kx_bin(a, NNC_K_ADD, nnc_kx_const(a, t, 0), v));
   }
-  /* (2) image row oh*KH + kh: scratch from (kh*OH*OW + oh*OW)*KW, W values */
+}
+
+/* Where unpool_cells put pixel (oh*KH + kh, x) of its plane. */
+static nnc_kexpr *unpool_row(lower *L, const nnc_node *n, nnc_kexpr *base, nnc_kexpr *oh,
+                             nnc_kexpr *kh, nnc_kexpr *x) {
+  nnc_arena *a = L->a;
+  int64_t KH = n->attr[0], KW = n->attr[1];
+  int64_t OH = n->shape.dim[2] / KH, OW = n->shape.dim[3] / KW;
+  nnc_kexpr *row = nnc_kx_iadd(a, nnc_kx_imul(a, kh, OH * OW), nnc_kx_imul(a, oh, OW));
+  return nnc_kx_iadd(a, base, nnc_kx_iadd(a, nnc_kx_imul(a, row, KW), x));
+}
+
+/* Max pooling's gradient where the windows tile the image, in two stages
+ * per plane, each a loop that vectorises: (1) unpool_cells, (2) each
+ * image row a copy of W contiguous scratch values. Threads split over
+ * blocks of planes, each block with its own scratch plane. */
+static void unpool_tiles(lower *L, const nnc_node *n, kgen *G, nnc_kernel *k) {
+  nnc_arena *a = L->a;
+  int64_t P = n->shape.dim[0], H = n->shape.dim[2], W = n->shape.dim[3];
+  int64_t KH = n->attr[0], OH = H / KH, B = divisor_upto(P, 64);
+  int sc = nnc_kprog_add_buf(L->p, NNC_KBUF_TEMP, 0, nnc_kt_of(n->dtype), B * H * W,
+                             nnc_arena_printf(a, "%s.unpool.%d", L->g->name, n->id));
+  int vb = nnc_kernel_var(k), vp = nnc_kernel_var(k), vh = nnc_kernel_var(k),
+      vkh = nnc_kernel_var(k), vw = nnc_kernel_var(k);
+  nnc_kblock *bp = nnc_kb_loop(a, nnc_kb_loop(a, &k->body, vb, B), vp, P / B);
+  k->split = true;
+  k->extent = B;
+  nnc_kexpr *plane = nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_var(a, vb), P / B), nnc_kx_var(a, vp));
+  nnc_kexpr *base = nnc_kx_imul(a, nnc_kx_var(a, vb), H * W);
+  unpool_cells(L, n, G, k, bp, sc, plane, base);
+  /* (2) image row oh*KH + kh */
   nnc_kblock *b2 = nnc_kb_loop(a, nnc_kb_loop(a, nnc_kb_loop(a, bp, vh, OH), vkh, KH), vw, W);
   nnc_kexpr *oh = nnc_kx_var(a, vh), *kh = nnc_kx_var(a, vkh), *x = nnc_kx_var(a, vw);
-  nnc_kexpr *from = nnc_kx_iadd(
-      a, base,
-      nnc_kx_iadd(
-          a,
-          nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, kh, OH * OW), nnc_kx_imul(a, oh, OW)), KW),
-          x));
   nnc_kexpr *to =
       nnc_kx_iadd(a, nnc_kx_imul(a, plane, H * W),
                   nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_iadd(a, nnc_kx_imul(a, oh, KH), kh), W), x));
-  nnc_kb_store(a, b2, L->buf[n->id], to, nnc_kx_load(a, L->p, sc, from));
+  nnc_kb_store(a, b2, L->buf[n->id], to,
+               nnc_kx_load(a, L->p, sc, unpool_row(L, n, base, oh, kh, x)));
   k->work = (double)nnc_shape_numel(&n->in[0]->shape) * 4;
   nnc_lw_add_kernel(L, k);
 }
@@ -609,5 +627,77 @@ void nnc_lw_kernel_window_reduce(lower *L, const nnc_node *n) {
   nnc_kb_store(a, b, L->buf[n->id], row, nnc_kx_scalar(a, k, acc));
   if (index) nnc_kb_store(a, b, L->buf[index->id], row, nnc_kx_scalar(a, k, at));
   k->work = (double)nnc_shape_numel(&cols->shape) * 2;
+  nnc_lw_add_kernel(L, k);
+}
+
+/* Where max pooling's gradient (an unpooling col2im whose windows tile the
+ * image, one channel per plane) is read, through views, only by one
+ * elementwise kernel node s at s's own index (ReLU's backward select
+ * [z > 0] dy, after batch norm), s's kernel computes the cells itself
+ * (nnc_lw_kernel_unpool_into): the col2im and its views get no memory,
+ * so the unpooled gradient, as large as the image, is neither written
+ * nor read back. s is [N, C, H, W] over the col2im's N*C planes. */
+void nnc_lw_match_unpool_readers(lower *L) {
+  for (int id = 0; id < L->nn; id++) {
+    const nnc_node *n = L->g->nodes[id];
+    if (!L->live[id] || L->st[id] != ST_KERNEL || n->op != NNC_OP_COL2IM || n->dtype != NNC_F32 ||
+        !tiles_exactly(n) || !unpools(L, n) || n->shape.dim[1] != 1 || L->trans[id])
+      continue;
+    const nnc_node *v = n; /* the view s reads */
+    nnc_node *s = only_reader(L, n);
+    while (s && s->op == NNC_OP_RESHAPE && L->st[s->id] == ST_VIEW) {
+      v = s;
+      s = only_reader(L, s);
+    }
+    if (!s || L->st[s->id] != ST_KERNEL || !nnc_lw_traits(s->op).elementwise ||
+        s->op == NNC_OP_ALLREDUCE || L->final[s->id] || L->trans[s->id] || L->unpool_of[s->id] ||
+        !nnc_shape_eq(&s->shape, &v->shape) || s->shape.rank != 4 ||
+        s->shape.dim[0] * s->shape.dim[1] != n->shape.dim[0] ||
+        s->shape.dim[2] != n->shape.dim[2] || s->shape.dim[3] != n->shape.dim[3])
+      continue;
+    bool direct = false;
+    for (int i = 0; i < s->nin; i++)
+      direct |= s->in[i] == v;
+    if (!direct) continue;
+    L->unpool_of[s->id] = n;
+    for (const nnc_node *u = n;; u = L->users[u->id][0]) {
+      L->st[u->id] = ST_INLINE;
+      if (u == v) break;
+    }
+  }
+}
+
+void nnc_lw_kernel_unpool_into(lower *L, const nnc_node *s) {
+  kgen G;
+  nnc_arena *a = L->a;
+  const nnc_node *n = L->unpool_of[s->id], *v = n;
+  while (L->users[v->id][0] != s)
+    v = L->users[v->id][0];
+  nnc_kernel *k = nnc_lw_new_kernel(L, &G, nnc_arena_printf(a, "unpool_%s", nnc_op_name(s->op)), s);
+  int64_t N = s->shape.dim[0], C = s->shape.dim[1], H = s->shape.dim[2], W = s->shape.dim[3];
+  int64_t KH = n->attr[0], OH = H / KH;
+  /* a scratch plane per image: the images are what threads split over */
+  int sc = nnc_kprog_add_buf(L->p, NNC_KBUF_TEMP, 0, nnc_kt_of(n->dtype), N * H * W,
+                             nnc_arena_printf(a, "%s.unpool.%d", L->g->name, n->id));
+  int vn = nnc_kernel_var(k), vc = nnc_kernel_var(k), vh = nnc_kernel_var(k),
+      vkh = nnc_kernel_var(k), vw = nnc_kernel_var(k);
+  nnc_kblock *bc = nnc_kb_loop(a, nnc_kb_loop(a, &k->body, vn, N), vc, C);
+  k->split = true;
+  k->extent = N;
+  /* s's index, its axes of one at the constant zero as the broadcasts
+   * of its operands read them, so that the memo below is what they find */
+  nnc_kexpr *img = N > 1 ? nnc_kx_var(a, vn) : G.zero, *c = C > 1 ? nnc_kx_var(a, vc) : G.zero;
+  nnc_kexpr *plane = nnc_kx_iadd(a, nnc_kx_imul(a, img, C), c);
+  nnc_kexpr *base = nnc_kx_imul(a, img, H * W);
+  unpool_cells(L, n, &G, k, bc, sc, plane, base);
+  /* (2) each image row of s: its operand v is the scratch row */
+  nnc_kblock *b2 = nnc_kb_loop(a, nnc_kb_loop(a, nnc_kb_loop(a, bc, vh, OH), vkh, KH), vw, W);
+  nnc_kexpr *oh = nnc_kx_var(a, vh), *kh = nnc_kx_var(a, vkh), *x = nnc_kx_var(a, vw);
+  nnc_kexpr *h = nnc_kx_iadd(a, nnc_kx_imul(a, oh, KH), kh);
+  nnc_kexpr *idx[4] = {img, c, H > 1 ? h : G.zero, W > 1 ? x : G.zero};
+  nnc_lw_memo_put(L, &G, v, idx, nnc_kx_load(a, L->p, sc, unpool_row(L, n, base, oh, kh, x)));
+  nnc_kexpr *val = nnc_lw_gen(L, &G, s, idx);
+  nnc_kb_store(a, b2, L->buf[s->id], nnc_lw_at(L, s, idx), val);
+  k->work = (double)nnc_shape_numel(&s->shape) * (nnc_lw_expr_cost(val) + 2) * 4;
   nnc_lw_add_kernel(L, k);
 }

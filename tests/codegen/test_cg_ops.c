@@ -605,6 +605,54 @@ static void test_recompute_batchnorm(void **state) {
   assert_int_equal(train_kernels(fx), 6);
 }
 
+/* Batch norm's sums over groups of the batch: sum over [G, N/G, C, H, W]
+ * of a reshape of (x - m) * q, [N, C, H, W]. The reduction computes the
+ * product itself (one kernel, no pass storing it), and adds each product
+ * rounded, as it adds the stored one: the same bits as when the product
+ * is stored (also an output). Returns the sums of one step, 1, 2 or 3
+ * threads, which must agree bit for bit. */
+static float *grouped_sums(bool store_product, int *kernels) {
+  void *st;
+  fx_setup(&st);
+  fixture *fx = st;
+  nnc_graph *g = fx->g;
+  nnc_node *x = fx_param(fx, "x", sh(4, 6, 4, 5, 9), -2, 2);
+  nnc_node *q = fx_param(fx, "q", sh(4, 6, 4, 5, 9), -1, 1);
+  nnc_node *m = fx_param(fx, "m", sh(4, 1, 4, 1, 1), -0.5, 0.5);
+  nnc_node *t = nnc_ir_binary(g, NNC_OP_MUL, nnc_ir_binary(g, NNC_OP_SUB, x, m), q);
+  nnc_shape groups = sh(5, 2, 3, 4, 5, 9);
+  nnc_node *sum = nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_reshape(g, t, &groups), 0x1A);
+  out(fx, NNC_OUT_PRED, sum);
+  if (store_product) out(fx, NNC_OUT_LOSS_VEC, t);
+  fx_check(fx);
+  fx_check_threads(fx, 1, false);
+  *kernels = train_kernels(fx);
+  fx_run r;
+  fx_compile(fx, &r, 2);
+  fx_fill(fx, &r, NULL);
+  fx_inputs(fx, &r, NULL, 1);
+  r.model->train_step(r.arena, r.pool);
+  float *got = malloc(sizeof(float) * 8);
+  assert_non_null(got);
+  memcpy(got, r.arena + nnc_cg_output_offset(r.prog, NNC_OUT_PRED), sizeof(float) * 8);
+  fx_release(&r);
+  fx_teardown(&st);
+  return got;
+}
+
+static void test_reduce_through_reshape(void **state) {
+  (void)state;
+  int fused, stored;
+  float *a = grouped_sums(false, &fused), *b = grouped_sums(true, &stored);
+  assert_int_equal(fused, 1);  /* the lanesum alone */
+  assert_int_equal(stored, 2); /* the product, then the lanesum */
+  for (int i = 0; i < 8; i++)
+    if (memcmp(&a[i], &b[i], sizeof(float)) != 0)
+      fail_msg("sum %d: %.9g computed inline, %.9g stored", i, a[i], b[i]);
+  free(a);
+  free(b);
+}
+
 /* ---- Per-step scalars of the optimizer and schedule ---- */
 
 /* |got - want| is at most half an f32 ulp of want (with 1e-6 of slack for
@@ -710,6 +758,7 @@ int main(void) {
       T(test_update_transposed),
       T(test_update_mixed),
       T(test_recompute_batchnorm),
+      cmocka_unit_test(test_reduce_through_reshape),
       cmocka_unit_test(test_every_op_is_checked), /* last */
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

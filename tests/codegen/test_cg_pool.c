@@ -4,7 +4,9 @@
  * times dy, then col2im. The code generator stores the maximum and the tap
  * of the first maximum in one kernel that reads the image through the
  * window ("windowargmax"), and the gradient reads that tap ("unpool"): no
- * im2col, argmax, cast or col2im kernel. Forward and gradient against the
+ * im2col, argmax, cast or col2im kernel. Where the windows tile the image
+ * and ReLU's gradient reads the unpooled gradient, the ReLU's select
+ * computes it itself ("unpool_select"): it is never stored. Forward and gradient against the
  * interpreter exactly (a maximum and a routed adjoint round nothing), for
  * odd sizes, stride 2, padding, overlapping windows and ties (constant
  * planes, ReLU zeros: each window's adjoint routed to the first maximum
@@ -73,9 +75,20 @@ static void check_pool(int n, int c, int h, int w, const int64_t k[2], const int
   fx_check_threads(fx, 1, false);
   char *dump = fx_kernel_dump(fx);
   assert_true(has_kernel(dump, "windowargmax"));
-  assert_true(has_kernel(dump, "unpool"));
-  static const char *const gone[] = {"im2col", "argmax", "cast", "col2im", "rmax"};
-  for (size_t i = 0; i < sizeof gone / sizeof gone[0]; i++)
+  /* windows that tile the image: ReLU's gradient select computes the
+   * unpooled gradient itself, which is never stored */
+  bool tiles =
+      k[0] == s[0] && k[1] == s[1] && pad[0] == 0 && pad[1] == 0 && h % k[0] == 0 && w % k[1] == 0;
+  bool folded = how == RELU && tiles;
+  if (!has_kernel(dump, folded ? "unpool_select" : "unpool"))
+    fail_msg("no kernel %s:\n%s", folded ? "unpool_select" : "unpool", dump);
+  const char *gone[7] = {"im2col", "argmax", "cast", "col2im", "rmax"};
+  int ngone = 5;
+  if (folded) {
+    gone[ngone++] = "unpool";
+    gone[ngone++] = "select";
+  }
+  for (int i = 0; i < ngone; i++)
     if (has_kernel(dump, gone[i])) fail_msg("a kernel %s is left:\n%s", gone[i], dump);
   free(dump);
   fx_teardown(&st);
@@ -90,6 +103,10 @@ static void test_pool_train(void **state) {
       {2, 3, 6, 6, {2, 2}, {2, 2}, {0, 0}},    /* 2x2 stride 2: windows tile the image */
       {2, 3, 8, 6, {2, 2}, {2, 2}, {0, 0}},    /* more rows of windows than columns */
       {2, 32, 28, 28, {2, 2}, {2, 2}, {0, 0}}, /* fashion_cnn's first pooling, batch 2 */
+      {1, 1, 4, 6, {2, 2}, {2, 2}, {0, 0}},    /* one image, one channel */
+      {3, 5, 6, 10, {2, 2}, {2, 2}, {0, 0}},   /* odd batch and channels */
+      {2, 3, 9, 6, {3, 3}, {3, 3}, {0, 0}},    /* 3x3 windows that tile */
+      {2, 3, 4, 9, {2, 3}, {2, 3}, {0, 0}},    /* non-square windows that tile */
       {3, 2, 9, 7, {2, 2}, {2, 2}, {0, 0}},    /* odd sizes: the last row and column unread */
       {2, 2, 7, 7, {2, 2}, {2, 2}, {1, 1}},    /* padding */
       {1, 3, 9, 7, {3, 3}, {2, 2}, {1, 1}},    /* overlapping windows, stride 2, padding */
