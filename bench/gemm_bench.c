@@ -46,6 +46,10 @@ static const shape shapes[] = {
     {"dW1   dY^T.X        ", 256, 784, 64, true, false, false, false, 0},
     {"dW2   dY^T.H        ", 256, 256, 64, true, false, false, false, 0},
     {"dW3   dY^T.H        ", 10, 256, 64, true, false, false, false, 0},
+    /* The MLP's weight gradients as its ordinary step computes them: the
+     * batch of 64 summed as 4 chunks of 16 added as a tree. */
+    {"dW1 4 chunks dY^T.X ", 256, 784, 64, true, false, false, false, 4},
+    {"dW2 4 chunks dY^T.H ", 256, 256, 64, true, false, false, false, 4},
     {"conv  im2col.W      ", 50176, 64, 288, false, false, true, true, 0},
     /* Other paths: packed B^T (short K, both transposed), K blocks. */
     {"x.W^T short K packed ", 64, 256, 16, false, true, false, false, 0},

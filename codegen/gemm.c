@@ -242,6 +242,43 @@ static void outer_tile_slots(emitter *e, const panel *pn, int mr, LLVMValueRef m
   LLVMPositionBuilderAtEnd(e->b, done);
 }
 
+/* Two chunks of an unblocked chunked pass at once: acc[0..nacc) += the k
+ * steps [kb, kb + klen), acc[nacc..2 nacc) += those of the next chunk,
+ * [kb + klen, kb + 2 klen), in one loop (each accumulator's steps in
+ * increasing k, as outer_sweep does them one chunk at a time). The two
+ * chunk sums then go to the tree in registers, with no chunk sum stored
+ * and reloaded between the chunks. */
+static void outer_sweep_pair(emitter *e, const panel *pn, int mr, LLVMValueRef m, int64_t kb,
+                             int64_t klen, LLVMValueRef *acc) {
+  int nacc = mr * pn->nv, ku = e->p.ku;
+  int64_t kmain = klen <= 4 * ku ? 0 : klen / ku * ku; /* short K: straight line */
+  if (kmain > 0) {
+    loop l;
+    loop_open(e, &l, i64c(e, kb), i64c(e, kb + kmain), 2 * nacc, acc, "k2");
+    LLVMValueRef cur[MAX_ACC];
+    memcpy(cur, l.carry, sizeof(LLVMValueRef) * (size_t)(2 * nacc));
+    for (int u = 0; u < ku; u++) {
+      LLVMValueRef k = add64(e, l.iv, i64c(e, u));
+      outer_step(e, pn, mr, m, k, cur);
+      outer_step(e, pn, mr, m, add64(e, k, i64c(e, klen)), cur + nacc);
+    }
+    loop_close(e, &l, ku, cur);
+    memcpy(acc, l.carry, sizeof(LLVMValueRef) * (size_t)(2 * nacc));
+  }
+  for (int64_t k = kmain; k < klen; k++) {
+    outer_step(e, pn, mr, m, i64c(e, kb + k), acc);
+    outer_step(e, pn, mr, m, i64c(e, kb + klen + k), acc + nacc);
+  }
+}
+
+/* Whether a tile's chunks run two at a time (outer_sweep_pair): both
+ * chunks' accumulators, their B vectors and two broadcasts fit the
+ * registers. */
+static bool pairs_fit(emitter *e, const panel *pn, int mr) {
+  int nacc = mr * pn->nv;
+  return 2 * nacc <= MAX_ACC && 2 * nacc + 2 * pn->nv + 2 <= e->p.regs;
+}
+
 static void outer_tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
   const nnc_cg_gemm *g = e->g;
   int nacc = mr * pn->nv;
@@ -252,13 +289,22 @@ static void outer_tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
   LLVMValueRef acc[MAX_ACC];
   int64_t chunks = pass_chunks(e, pn), klen = pn->klen / chunks;
   chunk_tree tree = {.n = nacc};
-  for (int64_t c = 0; c < chunks; c++) {
-    for (int i = 0; i < mr; i++)
-      for (int j = 0; j < pn->nv; j++) {
-        LLVMValueRef n = add64(e, pn->n, i64c(e, (int64_t)j * e->p.vl));
-        LLVMValueRef idx = add64(e, mul64(e, add64(e, m, i64c(e, i)), g->ldc), n);
-        acc[i * pn->nv + j] = outer_start(e, pn, idx, vec_lanes(e, pn, j));
-      }
+  int64_t step = chunks > 1 && pairs_fit(e, pn, mr) ? 2 : 1;
+  for (int64_t c = 0; c < chunks; c += step) {
+    int now = c + step <= chunks ? (int)step : 1; /* chunks in this sweep */
+    for (int h = 0; h < now; h++)
+      for (int i = 0; i < mr; i++)
+        for (int j = 0; j < pn->nv; j++) {
+          LLVMValueRef n = add64(e, pn->n, i64c(e, (int64_t)j * e->p.vl));
+          LLVMValueRef idx = add64(e, mul64(e, add64(e, m, i64c(e, i)), g->ldc), n);
+          acc[h * nacc + i * pn->nv + j] = outer_start(e, pn, idx, vec_lanes(e, pn, j));
+        }
+    if (now == 2) {
+      outer_sweep_pair(e, pn, mr, m, c * klen, klen, acc);
+      tree_push(e, &tree, acc);
+      tree_push(e, &tree, acc + nacc);
+      continue;
+    }
     outer_sweep(e, pn, mr, m, c * klen, klen, acc);
     if (chunks > 1) tree_push(e, &tree, acc);
   }

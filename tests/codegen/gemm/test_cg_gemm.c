@@ -491,6 +491,38 @@ static void test_chunk_blocks_emitted_once(void **state) {
   assert_int_equal(fmas_emitted(&g), (p.ku + 1) * p.mr * p.nr);
 }
 
+/* An unblocked chunked product (the MLP's weight gradients: K = the
+ * batch, 4 chunks) runs its chunks two at a time with both chunks'
+ * accumulators in registers: with whole tiles and panels, little more
+ * than the first pair's sums (a tile's accumulators) waits on the stack
+ * while the second pair runs (8 x 3 tiles one chunk at a time stored
+ * every chunk sum but the last, 3 x 24 vectors a tile); and the result is
+ * the chunk products added as the tree. */
+static void test_chunk_pairs_in_registers(void **state) {
+  fixture *f = *state;
+  char err[512];
+  gemm_case c = {48, 64, 64, true, false, 0, 16, 0};
+  nnc_cg_gemm g = gemm_of(&c);
+  g.all_rows = true;
+  g.chunks = 4;
+  nnc_cg_gemm_plan p = nnc_cg_gemm_plan_for(&g);
+  assert_int_equal(p.kind, NNC_CG_GEMM_OUTER);
+  assert_int_equal(p.kc, g.K);
+  if (__builtin_cpu_supports("avx512f")) {
+    char *text = gemm_jit_asm(f->jit, &g, err, sizeof err);
+    if (!text) fail_msg("%s", err);
+    int spills = 0;
+    for (char *q = text; (q = strstr(q, "%zmm")); q++) {
+      char *eol = strchr(q, '\n'), *sp = strstr(q, "(%rsp)");
+      spills += sp && (!eol || sp < eol);
+    }
+    free(text);
+    if (getenv("NNC_TEST_SPILLS")) fprintf(stderr, "chunked product: %d zmm stack moves\n", spills);
+    assert_true(spills <= 2 * p.mr * p.nr); /* 15 here; 98 one chunk at a time */
+  }
+  check_chunks_exact(f, &c, 4);
+}
+
 /* The zmm FMA micro-kernel is what the optimiser leaves in the assembly. */
 static void test_asm_has_zmm_fma(void **state) {
   fixture *f = *state;
@@ -528,6 +560,7 @@ int main(void) {
       cmocka_unit_test(test_chunks),
       cmocka_unit_test(test_chunk_blocks),
       cmocka_unit_test(test_chunk_blocks_emitted_once),
+      cmocka_unit_test(test_chunk_pairs_in_registers),
       cmocka_unit_test(test_asm_has_zmm_fma),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
