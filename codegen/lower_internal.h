@@ -8,6 +8,7 @@
  *   lower_matmul.c  products: gemm calls with their epilogues, or loops
  *   lower_window.c  im2col, col2im, scatter_add, window sums and maxima
  *                   (max pooling's with the tap of each maximum)
+ *   lower_conv.c    convolutions and input gradients as direct kernels
  *   lower_update.c  the update passes (simultaneous assignment)
  */
 #ifndef NNC_CG_LOWER_INTERNAL_H
@@ -32,6 +33,15 @@ typedef struct memo {
   nnc_kexpr *val;
   struct memo *next;
 } memo;
+
+/* A convolution chain computed by one direct kernel (lower_conv.c): `out`
+ * gets the kernel; the chain's other nodes are not computed. */
+typedef struct nnc_lw_conv {
+  const nnc_node *out;
+  const nnc_node *in, *w, *bias; /* read from memory; bias NULL: none */
+  bool grad;                     /* the input gradient (else the forward) */
+  nnc_kconv geo;                 /* sizes and weight strides; the rest set by the kernel */
+} nnc_lw_conv;
 
 /* Lowering state of one graph. Arrays are indexed by node id. */
 typedef struct lower {
@@ -59,7 +69,8 @@ typedef struct lower {
    * the argmax and of the views between them is the rmax (the cast keeps
    * its buffer and gets no kernel of its own; the others are dead). */
   const nnc_node **index_of, **saved_by;
-  int *group_of; /* update index -> group */
+  const nnc_lw_conv **conv; /* the direct convolution a node belongs to, or NULL */
+  int *group_of;            /* update index -> group */
   int ngroups;
   int nmade; /* kernels created so far: their names' numbers */
   char *err;
@@ -165,6 +176,13 @@ void nnc_lw_kernel_window_reduce(lower *L, const nnc_node *n);
  * becomes one kernel that stores the maximum and its tap (index_of,
  * saved_by), so the columns are neither written nor read. */
 void nnc_lw_match_window_argmax(lower *L);
+
+/* ---- lower_conv.c ---- */
+/* Before deciding: the stride-1 convolution chains (forward, input
+ * gradient) that become direct kernels (L->conv). */
+void nnc_lw_match_conv(lower *L);
+/* The direct kernel of the chain that ends at n. */
+void nnc_lw_kernel_conv(lower *L, const nnc_node *n);
 
 /* ---- lower_update.c ---- */
 /* Groups updates by shape (one pass per group); before deciding. */
