@@ -3,17 +3,18 @@
  * stride-1 convolution (lower_conv.c builds both as the same sum).
  *
  * Each call of the kernel's split loop computes one (image n, block of ob
- * output channels): for each output row r, ob x S accumulators of 16 lanes
- * (S = ceil(OW / 16) vectors along the row) sum, over input channels i and
- * the taps (kh, kw) whose input row is inside the image, the input row
- * shifted by kw - pw loaded once per tap as S vectors (masked where the
- * shift reads outside the row: the padding is zeros without a padded copy;
- * the masks are constants since the sizes are) times each output channel's
- * weight broadcast (one load-and-FMA with a memory broadcast). Rows above
- * and below the image are skipped by the kh loop's bounds. The row's sums
- * plus the bias are stored masked to OW. Every output element is one
- * sequential sum (i, kh, kw ascending), so the bits do not depend on how
- * the calls are split over threads.
+ * output channels), R output rows at a time (two where a row is one
+ * vector): ob x R x S accumulators of 16 lanes (S = ceil(OW / 16) vectors
+ * along the row) sum, over input channels i and the taps (kh, kw), each
+ * input row shifted by kw - pw, loaded once per tap as S vectors (masked
+ * where the shift reads outside the row: the padding is zeros without a
+ * padded copy; the masks are constants since the sizes are), times each
+ * output channel's weight broadcast once for the R rows. Groups of R
+ * rows cover the rows whose taps all read rows inside the image; the rows
+ * near the top and bottom go one at a time, their kh loop bounded to the
+ * taps inside. The sums plus the bias are stored masked to OW. Every
+ * output element is one sequential sum (i, kh, kw ascending), so the bits
+ * do not depend on how the calls are split over threads.
  */
 #include <string.h>
 
@@ -66,8 +67,8 @@ static LLVMValueRef splat(conv_emit *C, LLVMValueRef x) {
                                 LLVMConstNull(LLVMVectorType(E->ti32, LANES)), "");
 }
 
-/* The row's vectors for tap column kw: row[s*16 + kw - pw + l], zero
- * outside the row; NULL for a vector that reads only padding. */
+/* The vectors of input row `row` for tap column kw: row[s*16 + kw - pw +
+ * l], zero outside the row; NULL for a vector that reads only padding. */
 static void tap_vectors(conv_emit *C, LLVMValueRef row, int64_t kw, LLVMValueRef *v) {
   emitter *E = C->E;
   const nnc_kconv *g = C->g;
@@ -89,65 +90,72 @@ static void tap_vectors(conv_emit *C, LLVMValueRef row, int64_t kw, LLVMValueRef
   }
 }
 
-/* The block of cnt output channels from channel o0: output rows of image
- * n's plane `in` into `out` (at channel o0), weights from `w` (at o0). */
-static void block_rows(conv_emit *C, int64_t cnt, LLVMValueRef in, LLVMValueRef w, LLVMValueRef out,
-                       LLVMValueRef bias) {
+/* Output rows [r, r + R) (R > 1: rows whose taps are all inside the
+ * image) of the block of cnt output channels: image n's
+ * planes `in`, output `out` and weights `w` at the block's first channel. */
+static void row_group(conv_emit *C, int64_t cnt, int64_t R, LLVMValueRef r, LLVMValueRef in,
+                      LLVMValueRef w, LLVMValueRef out, LLVMValueRef bias) {
   emitter *E = C->E;
   const nnc_kconv *g = C->g;
-  int nacc = (int)(cnt * C->S);
+  int64_t S = C->S;
+  int nacc = (int)(cnt * R * S);
   LLVMValueRef init[MAX_ACC], acc[MAX_ACC];
   for (int a = 0; a < nacc; a++)
     init[a] = C->zero;
-  nnc_cg_loop rows, chans, taps;
-  nnc_cg_loop_open(E->b, E->ctx, E->fn, &rows, i64c(E, 0), i64c(E, g->OH), 0, NULL, "rows");
-  LLVMValueRef r = rows.iv;
-  /* taps kh with 0 <= r + kh - ph < H */
-  LLVMValueRef lo = LLVMBuildSub(E->b, i64c(E, g->ph), r, "");
-  lo = LLVMBuildSelect(E->b, LLVMBuildICmp(E->b, LLVMIntSGT, lo, i64c(E, 0), ""), lo, i64c(E, 0),
-                       "");
-  LLVMValueRef hi = LLVMBuildSub(E->b, i64c(E, g->H + g->ph), r, "");
-  hi = LLVMBuildSelect(E->b, LLVMBuildICmp(E->b, LLVMIntSLT, hi, i64c(E, g->KH), ""), hi,
-                       i64c(E, g->KH), "");
+  /* taps kh with 0 <= r + kh - ph < H (all of them for rows inside) */
+  LLVMValueRef lo = i64c(E, 0), hi = i64c(E, g->KH);
+  if (R == 1) {
+    lo = LLVMBuildSub(E->b, i64c(E, g->ph), r, "");
+    lo = LLVMBuildSelect(E->b, LLVMBuildICmp(E->b, LLVMIntSGT, lo, i64c(E, 0), ""), lo, i64c(E, 0),
+                         "");
+    hi = LLVMBuildSub(E->b, i64c(E, g->H + g->ph), r, "");
+    hi = LLVMBuildSelect(E->b, LLVMBuildICmp(E->b, LLVMIntSLT, hi, i64c(E, g->KH), ""), hi,
+                         i64c(E, g->KH), "");
+  }
+  nnc_cg_loop chans, taps;
   nnc_cg_loop_open(E->b, E->ctx, E->fn, &chans, i64c(E, 0), i64c(E, g->C), nacc, init, "chans");
   LLVMValueRef i = chans.iv;
   nnc_cg_loop_open(E->b, E->ctx, E->fn, &taps, lo, hi, nacc, chans.carry, "taps");
   LLVMValueRef kh = taps.iv;
   for (int a = 0; a < nacc; a++)
     acc[a] = taps.carry[a];
-  /* in + i*in_c + (r + kh - ph)*W; w + i*wi + kh*wkh */
-  LLVMValueRef ro = LLVMBuildAdd(E->b, LLVMBuildAdd(E->b, r, kh, ""), i64c(E, -g->ph), "");
-  ro = LLVMBuildAdd(E->b, LLVMBuildMul(E->b, i, i64c(E, g->in_c), ""),
-                    LLVMBuildMul(E->b, ro, i64c(E, g->W), ""), "");
-  LLVMValueRef row = at(E, in, ro);
+  /* row j: in + i*in_c + (r + j + kh - ph)*W; w + i*wi + kh*wkh */
+  LLVMValueRef rows[MAX_ACC];
+  LLVMValueRef ic = LLVMBuildMul(E->b, i, i64c(E, g->in_c), "");
+  for (int64_t j = 0; j < R; j++) {
+    LLVMValueRef ro = LLVMBuildAdd(E->b, LLVMBuildAdd(E->b, r, kh, ""), i64c(E, j - g->ph), "");
+    rows[j] = at(E, in, LLVMBuildAdd(E->b, ic, LLVMBuildMul(E->b, ro, i64c(E, g->W), ""), ""));
+  }
   LLVMValueRef wo = LLVMBuildAdd(E->b, LLVMBuildMul(E->b, i, i64c(E, g->wi), ""),
                                  LLVMBuildMul(E->b, kh, i64c(E, g->wkh), ""), "");
   LLVMValueRef wt = at(E, w, wo);
   LLVMTypeRef over = C->vt;
   for (int64_t kw = 0; kw < g->KW; kw++) {
-    LLVMValueRef v[LANES];
-    tap_vectors(C, row, kw, v);
+    LLVMValueRef v[MAX_ACC];
+    for (int64_t j = 0; j < R; j++)
+      tap_vectors(C, rows[j], kw, v + j * S);
     for (int64_t o = 0; o < cnt; o++) {
       LLVMValueRef wp = at(E, wt, i64c(E, o * g->wo + kw * g->wkw));
       LLVMValueRef ws = splat(C, LLVMBuildLoad2(E->b, E->tf32, wp, ""));
-      for (int64_t s = 0; s < C->S; s++) {
-        if (!v[s]) continue;
-        LLVMValueRef args[3] = {ws, v[s], acc[o * C->S + s]};
-        acc[o * C->S + s] = call(E, "llvm.fma", 1, &over, args, 3);
+      for (int64_t js = 0; js < R * S; js++) {
+        if (!v[js]) continue;
+        LLVMValueRef args[3] = {ws, v[js], acc[o * R * S + js]};
+        acc[o * R * S + js] = call(E, "llvm.fma", 1, &over, args, 3);
       }
     }
   }
   nnc_cg_loop_close(E->b, &taps, 1, acc);
   nnc_cg_loop_close(E->b, &chans, 1, taps.carry);
-  /* out + o*out_c + r*OW + s*16: sums plus the bias, masked to the row */
+  /* out + o*out_c + (r + j)*OW + s*16: sums plus the bias, masked to the row */
   LLVMValueRef orow = at(E, out, LLVMBuildMul(E->b, r, i64c(E, g->OW), ""));
   for (int64_t o = 0; o < cnt; o++) {
     LLVMValueRef b = NULL;
     if (bias) b = splat(C, LLVMBuildLoad2(E->b, E->tf32, at(E, bias, i64c(E, o)), ""));
-    for (int64_t s = 0; s < C->S; s++) {
-      LLVMValueRef y = chans.carry[o * C->S + s];
+    for (int64_t js = 0; js < R * S; js++) {
+      int64_t j = js / S, s = js % S;
+      LLVMValueRef y = chans.carry[o * R * S + js];
       if (b) y = LLVMBuildFAdd(E->b, y, b, "");
-      LLVMValueRef ptr = at(E, orow, i64c(E, o * g->out_c + s * LANES));
+      LLVMValueRef ptr = at(E, orow, i64c(E, o * g->out_c + j * g->OW + s * LANES));
       int count;
       LLVMValueRef mask = row_mask(E, s * LANES, g->OW, LANES, &count);
       if (count == LANES) {
@@ -159,7 +167,43 @@ static void block_rows(conv_emit *C, int64_t cnt, LLVMValueRef in, LLVMValueRef 
       }
     }
   }
+}
+
+/* Single rows [from, to) of the block, each with its taps' bounds. */
+static void single_rows(conv_emit *C, int64_t cnt, int64_t from, int64_t to, LLVMValueRef in,
+                        LLVMValueRef w, LLVMValueRef out, LLVMValueRef bias) {
+  emitter *E = C->E;
+  if (from >= to) return;
+  nnc_cg_loop rows;
+  nnc_cg_loop_open(E->b, E->ctx, E->fn, &rows, i64c(E, from), i64c(E, to), 0, NULL, "row");
+  row_group(C, cnt, 1, rows.iv, in, w, out, bias);
   nnc_cg_loop_close(E->b, &rows, 1, NULL);
+}
+
+/* The whole planes of the block of cnt output channels: groups of R rows
+ * where every tap's row is inside the image, single rows elsewhere. */
+static void block_rows(conv_emit *C, int64_t cnt, LLVMValueRef in, LLVMValueRef w, LLVMValueRef out,
+                       LLVMValueRef bias) {
+  emitter *E = C->E;
+  const nnc_kconv *g = C->g;
+  int64_t R = g->rows;
+  if (R == 1) {
+    single_rows(C, cnt, 0, g->OH, in, w, out, bias);
+    return;
+  }
+  /* rows r with 0 <= r - ph and r + KH - 1 - ph < H */
+  int64_t top = g->ph < 0 ? 0 : g->ph > g->OH ? g->OH : g->ph;
+  int64_t bot = g->H + g->ph - g->KH + 1;
+  bot = bot < top ? top : bot > g->OH ? g->OH : bot;
+  int64_t mid = top + (bot - top) / R * R;
+  single_rows(C, cnt, 0, top, in, w, out, bias);
+  if (mid > top) {
+    nnc_cg_loop rows;
+    nnc_cg_loop_open(E->b, E->ctx, E->fn, &rows, i64c(E, top), i64c(E, mid), 0, NULL, "rows");
+    row_group(C, cnt, R, rows.iv, in, w, out, bias);
+    nnc_cg_loop_close(E->b, &rows, R, NULL);
+  }
+  single_rows(C, cnt, mid, g->OH, in, w, out, bias);
 }
 
 void nnc_ll_emit_conv(emitter *E, const nnc_kernel *k, LLVMValueRef in, LLVMValueRef w,
@@ -167,7 +211,8 @@ void nnc_ll_emit_conv(emitter *E, const nnc_kernel *k, LLVMValueRef in, LLVMValu
   const nnc_kconv *g = &k->conv;
   conv_emit C = {E, g, LLVMVectorType(E->tf32, LANES), NULL, (g->OW + LANES - 1) / LANES};
   C.zero = LLVMConstNull(C.vt);
-  if (g->ob * C.S > MAX_ACC) nnc_ir_bug("codegen: a direct convolution with too many sums");
+  if (g->ob * g->rows * C.S > MAX_ACC)
+    nnc_ir_bug("codegen: a direct convolution with too many sums");
   int64_t blocks = (g->O + g->ob - 1) / g->ob, rest = g->O - (blocks - 1) * g->ob;
   nnc_cg_loop calls;
   nnc_cg_loop_open(E->b, E->ctx, E->fn, &calls, E->begin, E->end, 0, NULL, "calls");

@@ -158,13 +158,15 @@ typedef struct nnc_kbuf {
  * w = W[O,C,KH,KW] as it is; the input gradient is the same sum with the
  * roles of W's two channel axes swapped and the taps flipped (negative
  * strides), in = dy. The kernel's split loop runs over (n, block of ob
- * output channels); each call writes whole output rows of its blocks. */
+ * output channels); each call writes whole output planes of its block,
+ * `rows` rows at a time. */
 typedef struct nnc_kconv {
   int64_t N, C, O, H, W, OH, OW, KH, KW, ph, pw;
   int64_t in_n, in_c;   /* strides of in, in elements (rows: W) */
   int64_t out_n, out_c; /* strides of out (rows: OW) */
   int64_t w0, wo, wi, wkh, wkw;
-  int64_t ob;                           /* output channels per block (the register block) */
+  int64_t ob;   /* output channels per block (the register block) */
+  int64_t rows; /* output rows computed together (sharing each weight's broadcast) */
   int in_buf, w_buf, bias_buf, out_buf; /* bias_buf -1: none */
 } nnc_kconv;
 

@@ -159,10 +159,15 @@ void nnc_lw_match_conv(lower *L) {
   }
 }
 
-/* Output channels per block: as many as the accumulators allow beside the
- * row's vectors, spread evenly over the blocks. */
-static int64_t channel_block(int64_t O, int64_t OW) {
-  int64_t segs = (OW + CONV_LANES - 1) / CONV_LANES, most = CONV_ACCS / segs;
+/* Rows per group: two where the row is one vector (each weight broadcast
+ * then feeds two FMAs), else one. Output channels per block: as many as
+ * the accumulators allow, spread evenly over the blocks. */
+static int64_t row_group(int64_t OH, int64_t OW) {
+  return OW <= CONV_LANES && OH >= 2 ? 2 : 1;
+}
+
+static int64_t channel_block(int64_t O, int64_t OW, int64_t rows) {
+  int64_t segs = (OW + CONV_LANES - 1) / CONV_LANES, most = CONV_ACCS / (segs * rows);
   int64_t blocks = (O + most - 1) / most;
   return (O + blocks - 1) / blocks;
 }
@@ -182,7 +187,8 @@ void nnc_lw_kernel_conv(lower *L, const nnc_node *n) {
   g->in_n = g->C * g->in_c;
   g->out_c = g->OH * g->OW;
   g->out_n = g->O * g->out_c;
-  g->ob = channel_block(g->O, g->OW);
+  g->rows = row_group(g->OH, g->OW);
+  g->ob = channel_block(g->O, g->OW, g->rows);
   g->in_buf = L->buf[c->in->id];
   g->w_buf = L->buf[c->w->id];
   g->bias_buf = c->bias ? L->buf[c->bias->id] : -1;
