@@ -104,6 +104,22 @@ static void match_forward(lower *L, const nnc_node *t) {
   if (L->nusers[cols->id] == 1) L->force[cols->id] = false; /* the epilogue matcher's */
 }
 
+/* Will the NHWC output gradient t = transpose_0231(dy), read through view a
+ * by the input gradient's product mm, be stored channel-major (CNHW) for
+ * other products anyway (the weight gradient's; nnc_lw_choose_layouts)?
+ * Then its buffer holds dy's planes as they are, and the direct kernel
+ * reads them there instead of dy itself in memory: dy stays computed
+ * inside the transpose's kernel. */
+static bool kept_channel_major(lower *L, const nnc_node *a, const nnc_node *mm) {
+  const nnc_node *t = a->in[0];
+  if (!plain(L, t) || L->out_kind[a->id] >= 0 || L->is_update[a->id] || L->nusers[a->id] < 2 ||
+      a->shape.dim[1] != t->shape.dim[3])
+    return false;
+  for (int i = 0; i < L->nusers[a->id]; i++)
+    if (L->users[a->id][i] != mm && L->users[a->id][i]->op != NNC_OP_MATMUL) return false;
+  return true;
+}
+
 /* dx = col2im(matmul(reshape(transpose_0231(dy)), w)): d. */
 static void match_input_grad(lower *L, const nnc_node *d) {
   if (d->op != NNC_OP_COL2IM || d->dtype != NNC_F32 || d->attr[2] != 1 || d->attr[3] != 1) return;
@@ -143,7 +159,13 @@ static void match_input_grad(lower *L, const nnc_node *d) {
                        .wkw = -1};
   claim(L, c, d);
   claim(L, c, mm);
-  L->force[dy->id] = L->force[mm->in[1]->id] = true;
+  L->force[mm->in[1]->id] = true;
+  if (kept_channel_major(L, a, mm)) {
+    c->in = a->in[0]; /* its buffer, CNHW */
+    c->cnhw = true;
+    return;
+  }
+  L->force[dy->id] = true;
   if (L->nusers[a->id] == 1) L->force[a->id] = false; /* the epilogue matcher's */
 }
 
@@ -178,13 +200,14 @@ void nnc_lw_kernel_conv(lower *L, const nnc_node *n) {
   nnc_kernel *k = nnc_lw_new_kernel(L, &G, c->grad ? "conv_dx" : "conv", n);
   const nnc_node *reads[3] = {c->in, c->w, c->bias};
   for (int i = 0; i < 3; i++)
-    if (reads[i] && (L->buf[reads[i]->id] < 0 || L->trans[reads[i]->id]))
-      nnc_ir_bug("codegen: a direct convolution's operand without plain memory");
+    if (reads[i] && (L->buf[reads[i]->id] < 0 || L->trans[reads[i]->id] != (i == 0 && c->cnhw)))
+      nnc_ir_bug("codegen: a direct convolution's operand %%%d not in the layout expected",
+                 reads[i]->id);
   k->is_conv = true;
   k->conv = c->geo;
   nnc_kconv *g = &k->conv;
-  g->in_c = g->H * g->W;
-  g->in_n = g->C * g->in_c;
+  g->in_c = c->cnhw ? g->N * g->H * g->W : g->H * g->W; /* CNHW: [C, N, H, W] */
+  g->in_n = c->cnhw ? g->H * g->W : g->C * g->in_c;
   g->out_c = g->OH * g->OW;
   g->out_n = g->O * g->out_c;
   g->rows = row_group(g->OH, g->OW);

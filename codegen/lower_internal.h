@@ -40,7 +40,8 @@ typedef struct nnc_lw_conv {
   const nnc_node *out;
   const nnc_node *in, *w, *bias; /* read from memory; bias NULL: none */
   bool grad;                     /* the input gradient (else the forward) */
-  nnc_kconv geo;                 /* sizes and weight strides; the rest set by the kernel */
+  bool cnhw;     /* in is the gradient's NHWC transpose, stored channel-major (CNHW) */
+  nnc_kconv geo; /* sizes and weight strides; the rest set by the kernel */
 } nnc_lw_conv;
 
 /* Lowering state of one graph. Arrays are indexed by node id. */
