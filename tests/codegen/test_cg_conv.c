@@ -12,19 +12,6 @@
  */
 #include "cg_test.h"
 
-/* Whether the dump has a kernel named what ("kernel train.k3.what ..."). */
-static bool has_kernel(const char *dump, const char *what) {
-  size_t n = strlen(what);
-  for (const char *l = dump; l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
-    if (strncmp(l, "kernel ", 7) != 0) continue;
-    const char *name = strchr(l + 7, '.');      /* after the graph's name */
-    name = name ? strchr(name + 1, '.') : NULL; /* after k<number> */
-    if (name && !strncmp(name + 1, what, n) && (name[1 + n] == ' ' || name[1 + n] == '\n'))
-      return true;
-  }
-  return false;
-}
-
 typedef struct conv_case {
   int n, c, h, w, o;
   int64_t k[2], s[2], p[2];
@@ -75,12 +62,12 @@ static void check_case(const conv_case *cc) {
   fixture *fx = st;
   build(fx, cc);
   char *dump = fx_kernel_dump(fx);
-  if (has_kernel(dump, "conv") != cc->direct || has_kernel(dump, "conv_dx") != cc->direct)
+  if (fx_has_kernel(dump, "conv") != cc->direct || fx_has_kernel(dump, "conv_dx") != cc->direct)
     fail_msg("case %dx%dx%dx%d o=%d: direct kernels %s, expected %s", cc->n, cc->c, cc->h, cc->w,
-             cc->o, has_kernel(dump, "conv") ? "present" : "absent",
+             cc->o, fx_has_kernel(dump, "conv") ? "present" : "absent",
              cc->direct ? "present" : "absent");
   /* dx needs no col2im (the output gradient's NHWC transpose stays for dW) */
-  if (cc->direct && has_kernel(dump, "col2im"))
+  if (cc->direct && fx_has_kernel(dump, "col2im"))
     fail_msg("case %dx%dx%dx%d o=%d: a col2im kernel beside the direct ones", cc->n, cc->c, cc->h,
              cc->w, cc->o);
   free(dump);

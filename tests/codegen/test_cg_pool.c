@@ -20,19 +20,6 @@ typedef enum pool_input {
   RELU,   /* relu(p): a quarter of the windows all zeros */
 } pool_input;
 
-/* Whether the dump has a kernel named what ("kernel train.k3.what ..."). */
-static bool has_kernel(const char *dump, const char *what) {
-  size_t n = strlen(what);
-  for (const char *l = dump; l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
-    if (strncmp(l, "kernel ", 7) != 0) continue;
-    const char *name = strchr(l + 7, '.');      /* after the graph's name */
-    name = name ? strchr(name + 1, '.') : NULL; /* after k<number> */
-    if (name && !strncmp(name + 1, what, n) && (name[1 + n] == ' ' || name[1 + n] == '\n'))
-      return true;
-  }
-  return false;
-}
-
 /* sum(m * r) with r frozen in [-1, 1]: each window's adjoint is its r. */
 static nnc_node *weighted_sum(fixture *fx, nnc_node *m) {
   nnc_node *r = fx_tensor(fx, "r", NNC_ROLE_FROZEN, NNC_F32, m->shape, -1, 1);
@@ -72,11 +59,11 @@ static void check_pool(int n, int c, int h, int w, const int64_t k[2], const int
   fx_check(fx);
   fx_check_threads(fx, 1, false);
   char *dump = fx_kernel_dump(fx);
-  assert_true(has_kernel(dump, "windowargmax"));
-  assert_true(has_kernel(dump, "unpool"));
+  assert_true(fx_has_kernel(dump, "windowargmax"));
+  assert_true(fx_has_kernel(dump, "unpool"));
   static const char *const gone[] = {"im2col", "argmax", "cast", "col2im", "rmax"};
   for (size_t i = 0; i < sizeof gone / sizeof gone[0]; i++)
-    if (has_kernel(dump, gone[i])) fail_msg("a kernel %s is left:\n%s", gone[i], dump);
+    if (fx_has_kernel(dump, gone[i])) fail_msg("a kernel %s is left:\n%s", gone[i], dump);
   free(dump);
   fx_teardown(&st);
 }
