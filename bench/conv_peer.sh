@@ -10,6 +10,9 @@
 #   forward          im2col + product (with bias)
 #   backward data    product dY·W + col2im
 #   backward weights product dYᵀ·im2col (the forward's im2col is reused)
+# or, where the code generator uses them (stride 1, codegen/lower_conv.c),
+# the direct kernels "conv" (forward, NCHW, bias) and "conv_dx" (backward
+# data), counted as products.
 # The "nnc+lay" column also counts the transposes between the products'
 # NHWC rows and the NCHW tensors that the profile labels with the same
 # convolution and direction; "nnc prod" the products alone. Medians over
@@ -167,8 +170,9 @@ for r in $(seq "$REPEATS"); do
       if (dir == "fwd") d = "fwd"
       else if (op ~ /^matmul/ && m == oc[layer]) d = "bwd_weights"
       else d = "bwd_data"
-      part = (op ~ /^(im2col|col2im)$/ || op ~ /^matmul/) ? "core" : "layout"
+      part = (op ~ /^(im2col|col2im|conv|conv_dx)$/ || op ~ /^matmul/) ? "core" : "layout"
       t[layer " " d " " part] += us; ds[layer " " d] = 1
+      if (op ~ /^(conv|conv_dx)$/) t[layer " " d " prod"] += us
       if (op ~ /^matmul/) { t[layer " " d " prod"] += us; mnk[layer " " d] = mnk[layer " " d] " " m "x" n "x" kd }
     }
     END { for (k in ds) { split(k, a, " "); print "NNC layer=" a[1] " dir=" a[2] " core_us=" t[k " core"] + 0 " layout_us=" t[k " layout"] + 0 " prod_us=" t[k " prod"] + 0 " products=" substr(mnk[k], 2) } }

@@ -169,6 +169,10 @@ bool nnc_cg_build_kernels(nnc_kprog *p, const nnc_module *m, const nnc_cg_target
    * (docs/performance.md); the tests compare both forms. */
   const char *fuse = getenv("NNC_FUSE_UPDATES");
   p->fuse_updates = opt_level >= 2 && fuse && !strcmp(fuse, "1");
+  /* Direct convolutions (lower_conv.c) on AVX-512, f32; NNC_DIRECT_CONV=0
+   * keeps the im2col products (for comparisons). */
+  const char *direct = getenv("NNC_DIRECT_CONV");
+  p->direct_conv = t->vector_width == 16 && !p->bf16 && !(direct && !strcmp(direct, "0"));
   if (p->bf16 && !bf16_target(t, t->host, err, errlen)) return false;
   if (!nnc_cg_lower(p, m, err, errlen)) return false;
   nnc_cg_plan(p);

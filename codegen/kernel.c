@@ -287,6 +287,13 @@ void nnc_kernel_finish(nnc_arena *a, nnc_kernel *k) {
     add_unique(a, &k->writes, &k->nwrites, k->c_buf);
     return;
   }
+  if (k->is_conv) {
+    add_unique(a, &k->reads, &k->nreads, k->conv.in_buf);
+    add_unique(a, &k->reads, &k->nreads, k->conv.w_buf);
+    if (k->conv.bias_buf >= 0) add_unique(a, &k->reads, &k->nreads, k->conv.bias_buf);
+    add_unique(a, &k->writes, &k->nwrites, k->conv.out_buf);
+    return;
+  }
   collect_block(a, k, &k->body);
 }
 
@@ -439,6 +446,16 @@ void nnc_kernel_print(FILE *out, const nnc_kprog *p, const nnc_kernel *k) {
     fprintf(out, "  gemm M=%lld N=%lld K=%lld ta=%d tb=%d bias=%d act=%d\n", (long long)k->gemm.M,
             (long long)k->gemm.N, (long long)k->gemm.K, k->gemm.trans_a, k->gemm.trans_b,
             k->gemm.bias, (int)k->gemm.act);
+  else if (k->is_conv)
+    fprintf(out,
+            "  conv N=%lld C=%lld O=%lld in %lldx%lld out %lldx%lld k %lldx%lld pad %lld,%lld "
+            "w %lld+o*%lld+i*%lld+kh*%lld+kw*%lld ob=%lld bias=%d\n",
+            (long long)k->conv.N, (long long)k->conv.C, (long long)k->conv.O, (long long)k->conv.H,
+            (long long)k->conv.W, (long long)k->conv.OH, (long long)k->conv.OW,
+            (long long)k->conv.KH, (long long)k->conv.KW, (long long)k->conv.ph,
+            (long long)k->conv.pw, (long long)k->conv.w0, (long long)k->conv.wo,
+            (long long)k->conv.wi, (long long)k->conv.wkh, (long long)k->conv.wkw,
+            (long long)k->conv.ob, k->conv.bias_buf >= 0);
   else
     print_block(out, &k->body, 1);
   if (k->update) { /* C's elements (b<c>[at]) go into the pass instead of memory */

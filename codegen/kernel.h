@@ -152,6 +152,28 @@ typedef struct nnc_kbuf {
   const char *name;
 } nnc_kbuf;
 
+/* A direct convolution (lower_conv.c, emitted by conv_direct.c) instead of
+ * a loop nest, stride 1, all f32, every plane row-major with unit stride
+ * along its rows:
+ *   out[n, o, r, c] = bias[o] + sum over i < C, kh < KH, kw < KW of
+ *       w[w0 + o*wo + i*wi + kh*wkh + kw*wkw] * in[n, i, r + kh - ph, c + kw - pw]
+ * with in read as zero outside its H x W plane; the sum runs over i, then
+ * kh, then kw (a fixed order whatever the threads). The forward pass is
+ * w = W[O,C,KH,KW] as it is; the input gradient is the same sum with the
+ * roles of W's two channel axes swapped and the taps flipped (negative
+ * strides), in = dy. The kernel's split loop runs over (n, block of ob
+ * output channels); each call writes whole output planes of its block,
+ * `rows` rows at a time. */
+typedef struct nnc_kconv {
+  int64_t N, C, O, H, W, OH, OW, KH, KW, ph, pw;
+  int64_t in_n, in_c;   /* strides of in, in elements (rows: W) */
+  int64_t out_n, out_c; /* strides of out (rows: OW) */
+  int64_t w0, wo, wi, wkh, wkw;
+  int64_t ob;   /* output channels per block (the register block) */
+  int64_t rows; /* output rows computed together (sharing each weight's broadcast) */
+  int in_buf, w_buf, bias_buf, out_buf; /* bias_buf -1: none */
+} nnc_kconv;
+
 typedef struct nnc_kernel {
   const char *name;  /* LLVM function name: "train.k12.matmul_bias_relu" */
   const char *label; /* for profiles: "k12 matmul_bias_relu 64x256x784 mlp.dense1 fwd" */
@@ -188,6 +210,9 @@ typedef struct nnc_kernel {
    * written buffer, then the entry point calls the runtime's hook on that
    * buffer (kprog.comm_off), which sums it over the ranks in place. */
   bool allreduce;
+  /* A direct convolution (see nnc_kconv) instead of the body. */
+  bool is_conv;
+  nnc_kconv conv;
 } nnc_kernel;
 
 /* The kernel graphs of a program, in the order nnc_cg_graphs lists them:
@@ -318,6 +343,8 @@ typedef struct nnc_kprog {
   bool bf16;                 /* products with bf16 operands (precision = bf16) */
   bool fuse_updates;         /* update passes fused into their gradient's product
                                 (lower_update.c) where they can be */
+  bool direct_conv;          /* stride-1 convolutions and their input gradients as
+                                direct kernels (lower_conv.c): trainers only */
   const nnc_kdeploy *deploy; /* non-NULL: a deployed inference program (see above) */
 } nnc_kprog;
 

@@ -477,6 +477,13 @@ static LLVMValueRef emit_kernel(emitter *E, const nnc_kernel *k) {
   if (k->is_gemm) return emit_gemm_kernel(E, k);
   LLVMValueRef fn = nnc_ll_kernel_fn(E, k->name);
   mark_cold(E, fn, k);
+  if (k->is_conv) {
+    const nnc_kconv *c = &k->conv;
+    nnc_ll_emit_conv(E, k, buffer_ptr(E, c->in_buf), buffer_ptr(E, c->w_buf),
+                     c->bias_buf >= 0 ? buffer_ptr(E, c->bias_buf) : NULL,
+                     buffer_ptr(E, c->out_buf));
+    return fn;
+  }
   E->vars = calloc((size_t)k->nvars + 1, sizeof(LLVMValueRef));
   E->scalars = calloc((size_t)k->nscalars + 1, sizeof(LLVMValueRef));
   if (!E->vars || !E->scalars) nnc_ir_bug("codegen: out of memory");
@@ -514,7 +521,7 @@ static int innermost_loops(const nnc_kblock *blk) {
 }
 
 static double kernel_cost(const nnc_kernel *k) {
-  if (k->is_gemm) return GEMM_COST;
+  if (k->is_gemm || k->is_conv) return GEMM_COST;
   if (k->work < COLD_WORK) return KERNEL_COST;
   return KERNEL_COST + INNER_LOOP_COST * innermost_loops(&k->body);
 }

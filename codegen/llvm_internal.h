@@ -75,6 +75,12 @@ void nnc_ll_loop_close(emitter *E, nnc_ll_loop *l);
  * the builder at its entry; sets E->fn, E->arena, E->begin, E->end. */
 LLVMValueRef nnc_ll_kernel_fn(emitter *E, const char *name);
 
+/* ---- conv_direct.c: a direct convolution (kernel.h's nnc_kconv) ---- */
+/* The body of kernel function E->fn for k, its buffers at in, w, bias
+ * (NULL: none) and out; the builder at the function's entry. */
+void nnc_ll_emit_conv(emitter *E, const nnc_kernel *k, LLVMValueRef in, LLVMValueRef w,
+                      LLVMValueRef bias, LLVMValueRef out);
+
 /* ---- llvm_qgemm.c: an int8 product of a deployed program ---- */
 /* The kernel function of k as the int8 product q (vpdpbusd). */
 LLVMValueRef nnc_ll_emit_qgemm(emitter *E, const nnc_kernel *k, const nnc_kqgemm *q);

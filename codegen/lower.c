@@ -6,7 +6,7 @@
  * the buffers, llvm.c emits the kernels. lower_graph below is the list of
  * passes in order, each in a file of its own (lower_internal.h lists
  * them): liveness and users, update groups, product epilogues, max
- * pooling's maximum and argmax as one kernel, what gets
+ * pooling's maximum and argmax as one kernel, direct convolutions, what gets
  * memory, which 2-D nodes are stored transposed, max pooling's gradient
  * folded into its reader, buffers, one kernel per node that has one, output
  * copies, the update passes. Which kernel a node gets follows ops.def's LOWERING column (kernel_for
@@ -131,6 +131,7 @@ static void init_state(lower *L, nnc_kprog *p, const nnc_graph *g, nnc_kgraph *k
   L->index_of = nnc_arena_alloc(L->a, sizeof(nnc_node *) * nn);
   L->saved_by = nnc_arena_alloc(L->a, sizeof(nnc_node *) * nn);
   L->unpool_of = nnc_arena_alloc(L->a, sizeof(nnc_node *) * nn);
+  L->conv = nnc_arena_alloc(L->a, sizeof(nnc_lw_conv *) * nn);
   for (size_t i = 0; i < nn; i++) {
     L->out_kind[i] = -1;
     L->buf[i] = -1;
@@ -162,7 +163,10 @@ static void find_users(lower *L) {
  * index is stored by its window max's kernel). */
 static void node_kernels(lower *L) {
   for (int i = 0; i < L->nn; i++)
-    if (L->st[i] == ST_KERNEL && !L->saved_by[i]) kernel_for(L, L->g->nodes[i]);
+    if (L->st[i] == ST_KERNEL && L->conv[i])
+      nnc_lw_kernel_conv(L, L->g->nodes[i]);
+    else if (L->st[i] == ST_KERNEL && !L->saved_by[i])
+      kernel_for(L, L->g->nodes[i]);
 }
 
 /* The passes, in order. */
@@ -174,6 +178,7 @@ static bool lower_graph(nnc_kprog *p, const nnc_graph *g, nnc_kgraph *kg, char *
   nnc_lw_assign_groups(&L);
   nnc_lw_match_epilogues(&L);
   nnc_lw_match_window_argmax(&L);
+  nnc_lw_match_conv(&L);
   nnc_lw_decide(&L);
   nnc_lw_choose_layouts(&L);
   nnc_lw_match_unpool_readers(&L);

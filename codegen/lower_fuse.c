@@ -352,6 +352,10 @@ void nnc_lw_decide(lower *L) {
       node_state us = L->st[L->users[id][i]->id];
       used = us != ST_DEAD && us != ST_ABSORBED;
     }
+    if (L->conv[id]) { /* a direct convolution's node (lower_conv.c) */
+      L->st[id] = L->conv[id]->out == n && used ? ST_KERNEL : ST_DEAD;
+      continue;
+    }
     if (L->final[id] && L->final[id] != n) {
       L->st[id] = ST_ABSORBED;
       continue;

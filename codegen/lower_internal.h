@@ -9,6 +9,7 @@
  *   lower_window.c  im2col, col2im, scatter_add, window sums and maxima
  *                   (max pooling's with the tap of each maximum; its
  *                   gradient unpooled inside the kernel that reads it)
+ *   lower_conv.c    convolutions and input gradients as direct kernels
  *   lower_update.c  the update passes (simultaneous assignment)
  */
 #ifndef NNC_CG_LOWER_INTERNAL_H
@@ -33,6 +34,16 @@ typedef struct memo {
   nnc_kexpr *val;
   struct memo *next;
 } memo;
+
+/* A convolution chain computed by one direct kernel (lower_conv.c): `out`
+ * gets the kernel; the chain's other nodes are not computed. */
+typedef struct nnc_lw_conv {
+  const nnc_node *out;
+  const nnc_node *in, *w, *bias; /* read from memory; bias NULL: none */
+  bool grad;                     /* the input gradient (else the forward) */
+  bool cnhw;     /* in is the gradient's NHWC transpose, stored channel-major (CNHW) */
+  nnc_kconv geo; /* sizes and weight strides; the rest set by the kernel */
+} nnc_lw_conv;
 
 /* Lowering state of one graph. Arrays are indexed by node id. */
 typedef struct lower {
@@ -65,7 +76,8 @@ typedef struct lower {
    * views) at its own index; s's kernel computes the col2im's cells itself, and
    * the col2im and the views get no memory. */
   const nnc_node **unpool_of;
-  int *group_of; /* update index -> group */
+  const nnc_lw_conv **conv; /* the direct convolution a node belongs to, or NULL */
+  int *group_of;            /* update index -> group */
   int ngroups;
   int nmade; /* kernels created so far: their names' numbers */
   char *err;
@@ -189,6 +201,13 @@ void nnc_lw_match_window_argmax(lower *L);
 void nnc_lw_match_unpool_readers(lower *L);
 /* The kernel of an elementwise node s with unpool_of[s] set. */
 void nnc_lw_kernel_unpool_into(lower *L, const nnc_node *s);
+
+/* ---- lower_conv.c ---- */
+/* Before deciding: the stride-1 convolution chains (forward, input
+ * gradient) that become direct kernels (L->conv). */
+void nnc_lw_match_conv(lower *L);
+/* The direct kernel of the chain that ends at n. */
+void nnc_lw_kernel_conv(lower *L, const nnc_node *n);
 
 /* ---- lower_update.c ---- */
 /* Groups updates by shape (one pass per group); before deciding. */

@@ -171,7 +171,8 @@ static bool same_block(share *s, const nnc_kblock *x, const nnc_kblock *y) {
 static bool same_kernel(share *s, const nnc_kernel *x, const nnc_kernel *y) {
   if (x->split != y->split || x->extent != y->extent || x->nvars != y->nvars ||
       x->nscalars != y->nscalars || x->work != y->work || x->is_gemm != y->is_gemm ||
-      x->nreads != y->nreads || x->nwrites != y->nwrites || x->update || y->update)
+      x->is_conv != y->is_conv || x->nreads != y->nreads || x->nwrites != y->nwrites || x->update ||
+      y->update)
     return false;
   for (int i = 0; i < x->nscalars; i++)
     if (x->scalar_type[i] != y->scalar_type[i]) return false;
@@ -180,6 +181,13 @@ static bool same_kernel(share *s, const nnc_kernel *x, const nnc_kernel *y) {
            x->col_block == y->col_block && same_buf(s, x->a_buf, y->a_buf) &&
            same_buf(s, x->b_buf, y->b_buf) && same_buf(s, x->bias_buf, y->bias_buf) &&
            same_buf(s, x->c_buf, y->c_buf);
+  if (x->is_conv) {
+    nnc_kconv a = x->conv, b = y->conv; /* the geometry equal, the buffers matched */
+    bool bufs = same_buf(s, a.in_buf, b.in_buf) && same_buf(s, a.w_buf, b.w_buf) &&
+                same_buf(s, a.bias_buf, b.bias_buf) && same_buf(s, a.out_buf, b.out_buf);
+    a.in_buf = a.w_buf = a.bias_buf = a.out_buf = b.in_buf = b.w_buf = b.bias_buf = b.out_buf = 0;
+    return bufs && !memcmp(&a, &b, sizeof a);
+  }
   return same_block(s, &x->body, &y->body);
 }
 

@@ -183,6 +183,19 @@ static inline char *fx_kernel_dump(fixture *fx) {
   return dump;
 }
 
+/* Whether the dump has a kernel named what ("kernel train.k3.what ..."). */
+static inline bool fx_has_kernel(const char *dump, const char *what) {
+  size_t n = strlen(what);
+  for (const char *l = dump; l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+    if (strncmp(l, "kernel ", 7) != 0) continue;
+    const char *name = strchr(l + 7, '.');      /* after the graph's name */
+    name = name ? strchr(name + 1, '.') : NULL; /* after k<number> */
+    if (name && !strncmp(name + 1, what, n) && (name[1 + n] == ' ' || name[1 + n] == '\n'))
+      return true;
+  }
+  return false;
+}
+
 /* Same deterministic starting values on both sides. */
 static inline void fx_fill(fixture *fx, fx_run *r, nnc_interp *in) {
   const nnc_module *m = fx->m;

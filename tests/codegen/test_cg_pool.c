@@ -22,19 +22,6 @@ typedef enum pool_input {
   RELU,   /* relu(p): a quarter of the windows all zeros */
 } pool_input;
 
-/* Whether the dump has a kernel named what ("kernel train.k3.what ..."). */
-static bool has_kernel(const char *dump, const char *what) {
-  size_t n = strlen(what);
-  for (const char *l = dump; l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
-    if (strncmp(l, "kernel ", 7) != 0) continue;
-    const char *name = strchr(l + 7, '.');      /* after the graph's name */
-    name = name ? strchr(name + 1, '.') : NULL; /* after k<number> */
-    if (name && !strncmp(name + 1, what, n) && (name[1 + n] == ' ' || name[1 + n] == '\n'))
-      return true;
-  }
-  return false;
-}
-
 /* sum(m * r) with r frozen in [-1, 1]: each window's adjoint is its r. */
 static nnc_node *weighted_sum(fixture *fx, nnc_node *m) {
   nnc_node *r = fx_tensor(fx, "r", NNC_ROLE_FROZEN, NNC_F32, m->shape, -1, 1);
@@ -74,13 +61,13 @@ static void check_pool(int n, int c, int h, int w, const int64_t k[2], const int
   fx_check(fx);
   fx_check_threads(fx, 1, false);
   char *dump = fx_kernel_dump(fx);
-  assert_true(has_kernel(dump, "windowargmax"));
+  assert_true(fx_has_kernel(dump, "windowargmax"));
   /* windows that tile the image: ReLU's gradient select computes the
    * unpooled gradient itself, which is never stored */
   bool tiles =
       k[0] == s[0] && k[1] == s[1] && pad[0] == 0 && pad[1] == 0 && h % k[0] == 0 && w % k[1] == 0;
   bool folded = how == RELU && tiles;
-  if (!has_kernel(dump, folded ? "unpool_select" : "unpool"))
+  if (!fx_has_kernel(dump, folded ? "unpool_select" : "unpool"))
     fail_msg("no kernel %s:\n%s", folded ? "unpool_select" : "unpool", dump);
   const char *gone[7] = {"im2col", "argmax", "cast", "col2im", "rmax"};
   int ngone = 5;
@@ -89,7 +76,7 @@ static void check_pool(int n, int c, int h, int w, const int64_t k[2], const int
     gone[ngone++] = "select";
   }
   for (int i = 0; i < ngone; i++)
-    if (has_kernel(dump, gone[i])) fail_msg("a kernel %s is left:\n%s", gone[i], dump);
+    if (fx_has_kernel(dump, gone[i])) fail_msg("a kernel %s is left:\n%s", gone[i], dump);
   free(dump);
   fx_teardown(&st);
 }
