@@ -281,6 +281,13 @@ void nnc_kernel_finish(nnc_arena *a, nnc_kernel *k) {
     add_unique(a, &k->writes, &k->nwrites, k->c_buf);
     return;
   }
+  if (k->conv_dw) {
+    add_unique(a, &k->reads, &k->nreads, k->conv_dw->dy_buf);
+    add_unique(a, &k->reads, &k->nreads, k->conv_dw->x_buf);
+    add_unique(a, &k->writes, &k->nwrites, k->conv_dw->dw_buf);
+    add_unique(a, &k->writes, &k->nwrites, k->conv_dw->scratch_buf);
+    return;
+  }
   collect_block(a, k, &k->body);
 }
 
@@ -433,6 +440,12 @@ void nnc_kernel_print(FILE *out, const nnc_kprog *p, const nnc_kernel *k) {
     fprintf(out, "  gemm M=%lld N=%lld K=%lld ta=%d tb=%d bias=%d act=%d\n", (long long)k->gemm.M,
             (long long)k->gemm.N, (long long)k->gemm.K, k->gemm.trans_a, k->gemm.trans_b,
             k->gemm.bias, (int)k->gemm.act);
+  else if (k->conv_dw)
+    fprintf(out, "  conv_dw N=%lld C=%lld %lldx%lld O=%lld k=%lldx%lld pad=%lldx%lld ob=%lld chunks=%lld\n",
+            (long long)k->conv_dw->N, (long long)k->conv_dw->C, (long long)k->conv_dw->H,
+            (long long)k->conv_dw->W, (long long)k->conv_dw->O, (long long)k->conv_dw->KH,
+            (long long)k->conv_dw->KW, (long long)k->conv_dw->PH, (long long)k->conv_dw->PW,
+            (long long)k->conv_dw->ob, (long long)k->conv_dw->chunks);
   else
     print_block(out, &k->body, 1);
   if (k->update) { /* C's elements (b<c>[at]) go into the pass instead of memory */

@@ -148,6 +148,28 @@ typedef struct nnc_kbuf {
   const char *name;
 } nnc_kbuf;
 
+/* A convolution's weight gradient computed directly from NCHW tensors
+ * (lower_conv_dw.c matches it, conv_dw.c emits it), in place of the
+ * product dy_nhwcᵀ · im2col(x): dw[o, c, kh, kw] = sum over n, oh, ow of
+ * dy[n, o, oh, ow] * x[n, c, oh + kh - ph, ow + kw - pw] (stride 1, zero
+ * padding). The kernel's split loop runs over items (o block of `ob`
+ * channels, c), item i = (i / C) * C + c; the batch is summed in `chunks`
+ * micro-batch chunks, each from zero in the same order whatever the
+ * batch, and the chunk sums added as the runtime's pairwise tree (as a
+ * chunked product adds them, ir/chunk.c). `scratch` holds each item's
+ * lane accumulators and the chunk sums (nnc_kconv_dw_scratch). */
+typedef struct nnc_kconv_dw {
+  int64_t N, C, H, W, O, OH, OW, KH, KW, PH, PW;
+  int64_t ob;     /* output channels per item (divides O) */
+  int64_t chunks; /* >= 1, divides N */
+  int vl;         /* lanes per vector */
+  int dy_buf, x_buf, dw_buf, scratch_buf;
+} nnc_kconv_dw;
+
+/* Floats of a direct weight gradient's scratch buffer: per item ob * KH *
+ * KW accumulator vectors, then chunks x O*C*KH*KW chunk sums. */
+int64_t nnc_kconv_dw_scratch(const nnc_kconv_dw *d);
+
 typedef struct nnc_kernel {
   const char *name;  /* LLVM function name: "train.k12.matmul_bias_relu" */
   const char *label; /* for profiles: "k12 matmul_bias_relu 64x256x784 mlp.dense1 fwd" */
@@ -184,6 +206,8 @@ typedef struct nnc_kernel {
    * written buffer, then the entry point calls the runtime's hook on that
    * buffer (kprog.comm_off), which sums it over the ranks in place. */
   bool allreduce;
+  /* Non-NULL: a direct convolution weight gradient (no body, not is_gemm). */
+  const nnc_kconv_dw *conv_dw;
 } nnc_kernel;
 
 /* The kernel graphs of a program, in the order nnc_cg_graphs lists them:

@@ -75,6 +75,12 @@ void nnc_ll_loop_close(emitter *E, nnc_ll_loop *l);
  * the builder at its entry; sets E->fn, E->arena, E->begin, E->end. */
 LLVMValueRef nnc_ll_kernel_fn(emitter *E, const char *name);
 
+/* Address of buffer buf's first element (in the arena, or the weights). */
+LLVMValueRef nnc_ll_buffer_ptr(emitter *E, int buf);
+
+/* ---- conv_dw.c: a direct convolution weight gradient (k->conv_dw) ---- */
+LLVMValueRef nnc_ll_emit_conv_dw(emitter *E, const nnc_kernel *k);
+
 /* ---- llvm_qgemm.c: an int8 product of a deployed program ---- */
 /* The kernel function of k as the int8 product q (vpdpbusd). */
 LLVMValueRef nnc_ll_emit_qgemm(emitter *E, const nnc_kernel *k, const nnc_kqgemm *q);

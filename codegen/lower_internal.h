@@ -59,6 +59,10 @@ typedef struct lower {
    * the argmax and of the views between them is the rmax (the cast keeps
    * its buffer and gets no kernel of its own; the others are dead). */
   const nnc_node **index_of, **saved_by;
+  /* A convolution's weight gradient computed directly
+   * (nnc_lw_match_conv_dw): conv_dw_in[product] = {dy, x}, the NCHW
+   * operands it reads instead of its own; NULL for other nodes. */
+  const nnc_node *(*conv_dw_in)[2];
   int *group_of; /* update index -> group */
   int ngroups;
   int nmade; /* kernels created so far: their names' numbers */
@@ -165,6 +169,15 @@ void nnc_lw_kernel_window_reduce(lower *L, const nnc_node *n);
  * becomes one kernel that stores the maximum and its tap (index_of,
  * saved_by), so the columns are neither written nor read. */
 void nnc_lw_match_window_argmax(lower *L);
+
+/* ---- lower_conv_dw.c ---- */
+/* After match_epilogues: a convolution's weight-gradient product
+ * dy_nhwcᵀ · im2col(x) that the direct kernel computes reads dy and x
+ * (NCHW) instead, so the transpose and (unless read otherwise) the
+ * columns are not made. */
+void nnc_lw_match_conv_dw(lower *L);
+/* The direct weight-gradient kernel of such a product n. */
+void nnc_lw_kernel_conv_dw(lower *L, const nnc_node *n);
 
 /* ---- lower_update.c ---- */
 /* Groups updates by shape (one pass per group); before deciding. */
