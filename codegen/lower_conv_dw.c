@@ -23,10 +23,12 @@
 
 #include "lower_internal.h"
 
-/* An item's registers: ob * taps accumulator vectors, ob vectors of
- * output-gradient rows and KW input vectors, within 31 of the 32 (5x5
- * taps: one channel, 25 + 1 + 5). */
-enum { REGS = 31, MAX_TAPS = 25, MAX_ROW_VECTORS = 8 };
+/* Vector registers an item may hold: its ob * khb * KW accumulators, the
+ * khb * KW input vectors of one position and one output-gradient vector
+ * at a time, within 31 of the 32. A whole plane's positions are unrolled
+ * up to MAX_PLANE_VECTORS vectors; longer planes go row by row, rows of
+ * at most MAX_ROW_VECTORS. */
+enum { REGS = 31, MAX_PLANE_VECTORS = 64, MAX_ROW_VECTORS = 8 };
 
 /* The output gradient dy [N, O, OH, OW] under a product operand
  * reshape(transpose(dy, 0,2,3,1)) [N*OH*OW, O], or NULL. */
@@ -40,12 +42,30 @@ static const nnc_node *nchw_output_gradient(const nnc_node *a) {
   return dy->dtype == NNC_F32 ? dy : NULL;
 }
 
-/* The output channels per item: the largest divisor of O whose
- * registers fit. */
-static int64_t channels_per_item(int64_t O, int64_t taps, int64_t KW) {
-  for (int64_t ob = (REGS - KW) / (taps + 1); ob > 1; ob--)
-    if (O % ob == 0) return ob;
-  return 1;
+/* The item's blocks: ob output channels (dividing O) and khb tap rows
+ * (dividing KH) whose registers fit, with the most multiply-adds per
+ * vector load (ob * khb * KW per ob + khb * KW), then the most
+ * accumulators. */
+static void choose_blocks(nnc_kconv_dw *d) {
+  double best = 0;
+  d->ob = d->khb = 1;
+  for (int64_t khb = 1; khb <= d->KH; khb++)
+    for (int64_t ob = 1; ob <= d->O; ob++) {
+      int64_t acc = ob * khb * d->KW;
+      if (d->KH % khb || d->O % ob || acc + khb * d->KW + 1 > REGS) continue;
+      double per_load = (double)acc / (double)(ob + khb * d->KW) + 1e-6 * (double)acc;
+      if (per_load > best) {
+        best = per_load;
+        d->ob = ob;
+        d->khb = khb;
+      }
+    }
+}
+
+/* Whether the lanes may run along whole planes: an output row as long as
+ * an input row, so a tap is one shift of the flat plane. */
+static bool plane_fits(int64_t W, int64_t OH, int64_t OW, int vl) {
+  return OW == W && (OH * OW + vl - 1) / vl <= MAX_PLANE_VECTORS;
 }
 
 /* Whether product mm is a weight gradient the direct kernel computes;
@@ -59,14 +79,15 @@ static bool matches(const lower *L, const nnc_node *mm, const nnc_node **dy, con
   if (!*dy || cols->op != NNC_OP_IM2COL || cols->fattr != 0 || cols->dtype != NNC_F32) return false;
   *x = cols->in[0];
   int64_t KH = cols->attr[0], KW = cols->attr[1];
-  if (cols->attr[2] != 1 || cols->attr[3] != 1 || KH * KW > MAX_TAPS) return false;
+  if (cols->attr[2] != 1 || cols->attr[3] != 1 || 2 * KW + 1 > REGS) return false;
   const nnc_shape *ys = &(*dy)->shape, *xs = &(*x)->shape;
   int64_t OH = nnc_ir_window_out(xs->dim[2], KH, 1, cols->attr[4]);
   int64_t OW = nnc_ir_window_out(xs->dim[3], KW, 1, cols->attr[5]);
   int64_t chunks = mm->attr[2] > 1 ? mm->attr[2] : 1;
   int vl = L->p->vector_width >= 16 ? 16 : L->p->vector_width >= 8 ? 8 : 4;
   return ys->dim[0] == xs->dim[0] && ys->dim[2] == OH && ys->dim[3] == OW &&
-         (OW + vl - 1) / vl <= MAX_ROW_VECTORS && xs->dim[0] % chunks == 0;
+         (plane_fits(xs->dim[3], OH, OW, vl) || (OW + vl - 1) / vl <= MAX_ROW_VECTORS) &&
+         xs->dim[0] % chunks == 0;
 }
 
 /* Removes user u from node n's readers. */
@@ -117,8 +138,8 @@ void nnc_lw_match_conv_dw(lower *L) {
 }
 
 int64_t nnc_kconv_dw_scratch(const nnc_kconv_dw *d) {
-  int64_t taps = d->KH * d->KW, items = d->O / d->ob * d->C;
-  return items * d->ob * taps * d->vl + d->chunks * d->O * d->C * taps;
+  int64_t taps = d->O * d->C * d->KH * d->KW; /* = items x accumulators */
+  return taps * d->vl + d->chunks * taps;
 }
 
 void nnc_lw_kernel_conv_dw(lower *L, const nnc_node *n) {
@@ -146,7 +167,8 @@ void nnc_lw_kernel_conv_dw(lower *L, const nnc_node *n) {
                       .dy_buf = L->buf[dy->id],
                       .x_buf = L->buf[x->id],
                       .dw_buf = L->buf[n->id]};
-  d->ob = channels_per_item(d->O, d->KH * d->KW, d->KW);
+  choose_blocks(d);
+  d->plane = plane_fits(d->W, d->OH, d->OW, d->vl);
   kgen G;
   nnc_kernel *k = nnc_lw_new_kernel(L, &G, "conv_dw", n);
   d->scratch_buf =
@@ -154,7 +176,7 @@ void nnc_lw_kernel_conv_dw(lower *L, const nnc_node *n) {
                         nnc_arena_printf(L->a, "%s.%%%d.conv_dw_acc", L->g->name, n->id));
   k->conv_dw = d;
   k->split = true;
-  k->extent = d->O / d->ob * d->C;
+  k->extent = d->O / d->ob * d->C * (d->KH / d->khb);
   k->work = 2.0 * (double)(d->O * d->C * d->KH * d->KW) * (double)(d->N * d->OH * d->OW);
   k->label = nnc_arena_printf(L->a, "%s %lldx%lldx%lld direct", k->label, (long long)d->O,
                               (long long)(d->C * d->KH * d->KW), (long long)(d->N * d->OH * d->OW));
