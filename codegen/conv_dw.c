@@ -5,23 +5,29 @@
  *   ih = oh + kh - PH, iw = ow + kw - PW (zero outside the image)
  *
  * read straight from NCHW dy and x: no columns, no transposed dy. An item
- * is one input channel c and a block of ob output channels; its ob * KH *
- * KW outputs have one accumulator vector each, whose lanes are positions
- * along an output row. For each image row of dy (ob masked vector loads
- * per VL positions) and each tap row kh inside the image, the input row
- * shifted by kw - PW is one vector load, masked to the output row and the
- * image (constant masks: they depend only on the vector's place in the row
- * and kw), and goes into ob multiply-adds. Rows whose taps all lie inside
- * the image run as one loop; the padded rows at the top and bottom are
- * emitted one by one with their taps.
+ * is a block of ob output channels, one input channel c and a block of
+ * khb tap rows (lower_conv_dw.c picks the blocks with the most
+ * multiply-adds per load: fashion_cnn's 3x3 layers take 8 channels by one
+ * tap row, 24 accumulators); each of its ob * khb * KW outputs has an
+ * accumulator vector whose lanes are output positions. Per vector of
+ * positions the khb * KW shifted input vectors are loaded (masked so that
+ * padding reads zeros), then each output channel's dy vector and its
+ * multiply-adds. When an output row is as long as an input row (OW == W)
+ * a tap is one shift of the flat plane: the lanes run along the whole
+ * plane (14x14 = 196 positions in 13 vectors, not 14 rows of 14 in 16
+ * lanes) in a loop whose masks come from a constant table; otherwise
+ * along each row, the rows with every tap inside the image in a loop and
+ * the padded rows one by one. The code for each block of tap rows is a
+ * copy of its own (its taps constant), chosen by a switch per item.
  *
  * Order of the sums, the same whatever the batch and thread count: the
  * kernel's split loop runs over items, each item's outputs are summed by
  * one thread. For each of the `chunks` micro-batch chunks, each lane of an
  * accumulator adds its products image by image, row by row, vector by
- * vector (the accumulators stay in the scratch buffer between images, so
- * a thread walks one image across all its items while the image is in
- * cache); at the end of the chunk the lanes are added as a fixed tree
+ * vector (the accumulators stay in registers over a group of MAX_GROUP
+ * images and in the scratch buffer between groups, so a thread walks a
+ * group across all its items while the group's data are in cache); at
+ * the end of the chunk the lanes are added as a fixed tree
  * (halves, quarters, ...), giving the chunk's sum; the chunk sums are
  * added as the runtime's pairwise tree (nnc_rt_tree_sum). A rank of
  * data-parallel training that holds one chunk runs the same code on its
@@ -252,7 +258,8 @@ static LLVMValueRef plane_masks(dw_emitter *w, int64_t kh0, int64_t nv) {
 /* Entry idx of a mask table as a <VL x i1>. */
 static LLVMValueRef mask_at(dw_emitter *w, LLVMValueRef table, LLVMValueRef idx) {
   emitter *E = w->E;
-  LLVMValueRef m = LLVMBuildLoad2(E->b, E->ti32, LLVMBuildGEP2(E->b, E->ti32, table, &idx, 1, ""), "");
+  LLVMValueRef m =
+      LLVMBuildLoad2(E->b, E->ti32, LLVMBuildGEP2(E->b, E->ti32, table, &idx, 1, ""), "");
   m = LLVMBuildTrunc(E->b, m, LLVMIntTypeInContext(E->ctx, (unsigned)w->d->vl), "");
   return LLVMBuildBitCast(E->b, m, LLVMVectorType(E->ti1, (unsigned)w->d->vl), "");
 }
@@ -319,8 +326,8 @@ static void row_products(dw_emitter *w, const planes *pl, int64_t kh0, LLVMValue
       for (int64_t kw = 0; kw < d->KW; kw++) {
         int64_t off = ow0 + kw - d->PW; /* input column of lane 0 */
         for (int l = 0; l < d->vl; l++)
-          ps.x_ok[r][kw][l] = kh >= lo && kh < hi && ow0 + l < d->OW && off + l >= 0 &&
-                              off + l < d->W;
+          ps.x_ok[r][kw][l] =
+              kh >= lo && kh < hi && ow0 + l < d->OW && off + l >= 0 && off + l < d->W;
         ps.x_at[r][kw] = add64(w, xr, i64c(w, off));
       }
     }
@@ -430,8 +437,8 @@ static void chunk(dw_emitter *w, LLVMValueRef g) {
   l = items_open(w);
   r = item_of(w, l.iv);
   int64_t per_slot = d->O * d->C * w->taps;
-  LLVMValueRef slot = d->chunks > 1 ? add64(w, i64c(w, per_slot * d->vl), mul64(w, g, per_slot))
-                                    : NULL;
+  LLVMValueRef slot =
+      d->chunks > 1 ? add64(w, i64c(w, per_slot * d->vl), mul64(w, g, per_slot)) : NULL;
   for (int64_t a = 0; a < w->nacc; a++) {
     LLVMValueRef s = lane_sum(w, load_vec(w, w->scratch, add64(w, r.acc, i64c(w, a * d->vl))));
     LLVMValueRef o = out_index(w, &r, a);
@@ -471,9 +478,18 @@ static void chunk_tree(dw_emitter *w) {
   nnc_cg_loop_close(E->b, &l, 1, NULL);
 }
 
+/* The kernel's body goes into the products' module, as gemm.c's do: it
+ * is vectorised and register-blocked as emitted and needs clean-up, not
+ * the loop kernels' pipeline; the kernel function calls it. */
 LLVMValueRef nnc_ll_emit_conv_dw(emitter *E, const nnc_kernel *k) {
   const nnc_kconv_dw *d = k->conv_dw;
-  LLVMValueRef fn = nnc_ll_kernel_fn(E, k->name);
+  char name[256];
+  snprintf(name, sizeof name, "nnc.conv_dw.%s", k->name);
+  LLVMModuleRef mod = E->mod;
+  E->mod = E->gemm_mod; /* the body, its intrinsics and mask tables */
+  LLVMValueRef impl = nnc_ll_kernel_fn(E, name);
+  LLVMSetLinkage(impl, LLVMExternalLinkage);
+  LLVMSetVisibility(impl, LLVMDefaultVisibility);
   dw_emitter w = {.E = E, .d = d, .vec = LLVMVectorType(E->tf32, (unsigned)d->vl)};
   w.taps = d->KH * d->KW;
   w.nacc = d->ob * d->khb * d->KW;
@@ -485,10 +501,16 @@ LLVMValueRef nnc_ll_emit_conv_dw(emitter *E, const nnc_kernel *k) {
   w.dw = nnc_ll_buffer_ptr(E, d->dw_buf);
   w.scratch = nnc_ll_buffer_ptr(E, d->scratch_buf);
   nnc_cg_loop lg;
-  nnc_cg_loop_open(E->b, E->ctx, fn, &lg, i64c(&w, 0), i64c(&w, d->chunks), 0, NULL, "chunk");
+  nnc_cg_loop_open(E->b, E->ctx, impl, &lg, i64c(&w, 0), i64c(&w, d->chunks), 0, NULL, "chunk");
   chunk(&w, lg.iv);
   nnc_cg_loop_close(E->b, &lg, 1, NULL);
   if (d->chunks > 1) chunk_tree(&w);
+  LLVMBuildRetVoid(E->b);
+  E->mod = mod;
+  LLVMValueRef decl = LLVMAddFunction(mod, name, E->kfn_type);
+  LLVMValueRef fn = nnc_ll_kernel_fn(E, k->name);
+  LLVMValueRef args[3] = {E->arena, E->begin, E->end};
+  LLVMBuildCall2(E->b, E->kfn_type, decl, args, 3, "");
   LLVMBuildRetVoid(E->b);
   return fn;
 }

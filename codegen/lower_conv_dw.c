@@ -5,15 +5,18 @@
  *   dW [O, C*KH*KW] = reshape(transpose(dy, 0,2,3,1))ᵀ · im2col(x)
  * of the output gradient dy [N, O, OH, OW] in NHWC order and the input's
  * columns. Matched here (after match_epilogues, before deciding), the
- * product instead reads dy and x in NCHW (conv_dw_in[]): the transpose
- * kernel is not made, dy is stored by its own elementwise kernel in its
- * natural order, and the columns are made only for other readers (the
+ * product instead reads dy and x in NCHW (conv_dw_in[]): dy is stored by
+ * its own kernel in its natural order, and the transpose and the columns
+ * are made only for other readers (the input gradient's product, the
  * forward product). conv_dw.c emits the kernel (kernel.h nnc_kconv_dw).
  *
- * Matched: f32, stride 1, zero padding, at most MAX_TAPS taps, rows of at
- * most MAX_ROW_VECTORS vectors; not with bf16 products or with update
- * passes fused into products (NNC_FUSE_UPDATES), which keep the product.
- * NNC_CONV_DW=0 keeps the product everywhere (for comparisons). The rule
+ * Matched: f32, stride 1, zero padding, KW <= 15, and either output rows
+ * as long as input rows (lanes along the whole plane, at most
+ * MAX_PLANE_VECTORS vectors) or rows of at most MAX_ROW_VECTORS vectors;
+ * not with bf16 products or with update passes fused into products
+ * (NNC_FUSE_UPDATES), which keep the product.
+ * Taken where it saves a kernel (worth_it); NNC_CONV_DW=1 takes it
+ * wherever it applies, NNC_CONV_DW=0 nowhere (for comparisons). The rule
  * reads nothing of the batch, so the rank graphs of data-parallel training
  * (a part of the batch, ir/chunk.c) choose as the full step does: the
  * same chunk sums, the same bits.
@@ -66,6 +69,26 @@ static void choose_blocks(nnc_kconv_dw *d) {
  * an input row, so a tap is one shift of the flat plane. */
 static bool plane_fits(int64_t W, int64_t OH, int64_t OW, int vl) {
   return OW == W && (OH * OW + vl - 1) / vl <= MAX_PLANE_VECTORS;
+}
+
+/* Whether node n has a live reader other than `but` (through views). */
+static bool read_otherwise(const lower *L, const nnc_node *n, const nnc_node *but) {
+  for (int i = 0; i < L->nusers[n->id]; i++) {
+    const nnc_node *u = L->users[n->id][i];
+    if (u == but || !L->live[u->id]) continue;
+    if (u->op != NNC_OP_RESHAPE || read_otherwise(L, u, but)) return true;
+  }
+  return false;
+}
+
+/* The cost rule. On fashion_cnn's conv2 the direct kernel took ~1.1 times
+ * the product's time (docs/performance.md "Weight gradients without
+ * columns"); it pays where it saves a pass: the columns, or dy's
+ * transpose to NHWC, that no other kernel reads (conv1, whose input
+ * gradient is not computed; any layer whose forward and input gradient
+ * are direct too). NNC_CONV_DW=1 takes it wherever it applies. */
+static bool worth_it(const lower *L, const nnc_node *mm, bool always) {
+  return always || !read_otherwise(L, mm->in[1], mm) || !read_otherwise(L, mm->in[0]->in[0], mm);
 }
 
 /* Whether product mm is a weight gradient the direct kernel computes;
@@ -121,10 +144,11 @@ static void unforce(lower *L, const nnc_node *n) {
 void nnc_lw_match_conv_dw(lower *L) {
   const char *env = getenv("NNC_CONV_DW");
   if ((env && !strcmp(env, "0")) || L->p->bf16 || L->p->fuse_updates || !L->p->use_gemm) return;
+  bool always = env && !strcmp(env, "1");
   for (int i = 0; i < L->nn; i++) {
     nnc_node *mm = L->g->nodes[i];
     const nnc_node *dy, *x;
-    if (!L->live[i] || !matches(L, mm, &dy, &x)) continue;
+    if (!L->live[i] || !matches(L, mm, &dy, &x) || !worth_it(L, mm, always)) continue;
     L->conv_dw_in[i][0] = dy;
     L->conv_dw_in[i][1] = x;
     for (int k = 0; k < 2; k++) {

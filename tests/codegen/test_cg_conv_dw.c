@@ -13,6 +13,7 @@
  * (nnc_chunk_batch_sums) the same bits as the step at B / G run on each
  * micro-batch and the results added as the runtime adds them.
  */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include "cg_test.h"
 
 typedef struct conv_case {
@@ -21,8 +22,9 @@ typedef struct conv_case {
 } conv_case;
 
 /* The step of case cc at batch n into module m (its train graph); the
- * weight gradient's tensor index in *dw. */
-static nnc_graph *build(nnc_module *m, const conv_case *cc, int n, int *dw) {
+ * weight gradient's tensor index in *dw. With dx, an input-gradient-like
+ * product dy_nhwc · W reads dy's transpose too. */
+static nnc_graph *build_step(nnc_module *m, const conv_case *cc, int n, int *dw, bool dx) {
   nnc_graph *g = m->train = nnc_graph_new(m, "train");
   int64_t oh = nnc_ir_window_out(cc->h, cc->k[0], cc->s[0], cc->p[0]);
   int64_t ow = nnc_ir_window_out(cc->w, cc->k[1], cc->s[1], cc->p[1]);
@@ -43,7 +45,14 @@ static nnc_graph *build(nnc_module *m, const conv_case *cc, int n, int *dw) {
   nnc_shape rows = {2, {n * oh * ow, cc->o}};
   nnc_node *dy_rows = nnc_ir_reshape(g, nnc_ir_transpose(g, dy, to_nhwc), &rows);
   nnc_graph_add_update(g, *dw, nnc_ir_matmul(g, dy_rows, cols, true, false));
+  if (dx)
+    nnc_graph_set_output(g, NNC_OUT_LOSS_VEC,
+                         nnc_ir_matmul(g, dy_rows, nnc_ir_param(g, wt), false, false));
   return g;
+}
+
+static nnc_graph *build(nnc_module *m, const conv_case *cc, int n, int *dw) {
+  return build_step(m, cc, n, dw, false);
 }
 
 static const conv_case cases[] = {
@@ -158,10 +167,39 @@ static void test_chunks_are_micro_batches(void **state) {
   check_chunks(&cases[9], 4, 4); /* one image a chunk */
 }
 
+/* The cost rule: where the columns and dy's transpose are made for other
+ * readers anyway (a forward product, an input-gradient product) the
+ * product stays; NNC_CONV_DW=1 takes the direct kernel there too, and it
+ * matches the interpreter. */
+static void test_cost_rule(void **state) {
+  (void)state;
+  for (int always = 0; always < 2; always++) {
+    if (always) setenv("NNC_CONV_DW", "1", 1);
+    void *st;
+    fx_setup(&st);
+    fixture *fx = st;
+    int dw;
+    fx->g = build_step(fx->m, &cases[0], cases[0].n, &dw, true);
+    fx->lo[0] = -1;
+    fx->hi[0] = 1;
+    fx->rtol = 1e-5;
+    fx->atol = 1e-4;
+    char *dump = fx_kernel_dump(fx);
+    bool direct_used = strstr(dump, "conv_dw") != NULL;
+    free(dump);
+    if (direct_used != (always == 1))
+      fail_msg("NNC_CONV_DW=%d: direct kernel %d", always, direct_used);
+    fx_check(fx);
+    fx_teardown(&st);
+    unsetenv("NNC_CONV_DW");
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_against_interpreter),
       cmocka_unit_test(test_chunks_are_micro_batches),
+      cmocka_unit_test(test_cost_rule),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
