@@ -440,13 +440,14 @@ void nnc_kernel_print(FILE *out, const nnc_kprog *p, const nnc_kernel *k) {
     fprintf(out, "  gemm M=%lld N=%lld K=%lld ta=%d tb=%d bias=%d act=%d\n", (long long)k->gemm.M,
             (long long)k->gemm.N, (long long)k->gemm.K, k->gemm.trans_a, k->gemm.trans_b,
             k->gemm.bias, (int)k->gemm.act);
-  else if (k->conv_dw)
-    fprintf(out, "  conv_dw N=%lld C=%lld %lldx%lld O=%lld k=%lldx%lld pad=%lldx%lld ob=%lld chunks=%lld\n",
-            (long long)k->conv_dw->N, (long long)k->conv_dw->C, (long long)k->conv_dw->H,
-            (long long)k->conv_dw->W, (long long)k->conv_dw->O, (long long)k->conv_dw->KH,
-            (long long)k->conv_dw->KW, (long long)k->conv_dw->PH, (long long)k->conv_dw->PW,
-            (long long)k->conv_dw->ob, (long long)k->conv_dw->chunks);
-  else
+  else if (k->conv_dw) {
+    const nnc_kconv_dw *d = k->conv_dw;
+    fprintf(out, "  conv_dw N=%lld C=%lld %lldx%lld O=%lld k=%lldx%lld pad=%lldx%lld",
+            (long long)d->N, (long long)d->C, (long long)d->H, (long long)d->W, (long long)d->O,
+            (long long)d->KH, (long long)d->KW, (long long)d->PH, (long long)d->PW);
+    fprintf(out, " item %lldx%lld chunks=%lld %s\n", (long long)d->ob, (long long)d->khb,
+            (long long)d->chunks, d->plane ? "plane" : "rows");
+  } else
     print_block(out, &k->body, 1);
   if (k->update) { /* C's elements (b<c>[at]) go into the pass instead of memory */
     fprintf(out, "  fused %s, C b%d:\n", k->update->name, k->c_buf);

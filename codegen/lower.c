@@ -29,7 +29,7 @@ static void mark_live(lower *L, const nnc_node *n) {
     mark_live(L, n->in[i]);
 }
 
-static void add_user(lower *L, nnc_node *n, nnc_node *user) {
+void nnc_lw_add_user(lower *L, const nnc_node *n, nnc_node *user) {
   int id = n->id;
   for (int i = 0; i < L->nusers[id]; i++)
     if (L->users[id][i] == user) return;
@@ -158,7 +158,7 @@ static void find_users(lower *L) {
     nnc_node *n = g->nodes[i];
     if (!L->live[i]) continue;
     for (int j = 0; j < n->nin; j++)
-      add_user(L, n->in[j], n);
+      nnc_lw_add_user(L, n->in[j], n);
   }
 }
 

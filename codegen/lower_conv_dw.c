@@ -121,15 +121,6 @@ static void drop_user(lower *L, const nnc_node *n, const nnc_node *u) {
   L->nusers[id] = m;
 }
 
-static void add_user(lower *L, const nnc_node *n, nnc_node *u) {
-  int id = n->id;
-  for (int i = 0; i < L->nusers[id]; i++)
-    if (L->users[id][i] == u) return;
-  L->users[id] = nnc_arena_grow(L->a, L->users[id], sizeof(nnc_node *) * (size_t)L->nusers[id],
-                                sizeof(nnc_node *) * (size_t)(L->nusers[id] + 1));
-  L->users[id][L->nusers[id]++] = u;
-}
-
 /* match_epilogues forced every product's operands into memory; an operand
  * the direct kernel no longer reads stays forced only for another product
  * that still does. */
@@ -155,8 +146,8 @@ void nnc_lw_match_conv_dw(lower *L) {
       drop_user(L, mm->in[k], mm);
       unforce(L, mm->in[k]);
     }
-    add_user(L, dy, mm);
-    add_user(L, x, mm);
+    nnc_lw_add_user(L, dy, mm);
+    nnc_lw_add_user(L, x, mm);
     L->force[dy->id] = L->force[x->id] = true;
   }
 }

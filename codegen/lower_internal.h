@@ -100,6 +100,8 @@ nnc_lw_op_traits nnc_lw_traits(nnc_op op);
 /* ---- lower.c ---- */
 /* Sets L->err to "codegen: msg (graph, node)"; returns false. */
 bool nnc_lw_fail(lower *L, const char *msg, const nnc_node *n);
+/* Adds user to n's readers (once). */
+void nnc_lw_add_user(lower *L, const nnc_node *n, nnc_node *user);
 
 /* ---- lower_fuse.c: the passes that decide, in order ---- */
 /* Marks matmul -> bias add -> ReLU chains that become one gemm call. */

@@ -171,8 +171,8 @@ static bool same_block(share *s, const nnc_kblock *x, const nnc_kblock *y) {
 static bool same_kernel(share *s, const nnc_kernel *x, const nnc_kernel *y) {
   if (x->split != y->split || x->extent != y->extent || x->nvars != y->nvars ||
       x->nscalars != y->nscalars || x->work != y->work || x->is_gemm != y->is_gemm ||
-      x->nreads != y->nreads || x->nwrites != y->nwrites || x->update || y->update ||
-      x->conv_dw || y->conv_dw)
+      x->nreads != y->nreads || x->nwrites != y->nwrites || x->update || y->update || x->conv_dw ||
+      y->conv_dw)
     return false;
   for (int i = 0; i < x->nscalars; i++)
     if (x->scalar_type[i] != y->scalar_type[i]) return false;
