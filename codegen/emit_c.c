@@ -643,6 +643,7 @@ static void kernel(cwriter *W, const nnc_kernel *k) {
   int nb = kernel_buffers(W->p, k, bases, written);
   kernel_head(W, k, bases, written, nb);
   if (k->is_conv) nnc_ir_bug("emit_c: a direct convolution in a deployed program");
+  if (k->conv_dw) nnc_ir_bug("emit_c: a weight gradient in an inference program");
   if (k->is_gemm) {
     gemm_kernel(W, k);
   } else {

@@ -294,6 +294,13 @@ void nnc_kernel_finish(nnc_arena *a, nnc_kernel *k) {
     add_unique(a, &k->writes, &k->nwrites, k->conv.out_buf);
     return;
   }
+  if (k->conv_dw) {
+    add_unique(a, &k->reads, &k->nreads, k->conv_dw->dy_buf);
+    add_unique(a, &k->reads, &k->nreads, k->conv_dw->x_buf);
+    add_unique(a, &k->writes, &k->nwrites, k->conv_dw->dw_buf);
+    add_unique(a, &k->writes, &k->nwrites, k->conv_dw->scratch_buf);
+    return;
+  }
   collect_block(a, k, &k->body);
 }
 
@@ -456,7 +463,14 @@ void nnc_kernel_print(FILE *out, const nnc_kprog *p, const nnc_kernel *k) {
             (long long)k->conv.pw, (long long)k->conv.w0, (long long)k->conv.wo,
             (long long)k->conv.wi, (long long)k->conv.wkh, (long long)k->conv.wkw,
             (long long)k->conv.ob, k->conv.bias_buf >= 0);
-  else
+  else if (k->conv_dw) {
+    const nnc_kconv_dw *d = k->conv_dw;
+    fprintf(out, "  conv_dw N=%lld C=%lld %lldx%lld O=%lld k=%lldx%lld pad=%lldx%lld",
+            (long long)d->N, (long long)d->C, (long long)d->H, (long long)d->W, (long long)d->O,
+            (long long)d->KH, (long long)d->KW, (long long)d->PH, (long long)d->PW);
+    fprintf(out, " item %lldx%lld chunks=%lld %s\n", (long long)d->ob, (long long)d->khb,
+            (long long)d->chunks, d->plane ? "plane" : "rows");
+  } else
     print_block(out, &k->body, 1);
   if (k->update) { /* C's elements (b<c>[at]) go into the pass instead of memory */
     fprintf(out, "  fused %s, C b%d:\n", k->update->name, k->c_buf);

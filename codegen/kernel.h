@@ -173,6 +173,29 @@ typedef struct nnc_kconv {
   int64_t rows; /* output rows computed together (sharing each weight's broadcast) */
   int in_buf, w_buf, bias_buf, out_buf; /* bias_buf -1: none */
 } nnc_kconv;
+/* A convolution's weight gradient computed directly from NCHW tensors
+ * (lower_conv_dw.c matches it, conv_dw.c emits it), in place of the
+ * product dy_nhwcᵀ · im2col(x): dw[o, c, kh, kw] = sum over n, oh, ow of
+ * dy[n, o, oh, ow] * x[n, c, oh + kh - PH, ow + kw - PW] (stride 1, zero
+ * padding). The kernel's split loop runs over items: a block of `ob`
+ * output channels, an input channel c, a block of `khb` tap rows, item
+ * ((o / ob) * C + c) * (KH / khb) + kh / khb. The batch is summed in
+ * `chunks` micro-batch chunks, each from zero in the same order whatever
+ * the batch, and the chunk sums added as the runtime's pairwise tree (as
+ * a chunked product adds them, ir/chunk.c). `scratch` holds each item's
+ * lane accumulators and the chunk sums (nnc_kconv_dw_scratch). */
+typedef struct nnc_kconv_dw {
+  int64_t N, C, H, W, O, OH, OW, KH, KW, PH, PW;
+  int64_t ob, khb; /* output channels and tap rows per item (divide O, KH) */
+  int64_t chunks;  /* >= 1, divides N */
+  int vl;          /* lanes per vector */
+  bool plane;      /* lanes along a whole output plane (OW == W), else along a row */
+  int dy_buf, x_buf, dw_buf, scratch_buf;
+} nnc_kconv_dw;
+
+/* Floats of a direct weight gradient's scratch buffer: per item ob * khb
+ * * KW accumulator vectors, then chunks x O*C*KH*KW chunk sums. */
+int64_t nnc_kconv_dw_scratch(const nnc_kconv_dw *d);
 
 typedef struct nnc_kernel {
   const char *name;  /* LLVM function name: "train.k12.matmul_bias_relu" */
@@ -213,6 +236,8 @@ typedef struct nnc_kernel {
   /* A direct convolution (see nnc_kconv) instead of the body. */
   bool is_conv;
   nnc_kconv conv;
+  /* Non-NULL: a direct convolution weight gradient (no body, not is_gemm). */
+  const nnc_kconv_dw *conv_dw;
 } nnc_kernel;
 
 /* The kernel graphs of a program, in the order nnc_cg_graphs lists them:

@@ -274,6 +274,10 @@ static LLVMValueRef buffer_ptr(emitter *E, int buf) {
   return LLVMBuildInBoundsGEP2(E->b, E->ti8, E->arena, &off, 1, "");
 }
 
+LLVMValueRef nnc_ll_buffer_ptr(emitter *E, int buf) {
+  return buffer_ptr(E, buf);
+}
+
 static void mark_cold(emitter *E, LLVMValueRef fn, const nnc_kernel *k) {
   if (!k || k->work < COLD_WORK) add_attr(E, fn, NNC_CG_COLD, "");
 }
@@ -475,6 +479,7 @@ static LLVMValueRef emit_gemm_kernel(emitter *E, const nnc_kernel *k) {
 static LLVMValueRef emit_kernel(emitter *E, const nnc_kernel *k) {
   E->k = k;
   if (k->is_gemm) return emit_gemm_kernel(E, k);
+  if (k->conv_dw) return nnc_ll_emit_conv_dw(E, k); /* never cold: one code, one rounding */
   LLVMValueRef fn = nnc_ll_kernel_fn(E, k->name);
   mark_cold(E, fn, k);
   if (k->is_conv) {
@@ -521,7 +526,7 @@ static int innermost_loops(const nnc_kblock *blk) {
 }
 
 static double kernel_cost(const nnc_kernel *k) {
-  if (k->is_gemm || k->is_conv) return GEMM_COST;
+  if (k->is_gemm || k->is_conv || k->conv_dw) return GEMM_COST;
   if (k->work < COLD_WORK) return KERNEL_COST;
   return KERNEL_COST + INNER_LOOP_COST * innermost_loops(&k->body);
 }

@@ -80,6 +80,11 @@ LLVMValueRef nnc_ll_kernel_fn(emitter *E, const char *name);
  * (NULL: none) and out; the builder at the function's entry. */
 void nnc_ll_emit_conv(emitter *E, const nnc_kernel *k, LLVMValueRef in, LLVMValueRef w,
                       LLVMValueRef bias, LLVMValueRef out);
+/* Address of buffer buf's first element (in the arena, or the weights). */
+LLVMValueRef nnc_ll_buffer_ptr(emitter *E, int buf);
+
+/* ---- conv_dw.c: a direct convolution weight gradient (k->conv_dw) ---- */
+LLVMValueRef nnc_ll_emit_conv_dw(emitter *E, const nnc_kernel *k);
 
 /* ---- llvm_qgemm.c: an int8 product of a deployed program ---- */
 /* The kernel function of k as the int8 product q (vpdpbusd). */

@@ -30,7 +30,7 @@ static void mark_live(lower *L, const nnc_node *n) {
     mark_live(L, n->in[i]);
 }
 
-static void add_user(lower *L, nnc_node *n, nnc_node *user) {
+void nnc_lw_add_user(lower *L, const nnc_node *n, nnc_node *user) {
   int id = n->id;
   for (int i = 0; i < L->nusers[id]; i++)
     if (L->users[id][i] == user) return;
@@ -48,7 +48,12 @@ static void kernel_for(lower *L, const nnc_node *n) {
   case NNC_OP_IM2COL: nnc_lw_kernel_im2col(L, n); return;
   case NNC_OP_COL2IM: nnc_lw_kernel_col2im(L, n); return;
   case NNC_OP_SCATTER_ADD: nnc_lw_kernel_scatter_add(L, n); return;
-  case NNC_OP_MATMUL: nnc_lw_kernel_matmul(L, n); return;
+  case NNC_OP_MATMUL:
+    if (L->conv_dw_in[n->id][0])
+      nnc_lw_kernel_conv_dw(L, n);
+    else
+      nnc_lw_kernel_matmul(L, n);
+    return;
   case NNC_OP_ALLREDUCE: /* a copy of its operand (in memory), then the hook */
     nnc_lw_kernel_elementwise(L, n);
     L->kg->k[L->kg->n - 1]->allreduce = n->dtype == NNC_F32; /* f64: the identity */
@@ -132,6 +137,7 @@ static void init_state(lower *L, nnc_kprog *p, const nnc_graph *g, nnc_kgraph *k
   L->saved_by = nnc_arena_alloc(L->a, sizeof(nnc_node *) * nn);
   L->unpool_of = nnc_arena_alloc(L->a, sizeof(nnc_node *) * nn);
   L->conv = nnc_arena_alloc(L->a, sizeof(nnc_lw_conv *) * nn);
+  L->conv_dw_in = nnc_arena_alloc(L->a, sizeof(*L->conv_dw_in) * nn);
   for (size_t i = 0; i < nn; i++) {
     L->out_kind[i] = -1;
     L->buf[i] = -1;
@@ -155,7 +161,7 @@ static void find_users(lower *L) {
     nnc_node *n = g->nodes[i];
     if (!L->live[i]) continue;
     for (int j = 0; j < n->nin; j++)
-      add_user(L, n->in[j], n);
+      nnc_lw_add_user(L, n->in[j], n);
   }
 }
 
@@ -179,6 +185,7 @@ static bool lower_graph(nnc_kprog *p, const nnc_graph *g, nnc_kgraph *kg, char *
   nnc_lw_match_epilogues(&L);
   nnc_lw_match_window_argmax(&L);
   nnc_lw_match_conv(&L);
+  nnc_lw_match_conv_dw(&L);
   nnc_lw_decide(&L);
   nnc_lw_choose_layouts(&L);
   nnc_lw_match_unpool_readers(&L);

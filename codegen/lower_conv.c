@@ -115,8 +115,10 @@ static bool kept_channel_major(lower *L, const nnc_node *a, const nnc_node *mm) 
   if (!plain(L, t) || L->out_kind[a->id] >= 0 || L->is_update[a->id] || L->nusers[a->id] < 2 ||
       a->shape.dim[1] != t->shape.dim[3])
     return false;
-  for (int i = 0; i < L->nusers[a->id]; i++)
-    if (L->users[a->id][i] != mm && L->users[a->id][i]->op != NNC_OP_MATMUL) return false;
+  for (int i = 0; i < L->nusers[a->id]; i++) {
+    const nnc_node *u = L->users[a->id][i];
+    if (u != mm && (u->op != NNC_OP_MATMUL || nnc_lw_conv_dw_takes(L, u))) return false;
+  }
   return true;
 }
 
@@ -171,14 +173,19 @@ static void match_input_grad(lower *L, const nnc_node *d) {
 
 void nnc_lw_match_conv(lower *L) {
   if (!L->p->direct_conv || !L->p->use_gemm) return;
-  for (int id = L->nn - 1; id >= 0; id--) {
-    const nnc_node *n = L->g->nodes[id];
-    if (!L->live[id] || L->conv[id]) continue;
-    if (n->op == NNC_OP_TRANSPOSE)
-      match_forward(L, n);
-    else if (n->op == NNC_OP_COL2IM)
-      match_input_grad(L, n);
-  }
+  /* the forwards first: whether the weight gradient is direct too
+   * (lower_conv_dw.c) depends on whether the forward still reads the
+   * columns, and the input gradient's source on that */
+  for (int id = L->nn - 1; id >= 0; id--)
+    if (L->live[id] && !L->conv[id] && L->g->nodes[id]->op == NNC_OP_TRANSPOSE)
+      match_forward(L, L->g->nodes[id]);
+  for (int id = L->nn - 1; id >= 0; id--)
+    if (L->live[id] && !L->conv[id] && L->g->nodes[id]->op == NNC_OP_COL2IM)
+      match_input_grad(L, L->g->nodes[id]);
+}
+
+bool nnc_lw_conv_absorbs(const lower *L, const nnc_node *n) {
+  return L->conv[n->id] && L->conv[n->id]->out != n;
 }
 
 /* Rows per group: two where the row is one vector (each weight broadcast

@@ -77,7 +77,11 @@ typedef struct lower {
    * the col2im and the views get no memory. */
   const nnc_node **unpool_of;
   const nnc_lw_conv **conv; /* the direct convolution a node belongs to, or NULL */
-  int *group_of;            /* update index -> group */
+  /* A convolution's weight gradient computed directly
+   * (nnc_lw_match_conv_dw): conv_dw_in[product] = {dy, x}, the NCHW
+   * operands it reads instead of its own; NULL for other nodes. */
+  const nnc_node *(*conv_dw_in)[2];
+  int *group_of; /* update index -> group */
   int ngroups;
   int nmade; /* kernels created so far: their names' numbers */
   char *err;
@@ -114,6 +118,8 @@ nnc_lw_op_traits nnc_lw_traits(nnc_op op);
 /* ---- lower.c ---- */
 /* Sets L->err to "codegen: msg (graph, node)"; returns false. */
 bool nnc_lw_fail(lower *L, const char *msg, const nnc_node *n);
+/* Adds user to n's readers (once). */
+void nnc_lw_add_user(lower *L, const nnc_node *n, nnc_node *user);
 
 /* ---- lower_fuse.c: the passes that decide, in order ---- */
 /* Marks matmul -> bias add -> ReLU chains that become one gemm call. */
@@ -208,6 +214,20 @@ void nnc_lw_kernel_unpool_into(lower *L, const nnc_node *s);
 void nnc_lw_match_conv(lower *L);
 /* The direct kernel of the chain that ends at n. */
 void nnc_lw_kernel_conv(lower *L, const nnc_node *n);
+/* Whether n is an inner node of a direct convolution's chain (computed
+ * inside its kernel, so not a reader of its operands). */
+bool nnc_lw_conv_absorbs(const lower *L, const nnc_node *n);
+
+/* ---- lower_conv_dw.c ---- */
+/* After the direct convolutions: a convolution's weight-gradient product
+ * dy_nhwcᵀ · im2col(x) that the direct kernel computes reads dy and x
+ * (NCHW) instead, so the transpose and (unless read otherwise) the
+ * columns are not made. */
+void nnc_lw_match_conv_dw(lower *L);
+/* Whether match_conv_dw takes product mm (its rule, as things stand). */
+bool nnc_lw_conv_dw_takes(const lower *L, const nnc_node *mm);
+/* The direct weight-gradient kernel of such a product n. */
+void nnc_lw_kernel_conv_dw(lower *L, const nnc_node *n);
 
 /* ---- lower_update.c ---- */
 /* Groups updates by shape (one pass per group); before deciding. */

@@ -172,7 +172,7 @@ static bool same_kernel(share *s, const nnc_kernel *x, const nnc_kernel *y) {
   if (x->split != y->split || x->extent != y->extent || x->nvars != y->nvars ||
       x->nscalars != y->nscalars || x->work != y->work || x->is_gemm != y->is_gemm ||
       x->is_conv != y->is_conv || x->nreads != y->nreads || x->nwrites != y->nwrites || x->update ||
-      y->update)
+      y->update || x->conv_dw || y->conv_dw)
     return false;
   for (int i = 0; i < x->nscalars; i++)
     if (x->scalar_type[i] != y->scalar_type[i]) return false;
