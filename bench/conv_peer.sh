@@ -11,8 +11,9 @@
 #   backward data    product dY·W + col2im
 #   backward weights product dYᵀ·im2col (the forward's im2col is reused)
 # or, where the code generator uses them (stride 1, codegen/lower_conv.c),
-# the direct kernels "conv" (forward, NCHW, bias) and "conv_dx" (backward
-# data), counted as products.
+# the direct kernels "conv" (forward, NCHW, bias), "conv_dx" (backward
+# data) and "conv_dw" (backward weights, codegen/lower_conv_dw.c), counted
+# as products.
 # The "nnc+lay" column also counts the transposes between the products'
 # NHWC rows and the NCHW tensors that the profile labels with the same
 # convolution and direction; "nnc prod" the products alone. Medians over
@@ -168,11 +169,11 @@ for r in $(seq "$REPEATS"); do
     { parse_row()
       if (!(layer in full) || (dir != "fwd" && dir != "bwd")) next
       if (dir == "fwd") d = "fwd"
-      else if (op ~ /^matmul/ && m == oc[layer]) d = "bwd_weights"
+      else if ((op ~ /^matmul/ && m == oc[layer]) || op == "conv_dw") d = "bwd_weights"
       else d = "bwd_data"
-      part = (op ~ /^(im2col|col2im|conv|conv_dx)$/ || op ~ /^matmul/) ? "core" : "layout"
+      part = (op ~ /^(im2col|col2im|conv|conv_dx|conv_dw)$/ || op ~ /^matmul/) ? "core" : "layout"
       t[layer " " d " " part] += us; ds[layer " " d] = 1
-      if (op ~ /^(conv|conv_dx)$/) t[layer " " d " prod"] += us
+      if (op ~ /^(conv|conv_dx|conv_dw)$/) t[layer " " d " prod"] += us
       if (op ~ /^matmul/) { t[layer " " d " prod"] += us; mnk[layer " " d] = mnk[layer " " d] " " m "x" n "x" kd }
     }
     END { for (k in ds) { split(k, a, " "); print "NNC layer=" a[1] " dir=" a[2] " core_us=" t[k " core"] + 0 " layout_us=" t[k " layout"] + 0 " prod_us=" t[k " prod"] + 0 " products=" substr(mnk[k], 2) } }
