@@ -1,11 +1,26 @@
 /* cg_loop.h: a counted loop with loop-carried values in LLVM IR, shared by
- * the product emitters (gemm.c and gemm_dot.c through gemm_emit.h, and
- * gemm_bf16.c). Private to codegen. */
+ * the product and convolution emitters (gemm.c and gemm_dot.c through
+ * gemm_emit.h, gemm_bf16.c, conv_direct.c, conv_dw.c), and the call of an
+ * overloaded intrinsic they and the expression emitters share (math.c).
+ * Private to codegen. */
 #ifndef NNC_CG_LOOP_H
 #define NNC_CG_LOOP_H
 
 #include <llvm-c/Core.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
+/* A call of LLVM intrinsic `name` (llvm.fma, llvm.masked.load, ...),
+ * overloaded on the nover types over[], at builder b in module mod. */
+static inline LLVMValueRef nnc_cg_call_intrinsic(LLVMModuleRef mod, LLVMBuilderRef b,
+                                                 const char *name, LLVMTypeRef *over, size_t nover,
+                                                 LLVMValueRef *args, unsigned nargs) {
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(mod, id, over, nover);
+  LLVMTypeRef ft = LLVMIntrinsicGetType(LLVMGetModuleContext(mod), id, over, nover);
+  return LLVMBuildCall2(b, ft, fn, args, nargs, "");
+}
 
 #define NNC_CG_LOOP_MAX_CARRY 32 /* loop-carried values one loop may hold */
 

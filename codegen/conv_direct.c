@@ -41,10 +41,7 @@ static LLVMValueRef at(emitter *E, LLVMValueRef base, LLVMValueRef off) {
 
 static LLVMValueRef call(emitter *E, const char *name, int nover, LLVMTypeRef *over,
                          LLVMValueRef *args, unsigned n) {
-  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
-  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(E->mod, id, over, (size_t)nover);
-  return LLVMBuildCall2(E->b, LLVMIntrinsicGetType(E->ctx, id, over, (size_t)nover), fn, args, n,
-                        "");
+  return nnc_cg_call_intrinsic(E->mod, E->b, name, over, (size_t)nover, args, n);
 }
 
 /* Lanes l of the vector at element `first` of a row of `len` elements

@@ -76,11 +76,7 @@ static LLVMValueRef at(dw_emitter *w, LLVMValueRef base, LLVMValueRef idx) {
 
 static LLVMValueRef intrinsic(dw_emitter *w, const char *name, LLVMTypeRef *over, size_t nover,
                               LLVMValueRef *args, unsigned nargs) {
-  emitter *E = w->E;
-  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
-  LLVMTypeRef fty = LLVMIntrinsicGetType(E->ctx, id, over, nover);
-  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(E->mod, id, over, nover);
-  return LLVMBuildCall2(E->b, fty, fn, args, nargs, "");
+  return nnc_cg_call_intrinsic(w->E->mod, w->E->b, name, over, nover, args, nargs);
 }
 
 /* A vector of base[idx + l] over the lanes l set in valid[] (zero in the

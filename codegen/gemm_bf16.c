@@ -77,10 +77,7 @@ static LLVMValueRef gep(bf_emitter *e, LLVMTypeRef t, LLVMValueRef base, LLVMVal
 
 static LLVMValueRef intrinsic(bf_emitter *e, const char *name, LLVMTypeRef *over, size_t nover,
                               LLVMValueRef *args, unsigned nargs) {
-  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
-  LLVMTypeRef fty = LLVMIntrinsicGetType(e->ctx, id, over, nover);
-  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(e->mod, id, over, nover);
-  return LLVMBuildCall2(e->b, fty, fn, args, nargs, "");
+  return nnc_cg_call_intrinsic(e->mod, e->b, name, over, nover, args, nargs);
 }
 
 /* <n x T> splat of the scalar constant c. */

@@ -9,7 +9,7 @@
 #define KC_OUTER 512 /* k per block when the outer kernel blocks K */
 _Static_assert(KC_OUTER % 16 == 0, "k blocks hold whole vectors and unrolled steps (gemm.c)");
 
-static int lanes_for(int vector_width) {
+int nnc_cg_lanes(int vector_width) {
   if (vector_width >= 16) return 16;
   if (vector_width >= 8) return 8;
   return 4;
@@ -30,7 +30,7 @@ nnc_cg_gemm_plan nnc_cg_gemm_plan_for(const nnc_cg_gemm *g) {
    * partial sum stored and reloaded continues the same FMA chain). */
   int64_t K = nnc_cg_gemm_chunk_k(g);
   bool chunked = g->chunks > 1;
-  p.vl = lanes_for(g->vector_width);
+  p.vl = nnc_cg_lanes(g->vector_width);
   p.regs = p.vl == 16 ? 32 : 16;
   /* Two k steps per iteration: 24 independent FMA chains already hide the
    * latency, and unrolling 4 gave the same speed (MLP, 1 and 2 threads)

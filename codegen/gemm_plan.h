@@ -72,6 +72,8 @@ typedef struct nnc_cg_gemm_plan {
 
 /* The k of one chunk of g: K / chunks, or K. */
 int64_t nnc_cg_gemm_chunk_k(const nnc_cg_gemm *g);
+/* Floats per vector register for a target's vector width: 16, 8 or 4. */
+int nnc_cg_lanes(int vector_width);
 
 /* The tiling of g. The arithmetic of an element of C (the kernel kind and
  * K blocking) depends on the layouts, the chunk's k and N, and on M only

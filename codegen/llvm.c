@@ -266,16 +266,12 @@ static void alias_scopes(emitter *E, const nnc_kernel *k, const char *kname) {
   free(bases);
 }
 
-static LLVMValueRef buffer_ptr(emitter *E, int buf) {
+LLVMValueRef nnc_ll_buffer_ptr(emitter *E, int buf) {
   const nnc_kbuf *base = &E->p->bufs[nnc_kbuf_base(E->p, buf)];
   LLVMValueRef off = LLVMConstInt(E->ti64, (unsigned long long)base->offset, 0);
   if (E->p->deploy && base->kind == NNC_KBUF_TENSOR) /* in the weights block */
     return LLVMBuildInBoundsGEP2(E->b, E->ti8, nnc_ll_weights(E), &off, 1, "");
   return LLVMBuildInBoundsGEP2(E->b, E->ti8, E->arena, &off, 1, "");
-}
-
-LLVMValueRef nnc_ll_buffer_ptr(emitter *E, int buf) {
-  return buffer_ptr(E, buf);
 }
 
 static void mark_cold(emitter *E, LLVMValueRef fn, const nnc_kernel *k) {
@@ -366,7 +362,7 @@ static void fused_begin(void *ctx, LLVMBuilderRef b, LLVMValueRef arena) {
   const nnc_kernel *u = E->k->update;
   for (int i = 0; i < u->nreads + u->nwrites; i++) {
     int buf = nnc_kbuf_base(E->p, i < u->nreads ? u->reads[i] : u->writes[i - u->nreads]);
-    if (buf != E->vec.grad_buf) E->base[buf] = buffer_ptr(E, buf);
+    if (buf != E->vec.grad_buf) E->base[buf] = nnc_ll_buffer_ptr(E, buf);
   }
 }
 
@@ -429,9 +425,9 @@ static LLVMValueRef emit_gemm_kernel(emitter *E, const nnc_kernel *k) {
   LLVMValueRef g = k->update ? fused_gemm_function(E, k) : gemm_function(E, k);
   LLVMValueRef fn = nnc_ll_kernel_fn(E, k->name);
   mark_cold(E, fn, NULL); /* a loop of calls */
-  LLVMValueRef a = buffer_ptr(E, k->a_buf), b = buffer_ptr(E, k->b_buf),
-               c = buffer_ptr(E, k->c_buf);
-  LLVMValueRef bias = k->bias_buf >= 0 ? buffer_ptr(E, k->bias_buf) : LLVMConstNull(E->tptr);
+  LLVMValueRef a = nnc_ll_buffer_ptr(E, k->a_buf), b = nnc_ll_buffer_ptr(E, k->b_buf),
+               c = nnc_ll_buffer_ptr(E, k->c_buf);
+  LLVMValueRef bias = k->bias_buf >= 0 ? nnc_ll_buffer_ptr(E, k->bias_buf) : LLVMConstNull(E->tptr);
   if (k->col_block > 0) {
     /* for (j = begin; j < end; j++) gemm over columns [j * cb, (j + 1) * cb) */
     LLVMBasicBlockRef pre = LLVMGetInsertBlock(E->b);
@@ -484,9 +480,9 @@ static LLVMValueRef emit_kernel(emitter *E, const nnc_kernel *k) {
   mark_cold(E, fn, k);
   if (k->is_conv) {
     const nnc_kconv *c = &k->conv;
-    nnc_ll_emit_conv(E, k, buffer_ptr(E, c->in_buf), buffer_ptr(E, c->w_buf),
-                     c->bias_buf >= 0 ? buffer_ptr(E, c->bias_buf) : NULL,
-                     buffer_ptr(E, c->out_buf));
+    nnc_ll_emit_conv(E, k, nnc_ll_buffer_ptr(E, c->in_buf), nnc_ll_buffer_ptr(E, c->w_buf),
+                     c->bias_buf >= 0 ? nnc_ll_buffer_ptr(E, c->bias_buf) : NULL,
+                     nnc_ll_buffer_ptr(E, c->out_buf));
     return fn;
   }
   E->vars = calloc((size_t)k->nvars + 1, sizeof(LLVMValueRef));
@@ -496,7 +492,7 @@ static LLVMValueRef emit_kernel(emitter *E, const nnc_kernel *k) {
     E->scalars[s] = LLVMBuildAlloca(E->b, nnc_ll_type(E, k->scalar_type[s]), "acc");
   for (int i = 0; i < k->nreads + k->nwrites; i++) {
     int b = nnc_kbuf_base(E->p, i < k->nreads ? k->reads[i] : k->writes[i - k->nreads]);
-    if (!E->base[b]) E->base[b] = buffer_ptr(E, b);
+    if (!E->base[b]) E->base[b] = nnc_ll_buffer_ptr(E, b);
   }
   alias_scopes(E, k, k->name);
   E->nmemo = 0;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cg_loop.h"
 #include "llvm_internal.h"
 #include "nnc_hash.h"
 
@@ -106,9 +107,7 @@ static LLVMValueRef vec_mask(emitter *E) {
 static LLVMValueRef vec_call(emitter *E, const char *name, LLVMValueRef *args, unsigned n,
                              LLVMTypeRef vt) {
   LLVMTypeRef over[2] = {vt, E->tptr};
-  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
-  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(E->m.mod, id, over, 2);
-  return LLVMBuildCall2(E->b, LLVMIntrinsicGetType(E->ctx, id, over, 2), fn, args, n, "");
+  return nnc_cg_call_intrinsic(E->m.mod, E->b, name, over, 2, args, n);
 }
 
 /* Load e (a LOAD) in vector form: the gradient, a splat scalar, or the

@@ -3,7 +3,7 @@
  *
  * The weights block becomes one private constant global in .rodata, which
  * the kernels address instead of the arena for persistent tensors
- * (llvm.c's buffer_ptr). PREFIX_predict is the only exported symbol:
+ * (llvm.c's nnc_ll_buffer_ptr). PREFIX_predict is the only exported symbol:
  *
  *   i32 PREFIX_predict(ptr input, ptr output, ptr workspace)
  *

@@ -107,7 +107,7 @@ static bool matches(const lower *L, const nnc_node *mm, const nnc_node **dy, con
   int64_t OH = nnc_ir_window_out(xs->dim[2], KH, 1, cols->attr[4]);
   int64_t OW = nnc_ir_window_out(xs->dim[3], KW, 1, cols->attr[5]);
   int64_t chunks = mm->attr[2] > 1 ? mm->attr[2] : 1;
-  int vl = L->p->vector_width >= 16 ? 16 : L->p->vector_width >= 8 ? 8 : 4;
+  int vl = nnc_cg_lanes(L->p->vector_width);
   return ys->dim[0] == xs->dim[0] && ys->dim[2] == OH && ys->dim[3] == OW &&
          (plane_fits(xs->dim[3], OH, OW, vl) || (OW + vl - 1) / vl <= MAX_ROW_VECTORS) &&
          xs->dim[0] % chunks == 0;
@@ -190,9 +190,7 @@ void nnc_lw_kernel_conv_dw(lower *L, const nnc_node *n) {
                       .PH = cols->attr[4],
                       .PW = cols->attr[5],
                       .chunks = n->attr[2] > 1 ? n->attr[2] : 1,
-                      .vl = L->p->vector_width >= 16  ? 16
-                            : L->p->vector_width >= 8 ? 8
-                                                      : 4,
+                      .vl = nnc_cg_lanes(L->p->vector_width),
                       .dy_buf = L->buf[dy->id],
                       .x_buf = L->buf[x->id],
                       .dw_buf = L->buf[n->id]};

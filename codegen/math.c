@@ -11,6 +11,7 @@
  * cos is used by schedules on scalars only and calls libm.
  */
 #include "cg_internal.h"
+#include "cg_loop.h"
 
 #include <string.h>
 
@@ -29,11 +30,8 @@ static LLVMValueRef strict(LLVMValueRef v) {
 
 static LLVMValueRef call_intrinsic(nnc_cg_math *m, const char *name, LLVMValueRef *args,
                                    unsigned n) {
-  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
   LLVMTypeRef t = LLVMTypeOf(args[0]);
-  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(m->mod, id, &t, 1);
-  LLVMTypeRef ft = LLVMIntrinsicGetType(m->ctx, id, &t, 1);
-  return LLVMBuildCall2(m->b, ft, fn, args, n, "");
+  return nnc_cg_call_intrinsic(m->mod, m->b, name, &t, 1, args, n);
 }
 
 LLVMValueRef nnc_cg_intrinsic1(nnc_cg_math *m, const char *name, LLVMValueRef x) {
