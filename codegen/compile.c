@@ -241,24 +241,34 @@ double nnc_cg_now(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Part `part` of p as LLVM IR, unoptimised, in two new modules of ctx for
+ * tm's target: the kernels and entry points (*mod), the products' bodies
+ * (*gemm_mod). */
+static bool emit_part(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg_target *t,
+                      LLVMTargetMachineRef tm, int part, int nparts, LLVMContextRef ctx,
+                      bool verify, LLVMModuleRef *mod, LLVMModuleRef *gemm_mod, char *err,
+                      size_t errlen) {
+  const char *name = p->module->name && *p->module->name ? p->module->name : "nnc";
+  *mod = LLVMModuleCreateWithNameInContext(name, ctx);
+  *gemm_mod = LLVMModuleCreateWithNameInContext("nnc.gemm", ctx);
+  LLVMTargetDataRef dl = LLVMCreateTargetDataLayout(tm);
+  LLVMModuleRef both[2] = {*mod, *gemm_mod};
+  for (int i = 0; i < 2; i++) {
+    LLVMSetTarget(both[i], t->triple);
+    LLVMSetModuleDataLayout(both[i], dl);
+  }
+  LLVMDisposeTargetData(dl);
+  return nnc_cg_emit_module(p, part, nparts, *mod, *gemm_mod, t, verify, o->profile, err, errlen);
+}
+
 bool nnc_cg_build_llvm(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg_target *t,
                        int part, int nparts, LLVMContextRef ctx, LLVMModuleRef *out,
                        nnc_cg_times *times, char *err, size_t errlen) {
   double t0 = nnc_cg_now();
   LLVMTargetMachineRef tm = nnc_cg_target_machine(t, o->opt_level, LLVMRelocPIC, err, errlen);
   if (!tm) return false;
-  const char *name = p->module->name && *p->module->name ? p->module->name : "nnc";
-  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(name, ctx);
-  LLVMModuleRef gemm_mod = LLVMModuleCreateWithNameInContext("nnc.gemm", ctx);
-  LLVMTargetDataRef dl = LLVMCreateTargetDataLayout(tm);
-  LLVMModuleRef both[2] = {mod, gemm_mod};
-  for (int i = 0; i < 2; i++) {
-    LLVMSetTarget(both[i], t->triple);
-    LLVMSetModuleDataLayout(both[i], dl);
-  }
-  LLVMDisposeTargetData(dl);
-  bool ok =
-      nnc_cg_emit_module(p, part, nparts, mod, gemm_mod, t, o->verify, o->profile, err, errlen);
+  LLVMModuleRef mod, gemm_mod;
+  bool ok = emit_part(p, o, t, tm, part, nparts, ctx, o->verify, &mod, &gemm_mod, err, errlen);
   double t1 = nnc_cg_now();
   int level = o->opt_level < 0 ? 0 : o->opt_level > 3 ? 3 : o->opt_level;
   char buf[32];
@@ -516,8 +526,8 @@ static int instructions(LLVMValueRef f) {
 }
 
 static void probe_module(FILE *out, LLVMContextRef ctx, LLVMModuleRef mod, const char *pipeline,
-                         bool vectorize, const nnc_cg_options *o, const nnc_cg_target *t,
-                         int part) {
+                         bool vectorize, const nnc_cg_options *o, const nnc_cg_target *t, int part,
+                         double *sum) {
   int level = o->opt_level < 0 ? 0 : o->opt_level > 3 ? 3 : o->opt_level;
   LLVMTargetMachineRef tm = nnc_cg_target_machine(t, level, LLVMRelocPIC, NULL, 0);
   for (LLVMValueRef f = LLVMGetFirstFunction(mod); tm && f; f = LLVMGetNextFunction(f)) {
@@ -552,6 +562,8 @@ static void probe_module(FILE *out, LLVMContextRef ctx, LLVMModuleRef mod, const
             "instructions %d -> %d\n",
             name, part, cold ? " cold" : "", 1e3 * (t1 - t0), 1e3 * (t3 - t2), before, after);
     LLVMDisposeModule(one);
+    sum[0] += t1 - t0;
+    sum[1] += t3 - t2;
   }
   if (tm) LLVMDisposeTargetMachine(tm);
 }
@@ -559,26 +571,35 @@ static void probe_module(FILE *out, LLVMContextRef ctx, LLVMModuleRef mod, const
 void nnc_cg_print_function_times(FILE *out, const nnc_kprog *p, const nnc_cg_options *o,
                                  const nnc_cg_target *t, int nparts) {
   int level = o->opt_level < 0 ? 0 : o->opt_level > 3 ? 3 : o->opt_level;
+  const nnc_kgraph *gs[NNC_CG_NGRAPHS];
+  nnc_cg_graphs(p, gs);
+  int *part_of[NNC_CG_NGRAPHS];
+  for (int g = 0; g < NNC_CG_NGRAPHS; g++) {
+    part_of[g] = calloc((size_t)(gs[g] ? gs[g]->n : 0) + 1, sizeof(int));
+    if (!part_of[g]) nnc_ir_bug("codegen: out of memory");
+  }
+  double load[NNC_CG_MAX_PARTS];
+  nnc_cg_assign_parts(p, nparts, part_of, load);
+  for (int g = 0; g < NNC_CG_NGRAPHS; g++)
+    free(part_of[g]);
   for (int part = 0; part < nparts; part++) {
     LLVMContextRef ctx = LLVMContextCreate();
     LLVMTargetMachineRef tm = nnc_cg_target_machine(t, level, LLVMRelocPIC, NULL, 0);
-    LLVMModuleRef mod = LLVMModuleCreateWithNameInContext("nnc", ctx);
-    LLVMModuleRef gemm_mod = LLVMModuleCreateWithNameInContext("nnc.gemm", ctx);
-    LLVMTargetDataRef dl = LLVMCreateTargetDataLayout(tm);
-    LLVMModuleRef both[2] = {mod, gemm_mod};
-    for (int i = 0; i < 2; i++) {
-      LLVMSetTarget(both[i], t->triple);
-      LLVMSetModuleDataLayout(both[i], dl);
-    }
-    LLVMDisposeTargetData(dl);
-    LLVMDisposeTargetMachine(tm);
+    LLVMModuleRef mod = NULL, gemm_mod = NULL;
     char err[256], buf[32];
-    if (nnc_cg_emit_module(p, part, nparts, mod, gemm_mod, t, false, o->profile, err, sizeof err)) {
-      probe_module(out, ctx, mod, kernel_pipeline(level, buf, sizeof buf), level >= 2, o, t, part);
-      probe_module(out, ctx, gemm_mod, gemm_pipeline(level), false, o, t, part);
+    double sum[2] = {0, 0};
+    if (tm && emit_part(p, o, t, tm, part, nparts, ctx, false, &mod, &gemm_mod, err, sizeof err)) {
+      probe_module(out, ctx, mod, kernel_pipeline(level, buf, sizeof buf), level >= 2, o, t, part,
+                   sum);
+      probe_module(out, ctx, gemm_mod, gemm_pipeline(level), false, o, t, part, sum);
     }
-    LLVMDisposeModule(mod);
-    LLVMDisposeModule(gemm_mod);
+    fprintf(out,
+            "codegen: part %d, its functions alone: optimise %.1f ms, machine code %.1f ms "
+            "(estimated %.1f ms)\n",
+            part, 1e3 * sum[0], 1e3 * sum[1], load[part]);
+    if (mod) LLVMDisposeModule(mod);
+    if (gemm_mod) LLVMDisposeModule(gemm_mod);
+    if (tm) LLVMDisposeTargetMachine(tm);
     LLVMContextDispose(ctx);
   }
 }
