@@ -1,9 +1,11 @@
 #!/bin/bash
 # Benchmark: compile time of the CNN and the MLP, two nnc builds
 # interleaved (A B A B ...): `nnc run` (compiles, then stops at the bad
-# --epochs 0; the "compiled ... in ... ms" line and the user CPU time) and
-# `nnc FILE -o` (user CPU and wall time, the C link included). On a shared
-# machine compare the user CPU times; wall times need a quiet one.
+# --epochs 0; the "compiled ... in ... ms" line, the user CPU time and each
+# of the JIT's two parts' thread CPU time, "parts cpu P0/P1 ms": the wall
+# time on a quiet machine is about the larger) and `nnc FILE -o` (user CPU
+# and wall time, the C link included). On a shared machine compare the
+# user CPU times and the parts' CPU; wall times need a quiet one.
 #
 #   bench/compile_time.sh [ROUNDS]   (default 3; NNC_A, NNC_B: the two nnc
 #                                     builds, default build-rel/tools/nnc for both)
@@ -18,8 +20,11 @@ for ((r = 0; r < ${1:-3}; r++)); do
     for v in A B; do
       nnc=$A
       [ $v = B ] && nnc=$B
-      run=$({ NNC_DEBUG=1 /usr/bin/time -f "user %U s" "$nnc" run "examples/$m.nn" --epochs 0; } 2>&1 |
-        grep -o "compiled [^ ]* in [0-9.]* ms\|user [0-9.]* s" | sed 's/compiled .* in //' | tr '\n' ' ' || true)
+      log=$({ NNC_DEBUG=1 /usr/bin/time -f "user %U s" "$nnc" run "examples/$m.nn" --epochs 0; } 2>&1 || true)
+      run=$(grep -o "compiled [^ ]* in [0-9.]* ms\|user [0-9.]* s" <<<"$log" | sed 's/compiled .* in //' |
+        tr '\n' ' ' || true)
+      cpu=$(grep -o "; cpu [0-9.]* ms" <<<"$log" | grep -o "[0-9.]*" | paste -sd/ || true)
+      [ -n "$cpu" ] && run="$run| parts cpu $cpu ms "
       build=$({ /usr/bin/time -f "user %U s, wall %e s" "$nnc" "examples/$m.nn" -o "$out/t"; } 2>&1 | tail -1)
       echo "$m $v: run $run| -o $build | load $(cut -d' ' -f1 /proc/loadavg)"
     done

@@ -80,6 +80,13 @@ const char *nnc_cg_profile_symbol(const nnc_kgraph *g); /* "nnc_train_profile" *
 void nnc_cg_graphs(const nnc_kprog *p, const nnc_kgraph *gs[NNC_CG_NGRAPHS]);
 void nnc_cg_profile_report(FILE *out, const nnc_kgraph *g, const int64_t *counters);
 
+/* Which of nparts parts each kernel of p is compiled in (part_of[g][i],
+ * arrays the caller sizes by graph) and each part's estimated compile work
+ * (load[nparts]): llvm.c's rule, dearest kernels first to the least loaded
+ * part. */
+void nnc_cg_assign_parts(const nnc_kprog *p, int nparts, int *part_of[NNC_CG_NGRAPHS],
+                         double *load);
+
 /* An ORC LLJIT for target t (jit.c). */
 bool nnc_cg_create_jit(const nnc_cg_target *t, int opt_level, LLVMOrcLLJITRef *out, char *err,
                        size_t errlen);
@@ -98,12 +105,17 @@ typedef struct nnc_cg_times {
   double ir, optimise, products, machine_code;
   double cold_code;   /* the cold functions' module at -O0 (nnc_cg_compile_parts) */
   int cold_functions; /* how many it has (0: none split off) */
+  double cpu;         /* the part's thread CPU time, all phases (nnc_cg_compile_parts) */
 } nnc_cg_times;
 
 double nnc_cg_now(void);
 void nnc_cg_print_times(FILE *f, const char *what, const nnc_cg_times *t);
 /* "codegen: N kernels, M of them the code of a train kernel" (plan.c shares them). */
 void nnc_cg_print_kernel_count(FILE *f, const nnc_kprog *p);
+/* NNC_DEBUG=2: each function's optimisation and machine code, compiled
+ * alone (thread CPU time), one line each. */
+void nnc_cg_print_function_times(FILE *out, const nnc_kprog *p, const nnc_cg_options *o,
+                                 const nnc_cg_target *t, int nparts);
 
 /* Builds part `part` of nparts (see nnc_cg_emit_module) as an optimised
  * module in ctx: the shared front half of JIT and emit. times may be NULL. */

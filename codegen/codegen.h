@@ -81,6 +81,13 @@ int64_t nnc_cg_output_offset(const nnc_cg_program *p, nnc_output_kind k);
 void nnc_cg_profile_print(const nnc_cg_program *p, FILE *out);
 /* Writes the kernel IR and memory plan of p (for debugging, --dump). */
 void nnc_cg_dump_kernels(const nnc_cg_program *p, FILE *out);
+/* Which of nparts parts (the JIT compiles its parts on threads) p's
+ * kernel number `index` (counting through the graphs, train first) is
+ * compiled in, its name in *name; -1 past the last kernel. load[nparts],
+ * unless NULL, gets each part's estimated compile work (llvm.c's rule, in
+ * about milliseconds of one core). For tests and diagnostics. */
+int nnc_cg_kernel_part(const nnc_cg_program *p, int nparts, int index, const char **name,
+                       double *load);
 
 /* Writes the same module as object code, assembly or LLVM IR to path
  * ("-" for stdout, text outputs only). */

@@ -13,6 +13,7 @@
  * description (host CPU and features unless the options say otherwise),
  * the pass pipelines, and the one helper every LLVMErrorRef goes through.
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, CLOCK_THREAD_CPUTIME_ID */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,24 +241,34 @@ double nnc_cg_now(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Part `part` of p as LLVM IR, unoptimised, in two new modules of ctx for
+ * tm's target: the kernels and entry points (*mod), the products' bodies
+ * (*gemm_mod). */
+static bool emit_part(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg_target *t,
+                      LLVMTargetMachineRef tm, int part, int nparts, LLVMContextRef ctx,
+                      bool verify, LLVMModuleRef *mod, LLVMModuleRef *gemm_mod, char *err,
+                      size_t errlen) {
+  const char *name = p->module->name && *p->module->name ? p->module->name : "nnc";
+  *mod = LLVMModuleCreateWithNameInContext(name, ctx);
+  *gemm_mod = LLVMModuleCreateWithNameInContext("nnc.gemm", ctx);
+  LLVMTargetDataRef dl = LLVMCreateTargetDataLayout(tm);
+  LLVMModuleRef both[2] = {*mod, *gemm_mod};
+  for (int i = 0; i < 2; i++) {
+    LLVMSetTarget(both[i], t->triple);
+    LLVMSetModuleDataLayout(both[i], dl);
+  }
+  LLVMDisposeTargetData(dl);
+  return nnc_cg_emit_module(p, part, nparts, *mod, *gemm_mod, t, verify, o->profile, err, errlen);
+}
+
 bool nnc_cg_build_llvm(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg_target *t,
                        int part, int nparts, LLVMContextRef ctx, LLVMModuleRef *out,
                        nnc_cg_times *times, char *err, size_t errlen) {
   double t0 = nnc_cg_now();
   LLVMTargetMachineRef tm = nnc_cg_target_machine(t, o->opt_level, LLVMRelocPIC, err, errlen);
   if (!tm) return false;
-  const char *name = p->module->name && *p->module->name ? p->module->name : "nnc";
-  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(name, ctx);
-  LLVMModuleRef gemm_mod = LLVMModuleCreateWithNameInContext("nnc.gemm", ctx);
-  LLVMTargetDataRef dl = LLVMCreateTargetDataLayout(tm);
-  LLVMModuleRef both[2] = {mod, gemm_mod};
-  for (int i = 0; i < 2; i++) {
-    LLVMSetTarget(both[i], t->triple);
-    LLVMSetModuleDataLayout(both[i], dl);
-  }
-  LLVMDisposeTargetData(dl);
-  bool ok =
-      nnc_cg_emit_module(p, part, nparts, mod, gemm_mod, t, o->verify, o->profile, err, errlen);
+  LLVMModuleRef mod, gemm_mod;
+  bool ok = emit_part(p, o, t, tm, part, nparts, ctx, o->verify, &mod, &gemm_mod, err, errlen);
   double t1 = nnc_cg_now();
   int level = o->opt_level < 0 ? 0 : o->opt_level > 3 ? 3 : o->opt_level;
   char buf[32];
@@ -398,8 +409,16 @@ typedef struct part_job {
   char err[512];
 } part_job;
 
+/* CPU time of the calling thread: a part's work on a busy machine. */
+static double thread_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static void *compile_part(void *arg) {
   part_job *j = arg;
+  double c0 = thread_seconds();
   LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef mod = NULL;
   j->ok = nnc_cg_build_llvm(j->prog, j->o, j->t, j->part, j->nparts, ctx, &mod, &j->out->times,
@@ -417,6 +436,7 @@ static void *compile_part(void *arg) {
                                 sizeof j->err);
   j->out->times.machine_code = t1 - t0;
   j->out->times.cold_code = nnc_cg_now() - t1;
+  j->out->times.cpu = thread_seconds() - c0;
   if (cold) LLVMDisposeModule(cold);
   if (mod) LLVMDisposeModule(mod);
   LLVMContextDispose(ctx);
@@ -471,9 +491,9 @@ bool nnc_cg_compile_parts(const nnc_kprog *p, const nnc_cg_options *o, const nnc
 void nnc_cg_print_times(FILE *f, const char *what, const nnc_cg_times *t) {
   fprintf(f,
           "codegen: %s: llvm ir %.1f ms, optimise kernels %.1f ms, products %.1f ms, machine code "
-          "%.1f ms, cold code %.1f ms (%d functions)\n",
+          "%.1f ms, cold code %.1f ms (%d functions); cpu %.1f ms\n",
           what, 1e3 * t->ir, 1e3 * t->optimise, 1e3 * t->products, 1e3 * t->machine_code,
-          1e3 * t->cold_code, t->cold_functions);
+          1e3 * t->cold_code, t->cold_functions, 1e3 * t->cpu);
 }
 
 void nnc_cg_print_kernel_count(FILE *f, const nnc_kprog *p) {
@@ -487,4 +507,99 @@ void nnc_cg_print_kernel_count(FILE *f, const nnc_kprog *p) {
     }
   fprintf(f, "codegen: %d kernels, %d of them the code of a train kernel (compiled once)\n", n,
           shared);
+}
+
+/* ---- per-function times (NNC_DEBUG=2) ----
+ *
+ * Each function of each part compiled alone, as the part would compile it:
+ * a copy of the part's unoptimised module with every other function
+ * declared only, optimised by its module's pipeline and given machine code
+ * by the level the part uses for it (cold functions at -O0 when split).
+ * Thread CPU time, so that the figures hold on a busy machine; the sum is
+ * more than the part's time (each copy pays a module's fixed cost). */
+static int instructions(LLVMValueRef f) {
+  int n = 0;
+  for (LLVMBasicBlockRef bb = LLVMGetFirstBasicBlock(f); bb; bb = LLVMGetNextBasicBlock(bb))
+    for (LLVMValueRef i = LLVMGetFirstInstruction(bb); i; i = LLVMGetNextInstruction(i))
+      n++;
+  return n;
+}
+
+static void probe_module(FILE *out, LLVMContextRef ctx, LLVMModuleRef mod, const char *pipeline,
+                         bool vectorize, const nnc_cg_options *o, const nnc_cg_target *t, int part,
+                         double *sum) {
+  int level = o->opt_level < 0 ? 0 : o->opt_level > 3 ? 3 : o->opt_level;
+  LLVMTargetMachineRef tm = nnc_cg_target_machine(t, level, LLVMRelocPIC, NULL, 0);
+  for (LLVMValueRef f = LLVMGetFirstFunction(mod); tm && f; f = LLVMGetNextFunction(f)) {
+    if (LLVMIsDeclaration(f)) continue;
+    size_t len;
+    char name[256];
+    snprintf(name, sizeof name, "%s", LLVMGetValueName2(f, &len));
+    LLVMModuleRef one = LLVMCloneModule(mod);
+    LLVMValueRef next;
+    for (LLVMValueRef g = LLVMGetFirstFunction(one); g; g = next) {
+      next = LLVMGetNextFunction(g);
+      size_t glen;
+      const char *gname = LLVMGetValueName2(g, &glen);
+      if (!LLVMIsDeclaration(g) && strcmp(gname, name)) declare_only(one, g);
+    }
+    LLVMValueRef mine = LLVMGetNamedFunction(one, name);
+    int before = instructions(mine);
+    char err[256];
+    double t0 = thread_seconds();
+    nnc_cg_optimize(one, tm, pipeline, vectorize, err, sizeof err);
+    double t1 = thread_seconds();
+    int after = instructions(mine);
+    if (level > 0) cold_codegen(ctx, mine);
+    bool cold = level > 0 && is_cold(mine);
+    LLVMMemoryBufferRef obj = NULL;
+    double t2 = thread_seconds();
+    if (nnc_cg_machine_code(one, t, cold ? 0 : level, LLVMObjectFile, &obj, err, sizeof err))
+      LLVMDisposeMemoryBuffer(obj);
+    double t3 = thread_seconds();
+    fprintf(out,
+            "codegen: function %s part %d%s: optimise %.2f ms, machine code %.2f ms, "
+            "instructions %d -> %d\n",
+            name, part, cold ? " cold" : "", 1e3 * (t1 - t0), 1e3 * (t3 - t2), before, after);
+    LLVMDisposeModule(one);
+    sum[0] += t1 - t0;
+    sum[1] += t3 - t2;
+  }
+  if (tm) LLVMDisposeTargetMachine(tm);
+}
+
+void nnc_cg_print_function_times(FILE *out, const nnc_kprog *p, const nnc_cg_options *o,
+                                 const nnc_cg_target *t, int nparts) {
+  int level = o->opt_level < 0 ? 0 : o->opt_level > 3 ? 3 : o->opt_level;
+  const nnc_kgraph *gs[NNC_CG_NGRAPHS];
+  nnc_cg_graphs(p, gs);
+  int *part_of[NNC_CG_NGRAPHS];
+  for (int g = 0; g < NNC_CG_NGRAPHS; g++) {
+    part_of[g] = calloc((size_t)(gs[g] ? gs[g]->n : 0) + 1, sizeof(int));
+    if (!part_of[g]) nnc_ir_bug("codegen: out of memory");
+  }
+  double load[NNC_CG_MAX_PARTS];
+  nnc_cg_assign_parts(p, nparts, part_of, load);
+  for (int g = 0; g < NNC_CG_NGRAPHS; g++)
+    free(part_of[g]);
+  for (int part = 0; part < nparts; part++) {
+    LLVMContextRef ctx = LLVMContextCreate();
+    LLVMTargetMachineRef tm = nnc_cg_target_machine(t, level, LLVMRelocPIC, NULL, 0);
+    LLVMModuleRef mod = NULL, gemm_mod = NULL;
+    char err[256], buf[32];
+    double sum[2] = {0, 0};
+    if (tm && emit_part(p, o, t, tm, part, nparts, ctx, false, &mod, &gemm_mod, err, sizeof err)) {
+      probe_module(out, ctx, mod, kernel_pipeline(level, buf, sizeof buf), level >= 2, o, t, part,
+                   sum);
+      probe_module(out, ctx, gemm_mod, gemm_pipeline(level), false, o, t, part, sum);
+    }
+    fprintf(out,
+            "codegen: part %d, its functions alone: optimise %.1f ms, machine code %.1f ms "
+            "(estimated %.1f ms)\n",
+            part, 1e3 * sum[0], 1e3 * sum[1], load[part]);
+    if (mod) LLVMDisposeModule(mod);
+    if (gemm_mod) LLVMDisposeModule(gemm_mod);
+    if (tm) LLVMDisposeTargetMachine(tm);
+    LLVMContextDispose(ctx);
+  }
 }

@@ -234,6 +234,10 @@ static bool finish(nnc_cg_program *prog, char *err, size_t errlen) {
   double t3 = nnc_cg_now();
   if (ok && prog->opts.timing)
     print_times(prog->opts.timing, &prog->prog, prog->parts, prog->t0, prog->t1, t2, t3);
+  const char *debug = getenv("NNC_DEBUG");
+  if (ok && prog->opts.timing && debug && !strcmp(debug, "2"))
+    nnc_cg_print_function_times(prog->opts.timing, &prog->prog, &prog->opts, &prog->target,
+                                JIT_PARTS);
   for (int i = 0; i < JIT_PARTS; i++) {
     LLVMMemoryBufferRef *objs[2] = {&prog->parts[i].obj, &prog->parts[i].cold_obj};
     for (int o = 0; o < 2; o++)
@@ -381,4 +385,30 @@ void nnc_cg_free(nnc_cg_program *p) {
   if (p->jit) nnc_cg_check(LLVMOrcDisposeLLJIT(p->jit), "", ignored, sizeof ignored);
   nnc_arena_destroy(&p->arena);
   free(p);
+}
+
+int nnc_cg_kernel_part(const nnc_cg_program *p, int nparts, int index, const char **name,
+                       double *load) {
+  if (nparts < 1 || nparts > NNC_CG_MAX_PARTS) return -1;
+  const nnc_kgraph *gs[NNC_CG_NGRAPHS];
+  nnc_cg_graphs(&p->prog, gs);
+  int *part_of[NNC_CG_NGRAPHS];
+  for (int g = 0; g < NNC_CG_NGRAPHS; g++) {
+    part_of[g] = calloc((size_t)(gs[g] ? gs[g]->n : 0) + 1, sizeof(int));
+    if (!part_of[g]) nnc_ir_bug("codegen: out of memory");
+  }
+  double loads[NNC_CG_MAX_PARTS];
+  nnc_cg_assign_parts(&p->prog, nparts, part_of, loads);
+  int part = -1;
+  for (int g = 0, at = 0; g < NNC_CG_NGRAPHS; g++) {
+    for (int i = 0; gs[g] && i < gs[g]->n; i++, at++)
+      if (at == index) {
+        part = part_of[g][i];
+        *name = gs[g]->k[i]->name;
+      }
+    free(part_of[g]);
+  }
+  for (int i = 0; load && i < nparts; i++)
+    load[i] = loads[i];
+  return part;
 }

@@ -9,7 +9,7 @@
  * that runs the kernels in order, each through nnc_rt_parallel(pool, k,
  * arena, n) when it is worth threads, else directly. The program may be
  * split into parts, one module each, compiled separately (jit.c does it on
- * threads): the kernels are shared out by a fixed rule (assign_parts),
+ * threads): the kernels are shared out by a fixed rule (nnc_cg_assign_parts),
  * part 0 has the entry points, and kernels become hidden globals so they
  * can be called across parts. Kernels whose speed cannot matter (and
  * products under COLD_GEMM_WORK) are marked cold: compiled with fast
@@ -507,11 +507,17 @@ static LLVMValueRef emit_kernel(emitter *E, const nnc_kernel *k) {
 
 /* ---- parts ---- */
 
-/* Rough cost of optimising and compiling a product relative to a loop
- * kernel (measured on the MLP: ~20 ms against ~3 ms); a hot loop kernel
- * costs more with each innermost loop, which the vectoriser turns into a
- * vector loop and its remainder (conv 2's im2col has 27). */
-static const double GEMM_COST = 6, KERNEL_COST = 1, ENTRY_COST = 1, INNER_LOOP_COST = 0.5;
+/* Estimated cost of optimising and compiling a kernel, in about
+ * milliseconds of one core: each function compiled alone, NNC_DEBUG=2
+ * (nnc_cg_print_function_times), fashion_cnn and fashion_mlp on AVX-512.
+ * A direct weight gradient's body ~55, a direct convolution's 25-55, a
+ * product 13-43, a hot loop kernel 7-20 (more with each innermost loop,
+ * which the vectoriser turns into a vector loop and its remainder), a cold
+ * kernel or an entry point ~3 (optimised, then fast instruction
+ * selection). A count with products at 6 loop kernels put both weight
+ * gradients in one part, the heavier by a third (docs/performance.md). */
+static const double CONV_DW_COST = 55, CONV_COST = 40, GEMM_COST = 18, KERNEL_COST = 5,
+                    INNER_LOOP_COST = 2.5, COLD_COST = 3, ENTRY_COST = 3;
 
 static int innermost_loops(const nnc_kblock *blk) {
   int n = 0;
@@ -522,8 +528,10 @@ static int innermost_loops(const nnc_kblock *blk) {
 }
 
 static double kernel_cost(const nnc_kernel *k) {
-  if (k->is_gemm || k->is_conv || k->conv_dw) return GEMM_COST;
-  if (k->work < COLD_WORK) return KERNEL_COST;
+  if (k->conv_dw) return CONV_DW_COST;
+  if (k->is_conv) return CONV_COST;
+  if (k->is_gemm) return GEMM_COST;
+  if (k->work < COLD_WORK) return COLD_COST;
   return KERNEL_COST + INNER_LOOP_COST * innermost_loops(&k->body);
 }
 
@@ -546,56 +554,65 @@ static int by_cost(const void *a, const void *b) {
   return x->g != y->g ? x->g - y->g : x->i - y->i;
 }
 
-/* Which part each kernel is compiled in: products first (kernels with the
- * same product together, so it is emitted once), then the loop kernels,
- * dearest first, each to the part with the least estimated work so far;
- * the entry points are in part 0; a kernel sharing a train kernel's code
- * (plan.c) goes where that kernel is. Depends only on the program, so
- * every part's emitter computes the same assignment. */
-static void assign_parts(emitter *E) {
+/* Which part each kernel is compiled in (part_of[g][i]) and each part's
+ * estimated work (load): the kernels dearest first (kernel_cost), each to
+ * the part with the least work so far (the longest-first rule: no part
+ * more than a third above the best split); a product that an earlier
+ * kernel already has goes to that kernel's part, at no cost (it is
+ * emitted once there); the entry points are in part 0; a kernel sharing a
+ * train kernel's code (plan.c) goes where that kernel is. Depends only on
+ * the program, so every part's emitter computes the same assignment. */
+void nnc_cg_assign_parts(const nnc_kprog *p, int nparts, int *part_of[NNC_CG_NGRAPHS],
+                         double *load) {
   const nnc_kgraph *gs[NNC_CG_NGRAPHS];
-  nnc_cg_graphs(E->p, gs);
-  double load[NNC_CG_MAX_PARTS] = {0};
-  load[0] = ENTRY_COST * (double)(E->p->has_train + E->p->has_eval + E->p->has_grad +
-                                  E->p->has_update + E->p->has_grad_half);
+  nnc_cg_graphs(p, gs);
+  for (int i = 0; i < nparts; i++)
+    load[i] = 0;
+  load[0] = ENTRY_COST *
+            (double)(p->has_train + p->has_eval + p->has_grad + p->has_update + p->has_grad_half);
   int n = 0;
   for (int g = 0; g < NNC_CG_NGRAPHS; g++)
     n += gs[g] ? gs[g]->n : 0;
   kernel_ref *order = malloc(sizeof(kernel_ref) * (size_t)(n + 1));
+  bool *done[NNC_CG_NGRAPHS];
+  for (int g = 0; g < NNC_CG_NGRAPHS; g++) {
+    done[g] = calloc((size_t)(gs[g] ? gs[g]->n : 0) + 1, sizeof(bool));
+    if (!done[g]) nnc_ir_bug("codegen: out of memory");
+  }
   if (!order) nnc_ir_bug("codegen: out of memory");
   n = 0;
-  for (int pass = 0; pass < 2; pass++) {
-    int from = n;
-    for (int g = 0; g < NNC_CG_NGRAPHS; g++)
-      for (int i = 0; gs[g] && i < gs[g]->n; i++)
-        if (gs[g]->k[i]->is_gemm == (pass == 0) && !gs[g]->k[i]->same_as)
-          order[n++] = (kernel_ref){g, i, kernel_cost(gs[g]->k[i])};
-    if (pass == 1) qsort(order + from, (size_t)(n - from), sizeof *order, by_cost);
-  }
+  for (int g = 0; g < NNC_CG_NGRAPHS; g++)
+    for (int i = 0; gs[g] && i < gs[g]->n; i++)
+      if (!gs[g]->k[i]->same_as) order[n++] = (kernel_ref){g, i, kernel_cost(gs[g]->k[i])};
+  qsort(order, (size_t)n, sizeof *order, by_cost);
   for (int o = 0; o < n; o++) {
     int g = order[o].g, i = order[o].i;
     const nnc_kernel *k = gs[g]->k[i];
     int part = -1;
-    if (k->is_gemm) { /* an earlier kernel with the same product? */
+    if (k->is_gemm) { /* a product some kernel placed already has? */
       nnc_cg_gemm mine = gemm_of(k);
-      for (int h = 0; h <= g && part < 0; h++)
-        for (int j = 0; gs[h] && j < (h == g ? i : gs[h]->n) && part < 0; j++) {
+      for (int h = 0; h < NNC_CG_NGRAPHS && part < 0; h++)
+        for (int j = 0; gs[h] && j < gs[h]->n && part < 0; j++) {
           nnc_cg_gemm other = gemm_of(gs[h]->k[j]);
-          if (gs[h]->k[j]->is_gemm && nnc_cg_gemm_eq(&other, &mine)) part = E->part_of[h][j];
+          if (done[h][j] && gs[h]->k[j]->is_gemm && nnc_cg_gemm_eq(&other, &mine))
+            part = part_of[h][j];
         }
     }
     if (part < 0) {
-      part = lightest(load, E->nparts);
+      part = lightest(load, nparts);
       load[part] += order[o].cost;
     }
-    E->part_of[g][i] = part;
+    part_of[g][i] = part;
+    done[g][i] = true;
   }
   free(order);
+  for (int g = 0; g < NNC_CG_NGRAPHS; g++)
+    free(done[g]);
   /* Kernels with a train twin: the train graph's parts are all set. */
   for (int g = 1; g < NNC_CG_NGRAPHS; g++)
     for (int i = 0; gs[g] && gs[0] && i < gs[g]->n; i++)
       for (int j = 0; gs[g]->k[i]->same_as && j < gs[0]->n; j++)
-        if (gs[0]->k[j] == gs[g]->k[i]->same_as) E->part_of[g][i] = E->part_of[0][j];
+        if (gs[0]->k[j] == gs[g]->k[i]->same_as) part_of[g][i] = part_of[0][j];
 }
 
 /* ---- entry points ---- */
@@ -766,7 +783,8 @@ bool nnc_cg_emit_module(const nnc_kprog *p, int part, int nparts, LLVMModuleRef 
     if (!E.part_of[g]) nnc_ir_bug("codegen: out of memory");
   }
   if (!E.base || !E.scope_md || !E.noalias_md) nnc_ir_bug("codegen: out of memory");
-  assign_parts(&E);
+  double load[NNC_CG_MAX_PARTS];
+  nnc_cg_assign_parts(p, nparts, E.part_of, load);
   static const char *const entries[NNC_CG_NGRAPHS] = {
       "nnc_train_step", "nnc_eval_step", "nnc_grad_step", "nnc_update_step", "nnc_grad_half_step"};
   for (int g = 0; g < NNC_CG_NGRAPHS; g++)

@@ -312,9 +312,9 @@ static char *cold_split_run(fixture *fx, const char *split, const char *gemm_wor
 
 /* Cold functions go to an object of their own per part, compiled at -O0
  * (compile.c, split_cold), and with NNC_COLD_GEMM_WORK=262144 products
- * under 262,144 FLOPs per step are cold (llvm.c, COLD_GEMM_WORK): here dense 1's forward, input and weight
- * gradients (8x392 by 392x16: 100,352 FLOPs each). The arena after two
- * steps and an evaluation is the same, bit for bit, in the three ways. */
+ * under 262,144 FLOPs per step are cold (llvm.c, COLD_GEMM_WORK): here dense 1's forward, input and
+ * weight gradients (8x392 by 392x16: 100,352 FLOPs each). The arena after two steps and an
+ * evaluation is the same, bit for bit, in the three ways. */
 static void test_small_cnn_cold_code_split(void **state) {
   fixture *fx = *state;
   nnc_module *m = fx_compile_source(&fx->arena, "small_cnn.nn", small_cnn, sizeof small_cnn - 1);
@@ -564,6 +564,48 @@ static void test_clip_norm_not_fused(void **state) {
   check_fused(fx, 0);
 }
 
+static bool ends_with(const char *s, const char *tail) {
+  size_t n = strlen(s), t = strlen(tail);
+  return n >= t && !strcmp(s + n - t, tail);
+}
+
+/* The JIT's two parts compile on two threads, so the compile takes as long
+ * as the heavier: fashion_cnn's direct convolutions (the dearest kernels
+ * to compile, ~25-55 ms each) are shared out between the parts, the two
+ * weight gradients one each (a count with products at 6 loop kernels put
+ * both in part 1), and the estimated work is balanced within 10%. */
+static void test_fashion_cnn_parts_balanced(void **state) {
+  fixture *fx = *state;
+  nnc_module *m = load_example(&fx->arena, "fashion_cnn.nn");
+  if (!m) skip();
+  nnc_cg_options o;
+  nnc_cg_default_options(&o);
+  char err[512];
+  nnc_cg_program *p;
+  if (!nnc_cg_compile_table(m, &o, &p, err, sizeof err)) fail_msg("table: %s", err);
+  int dw[2] = {0, 0}, conv[2] = {0, 0}, n = 0;
+  const char *name;
+  double load[2];
+  for (int part; (part = nnc_cg_kernel_part(p, 2, n, &name, load)) >= 0; n++) {
+    assert_true(part < 2);
+    dw[part] += ends_with(name, ".conv_dw");
+    conv[part] +=
+        ends_with(name, ".conv_dw") || ends_with(name, ".conv") || ends_with(name, ".conv_dx");
+  }
+  assert_true(n > 100);
+  if (dw[0] + dw[1] == 0) { /* no direct convolutions (no AVX-512) */
+    nnc_cg_free(p);
+    skip();
+  }
+  assert_int_equal(dw[0] + dw[1], 2);
+  assert_int_equal(dw[0], 1);
+  assert_true(abs(conv[0] - conv[1]) <= 1);
+  assert_true(load[0] > 0 && load[1] > 0);
+  assert_true(load[0] <= 1.1 * load[1] && load[1] <= 1.1 * load[0]);
+  assert_int_equal(nnc_cg_kernel_part(p, 2, n, &name, NULL), -1);
+  nnc_cg_free(p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       T(test_mlp_adam_3_steps),
@@ -575,6 +617,7 @@ int main(void) {
       T(test_small_cnn_cold_code_split),
       T(test_fashion_mlp_learns),
       T(test_table_only_matches_jit),
+      T(test_fashion_cnn_parts_balanced),
       T(test_emit_asm_zmm_fma),
       T(test_sse2_target),
       T(test_fused_adam),
