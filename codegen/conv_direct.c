@@ -3,7 +3,7 @@
  * stride-1 convolution (lower_conv.c builds both as the same sum).
  *
  * Each call of the kernel's split loop computes one (image n, block of ob
- * output channels), R output rows at a time (two where a row is one
+ * output channels), R output rows at a time (three where a row is one
  * vector): ob x R x S accumulators of 16 lanes (S = ceil(OW / 16) vectors
  * along the row) sum, over input channels i and the taps (kh, kw), each
  * input row shifted by kw - pw, loaded once per tap as S vectors (masked

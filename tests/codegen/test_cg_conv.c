@@ -111,9 +111,9 @@ static const char *kernel_line(const char *dump, const char *what) {
   return geo ? geo + 1 : NULL;
 }
 
-/* fashion_cnn's conv 2 (64 output channels, rows of 14: at most 12 per
- * block) and its input gradient (32): blocks of 8, a divisor, so one
- * block size and plain stores, not 11 + remainder; conv 1 (rows of 28, two
+/* fashion_cnn's conv 2 (64 output channels, rows of 14 three at a time:
+ * at most 8 per block) and its input gradient (32): blocks of 8, a
+ * divisor, so one block size and plain stores, not 11 + remainder; conv 1 (rows of 28, two
  * vectors, 32 channels) likewise. Both still equal the interpreter at 1,
  * 2 and 3 threads bit for bit. */
 static void test_conv_channel_blocks(void **state) {
