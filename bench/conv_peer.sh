@@ -176,7 +176,8 @@ for r in $(seq "$REPEATS"); do
       if (op ~ /^(conv|conv_dx|conv_dw)$/) t[layer " " d " prod"] += us
       if (op ~ /^matmul/) { t[layer " " d " prod"] += us; mnk[layer " " d] = mnk[layer " " d] " " m "x" n "x" kd }
     }
-    END { for (k in ds) { split(k, a, " "); print "NNC layer=" a[1] " dir=" a[2] " core_us=" t[k " core"] + 0 " layout_us=" t[k " layout"] + 0 " prod_us=" t[k " prod"] + 0 " products=" substr(mnk[k], 2) } }
+    END { for (k in ds) { if (!t[k " core"]) continue  # only kernels of other passes: no such gradient
+                          split(k, a, " "); print "NNC layer=" a[1] " dir=" a[2] " core_us=" t[k " core"] + 0 " layout_us=" t[k " layout"] + 0 " prod_us=" t[k " prod"] + 0 " products=" substr(mnk[k], 2) } }
   ' "$out/shapes.txt" "$out/train.$r.txt" >>"$out/round.$r.txt"
 done
 cat "$out"/round.*.txt | awk -v shapes="$out/shapes.txt" "$median_awk"'

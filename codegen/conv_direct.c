@@ -3,7 +3,7 @@
  * stride-1 convolution (lower_conv.c builds both as the same sum).
  *
  * Each call of the kernel's split loop computes one (image n, block of ob
- * output channels), R output rows at a time (two where a row is one
+ * output channels), R output rows at a time (three where a row is one
  * vector): ob x R x S accumulators of 16 lanes (S = ceil(OW / 16) vectors
  * along the row) sum, over input channels i and the taps (kh, kw), each
  * input row shifted by kw - pw, loaded once per tap as S vectors (masked
@@ -11,8 +11,11 @@
  * padded copy; the masks are constants since the sizes are), times each
  * output channel's weight broadcast once for the R rows. Groups of R
  * rows cover the rows whose taps all read rows inside the image; the rows
- * near the top and bottom go one at a time, their kh loop bounded to the
- * taps inside. The sums plus the bias are stored masked to OW. Every
+ * near the top and bottom go one at a time (one loop over both ends),
+ * their kh loop bounded to the taps inside. The sums plus the bias are
+ * stored masked to OW. All blocks have ob channels (one copy of the code):
+ * where ob does not divide O the last block starts at O - ob and stores
+ * only the channels past the block before it. Every
  * output element is one sequential sum (i, kh, kw ascending), so the bits
  * do not depend on how the calls are split over threads.
  */
@@ -29,6 +32,9 @@ typedef struct conv_emit {
   LLVMTypeRef vt;
   LLVMValueRef zero;
   int64_t S; /* vectors per output row */
+  /* the block's first channels not its own (the last block's overlap;
+   * NULL: every block its own ob channels) */
+  LLVMValueRef keep;
 } conv_emit;
 
 static LLVMValueRef i64c(emitter *E, int64_t v) {
@@ -87,14 +93,28 @@ static void tap_vectors(conv_emit *C, LLVMValueRef row, int64_t kw, LLVMValueRef
   }
 }
 
+/* Output channel o's store mask: the constant lanes of the row, and
+ * only where the block owns channel o (the last block may start before
+ * its share, overlapping the one before it: those channels it computes
+ * again and does not store). */
+static LLVMValueRef owned(conv_emit *C, int64_t o, LLVMValueRef mask) {
+  emitter *E = C->E;
+  LLVMValueRef own = LLVMBuildICmp(E->b, LLVMIntSLE, C->keep, i64c(E, o), "");
+  LLVMValueRef all =
+      LLVMBuildInsertElement(E->b, LLVMGetUndef(LLVMTypeOf(mask)), own, i64c(E, 0), "");
+  all = LLVMBuildShuffleVector(E->b, all, LLVMGetUndef(LLVMTypeOf(mask)),
+                               LLVMConstNull(LLVMVectorType(E->ti32, LANES)), "");
+  return LLVMBuildAnd(E->b, mask, all, "");
+}
+
 /* Output rows [r, r + R) (R > 1: rows whose taps are all inside the
- * image) of the block of cnt output channels: image n's
- * planes `in`, output `out` and weights `w` at the block's first channel. */
-static void row_group(conv_emit *C, int64_t cnt, int64_t R, LLVMValueRef r, LLVMValueRef in,
-                      LLVMValueRef w, LLVMValueRef out, LLVMValueRef bias) {
+ * image) of the block of ob output channels: image n's planes `in`,
+ * output `out` and weights `w` at the block's first channel. */
+static void row_group(conv_emit *C, int64_t R, LLVMValueRef r, LLVMValueRef in, LLVMValueRef w,
+                      LLVMValueRef out, LLVMValueRef bias) {
   emitter *E = C->E;
   const nnc_kconv *g = C->g;
-  int64_t S = C->S;
+  int64_t S = C->S, cnt = g->ob;
   int nacc = (int)(cnt * R * S);
   LLVMValueRef init[MAX_ACC], acc[MAX_ACC];
   for (int a = 0; a < nacc; a++)
@@ -143,7 +163,8 @@ static void row_group(conv_emit *C, int64_t cnt, int64_t R, LLVMValueRef r, LLVM
   }
   nnc_cg_loop_close(E->b, &taps, 1, acc);
   nnc_cg_loop_close(E->b, &chans, 1, taps.carry);
-  /* out + o*out_c + (r + j)*OW + s*16: sums plus the bias, masked to the row */
+  /* out + o*out_c + (r + j)*OW + s*16: sums plus the bias, masked to the
+   * row (and to the channels the block owns) */
   LLVMValueRef orow = at(E, out, LLVMBuildMul(E->b, r, i64c(E, g->OW), ""));
   for (int64_t o = 0; o < cnt; o++) {
     LLVMValueRef b = NULL;
@@ -155,67 +176,75 @@ static void row_group(conv_emit *C, int64_t cnt, int64_t R, LLVMValueRef r, LLVM
       LLVMValueRef ptr = at(E, orow, i64c(E, o * g->out_c + j * g->OW + s * LANES));
       int count;
       LLVMValueRef mask = row_mask(E, s * LANES, g->OW, LANES, &count);
-      if (count == LANES) {
+      if (count == LANES && !C->keep) {
         LLVMSetAlignment(LLVMBuildStore(E->b, y, ptr), 4);
       } else {
         LLVMTypeRef ov[2] = {C->vt, E->tptr};
-        LLVMValueRef args[4] = {y, ptr, LLVMConstInt(E->ti32, 4, 0), mask};
+        LLVMValueRef args[4] = {y, ptr, LLVMConstInt(E->ti32, 4, 0),
+                                C->keep ? owned(C, o, mask) : mask};
         call(E, "llvm.masked.store", 2, ov, args, 4);
       }
     }
   }
 }
 
-/* Single rows [from, to) of the block, each with its taps' bounds. */
-static void single_rows(conv_emit *C, int64_t cnt, int64_t from, int64_t to, LLVMValueRef in,
-                        LLVMValueRef w, LLVMValueRef out, LLVMValueRef bias) {
-  emitter *E = C->E;
-  if (from >= to) return;
-  nnc_cg_loop rows;
-  nnc_cg_loop_open(E->b, E->ctx, E->fn, &rows, i64c(E, from), i64c(E, to), 0, NULL, "row");
-  row_group(C, cnt, 1, rows.iv, in, w, out, bias);
-  nnc_cg_loop_close(E->b, &rows, 1, NULL);
-}
-
-/* The whole planes of the block of cnt output channels: groups of R rows
- * where every tap's row is inside the image, single rows elsewhere. */
-static void block_rows(conv_emit *C, int64_t cnt, LLVMValueRef in, LLVMValueRef w, LLVMValueRef out,
+/* The whole planes of the block: groups of R rows where every tap's row
+ * is inside the image, and the rows near the top and bottom one at a time
+ * (one loop over both ends, their taps bounded: one copy of the
+ * single-row code). */
+static void block_rows(conv_emit *C, LLVMValueRef in, LLVMValueRef w, LLVMValueRef out,
                        LLVMValueRef bias) {
   emitter *E = C->E;
   const nnc_kconv *g = C->g;
   int64_t R = g->rows;
-  if (R == 1) {
-    single_rows(C, cnt, 0, g->OH, in, w, out, bias);
-    return;
-  }
   /* rows r with 0 <= r - ph and r + KH - 1 - ph < H */
-  int64_t top = g->ph < 0 ? 0 : g->ph > g->OH ? g->OH : g->ph;
-  int64_t bot = g->H + g->ph - g->KH + 1;
-  bot = bot < top ? top : bot > g->OH ? g->OH : bot;
-  int64_t mid = top + (bot - top) / R * R;
-  single_rows(C, cnt, 0, top, in, w, out, bias);
+  int64_t top = 0, mid = 0;
+  if (R > 1) {
+    top = g->ph < 0 ? 0 : g->ph > g->OH ? g->OH : g->ph;
+    int64_t bot = g->H + g->ph - g->KH + 1;
+    bot = bot < top ? top : bot > g->OH ? g->OH : bot;
+    mid = top + (bot - top) / R * R;
+  }
   if (mid > top) {
     nnc_cg_loop rows;
     nnc_cg_loop_open(E->b, E->ctx, E->fn, &rows, i64c(E, top), i64c(E, mid), 0, NULL, "rows");
-    row_group(C, cnt, R, rows.iv, in, w, out, bias);
+    row_group(C, R, rows.iv, in, w, out, bias);
     nnc_cg_loop_close(E->b, &rows, R, NULL);
   }
-  single_rows(C, cnt, mid, g->OH, in, w, out, bias);
+  int64_t edges = top + g->OH - mid; /* rows [0, top) then [mid, OH) */
+  if (edges > 0) {
+    nnc_cg_loop rows;
+    nnc_cg_loop_open(E->b, E->ctx, E->fn, &rows, i64c(E, 0), i64c(E, edges), 0, NULL, "row");
+    LLVMValueRef r = rows.iv;
+    if (mid > top) {
+      LLVMValueRef below = LLVMBuildICmp(E->b, LLVMIntSGE, r, i64c(E, top), "");
+      r = LLVMBuildAdd(E->b, r, LLVMBuildSelect(E->b, below, i64c(E, mid - top), i64c(E, 0), ""),
+                       "");
+    }
+    row_group(C, 1, r, in, w, out, bias);
+    nnc_cg_loop_close(E->b, &rows, 1, NULL);
+  }
 }
 
 void nnc_ll_emit_conv(emitter *E, const nnc_kernel *k, LLVMValueRef in, LLVMValueRef w,
                       LLVMValueRef bias, LLVMValueRef out) {
   const nnc_kconv *g = &k->conv;
-  conv_emit C = {E, g, LLVMVectorType(E->tf32, LANES), NULL, (g->OW + LANES - 1) / LANES};
+  conv_emit C = {
+      .E = E, .g = g, .vt = LLVMVectorType(E->tf32, LANES), .S = (g->OW + LANES - 1) / LANES};
   C.zero = LLVMConstNull(C.vt);
-  if (g->ob * g->rows * C.S > MAX_ACC)
+  if (g->ob * g->rows * C.S > MAX_ACC || g->ob > g->O)
     nnc_ir_bug("codegen: a direct convolution with too many sums");
-  int64_t blocks = (g->O + g->ob - 1) / g->ob, rest = g->O - (blocks - 1) * g->ob;
+  int64_t blocks = (g->O + g->ob - 1) / g->ob;
   nnc_cg_loop calls;
   nnc_cg_loop_open(E->b, E->ctx, E->fn, &calls, E->begin, E->end, 0, NULL, "calls");
   LLVMValueRef n = LLVMBuildSDiv(E->b, calls.iv, i64c(E, blocks), "");
   LLVMValueRef o0 =
       LLVMBuildMul(E->b, LLVMBuildSRem(E->b, calls.iv, i64c(E, blocks), ""), i64c(E, g->ob), "");
+  if (g->O % g->ob) { /* the last block ends at O, overlapping the one before */
+    LLVMValueRef share = o0, end = i64c(E, g->O - g->ob);
+    o0 = LLVMBuildSelect(E->b, LLVMBuildICmp(E->b, LLVMIntSGT, o0, end, ""), end, o0, "");
+    C.keep = LLVMBuildSub(E->b, share, o0, "");
+  }
   LLVMValueRef inn = at(E, in, LLVMBuildMul(E->b, n, i64c(E, g->in_n), ""));
   LLVMValueRef outn = at(E, out,
                          LLVMBuildAdd(E->b, LLVMBuildMul(E->b, n, i64c(E, g->out_n), ""),
@@ -223,23 +252,7 @@ void nnc_ll_emit_conv(emitter *E, const nnc_kernel *k, LLVMValueRef in, LLVMValu
   LLVMValueRef wn =
       at(E, w, LLVMBuildAdd(E->b, i64c(E, g->w0), LLVMBuildMul(E->b, o0, i64c(E, g->wo), ""), ""));
   LLVMValueRef bn = bias ? at(E, bias, o0) : NULL;
-  if (rest == g->ob) {
-    block_rows(&C, g->ob, inn, wn, outn, bn);
-  } else { /* the last block has fewer channels */
-    LLVMBasicBlockRef full = LLVMAppendBasicBlockInContext(E->ctx, E->fn, "full");
-    LLVMBasicBlockRef last = LLVMAppendBasicBlockInContext(E->ctx, E->fn, "last");
-    LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(E->ctx, E->fn, "join");
-    LLVMValueRef is_last = LLVMBuildICmp(
-        E->b, LLVMIntSGT, LLVMBuildAdd(E->b, o0, i64c(E, g->ob), ""), i64c(E, g->O), "");
-    LLVMBuildCondBr(E->b, is_last, last, full);
-    LLVMPositionBuilderAtEnd(E->b, full);
-    block_rows(&C, g->ob, inn, wn, outn, bn);
-    LLVMBuildBr(E->b, join);
-    LLVMPositionBuilderAtEnd(E->b, last);
-    block_rows(&C, rest, inn, wn, outn, bn);
-    LLVMBuildBr(E->b, join);
-    LLVMPositionBuilderAtEnd(E->b, join);
-  }
+  block_rows(&C, inn, wn, outn, bn);
   nnc_cg_loop_close(E->b, &calls, 1, NULL);
   LLVMBuildRetVoid(E->b);
 }

@@ -216,33 +216,38 @@ typedef struct planes {
  * the output plane; tap (kh, kw) reads the input plane at p + (kh - PH) *
  * W + kw - PW, masked to the positions whose pixel lies in the image. The
  * vectors run as a loop (unrolled, the scheduler spilled accumulators);
- * their masks come from a constant table, per vector: the output
- * gradient's lanes, then each tap's, as the low VL bits of an i32. */
-static LLVMValueRef plane_masks(dw_emitter *w, int64_t kh0, int64_t nv) {
+ * their masks come from a constant table, per block of tap rows and
+ * vector: the output gradient's lanes, then each tap's, as the low VL
+ * bits of an i32. One code serves every block of tap rows (the item's
+ * block picks its shift and its part of the table). */
+static LLVMValueRef plane_masks(dw_emitter *w, int64_t nv) {
   emitter *E = w->E;
   const nnc_kconv_dw *d = w->d;
-  int64_t P = d->OH * d->OW, per = 1 + d->khb * d->KW;
-  LLVMValueRef *bits = malloc(sizeof(LLVMValueRef) * (size_t)(nv * per));
+  int64_t P = d->OH * d->OW, per = 1 + d->khb * d->KW, nkb = d->KH / d->khb;
+  LLVMValueRef *bits = malloc(sizeof(LLVMValueRef) * (size_t)(nkb * nv * per));
   if (!bits) nnc_ir_bug("codegen: out of memory");
-  for (int64_t v = 0; v < nv; v++) {
-    uint32_t dy = 0;
-    for (int l = 0; l < d->vl; l++)
-      dy |= (uint32_t)(v * d->vl + l < P) << l;
-    bits[v * per] = LLVMConstInt(E->ti32, dy, 0);
-    for (int64_t r = 0; r < d->khb; r++)
-      for (int64_t kw = 0; kw < d->KW; kw++) {
-        uint32_t m = 0;
-        for (int l = 0; l < d->vl; l++) {
-          int64_t p = v * d->vl + l, ih = p / d->OW + kh0 + r - d->PH, iw = p % d->OW + kw - d->PW;
-          m |= (uint32_t)(p < P && ih >= 0 && ih < d->H && iw >= 0 && iw < d->W) << l;
+  for (int64_t kb = 0; kb < nkb; kb++)
+    for (int64_t v = 0; v < nv; v++) {
+      LLVMValueRef *e = bits + (kb * nv + v) * per;
+      uint32_t dy = 0;
+      for (int l = 0; l < d->vl; l++)
+        dy |= (uint32_t)(v * d->vl + l < P) << l;
+      e[0] = LLVMConstInt(E->ti32, dy, 0);
+      for (int64_t r = 0; r < d->khb; r++)
+        for (int64_t kw = 0; kw < d->KW; kw++) {
+          uint32_t m = 0;
+          for (int l = 0; l < d->vl; l++) {
+            int64_t p = v * d->vl + l, ih = p / d->OW + kb * d->khb + r - d->PH,
+                    iw = p % d->OW + kw - d->PW;
+            m |= (uint32_t)(p < P && ih >= 0 && ih < d->H && iw >= 0 && iw < d->W) << l;
+          }
+          e[1 + r * d->KW + kw] = LLVMConstInt(E->ti32, m, 0);
         }
-        bits[v * per + 1 + r * d->KW + kw] = LLVMConstInt(E->ti32, m, 0);
-      }
-  }
-  LLVMValueRef init = LLVMConstArray2(E->ti32, bits, (uint64_t)(nv * per));
+    }
+  LLVMValueRef init = LLVMConstArray2(E->ti32, bits, (uint64_t)(nkb * nv * per));
   free(bits);
   char name[160];
-  snprintf(name, sizeof name, "%s.masks%lld", E->k->name, (long long)kh0);
+  snprintf(name, sizeof name, "%s.masks", E->k->name);
   LLVMValueRef g = LLVMAddGlobal(E->mod, LLVMTypeOf(init), name);
   LLVMSetInitializer(g, init);
   LLVMSetGlobalConstant(g, 1);
@@ -268,20 +273,22 @@ static LLVMValueRef load_masked(dw_emitter *w, LLVMValueRef base, LLVMValueRef i
   return intrinsic(w, "llvm.masked.load", over, 2, args, 4);
 }
 
-static void plane_products(dw_emitter *w, const planes *pl, int64_t kh0, LLVMValueRef *acc) {
+static void plane_products(dw_emitter *w, const planes *pl, LLVMValueRef kb, LLVMValueRef *acc) {
   emitter *E = w->E;
   const nnc_kconv_dw *d = w->d;
   int64_t nv = (d->OH * d->OW + d->vl - 1) / d->vl, per = 1 + d->khb * d->KW;
-  LLVMValueRef table = plane_masks(w, kh0, nv);
+  LLVMValueRef table = plane_masks(w, nv);
+  /* the block's first tap row kh0 = kb * khb: its shift and its masks */
+  LLVMValueRef xs = add64(w, pl->x, mul64(w, kb, d->khb * d->W)), m0 = mul64(w, kb, nv * per);
   nnc_cg_loop l;
   nnc_cg_loop_open(E->b, E->ctx, E->fn, &l, i64c(w, 0), i64c(w, nv), (int)w->nacc, acc, "plane");
   LLVMValueRef next[MAX_ACC], xv[MAX_ACC][MAX_ACC];
   memcpy(next, l.carry, sizeof(LLVMValueRef) * (size_t)w->nacc);
-  LLVMValueRef p0 = mul64(w, l.iv, d->vl), t0 = mul64(w, l.iv, per);
+  LLVMValueRef p0 = mul64(w, l.iv, d->vl), t0 = add64(w, m0, mul64(w, l.iv, per));
   for (int64_t r = 0; r < d->khb; r++)
     for (int64_t kw = 0; kw < d->KW; kw++) {
-      int64_t shift = (kh0 + r - d->PH) * d->W + kw - d->PW;
-      xv[r][kw] = load_masked(w, w->x, add64(w, add64(w, pl->x, p0), i64c(w, shift)),
+      int64_t shift = (r - d->PH) * d->W + kw - d->PW;
+      xv[r][kw] = load_masked(w, w->x, add64(w, add64(w, xs, p0), i64c(w, shift)),
                               mask_at(w, table, add64(w, t0, i64c(w, 1 + r * d->KW + kw))));
     }
   LLVMValueRef dy_mask = mask_at(w, table, t0);
@@ -364,12 +371,47 @@ static void rows(dw_emitter *w, const planes *pl, int64_t kh0, LLVMValueRef *acc
   }
 }
 
-/* Images [n0, n0 + group) into the accumulators of item r, which stay
- * in registers over the group: one copy of the code per block of tap
- * rows (its taps constant), chosen by r->kb. */
+/* Images [n0, n0 + group) of item r from block kb's tap rows (kb an
+ * i64; in row mode a constant) into its accumulators, which stay in
+ * registers over the group. */
+static void images_taps(dw_emitter *w, LLVMValueRef n0, int64_t group, const item *r,
+                        LLVMValueRef kb) {
+  emitter *E = w->E;
+  const nnc_kconv_dw *d = w->d;
+  LLVMValueRef acc[MAX_ACC];
+  for (int64_t a = 0; a < w->nacc; a++)
+    acc[a] = load_vec(w, w->scratch, add64(w, r->acc, i64c(w, a * d->vl)));
+  nnc_cg_loop l;
+  nnc_cg_loop_open(E->b, E->ctx, E->fn, &l, n0, add64(w, n0, i64c(w, group)), (int)w->nacc, acc,
+                   "image");
+  LLVMValueRef next[MAX_ACC];
+  memcpy(next, l.carry, sizeof(LLVMValueRef) * (size_t)w->nacc);
+  planes pl;
+  for (int64_t j = 0; j < d->ob; j++) {
+    LLVMValueRef o = add64(w, r->o0, i64c(w, j));
+    pl.dy[j] = mul64(w, add64(w, mul64(w, l.iv, d->O), o), d->OH * d->OW);
+  }
+  pl.x = mul64(w, add64(w, mul64(w, l.iv, d->C), r->c), d->H * d->W);
+  if (d->plane)
+    plane_products(w, &pl, kb, next);
+  else
+    rows(w, &pl, LLVMConstIntGetSExtValue(kb) * d->khb, next);
+  nnc_cg_loop_close(E->b, &l, 1, next);
+  for (int64_t a = 0; a < w->nacc; a++)
+    store_vec(w, l.carry[a], w->scratch, add64(w, r->acc, i64c(w, a * d->vl)));
+}
+
+/* Images [n0, n0 + group) into the accumulators of item r. Plane mode:
+ * one code for every block of tap rows (their shifts and masks indexed by
+ * r->kb); row mode: one copy per block (its taps constant, the padded
+ * rows unrolled), chosen by a switch on r->kb. */
 static void images(dw_emitter *w, LLVMValueRef n0, int64_t group, const item *r) {
   emitter *E = w->E;
   const nnc_kconv_dw *d = w->d;
+  if (d->plane) {
+    images_taps(w, n0, group, r, r->kb);
+    return;
+  }
   int64_t nkb = d->KH / d->khb;
   LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(E->ctx, E->fn, "taps_done");
   LLVMValueRef sw = LLVMBuildSwitch(E->b, r->kb, done, (unsigned)nkb);
@@ -377,27 +419,7 @@ static void images(dw_emitter *w, LLVMValueRef n0, int64_t group, const item *r)
     LLVMBasicBlockRef bb = LLVMAppendBasicBlockInContext(E->ctx, E->fn, "taps");
     LLVMAddCase(sw, i64c(w, kb), bb);
     LLVMPositionBuilderAtEnd(E->b, bb);
-    LLVMValueRef acc[MAX_ACC];
-    for (int64_t a = 0; a < w->nacc; a++)
-      acc[a] = load_vec(w, w->scratch, add64(w, r->acc, i64c(w, a * d->vl)));
-    nnc_cg_loop l;
-    nnc_cg_loop_open(E->b, E->ctx, E->fn, &l, n0, add64(w, n0, i64c(w, group)), (int)w->nacc, acc,
-                     "image");
-    LLVMValueRef next[MAX_ACC];
-    memcpy(next, l.carry, sizeof(LLVMValueRef) * (size_t)w->nacc);
-    planes pl;
-    for (int64_t j = 0; j < d->ob; j++) {
-      LLVMValueRef o = add64(w, r->o0, i64c(w, j));
-      pl.dy[j] = mul64(w, add64(w, mul64(w, l.iv, d->O), o), d->OH * d->OW);
-    }
-    pl.x = mul64(w, add64(w, mul64(w, l.iv, d->C), r->c), d->H * d->W);
-    if (d->plane)
-      plane_products(w, &pl, kb * d->khb, next);
-    else
-      rows(w, &pl, kb * d->khb, next);
-    nnc_cg_loop_close(E->b, &l, 1, next);
-    for (int64_t a = 0; a < w->nacc; a++)
-      store_vec(w, l.carry[a], w->scratch, add64(w, r->acc, i64c(w, a * d->vl)));
+    images_taps(w, n0, group, r, i64c(w, kb));
     LLVMBuildBr(E->b, done);
   }
   LLVMPositionBuilderAtEnd(E->b, done);

@@ -92,14 +92,69 @@ static void test_conv_direct(void **state) {
       {1, 2, 3, 70, 3, {3, 3}, {1, 1}, {1, 1}, true, false, false}, /* row of 5 vectors: too wide */
       {2, 3, 9, 7, 5, {3, 3}, {1, 1}, {1, 1}, true, true, true},    /* dx from dy itself */
       {2, 4, 6, 19, 6, {3, 3}, {1, 1}, {0, 0}, true, true, true},   /* the same, 2 vectors */
+      /* output channels no block size divides: the last block overlaps the
+       * one before (forward 67 in blocks of 12, the last from 55; rows of 2
+       * vectors 13 in blocks of 7, the last from 6) */
+      {2, 5, 14, 14, 67, {3, 3}, {1, 1}, {1, 1}, true, true, false},
+      {1, 7, 5, 20, 13, {3, 3}, {1, 1}, {1, 1}, true, true, false},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
     check_case(&cases[i]);
 }
 
+/* The geometry line ("  conv N=...") of the first kernel `what` in a
+ * kernel dump, or NULL. */
+static const char *kernel_line(const char *dump, const char *what) {
+  char key[64];
+  snprintf(key, sizeof key, ".%s ", what);
+  const char *l = strstr(dump, key), *geo = l ? strstr(l, "\n  conv N=") : NULL;
+  return geo ? geo + 1 : NULL;
+}
+
+/* fashion_cnn's conv 2 (64 output channels, rows of 14 three at a time:
+ * at most 8 per block) and its input gradient (32): blocks of 8, a
+ * divisor, so one block size and plain stores, not 11 + remainder; conv 1 (rows of 28, two
+ * vectors, 32 channels) likewise. Both still equal the interpreter at 1,
+ * 2 and 3 threads bit for bit. */
+static void test_conv_channel_blocks(void **state) {
+  (void)state;
+  static const conv_case cases[] = {
+      {3, 32, 14, 14, 64, {3, 3}, {1, 1}, {1, 1}, true, true, false},
+      {2, 3, 28, 28, 32, {3, 3}, {1, 1}, {1, 1}, true, true, false},
+  };
+  static const char *const expect[][2] = {
+      {"C=32 O=64", "C=64 O=32"},
+      {"C=3 O=32", "C=32 O=3"},
+  };
+  for (int c = 0; c < 2; c++) {
+    void *st;
+    fx_setup(&st);
+    fixture *fx = st;
+    build(fx, &cases[c]);
+    char *dump = fx_kernel_dump(fx);
+    const char *fwd = kernel_line(dump, "conv"), *dx = kernel_line(dump, "conv_dx");
+    assert_non_null(fwd);
+    assert_non_null(dx);
+    assert_non_null(strstr(fwd, expect[c][0]));
+    assert_non_null(strstr(dx, expect[c][1]));
+    /* ob= on the geometry line, before the end of the line */
+    const char *ob = strstr(fwd, "ob=");
+    assert_non_null(ob);
+    assert_int_equal(strtol(ob + 3, NULL, 10), 8);
+    ob = strstr(dx, "ob=");
+    assert_non_null(ob);
+    assert_int_equal(strtol(ob + 3, NULL, 10), c == 0 ? 8 : 3);
+    free(dump);
+    fx_check(fx);
+    fx_check_threads(fx, 1, false);
+    fx_teardown(&st);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_conv_direct),
+      cmocka_unit_test(test_conv_channel_blocks),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
