@@ -101,9 +101,28 @@ bool nnc_cg_gemm_bf16_applies(const nnc_cg_gemm *g) {
          !(g->accumulate && g->act != NNC_CG_ACT_NONE && g->K > 512);
 }
 
+static int64_t gcd64(int64_t a, int64_t b) {
+  while (b) {
+    int64_t t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
 int64_t nnc_cg_gemm_row_block(const nnc_cg_gemm *g) {
   if (nnc_cg_gemm_bf16_applies(g)) return 8; /* gemm_bf16.c's BF_MR */
-  return nnc_cg_gemm_plan_for(g).mr;
+  int64_t mr = nnc_cg_gemm_plan_for(g).mr, half = g->M / 2;
+  /* Two threads take ceil(B/2) and floor(B/2) of the B row blocks: in
+   * blocks of a whole tile, an odd B gives one thread a tile more (the
+   * MLP's weight gradients, 256 rows in 6-row tiles: 132 rows and 124).
+   * Where half of M is not whole tiles, a block dividing both the tile
+   * and half of M gives both threads the same rows (128 and 128: 21 tiles
+   * and one of 2 rows each). Only the tiles at the ends of a range change
+   * (one more remainder tile is compiled); no element's arithmetic depends
+   * on its tile. Not for products too small to hold a tile per half. */
+  if (g->M % 2 == 0 && half >= mr && half % mr != 0) return gcd64(mr, half);
+  return mr;
 }
 
 bool nnc_cg_gemm_eq(const nnc_cg_gemm *x, const nnc_cg_gemm *y) {

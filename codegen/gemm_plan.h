@@ -89,7 +89,9 @@ bool nnc_cg_gemm_eq(const nnc_cg_gemm *x, const nnc_cg_gemm *y);
  * accumulate that spans several k blocks. Otherwise the f32 kernel. */
 bool nnc_cg_gemm_bf16_applies(const nnc_cg_gemm *g);
 
-/* Rows per block the kernel prefers; the caller splits work in multiples. */
+/* Rows per block the kernel prefers; the caller splits work in multiples.
+ * A tile's rows, or a divisor of them that cuts M into two equal halves
+ * where whole tiles cannot. */
 int64_t nnc_cg_gemm_row_block(const nnc_cg_gemm *g);
 
 #endif

@@ -523,6 +523,41 @@ static void test_chunk_pairs_in_registers(void **state) {
   check_chunks_exact(f, &c, 4);
 }
 
+/* A product split over two threads gets the same rows on each: the MLP's
+ * weight gradients (256 rows in 6-row tiles) have row blocks that divide
+ * 128, not 6-row blocks that give one thread 132 rows and the other 124;
+ * products whose halves are whole tiles, or too short for a tile each,
+ * keep the tile's rows. Ranges cut at such blocks give the same bits. */
+static void test_row_block_even_halves(void **state) {
+  fixture *f = *state;
+  const int64_t ns[] = {784, 256};
+  for (int i = 0; i < 2; i++) {
+    gemm_case c = {256, ns[i], 64, true, false, 0, 16, 0};
+    nnc_cg_gemm g = gemm_of(&c);
+    g.chunks = 4;
+    int64_t mr = nnc_cg_gemm_plan_for(&g).mr, rb = nnc_cg_gemm_row_block(&g);
+    assert_int_equal(mr, 6);
+    assert_int_equal(rb, 2);
+    int64_t blocks = (g.M + rb - 1) / rb;
+    assert_int_equal((blocks + 1) / 2 * rb, 128); /* the first thread's rows */
+  }
+  gemm_case fwd = {64, 256, 784, false, true, EPI_BIAS | EPI_RELU, 16, 0};
+  nnc_cg_gemm gf = gemm_of(&fwd);
+  assert_int_equal(nnc_cg_gemm_row_block(&gf), nnc_cg_gemm_plan_for(&gf).mr);
+  gemm_case small = {10, 256, 64, true, false, 0, 16, 0};
+  nnc_cg_gemm gs = gemm_of(&small);
+  gs.chunks = 4;
+  assert_int_equal(nnc_cg_gemm_row_block(&gs), nnc_cg_gemm_plan_for(&gs).mr);
+  /* 32 rows: halves of 16, blocks of 2; the 2- and 4-row tiles this
+   * leaves, bit for bit against one call */
+  gemm_case c = {32, 80, 64, true, false, 0, 16, 0};
+  nnc_cg_gemm g = gemm_of(&c);
+  g.chunks = 4;
+  int64_t rb = nnc_cg_gemm_row_block(&g);
+  assert_int_equal(rb, 2);
+  check_chunked(f, &c, (row_promise){rb, false}, 4);
+}
+
 /* The zmm FMA micro-kernel is what the optimiser leaves in the assembly. */
 static void test_asm_has_zmm_fma(void **state) {
   fixture *f = *state;
@@ -561,6 +596,7 @@ int main(void) {
       cmocka_unit_test(test_chunk_blocks),
       cmocka_unit_test(test_chunk_blocks_emitted_once),
       cmocka_unit_test(test_chunk_pairs_in_registers),
+      cmocka_unit_test(test_row_block_even_halves),
       cmocka_unit_test(test_asm_has_zmm_fma),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
