@@ -601,8 +601,9 @@ static void test_recompute_batchnorm(void **state) {
   fx->rtol = 1e-4;
   fx->atol = 1e-5;
   fx_check(fx);
-  /* sum(x), mean, sum(d * d), rstd, relu(...), sum(d * q): no kernel for d */
-  assert_int_equal(train_kernels(fx), 6);
+  /* sum(x), mean, sum(d * d) with sum(d * q) (one kernel: both read x
+   * and mean, nnc_lw_match_lane_twins), rstd, relu(...): no kernel for d */
+  assert_int_equal(train_kernels(fx), 5);
 }
 
 /* Batch norm's sums over groups of the batch: sum over [G, N/G, C, H, W]
@@ -651,6 +652,63 @@ static void test_reduce_through_reshape(void **state) {
       fail_msg("sum %d: %.9g computed inline, %.9g stored", i, a[i], b[i]);
   free(a);
   free(b);
+}
+
+/* Batch norm's backward sums over groups of the batch, sum(dz) and
+ * sum((x - m) * dz), [G, N/G, C, H, W] views of [N, C, H, W]: `which` 0
+ * takes both (one kernel, the lanes of both in the same loops, dz read
+ * once), 1 only the first, 2 only the second (a kernel each). Returns the
+ * 8 + 8 sums of one step (2 threads; 1 and 3 checked equal), to be
+ * compared bit for bit. */
+static float *twin_sums(int which, int *kernels) {
+  void *st;
+  fx_setup(&st);
+  fixture *fx = st;
+  nnc_graph *g = fx->g;
+  nnc_node *x = fx_param(fx, "x", sh(4, 6, 4, 5, 9), -2, 2);
+  nnc_node *dz = fx_param(fx, "dz", sh(4, 6, 4, 5, 9), -1, 1);
+  nnc_node *m = fx_param(fx, "m", sh(4, 1, 4, 1, 1), -0.5, 0.5);
+  nnc_node *t = nnc_ir_binary(g, NNC_OP_MUL, nnc_ir_binary(g, NNC_OP_SUB, x, m), dz);
+  nnc_shape groups = sh(5, 2, 3, 4, 5, 9);
+  nnc_node *s1 = nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_reshape(g, dz, &groups), 0x1A);
+  nnc_node *s2 = nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_reshape(g, t, &groups), 0x1A);
+  out(fx, NNC_OUT_PRED, which == 2 ? s2 : s1);
+  if (which == 0) out(fx, NNC_OUT_LOSS_VEC, s2);
+  fx_check(fx);
+  fx_check_threads(fx, 1, false);
+  *kernels = train_kernels(fx);
+  fx_run r;
+  fx_compile(fx, &r, 2);
+  fx_fill(fx, &r, NULL);
+  fx_inputs(fx, &r, NULL, 1);
+  r.model->train_step(r.arena, r.pool);
+  float *got = calloc(16, sizeof(float));
+  assert_non_null(got);
+  if (which != 2) memcpy(got, r.arena + nnc_cg_output_offset(r.prog, NNC_OUT_PRED), 32);
+  if (which != 1)
+    memcpy(got + 8,
+           r.arena + nnc_cg_output_offset(r.prog, which == 2 ? NNC_OUT_PRED : NNC_OUT_LOSS_VEC),
+           32);
+  fx_release(&r);
+  fx_teardown(&st);
+  return got;
+}
+
+static void test_twin_lane_sums(void **state) {
+  (void)state;
+  int both, first, second;
+  float *a = twin_sums(0, &both), *b = twin_sums(1, &first), *c = twin_sums(2, &second);
+  assert_int_equal(first, 1);
+  assert_int_equal(second, 1);
+  assert_int_equal(both, 1); /* one lanesum2, not two lanesums */
+  for (int i = 0; i < 16; i++) {
+    float want = i < 8 ? b[i] : c[i];
+    if (memcmp(&a[i], &want, sizeof(float)) != 0)
+      fail_msg("sum %d: %.9g in one kernel, %.9g alone", i, a[i], want);
+  }
+  free(a);
+  free(b);
+  free(c);
 }
 
 /* ---- Per-step scalars of the optimizer and schedule ---- */
@@ -759,6 +817,7 @@ int main(void) {
       T(test_update_mixed),
       T(test_recompute_batchnorm),
       cmocka_unit_test(test_reduce_through_reshape),
+      cmocka_unit_test(test_twin_lane_sums),
       cmocka_unit_test(test_every_op_is_checked), /* last */
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
