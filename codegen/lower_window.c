@@ -496,7 +496,8 @@ void nnc_lw_match_window_argmax(lower *L) {
  * later of equal values never wins), so for every input without NaN the
  * same maximum bits and tap as the scan of the stored columns. Threads
  * split over blocks of planes, each block with its own scratch rows. */
-static void window_argmax_tiles(lower *L, const nnc_node *n, nnc_kernel *k, const window *w) {
+static void window_argmax_tiles(lower *L, kgen *G, const nnc_node *n, nnc_kernel *k,
+                                const window *w) {
   nnc_arena *a = L->a;
   const nnc_node *image = n->in[0]->in[0];
   int64_t P = w->N * w->C, seg = w->H * w->OW, B = divisor_upto(P, 64);
@@ -514,17 +515,32 @@ static void window_argmax_tiles(lower *L, const nnc_node *n, nnc_kernel *k, cons
   nnc_kexpr *plane = nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_var(a, vb), P / B), nnc_kx_var(a, vp));
   nnc_kexpr *scratch = nnc_kx_imul(a, nnc_kx_var(a, vb), seg);
   nnc_kexpr *image_at = nnc_kx_imul(a, plane, w->H * w->W);
-  /* (1) segment i of the plane: pixels i*KW .. i*KW + KW-1 (W = OW*KW) */
-  nnc_kblock *b1 = nnc_kb_loop(a, bp, vi, seg);
-  nnc_kexpr *i = nnc_kx_var(a, vi);
+  /* (1) segment i of the plane: pixels i*KW .. i*KW + KW-1 (W = OW*KW);
+   * an image computed here (window_inlines: batch norm and ReLU of the
+   * convolution's output) at (plane, 0, row, i*KW + kw) of row segment i,
+   * one loop over the rows, one over their segments */
+  bool stored = L->buf[image->id] >= 0;
+  nnc_kblock *b1 = nnc_kb_loop(a, bp, vi, stored ? seg : w->H);
+  nnc_kexpr *i = nnc_kx_var(a, vi), *y = NULL;
+  if (!stored) {
+    int vs = nnc_kernel_var(k);
+    y = i;
+    b1 = nnc_kb_loop(a, b1, vs, w->OW);
+    i = nnc_kx_var(a, vs);
+  }
   int best, at;
   nnc_lw_first_max_init(L, k, b1, t, ti, &best, &at);
   for (int64_t kw = 0; kw < w->KW; kw++) {
-    nnc_kexpr *px = nnc_kx_iadd(a, nnc_kx_imul(a, i, w->KW), nnc_kx_int(a, kw));
-    nnc_kexpr *v = nnc_kx_load(a, L->p, L->buf[image->id],
-                               nnc_kx_iadd(a, image_at, px)); /* im2col's operand: memory */
+    nnc_kexpr *px = nnc_kx_iadd(a, nnc_kx_imul(a, i, w->KW), nnc_kx_int(a, kw)), *v;
+    if (stored) {
+      v = nnc_kx_load(a, L->p, L->buf[image->id], nnc_kx_iadd(a, image_at, px));
+    } else {
+      nnc_kexpr *idx[4] = {plane, G->zero, y, px};
+      v = nnc_lw_gen(L, G, image, idx);
+    }
     nnc_lw_first_max_step(L, k, b1, best, at, v, nnc_kx_const(a, ti, (double)kw));
   }
+  if (!stored) i = nnc_kx_iadd(a, nnc_kx_imul(a, y, w->OW), i);
   nnc_kexpr *cell = nnc_kx_iadd(a, scratch, i);
   nnc_kb_store(a, b1, sv, cell, nnc_kx_scalar(a, k, best));
   nnc_kb_store(a, b1, sa, cell, nnc_kx_scalar(a, k, at));
@@ -577,7 +593,7 @@ void nnc_lw_kernel_window_reduce(lower *L, const nnc_node *n) {
                                     n);
   window w = window_of(cols, &image->shape);
   if (L->index_of[n->id] && w.C == 1 && window_tiles(&w)) {
-    window_argmax_tiles(L, n, k, &w);
+    window_argmax_tiles(L, &G, n, k, &w);
     return;
   }
   int vn = nnc_kernel_var(k), vh = nnc_kernel_var(k), vw = nnc_kernel_var(k),
