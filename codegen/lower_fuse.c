@@ -348,14 +348,17 @@ static bool reshape_into_reduction(lower *L, const nnc_node *n) {
 
 /* Whether im2col n (decided INLINE: nnc_lw_window_reduced) reads an
  * elementwise node, or a reshape of one, that its one window reduction
- * computes inline rather than reading memory: max pooling after batch
+ * (a training step's, which saves the argmax: inference keeps the ReLU's
+ * stored bytes for int8 requantisation) computes inline rather than
+ * reading memory: max pooling after batch
  * norm and ReLU then reads the convolution's output, and the ReLU's
  * output (as large as the image) is neither written nor read back
  * (nnc_lw_kernel_window_reduce). The reshape to planes maps the plane
  * through a division, once a plane. */
 static bool window_inlines(const lower *L, const nnc_node *n) {
   const nnc_node *r = n->in[0], *u = sole_reader(L, n);
-  if (n->op != NNC_OP_IM2COL || L->st[n->id] != ST_INLINE || !u || L->st[u->id] != ST_KERNEL)
+  if (n->op != NNC_OP_IM2COL || L->st[n->id] != ST_INLINE || !u || L->st[u->id] != ST_KERNEL ||
+      !L->index_of[u->id])
     return false;
   if (r->op != NNC_OP_RESHAPE) return inlinable_elementwise(L, r);
   return !L->force[r->id] && L->out_kind[r->id] < 0 && !L->is_update[r->id] &&
