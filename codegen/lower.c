@@ -136,6 +136,7 @@ static void init_state(lower *L, nnc_kprog *p, const nnc_graph *g, nnc_kgraph *k
   L->index_of = nnc_arena_alloc(L->a, sizeof(nnc_node *) * nn);
   L->saved_by = nnc_arena_alloc(L->a, sizeof(nnc_node *) * nn);
   L->unpool_of = nnc_arena_alloc(L->a, sizeof(nnc_node *) * nn);
+  L->lanes_with = nnc_arena_alloc(L->a, sizeof(nnc_node *) * nn);
   L->conv = nnc_arena_alloc(L->a, sizeof(nnc_lw_conv *) * nn);
   L->conv_dw_in = nnc_arena_alloc(L->a, sizeof(*L->conv_dw_in) * nn);
   for (size_t i = 0; i < nn; i++) {
@@ -190,6 +191,7 @@ static bool lower_graph(nnc_kprog *p, const nnc_graph *g, nnc_kgraph *kg, char *
   nnc_lw_choose_layouts(&L);
   nnc_lw_match_unpool_readers(&L);
   if (!nnc_lw_assign_buffers(&L)) return false;
+  nnc_lw_match_lane_twins(&L);
   node_kernels(&L);
   if (!nnc_lw_output_copies(&L)) return false;
   return nnc_lw_update_passes(&L);

@@ -305,6 +305,26 @@ static node_state decide_shared(lower *L, const nnc_node *n) {
   return ST_INLINE;
 }
 
+/* The one live reader of n, or NULL. */
+static const nnc_node *sole_reader(const lower *L, const nnc_node *n) {
+  const nnc_node *u = NULL;
+  for (int i = 0; i < L->nusers[n->id]; i++) {
+    const nnc_node *r = L->users[n->id][i];
+    if (L->st[r->id] == ST_DEAD || L->st[r->id] == ST_ABSORBED) continue;
+    if (u) return NULL;
+    u = r;
+  }
+  return u;
+}
+
+/* An elementwise node without memory of its own that only one node reads:
+ * computed where that reader (a reshape computed inline) is. */
+static bool inlinable_elementwise(const lower *L, const nnc_node *x) {
+  return nnc_op_lowering_of(x->op) == NNC_LOWER_INLINE && is_elementwise(x) && !cheap(x) &&
+         !L->force[x->id] && L->out_kind[x->id] < 0 && !L->is_update[x->id] && !L->final[x->id] &&
+         L->nusers[x->id] == 1 && x->op != NNC_OP_ALLREDUCE;
+}
+
 /* A reshape read only by a reduction's kernel, of an elementwise node that
  * only it reads, is computed inline (its operand too) rather than given
  * its operand's memory as a view: batch norm's sum of (x - mean)^2 and of
@@ -318,21 +338,39 @@ static bool reshape_into_reduction(lower *L, const nnc_node *n) {
   if (n->op != NNC_OP_RESHAPE || L->force[id] || L->out_kind[id] >= 0 || L->is_update[id] ||
       !nnc_lw_reshape_cheap(n))
     return false;
-  const nnc_node *u = NULL, *x = n->in[0];
-  for (int i = 0; i < L->nusers[id]; i++) {
-    const nnc_node *r = L->users[id][i];
-    if (L->st[r->id] == ST_DEAD || L->st[r->id] == ST_ABSORBED) continue;
-    if (u) return false;
-    u = r;
-  }
+  const nnc_node *u = sole_reader(L, n), *x = n->in[0];
   if (!u || (u->op != NNC_OP_SUM && u->op != NNC_OP_RMAX) || L->st[u->id] != ST_KERNEL ||
-      u->in[0] != n || !nnc_lw_reduces_in_lanes(u))
-    return false;
-  if (nnc_op_lowering_of(x->op) != NNC_LOWER_INLINE || !is_elementwise(x) || cheap(x) ||
-      L->force[x->id] || L->out_kind[x->id] >= 0 || L->is_update[x->id] || L->final[x->id] ||
-      L->nusers[x->id] != 1 || x->op == NNC_OP_ALLREDUCE)
+      u->in[0] != n || !nnc_lw_reduces_in_lanes(u) || !inlinable_elementwise(L, x))
     return false;
   L->root[id] = u->id;
+  return true;
+}
+
+/* Whether im2col n (decided INLINE: nnc_lw_window_reduced) reads an
+ * elementwise node, or a reshape of one, that its one window reduction
+ * (a training step's, which saves the argmax: inference keeps the ReLU's
+ * stored bytes for int8 requantisation) computes inline rather than
+ * reading memory: max pooling after batch
+ * norm and ReLU then reads the convolution's output, and the ReLU's
+ * output (as large as the image) is neither written nor read back
+ * (nnc_lw_kernel_window_reduce). The reshape to planes maps the plane
+ * through a division, once a plane. */
+static bool window_inlines(const lower *L, const nnc_node *n) {
+  const nnc_node *r = n->in[0], *u = sole_reader(L, n);
+  if (n->op != NNC_OP_IM2COL || L->st[n->id] != ST_INLINE || !u || L->st[u->id] != ST_KERNEL ||
+      !L->index_of[u->id])
+    return false;
+  if (r->op != NNC_OP_RESHAPE) return inlinable_elementwise(L, r);
+  return !L->force[r->id] && L->out_kind[r->id] < 0 && !L->is_update[r->id] &&
+         sole_reader(L, r) == n && inlinable_elementwise(L, r->in[0]);
+}
+
+/* A reshape computed in its reader's window reduction (window_inlines). */
+static bool reshape_into_window(lower *L, const nnc_node *n) {
+  const nnc_node *u = sole_reader(L, n);
+  if (n->op != NNC_OP_RESHAPE || !u || u->op != NNC_OP_IM2COL || !window_inlines(L, u))
+    return false;
+  L->root[n->id] = sole_reader(L, u)->id;
   return true;
 }
 
@@ -364,15 +402,23 @@ void nnc_lw_decide(lower *L) {
       L->st[id] = ST_DEAD; /* an argmax its window max's kernel saves: not computed */
       continue;
     }
-    if (reshape_into_reduction(L, n)) {
+    if (reshape_into_reduction(L, n) || reshape_into_window(L, n)) {
       L->st[id] = ST_INLINE;
+      continue;
+    }
+    if (nnc_op_lowering_of(n->op) == NNC_LOWER_KERNEL && nnc_lw_window_reduced(L, n)) {
+      L->st[id] = ST_INLINE;
+      if (window_inlines(L, n))
+        L->root[id] = sole_reader(L, n)->id;
+      else
+        force_operands(L, n);
       continue;
     }
     force_operands(L, n);
     switch (nnc_op_lowering_of(n->op)) {
     case NNC_LOWER_MEMORY: L->st[id] = ST_LEAF; break;
     case NNC_LOWER_VIEW: L->st[id] = ST_VIEW; break;
-    case NNC_LOWER_KERNEL: L->st[id] = nnc_lw_window_reduced(L, n) ? ST_INLINE : ST_KERNEL; break;
+    case NNC_LOWER_KERNEL: L->st[id] = ST_KERNEL; break;
     case NNC_LOWER_INLINE: L->st[id] = L->final[id] == n ? ST_KERNEL : decide_inline(L, n); break;
     }
   }

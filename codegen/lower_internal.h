@@ -76,6 +76,10 @@ typedef struct lower {
    * views) at its own index; s's kernel computes the col2im's cells itself, and
    * the col2im and the views get no memory. */
   const nnc_node **unpool_of;
+  /* Two sums in lane accumulators over the same shape and axes that read a
+   * stored node in common (nnc_lw_match_lane_twins): lanes_with[a] is the
+   * sum b that a's kernel computes too, saved_by[b] is a. */
+  const nnc_node **lanes_with;
   const nnc_lw_conv **conv; /* the direct convolution a node belongs to, or NULL */
   /* A convolution's weight gradient computed directly
    * (nnc_lw_match_conv_dw): conv_dw_in[product] = {dy, x}, the NCHW
@@ -175,6 +179,9 @@ void nnc_lw_kernel_reduce(lower *L, const nnc_node *n);
  * axis and others reduced, the innermost at least a vector long), unless
  * its operand is contiguous along a kept axis. */
 bool nnc_lw_reduces_in_lanes(const nnc_node *n);
+/* Pairs of lane sums that one kernel computes (lanes_with): their operands'
+ * memory read once. After the buffers are assigned. */
+void nnc_lw_match_lane_twins(lower *L);
 void nnc_lw_kernel_argmax(lower *L, const nnc_node *n);
 /* argmax's running first maximum in kernel k: scalars *best (type t, from
  * -inf) and *at (type ti, from 0) set at the top of block b; then each

@@ -180,11 +180,17 @@ static void kernel_reduce_columns(lower *L, const nnc_node *n, int col) {
  * loop for every index of the other reduced dims, then reduced in lane
  * order. Each output element's order is fixed (per lane over the outer
  * reduced dims ascending, then the lanes ascending); threads split over
- * the kept dims, each with its own lanes. */
+ * the kept dims, each with its own lanes. Where n has a twin
+ * (lanes_with, nnc_lw_match_lane_twins), the same loops take the twin's
+ * sum beside n's, each in lanes of its own and in the same order as its
+ * own kernel would: one pass over the memory both read. */
 static void kernel_reduce_lanes(lower *L, const nnc_node *n) {
   kgen G;
   nnc_arena *a = L->a;
-  nnc_kernel *k = nnc_lw_new_kernel(L, &G, n->op == NNC_OP_SUM ? "lanesum" : "lanemax", n);
+  const nnc_node *m[2] = {n, L->lanes_with[n->id]};
+  int nm = m[1] ? 2 : 1;
+  nnc_kernel *k = nnc_lw_new_kernel(
+      L, &G, n->op == NNC_OP_SUM ? (nm == 2 ? "lanesum2" : "lanesum") : "lanemax", n);
   const nnc_node *x = n->in[0];
   int r = x->shape.rank, last = r - 1;
   int64_t W = x->shape.dim[last];
@@ -192,8 +198,10 @@ static void kernel_reduce_lanes(lower *L, const nnc_node *n) {
   bool is_sum = n->op == NNC_OP_SUM;
   nnc_kop op = is_sum ? NNC_K_ADD : NNC_K_MAX;
   nnc_kexpr *init = nnc_kx_const(a, t, is_sum ? 0.0 : -__builtin_inf());
-  int lanes = nnc_kprog_add_buf(L->p, NNC_KBUF_TEMP, 0, t, nnc_shape_numel(&n->shape) * W,
-                                nnc_arena_printf(a, "%s.lanes.%d", L->g->name, n->id));
+  int lanes[2];
+  for (int i = 0; i < nm; i++)
+    lanes[i] = nnc_kprog_add_buf(L->p, NNC_KBUF_TEMP, 0, t, nnc_shape_numel(&n->shape) * W,
+                                 nnc_arena_printf(a, "%s.lanes.%d", L->g->name, m[i]->id));
   nnc_kexpr *in_idx[NNC_MAX_RANK], *out_idx[NNC_MAX_RANK];
   for (int d = 0; d < r; d++)
     out_idx[d] = G.zero;
@@ -202,20 +210,29 @@ static void kernel_reduce_lanes(lower *L, const nnc_node *n) {
   int vj = nnc_kernel_var(k);
   nnc_kexpr *j = nnc_kx_var(a, vj);
   nnc_kexpr *lane = nnc_kx_iadd(a, nnc_kx_imul(a, at, W), j);
-  nnc_kb_store(a, nnc_kb_loop(a, blk, vj, W), lanes, lane, init);
+  nnc_kblock *b0 = nnc_kb_loop(a, blk, vj, W);
+  for (int i = 0; i < nm; i++)
+    nnc_kb_store(a, b0, lanes[i], lane, init);
   in_idx[last] = j;
   nnc_kblock *inner = nnc_kb_loop(a, reduced_loops(L, k, n, last, blk, in_idx), vj, W);
-  nnc_kexpr *e = nnc_lw_gen(L, &G, x, in_idx);
-  nnc_kexpr *lane_v = nnc_kx_load(a, L->p, lanes, lane);
-  nnc_kb_store(a, inner, lanes, lane,
-               inlined_view(L, x) ? nnc_kx_bin_exact(a, op, lane_v, e)
-                                  : nnc_kx_bin(a, op, lane_v, e));
-  int acc = nnc_kernel_scalar(a, k, t);
-  nnc_kb_set(a, blk, acc, init);
-  nnc_kb_set(a, nnc_kb_loop(a, blk, vj, W), acc,
-             nnc_kx_bin(a, op, nnc_kx_scalar(a, k, acc), nnc_kx_load(a, L->p, lanes, lane)));
-  nnc_kb_store(a, blk, L->buf[n->id], at, nnc_kx_scalar(a, k, acc));
-  k->work = (double)nnc_shape_numel(&x->shape) * nnc_lw_expr_cost(e) * 2;
+  double work = 0;
+  for (int i = 0; i < nm; i++) {
+    const nnc_node *xi = m[i]->in[0];
+    nnc_kexpr *e = nnc_lw_gen(L, &G, xi, in_idx);
+    nnc_kexpr *lane_v = nnc_kx_load(a, L->p, lanes[i], lane);
+    nnc_kb_store(a, inner, lanes[i], lane,
+                 inlined_view(L, xi) ? nnc_kx_bin_exact(a, op, lane_v, e)
+                                     : nnc_kx_bin(a, op, lane_v, e));
+    work += (double)nnc_shape_numel(&xi->shape) * nnc_lw_expr_cost(e) * 2;
+  }
+  for (int i = 0; i < nm; i++) {
+    int acc = nnc_kernel_scalar(a, k, t);
+    nnc_kb_set(a, blk, acc, init);
+    nnc_kb_set(a, nnc_kb_loop(a, blk, vj, W), acc,
+               nnc_kx_bin(a, op, nnc_kx_scalar(a, k, acc), nnc_kx_load(a, L->p, lanes[i], lane)));
+    nnc_kb_store(a, blk, L->buf[m[i]->id], at, nnc_kx_scalar(a, k, acc));
+  }
+  k->work = work;
   nnc_lw_add_kernel(L, k);
 }
 
@@ -231,26 +248,92 @@ bool nnc_lw_reduces_in_lanes(const nnc_node *n) {
 
 /* sum / rmax: loops over the kept dims outside, the reduced dims inside,
  * a scalar accumulator, the operand's expression inlined in the loop. */
-void nnc_lw_kernel_reduce(lower *L, const nnc_node *n) {
+/* Which kernel sum / rmax n gets; *col: the kept axis a column kernel
+ * keeps innermost. */
+typedef enum reduce_path { BY_WINDOW, BY_COLUMNS, BY_LANES, BY_SCALAR } reduce_path;
+static reduce_path path_of(lower *L, const nnc_node *n, int *col) {
   const nnc_node *x0 = n->in[0];
-  if (x0->op == NNC_OP_IM2COL && L->st[x0->id] == ST_INLINE) {
-    nnc_lw_kernel_window_reduce(L, n);
-    return;
-  }
+  if (x0->op == NNC_OP_IM2COL && L->st[x0->id] == ST_INLINE) return BY_WINDOW;
   uint32_t axes0 = (uint32_t)n->attr[0];
   int r0 = x0->shape.rank;
-  if (r0 >= 2 && !(axes0 & (1u << (r0 - 1))) && (axes0 & ((1u << (r0 - 1)) - 1))) {
-    kernel_reduce_columns(L, n, r0 - 1);
-    return;
+  *col = r0 - 1;
+  if (r0 >= 2 && !(axes0 & (1u << (r0 - 1))) && (axes0 & ((1u << (r0 - 1)) - 1))) return BY_COLUMNS;
+  if ((*col = unit_stride_kept_axis(L, n)) >= 0) return BY_COLUMNS;
+  return nnc_lw_reduces_in_lanes(n) ? BY_LANES : BY_SCALAR;
+}
+
+/* Whether the stored nodes (kernels and leaves) that e reads, through
+ * inlined nodes and views, are all computed before node id `at`'s kernel. */
+static bool ready_before(const lower *L, const nnc_node *e, int at) {
+  switch (L->st[e->id]) {
+  case ST_LEAF: return true;
+  case ST_KERNEL: return e->id < at;
+  case ST_INLINE:
+  case ST_VIEW:
+    for (int i = 0; i < e->nin; i++)
+      if (!ready_before(L, e->in[i], at)) return false;
+    return true;
+  case ST_DEAD:
+  case ST_ABSORBED: break;
   }
-  int col = unit_stride_kept_axis(L, n);
-  if (col >= 0) {
-    kernel_reduce_columns(L, n, col);
-    return;
+  return false;
+}
+
+/* Whether e reads stored node s, through inlined nodes and views. */
+static bool reads_stored(const lower *L, const nnc_node *e, const nnc_node *s) {
+  if (e == s) return true;
+  if (L->st[e->id] != ST_INLINE && L->st[e->id] != ST_VIEW) return false;
+  for (int i = 0; i < e->nin; i++)
+    if (reads_stored(L, e->in[i], s)) return true;
+  return false;
+}
+
+/* Whether e and f read a stored node (a kernel's or a leaf) in common. */
+static bool share_a_read(const lower *L, const nnc_node *e, const nnc_node *f) {
+  if (L->st[e->id] == ST_KERNEL || L->st[e->id] == ST_LEAF) return reads_stored(L, f, e);
+  if (L->st[e->id] != ST_INLINE && L->st[e->id] != ST_VIEW) return false;
+  for (int i = 0; i < e->nin; i++)
+    if (share_a_read(L, e->in[i], f)) return true;
+  return false;
+}
+
+/* A sum in lane accumulators that could take a twin's sum in its loops. */
+static bool lane_sum(lower *L, const nnc_node *n) {
+  int col;
+  return L->live[n->id] && L->st[n->id] == ST_KERNEL && n->op == NNC_OP_SUM &&
+         !L->saved_by[n->id] && !L->lanes_with[n->id] && path_of(L, n, &col) == BY_LANES;
+}
+
+/* Batch norm's backward takes sum(dz) and sum((x - mean) * dz) over the
+ * same axes of the same shape, each in a lane kernel of its own reading
+ * dz. Where two such sums a < b (node ids) read a stored node in common
+ * and everything b reads is computed before a's kernel, a's kernel takes
+ * b's sum too (lanes_with[a] = b; saved_by[b] = a: b gets no kernel of
+ * its own), so dz is read once; each sum keeps its terms' order. */
+void nnc_lw_match_lane_twins(lower *L) {
+  for (int ia = 0; ia < L->nn; ia++) {
+    const nnc_node *na = L->g->nodes[ia];
+    if (!lane_sum(L, na)) continue;
+    for (int ib = ia + 1; ib < L->nn; ib++) {
+      const nnc_node *nb = L->g->nodes[ib];
+      if (!lane_sum(L, nb) || nb->attr[0] != na->attr[0] || nb->dtype != na->dtype ||
+          !nnc_shape_eq(&nb->in[0]->shape, &na->in[0]->shape) || !ready_before(L, nb->in[0], ia) ||
+          !share_a_read(L, na->in[0], nb->in[0]))
+        continue;
+      L->lanes_with[ia] = nb;
+      L->saved_by[ib] = na;
+      break;
+    }
   }
-  if (nnc_lw_reduces_in_lanes(n)) {
-    kernel_reduce_lanes(L, n);
-    return;
+}
+
+void nnc_lw_kernel_reduce(lower *L, const nnc_node *n) {
+  int col;
+  switch (path_of(L, n, &col)) {
+  case BY_WINDOW: nnc_lw_kernel_window_reduce(L, n); return;
+  case BY_COLUMNS: kernel_reduce_columns(L, n, col); return;
+  case BY_LANES: kernel_reduce_lanes(L, n); return;
+  case BY_SCALAR: break;
   }
   kgen G;
   nnc_kernel *k = nnc_lw_new_kernel(L, &G, nnc_op_name(n->op), n);

@@ -485,6 +485,35 @@ void nnc_lw_match_window_argmax(lower *L) {
     if (L->live[id]) match_one(L, L->g->nodes[id]);
 }
 
+/* Whether the last two axes (a plane's rows and columns) of e's index
+ * reach every memory e reads unchanged: e computed inline at (..., 0, p)
+ * is then its pixel p of the plane, a flat index along the plane, as
+ * memory read at that index (row major) is. Through elementwise ops,
+ * broadcasts and reshapes that keep those axes, or read a per-channel
+ * value (both axes 1). */
+static bool flat_in_plane(const lower *L, const nnc_node *e) {
+  int r = e->shape.rank;
+  if (L->subst[e->id] || r < 2) return false;
+  if (L->buf[e->id] >= 0) return !L->trans[e->id];
+  if (e->op == NNC_OP_CONST) return true;
+  bool elementwise = nnc_lw_traits(e->op).elementwise && e->op != NNC_OP_RAND &&
+                     e->op != NNC_OP_ONEHOT && e->op != NNC_OP_ALLREDUCE;
+  if (!elementwise && e->op != NNC_OP_BROADCAST && e->op != NNC_OP_RESHAPE) return false;
+  for (int i = 0; i < e->nin; i++) {
+    const nnc_shape *s = &e->in[i]->shape;
+    if (s->rank == 0 && e->op != NNC_OP_RESHAPE) continue; /* a scalar */
+    if (s->rank < 2 || s->dim[s->rank - 2] != e->shape.dim[r - 2] ||
+        s->dim[s->rank - 1] != e->shape.dim[r - 1]) {
+      if (e->op == NNC_OP_RESHAPE || s->rank != r || s->dim[r - 2] != 1 || s->dim[r - 1] != 1)
+        return false;
+      continue; /* read at (..., 0, 0) */
+    }
+    if (e->op != NNC_OP_RESHAPE && s->rank != r) return false;
+    if (!flat_in_plane(L, e->in[i])) return false;
+  }
+  return true;
+}
+
 /* max pooling's maximum and first-maximum tap where the windows tile the
  * image (stride = window, no padding, KW dividing W: 2x2 stride 2), in two
  * stages per plane, each a loop that vectorises: (1) each image row's
@@ -496,7 +525,8 @@ void nnc_lw_match_window_argmax(lower *L) {
  * later of equal values never wins), so for every input without NaN the
  * same maximum bits and tap as the scan of the stored columns. Threads
  * split over blocks of planes, each block with its own scratch rows. */
-static void window_argmax_tiles(lower *L, const nnc_node *n, nnc_kernel *k, const window *w) {
+static void window_argmax_tiles(lower *L, kgen *G, const nnc_node *n, nnc_kernel *k,
+                                const window *w) {
   nnc_arena *a = L->a;
   const nnc_node *image = n->in[0]->in[0];
   int64_t P = w->N * w->C, seg = w->H * w->OW, B = divisor_upto(P, 64);
@@ -514,15 +544,22 @@ static void window_argmax_tiles(lower *L, const nnc_node *n, nnc_kernel *k, cons
   nnc_kexpr *plane = nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_var(a, vb), P / B), nnc_kx_var(a, vp));
   nnc_kexpr *scratch = nnc_kx_imul(a, nnc_kx_var(a, vb), seg);
   nnc_kexpr *image_at = nnc_kx_imul(a, plane, w->H * w->W);
-  /* (1) segment i of the plane: pixels i*KW .. i*KW + KW-1 (W = OW*KW) */
+  /* (1) segment i of the plane: pixels i*KW .. i*KW + KW-1 (W = OW*KW);
+   * an image computed here (window_inlines: batch norm and ReLU of the
+   * convolution's output) at (plane, 0, 0, i*KW + kw), that pixel
+   * (flat_in_plane) */
   nnc_kblock *b1 = nnc_kb_loop(a, bp, vi, seg);
   nnc_kexpr *i = nnc_kx_var(a, vi);
   int best, at;
   nnc_lw_first_max_init(L, k, b1, t, ti, &best, &at);
   for (int64_t kw = 0; kw < w->KW; kw++) {
-    nnc_kexpr *px = nnc_kx_iadd(a, nnc_kx_imul(a, i, w->KW), nnc_kx_int(a, kw));
-    nnc_kexpr *v = nnc_kx_load(a, L->p, L->buf[image->id],
-                               nnc_kx_iadd(a, image_at, px)); /* im2col's operand: memory */
+    nnc_kexpr *px = nnc_kx_iadd(a, nnc_kx_imul(a, i, w->KW), nnc_kx_int(a, kw)), *v;
+    if (L->buf[image->id] >= 0) {
+      v = nnc_kx_load(a, L->p, L->buf[image->id], nnc_kx_iadd(a, image_at, px));
+    } else {
+      nnc_kexpr *idx[4] = {plane, G->zero, G->zero, px};
+      v = nnc_lw_gen(L, G, image, idx);
+    }
     nnc_lw_first_max_step(L, k, b1, best, at, v, nnc_kx_const(a, ti, (double)kw));
   }
   nnc_kexpr *cell = nnc_kx_iadd(a, scratch, i);
@@ -576,8 +613,9 @@ void nnc_lw_kernel_window_reduce(lower *L, const nnc_node *n) {
                                                          : "windowmax",
                                     n);
   window w = window_of(cols, &image->shape);
-  if (L->index_of[n->id] && w.C == 1 && window_tiles(&w)) {
-    window_argmax_tiles(L, n, k, &w);
+  if (L->index_of[n->id] && w.C == 1 && window_tiles(&w) &&
+      (L->buf[image->id] >= 0 || flat_in_plane(L, image))) {
+    window_argmax_tiles(L, &G, n, k, &w);
     return;
   }
   int vn = nnc_kernel_var(k), vh = nnc_kernel_var(k), vw = nnc_kernel_var(k),

@@ -69,44 +69,91 @@ static void insert_range(live_range *placed, int *n, live_range r) {
   (*n)++;
 }
 
-/* Places the temporaries of one graph from base; returns the bytes used.
- * fixed (may be NULL): fixed[b] >= 0 is temporary b's offset from base,
- * decided before (share_kernels); the others are placed around them. */
-static int64_t place_temps(nnc_kprog *p, const nnc_kgraph *g, int64_t base, const int64_t *fixed) {
-  int nb = p->nbufs;
-  int *first = malloc(sizeof(int) * (size_t)nb), *last = malloc(sizeof(int) * (size_t)nb);
-  live_range *placed = malloc(sizeof(live_range) * (size_t)nb);
-  if (!first || !last || !placed) nnc_ir_bug("plan: out of memory");
-  lifetimes(p, g, first, last);
+/* One placement of the temporaries of one graph (offsets from 0 into
+ * off[]), in order[0..n): each at the lowest offset free during its whole
+ * lifetime (first fit among the ranges live during it, sorted by offset),
+ * around the fixed ones; returns the bytes used. */
+static int64_t place_in_order(const nnc_kprog *p, const int *first, const int *last,
+                              const int64_t *fixed, const int *order, int n, int64_t *off,
+                              live_range *placed) {
   int nplaced = 0;
   int64_t top = 0;
-  for (int b = 0; fixed && b < nb; b++)
+  for (int b = 0; fixed && b < p->nbufs; b++)
     if (fixed[b] >= 0 && first[b] >= 0) {
       live_range r = {b, first[b], last[b], fixed[b], bytes_of(&p->bufs[b])};
       insert_range(placed, &nplaced, r);
-      p->bufs[b].offset = base + r.off;
+      off[b] = r.off;
       if (r.off + r.size > top) top = r.off + r.size;
     }
-  for (int k = 0; k < g->n; k++) {
-    for (int b = 0; b < nb; b++) {
-      if (first[b] != k || p->bufs[b].kind != NNC_KBUF_TEMP || (fixed && fixed[b] >= 0)) continue;
-      int64_t size = bytes_of(&p->bufs[b]), off = 0;
-      /* First fit among the ranges live during b's (sorted by offset). */
-      for (int i = 0; i < nplaced; i++) {
-        const live_range *r = &placed[i];
-        if (r->last < k || r->first > last[b]) continue;
-        if (off + size <= r->off) break;
-        if (r->off + r->size > off) off = r->off + r->size;
-      }
-      insert_range(placed, &nplaced, (live_range){b, k, last[b], off, size});
-      p->bufs[b].offset = base + off;
-      if (off + size > top) top = off + size;
+  for (int j = 0; j < n; j++) {
+    int b = order[j];
+    int64_t size = bytes_of(&p->bufs[b]), at = 0;
+    for (int i = 0; i < nplaced; i++) {
+      const live_range *r = &placed[i];
+      if (r->last < first[b] || r->first > last[b]) continue;
+      if (at + size <= r->off) break;
+      if (r->off + r->size > at) at = r->off + r->size;
     }
+    insert_range(placed, &nplaced, (live_range){b, first[b], last[b], at, size});
+    off[b] = at;
+    if (at + size > top) top = at + size;
   }
+  return top;
+}
+
+/* Larger buffers first, then by first use and index. */
+typedef struct size_key {
+  int64_t size;
+  int first, buf;
+} size_key;
+
+static int cmp_size_key(const void *x, const void *y) {
+  const size_key *a = x, *b = y;
+  if (a->size != b->size) return a->size > b->size ? -1 : 1;
+  if (a->first != b->first) return a->first < b->first ? -1 : 1;
+  return a->buf - b->buf;
+}
+
+/* Places the temporaries of one graph from base; returns the bytes used.
+ * fixed (may be NULL): fixed[b] >= 0 is temporary b's offset from base,
+ * decided before (share_kernels); the others are placed around them. Two
+ * orders are tried, the one that needs less memory kept: by first use
+ * (buffers of the same kernel by index), and largest first (a large
+ * buffer placed late can find no gap its size and go on top). */
+static int64_t place_temps(nnc_kprog *p, const nnc_kgraph *g, int64_t base, const int64_t *fixed) {
+  int nb = p->nbufs, n = 0;
+  int *first = malloc(sizeof(int) * (size_t)nb), *last = malloc(sizeof(int) * (size_t)nb);
+  int *order = calloc((size_t)(nb + 1), sizeof(int));
+  size_key *keys = malloc(sizeof(size_key) * (size_t)(nb + 1));
+  int64_t *off[2] = {malloc(sizeof(int64_t) * (size_t)(nb + 1)),
+                     malloc(sizeof(int64_t) * (size_t)(nb + 1))};
+  live_range *placed = malloc(sizeof(live_range) * (size_t)(nb + 1));
+  if (!first || !last || !order || !keys || !off[0] || !off[1] || !placed)
+    nnc_ir_bug("plan: out of memory");
+  lifetimes(p, g, first, last);
+  for (int k = 0; k < g->n; k++)
+    for (int b = 0; b < nb; b++)
+      if (first[b] == k && p->bufs[b].kind == NNC_KBUF_TEMP && !(fixed && fixed[b] >= 0)) {
+        order[n] = b;
+        keys[n++] = (size_key){bytes_of(&p->bufs[b]), k, b};
+      }
+  int64_t top[2];
+  top[0] = place_in_order(p, first, last, fixed, order, n, off[0], placed);
+  qsort(keys, (size_t)n, sizeof(size_key), cmp_size_key);
+  for (int j = 0; j < n; j++)
+    order[j] = keys[j].buf;
+  top[1] = place_in_order(p, first, last, fixed, order, n, off[1], placed);
+  int best = top[1] < top[0];
+  for (int b = 0; b < nb; b++)
+    if (first[b] >= 0 && p->bufs[b].kind == NNC_KBUF_TEMP) p->bufs[b].offset = base + off[best][b];
   free(first);
   free(last);
+  free(order);
+  free(keys);
+  free(off[0]);
+  free(off[1]);
   free(placed);
-  return top;
+  return top[best];
 }
 
 /* ---- kernels shared between graphs ----

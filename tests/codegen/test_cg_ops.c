@@ -3,6 +3,7 @@
  * interpreter; then fused chains and update passes (simultaneous
  * assignment, in place and through temporaries). */
 #include "cg_test.h"
+#include "codegen/kernel.h"
 
 static nnc_node *labels(fixture *fx, int n, int classes) {
   nnc_shape s = sh(1, n);
@@ -601,8 +602,42 @@ static void test_recompute_batchnorm(void **state) {
   fx->rtol = 1e-4;
   fx->atol = 1e-5;
   fx_check(fx);
-  /* sum(x), mean, sum(d * d), rstd, relu(...), sum(d * q): no kernel for d */
-  assert_int_equal(train_kernels(fx), 6);
+  /* sum(x), mean, sum(d * d) with sum(d * q) (one kernel: both read x
+   * and mean, nnc_lw_match_lane_twins), rstd, relu(...): no kernel for d */
+  assert_int_equal(train_kernels(fx), 5);
+}
+
+/* (x - m) * q over [4, 6, 4, 5, 9], m per channel; *q the operand q. */
+static nnc_node *centred_product(fixture *fx, nnc_node **q) {
+  nnc_node *x = fx_param(fx, "x", sh(4, 6, 4, 5, 9), -2, 2);
+  *q = fx_param(fx, "q", sh(4, 6, 4, 5, 9), -1, 1);
+  nnc_node *m = fx_param(fx, "m", sh(4, 1, 4, 1, 1), -0.5, 0.5);
+  return nnc_ir_binary(fx->g, NNC_OP_MUL, nnc_ir_binary(fx->g, NNC_OP_SUB, x, m), *q);
+}
+
+/* The sum over [G, N/G, C, H, W] groups of the batch of x, [N, C, H, W]. */
+static nnc_node *grouped_sum(fixture *fx, nnc_node *x) {
+  nnc_shape groups = sh(5, 2, 3, 4, 5, 9);
+  return nnc_ir_reduce(fx->g, NNC_OP_SUM, nnc_ir_reshape(fx->g, x, &groups), 0x1A);
+}
+
+/* fx's outputs checked against the interpreter and at 1, 2 and 3 threads;
+ * *kernels: the train step's kernels; then one step at 2 threads, the
+ * first 8 floats of each output outs[0..n) into got[8 i ..]. Tears fx down. */
+static void step_sums(void *st, int *kernels, const nnc_output_kind *outs, int n, float *got) {
+  fixture *fx = st;
+  fx_check(fx);
+  fx_check_threads(fx, 1, false);
+  *kernels = train_kernels(fx);
+  fx_run r;
+  fx_compile(fx, &r, 2);
+  fx_fill(fx, &r, NULL);
+  fx_inputs(fx, &r, NULL, 1);
+  r.model->train_step(r.arena, r.pool);
+  for (int i = 0; i < n; i++)
+    memcpy(got + 8 * i, r.arena + nnc_cg_output_offset(r.prog, outs[i]), sizeof(float) * 8);
+  fx_release(&r);
+  fx_teardown(&st);
 }
 
 /* Batch norm's sums over groups of the batch: sum over [G, N/G, C, H, W]
@@ -615,28 +650,12 @@ static float *grouped_sums(bool store_product, int *kernels) {
   void *st;
   fx_setup(&st);
   fixture *fx = st;
-  nnc_graph *g = fx->g;
-  nnc_node *x = fx_param(fx, "x", sh(4, 6, 4, 5, 9), -2, 2);
-  nnc_node *q = fx_param(fx, "q", sh(4, 6, 4, 5, 9), -1, 1);
-  nnc_node *m = fx_param(fx, "m", sh(4, 1, 4, 1, 1), -0.5, 0.5);
-  nnc_node *t = nnc_ir_binary(g, NNC_OP_MUL, nnc_ir_binary(g, NNC_OP_SUB, x, m), q);
-  nnc_shape groups = sh(5, 2, 3, 4, 5, 9);
-  nnc_node *sum = nnc_ir_reduce(g, NNC_OP_SUM, nnc_ir_reshape(g, t, &groups), 0x1A);
-  out(fx, NNC_OUT_PRED, sum);
+  nnc_node *q, *t = centred_product(fx, &q);
+  out(fx, NNC_OUT_PRED, grouped_sum(fx, t));
   if (store_product) out(fx, NNC_OUT_LOSS_VEC, t);
-  fx_check(fx);
-  fx_check_threads(fx, 1, false);
-  *kernels = train_kernels(fx);
-  fx_run r;
-  fx_compile(fx, &r, 2);
-  fx_fill(fx, &r, NULL);
-  fx_inputs(fx, &r, NULL, 1);
-  r.model->train_step(r.arena, r.pool);
   float *got = malloc(sizeof(float) * 8);
   assert_non_null(got);
-  memcpy(got, r.arena + nnc_cg_output_offset(r.prog, NNC_OUT_PRED), sizeof(float) * 8);
-  fx_release(&r);
-  fx_teardown(&st);
+  step_sums(st, kernels, (nnc_output_kind[]){NNC_OUT_PRED}, 1, got);
   return got;
 }
 
@@ -651,6 +670,74 @@ static void test_reduce_through_reshape(void **state) {
       fail_msg("sum %d: %.9g computed inline, %.9g stored", i, a[i], b[i]);
   free(a);
   free(b);
+}
+
+/* Batch norm's backward sums over groups of the batch, sum(dz) and
+ * sum((x - m) * dz), [G, N/G, C, H, W] views of [N, C, H, W]: `which` 0
+ * takes both (one kernel, the lanes of both in the same loops, dz read
+ * once), 1 only the first, 2 only the second (a kernel each). Returns the
+ * 8 + 8 sums of one step (2 threads; 1 and 3 checked equal), to be
+ * compared bit for bit. */
+static float *twin_sums(int which, int *kernels) {
+  void *st;
+  fx_setup(&st);
+  fixture *fx = st;
+  nnc_node *dz, *t = centred_product(fx, &dz);
+  nnc_node *s1 = grouped_sum(fx, dz), *s2 = grouped_sum(fx, t);
+  out(fx, NNC_OUT_PRED, which == 2 ? s2 : s1);
+  if (which == 0) out(fx, NNC_OUT_LOSS_VEC, s2);
+  float *got = calloc(16, sizeof(float));
+  assert_non_null(got);
+  nnc_output_kind outs[2] = {NNC_OUT_PRED, NNC_OUT_LOSS_VEC};
+  step_sums(st, kernels, outs, which == 0 ? 2 : 1, which == 2 ? got + 8 : got);
+  return got;
+}
+
+static void test_twin_lane_sums(void **state) {
+  (void)state;
+  int both, first, second;
+  float *a = twin_sums(0, &both), *b = twin_sums(1, &first), *c = twin_sums(2, &second);
+  assert_int_equal(first, 1);
+  assert_int_equal(second, 1);
+  assert_int_equal(both, 1); /* one lanesum2, not two lanesums */
+  for (int i = 0; i < 16; i++) {
+    float want = i < 8 ? b[i] : c[i];
+    if (memcmp(&a[i], &want, sizeof(float)) != 0)
+      fail_msg("sum %d: %.9g in one kernel, %.9g alone", i, a[i], want);
+  }
+  free(a);
+  free(b);
+  free(c);
+}
+
+/* The memory plan: temporaries a (16 floats, kernels 0-1), b (16 floats,
+ * 0-3), c (32 floats, 2-3). By first use, a and b take the first two
+ * 64-byte slots and c, which a's freed slot cannot hold, goes on top: 256
+ * bytes; largest first, c and then a share the first 128 bytes, b after
+ * them: 192, the plan kept (place_temps tries both). */
+static void test_plan_largest_first(void **state) {
+  (void)state;
+  nnc_arena a;
+  nnc_arena_init(&a);
+  nnc_kprog p = {.arena = &a, .comm_off = -1};
+  int ba = nnc_kprog_add_buf(&p, NNC_KBUF_TEMP, 0, NNC_KT_F32, 16, "a");
+  int bb = nnc_kprog_add_buf(&p, NNC_KBUF_TEMP, 0, NNC_KT_F32, 16, "b");
+  int bc = nnc_kprog_add_buf(&p, NNC_KBUF_TEMP, 0, NNC_KT_F32, 32, "c");
+  const int touched[4][3] = {{ba, bb, -1}, {ba, -1, -1}, {bc, -1, -1}, {bb, bc, -1}};
+  for (int k = 0; k < 4; k++) {
+    nnc_kernel *ker = nnc_kernel_new(&a, "k");
+    ker->writes = nnc_arena_alloc(&a, sizeof(int) * 3);
+    for (int i = 0; i < 3 && touched[k][i] >= 0; i++)
+      ker->writes[ker->nwrites++] = touched[k][i];
+    nnc_kgraph_add(&a, &p.train, ker);
+  }
+  p.has_train = true;
+  nnc_cg_plan(&p);
+  assert_int_equal(p.train.temp_bytes, 192);
+  int64_t oa = p.bufs[ba].offset, ob = p.bufs[bb].offset, oc = p.bufs[bc].offset;
+  assert_true(ob >= oa + 64 || oa >= ob + 64);  /* a and b live together */
+  assert_true(ob >= oc + 128 || oc >= ob + 64); /* b and c too */
+  nnc_arena_destroy(&a);
 }
 
 /* ---- Per-step scalars of the optimizer and schedule ---- */
@@ -759,6 +846,8 @@ int main(void) {
       T(test_update_mixed),
       T(test_recompute_batchnorm),
       cmocka_unit_test(test_reduce_through_reshape),
+      cmocka_unit_test(test_twin_lane_sums),
+      cmocka_unit_test(test_plan_largest_first),
       cmocka_unit_test(test_every_op_is_checked), /* last */
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,7 +6,8 @@
  * window ("windowargmax"), and the gradient reads that tap ("unpool"): no
  * im2col, argmax, cast or col2im kernel. Where the windows tile the image
  * and ReLU's gradient reads the unpooled gradient, the ReLU's select
- * computes it itself ("unpool_select"): it is never stored. Forward and gradient against the
+ * computes it itself ("unpool_select"): it is never stored; nor is the
+ * ReLU's output, which the window maximum computes as it reads it. Forward and gradient against the
  * interpreter exactly (a maximum and a routed adjoint round nothing), for
  * odd sizes, stride 2, padding, overlapping windows and ties (constant
  * planes, ReLU zeros: each window's adjoint routed to the first maximum
@@ -69,8 +70,10 @@ static void check_pool(int n, int c, int h, int w, const int64_t k[2], const int
   bool folded = how == RELU && tiles;
   if (!fx_has_kernel(dump, folded ? "unpool_select" : "unpool"))
     fail_msg("no kernel %s:\n%s", folded ? "unpool_select" : "unpool", dump);
-  const char *gone[7] = {"im2col", "argmax", "cast", "col2im", "rmax"};
+  const char *gone[8] = {"im2col", "argmax", "cast", "col2im", "rmax"};
   int ngone = 5;
+  /* the ReLU computed where the window maximum reads it, never stored */
+  if (how == RELU) gone[ngone++] = "relu";
   if (folded) {
     gone[ngone++] = "unpool";
     gone[ngone++] = "select";
