@@ -81,11 +81,12 @@ void nnc_cg_graphs(const nnc_kprog *p, const nnc_kgraph *gs[NNC_CG_NGRAPHS]);
 void nnc_cg_profile_report(FILE *out, const nnc_kgraph *g, const int64_t *counters);
 
 /* Which of nparts parts each kernel of p is compiled in (part_of[g][i],
- * arrays the caller sizes by graph) and each part's estimated compile work
- * (load[nparts]): llvm.c's rule, dearest kernels first to the least loaded
- * part. */
+ * arrays allocated here, one per graph: free them with nnc_cg_free_parts)
+ * and each part's estimated compile work (load[nparts]): llvm.c's rule,
+ * dearest kernels first to the least loaded part. */
 void nnc_cg_assign_parts(const nnc_kprog *p, int nparts, int *part_of[NNC_CG_NGRAPHS],
                          double *load);
+void nnc_cg_free_parts(int *part_of[NNC_CG_NGRAPHS]);
 
 /* An ORC LLJIT for target t (jit.c). */
 bool nnc_cg_create_jit(const nnc_cg_target *t, int opt_level, LLVMOrcLLJITRef *out, char *err,

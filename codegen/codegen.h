@@ -33,6 +33,8 @@ typedef struct nnc_cg_options {
   const char *cpu;      /* NULL: the host CPU */
   const char *features; /* NULL: the host's features */
   FILE *timing;         /* if set, per-phase times are written here */
+  bool function_times;  /* JIT, with timing: also each function compiled alone
+                           (nnc_cg_print_function_times; NNC_DEBUG=2) */
   bool profile;         /* JIT only: time every kernel call (nnc_cg_profile_print) */
 } nnc_cg_options;
 

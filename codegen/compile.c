@@ -571,17 +571,10 @@ static void probe_module(FILE *out, LLVMContextRef ctx, LLVMModuleRef mod, const
 void nnc_cg_print_function_times(FILE *out, const nnc_kprog *p, const nnc_cg_options *o,
                                  const nnc_cg_target *t, int nparts) {
   int level = o->opt_level < 0 ? 0 : o->opt_level > 3 ? 3 : o->opt_level;
-  const nnc_kgraph *gs[NNC_CG_NGRAPHS];
-  nnc_cg_graphs(p, gs);
   int *part_of[NNC_CG_NGRAPHS];
-  for (int g = 0; g < NNC_CG_NGRAPHS; g++) {
-    part_of[g] = calloc((size_t)(gs[g] ? gs[g]->n : 0) + 1, sizeof(int));
-    if (!part_of[g]) nnc_ir_bug("codegen: out of memory");
-  }
   double load[NNC_CG_MAX_PARTS];
   nnc_cg_assign_parts(p, nparts, part_of, load);
-  for (int g = 0; g < NNC_CG_NGRAPHS; g++)
-    free(part_of[g]);
+  nnc_cg_free_parts(part_of);
   for (int part = 0; part < nparts; part++) {
     LLVMContextRef ctx = LLVMContextCreate();
     LLVMTargetMachineRef tm = nnc_cg_target_machine(t, level, LLVMRelocPIC, NULL, 0);

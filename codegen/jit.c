@@ -234,8 +234,7 @@ static bool finish(nnc_cg_program *prog, char *err, size_t errlen) {
   double t3 = nnc_cg_now();
   if (ok && prog->opts.timing)
     print_times(prog->opts.timing, &prog->prog, prog->parts, prog->t0, prog->t1, t2, t3);
-  const char *debug = getenv("NNC_DEBUG");
-  if (ok && prog->opts.timing && debug && !strcmp(debug, "2"))
+  if (ok && prog->opts.timing && prog->opts.function_times)
     nnc_cg_print_function_times(prog->opts.timing, &prog->prog, &prog->opts, &prog->target,
                                 JIT_PARTS);
   for (int i = 0; i < JIT_PARTS; i++) {
@@ -393,21 +392,16 @@ int nnc_cg_kernel_part(const nnc_cg_program *p, int nparts, int index, const cha
   const nnc_kgraph *gs[NNC_CG_NGRAPHS];
   nnc_cg_graphs(&p->prog, gs);
   int *part_of[NNC_CG_NGRAPHS];
-  for (int g = 0; g < NNC_CG_NGRAPHS; g++) {
-    part_of[g] = calloc((size_t)(gs[g] ? gs[g]->n : 0) + 1, sizeof(int));
-    if (!part_of[g]) nnc_ir_bug("codegen: out of memory");
-  }
   double loads[NNC_CG_MAX_PARTS];
   nnc_cg_assign_parts(&p->prog, nparts, part_of, loads);
   int part = -1;
-  for (int g = 0, at = 0; g < NNC_CG_NGRAPHS; g++) {
+  for (int g = 0, at = 0; g < NNC_CG_NGRAPHS; g++)
     for (int i = 0; gs[g] && i < gs[g]->n; i++, at++)
       if (at == index) {
         part = part_of[g][i];
         *name = gs[g]->k[i]->name;
       }
-    free(part_of[g]);
-  }
+  nnc_cg_free_parts(part_of);
   for (int i = 0; load && i < nparts; i++)
     load[i] = loads[i];
   return part;

@@ -566,6 +566,10 @@ void nnc_cg_assign_parts(const nnc_kprog *p, int nparts, int *part_of[NNC_CG_NGR
                          double *load) {
   const nnc_kgraph *gs[NNC_CG_NGRAPHS];
   nnc_cg_graphs(p, gs);
+  for (int g = 0; g < NNC_CG_NGRAPHS; g++) {
+    part_of[g] = calloc((size_t)(gs[g] ? gs[g]->n : 0) + 1, sizeof(int));
+    if (!part_of[g]) nnc_ir_bug("codegen: out of memory");
+  }
   for (int i = 0; i < nparts; i++)
     load[i] = 0;
   load[0] = ENTRY_COST *
@@ -613,6 +617,11 @@ void nnc_cg_assign_parts(const nnc_kprog *p, int nparts, int *part_of[NNC_CG_NGR
     for (int i = 0; gs[g] && gs[0] && i < gs[g]->n; i++)
       for (int j = 0; gs[g]->k[i]->same_as && j < gs[0]->n; j++)
         if (gs[0]->k[j] == gs[g]->k[i]->same_as) part_of[g][i] = part_of[0][j];
+}
+
+void nnc_cg_free_parts(int *part_of[NNC_CG_NGRAPHS]) {
+  for (int g = 0; g < NNC_CG_NGRAPHS; g++)
+    free(part_of[g]);
 }
 
 /* ---- entry points ---- */
@@ -778,10 +787,6 @@ bool nnc_cg_emit_module(const nnc_kprog *p, int part, int nparts, LLVMModuleRef 
   E.noalias_md = calloc((size_t)p->nbufs + 1, sizeof(LLVMValueRef));
   const nnc_kgraph *gs[NNC_CG_NGRAPHS];
   nnc_cg_graphs(p, gs);
-  for (int g = 0; g < NNC_CG_NGRAPHS; g++) {
-    E.part_of[g] = calloc((size_t)(gs[g] ? gs[g]->n : 0) + 1, sizeof(int));
-    if (!E.part_of[g]) nnc_ir_bug("codegen: out of memory");
-  }
   if (!E.base || !E.scope_md || !E.noalias_md) nnc_ir_bug("codegen: out of memory");
   double load[NNC_CG_MAX_PARTS];
   nnc_cg_assign_parts(p, nparts, E.part_of, load);
@@ -790,8 +795,7 @@ bool nnc_cg_emit_module(const nnc_kprog *p, int part, int nparts, LLVMModuleRef 
   for (int g = 0; g < NNC_CG_NGRAPHS; g++)
     if (gs[g]) emit_entry(&E, gs[g], E.part_of[g], entries[g], profile);
   if (p->deploy && part == 0) nnc_ll_emit_predict(&E, LLVMGetNamedFunction(mod, "nnc_eval_step"));
-  for (int g = 0; g < NNC_CG_NGRAPHS; g++)
-    free(E.part_of[g]);
+  nnc_cg_free_parts(E.part_of);
   free(E.base);
   free(E.scope_md);
   free(E.noalias_md);

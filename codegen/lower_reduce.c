@@ -246,8 +246,6 @@ bool nnc_lw_reduces_in_lanes(const nnc_node *n) {
          x->shape.dim[r - 1] >= 8 && nnc_kt_is_float(nnc_kt_of(n->dtype));
 }
 
-/* sum / rmax: loops over the kept dims outside, the reduced dims inside,
- * a scalar accumulator, the operand's expression inlined in the loop. */
 /* Which kernel sum / rmax n gets; *col: the kept axis a column kernel
  * keeps innermost. */
 typedef enum reduce_path { BY_WINDOW, BY_COLUMNS, BY_LANES, BY_SCALAR } reduce_path;
@@ -327,6 +325,9 @@ void nnc_lw_match_lane_twins(lower *L) {
   }
 }
 
+/* sum / rmax: by windows, columns or lanes where path_of says so; else
+ * loops over the kept dims outside, the reduced dims inside, a scalar
+ * accumulator, the operand's expression inlined in the loop. */
 void nnc_lw_kernel_reduce(lower *L, const nnc_node *n) {
   int col;
   switch (path_of(L, n, &col)) {

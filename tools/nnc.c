@@ -411,6 +411,7 @@ static int cmd_run(int argc, char **argv, double t_start) {
   nnc_cg_default_options(&co);
   co.profile = getenv("NNC_PROFILE") && strcmp(getenv("NNC_PROFILE"), "0");
   if (getenv("NNC_DEBUG")) co.timing = stderr;
+  co.function_times = getenv("NNC_DEBUG") && !strcmp(getenv("NNC_DEBUG"), "2");
   char err[1024];
   /* Machine code is generated on a background thread while the session
    * parses its flags and loads the data; the model's ready hook joins it
