@@ -24,7 +24,7 @@
  * kernel's split loop runs over items, each item's outputs are summed by
  * one thread. For each of the `chunks` micro-batch chunks, each lane of an
  * accumulator adds its products image by image, row by row, vector by
- * vector (the accumulators stay in registers over a group of MAX_GROUP
+ * vector (the accumulators stay in registers over a group of `group`
  * images and in the scratch buffer between groups, so a thread walks a
  * group across all its items while the group's data are in cache); at
  * the end of the chunk the lanes are added as a fixed tree
@@ -44,9 +44,6 @@
 #include "llvm_internal.h"
 
 enum { MAX_VL = 16, MAX_ACC = 32, MAX_CHUNKS = 64 };
-/* Images summed with an item's accumulators in registers (their data, ob
- * output-gradient planes and one input plane each, stays in L1). */
-enum { MAX_GROUP = 4 };
 
 typedef struct dw_emitter {
   emitter *E;
@@ -438,11 +435,10 @@ static void chunk(dw_emitter *w, LLVMValueRef g) {
     store_vec(w, LLVMConstNull(w->vec), w->scratch, add64(w, r.acc, i64c(w, a * d->vl)));
   nnc_cg_loop_close(E->b, &l, 1, NULL);
 
-  /* a group of images at a time over all the items (their data in cache),
-   * each item's accumulators in registers over the group */
-  int64_t group = MAX_GROUP < per ? MAX_GROUP : per;
-  while (per % group)
-    group--;
+  /* a group of images at a time over all the items (their data in cache,
+   * lower_conv_dw.c sizes it), each item's accumulators in registers over
+   * the group */
+  int64_t group = d->group;
   nnc_cg_loop ln;
   LLVMValueRef n0 = mul64(w, g, per);
   nnc_cg_loop_open(E->b, E->ctx, E->fn, &ln, n0, add64(w, n0, i64c(w, per)), 0, NULL, "group");
@@ -512,7 +508,7 @@ LLVMValueRef nnc_ll_emit_conv_dw(emitter *E, const nnc_kernel *k) {
   w.taps = d->KH * d->KW;
   w.nacc = d->ob * d->khb * d->KW;
   if (w.nacc > MAX_ACC || d->vl > MAX_VL || d->chunks > MAX_CHUNKS || d->N % d->chunks ||
-      d->KW > MAX_ACC)
+      d->KW > MAX_ACC || d->group < 1 || (d->N / d->chunks) % d->group)
     nnc_ir_bug("codegen: direct weight gradient out of its limits");
   w.dy = nnc_ll_buffer_ptr(E, d->dy_buf);
   w.x = nnc_ll_buffer_ptr(E, d->x_buf);

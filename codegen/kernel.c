@@ -468,8 +468,8 @@ void nnc_kernel_print(FILE *out, const nnc_kprog *p, const nnc_kernel *k) {
     fprintf(out, "  conv_dw N=%lld C=%lld %lldx%lld O=%lld k=%lldx%lld pad=%lldx%lld",
             (long long)d->N, (long long)d->C, (long long)d->H, (long long)d->W, (long long)d->O,
             (long long)d->KH, (long long)d->KW, (long long)d->PH, (long long)d->PW);
-    fprintf(out, " item %lldx%lld chunks=%lld %s\n", (long long)d->ob, (long long)d->khb,
-            (long long)d->chunks, d->plane ? "plane" : "rows");
+    fprintf(out, " item %lldx%lld chunks=%lld group=%lld %s\n", (long long)d->ob, (long long)d->khb,
+            (long long)d->chunks, (long long)d->group, d->plane ? "plane" : "rows");
   } else
     print_block(out, &k->body, 1);
   if (k->update) { /* C's elements (b<c>[at]) go into the pass instead of memory */

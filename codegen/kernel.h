@@ -188,6 +188,7 @@ typedef struct nnc_kconv_dw {
   int64_t N, C, H, W, O, OH, OW, KH, KW, PH, PW;
   int64_t ob, khb; /* output channels and tap rows per item (divide O, KH) */
   int64_t chunks;  /* >= 1, divides N */
+  int64_t group;   /* images per item in registers (divides N / chunks) */
   int vl;          /* lanes per vector */
   bool plane;      /* lanes along a whole output plane (OW == W), else along a row */
   int dy_buf, x_buf, dw_buf, scratch_buf;

@@ -32,6 +32,9 @@
  * up to MAX_PLANE_VECTORS vectors; longer planes go row by row, rows of
  * at most MAX_ROW_VECTORS. */
 enum { REGS = 31, MAX_PLANE_VECTORS = 64, MAX_ROW_VECTORS = 8 };
+/* At most MAX_GROUP images per item in registers, their data within an
+ * L1 data cache of L1_BYTES (32 KB: AMD Zen 4; Intel's are 48 KB). */
+enum { MAX_GROUP = 4, L1_BYTES = 32 * 1024 };
 
 /* The output gradient dy [N, O, OH, OW] under a product operand
  * reshape(transpose(dy, 0,2,3,1)) [N*OH*OW, O], or NULL. */
@@ -63,6 +66,23 @@ static void choose_blocks(nnc_kconv_dw *d) {
         d->khb = khb;
       }
     }
+}
+
+/* Images an item sums with its accumulators in registers: the most, up
+ * to MAX_GROUP, whose data (ob output-gradient planes and one input
+ * plane each) fit in L1_BYTES, so that the items after it (the other
+ * blocks of tap rows, the next input channels) find the group's output
+ * gradient in L1; at least one; dividing the images of a chunk.
+ * fashion_cnn: conv 2 (8 planes of 14x14 and one) 4 images, 28 KB;
+ * conv 1 (28x28) 1 image, 28 KB. The sums' order does not depend on it
+ * (each lane adds image by image; between groups the accumulators wait
+ * in the scratch buffer). */
+static int64_t image_group(const nnc_kconv_dw *d) {
+  int64_t per = d->N / d->chunks, bytes = 4 * (d->ob * d->OH * d->OW + d->H * d->W);
+  int64_t g = MAX_GROUP < per ? MAX_GROUP : per;
+  while (g > 1 && (g * bytes > L1_BYTES || per % g))
+    g--;
+  return g;
 }
 
 /* Whether the lanes may run along whole planes: an output row as long as
@@ -195,6 +215,7 @@ void nnc_lw_kernel_conv_dw(lower *L, const nnc_node *n) {
                       .x_buf = L->buf[x->id],
                       .dw_buf = L->buf[n->id]};
   choose_blocks(d);
+  d->group = image_group(d);
   d->plane = plane_fits(d->W, d->OH, d->OW, d->vl);
   kgen G;
   nnc_kernel *k = nnc_lw_new_kernel(L, &G, "conv_dw", n);
