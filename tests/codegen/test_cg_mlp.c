@@ -146,14 +146,21 @@ static void test_fashion_mlp_against_interp(void **state) {
   fx_check(fx);
 }
 
+/* examples/fashion_mlp.nn compiled for 2 threads into *r; false when the
+ * example is not there. */
+static bool compile_fashion_mlp(fixture *fx, fx_run *r) {
+  nnc_module *m = load_example(&fx->arena, "fashion_mlp.nn");
+  if (!m) return false;
+  use_module(fx, m);
+  fx_compile(fx, r, 2);
+  return true;
+}
+
 /* The compiled step learns: the loss on one fixed batch falls. */
 static void test_fashion_mlp_learns(void **state) {
   fixture *fx = *state;
-  nnc_module *m = load_example(&fx->arena, "fashion_mlp.nn");
-  if (!m) skip();
-  use_module(fx, m);
   fx_run r;
-  fx_compile(fx, &r, 2);
+  if (!compile_fashion_mlp(fx, &r)) skip();
   fx_fill(fx, &r, NULL);
   const float *lv = (const float *)(r.arena + r.model->loss_vec_off);
   double first = 0, last = 0;
@@ -178,13 +185,19 @@ static void test_fashion_mlp_learns(void **state) {
 /* ---- kernels shared by the train and eval steps (plan.c) ---- */
 
 /* Occurrences of `what` in the dump of prog's kernels. */
-static int in_kernel_dump(const nnc_cg_program *prog, const char *what) {
+/* NNC_DUMP_KERNELS's text of prog (the caller frees it). */
+static char *kernel_dump(const nnc_cg_program *prog) {
   char *text = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&text, &len);
   assert_non_null(f);
   nnc_cg_dump_kernels(prog, f);
   fclose(f);
+  return text;
+}
+
+static int in_kernel_dump(const nnc_cg_program *prog, const char *what) {
+  char *text = kernel_dump(prog);
   int n = 0;
   for (const char *p = text; (p = strstr(p, what)); p++)
     n++;
@@ -246,12 +259,7 @@ static void test_fashion_mlp_eval_shares_train_kernels(void **state) {
  * `what` (the dump's "kernel train.kN.NAME ..."), -1 when absent; into
  * prev (size n) the name of the kernel before it ("" when first). */
 static int train_kernel_before(const nnc_cg_program *prog, const char *what, char *prev, size_t n) {
-  char *text = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&text, &len);
-  assert_non_null(f);
-  nnc_cg_dump_kernels(prog, f);
-  fclose(f);
+  char *text = kernel_dump(prog);
   int at = -1, i = 0;
   prev[0] = 0;
   for (char *line = strstr(text, "kernel train."); line; line = strstr(line + 1, "kernel train.")) {
@@ -276,11 +284,8 @@ static int train_kernel_before(const nnc_cg_program *prog, const char *what, cha
  * against the interpreter by test_fashion_mlp_against_interp. */
 static void test_fashion_mlp_updates_after_their_products(void **state) {
   fixture *fx = *state;
-  nnc_module *m = load_example(&fx->arena, "fashion_mlp.nn");
-  if (!m) skip();
-  use_module(fx, m);
   fx_run r;
-  fx_compile(fx, &r, 2);
+  if (!compile_fashion_mlp(fx, &r)) skip();
   char prev[128];
   int w2 = train_kernel_before(r.prog, "update.adam.m.mlp.dense2.weight", prev, sizeof prev);
   assert_true(w2 > 0);
