@@ -211,6 +211,55 @@ void nnc_lw_assign_groups(lower *L) {
   }
 }
 
+/* Whether kernel j must stay before kernel u (one writes a buffer the
+ * other reads or writes; views by their base buffer). */
+static bool depends(const nnc_kprog *p, const nnc_kernel *j, const nnc_kernel *u) {
+  for (int w = 0; w < j->nwrites; w++) {
+    int b = nnc_kbuf_base(p, j->writes[w]);
+    if (kernel_reads(p, u, b)) return true;
+    for (int x = 0; x < u->nwrites; x++)
+      if (nnc_kbuf_base(p, u->writes[x]) == b) return true;
+  }
+  for (int x = 0; x < u->nwrites; x++)
+    if (kernel_reads(p, j, nnc_kbuf_base(p, u->writes[x]))) return true;
+  return false;
+}
+
+/* A kernel computing scalars from scalars (Adam's bias corrections from
+ * the step count): hoisted with the passes that read them. */
+static bool scalar_kernel(const nnc_kprog *p, const nnc_kernel *k) {
+  if (k->is_gemm || k->is_conv || k->conv_dw || k->allreduce || k->update || !k->nwrites)
+    return false;
+  for (int i = 0; i < k->nwrites; i++)
+    if (p->bufs[nnc_kbuf_base(p, k->writes[i])].numel != 1) return false;
+  for (int i = 0; i < k->nreads; i++)
+    if (p->bufs[nnc_kbuf_base(p, k->reads[i])].numel != 1) return false;
+  return true;
+}
+
+/* Moves each update pass (fused or not), and the scalar kernels before
+ * it, to just after the last kernel it depends on, in list order: a
+ * weight's pass then runs while its gradient and the weight, read by the
+ * products just before, are still in the cache, not after every other
+ * layer's passes have streamed through it. Kernels that do not depend on
+ * each other may run in either order; no value changes. */
+static void hoist_passes(lower *L, const group *G) {
+  const nnc_kprog *p = L->p;
+  nnc_kgraph *kg = L->kg;
+  for (int i = 0; i < kg->n; i++) {
+    nnc_kernel *k = kg->k[i];
+    bool pass = scalar_kernel(p, k);
+    for (int gi = 0; gi < L->ngroups && !pass; gi++)
+      pass = k == G[gi].k || k == G[gi].product;
+    if (!pass) continue;
+    int at = i;
+    while (at > 0 && !depends(p, kg->k[at - 1], k))
+      at--;
+    memmove(&kg->k[at + 1], &kg->k[at], sizeof(nnc_kernel *) * (size_t)(i - at));
+    kg->k[at] = k;
+  }
+}
+
 bool nnc_lw_update_passes(lower *L) {
   const nnc_graph *g = L->g;
   const nnc_kprog *p = L->p;
@@ -299,5 +348,6 @@ bool nnc_lw_update_passes(lower *L) {
   }
   for (int c = 0; c < ncopies; c++)
     nnc_lw_kernel_copy(L, "update.copy", copy_dst[c], copy_src[c], p->bufs[copy_dst[c]].numel);
+  hoist_passes(L, G);
   return true;
 }

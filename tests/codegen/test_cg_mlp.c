@@ -146,14 +146,21 @@ static void test_fashion_mlp_against_interp(void **state) {
   fx_check(fx);
 }
 
+/* examples/fashion_mlp.nn compiled for 2 threads into *r; false when the
+ * example is not there. */
+static bool compile_fashion_mlp(fixture *fx, fx_run *r) {
+  nnc_module *m = load_example(&fx->arena, "fashion_mlp.nn");
+  if (!m) return false;
+  use_module(fx, m);
+  fx_compile(fx, r, 2);
+  return true;
+}
+
 /* The compiled step learns: the loss on one fixed batch falls. */
 static void test_fashion_mlp_learns(void **state) {
   fixture *fx = *state;
-  nnc_module *m = load_example(&fx->arena, "fashion_mlp.nn");
-  if (!m) skip();
-  use_module(fx, m);
   fx_run r;
-  fx_compile(fx, &r, 2);
+  if (!compile_fashion_mlp(fx, &r)) skip();
   fx_fill(fx, &r, NULL);
   const float *lv = (const float *)(r.arena + r.model->loss_vec_off);
   double first = 0, last = 0;
@@ -178,13 +185,19 @@ static void test_fashion_mlp_learns(void **state) {
 /* ---- kernels shared by the train and eval steps (plan.c) ---- */
 
 /* Occurrences of `what` in the dump of prog's kernels. */
-static int in_kernel_dump(const nnc_cg_program *prog, const char *what) {
+/* NNC_DUMP_KERNELS's text of prog (the caller frees it). */
+static char *kernel_dump(const nnc_cg_program *prog) {
   char *text = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&text, &len);
   assert_non_null(f);
   nnc_cg_dump_kernels(prog, f);
   fclose(f);
+  return text;
+}
+
+static int in_kernel_dump(const nnc_cg_program *prog, const char *what) {
+  char *text = kernel_dump(prog);
   int n = 0;
   for (const char *p = text; (p = strstr(p, what)); p++)
     n++;
@@ -240,6 +253,52 @@ static void test_fashion_mlp_eval_shares_train_kernels(void **state) {
   if (!m) skip();
   /* the three products, the loss and the metrics (11 on 2026-12-06) */
   assert_true(check_eval_after_training(fx, m) >= 10);
+}
+
+/* The position in the train step of the first kernel whose name holds
+ * `what` (the dump's "kernel train.kN.NAME ..."), -1 when absent; into
+ * prev (size n) the name of the kernel before it ("" when first). */
+static int train_kernel_before(const nnc_cg_program *prog, const char *what, char *prev, size_t n) {
+  char *text = kernel_dump(prog);
+  int at = -1, i = 0;
+  prev[0] = 0;
+  for (char *line = strstr(text, "kernel train."); line; line = strstr(line + 1, "kernel train.")) {
+    char name[128];
+    size_t l = strcspn(line + 7, " \n"); /* the name, after "kernel " */
+    snprintf(name, sizeof name, "%.*s", (int)l, line + 7);
+    if (strstr(name, what)) {
+      at = i;
+      break;
+    }
+    snprintf(prev, n, "%s", name);
+    i++;
+  }
+  free(text);
+  return at;
+}
+
+/* Each weight's update pass runs right after the product of its gradient
+ * (lower_update.c, hoist_passes), while the gradient is in the cache:
+ * dense2's before dense1's gradient is even computed, and the bias
+ * corrections' scalar kernels at the start. The step's bits are checked
+ * against the interpreter by test_fashion_mlp_against_interp. */
+static void test_fashion_mlp_updates_after_their_products(void **state) {
+  fixture *fx = *state;
+  fx_run r;
+  if (!compile_fashion_mlp(fx, &r)) skip();
+  char prev[128];
+  int w2 = train_kernel_before(r.prog, "update.adam.m.mlp.dense2.weight", prev, sizeof prev);
+  assert_true(w2 > 0);
+  assert_non_null(strstr(prev, ".matmul"));
+  int w1 = train_kernel_before(r.prog, "update.adam.m.mlp.dense1.weight", prev, sizeof prev);
+  assert_non_null(strstr(prev, ".matmul"));
+  assert_true(w2 < w1);
+  int w3 = train_kernel_before(r.prog, "update.adam.m.mlp.dense3.weight", prev, sizeof prev);
+  assert_non_null(strstr(prev, ".matmul"));
+  assert_true(w3 < w2);
+  /* the step's scalars (Adam's bias corrections from the step count) */
+  assert_true(train_kernel_before(r.prog, ".cast", prev, sizeof prev) < 4);
+  fx_release(&r);
 }
 
 /* Conv, batch norm, pooling and dropout: the eval graph differs from the
@@ -613,6 +672,7 @@ int main(void) {
       T(test_mlp_threads_bit_identical),
       T(test_fashion_mlp_against_interp),
       T(test_fashion_mlp_eval_shares_train_kernels),
+      T(test_fashion_mlp_updates_after_their_products),
       T(test_small_cnn_eval_shares_train_kernels),
       T(test_small_cnn_cold_code_split),
       T(test_fashion_mlp_learns),
