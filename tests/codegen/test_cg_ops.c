@@ -467,6 +467,39 @@ static void test_rand_is_the_runtime_hash(void **state) {
   fx_release(&r);
 }
 
+/* Whether the host CPU has the LLVM feature (e.g. "+avx512f"). */
+static bool host_has(const char *feature) {
+  char *features = LLVMGetHostCPUFeatures();
+  bool has = strstr(features, feature) != NULL;
+  LLVMDisposeMessage(features);
+  return has;
+}
+
+/* Lines of fx's optimised LLVM IR (for this host) inside the functions
+ * whose definition names `fn` that contain both a and b. */
+static int llvm_lines(fixture *fx, const char *fn, const char *a, const char *b) {
+  char path[] = "/tmp/nnc_test_ll_XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  close(fd);
+  nnc_cg_options o;
+  nnc_cg_default_options(&o);
+  char err[512];
+  if (!nnc_cg_emit(fx->m, &o, NNC_CG_LLVM, path, err, sizeof err)) fail_msg("emit: %s", err);
+  FILE *f = fopen(path, "r");
+  remove(path);
+  assert_non_null(f);
+  char line[1024];
+  int n = 0;
+  bool in_fn = false;
+  while (fgets(line, sizeof line, f)) {
+    if (!strncmp(line, "define", 6)) in_fn = strstr(line, fn) != NULL;
+    if (in_fn && strstr(line, a) && strstr(line, b)) n++;
+  }
+  fclose(f);
+  return n;
+}
+
 /* A rand chunked over the batch (ops.def, attr[1] = G, as ir/chunk.c marks
  * a dropout mask): micro-batch g draws with the seed seed + g *
  * NNC_HASH_MICRO_SEED and its own index, the compiled values equal to the
@@ -500,31 +533,9 @@ static void test_rand_chunked(void **state) {
   }
   fx_release(&run);
   fx_check_threads(fx, 2, false);
-  char *features = LLVMGetHostCPUFeatures();
-  bool avx512 = strstr(features, "+avx512dq") != NULL;
-  LLVMDisposeMessage(features);
-  if (!avx512) return;
-  char path[] = "/tmp/nnc_test_rand_XXXXXX";
-  int fd = mkstemp(path);
-  assert_true(fd >= 0);
-  close(fd);
-  nnc_cg_options o;
-  nnc_cg_default_options(&o);
-  char err[512];
-  if (!nnc_cg_emit(fx->m, &o, NNC_CG_LLVM, path, err, sizeof err)) fail_msg("emit: %s", err);
-  FILE *f = fopen(path, "r");
-  remove(path);
-  assert_non_null(f);
-  char line[1024];
-  int vector_muls = 0;
-  bool in_rand = false;
-  while (fgets(line, sizeof line, f)) {
-    if (!strncmp(line, "define", 6)) in_rand = strstr(line, ".rand(") != NULL;
-    if (!in_rand) continue;
-    if (strstr(line, " mul <") && strstr(line, " x i64>")) vector_muls++;
-  }
-  fclose(f);
-  assert_true(vector_muls > 0); /* the hash's multiplies, a vector of lanes each */
+  if (!host_has("+avx512dq")) return;
+  /* the hash's multiplies, a vector of lanes each */
+  assert_true(llvm_lines(fx, ".rand(", " mul <", " x i64>") > 0);
 }
 
 /* ---- Composites ---- */
@@ -776,6 +787,42 @@ static void test_twin_lane_sums(void **state) {
   free(c);
 }
 
+/* A batch-norm-like sum over N, H, W of [N, C, H, W] rows of W = 28
+ * floats, longer than a vector: its lanes are added in full vectors, the
+ * tail masked (nnc_kstmt's full_vectors; 7 vectors of 4 before), and each
+ * channel's sum has the documented order's bits: per lane over (n, h)
+ * ascending, then the lanes ascending, at 1, 2 and 3 threads. */
+static void test_lane_sum_full_vectors(void **state) {
+  fixture *fx = *state;
+  enum { N = 3, C = 4, H = 5, W = 28 };
+  nnc_node *x = fx_param(fx, "x", sh(4, N, C, H, W), -1, 1);
+  int xt = fx->m->ntensors - 1;
+  out(fx, NNC_OUT_PRED, nnc_ir_reduce(fx->g, NNC_OP_SUM, x, 0xD));
+  fx_check(fx);
+  fx_check_threads(fx, 1, false);
+  fx_run r;
+  fx_compile(fx, &r, 2);
+  fx_fill(fx, &r, NULL);
+  fx_inputs(fx, &r, NULL, 1);
+  r.model->train_step(r.arena, r.pool);
+  const float *xv = (const float *)(r.arena + r.model->tensors[xt].offset);
+  const float *got = (const float *)(r.arena + nnc_cg_output_offset(r.prog, NNC_OUT_PRED));
+  for (int c = 0; c < C; c++) {
+    float lanes[W] = {0}, want = 0;
+    for (int n = 0; n < N; n++)
+      for (int h = 0; h < H; h++)
+        for (int w = 0; w < W; w++)
+          lanes[w] += xv[((n * C + c) * H + h) * W + w];
+    for (int w = 0; w < W; w++)
+      want += lanes[w];
+    if (memcmp(&got[c], &want, sizeof want) != 0)
+      fail_msg("channel %d: %.9g, want %.9g", c, got[c], want);
+  }
+  fx_release(&r);
+  if (host_has("+avx512f"))
+    assert_true(llvm_lines(fx, "lanesum(", "masked.load", "<16 x float>") > 0);
+}
+
 /* The memory plan: temporaries a (16 floats, kernels 0-1), b (16 floats,
  * 0-3), c (32 floats, 2-3). By first use, a and b take the first two
  * 64-byte slots and c, which a's freed slot cannot hold, goes on top: 256
@@ -914,6 +961,7 @@ int main(void) {
       T(test_recompute_batchnorm),
       cmocka_unit_test(test_reduce_through_reshape),
       cmocka_unit_test(test_twin_lane_sums),
+      T(test_lane_sum_full_vectors),
       cmocka_unit_test(test_plan_largest_first),
       cmocka_unit_test(test_every_op_is_checked), /* last */
   };
