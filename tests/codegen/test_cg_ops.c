@@ -698,6 +698,14 @@ static nnc_node *grouped_sum(fixture *fx, nnc_node *x) {
   return nnc_ir_reduce(fx->g, NNC_OP_SUM, nnc_ir_reshape(fx->g, x, &groups), 0x1A);
 }
 
+/* fx compiled for 2 threads, filled, and one step run; the caller releases r. */
+static void step_once(fixture *fx, fx_run *r) {
+  fx_compile(fx, r, 2);
+  fx_fill(fx, r, NULL);
+  fx_inputs(fx, r, NULL, 1);
+  r->model->train_step(r->arena, r->pool);
+}
+
 /* fx's outputs checked against the interpreter and at 1, 2 and 3 threads;
  * *kernels: the train step's kernels; then one step at 2 threads, the
  * first 8 floats of each output outs[0..n) into got[8 i ..]. Tears fx down. */
@@ -707,10 +715,7 @@ static void step_sums(void *st, int *kernels, const nnc_output_kind *outs, int n
   fx_check_threads(fx, 1, false);
   *kernels = train_kernels(fx);
   fx_run r;
-  fx_compile(fx, &r, 2);
-  fx_fill(fx, &r, NULL);
-  fx_inputs(fx, &r, NULL, 1);
-  r.model->train_step(r.arena, r.pool);
+  step_once(fx, &r);
   for (int i = 0; i < n; i++)
     memcpy(got + 8 * i, r.arena + nnc_cg_output_offset(r.prog, outs[i]), sizeof(float) * 8);
   fx_release(&r);
@@ -801,10 +806,7 @@ static void test_lane_sum_full_vectors(void **state) {
   fx_check(fx);
   fx_check_threads(fx, 1, false);
   fx_run r;
-  fx_compile(fx, &r, 2);
-  fx_fill(fx, &r, NULL);
-  fx_inputs(fx, &r, NULL, 1);
-  r.model->train_step(r.arena, r.pool);
+  step_once(fx, &r);
   const float *xv = (const float *)(r.arena + r.model->tensors[xt].offset);
   const float *got = (const float *)(r.arena + nnc_cg_output_offset(r.prog, NNC_OUT_PRED));
   for (int c = 0; c < C; c++) {
