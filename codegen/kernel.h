@@ -126,14 +126,12 @@ typedef struct nnc_kblock {
 
 struct nnc_kstmt {
   nnc_ks_kind kind;
-  int var;           /* LOOP: its variable; SET: the scalar */
-  int64_t extent;    /* LOOP: runs var over [0, extent) */
-  bool full_vectors; /* LOOP: vectorised in the target's full vectors, the
-                        tail masked (a lane loop shorter than a few vectors) */
-  nnc_kblock body;   /* LOOP */
-  int buf;           /* STORE */
-  nnc_kexpr *index;  /* STORE: element index (i64) */
-  nnc_kexpr *value;  /* STORE, SET */
+  int var;          /* LOOP: its variable; SET: the scalar */
+  int64_t extent;   /* LOOP: runs var over [0, extent) */
+  nnc_kblock body;  /* LOOP */
+  int buf;          /* STORE */
+  nnc_kexpr *index; /* STORE: element index (i64) */
+  nnc_kexpr *value; /* STORE, SET */
 };
 
 /* Where a buffer lives in the arena. */

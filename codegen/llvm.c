@@ -75,27 +75,14 @@ static void writes_in(const nnc_kblock *blk, bool *stores, bool *sets) {
   }
 }
 
-/* !{"name"} or !{"name", i32 v} */
-static LLVMMetadataRef loop_property(emitter *E, const char *name, int v) {
-  LLVMMetadataRef ops[2] = {LLVMMDStringInContext2(E->ctx, name, strlen(name)),
-                            LLVMValueAsMetadata(LLVMConstInt(E->ti32, (unsigned long long)v, 0))};
-  return LLVMMDNodeInContext2(E->ctx, ops, v ? 2 : 1);
-}
-
-/* llvm.loop !{self, properties...} on a loop's back edge: unrolling off
- * (no_unroll), and/or vectorised in full vectors of `width` floats with
- * the tail masked (width > 0: nnc_kstmt's full_vectors). */
-static void loop_hints(emitter *E, LLVMValueRef br, bool no_unroll, int width) {
+/* llvm.loop !{self, !{"llvm.loop.unroll.disable"}} on a loop's back edge. */
+static void no_unroll(emitter *E, LLVMValueRef br) {
+  const char *k = "llvm.loop.unroll.disable";
+  LLVMMetadataRef prop = LLVMMDStringInContext2(E->ctx, k, strlen(k));
+  prop = LLVMMDNodeInContext2(E->ctx, &prop, 1);
   LLVMMetadataRef tmp = LLVMTemporaryMDNode(E->ctx, NULL, 0);
-  LLVMMetadataRef ops[5] = {tmp};
-  size_t n = 1;
-  if (no_unroll) ops[n++] = loop_property(E, "llvm.loop.unroll.disable", 0);
-  if (width > 0) {
-    ops[n++] = loop_property(E, "llvm.loop.vectorize.enable", 1);
-    ops[n++] = loop_property(E, "llvm.loop.vectorize.width", width);
-    ops[n++] = loop_property(E, "llvm.loop.vectorize.predicate.enable", 1);
-  }
-  LLVMMetadataRef id = LLVMMDNodeInContext2(E->ctx, ops, n);
+  LLVMMetadataRef ops[2] = {tmp, prop};
+  LLVMMetadataRef id = LLVMMDNodeInContext2(E->ctx, ops, 2);
   LLVMMetadataReplaceAllUsesWith(tmp, id); /* makes id refer to itself; frees tmp */
   LLVMSetMetadata(br, E->md_loop, LLVMMetadataAsValue(E->ctx, id));
 }
@@ -177,8 +164,7 @@ static void loop(emitter *E, const nnc_kstmt *s, LLVMValueRef lo, LLVMValueRef h
   LLVMValueRef next = LLVMBuildAdd(E->b, iv, LLVMConstInt(E->ti64, 1, 0), "");
   LLVMBasicBlockRef latch = LLVMGetInsertBlock(E->b);
   LLVMValueRef back = LLVMBuildBr(E->b, head);
-  int width = s->full_vectors && s->extent > E->p->vector_width ? E->p->vector_width : 0;
-  if (keep_loop || width) loop_hints(E, back, keep_loop, width);
+  if (keep_loop) no_unroll(E, back);
   LLVMValueRef vals[2] = {lo, next};
   LLVMBasicBlockRef bbs[2] = {pre, latch};
   LLVMAddIncoming(iv, vals, bbs, 2);

@@ -214,9 +214,7 @@ static void kernel_reduce_lanes(lower *L, const nnc_node *n) {
   for (int i = 0; i < nm; i++)
     nnc_kb_store(a, b0, lanes[i], lane, init);
   in_idx[last] = j;
-  nnc_kblock *outer = reduced_loops(L, k, n, last, blk, in_idx);
-  nnc_kblock *inner = nnc_kb_loop(a, outer, vj, W);
-  outer->s[outer->n - 1]->full_vectors = true; /* each lane's order is the same at any width */
+  nnc_kblock *inner = nnc_kb_loop(a, reduced_loops(L, k, n, last, blk, in_idx), vj, W);
   double work = 0;
   for (int i = 0; i < nm; i++) {
     const nnc_node *xi = m[i]->in[0];

@@ -698,14 +698,6 @@ static nnc_node *grouped_sum(fixture *fx, nnc_node *x) {
   return nnc_ir_reduce(fx->g, NNC_OP_SUM, nnc_ir_reshape(fx->g, x, &groups), 0x1A);
 }
 
-/* fx compiled for 2 threads, filled, and one step run; the caller releases r. */
-static void step_once(fixture *fx, fx_run *r) {
-  fx_compile(fx, r, 2);
-  fx_fill(fx, r, NULL);
-  fx_inputs(fx, r, NULL, 1);
-  r->model->train_step(r->arena, r->pool);
-}
-
 /* fx's outputs checked against the interpreter and at 1, 2 and 3 threads;
  * *kernels: the train step's kernels; then one step at 2 threads, the
  * first 8 floats of each output outs[0..n) into got[8 i ..]. Tears fx down. */
@@ -715,7 +707,10 @@ static void step_sums(void *st, int *kernels, const nnc_output_kind *outs, int n
   fx_check_threads(fx, 1, false);
   *kernels = train_kernels(fx);
   fx_run r;
-  step_once(fx, &r);
+  fx_compile(fx, &r, 2);
+  fx_fill(fx, &r, NULL);
+  fx_inputs(fx, &r, NULL, 1);
+  r.model->train_step(r.arena, r.pool);
   for (int i = 0; i < n; i++)
     memcpy(got + 8 * i, r.arena + nnc_cg_output_offset(r.prog, outs[i]), sizeof(float) * 8);
   fx_release(&r);
@@ -790,39 +785,6 @@ static void test_twin_lane_sums(void **state) {
   free(a);
   free(b);
   free(c);
-}
-
-/* A batch-norm-like sum over N, H, W of [N, C, H, W] rows of W = 28
- * floats, longer than a vector: its lanes are added in full vectors, the
- * tail masked (nnc_kstmt's full_vectors; 7 vectors of 4 before), and each
- * channel's sum has the documented order's bits: per lane over (n, h)
- * ascending, then the lanes ascending, at 1, 2 and 3 threads. */
-static void test_lane_sum_full_vectors(void **state) {
-  fixture *fx = *state;
-  enum { N = 3, C = 4, H = 5, W = 28 };
-  nnc_node *x = fx_param(fx, "x", sh(4, N, C, H, W), -1, 1);
-  int xt = fx->m->ntensors - 1;
-  out(fx, NNC_OUT_PRED, nnc_ir_reduce(fx->g, NNC_OP_SUM, x, 0xD));
-  fx_check(fx);
-  fx_check_threads(fx, 1, false);
-  fx_run r;
-  step_once(fx, &r);
-  const float *xv = (const float *)(r.arena + r.model->tensors[xt].offset);
-  const float *got = (const float *)(r.arena + nnc_cg_output_offset(r.prog, NNC_OUT_PRED));
-  for (int c = 0; c < C; c++) {
-    float lanes[W] = {0}, want = 0;
-    for (int n = 0; n < N; n++)
-      for (int h = 0; h < H; h++)
-        for (int w = 0; w < W; w++)
-          lanes[w] += xv[((n * C + c) * H + h) * W + w];
-    for (int w = 0; w < W; w++)
-      want += lanes[w];
-    if (memcmp(&got[c], &want, sizeof want) != 0)
-      fail_msg("channel %d: %.9g, want %.9g", c, got[c], want);
-  }
-  fx_release(&r);
-  if (host_has("+avx512f"))
-    assert_true(llvm_lines(fx, "lanesum(", "masked.load", "<16 x float>") > 0);
 }
 
 /* The memory plan: temporaries a (16 floats, kernels 0-1), b (16 floats,
@@ -963,7 +925,6 @@ int main(void) {
       T(test_recompute_batchnorm),
       cmocka_unit_test(test_reduce_through_reshape),
       cmocka_unit_test(test_twin_lane_sums),
-      T(test_lane_sum_full_vectors),
       cmocka_unit_test(test_plan_largest_first),
       cmocka_unit_test(test_every_op_is_checked), /* last */
   };
