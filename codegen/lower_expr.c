@@ -182,14 +182,22 @@ static nnc_kexpr *gen_op(lower *L, kgen *G, const nnc_node *n, nnc_kexpr **idx) 
     } else {
       step = nnc_kx_cast(a, step, NNC_KT_I64);
     }
-    nnc_kexpr *at = nnc_lw_linear(L, idx, &n->shape);
-    if (n->attr[1] > 1) { /* chunked over the batch (ops.def): micro-batch g's seed and index */
-      int64_t per = nnc_shape_numel(&n->shape) / n->attr[1];
-      nnc_kexpr *g = nnc_kx_bin(a, NNC_K_DIV, at, nnc_kx_int(a, per));
-      at = nnc_kx_bin(a, NNC_K_REM, at, nnc_kx_int(a, per));
+    if (n->attr[1] > 1) {
+      /* chunked over the batch (ops.def): micro-batch g's seed and index.
+       * g = at / per and at % per with per = b rows of dim 0 (b = dim 0 /
+       * G) are idx[0] / b and the flat index with idx[0] % b: the same
+       * integers, divided on the batch index alone, which the inner loops
+       * hoist, so that they vectorise (a division per element kept the
+       * mask's loop scalar). */
+      int64_t b = n->shape.dim[0] / n->attr[1];
+      nnc_kexpr *g = nnc_kx_bin(a, NNC_K_DIV, idx[0], nnc_kx_int(a, b));
+      memcpy(sub[2], idx, sizeof(nnc_kexpr *) * (size_t)n->shape.rank);
+      sub[2][0] = nnc_kx_bin(a, NNC_K_REM, idx[0], nnc_kx_int(a, b));
+      idx = sub[2];
       if (seed->type != NNC_KT_I64) seed = nnc_kx_cast(a, seed, NNC_KT_I64);
       seed = nnc_kx_iadd(a, seed, nnc_kx_imul(a, g, NNC_HASH_MICRO_SEED)); /* mod 2^32: emit_rand */
     }
+    nnc_kexpr *at = nnc_lw_linear(L, idx, &n->shape);
     return nnc_kx_rand(a, nnc_kt_of(n->dtype), seed, step, at, n->attr[0]);
   }
   case NNC_OP_INPUT:

@@ -4,6 +4,12 @@
  * assignment, in place and through temporaries). */
 #include "cg_test.h"
 #include "codegen/kernel.h"
+#include "runtime/nnc_hash.h"
+
+#include <unistd.h>
+
+#include <llvm-c/Core.h>
+#include <llvm-c/TargetMachine.h>
 
 static nnc_node *labels(fixture *fx, int n, int classes) {
   nnc_shape s = sh(1, n);
@@ -461,6 +467,77 @@ static void test_rand_is_the_runtime_hash(void **state) {
   fx_release(&r);
 }
 
+/* Whether the host CPU has the LLVM feature (e.g. "+avx512f"). */
+static bool host_has(const char *feature) {
+  char *features = LLVMGetHostCPUFeatures();
+  bool has = strstr(features, feature) != NULL;
+  LLVMDisposeMessage(features);
+  return has;
+}
+
+/* Lines of fx's optimised LLVM IR (for this host) inside the functions
+ * whose definition names `fn` that contain both a and b. */
+static int llvm_lines(fixture *fx, const char *fn, const char *a, const char *b) {
+  char path[] = "/tmp/nnc_test_ll_XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  close(fd);
+  nnc_cg_options o;
+  nnc_cg_default_options(&o);
+  char err[512];
+  if (!nnc_cg_emit(fx->m, &o, NNC_CG_LLVM, path, err, sizeof err)) fail_msg("emit: %s", err);
+  FILE *f = fopen(path, "r");
+  remove(path);
+  assert_non_null(f);
+  char line[1024];
+  int n = 0;
+  bool in_fn = false;
+  while (fgets(line, sizeof line, f)) {
+    if (!strncmp(line, "define", 6)) in_fn = strstr(line, fn) != NULL;
+    if (in_fn && strstr(line, a) && strstr(line, b)) n++;
+  }
+  fclose(f);
+  return n;
+}
+
+/* A rand chunked over the batch (ops.def, attr[1] = G, as ir/chunk.c marks
+ * a dropout mask): micro-batch g draws with the seed seed + g *
+ * NNC_HASH_MICRO_SEED and its own index, the compiled values equal to the
+ * runtime's hash bit for bit at 1, 2 and 3 threads; and its loop vectorises
+ * (lower_expr.c divides the batch index, not the flat index, by the
+ * micro-batch: a division per element kept the loop scalar, 64-bit
+ * multiplies one lane at a time). */
+static void test_rand_chunked(void **state) {
+  fixture *fx = *state;
+  nnc_graph *g = fx->g;
+  nnc_shape s0 = sh(0), s = sh(2, 8, 200);
+  nnc_node *seed = nnc_ir_input(g, NNC_IN_SEED, NNC_I32, &s0);
+  nnc_node *step = nnc_ir_input(g, NNC_IN_STEP, NNC_F32, &s0);
+  nnc_node *r = nnc_ir_rand(g, seed, step, &s, NNC_F32, 3);
+  r->attr[1] = 4; /* 4 micro-batches of 2 rows */
+  out(fx, NNC_OUT_PRED, r);
+  fx_run run;
+  fx_compile(fx, &run, 2);
+  for (int st = 1; st <= 2; st++) {
+    fx_inputs(fx, &run, NULL, st); /* seed 1234, step st */
+    run.model->train_step(run.arena, run.pool);
+    const float *got = (const float *)(run.arena + nnc_cg_output_offset(run.prog, NNC_OUT_PRED));
+    for (uint64_t mb = 0; mb < 4; mb++)
+      for (uint64_t j = 0; j < 400; j++) {
+        uint32_t sg = 1234u + (uint32_t)mb * NNC_HASH_MICRO_SEED;
+        float want = nnc_rt_hash_uniform(sg ^ (UINT64_C(3) << 32), (uint64_t)st, j);
+        if (got[mb * 400 + j] != want)
+          fail_msg("step %d [%llu]: got %.9g, want %.9g", st, (unsigned long long)(mb * 400 + j),
+                   got[mb * 400 + j], want);
+      }
+  }
+  fx_release(&run);
+  fx_check_threads(fx, 2, false);
+  if (!host_has("+avx512dq")) return;
+  /* the hash's multiplies, a vector of lanes each */
+  assert_true(llvm_lines(fx, ".rand(", " mul <", " x i64>") > 0);
+}
+
 /* ---- Composites ---- */
 
 /* log-softmax cross-entropy: row-wise max and sum kernels with the
@@ -839,6 +916,7 @@ int main(void) {
       T(test_gather_scatter_onehot),
       T(test_rand),
       T(test_rand_is_the_runtime_hash),
+      T(test_rand_chunked),
       T(test_softmax_cross_entropy),
       T(test_update_swap),
       T(test_update_adam_like),
