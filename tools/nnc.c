@@ -401,6 +401,15 @@ void file_first(int argc, char **argv) {
   }
 }
 
+/* The code options of nnc run from the environment: NNC_PROFILE,
+ * NNC_DEBUG (1: phase times, 2: also each function's). */
+static void run_options(nnc_cg_options *co) {
+  nnc_cg_default_options(co);
+  co->profile = getenv("NNC_PROFILE") && strcmp(getenv("NNC_PROFILE"), "0");
+  if (getenv("NNC_DEBUG")) co->timing = stderr;
+  co->function_times = getenv("NNC_DEBUG") && !strcmp(getenv("NNC_DEBUG"), "2");
+}
+
 /* nnc run FILE --compile-only: front end, kernels and machine code (the
  * JIT linked, the entry points looked up) as a run would compile them,
  * then the "compiled" line; the session's flags are not read. */
@@ -411,9 +420,7 @@ static int compile_only(const char *path, const compile_flags *cf, double t_star
     return 1;
   }
   nnc_cg_options co;
-  nnc_cg_default_options(&co);
-  if (getenv("NNC_DEBUG")) co.timing = stderr;
-  co.function_times = getenv("NNC_DEBUG") && !strcmp(getenv("NNC_DEBUG"), "2");
+  run_options(&co);
   char err[1024];
   double t_code = nnc_rt_now();
   if (!nnc_cg_compile(c.m, &co, &c.prog, err, sizeof err)) {
@@ -459,10 +466,7 @@ static int cmd_run(int argc, char **argv, double t_start) {
     return 1;
   }
   nnc_cg_options co;
-  nnc_cg_default_options(&co);
-  co.profile = getenv("NNC_PROFILE") && strcmp(getenv("NNC_PROFILE"), "0");
-  if (getenv("NNC_DEBUG")) co.timing = stderr;
-  co.function_times = getenv("NNC_DEBUG") && !strcmp(getenv("NNC_DEBUG"), "2");
+  run_options(&co);
   char err[1024];
   /* Machine code is generated on a background thread while the session
    * parses its flags and loads the data; the model's ready hook joins it
