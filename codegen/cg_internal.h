@@ -104,6 +104,7 @@ bool nnc_cg_build_kernels(nnc_kprog *p, const nnc_module *m, const nnc_cg_target
 /* Seconds spent on one module's phases (options.timing). */
 typedef struct nnc_cg_times {
   double ir, optimise, products, machine_code;
+  double split;       /* of that, splitting off the cold functions (nnc_cg_compile_parts) */
   double cold_code;   /* the cold functions' module at -O0 (nnc_cg_compile_parts) */
   int cold_functions; /* how many it has (0: none split off) */
   double cpu;         /* the part's thread CPU time, all phases (nnc_cg_compile_parts) */

@@ -261,9 +261,19 @@ static bool emit_part(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg_
   return nnc_cg_emit_module(p, part, nparts, *mod, *gemm_mod, t, verify, o->profile, err, errlen);
 }
 
-bool nnc_cg_build_llvm(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg_target *t,
+/* Forward: the cold split (below). */
+static LLVMModuleRef split_cold(LLVMModuleRef mod, bool more_hot, int *ncold);
+static bool is_cold(LLVMValueRef f);
+
+/* nnc_cg_build_llvm; with cold (and opt_level > 0), mod's cold functions
+ * split off into *cold (NULL: none) before the products are linked in,
+ * so that the copy of the module split_cold makes holds none of the
+ * products' and depthwise gradients' bodies, the largest functions (the
+ * CNN: the copy was ~15-20 ms of thread CPU in each part). Same code as
+ * splitting after the link: the same functions, linkage and visibility. */
+static bool build_part(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg_target *t,
                        int part, int nparts, LLVMContextRef ctx, LLVMModuleRef *out,
-                       nnc_cg_times *times, char *err, size_t errlen) {
+                       LLVMModuleRef *cold, nnc_cg_times *times, char *err, size_t errlen) {
   double t0 = nnc_cg_now();
   LLVMTargetMachineRef tm = nnc_cg_target_machine(t, o->opt_level, LLVMRelocPIC, err, errlen);
   if (!tm) return false;
@@ -277,6 +287,30 @@ bool nnc_cg_build_llvm(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg
   double t2 = nnc_cg_now();
   if (ok) ok = nnc_cg_optimize(gemm_mod, tm, gemm_pipeline(level), false, err, errlen);
   double t3 = nnc_cg_now();
+  if (ok && level > 0)
+    for (int m = 0; m < 2; m++)
+      for (LLVMValueRef f = LLVMGetFirstFunction(m ? gemm_mod : mod); f; f = LLVMGetNextFunction(f))
+        cold_codegen(ctx, f);
+  /* The products' module has no cold function (the usual case: products
+   * are cold only under NNC_COLD_GEMM_WORK): the cold ones are all in mod,
+   * split off now; else after linking, from everything. */
+  bool cold_products = false, products = false;
+  for (LLVMValueRef f = LLVMGetFirstFunction(gemm_mod); ok && f; f = LLVMGetNextFunction(f)) {
+    cold_products |= is_cold(f);
+    products |= !LLVMIsDeclaration(f);
+  }
+  bool early = ok && cold && level > 0 && !cold_products;
+  int ncold = 0;
+  LLVMModuleRef split = NULL;
+  if (early && (split = split_cold(mod, products, &ncold)))
+    /* what the products' module defines is declared in the cold one as
+     * split_cold declares a function it moved (hidden) */
+    for (LLVMValueRef f = LLVMGetFirstFunction(gemm_mod); f; f = LLVMGetNextFunction(f)) {
+      size_t len;
+      const char *fname = LLVMGetValueName2(f, &len);
+      LLVMValueRef d = LLVMIsDeclaration(f) ? NULL : LLVMGetNamedFunction(split, fname);
+      if (d && LLVMIsDeclaration(d)) LLVMSetVisibility(d, LLVMHiddenVisibility);
+    }
   /* Linking consumes gemm_mod. */
   if (ok && LLVMLinkModules2(mod, gemm_mod)) {
     snprintf(err, errlen, "codegen: linking the gemm module failed");
@@ -290,20 +324,36 @@ bool nnc_cg_build_llvm(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg
       const char *fname = LLVMGetValueName2(f, &len);
       if (len > 9 && !strncmp(fname, "nnc.gemm.", 9) && !LLVMIsDeclaration(f))
         LLVMSetLinkage(f, LLVMInternalLinkage);
-      if (level > 0) cold_codegen(ctx, f);
+      /* unless split off early: as split_cold makes every function */
+      LLVMLinkage l = LLVMGetLinkage(f);
+      if (early && !LLVMIsDeclaration(f) && (l == LLVMInternalLinkage || l == LLVMPrivateLinkage)) {
+        LLVMSetLinkage(f, LLVMExternalLinkage);
+        LLVMSetVisibility(f, LLVMHiddenVisibility);
+      }
     }
+  if (ok && cold && level > 0 && cold_products) *cold = split_cold(mod, false, &ncold);
+  if (ok && split) *cold = split;
   if (times) {
     times->ir = t1 - t0;
     times->optimise = t2 - t1;
     times->products = t3 - t2;
+    times->cold_functions = ncold;
+    times->split = nnc_cg_now() - t3;
   }
   LLVMDisposeTargetMachine(tm);
   if (!ok) {
+    if (split) LLVMDisposeModule(split);
     LLVMDisposeModule(mod);
     return false;
   }
   *out = mod; /* ownership moves to the caller */
   return true;
+}
+
+bool nnc_cg_build_llvm(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg_target *t,
+                       int part, int nparts, LLVMContextRef ctx, LLVMModuleRef *out,
+                       nnc_cg_times *times, char *err, size_t errlen) {
+  return build_part(p, o, t, part, nparts, ctx, out, NULL, times, err, errlen);
 }
 
 bool nnc_cg_machine_code(LLVMModuleRef mod, const nnc_cg_target *t, int opt_level,
@@ -349,11 +399,12 @@ static void declare_only(LLVMModuleRef mod, LLVMValueRef f) {
 }
 
 /* Moves mod's cold functions to a new module (returned; NULL when mod has
- * none or only cold ones): a copy of mod in which every other function is
+ * none, or only cold ones and not more_hot, hot functions to be linked
+ * into mod later): a copy of mod in which every other function is
  * declared only, and the global variables too (the profile counters; mod
  * keeps them); in mod the cold ones are declared only. Every function
  * defined becomes a hidden global symbol, so the two objects link. */
-static LLVMModuleRef split_cold(LLVMModuleRef mod, int *ncold) {
+static LLVMModuleRef split_cold(LLVMModuleRef mod, bool more_hot, int *ncold) {
   int cold = 0, hot = 0;
   for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f)) {
     if (LLVMIsDeclaration(f)) continue;
@@ -367,7 +418,7 @@ static LLVMModuleRef split_cold(LLVMModuleRef mod, int *ncold) {
       LLVMSetVisibility(f, LLVMHiddenVisibility);
     }
   }
-  if (!cold || !hot) return NULL;
+  if (!cold || !(hot || more_hot)) return NULL;
   *ncold = cold;
   LLVMModuleRef out = LLVMCloneModule(mod);
   LLVMModuleRef mods[2] = {mod, out};
@@ -421,12 +472,10 @@ static void *compile_part(void *arg) {
   double c0 = thread_seconds();
   LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef mod = NULL;
-  j->ok = nnc_cg_build_llvm(j->prog, j->o, j->t, j->part, j->nparts, ctx, &mod, &j->out->times,
-                            j->err, sizeof j->err);
-  double t0 = nnc_cg_now();
-  LLVMModuleRef cold = j->ok && j->split_cold && j->o->opt_level > 0
-                           ? split_cold(mod, &j->out->times.cold_functions)
-                           : NULL;
+  LLVMModuleRef cold = NULL;
+  j->ok = build_part(j->prog, j->o, j->t, j->part, j->nparts, ctx, &mod,
+                     j->split_cold ? &cold : NULL, &j->out->times, j->err, sizeof j->err);
+  double t0 = nnc_cg_now() - j->out->times.split; /* the split counted with the machine code */
   if (j->ok)
     j->ok = nnc_cg_machine_code(mod, j->t, j->o->opt_level, LLVMObjectFile, &j->out->obj, j->err,
                                 sizeof j->err);

@@ -85,6 +85,9 @@ static const char usage[] =
     "                              --set 'optimizer = sgd(lr = 0.1)' (also with -o and --emit)\n"
     "  --precision f32|bf16        matrix products in f32 or with bf16 operands (AVX512-BF16)\n"
     "  (--batch, --lr, --set and --precision recompile: they are compiled into the kernels)\n"
+    "  --compile-only              (nnc run) compile the whole program to machine code, print\n"
+    "                              \"compiled FILE in T ms\" and stop: no data loaded, exit 0\n"
+    "                              (with NNC_DEBUG=1: the compile's parts and times)\n"
     "\n"
     "environment: NNC_DEBUG=1 verifies the IR after every pass and prints pass times;\n"
     "             NNC_DUMP_AFTER=PASS|all prints the IR after a pass;\n"
@@ -364,6 +367,26 @@ static bool has_flag(int argc, char **argv, const char *flag) {
   return false;
 }
 
+/* Takes every `flag` out of argv[0..*argc); whether there was one. */
+static bool take_flag(int *argc, char **argv, const char *flag) {
+  int out = 0;
+  for (int i = 0; i < *argc; i++)
+    if (strcmp(argv[i], flag)) argv[out++] = argv[i];
+  bool found = out < *argc;
+  *argc = out;
+  argv[out] = NULL;
+  return found;
+}
+
+/* The line `nnc run --report` (and --compile-only) prints once the
+ * machine code is ready. */
+static void print_compiled(const char *path, double front_s, double code_s) {
+  fprintf(stderr,
+          "nnc: compiled %s in %.1f ms (front end %.1f ms, then code %.1f ms beside "
+          "loading the data)\n",
+          path, 1e3 * (front_s + code_s), 1e3 * front_s, 1e3 * code_s);
+}
+
 /* The .nn file may follow flags (`nnc run --quiet m.nn`): moves the first
  * argument that names a .nn file to the front, the others keeping their
  * order. */
@@ -376,6 +399,38 @@ void file_first(int argc, char **argv) {
     argv[0] = file;
     return;
   }
+}
+
+/* The code options of nnc run from the environment: NNC_PROFILE,
+ * NNC_DEBUG (1: phase times, 2: also each function's). */
+static void run_options(nnc_cg_options *co) {
+  nnc_cg_default_options(co);
+  co->profile = getenv("NNC_PROFILE") && strcmp(getenv("NNC_PROFILE"), "0");
+  if (getenv("NNC_DEBUG")) co->timing = stderr;
+  co->function_times = getenv("NNC_DEBUG") && !strcmp(getenv("NNC_DEBUG"), "2");
+}
+
+/* nnc run FILE --compile-only: front end, kernels and machine code (the
+ * JIT linked, the entry points looked up) as a run would compile them,
+ * then the "compiled" line; the session's flags are not read. */
+static int compile_only(const char *path, const compile_flags *cf, double t_start) {
+  compiled c;
+  if (!build_module_with(&c, path, &cf->fo)) {
+    compiled_free(&c);
+    return 1;
+  }
+  nnc_cg_options co;
+  run_options(&co);
+  char err[1024];
+  double t_code = nnc_rt_now();
+  if (!nnc_cg_compile(c.m, &co, &c.prog, err, sizeof err)) {
+    fprintf(stderr, "%s: error: %s\n", c.path, err);
+    compiled_free(&c);
+    return 1;
+  }
+  print_compiled(c.path, t_code - t_start, nnc_cg_compile_seconds(c.prog));
+  compiled_free(&c);
+  return 0;
 }
 
 /* nnc run FILE [flags]: JIT-compile and hand over to the runtime session,
@@ -393,6 +448,9 @@ static int cmd_run(int argc, char **argv, double t_start) {
   }
   compile_flags cf;
   if (take_compile_flags(&argc, argv, &cf)) return 2;
+  /* --compile-only: the whole compile, on the cores it would have beside
+   * the data loading, then stop (bench/compile_time.sh measures with it). */
+  if (take_flag(&argc, argv, "--compile-only")) return compile_only(argv[0], &cf, t_start);
   /* Data-parallel (several ranks, or --data-parallel): with the
    * micro-batch steps, which are not compiled otherwise. */
   nnc_rt_comm comm;
@@ -408,10 +466,7 @@ static int cmd_run(int argc, char **argv, double t_start) {
     return 1;
   }
   nnc_cg_options co;
-  nnc_cg_default_options(&co);
-  co.profile = getenv("NNC_PROFILE") && strcmp(getenv("NNC_PROFILE"), "0");
-  if (getenv("NNC_DEBUG")) co.timing = stderr;
-  co.function_times = getenv("NNC_DEBUG") && !strcmp(getenv("NNC_DEBUG"), "2");
+  run_options(&co);
   char err[1024];
   /* Machine code is generated on a background thread while the session
    * parses its flags and loads the data; the model's ready hook joins it
@@ -440,11 +495,7 @@ static int cmd_run(int argc, char **argv, double t_start) {
   }
   if ((has_flag(argc, argv, "--report") || getenv("NNC_DEBUG")) && (!have_comm || !comm.rank) &&
       nnc_cg_wait(c.prog, err, sizeof err)) {
-    double front_s = t_code - t_start, code_s = nnc_cg_compile_seconds(c.prog);
-    fprintf(stderr,
-            "nnc: compiled %s in %.1f ms (front end %.1f ms, then code %.1f ms beside "
-            "loading the data)\n",
-            c.path, 1e3 * (front_s + code_s), 1e3 * front_s, 1e3 * code_s);
+    print_compiled(c.path, t_code - t_start, nnc_cg_compile_seconds(c.prog));
   }
   nnc_cg_profile_print(c.prog, stderr); /* NNC_PROFILE=1 */
   compiled_free(&c);

@@ -17,6 +17,8 @@
 #   transfer   examples/fashion_cnn.nn then examples/transfer.nn (on generated
 #              IDX data): frozen tensors bit-identical to the CNN's, head trained
 #   copyloops  the CNN's im2col kernels as LLVM IR: no gathers or scatters
+#   compile    nnc run --compile-only compiles (no data needed), prints the
+#              compiled line, exits 0; a bad model still fails
 #   cpu        -o trainers for x86-64 (no AVX in them) and x86-64-v3 (no
 #              AVX-512) train; an unknown --cpu is refused
 #   bf16       a --precision bf16 trainer (vdpbf16ps in it): resume bit for
@@ -768,6 +770,28 @@ if want int8; then
     done
     echo "  $model: $(cat qe_${model}_1.out)"
   done
+  end
+fi
+
+# ---- nnc run --compile-only: the whole compile, then stop ---------------------
+if want compile; then
+  begin compile
+  # no data anywhere (csv_clf.nn's x.csv is missing): compiles, loads
+  # nothing, exit 0, the "compiled" line; the session's flags are not read
+  mkdir -p co && cp "$DATA/csv_clf.nn" co/
+  run co "$NNC" run co/csv_clf.nn --compile-only --epochs 0
+  expect_rc co 0 && expect_grep co.err "nnc: compiled co/csv_clf.nn in "
+  ! grep -q "not found" co.err || fail "--compile-only looked for the data"
+  # NNC_DEBUG=1: the JIT's two parts were compiled (their times printed)
+  run codbg env NNC_DEBUG=1 "$NNC" run "$EX/fashion_cnn.nn" --compile-only
+  expect_rc codbg 0 && expect_grep codbg.err "codegen: part 1: llvm ir" &&
+    expect_grep codbg.err "nnc: compiled $EX/fashion_cnn.nn in "
+  # a bad model still fails (exit 1), and the help names the flag
+  printf 'model m(x: f32[4]) -> f32[2] {\n  return dense(x, 2, activaton = relu)\n}\n' >cobad.nn
+  run cobad "$NNC" run cobad.nn --compile-only
+  expect_rc cobad 1 && expect_grep cobad.err "unknown argument 'activaton'"
+  run cohelp "$NNC" --help
+  expect_rc cohelp 0 && expect_grep cohelp.out "--compile-only"
   end
 fi
 
