@@ -378,13 +378,12 @@ static bool take_flag(int *argc, char **argv, const char *flag) {
   return found;
 }
 
-/* The line `nnc run --report` (and --compile-only) prints once the
- * machine code is ready. */
-static void print_compiled(const char *path, double front_s, double code_s) {
-  fprintf(stderr,
-          "nnc: compiled %s in %.1f ms (front end %.1f ms, then code %.1f ms beside "
-          "loading the data)\n",
-          path, 1e3 * (front_s + code_s), 1e3 * front_s, 1e3 * code_s);
+/* The line `nnc run --report` (and --compile-only, which loads no data)
+ * prints once the machine code is ready. */
+static void print_compiled(const char *path, double front_s, double code_s, bool data) {
+  fprintf(stderr, "nnc: compiled %s in %.1f ms (front end %.1f ms, then code %.1f ms%s)\n", path,
+          1e3 * (front_s + code_s), 1e3 * front_s, 1e3 * code_s,
+          data ? " beside loading the data" : "");
 }
 
 /* The .nn file may follow flags (`nnc run --quiet m.nn`): moves the first
@@ -428,7 +427,7 @@ static int compile_only(const char *path, const compile_flags *cf, double t_star
     compiled_free(&c);
     return 1;
   }
-  print_compiled(c.path, t_code - t_start, nnc_cg_compile_seconds(c.prog));
+  print_compiled(c.path, t_code - t_start, nnc_cg_compile_seconds(c.prog), false);
   compiled_free(&c);
   return 0;
 }
@@ -495,7 +494,7 @@ static int cmd_run(int argc, char **argv, double t_start) {
   }
   if ((has_flag(argc, argv, "--report") || getenv("NNC_DEBUG")) && (!have_comm || !comm.rank) &&
       nnc_cg_wait(c.prog, err, sizeof err)) {
-    print_compiled(c.path, t_code - t_start, nnc_cg_compile_seconds(c.prog));
+    print_compiled(c.path, t_code - t_start, nnc_cg_compile_seconds(c.prog), true);
   }
   nnc_cg_profile_print(c.prog, stderr); /* NNC_PROFILE=1 */
   compiled_free(&c);
