@@ -76,7 +76,7 @@ static void writes_in(const nnc_kblock *blk, bool *stores, bool *sets) {
 }
 
 /* llvm.loop !{self, !{"llvm.loop.unroll.disable"}} on a loop's back edge. */
-static void no_unroll(emitter *E, LLVMValueRef br) {
+void nnc_ll_no_unroll(emitter *E, LLVMValueRef br) {
   const char *k = "llvm.loop.unroll.disable";
   LLVMMetadataRef prop = LLVMMDStringInContext2(E->ctx, k, strlen(k));
   prop = LLVMMDNodeInContext2(E->ctx, &prop, 1);
@@ -164,7 +164,7 @@ static void loop(emitter *E, const nnc_kstmt *s, LLVMValueRef lo, LLVMValueRef h
   LLVMValueRef next = LLVMBuildAdd(E->b, iv, LLVMConstInt(E->ti64, 1, 0), "");
   LLVMBasicBlockRef latch = LLVMGetInsertBlock(E->b);
   LLVMValueRef back = LLVMBuildBr(E->b, head);
-  if (keep_loop) no_unroll(E, back);
+  if (keep_loop) nnc_ll_no_unroll(E, back);
   LLVMValueRef vals[2] = {lo, next};
   LLVMBasicBlockRef bbs[2] = {pre, latch};
   LLVMAddIncoming(iv, vals, bbs, 2);
