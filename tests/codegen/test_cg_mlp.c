@@ -438,19 +438,23 @@ static void test_table_only_matches_jit(void **state) {
 
 /* ---- assembly ---- */
 
-/* Writes m's assembly for o's target to a temporary file, opened for
- * reading (already unlinked). */
-static FILE *emit_asm(nnc_module *m, const nnc_cg_options *o) {
+/* Writes m's code of `kind` (assembly, LLVM IR) for o's target to a
+ * temporary file, opened for reading (already unlinked). */
+static FILE *emit_text(nnc_module *m, const nnc_cg_options *o, nnc_cg_output kind) {
   char path[] = "/tmp/nnc_test_asm_XXXXXX";
   int fd = mkstemp(path);
   assert_true(fd >= 0);
   close(fd);
   char err[512];
-  if (!nnc_cg_emit(m, o, NNC_CG_ASM, path, err, sizeof err)) fail_msg("emit: %s", err);
+  if (!nnc_cg_emit(m, o, kind, path, err, sizeof err)) fail_msg("emit: %s", err);
   FILE *f = fopen(path, "r");
   remove(path);
   assert_non_null(f);
   return f;
+}
+
+static FILE *emit_asm(nnc_module *m, const nnc_cg_options *o) {
+  return emit_text(m, o, NNC_CG_ASM);
 }
 
 static void test_emit_asm_zmm_fma(void **state) {
@@ -713,15 +717,7 @@ static void test_fashion_cnn_conv_loops_kept(void **state) {
   if (!m) skip();
   nnc_cg_options o;
   nnc_cg_default_options(&o);
-  char path[] = "/tmp/nnc_test_ll_XXXXXX";
-  int fd = mkstemp(path);
-  assert_true(fd >= 0);
-  close(fd);
-  char err[512];
-  if (!nnc_cg_emit(m, &o, NNC_CG_LLVM, path, err, sizeof err)) fail_msg("emit: %s", err);
-  FILE *f = fopen(path, "r");
-  remove(path);
-  assert_non_null(f);
+  FILE *f = emit_text(m, &o, NNC_CG_LLVM);
   int fwd[4], dx[4];
   int nf = loops_in(f, ".conv", fwd, 4), nd = loops_in(f, ".conv_dx", dx, 4);
   bool unroll = false;
