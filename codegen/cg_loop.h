@@ -27,6 +27,7 @@ static inline LLVMValueRef nnc_cg_call_intrinsic(LLVMModuleRef mod, LLVMBuilderR
 typedef struct nnc_cg_loop {
   LLVMBasicBlockRef head, body, exit;
   LLVMValueRef iv;
+  LLVMValueRef back; /* the latch's branch to the head (set by close) */
   int n;
   LLVMValueRef carry[NNC_CG_LOOP_MAX_CARRY];
 } nnc_cg_loop;
@@ -66,7 +67,7 @@ static inline void nnc_cg_loop_close(LLVMBuilderRef b, nnc_cg_loop *l, int64_t s
   LLVMAddIncoming(l->iv, &iv_next, &latch, 1);
   for (int i = 0; i < l->n; i++)
     LLVMAddIncoming(l->carry[i], (LLVMValueRef *)&next[i], &latch, 1);
-  LLVMBuildBr(b, l->head);
+  l->back = LLVMBuildBr(b, l->head);
   LLVMPositionBuilderAtEnd(b, l->exit);
 }
 

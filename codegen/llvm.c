@@ -76,7 +76,7 @@ static void writes_in(const nnc_kblock *blk, bool *stores, bool *sets) {
 }
 
 /* llvm.loop !{self, !{"llvm.loop.unroll.disable"}} on a loop's back edge. */
-static void no_unroll(emitter *E, LLVMValueRef br) {
+void nnc_ll_no_unroll(emitter *E, LLVMValueRef br) {
   const char *k = "llvm.loop.unroll.disable";
   LLVMMetadataRef prop = LLVMMDStringInContext2(E->ctx, k, strlen(k));
   prop = LLVMMDNodeInContext2(E->ctx, &prop, 1);
@@ -164,7 +164,7 @@ static void loop(emitter *E, const nnc_kstmt *s, LLVMValueRef lo, LLVMValueRef h
   LLVMValueRef next = LLVMBuildAdd(E->b, iv, LLVMConstInt(E->ti64, 1, 0), "");
   LLVMBasicBlockRef latch = LLVMGetInsertBlock(E->b);
   LLVMValueRef back = LLVMBuildBr(E->b, head);
-  if (keep_loop) no_unroll(E, back);
+  if (keep_loop) nnc_ll_no_unroll(E, back);
   LLVMValueRef vals[2] = {lo, next};
   LLVMBasicBlockRef bbs[2] = {pre, latch};
   LLVMAddIncoming(iv, vals, bbs, 2);
@@ -510,13 +510,15 @@ static LLVMValueRef emit_kernel(emitter *E, const nnc_kernel *k) {
 /* Estimated cost of optimising and compiling a kernel, in about
  * milliseconds of one core: each function compiled alone, NNC_DEBUG=2
  * (nnc_cg_print_function_times), fashion_cnn and fashion_mlp on AVX-512.
- * A direct weight gradient's body ~55, a direct convolution's 25-55, a
- * product 13-43, a hot loop kernel 7-20 (more with each innermost loop,
- * which the vectoriser turns into a vector loop and its remainder), a cold
- * kernel or an entry point ~3 (optimised, then fast instruction
- * selection). A count with products at 6 loop kernels put both weight
- * gradients in one part, the heavier by a third (docs/performance.md). */
-static const double CONV_DW_COST = 55, CONV_COST = 40, GEMM_COST = 18, KERNEL_COST = 5,
+ * A direct weight gradient's body ~55, a direct convolution's 12-20 (its
+ * loops kept, conv_direct.c: full unrolling no longer analyses them; 25-55
+ * before, and at 40 the convolutions' part got four of the six products
+ * and ~50 ms more work than the other), a product 13-43, a hot loop kernel 7-20 (more with each
+ * innermost loop, which the vectoriser turns into a vector loop and its remainder), a cold kernel
+ * or an entry point ~3 (optimised, then fast instruction selection). A count with products at 6
+ * loop kernels put both weight gradients in one part, the heavier by a third (docs/performance.md).
+ */
+static const double CONV_DW_COST = 55, CONV_COST = 20, GEMM_COST = 18, KERNEL_COST = 5,
                     INNER_LOOP_COST = 2.5, COLD_COST = 3, ENTRY_COST = 3;
 
 static int innermost_loops(const nnc_kblock *blk) {

@@ -71,6 +71,10 @@ typedef struct nnc_ll_loop {
 nnc_ll_loop nnc_ll_loop_open(emitter *E, LLVMValueRef fn, int64_t from, int64_t to, int64_t step);
 void nnc_ll_loop_close(emitter *E, nnc_ll_loop *l);
 
+/* llvm.loop !{self, !{"llvm.loop.unroll.disable"}} on a loop's back edge
+ * br: no pass unrolls the loop, and full unrolling skips its analysis. */
+void nnc_ll_no_unroll(emitter *E, LLVMValueRef br);
+
 /* A new kernel function `name` (void (ptr arena, i64 begin, i64 end)),
  * the builder at its entry; sets E->fn, E->arena, E->begin, E->end. */
 LLVMValueRef nnc_ll_kernel_fn(emitter *E, const char *name);

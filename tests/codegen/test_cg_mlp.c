@@ -438,19 +438,23 @@ static void test_table_only_matches_jit(void **state) {
 
 /* ---- assembly ---- */
 
-/* Writes m's assembly for o's target to a temporary file, opened for
- * reading (already unlinked). */
-static FILE *emit_asm(nnc_module *m, const nnc_cg_options *o) {
+/* Writes m's code of `kind` (assembly, LLVM IR) for o's target to a
+ * temporary file, opened for reading (already unlinked). */
+static FILE *emit_text(nnc_module *m, const nnc_cg_options *o, nnc_cg_output kind) {
   char path[] = "/tmp/nnc_test_asm_XXXXXX";
   int fd = mkstemp(path);
   assert_true(fd >= 0);
   close(fd);
   char err[512];
-  if (!nnc_cg_emit(m, o, NNC_CG_ASM, path, err, sizeof err)) fail_msg("emit: %s", err);
+  if (!nnc_cg_emit(m, o, kind, path, err, sizeof err)) fail_msg("emit: %s", err);
   FILE *f = fopen(path, "r");
   remove(path);
   assert_non_null(f);
   return f;
+}
+
+static FILE *emit_asm(nnc_module *m, const nnc_cg_options *o) {
+  return emit_text(m, o, NNC_CG_ASM);
 }
 
 static void test_emit_asm_zmm_fma(void **state) {
@@ -637,9 +641,12 @@ static bool ends_with(const char *s, const char *tail) {
 
 /* The JIT's two parts compile on two threads, so the compile takes as long
  * as the heavier: fashion_cnn's direct convolutions (the dearest kernels
- * to compile, ~25-55 ms each) are shared out between the parts, the two
+ * to compile, ~12-45 ms each) are shared out between the parts, the two
  * weight gradients one each (a count with products at 6 loop kernels put
- * both in part 1), and the estimated work is balanced within 10%. */
+ * both in part 1), and the estimated work is balanced within 10%. The six
+ * products go three to each part (a convolution estimated at 40 ms, twice
+ * its cost without full unrolling's analysis, left four in part 0 with
+ * dense1's forward product, the dearest: part 0 ~50 ms heavier). */
 static void test_fashion_cnn_parts_balanced(void **state) {
   fixture *fx = *state;
   nnc_module *m = load_example(&fx->arena, "fashion_cnn.nn");
@@ -649,7 +656,7 @@ static void test_fashion_cnn_parts_balanced(void **state) {
   char err[512];
   nnc_cg_program *p;
   if (!nnc_cg_compile_table(m, &o, &p, err, sizeof err)) fail_msg("table: %s", err);
-  int dw[2] = {0, 0}, conv[2] = {0, 0}, n = 0;
+  int dw[2] = {0, 0}, conv[2] = {0, 0}, products[2] = {0, 0}, n = 0;
   const char *name;
   double load[2];
   for (int part; (part = nnc_cg_kernel_part(p, 2, n, &name, load)) >= 0; n++) {
@@ -657,6 +664,7 @@ static void test_fashion_cnn_parts_balanced(void **state) {
     dw[part] += ends_with(name, ".conv_dw");
     conv[part] +=
         ends_with(name, ".conv_dw") || ends_with(name, ".conv") || ends_with(name, ".conv_dx");
+    products[part] += strncmp(name, "train.", 6) == 0 && strstr(name, ".matmul") != NULL;
   }
   assert_true(n > 100);
   if (dw[0] + dw[1] == 0) { /* no direct convolutions (no AVX-512) */
@@ -666,10 +674,67 @@ static void test_fashion_cnn_parts_balanced(void **state) {
   assert_int_equal(dw[0] + dw[1], 2);
   assert_int_equal(dw[0], 1);
   assert_true(abs(conv[0] - conv[1]) <= 1);
+  assert_int_equal(products[0] + products[1], 6);
+  assert_int_equal(products[0], 3);
   assert_true(load[0] > 0 && load[1] > 0);
   assert_true(load[0] <= 1.1 * load[1] && load[1] <= 1.1 * load[0]);
   assert_int_equal(nnc_cg_kernel_part(p, 2, n, &name, NULL), -1);
   nnc_cg_free(p);
+}
+
+/* Lines of the LLVM IR file f that carry !llvm.loop in the body of each
+ * function whose name ends with `tail` (at most nmax functions); returns
+ * how many such functions. */
+static int loops_in(FILE *f, const char *tail, int *count, int nmax) {
+  char line[4096];
+  int n = 0, cur = -1;
+  rewind(f);
+  while (fgets(line, sizeof line, f)) {
+    if (strncmp(line, "define ", 7) == 0) {
+      char *at = strchr(line, '@'), *end = at ? strchr(at, '(') : NULL;
+      cur = -1;
+      if (end) {
+        *end = 0;
+        if (ends_with(at, tail) && n < nmax) count[cur = n++] = 0;
+      }
+    } else if (line[0] == '}') {
+      cur = -1;
+    } else if (cur >= 0 && strstr(line, "!llvm.loop")) {
+      count[cur]++;
+    }
+  }
+  return n;
+}
+
+/* fashion_cnn's direct convolutions keep their loops that run more than
+ * once (llvm.loop.unroll.disable): full unrolling never unrolled them and
+ * only spent its analysis on them (conv 2's forward pass and input
+ * gradient, ~6 ms each of the compile, the same instructions); conv 1's
+ * one-trip channel loop is still unrolled away (not marked). */
+static void test_fashion_cnn_conv_loops_kept(void **state) {
+  fixture *fx = *state;
+  nnc_module *m = load_example(&fx->arena, "fashion_cnn.nn");
+  if (!m) skip();
+  nnc_cg_options o;
+  nnc_cg_default_options(&o);
+  FILE *f = emit_text(m, &o, NNC_CG_LLVM);
+  int fwd[4], dx[4];
+  int nf = loops_in(f, ".conv", fwd, 4), nd = loops_in(f, ".conv_dx", dx, 4);
+  bool unroll = false;
+  char line[4096];
+  rewind(f);
+  while (fgets(line, sizeof line, f) && !unroll)
+    unroll = strstr(line, "!\"llvm.loop.unroll.disable\"") != NULL;
+  fclose(f);
+  if (nf == 0) skip(); /* no direct convolutions (no AVX-512) */
+  assert_int_equal(nf, 2);
+  assert_int_equal(nd, 1);
+  assert_true(unroll);
+  /* conv 1 (one input channel): the calls and the two tap loops; conv 2
+   * and its input gradient: also their channel and row loops */
+  assert_int_equal(fwd[0], 3);
+  assert_true(fwd[1] >= 6);
+  assert_true(dx[0] >= 6);
 }
 
 int main(void) {
@@ -685,6 +750,7 @@ int main(void) {
       T(test_fashion_mlp_learns),
       T(test_table_only_matches_jit),
       T(test_fashion_cnn_parts_balanced),
+      T(test_fashion_cnn_conv_loops_kept),
       T(test_emit_asm_zmm_fma),
       T(test_sse2_target),
       T(test_fused_adam),
