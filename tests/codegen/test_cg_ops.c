@@ -787,6 +787,46 @@ static void test_twin_lane_sums(void **state) {
   free(c);
 }
 
+/* Whether the train step's lane sum loops over the images (extent
+ * `images`) right outside the channels (extent `channels`): memory order. */
+static bool images_outside_channels(fixture *fx, int images, int channels) {
+  fx_run r;
+  fx_compile(fx, &r, 0);
+  FILE *f = tmpfile();
+  assert_non_null(f);
+  nnc_cg_dump_kernels(r.prog, f);
+  rewind(f);
+  char line[256], want[2][32];
+  snprintf(want[0], sizeof want[0], " < %d:", images);
+  snprintf(want[1], sizeof want[1], " < %d:", channels);
+  bool in_lanes = false, after_images = false, found = false;
+  while (fgets(line, sizeof line, f)) {
+    if (strncmp(line, "kernel ", 7) == 0) in_lanes = strstr(line, ".lanesum") != NULL;
+    if (!in_lanes || !strstr(line, "for ")) continue;
+    found |= after_images && strstr(line, want[1]);
+    after_images = strstr(line, want[0]) != NULL;
+  }
+  fclose(f);
+  fx_release(&r);
+  return found;
+}
+
+/* Batch norm's sums over [G, N/G, C, H, W] groups of the batch: the lane
+ * kernel takes the images of a group outside the channels (memory order:
+ * one image's planes one after the other, not one plane an image apart);
+ * each lane adds the same terms in the same order as before, so the sums
+ * agree with the interpreter and bit for bit at 1, 2 and 3 threads. */
+static void test_lanes_in_memory_order(void **state) {
+  fixture *fx = *state;
+  nnc_node *x = fx_param(fx, "x", sh(4, 6, 4, 5, 9), -2, 2);
+  nnc_node *sq = nnc_ir_binary(fx->g, NNC_OP_MUL, x, x);
+  out(fx, NNC_OUT_PRED, grouped_sum(fx, x));
+  out(fx, NNC_OUT_LOSS_VEC, grouped_sum(fx, sq));
+  fx_check(fx);
+  fx_check_threads(fx, 1, false);
+  assert_true(images_outside_channels(fx, 3, 4));
+}
+
 /* The memory plan: temporaries a (16 floats, kernels 0-1), b (16 floats,
  * 0-3), c (32 floats, 2-3). By first use, a and b take the first two
  * 64-byte slots and c, which a's freed slot cannot hold, goes on top: 256
@@ -925,6 +965,7 @@ int main(void) {
       T(test_recompute_batchnorm),
       cmocka_unit_test(test_reduce_through_reshape),
       cmocka_unit_test(test_twin_lane_sums),
+      T(test_lanes_in_memory_order),
       cmocka_unit_test(test_plan_largest_first),
       cmocka_unit_test(test_every_op_is_checked), /* last */
   };
