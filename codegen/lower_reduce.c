@@ -203,7 +203,8 @@ static bool lanes_in_memory_order(const nnc_node *n, int f, int nm) {
  * loop for every index of the other reduced dims, then reduced in lane
  * order. Each output element's order is fixed (per lane over the outer
  * reduced dims ascending, then the lanes ascending); threads split over
- * the kept dims, each with its own lanes. Where n has a twin
+ * the kept dims, each with its own lanes. The other axes loop kept ones
+ * first, or in memory order (lanes_in_memory_order). Where n has a twin
  * (lanes_with, nnc_lw_match_lane_twins), the same loops take the twin's
  * sum beside n's, each in lanes of its own and in the same order as its
  * own kernel would: one pass over the memory both read. */
