@@ -636,20 +636,27 @@ static void test_update_mixed(void **state) {
 
 /* ---- Recomputed nodes ---- */
 
-/* Kernels in the compiled train step. */
-static int train_kernels(fixture *fx) {
+/* fx's compiled kernels (nnc_cg_dump_kernels) in a temporary file, from
+ * its start; the caller closes it. */
+static FILE *kernel_dump(fixture *fx) {
   fx_run r;
   fx_compile(fx, &r, 0);
   FILE *f = tmpfile();
   assert_non_null(f);
   nnc_cg_dump_kernels(r.prog, f);
   rewind(f);
+  fx_release(&r);
+  return f;
+}
+
+/* Kernels in the compiled train step. */
+static int train_kernels(fixture *fx) {
+  FILE *f = kernel_dump(fx);
   char line[256];
   int n = -1;
   while (n < 0 && fgets(line, sizeof line, f))
     if (sscanf(line, "graph train: %d kernels", &n) != 1) n = -1;
   fclose(f);
-  fx_release(&r);
   return n;
 }
 
@@ -790,12 +797,7 @@ static void test_twin_lane_sums(void **state) {
 /* Whether the train step's lane sum loops over the images (extent
  * `images`) right outside the channels (extent `channels`): memory order. */
 static bool images_outside_channels(fixture *fx, int images, int channels) {
-  fx_run r;
-  fx_compile(fx, &r, 0);
-  FILE *f = tmpfile();
-  assert_non_null(f);
-  nnc_cg_dump_kernels(r.prog, f);
-  rewind(f);
+  FILE *f = kernel_dump(fx);
   char line[256], want[2][32];
   snprintf(want[0], sizeof want[0], " < %d:", images);
   snprintf(want[1], sizeof want[1], " < %d:", channels);
@@ -807,7 +809,6 @@ static bool images_outside_channels(fixture *fx, int images, int channels) {
     after_images = strstr(line, want[0]) != NULL;
   }
   fclose(f);
-  fx_release(&r);
   return found;
 }
 
