@@ -174,13 +174,37 @@ static void kernel_reduce_columns(lower *L, const nnc_node *n, int col) {
   nnc_lw_add_kernel(L, k);
 }
 
+/* Whether a lane reduction whose first kept axis is f (split over
+ * threads) loops over the other axes in memory order: where a reduced
+ * axis comes before another kept axis (batch norm's sums over
+ * [G, N/G, C, H, W]: the images before the channels), the kept-axes-first
+ * order reads one plane (3 KB for 28x28) and jumps an image ahead, so
+ * memory order pays while the lanes of one split index stay in L1. Each
+ * lane adds its terms in the same order either way. */
+static bool lanes_in_memory_order(const nnc_node *n, int f, int nm) {
+  const nnc_shape *xs = &n->in[0]->shape;
+  uint32_t axes = (uint32_t)n->attr[0];
+  int last = xs->rank - 1;
+  if (f < 0) return false;
+  bool reduced_before = false, kept_after = false;
+  for (int d = f + 1; d < last; d++) {
+    if (axes & (1u << d))
+      reduced_before = true;
+    else
+      kept_after |= reduced_before;
+  }
+  int64_t lanes = nnc_shape_numel(&n->shape) / xs->dim[f] * xs->dim[last] * nm;
+  return kept_after && lanes * 4 <= 16384;
+}
+
 /* sum / rmax over the innermost axis (length W) and others, e.g. a
  * batch-norm sum over N, H, W of an NCHW tensor: W lane accumulators per
  * output element in a scratch buffer, added to with a unit-stride vector
  * loop for every index of the other reduced dims, then reduced in lane
  * order. Each output element's order is fixed (per lane over the outer
  * reduced dims ascending, then the lanes ascending); threads split over
- * the kept dims, each with its own lanes. Where n has a twin
+ * the kept dims, each with its own lanes. The other axes loop kept ones
+ * first, or in memory order (lanes_in_memory_order). Where n has a twin
  * (lanes_with, nnc_lw_match_lane_twins), the same loops take the twin's
  * sum beside n's, each in lanes of its own and in the same order as its
  * own kernel would: one pass over the memory both read. */
@@ -193,6 +217,7 @@ static void kernel_reduce_lanes(lower *L, const nnc_node *n) {
       L, &G, n->op == NNC_OP_SUM ? (nm == 2 ? "lanesum2" : "lanesum") : "lanemax", n);
   const nnc_node *x = n->in[0];
   int r = x->shape.rank, last = r - 1;
+  uint32_t axes = (uint32_t)n->attr[0];
   int64_t W = x->shape.dim[last];
   nnc_kt t = nnc_kt_of(n->dtype);
   bool is_sum = n->op == NNC_OP_SUM;
@@ -205,16 +230,49 @@ static void kernel_reduce_lanes(lower *L, const nnc_node *n) {
   nnc_kexpr *in_idx[NNC_MAX_RANK], *out_idx[NNC_MAX_RANK];
   for (int d = 0; d < r; d++)
     out_idx[d] = G.zero;
-  nnc_kblock *blk = kept_loops(L, k, n, last, in_idx, out_idx);
-  nnc_kexpr *at = nnc_lw_linear(L, out_idx, &n->shape);
   int vj = nnc_kernel_var(k);
   nnc_kexpr *j = nnc_kx_var(a, vj);
+  in_idx[last] = j;
+  int f = -1; /* the first kept axis, the one split over threads */
+  for (int d = 0; d < last && f < 0; d++)
+    if (!(axes & (1u << d))) f = d;
+  nnc_kblock *blk, *inner, *b0;
+  bool mem_order = lanes_in_memory_order(n, f, nm);
+  if (mem_order) {
+    /* the split axis outermost, then every other axis in memory order:
+     * the lanes' init, the terms, and the lanes' sums each in a loop nest
+     * of their own over the kept axes (the same variables) */
+    int var[NNC_MAX_RANK];
+    for (int d = 0; d < last; d++)
+      var[d] = nnc_kernel_var(k);
+    blk = nnc_kb_loop(a, &k->body, var[f], x->shape.dim[f]);
+    k->split = true;
+    k->extent = x->shape.dim[f];
+    for (int d = 0; d < last; d++) {
+      in_idx[d] = nnc_kx_var(a, var[d]);
+      if (!(axes & (1u << d))) out_idx[d] = in_idx[d];
+    }
+    nnc_kblock *init_at = blk, *sums_at;
+    for (int d = 0; d < last; d++)
+      if (d != f && !(axes & (1u << d))) init_at = nnc_kb_loop(a, init_at, var[d], x->shape.dim[d]);
+    b0 = nnc_kb_loop(a, init_at, vj, W);
+    inner = blk;
+    for (int d = 0; d < last; d++)
+      if (d != f) inner = nnc_kb_loop(a, inner, var[d], x->shape.dim[d]);
+    inner = nnc_kb_loop(a, inner, vj, W);
+    sums_at = blk;
+    for (int d = 0; d < last; d++)
+      if (d != f && !(axes & (1u << d))) sums_at = nnc_kb_loop(a, sums_at, var[d], x->shape.dim[d]);
+    blk = sums_at;
+  } else {
+    blk = kept_loops(L, k, n, last, in_idx, out_idx);
+    b0 = nnc_kb_loop(a, blk, vj, W);
+    inner = nnc_kb_loop(a, reduced_loops(L, k, n, last, blk, in_idx), vj, W);
+  }
+  nnc_kexpr *at = nnc_lw_linear(L, out_idx, &n->shape);
   nnc_kexpr *lane = nnc_kx_iadd(a, nnc_kx_imul(a, at, W), j);
-  nnc_kblock *b0 = nnc_kb_loop(a, blk, vj, W);
   for (int i = 0; i < nm; i++)
     nnc_kb_store(a, b0, lanes[i], lane, init);
-  in_idx[last] = j;
-  nnc_kblock *inner = nnc_kb_loop(a, reduced_loops(L, k, n, last, blk, in_idx), vj, W);
   double work = 0;
   for (int i = 0; i < nm; i++) {
     const nnc_node *xi = m[i]->in[0];
@@ -225,11 +283,16 @@ static void kernel_reduce_lanes(lower *L, const nnc_node *n) {
                                      : nnc_kx_bin(a, op, lane_v, e));
     work += (double)nnc_shape_numel(&xi->shape) * nnc_lw_expr_cost(e) * 2;
   }
+  /* the lanes' sum: in memory order its loop sits in a loop over the
+   * channels of its own, where LLVM's fast-math reassociated it otherwise
+   * than in the kept-axes-first nest; exact adds fix its order (lane 0
+   * first) whatever the surroundings */
   for (int i = 0; i < nm; i++) {
     int acc = nnc_kernel_scalar(a, k, t);
     nnc_kb_set(a, blk, acc, init);
     nnc_kb_set(a, nnc_kb_loop(a, blk, vj, W), acc,
-               nnc_kx_bin(a, op, nnc_kx_scalar(a, k, acc), nnc_kx_load(a, L->p, lanes[i], lane)));
+               (mem_order ? nnc_kx_bin_exact : nnc_kx_bin)(a, op, nnc_kx_scalar(a, k, acc),
+                                                           nnc_kx_load(a, L->p, lanes[i], lane)));
     nnc_kb_store(a, blk, L->buf[m[i]->id], at, nnc_kx_scalar(a, k, acc));
   }
   k->work = work;

@@ -636,20 +636,27 @@ static void test_update_mixed(void **state) {
 
 /* ---- Recomputed nodes ---- */
 
-/* Kernels in the compiled train step. */
-static int train_kernels(fixture *fx) {
+/* fx's compiled kernels (nnc_cg_dump_kernels) in a temporary file, from
+ * its start; the caller closes it. */
+static FILE *kernel_dump(fixture *fx) {
   fx_run r;
   fx_compile(fx, &r, 0);
   FILE *f = tmpfile();
   assert_non_null(f);
   nnc_cg_dump_kernels(r.prog, f);
   rewind(f);
+  fx_release(&r);
+  return f;
+}
+
+/* Kernels in the compiled train step. */
+static int train_kernels(fixture *fx) {
+  FILE *f = kernel_dump(fx);
   char line[256];
   int n = -1;
   while (n < 0 && fgets(line, sizeof line, f))
     if (sscanf(line, "graph train: %d kernels", &n) != 1) n = -1;
   fclose(f);
-  fx_release(&r);
   return n;
 }
 
@@ -785,6 +792,40 @@ static void test_twin_lane_sums(void **state) {
   free(a);
   free(b);
   free(c);
+}
+
+/* Whether the train step's lane sum loops over the images (extent
+ * `images`) right outside the channels (extent `channels`): memory order. */
+static bool images_outside_channels(fixture *fx, int images, int channels) {
+  FILE *f = kernel_dump(fx);
+  char line[256], want[2][32];
+  snprintf(want[0], sizeof want[0], " < %d:", images);
+  snprintf(want[1], sizeof want[1], " < %d:", channels);
+  bool in_lanes = false, after_images = false, found = false;
+  while (fgets(line, sizeof line, f)) {
+    if (strncmp(line, "kernel ", 7) == 0) in_lanes = strstr(line, ".lanesum") != NULL;
+    if (!in_lanes || !strstr(line, "for ")) continue;
+    found |= after_images && strstr(line, want[1]);
+    after_images = strstr(line, want[0]) != NULL;
+  }
+  fclose(f);
+  return found;
+}
+
+/* Batch norm's sums over [G, N/G, C, H, W] groups of the batch: the lane
+ * kernel takes the images of a group outside the channels (memory order:
+ * one image's planes one after the other, not one plane an image apart);
+ * each lane adds the same terms in the same order as before, so the sums
+ * agree with the interpreter and bit for bit at 1, 2 and 3 threads. */
+static void test_lanes_in_memory_order(void **state) {
+  fixture *fx = *state;
+  nnc_node *x = fx_param(fx, "x", sh(4, 6, 4, 5, 9), -2, 2);
+  nnc_node *sq = nnc_ir_binary(fx->g, NNC_OP_MUL, x, x);
+  out(fx, NNC_OUT_PRED, grouped_sum(fx, x));
+  out(fx, NNC_OUT_LOSS_VEC, grouped_sum(fx, sq));
+  fx_check(fx);
+  fx_check_threads(fx, 1, false);
+  assert_true(images_outside_channels(fx, 3, 4));
 }
 
 /* The memory plan: temporaries a (16 floats, kernels 0-1), b (16 floats,
@@ -925,6 +966,7 @@ int main(void) {
       T(test_recompute_batchnorm),
       cmocka_unit_test(test_reduce_through_reshape),
       cmocka_unit_test(test_twin_lane_sums),
+      T(test_lanes_in_memory_order),
       cmocka_unit_test(test_plan_largest_first),
       cmocka_unit_test(test_every_op_is_checked), /* last */
   };
