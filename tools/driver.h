@@ -1,7 +1,8 @@
 /* driver.h: what the commands of the nnc driver share (tools/nnc.c): a .nn
  * file compiled through the front end and the graph passes, its training
  * spec, and the command-line conventions of `nnc run`. Each command beyond
- * nnc.c's own lives in its own file: eval.c (eval, predict), summary.c. */
+ * nnc.c's own lives in its own file: eval.c (eval, predict), summary.c,
+ * build.c (-o). */
 #ifndef NNC_TOOLS_DRIVER_H
 #define NNC_TOOLS_DRIVER_H
 
@@ -12,6 +13,8 @@
 #include "frontend.h"
 #include "ir.h"
 #include "nnc_rt.h"
+
+#define NNC_VERSION "0.1.0"
 
 enum { MAX_SETTINGS = 32 };
 
@@ -64,5 +67,9 @@ int comm_open(nnc_rt_comm *comm, int *argc, char ***argv, bool *opened);
 /* The commands in their own files; argv after the command's name. */
 int cmd_eval(int argc, char **argv, int predict); /* eval.c */
 int cmd_summary(int argc, char **argv);           /* summary.c */
+/* nnc FILE -o PROGRAM, with co's code options (build.c). */
+int cmd_build(const char *path, const char *out, const nnc_frontend_options *fo,
+              const nnc_cg_options *co);
+void print_version(void); /* the version and the runtime -o links (build.c) */
 
 #endif
