@@ -449,6 +449,9 @@ void nnc_kernel_print(FILE *out, const nnc_kprog *p, const nnc_kernel *k) {
   for (int i = 0; i < k->nwrites; i++)
     fprintf(out, "  writes b%d %s @%lld\n", k->writes[i], p->bufs[k->writes[i]].name,
             (long long)p->bufs[k->writes[i]].offset);
+  for (int i = 0; i < k->nprefetch; i++)
+    fprintf(out, "  prefetches for writing b%d %s\n", k->prefetch_bufs[i],
+            p->bufs[k->prefetch_bufs[i]].name);
   if (k->is_gemm)
     fprintf(out, "  gemm M=%lld N=%lld K=%lld ta=%d tb=%d bias=%d act=%d\n", (long long)k->gemm.M,
             (long long)k->gemm.N, (long long)k->gemm.K, k->gemm.trans_a, k->gemm.trans_b,

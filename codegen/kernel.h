@@ -226,6 +226,13 @@ typedef struct nnc_kernel {
   const struct nnc_kernel *update;
   /* Buffers read and written (for the memory plan), deduplicated. */
   int *reads, nreads, *writes, nwrites;
+  /* An update pass (lower_update.c): base buffers it writes in place that
+   * other kernels of the step read across its rows (a weight that dy.W
+   * reads by columns): the lines of the other core's share are then
+   * shared, and each store waits for their copies to be invalidated. The
+   * split loop prefetches, for writing, the row about 1 KB ahead of each
+   * (llvm.c); values are unchanged. */
+  int *prefetch_bufs, nprefetch;
   /* Set by plan.c: a kernel of the train graph that this (eval) kernel
    * equals, its buffers placed at the same offsets, so both have the same
    * machine code: the backends call that kernel's function instead. */

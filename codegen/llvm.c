@@ -33,6 +33,7 @@
 #include <llvm-c/DebugInfo.h>
 
 #include "gemm.h"
+#include "cg_loop.h"
 #include "llvm_internal.h"
 
 /* Kernels with less work than this run on the calling thread. */
@@ -129,6 +130,31 @@ static bool copy_rows(const nnc_kprog *p, const nnc_kstmt *s) {
   return true;
 }
 
+/* At iteration iv of an update pass's split loop (kernel.h,
+ * prefetch_bufs): each cache line of the row about 1 KB ahead of each such
+ * buffer, prefetched for writing (llvm.prefetch rw=1, to L1), so the
+ * other core's copies are invalidated before the store reaches them.
+ * Rows past the end prefetch nothing that faults. */
+static void prefetch_rows(emitter *E, LLVMValueRef iv) {
+  const nnc_kernel *k = E->k;
+  for (int i = 0; i < k->nprefetch; i++) {
+    const nnc_kbuf *buf = &E->p->bufs[k->prefetch_bufs[i]];
+    int64_t row = buf->numel / k->extent * nnc_kt_size(buf->type), ahead = (1023 + row) / row;
+    LLVMValueRef at = LLVMBuildMul(
+        E->b, LLVMBuildAdd(E->b, iv, LLVMConstInt(E->ti64, (unsigned long long)ahead, 0), ""),
+        LLVMConstInt(E->ti64, (unsigned long long)row, 0), "");
+    for (int64_t off = 0; off < row; off += 64) {
+      LLVMValueRef o =
+          LLVMBuildAdd(E->b, at, LLVMConstInt(E->ti64, (unsigned long long)off, 0), "");
+      LLVMValueRef ptr = LLVMBuildGEP2(E->b, E->ti8, E->base[k->prefetch_bufs[i]], &o, 1, "");
+      LLVMTypeRef pt = LLVMTypeOf(ptr);
+      LLVMValueRef args[4] = {ptr, LLVMConstInt(E->ti32, 1, 0), LLVMConstInt(E->ti32, 3, 0),
+                              LLVMConstInt(E->ti32, 1, 0)};
+      nnc_cg_call_intrinsic(E->mod, E->b, "llvm.prefetch", &pt, 1, args, 4);
+    }
+  }
+}
+
 /* An innermost loop inside another loop, shorter than a vector or a copy:
  * unrolled fully, it would leave the outer loop innermost, and the
  * vectoriser would run across rows with gathers and scatters (code size,
@@ -152,6 +178,7 @@ static void loop(emitter *E, const nnc_kstmt *s, LLVMValueRef lo, LLVMValueRef h
   LLVMBuildCondBr(E->b, LLVMBuildICmp(E->b, LLVMIntSLT, iv, hi, ""), body, exit);
   LLVMPositionBuilderAtEnd(E->b, body);
   E->vars[s->var] = iv;
+  if (E->loop_depth == 1 && E->k && E->k->nprefetch) prefetch_rows(E, iv);
   /* Values computed before the loop may be stale inside it if it writes
    * what they read. */
   bool stores = false, sets = false;

@@ -77,10 +77,13 @@ static void kernel_matmul_loops(lower *L, nnc_kernel *k, const nnc_node *mm, int
 
 /* Columns per block when a product is better split over columns than
  * rows, else 0. A product whose B is a parameter (x.W^T forward, dy.W
- * backward) is split over B's rows (columns of C): each thread then
- * reads only its share of the weights, the share its part of the update
- * pass writes (split over the weight's first dim), so the weights stay in
- * that core's cache instead of moving between cores every step. A product
+ * backward) is split over C's columns. For x.W^T those are W's rows: each
+ * thread then reads only its share of the weights, the share its part of
+ * the update pass writes (split over the weight's first dim), so the
+ * weights stay in that core's cache. For dy.W they are W's columns: each
+ * thread reads half of every row, and the update pass prefetches the
+ * rows the other core read for writing (lower_update.c,
+ * mark_shared_writes). A product
  * with a long K whose B is larger than 4 MB and wider than C is tall (a
  * convolution's weight gradient dyᵀ.cols: 64x288x12544, B 14 MB) is split
  * over columns too: each thread then streams half of B instead of all of

@@ -260,6 +260,43 @@ static void hoist_passes(lower *L, const group *G) {
   }
 }
 
+/* Whether kernel j reads base buffer b only by the rows of b that the
+ * same thread's part of b's update pass writes: a product x.W^T split over
+ * blocks of C's columns, which are W's rows (lower_matmul.c,
+ * column_split). */
+static bool reads_by_rows(const nnc_kprog *p, const nnc_kernel *j, int b) {
+  if (!j->is_gemm || j->col_block <= 0 || !j->gemm.trans_b || nnc_kbuf_base(p, j->b_buf) != b)
+    return false;
+  for (int r = 0; r < j->nreads; r++)
+    if (j->reads[r] != j->b_buf && nnc_kbuf_base(p, j->reads[r]) == b) return false;
+  return true;
+}
+
+/* Rows of 4 to 64 cache lines: one row's prefetches per iteration of the
+ * split loop (llvm.c) keep ahead of the stores without a burst that would
+ * stall on the core's outstanding misses. */
+enum { PREFETCH_ROW_MIN = 256, PREFETCH_ROW_MAX = 4096 };
+
+/* Sets k->prefetch_bufs for update pass k (see kernel.h): the buffers it
+ * writes that another kernel of the step reads other than by rows. */
+static void mark_shared_writes(lower *L, nnc_kernel *k) {
+  const nnc_kprog *p = L->p;
+  if (!k->split || k->extent < 2) return;
+  k->prefetch_bufs = nnc_arena_alloc(L->a, sizeof(int) * (size_t)(k->nwrites + 1));
+  for (int w = 0; w < k->nwrites; w++) {
+    int b = nnc_kbuf_base(p, k->writes[w]);
+    const nnc_kbuf *buf = &p->bufs[b];
+    int64_t row = buf->numel / k->extent * nnc_kt_size(buf->type);
+    if (buf->numel % k->extent || row < PREFETCH_ROW_MIN || row > PREFETCH_ROW_MAX) continue;
+    bool across = false;
+    for (int i = 0; i < L->kg->n && !across; i++) {
+      const nnc_kernel *j = L->kg->k[i];
+      across = j != k && kernel_reads(p, j, b) && !reads_by_rows(p, j, b);
+    }
+    if (across) k->prefetch_bufs[k->nprefetch++] = b;
+  }
+}
+
 bool nnc_lw_update_passes(lower *L) {
   const nnc_graph *g = L->g;
   const nnc_kprog *p = L->p;
@@ -349,5 +386,7 @@ bool nnc_lw_update_passes(lower *L) {
   for (int c = 0; c < ncopies; c++)
     nnc_lw_kernel_copy(L, "update.copy", copy_dst[c], copy_src[c], p->bufs[copy_dst[c]].numel);
   hoist_passes(L, G);
+  for (int gi = 0; gi < L->ngroups; gi++)
+    if (!fused[gi]) mark_shared_writes(L, G[gi].k);
   return true;
 }

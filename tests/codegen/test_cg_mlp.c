@@ -484,6 +484,66 @@ static void test_emit_asm_zmm_fma(void **state) {
   remove(obj);
 }
 
+/* The kernel dump's block of the train kernel named ...what, up to the
+ * next kernel (malloc'd), or NULL. */
+static char *train_kernel_block(const nnc_cg_program *prog, const char *what) {
+  char *text = kernel_dump(prog), *at = strstr(text, what), *block = NULL;
+  if (at) {
+    char *end = strstr(at, "\nkernel ");
+    size_t n = end ? (size_t)(end - at) : strlen(at);
+    block = malloc(n + 1);
+    assert_non_null(block);
+    memcpy(block, at, n);
+    block[n] = 0;
+  }
+  free(text);
+  return block;
+}
+
+/* dense2's weight is read by dy2.W2 split over W2's columns, so half the
+ * rows each core's share of its Adam pass writes were read by the other
+ * core: the pass prefetches them for writing, one 1 KB row (16 lines)
+ * ahead (lower_update.c, mark_shared_writes; llvm.c, prefetch_rows).
+ * dense1's weight is read only by x.W1^T, split over W1's rows, and m and
+ * v only by the pass: none of theirs. */
+static void test_fashion_mlp_prefetches_shared_weights(void **state) {
+  fixture *fx = *state;
+  fx_run r;
+  if (!compile_fashion_mlp(fx, &r)) skip();
+  char *w2 = train_kernel_block(r.prog, "update.adam.m.mlp.dense2.weight (split)");
+  char *w1 = train_kernel_block(r.prog, "update.adam.m.mlp.dense1.weight (split)");
+  assert_non_null(w2);
+  assert_non_null(w1);
+  const char *pf = strstr(w2, "prefetches for writing b");
+  assert_non_null(pf);
+  size_t len = strcspn(pf, "\n"), tail = strlen(" mlp.dense2.weight");
+  assert_true(len > tail);
+  assert_memory_equal(pf + len - tail, " mlp.dense2.weight", tail); /* not m's or v's */
+  assert_null(strstr(pf + 1, "prefetches"));
+  assert_null(strstr(w1, "prefetches"));
+  free(w2);
+  free(w1);
+  fx_release(&r);
+  /* in the pass's function: 16 prefetches for writing (rw 1, to L1) */
+  nnc_cg_options o;
+  nnc_cg_default_options(&o);
+  FILE *f = emit_text(fx->m, &o, NNC_CG_LLVM);
+  char line[512];
+  int in_w2 = 0, in_w1 = 0, n_w2 = 0, n_w1 = 0;
+  while (fgets(line, sizeof line, f)) {
+    if (!strncmp(line, "define", 6)) {
+      in_w2 = strstr(line, "update.adam.m.mlp.dense2.weight") != NULL;
+      in_w1 = strstr(line, "update.adam.m.mlp.dense1.weight") != NULL;
+    }
+    bool pw = strstr(line, "call void @llvm.prefetch") && strstr(line, "i32 1, i32 3, i32 1)");
+    n_w2 += in_w2 && pw;
+    n_w1 += in_w1 && pw;
+  }
+  fclose(f);
+  assert_int_equal(n_w2, 16);
+  assert_int_equal(n_w1, 0);
+}
+
 /* Code for a CPU without FMA or AVX (x86-64 with SSE2 only): the products
  * multiply and add instead of calling fmaf per lane (llvm.fma), and the
  * step still matches the interpreter. (Runs on any x86-64 host.) */
@@ -745,6 +805,7 @@ int main(void) {
       T(test_fashion_mlp_against_interp),
       T(test_fashion_mlp_eval_shares_train_kernels),
       T(test_fashion_mlp_updates_after_their_products),
+      T(test_fashion_mlp_prefetches_shared_weights),
       T(test_small_cnn_eval_shares_train_kernels),
       T(test_small_cnn_cold_code_split),
       T(test_fashion_mlp_learns),
