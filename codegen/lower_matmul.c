@@ -130,6 +130,7 @@ void nnc_lw_kernel_matmul(lower *L, const nnc_node *n) {
                                     n);
   int a_buf = L->buf[mm->in[0]->id], b_buf = L->buf[mm->in[1]->id], c_buf = L->buf[n->id];
   int bias = mask ? L->buf[mask->id] : bias_buffer(L, add, mm);
+  if (mask && bias < 0) nnc_ir_bug("codegen: a ReLU mask without memory");
   int64_t M = mm->shape.dim[0], N = mm->shape.dim[1];
   bool ta = mm->attr[0], tb = mm->attr[1];
   int64_t K = ta ? mm->in[0]->shape.dim[0] : mm->in[0]->shape.dim[1];
