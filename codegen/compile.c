@@ -170,6 +170,11 @@ bool nnc_cg_build_kernels(nnc_kprog *p, const nnc_module *m, const nnc_cg_target
    * (docs/performance.md); the tests compare both forms. */
   const char *fuse = getenv("NNC_FUSE_UPDATES");
   p->fuse_updates = opt_level >= 2 && fuse && !strcmp(fuse, "1");
+  /* ReLU's backward select in the epilogue of the product before it
+   * (lower_fuse.c, the same bits); NNC_FUSE_MASKS=0 keeps the select's
+   * own kernel (for comparisons). */
+  const char *masks = getenv("NNC_FUSE_MASKS");
+  p->fuse_masks = !(masks && !strcmp(masks, "0"));
   /* Direct convolutions (lower_conv.c) on AVX-512, f32; NNC_DIRECT_CONV=0
    * keeps the im2col products (for comparisons). */
   const char *direct = getenv("NNC_DIRECT_CONV");

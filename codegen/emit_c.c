@@ -522,6 +522,8 @@ static void gemm_kernel(cwriter *W, const nnc_kernel *k) {
   const nnc_cg_gemm *g = &k->gemm;
   /* Split over column blocks for threads: one call does all of them here. */
   int64_t N = k->col_block > 0 ? g->N * k->extent : g->N;
+  /* inference programs have no backward pass, so no ReLU mask */
+  if (g->act == NNC_CG_ACT_RELU_MASK) nnc_ir_bug("emit_c: a product with a ReLU mask");
   fprintf(W->f, "  /* C[%lld x %lld] = A . B%s%s%s, K = %lld */\n", (long long)g->M, (long long)N,
           g->trans_b ? "^T" : "", k->bias_buf >= 0 ? " + bias" : "",
           g->act == NNC_CG_ACT_RELU ? ", then ReLU" : "", (long long)g->K);

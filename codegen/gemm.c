@@ -185,7 +185,8 @@ static void outer_store(emitter *e, const panel *pn, int mr, LLVMValueRef m, LLV
     LLVMValueRef bias_v = g->bias && last ? load_vec(e, e->bias, n, lanes) : NULL;
     for (int i = 0; i < mr; i++) {
       c_vec at = {add64(e, mul64(e, add64(e, m, i64c(e, i)), g->ldc), n), lanes};
-      LLVMValueRef v = finish(e, last, acc[i * pn->nv + j], bias_v, load_c_vec, &at);
+      LLVMValueRef mask_v = mask_at(e, last, at.idx, lanes, true);
+      LLVMValueRef v = finish(e, last, acc[i * pn->nv + j], bias_v, mask_v, load_c_vec, &at);
       if (e->st && last)
         e->st->store(e->st->ctx, e->b, v, at.idx, lanes);
       else

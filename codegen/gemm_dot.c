@@ -155,7 +155,7 @@ void nnc_gemm_dot_tile(emitter *e, const panel *pn, int mr, LLVMValueRef m) {
     LLVMValueRef ptr = elem_ptr(e, e->C, idx);
     c_row at = {ptr, nr};
     if (starts_from_c(e, pn)) v = LLVMBuildFAdd(e->b, load_c_row(e, &at), v, "");
-    v = finish(e, pn->last, v, bias_v, load_c_row, &at);
+    v = finish(e, pn->last, v, bias_v, mask_at(e, pn->last, idx, nr, false), load_c_row, &at);
     if (e->st && pn->last)
       e->st->store(e->st->ctx, e->b, v, idx, nr);
     else

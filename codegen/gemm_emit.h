@@ -150,15 +150,35 @@ static inline LLVMValueRef shuffle(emitter *e, LLVMValueRef a, LLVMValueRef b, c
   return LLVMBuildShuffleVector(e->b, a, b, LLVMConstVector(m, (unsigned)n), "");
 }
 
-/* The fused epilogue on n floats (a vector of any width): +bias, act. */
-static inline LLVMValueRef epilogue(emitter *e, LLVMValueRef v, LLVMValueRef bias_v) {
+/* The fused epilogue on n floats (a vector of any width): +bias, act.
+ * mask_v: the mask's n floats at the same elements (NNC_CG_ACT_RELU_MASK),
+ * else NULL. */
+static inline LLVMValueRef epilogue(emitter *e, LLVMValueRef v, LLVMValueRef bias_v,
+                                    LLVMValueRef mask_v) {
   if (bias_v) v = LLVMBuildFAdd(e->b, v, bias_v, "");
+  LLVMValueRef zero = LLVMConstNull(LLVMTypeOf(v));
   if (e->g->act == NNC_CG_ACT_RELU) {
     /* v < 0 ? 0 : v keeps NaN visible, like PyTorch's relu. */
-    LLVMValueRef zero = LLVMConstNull(LLVMTypeOf(v));
     LLVMValueRef neg = LLVMBuildFCmp(e->b, LLVMRealOLT, v, zero, "");
     v = LLVMBuildSelect(e->b, neg, zero, v, "");
   }
+  if (mask_v) { /* ReLU's backward select: [mask > 0] v, ordered (NaN drops v) */
+    LLVMValueRef keep = LLVMBuildFCmp(e->b, LLVMRealOGT, mask_v, zero, "");
+    v = LLVMBuildSelect(e->b, keep, v, zero, "");
+  }
+  return v;
+}
+
+/* The mask's floats at elements [idx, idx + lanes) of C (C's layout, read
+ * through the bias parameter) for NNC_CG_ACT_RELU_MASK after the last
+ * block, else NULL: a vector of VL (lanes past `lanes` zero), or of
+ * `lanes` floats when that is the epilogue's width (the dot kernel's
+ * rows of nr). */
+static inline LLVMValueRef mask_at(emitter *e, bool last, LLVMValueRef idx, int lanes, bool full) {
+  if (!last || e->g->act != NNC_CG_ACT_RELU_MASK) return NULL;
+  if (full) return load_vec(e, e->bias, idx, lanes);
+  LLVMValueRef v = LLVMBuildLoad2(e->b, vec_of(e, lanes), elem_ptr(e, e->bias, idx), "");
+  LLVMSetAlignment(v, 4);
   return v;
 }
 
@@ -183,9 +203,10 @@ static inline bool starts_from_c(emitter *e, const panel *pn) {
 /* What a finished sum s of an element becomes before it is stored: the
  * epilogue after the last block (last); a plain partial sum before. */
 static inline LLVMValueRef finish(emitter *e, bool last, LLVMValueRef s, LLVMValueRef bias_v,
-                                  LLVMValueRef (*load_c)(emitter *, void *), void *at) {
+                                  LLVMValueRef mask_v, LLVMValueRef (*load_c)(emitter *, void *),
+                                  void *at) {
   if (!last) return s;
-  s = epilogue(e, s, bias_v);
+  s = epilogue(e, s, bias_v, mask_v);
   if (e->g->accumulate && !e->p.fold) s = LLVMBuildFAdd(e->b, load_c(e, at), s, "");
   return s;
 }

@@ -98,6 +98,7 @@ nnc_cg_gemm_plan nnc_cg_gemm_plan_for(const nnc_cg_gemm *g) {
 bool nnc_cg_gemm_bf16_applies(const nnc_cg_gemm *g) {
   /* 512: gemm_bf16.c's k block (BF_KC). Chunked products are f32's. */
   return g->bf16 && g->vector_width >= 16 && g->K > 0 && g->chunks <= 1 &&
+         g->act != NNC_CG_ACT_RELU_MASK && /* the lowering fuses masks in f32 programs only */
          !(g->accumulate && g->act != NNC_CG_ACT_NONE && g->K > 512);
 }
 

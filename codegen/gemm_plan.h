@@ -14,7 +14,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-typedef enum nnc_cg_act { NNC_CG_ACT_NONE, NNC_CG_ACT_RELU } nnc_cg_act;
+/* The activation a product applies last. RELU_MASK is ReLU's backward
+ * pass on the product (an input gradient dy.W^T): C = mask > 0 ? r : 0,
+ * where mask is a tensor stored as C is (row stride ldc), the ReLU's
+ * output, passed in the bias parameter (the product has no bias). */
+typedef enum nnc_cg_act { NNC_CG_ACT_NONE, NNC_CG_ACT_RELU, NNC_CG_ACT_RELU_MASK } nnc_cg_act;
 
 typedef struct nnc_cg_gemm {
   int64_t M, N, K;
@@ -85,7 +89,7 @@ nnc_cg_gemm_plan nnc_cg_gemm_plan_for(const nnc_cg_gemm *g);
 bool nnc_cg_gemm_eq(const nnc_cg_gemm *x, const nnc_cg_gemm *y);
 
 /* Whether g is emitted by the bf16 kernel (gemm_bf16.c): g->bf16 on an
- * AVX-512 target (vector_width 16), K > 0, and no activation after an
+ * AVX-512 target (vector_width 16), K > 0, no RELU_MASK, and no activation after an
  * accumulate that spans several k blocks. Otherwise the f32 kernel. */
 bool nnc_cg_gemm_bf16_applies(const nnc_cg_gemm *g);
 

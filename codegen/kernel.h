@@ -218,7 +218,9 @@ typedef struct nnc_kernel {
    * block), so each thread reads only its part of B, e.g. the rows of a
    * weight matrix that the same thread's part of the update writes. */
   int64_t col_block;
-  int a_buf, b_buf, bias_buf, c_buf; /* bias_buf -1: none */
+  /* bias_buf: the bias row, or with gemm.act NNC_CG_ACT_RELU_MASK the
+   * mask (a tensor stored as C is, passed where the bias goes); -1: none */
+  int a_buf, b_buf, bias_buf, c_buf;
   /* Non-NULL: C is not stored; instead this update pass (lower_update.c,
    * fused) runs on each finished element of C, its loads of c_buf (at the
    * pass's own index) reading the element. The pass's loop nest runs over
@@ -376,6 +378,8 @@ typedef struct nnc_kprog {
   bool bf16;                 /* products with bf16 operands (precision = bf16) */
   bool fuse_updates;         /* update passes fused into their gradient's product
                                 (lower_update.c) where they can be */
+  bool fuse_masks;           /* ReLU's backward select fused into the product
+                                that makes its gradient (lower_fuse.c) */
   bool direct_conv;          /* stride-1 convolutions and their input gradients as
                                 direct kernels (lower_conv.c): trainers only */
   const nnc_kdeploy *deploy; /* non-NULL: a deployed inference program (see above) */

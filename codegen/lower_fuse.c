@@ -139,6 +139,37 @@ static nnc_node *relu_with_mask(lower *L, nnc_node *z) {
   return r;
 }
 
+/* The node a reader of n reads in its place (relu_with_mask). */
+static nnc_node *substituted(const lower *L, nnc_node *n) {
+  while (L->subst[n->id])
+    n = L->subst[n->id];
+  return n;
+}
+
+/* ReLU's backward select on a product, select(gt(h, 0), mm, 0) (autodiff's
+ * rule with relu_with_mask's h = relu(z)), where h has memory of its own
+ * (a product's epilogue or a leaf): one kernel, the product with
+ * NNC_CG_ACT_RELU_MASK, computing [h > 0] (A.B) as each tile is stored,
+ * the same values as the select's kernel, which then is not run and does
+ * not read the product back from memory. f32 programs only (the bf16
+ * kernel has no such epilogue). */
+static void match_relu_mask(lower *L, nnc_node *mm) {
+  int id = mm->id;
+  if (!L->p->fuse_masks || !L->p->use_gemm || L->p->bf16 || mm->dtype != NNC_F32 ||
+      mm->shape.rank != 2 || L->final[id] != mm || !plain_node(L, mm))
+    return;
+  nnc_node *s = L->users[id][0], *c = s->in[0];
+  if (s->op != NNC_OP_SELECT || s->in[1] != mm || c == mm || !is_zero_const(s->in[2]) ||
+      !nnc_shape_eq(&s->shape, &mm->shape) || L->is_update[s->id] || c->op != NNC_OP_GT ||
+      !is_zero_const(c->in[1]) || !plain_node(L, c) || !nnc_shape_eq(&c->shape, &mm->shape))
+    return;
+  nnc_node *h = substituted(L, c->in[0]);
+  bool stored = L->final[h->id] == h || h->op == NNC_OP_PARAM || h->op == NNC_OP_INPUT;
+  if (!stored || h->dtype != NNC_F32 || !nnc_shape_eq(&h->shape, &mm->shape)) return;
+  L->final[id] = L->final[c->id] = L->final[s->id] = s;
+  L->force[h->id] = true;
+}
+
 /* matmul -> add(bias row) -> relu becomes one kernel: marks the chain. */
 void nnc_lw_match_epilogues(lower *L) {
   for (int i = 0; i < L->nn; i++) {
@@ -167,6 +198,8 @@ void nnc_lw_match_epilogues(lower *L) {
     }
     L->force[mm->in[0]->id] = L->force[mm->in[1]->id] = true;
   }
+  for (int i = 0; i < L->nn; i++)
+    if (L->live[i] && L->g->nodes[i]->op == NNC_OP_MATMUL) match_relu_mask(L, L->g->nodes[i]);
 }
 
 /* Does user u read n at u's own index (same shape, elementwise)? */

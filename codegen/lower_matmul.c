@@ -6,9 +6,19 @@
  */
 #include "lower_internal.h"
 
-/* The matmul node behind a (possibly absorbed) epilogue chain ending at n. */
-static const nnc_node *chain_matmul(lower *L, const nnc_node *n, const nnc_node **add, bool *relu) {
+/* The matmul node behind a (possibly absorbed) epilogue chain ending at n;
+ * *mask: the tensor of ReLU's backward select ending the chain, or NULL
+ * (lower_fuse.c match_relu_mask). */
+static const nnc_node *chain_matmul(lower *L, const nnc_node *n, const nnc_node **add, bool *relu,
+                                    const nnc_node **mask) {
   *add = NULL;
+  *mask = NULL;
+  if (n->op == NNC_OP_SELECT) {
+    const nnc_node *h = n->in[0]->in[0];
+    *mask = L->subst[h->id] ? L->subst[h->id] : h;
+    *relu = false;
+    return n->in[1];
+  }
   *relu = n->op == NNC_OP_RELU;
   const nnc_node *c = *relu ? n->in[0] : n;
   if (c->op == NNC_OP_ADD) {
@@ -112,16 +122,18 @@ static int64_t stored_ld(lower *L, const nnc_node *x) {
 
 void nnc_lw_kernel_matmul(lower *L, const nnc_node *n) {
   kgen G;
-  const nnc_node *add;
+  const nnc_node *add, *mask;
   bool relu;
-  const nnc_node *mm = chain_matmul(L, n, &add, &relu);
+  const nnc_node *mm = chain_matmul(L, n, &add, &relu, &mask);
   nnc_kernel *k = nnc_lw_new_kernel(L, &G,
-                                    relu  ? "matmul_bias_relu"
-                                    : add ? "matmul_bias"
-                                          : "matmul",
+                                    relu   ? "matmul_bias_relu"
+                                    : add  ? "matmul_bias"
+                                    : mask ? "matmul_relu_mask"
+                                           : "matmul",
                                     n);
   int a_buf = L->buf[mm->in[0]->id], b_buf = L->buf[mm->in[1]->id], c_buf = L->buf[n->id];
-  int bias = bias_buffer(L, add, mm);
+  int bias = mask ? L->buf[mask->id] : bias_buffer(L, add, mm);
+  if (mask && bias < 0) nnc_ir_bug("codegen: a ReLU mask without memory");
   int64_t M = mm->shape.dim[0], N = mm->shape.dim[1];
   bool ta = mm->attr[0], tb = mm->attr[1];
   int64_t K = ta ? mm->in[0]->shape.dim[0] : mm->in[0]->shape.dim[1];
@@ -157,8 +169,8 @@ void nnc_lw_kernel_matmul(lower *L, const nnc_node *n) {
       b_buf = sb;
       k->label = nnc_arena_printf(L->a, "%s ct", k->label);
     }
-    g->bias = bias >= 0;
-    g->act = relu ? NNC_CG_ACT_RELU : NNC_CG_ACT_NONE;
+    g->bias = bias >= 0 && !mask;
+    g->act = mask ? NNC_CG_ACT_RELU_MASK : relu ? NNC_CG_ACT_RELU : NNC_CG_ACT_NONE;
     g->vector_width = L->p->vector_width;
     g->bf16 = L->p->bf16;
     g->chunks = mm->attr[2]; /* K over the batch in micro-batch chunks (ir/chunk.c) */
@@ -180,6 +192,7 @@ void nnc_lw_kernel_matmul(lower *L, const nnc_node *n) {
   } else {
     if (L->trans[n->id] || L->trans[mm->in[0]->id] || L->trans[mm->in[1]->id])
       nnc_ir_bug("codegen: a transposed layout outside gemm");
+    if (mask) nnc_ir_bug("codegen: a ReLU mask outside gemm");
     kernel_matmul_loops(L, k, mm, a_buf, b_buf, bias, relu, c_buf);
   }
   nnc_lw_add_kernel(L, k);

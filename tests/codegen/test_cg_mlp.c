@@ -577,14 +577,16 @@ static void test_sse2_target(void **state) {
  * data-parallel step runs after summing the gradients. */
 
 /* fx's persistent tensors, one after the other, after 3 steps compiled
- * with the update passes fused (where they can be) or not, on `threads`
- * threads; *fused: the products that have a pass fused in. */
-static char *tensors_after_steps(fixture *fx, bool fuse, int threads, size_t *bytes, int *fused) {
-  setenv("NNC_FUSE_UPDATES", fuse ? "1" : "0", 1);
+ * with the fusion that the variable env turns on fused (where it can be)
+ * or not, on `threads` threads; *fused: how often `what` is in the kernel
+ * dump (by default, the products that have a pass fused in). */
+static char *tensors_fused_by(fixture *fx, const char *env, const char *what, bool fuse,
+                              int threads, size_t *bytes, int *fused) {
+  setenv(env, fuse ? "1" : "0", 1);
   fx_run r;
   fx_compile(fx, &r, threads);
-  unsetenv("NNC_FUSE_UPDATES");
-  *fused = in_kernel_dump(r.prog, "\n  fused train."); /* products with a pass */
+  unsetenv(env);
+  *fused = in_kernel_dump(r.prog, what);
   fx_fill(fx, &r, NULL);
   for (int s = 1; s <= 3; s++) {
     fx_inputs(fx, &r, NULL, s);
@@ -610,6 +612,22 @@ static char *tensors_after_steps(fixture *fx, bool fuse, int threads, size_t *by
   return out;
 }
 
+static char *tensors_after_steps(fixture *fx, bool fuse, int threads, size_t *bytes, int *fused) {
+  return tensors_fused_by(fx, "NNC_FUSE_UPDATES", "\n  fused train.", fuse, threads, bytes, fused);
+}
+
+/* got and ref (n bytes of floats) are the same bits. */
+static void assert_same_floats(const char *got, const char *ref, size_t n, int threads) {
+  for (size_t i = 0; i < n; i += 4)
+    if (memcmp(got + i, ref + i, 4)) {
+      float a, b;
+      memcpy(&a, got + i, 4);
+      memcpy(&b, ref + i, 4);
+      fail_msg("%d threads: float %zu of the tensors is %.9g fused, %.9g not", threads, i / 4, a,
+               b);
+    }
+}
+
 /* Fused on 1, 2 and 3 threads: `expect` products take their update pass,
  * and every tensor is bit for bit what the unfused step gives. */
 static void check_fused(fixture *fx, int expect) {
@@ -621,16 +639,7 @@ static void check_fused(fixture *fx, int expect) {
     char *got = tensors_after_steps(fx, true, threads, &n, &fused);
     assert_int_equal(fused, expect);
     assert_int_equal(n, n0);
-    for (size_t i = 0; i < n; i += 4)
-      if (memcmp(got + i, ref + i, 4)) {
-        float a, b;
-        memcpy(&a, got + i, 4);
-        memcpy(&b, ref + i, 4);
-        free(got);
-        free(ref);
-        fail_msg("%d threads: float %zu of the tensors is %.9g fused, %.9g not", threads, i / 4, a,
-                 b);
-      }
+    assert_same_floats(got, ref, n, threads);
     free(got);
   }
   free(ref);
@@ -692,6 +701,49 @@ static void test_clip_norm_not_fused(void **state) {
   fixture *fx = *state;
   build_mlp_with(fx, 12, 61, 45, 37, NNC_OPT_ADAM, 0, 0.5);
   check_fused(fx, 0);
+}
+
+/* ---- ReLU's backward select in the product before it (lower_fuse.c) ---- */
+
+/* The MLP's hidden gradient dz.W2^T (12x45 from K = 37) computes [h > 0]
+ * as its tiles are stored: one matmul_relu_mask kernel and no select
+ * kernel, and after 3 steps on 1, 2 and 3 threads every tensor is bit for
+ * bit what the select's own kernel gives (NNC_FUSE_MASKS=0). The pre-
+ * activations are drawn so that some are exactly zero after the ReLU. */
+static void check_masks_fused(fixture *fx) {
+  size_t n0, n;
+  int masked, selects;
+  const char *env = "NNC_FUSE_MASKS";
+  char *ref = tensors_fused_by(fx, env, ".matmul_relu_mask (", false, 1, &n0, &masked);
+  free(tensors_fused_by(fx, env, ".select (", false, 1, &n, &selects));
+  assert_int_equal(masked, 0);
+  assert_int_equal(selects, 1);
+  for (int threads = 1; threads <= 3; threads++) {
+    char *got = tensors_fused_by(fx, env, ".matmul_relu_mask (", true, threads, &n, &masked);
+    assert_int_equal(masked, 1);
+    assert_int_equal(n, n0);
+    assert_same_floats(got, ref, n, threads);
+    free(got);
+  }
+  free(tensors_fused_by(fx, env, ".select (", true, 1, &n, &selects));
+  assert_int_equal(selects, 0);
+  free(ref);
+}
+
+static void test_relu_mask_fused(void **state) {
+  fixture *fx = *state;
+  build_mlp(fx, 12, 61, 45, 37, NNC_OPT_ADAM);
+  check_masks_fused(fx);
+}
+
+/* The same with the update passes fused too and K in chunks. */
+static void test_relu_mask_fused_with_updates(void **state) {
+  fixture *fx = *state;
+  build_mlp(fx, 12, 61, 45, 37, NNC_OPT_ADAM);
+  nnc_chunk_batch_sums(fx->m->train, 4);
+  setenv("NNC_FUSE_UPDATES", "1", 1);
+  check_masks_fused(fx);
+  unsetenv("NNC_FUSE_UPDATES");
 }
 
 static bool ends_with(const char *s, const char *tail) {
@@ -822,6 +874,8 @@ int main(void) {
       T(test_fused_rmsprop),
       T(test_fused_adagrad),
       T(test_clip_norm_not_fused),
+      T(test_relu_mask_fused),
+      T(test_relu_mask_fused_with_updates),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

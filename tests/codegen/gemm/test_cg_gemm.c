@@ -324,6 +324,66 @@ static void test_k_blocks(void **state) {
   }
 }
 
+/* NNC_CG_ACT_RELU_MASK: C = mask > 0 ? A.B : 0 with the mask (C's row
+ * stride) in the bias parameter, bit for bit the plain product's values
+ * where the mask is above zero and +0 where it is zero, -0, negative or
+ * NaN; the padding of C untouched, and the same bits from two calls split
+ * at a row block. Both kernels, every layout, K blocks, chunks, narrow
+ * vectors. */
+static void check_relu_mask(fixture *f, nnc_cg_gemm g) {
+  char err[512];
+  nnc_cg_gemm plain = g;
+  g.act = NNC_CG_ACT_RELU_MASK;
+  gemm_jit_fn fp = gemm_jit_compile(f->jit, &plain, err, sizeof err);
+  gemm_jit_fn fm = fp ? gemm_jit_compile(f->jit, &g, err, sizeof err) : NULL;
+  if (!fm)
+    fail_msg("M=%lld N=%lld K=%lld: %s", (long long)g.M, (long long)g.N, (long long)g.K, err);
+  size_t na = (size_t)(g.trans_a ? g.K * g.lda : g.M * g.lda);
+  size_t nb = (size_t)(g.trans_b ? g.N * g.ldb : g.K * g.ldb), nc = (size_t)(g.M * g.ldc);
+  float *A = random_floats(na, &f->seed), *B = random_floats(nb, &f->seed);
+  float *mask = random_floats(nc, &f->seed), *C0 = random_floats(nc, &f->seed);
+  float *C1 = guarded_floats(nc), *C2 = guarded_floats(nc);
+  const float odd[4] = {0.0f, -0.0f, NAN, 1e-40f}; /* 1e-40: a denormal above zero */
+  for (size_t i = 0; i < nc; i += 5)
+    mask[i] = odd[(i / 5) % 4];
+  memcpy(C1, C0, nc * sizeof(float));
+  fp(A, B, NULL, C1, 0, g.M);
+  int64_t cut = g.M / 2 / 8 * 8; /* a multiple of every row block */
+  memcpy(C2, C0, nc * sizeof(float));
+  fm(A, B, mask, C2, 0, cut);
+  fm(A, B, mask, C2, cut, g.M);
+  for (int64_t m = 0; m < g.M; m++)
+    for (int64_t n = 0; n < g.ldc; n++) {
+      size_t i = (size_t)(m * g.ldc + n);
+      float want = n >= g.N ? C0[i] : mask[i] > 0 ? C1[i] : 0.0f;
+      if (memcmp(&C2[i], &want, sizeof want))
+        fail_msg("M=%lld N=%lld K=%lld ta=%d tb=%d: C[%lld,%lld] = %.9g, want %.9g (mask %g)",
+                 (long long)g.M, (long long)g.N, (long long)g.K, g.trans_a, g.trans_b, (long long)m,
+                 (long long)n, C2[i], want, mask[i]);
+    }
+  free_guarded(A, na), free_guarded(B, nb), free_guarded(mask, nc);
+  free_guarded(C0, nc), free_guarded(C1, nc), free_guarded(C2, nc);
+}
+
+static void test_relu_mask(void **state) {
+  fixture *f = *state;
+  const int64_t shapes[][3] = {{64, 128, 256}, {64, 128, 10}, {19, 37, 70},
+                               {13, 37, 1100}, {9, 11, 4200}, {7, 13, 5}};
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+    for (int l = 0; l < 4; l++) {
+      gemm_case c = {shapes[s][0], shapes[s][1], shapes[s][2], l & 1, l >> 1, 0, 16, 3 * (l & 1)};
+      check_relu_mask(f, gemm_of(&c));
+    }
+  gemm_case ch = {24, 45, 64, true, false, 0, 16, 2}; /* a weight gradient's 4 chunks */
+  nnc_cg_gemm g = gemm_of(&ch);
+  g.chunks = 4;
+  check_relu_mask(f, g);
+  for (int vw = 4; vw <= 8; vw *= 2) {
+    gemm_case c = {23, 29, 41, false, vw == 8, 0, vw, 2};
+    check_relu_mask(f, gemm_of(&c));
+  }
+}
+
 /* FMAs (llvm.fmuladd calls) in the IR nnc_cg_emit_gemm gives for g. */
 static int fmas_emitted(const nnc_cg_gemm *g) {
   LLVMContextRef ctx = LLVMContextCreate();
@@ -598,6 +658,7 @@ int main(void) {
       cmocka_unit_test(test_chunk_pairs_in_registers),
       cmocka_unit_test(test_row_block_even_halves),
       cmocka_unit_test(test_asm_has_zmm_fma),
+      cmocka_unit_test(test_relu_mask),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
