@@ -350,17 +350,20 @@ static void transpose(emitter *e, LLVMValueRef *v) {
   }
 }
 
-/* The module's function that packs one full VL x VL block, (src, ldb,
+/* The product's function that packs one full VL x VL block, (src, ldb,
  * dst, stride): dst[t * stride + j] = src[j * ldb + t], VL loads, one
  * transpose, VL stores. Every full block of every panel calls it, so the
- * transpose is emitted once per module, not once per panel (shuffles are
+ * transpose is emitted once per product, not once per panel (shuffles are
  * the slowest IR to select; fashion_cnn's dense 1 product packs a panel of
- * 48 columns and one of 16). Internal; the caller of nnc_cg_emit_gemm
+ * 48 columns and one of 16). Named after the product (PRODUCT.packVL):
+ * the JIT's parts make their functions global symbols, so one name per
+ * module would be defined twice. Internal; the caller of nnc_cg_emit_gemm
  * gives it the target's attributes with the product's
  * (nnc_cg_gemm_helpers). */
 static LLVMValueRef pack_block_fn(emitter *e) {
-  char name[64];
-  snprintf(name, sizeof name, "nnc.gemm.pack%d", e->p.vl);
+  char name[320];
+  size_t len;
+  snprintf(name, sizeof name, "%s.pack%d", LLVMGetValueName2(e->fn, &len), e->p.vl);
   LLVMValueRef fn = LLVMGetNamedFunction(e->mod, name);
   if (fn) return fn;
   LLVMTypeRef params[4] = {e->ptr, e->i64, e->ptr, e->i64};
@@ -389,7 +392,7 @@ void nnc_cg_gemm_helpers(LLVMModuleRef mod, void (*attrs)(void *ctx, LLVMValueRe
   for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f)) {
     size_t len;
     const char *name = LLVMGetValueName2(f, &len);
-    if (!strncmp(name, "nnc.gemm.pack", 13) && !LLVMIsDeclaration(f) &&
+    if (!strncmp(name, "nnc.gemm.", 9) && !LLVMIsDeclaration(f) &&
         !LLVMGetStringAttributeAtIndex(f, LLVMAttributeFunctionIndex, "target-cpu", 10))
       attrs(ctx, f);
   }

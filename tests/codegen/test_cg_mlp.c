@@ -770,10 +770,10 @@ static void test_fashion_cnn_conv_dw_sums_in_loops(void **state) {
 }
 
 /* fashion_cnn's dense 1 product packs its two panels of B (48 and 16
- * columns of W stored [N,K]) through one function, nnc.gemm.pack16: one
- * 16x16 transpose of code (4 halvings of 16 shuffles) for the module,
- * called by both panels, instead of a transpose inlined in each (about a
- * quarter of that product's machine code each). */
+ * columns of W stored [N,K]) through one function, PRODUCT.pack16: one
+ * 16x16 transpose of code (4 halvings of 16 shuffles), called by both
+ * panels, instead of a transpose inlined in each (about a quarter of
+ * that product's machine code each). */
 static void test_fashion_cnn_pack_shared(void **state) {
   nnc_cg_options o;
   nnc_cg_default_options(&o);
@@ -781,8 +781,8 @@ static void test_fashion_cnn_pack_shared(void **state) {
   FILE *f = fashion_cnn_llvm(*state);
   if (!f) skip();
   int shuffles[2] = {0, 0}, calls[16];
-  int n = lines_in(f, "nnc.gemm.pack", "", "shufflevector", shuffles, 2);
-  int products = lines_in(f, "nnc.gemm.train.", "", "@nnc.gemm.pack16(", calls, 16);
+  int n = lines_in(f, "nnc.gemm.", ".pack16", "shufflevector", shuffles, 2);
+  int products = lines_in(f, "nnc.gemm.train.", "", ".pack16(", calls, 16);
   fclose(f);
   assert_int_equal(n, 1);
   assert_int_equal(shuffles[0], 64);
