@@ -403,6 +403,47 @@ static void declare_only(LLVMModuleRef mod, LLVMValueRef f) {
   LLVMSetVisibility(d, LLVMHiddenVisibility);
 }
 
+/* Whether f, a function of the copy of mod, is defined and hot in mod. */
+static bool hot_in(LLVMModuleRef mod, LLVMValueRef f) {
+  size_t len;
+  LLVMValueRef g = LLVMGetNamedFunction(mod, LLVMGetValueName2(f, &len));
+  return g && !LLVMIsDeclaration(g) && !is_cold(g);
+}
+
+/* A copy of mod in which the hot functions are declarations: their
+ * bodies (most of the optimised module: copying them was most of the
+ * split's time) are detached from their functions while mod is copied,
+ * then put back, block for block in their order. */
+static LLVMModuleRef clone_without_hot_bodies(LLVMModuleRef mod) {
+  size_t n = 0;
+  for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f))
+    if (!LLVMIsDeclaration(f) && !is_cold(f)) n += LLVMCountBasicBlocks(f);
+  LLVMBasicBlockRef *blocks = malloc(sizeof *blocks * (n ? n : 1));
+  LLVMValueRef *owner = malloc(sizeof *owner * (n ? n : 1));
+  if (!blocks || !owner) { /* the whole copy: the same result, slower */
+    free(blocks);
+    free(owner);
+    return LLVMCloneModule(mod);
+  }
+  size_t at = 0;
+  for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f)) {
+    if (LLVMIsDeclaration(f) || is_cold(f)) continue;
+    unsigned nb = LLVMCountBasicBlocks(f);
+    LLVMGetBasicBlocks(f, blocks + at);
+    for (unsigned i = 0; i < nb; i++) {
+      owner[at + i] = f;
+      LLVMRemoveBasicBlockFromParent(blocks[at + i]);
+    }
+    at += nb;
+  }
+  LLVMModuleRef out = LLVMCloneModule(mod);
+  for (size_t i = 0; i < n; i++)
+    LLVMAppendExistingBasicBlock(owner[i], blocks[i]);
+  free(blocks);
+  free(owner);
+  return out;
+}
+
 /* Moves mod's cold functions to a new module (returned; NULL when mod has
  * none, or only cold ones and not more_hot, hot functions to be linked
  * into mod later): a copy of mod in which every other function is
@@ -425,13 +466,15 @@ static LLVMModuleRef split_cold(LLVMModuleRef mod, bool more_hot, int *ncold) {
   }
   if (!cold || !(hot || more_hot)) return NULL;
   *ncold = cold;
-  LLVMModuleRef out = LLVMCloneModule(mod);
+  LLVMModuleRef out = clone_without_hot_bodies(mod);
   LLVMModuleRef mods[2] = {mod, out};
   for (int m = 0; m < 2; m++) {
-    LLVMValueRef next;
-    for (LLVMValueRef f = LLVMGetFirstFunction(mods[m]); f; f = next) {
+    /* the declarations declare_only appends are not visited */
+    LLVMValueRef next, last = LLVMGetLastFunction(mods[m]);
+    for (LLVMValueRef f = LLVMGetFirstFunction(mods[m]), end = NULL; f != end; f = next) {
       next = LLVMGetNextFunction(f);
-      if (!LLVMIsDeclaration(f) && is_cold(f) == (m == 0)) declare_only(mods[m], f);
+      if (f == last) end = next;
+      if (m == 0 ? is_cold(f) : hot_in(mod, f)) declare_only(mods[m], f);
     }
   }
   LLVMValueRef next;

@@ -153,14 +153,15 @@ static item item_of(dw_emitter *w, LLVMValueRef it) {
   return r;
 }
 
-/* Accumulator a's flat index in dw (and in a chunk's slot of sums). */
-static LLVMValueRef out_index(dw_emitter *w, const item *r, int64_t a) {
+/* Accumulator a's (i64) flat index in dw (and in a chunk's slot of sums). */
+static LLVMValueRef out_index(dw_emitter *w, const item *r, LLVMValueRef a) {
+  emitter *E = w->E;
   const nnc_kconv_dw *d = w->d;
-  int64_t j = a / (d->khb * d->KW), tap = a % (d->khb * d->KW);
-  LLVMValueRef o = add64(w, r->o0, i64c(w, j));
-  LLVMValueRef oc = add64(w, mul64(w, o, d->C), r->c);
+  LLVMValueRef per_o = i64c(w, d->khb * d->KW);
+  LLVMValueRef j = LLVMBuildUDiv(E->b, a, per_o, ""), tap = LLVMBuildURem(E->b, a, per_o, "");
+  LLVMValueRef oc = add64(w, mul64(w, add64(w, r->o0, j), d->C), r->c);
   LLVMValueRef kh0 = mul64(w, r->kb, d->khb); /* tap rows before the block: kh0 * KW taps */
-  return add64(w, add64(w, mul64(w, oc, w->taps), mul64(w, kh0, d->KW)), i64c(w, tap));
+  return add64(w, add64(w, mul64(w, oc, w->taps), mul64(w, kh0, d->KW)), tap);
 }
 
 /* for (it = begin; it < end; it++), the builder in the body. */
@@ -453,12 +454,15 @@ static void chunk(dw_emitter *w, LLVMValueRef g) {
   int64_t per_slot = d->O * d->C * w->taps;
   LLVMValueRef slot =
       d->chunks > 1 ? add64(w, i64c(w, per_slot * d->vl), mul64(w, g, per_slot)) : NULL;
-  for (int64_t a = 0; a < w->nacc; a++) {
-    LLVMValueRef s = lane_sum(w, load_vec(w, w->scratch, add64(w, r.acc, i64c(w, a * d->vl))));
-    LLVMValueRef o = out_index(w, &r, a);
-    LLVMValueRef p = slot ? at(w, w->scratch, add64(w, slot, o)) : at(w, w->dw, o);
-    LLVMSetAlignment(LLVMBuildStore(E->b, s, p), 4);
-  }
+  /* a loop over the accumulators: one lane-sum tree of code, not nacc
+   * (instruction selection's cost grows faster than a block's size) */
+  nnc_cg_loop la;
+  nnc_cg_loop_open(E->b, E->ctx, E->fn, &la, i64c(w, 0), i64c(w, w->nacc), 0, NULL, "acc");
+  LLVMValueRef s = lane_sum(w, load_vec(w, w->scratch, add64(w, r.acc, mul64(w, la.iv, d->vl))));
+  LLVMValueRef o = out_index(w, &r, la.iv);
+  LLVMValueRef p = slot ? at(w, w->scratch, add64(w, slot, o)) : at(w, w->dw, o);
+  LLVMSetAlignment(LLVMBuildStore(E->b, s, p), 4);
+  nnc_cg_loop_close(E->b, &la, 1, NULL);
   nnc_cg_loop_close(E->b, &l, 1, NULL);
 }
 
@@ -471,24 +475,25 @@ static void chunk_tree(dw_emitter *w) {
   int64_t slot = d->O * d->C * w->taps, sums = slot * d->vl;
   nnc_cg_loop l = items_open(w);
   item r = item_of(w, l.iv);
-  for (int64_t a = 0; a < w->nacc; a++) {
-    LLVMValueRef o = out_index(w, &r, a), level[MAX_CHUNKS] = {0};
-    for (int64_t g = 0; g < d->chunks; g++) {
-      LLVMValueRef v = LLVMBuildLoad2(E->b, E->tf32,
-                                      at(w, w->scratch, add64(w, i64c(w, sums + g * slot), o)), "");
-      LLVMSetAlignment(v, 4);
-      int k = 0;
-      for (; level[k]; k++) {
-        v = LLVMBuildFAdd(E->b, level[k], v, "");
-        level[k] = NULL;
-      }
-      level[k] = v;
+  nnc_cg_loop la; /* over the accumulators, as chunk()'s lane sums */
+  nnc_cg_loop_open(E->b, E->ctx, E->fn, &la, i64c(w, 0), i64c(w, w->nacc), 0, NULL, "acc");
+  LLVMValueRef o = out_index(w, &r, la.iv), level[MAX_CHUNKS] = {0};
+  for (int64_t g = 0; g < d->chunks; g++) {
+    LLVMValueRef v =
+        LLVMBuildLoad2(E->b, E->tf32, at(w, w->scratch, add64(w, i64c(w, sums + g * slot), o)), "");
+    LLVMSetAlignment(v, 4);
+    int k = 0;
+    for (; level[k]; k++) {
+      v = LLVMBuildFAdd(E->b, level[k], v, "");
+      level[k] = NULL;
     }
-    LLVMValueRef total = NULL;
-    for (int k = 0; k < MAX_CHUNKS; k++)
-      if (level[k]) total = total ? LLVMBuildFAdd(E->b, level[k], total, "") : level[k];
-    LLVMSetAlignment(LLVMBuildStore(E->b, total, at(w, w->dw, o)), 4);
+    level[k] = v;
   }
+  LLVMValueRef total = NULL;
+  for (int k = 0; k < MAX_CHUNKS; k++)
+    if (level[k]) total = total ? LLVMBuildFAdd(E->b, level[k], total, "") : level[k];
+  LLVMSetAlignment(LLVMBuildStore(E->b, total, at(w, w->dw, o)), 4);
+  nnc_cg_loop_close(E->b, &la, 1, NULL);
   nnc_cg_loop_close(E->b, &l, 1, NULL);
 }
 

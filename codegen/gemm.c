@@ -351,6 +351,54 @@ static void transpose(emitter *e, LLVMValueRef *v) {
   }
 }
 
+/* The product's function that packs one full VL x VL block, (src, ldb,
+ * dst, stride): dst[t * stride + j] = src[j * ldb + t], VL loads, one
+ * transpose, VL stores. Every full block of every panel calls it, so the
+ * transpose is emitted once per product, not once per panel (shuffles are
+ * the slowest IR to select; fashion_cnn's dense 1 product packs a panel of
+ * 48 columns and one of 16). Named after the product (PRODUCT.packVL):
+ * the JIT's parts make their functions global symbols, so one name per
+ * module would be defined twice. Internal; the caller of nnc_cg_emit_gemm
+ * gives it the target's attributes with the product's
+ * (nnc_cg_gemm_helpers). */
+static LLVMValueRef pack_block_fn(emitter *e) {
+  char name[320];
+  size_t len;
+  snprintf(name, sizeof name, "%s.pack%d", LLVMGetValueName2(e->fn, &len), e->p.vl);
+  LLVMValueRef fn = LLVMGetNamedFunction(e->mod, name);
+  if (fn) return fn;
+  LLVMTypeRef params[4] = {e->ptr, e->i64, e->ptr, e->i64};
+  fn = LLVMAddFunction(e->mod, name, LLVMFunctionType(LLVMVoidTypeInContext(e->ctx), params, 4, 0));
+  LLVMSetLinkage(fn, LLVMInternalLinkage);
+  unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                          LLVMCreateEnumAttribute(e->ctx, noinline, 0));
+  emitter h = *e;
+  h.fn = fn;
+  h.b = LLVMCreateBuilderInContext(e->ctx);
+  LLVMPositionBuilderAtEnd(h.b, LLVMAppendBasicBlockInContext(e->ctx, fn, "entry"));
+  LLVMValueRef src = LLVMGetParam(fn, 0), ldb = LLVMGetParam(fn, 1), dst = LLVMGetParam(fn, 2),
+               stride = LLVMGetParam(fn, 3), v[MAX_LANES];
+  for (int t = 0; t < h.p.vl; t++)
+    v[t] = load_vec(&h, src, LLVMBuildMul(h.b, i64c(&h, t), ldb, ""), h.p.vl);
+  transpose(&h, v);
+  for (int t = 0; t < h.p.vl; t++)
+    store_vec(&h, v[t], dst, LLVMBuildMul(h.b, i64c(&h, t), stride, ""), h.p.vl);
+  LLVMBuildRetVoid(h.b);
+  LLVMDisposeBuilder(h.b);
+  return fn;
+}
+
+void nnc_cg_gemm_helpers(LLVMModuleRef mod, void (*attrs)(void *ctx, LLVMValueRef fn), void *ctx) {
+  for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f)) {
+    size_t len;
+    const char *name = LLVMGetValueName2(f, &len);
+    if (!strncmp(name, "nnc.gemm.", 9) && !LLVMIsDeclaration(f) &&
+        !LLVMGetStringAttributeAtIndex(f, LLVMAttributeFunctionIndex, "target-cpu", 10))
+      attrs(ctx, f);
+  }
+}
+
 /* Vector jv of a panel (jv: i64) for one chunk of `lanes` k: its VL rows
  * of B loaded along k, transposed and stored as rows of the panel. Rows
  * past the panel's width (`rows` of the VL are in it) are zero. */
@@ -359,6 +407,15 @@ static void pack_vector(emitter *e, const panel *pn, LLVMValueRef kl, int lanes,
   int vl = e->p.vl;
   int64_t stride = (int64_t)pn->nv * vl;
   LLVMValueRef first = add64(e, pn->n, mul64(e, jv, vl)), v[MAX_LANES];
+  if (lanes == vl && rows == vl) { /* a full block: the module's function */
+    LLVMValueRef fn = pack_block_fn(e);
+    LLVMValueRef src =
+        elem_ptr(e, e->B, add64(e, mul64(e, first, e->g->ldb), add64(e, pn->k0, kl)));
+    LLVMValueRef dst = elem_ptr(e, pn->packed, add64(e, mul64(e, kl, stride), mul64(e, jv, vl)));
+    LLVMValueRef args[4] = {src, i64c(e, e->g->ldb), dst, i64c(e, stride)};
+    LLVMBuildCall2(e->b, LLVMGlobalGetValueType(fn), fn, args, 4, "");
+    return;
+  }
   for (int t = 0; t < vl; t++) {
     LLVMValueRef row = add64(e, first, i64c(e, t));
     LLVMValueRef idx = add64(e, mul64(e, row, e->g->ldb), add64(e, pn->k0, kl));

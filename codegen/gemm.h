@@ -55,6 +55,12 @@ LLVMValueRef nnc_cg_emit_gemm_to(LLVMModuleRef mod, const char *name, const nnc_
 LLVMValueRef nnc_cg_gemm_fn(LLVMModuleRef mod, const char *name, bool extra, LLVMValueRef args[7],
                             LLVMBuilderRef *b);
 
+/* The functions of gemm.c's own in mod (a product's packing of B stored
+ * [N,K], shared by its panels): each nnc.gemm.* function that has no
+ * "target-cpu" yet is passed to attrs, which gives it the products'
+ * target attributes. */
+void nnc_cg_gemm_helpers(LLVMModuleRef mod, void (*attrs)(void *ctx, LLVMValueRef fn), void *ctx);
+
 /* The same with bf16 operands and f32 accumulation (AVX512-BF16,
  * gemm_bf16.c); nnc_cg_emit_gemm calls it where nnc_cg_gemm_bf16_applies.
  * The target must have avx512bf16. */

@@ -63,6 +63,10 @@ static void target_attrs(emitter *E, LLVMValueRef fn) {
   add_enum_attr(E, fn, "nounwind");
 }
 
+static void helper_attrs(void *E, LLVMValueRef fn) {
+  target_attrs(E, fn);
+}
+
 /* ---- statements ---- */
 
 static void block(emitter *E, const nnc_kblock *blk, bool top);
@@ -370,6 +374,7 @@ static LLVMValueRef gemm_function(emitter *E, const nnc_kernel *k) {
    * name, and compile.c links the two after optimising each. */
   LLVMValueRef def = nnc_cg_emit_gemm(E->gemm_mod, name, &g);
   target_attrs(E, def);
+  nnc_cg_gemm_helpers(E->gemm_mod, helper_attrs, E);
   mark_cold_gemm(E, def, k);
   E->gemm_k = realloc(E->gemm_k, sizeof(*E->gemm_k) * (size_t)(E->ngemm + 1));
   E->gemm_fn = realloc(E->gemm_fn, sizeof(*E->gemm_fn) * (size_t)(E->ngemm + 1));
@@ -444,6 +449,7 @@ static LLVMValueRef fused_gemm_function(emitter *E, const nnc_kernel *k) {
   E->m.mod = math_mod;
   E->arena = arena;
   target_attrs(E, def);
+  nnc_cg_gemm_helpers(E->gemm_mod, helper_attrs, E);
   mark_cold(E, def, k);
   return LLVMAddFunction(E->mod, name, LLVMGlobalGetValueType(def));
 }

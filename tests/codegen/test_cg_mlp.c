@@ -794,10 +794,11 @@ static void test_fashion_cnn_parts_balanced(void **state) {
   nnc_cg_free(p);
 }
 
-/* Lines of the LLVM IR file f that carry !llvm.loop in the body of each
- * function whose name ends with `tail` (at most nmax functions); returns
- * how many such functions. */
-static int loops_in(FILE *f, const char *tail, int *count, int nmax) {
+/* Lines of the LLVM IR file f that contain `needle` in the body of each
+ * function whose name starts with `head` and ends with `tail` (at most
+ * nmax functions); returns how many such functions. */
+static int lines_in(FILE *f, const char *head, const char *tail, const char *needle, int *count,
+                    int nmax) {
   char line[4096];
   int n = 0, cur = -1;
   rewind(f);
@@ -807,15 +808,30 @@ static int loops_in(FILE *f, const char *tail, int *count, int nmax) {
       cur = -1;
       if (end) {
         *end = 0;
-        if (ends_with(at, tail) && n < nmax) count[cur = n++] = 0;
+        if (!strncmp(at + 1, head, strlen(head)) && ends_with(at, tail) && n < nmax)
+          count[cur = n++] = 0;
       }
     } else if (line[0] == '}') {
       cur = -1;
-    } else if (cur >= 0 && strstr(line, "!llvm.loop")) {
+    } else if (cur >= 0 && strstr(line, needle)) {
       count[cur]++;
     }
   }
   return n;
+}
+
+/* Lines that carry !llvm.loop in each function whose name ends with tail. */
+static int loops_in(FILE *f, const char *tail, int *count, int nmax) {
+  return lines_in(f, "", tail, "!llvm.loop", count, nmax);
+}
+
+/* fashion_cnn's `--emit=llvm` output (NULL: the example is not found). */
+static FILE *fashion_cnn_llvm(fixture *fx) {
+  nnc_module *m = load_example(&fx->arena, "fashion_cnn.nn");
+  if (!m) return NULL;
+  nnc_cg_options o;
+  nnc_cg_default_options(&o);
+  return emit_text(m, &o, NNC_CG_LLVM);
 }
 
 /* fashion_cnn's direct convolutions keep their loops that run more than
@@ -824,12 +840,8 @@ static int loops_in(FILE *f, const char *tail, int *count, int nmax) {
  * gradient, ~6 ms each of the compile, the same instructions); conv 1's
  * one-trip channel loop is still unrolled away (not marked). */
 static void test_fashion_cnn_conv_loops_kept(void **state) {
-  fixture *fx = *state;
-  nnc_module *m = load_example(&fx->arena, "fashion_cnn.nn");
-  if (!m) skip();
-  nnc_cg_options o;
-  nnc_cg_default_options(&o);
-  FILE *f = emit_text(m, &o, NNC_CG_LLVM);
+  FILE *f = fashion_cnn_llvm(*state);
+  if (!f) skip();
   int fwd[4], dx[4];
   int nf = loops_in(f, ".conv", fwd, 4), nd = loops_in(f, ".conv_dx", dx, 4);
   bool unroll = false;
@@ -849,6 +861,49 @@ static void test_fashion_cnn_conv_loops_kept(void **state) {
   assert_true(dx[0] >= 6);
 }
 
+/* fashion_cnn's direct weight gradients add each accumulator's lanes
+ * (and, chunked, its chunks' sums) in a loop over the accumulators: one
+ * lane-sum tree of code (log2(16) = 4 halvings, two shuffles each), not
+ * one per accumulator (24: 192 shuffles, and 24 chunk trees in one block,
+ * about half of the function's instruction selection). */
+static void test_fashion_cnn_conv_dw_sums_in_loops(void **state) {
+  FILE *f = fashion_cnn_llvm(*state);
+  if (!f) skip();
+  int shuffles[4], fadds[4];
+  int n = lines_in(f, "nnc.conv_dw.", "", "shufflevector", shuffles, 4);
+  lines_in(f, "nnc.conv_dw.", "", "= fadd", fadds, 4);
+  fclose(f);
+  if (n == 0) skip(); /* no direct convolutions (no AVX-512) */
+  assert_int_equal(n, 2);
+  for (int i = 0; i < n; i++) {
+    assert_int_equal(shuffles[i], 8);
+    assert_true(fadds[i] <= 4 + 8); /* the tree's 4, the chunk sums' */
+  }
+}
+
+/* fashion_cnn's dense 1 product packs its two panels of B (48 and 16
+ * columns of W stored [N,K]) through one function, PRODUCT.pack16: one
+ * 16x16 transpose of code (4 halvings of 16 shuffles), called by both
+ * panels, instead of a transpose inlined in each (about a quarter of
+ * that product's machine code each). */
+static void test_fashion_cnn_pack_shared(void **state) {
+  nnc_cg_options o;
+  nnc_cg_default_options(&o);
+  if (nnc_cg_vector_width(&o) != 16) skip(); /* pack8 or pack4 elsewhere */
+  FILE *f = fashion_cnn_llvm(*state);
+  if (!f) skip();
+  int shuffles[2] = {0, 0}, calls[16];
+  int n = lines_in(f, "nnc.gemm.", ".pack16", "shufflevector", shuffles, 2);
+  int products = lines_in(f, "nnc.gemm.train.", "", ".pack16(", calls, 16);
+  fclose(f);
+  assert_int_equal(n, 1);
+  assert_int_equal(shuffles[0], 64);
+  int total = 0;
+  for (int i = 0; i < products; i++)
+    total += calls[i];
+  assert_int_equal(total, 2);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       T(test_mlp_adam_3_steps),
@@ -864,6 +919,8 @@ int main(void) {
       T(test_table_only_matches_jit),
       T(test_fashion_cnn_parts_balanced),
       T(test_fashion_cnn_conv_loops_kept),
+      T(test_fashion_cnn_conv_dw_sums_in_loops),
+      T(test_fashion_cnn_pack_shared),
       T(test_emit_asm_zmm_fma),
       T(test_sse2_target),
       T(test_fused_adam),
