@@ -348,6 +348,9 @@ static inline void fx_check_threads(fixture *fx, int steps, bool eval) {
 #ifdef NNC_CG_TEST_FRONTEND /* for tests that link nnc_frontend */
 #include "frontend/frontend.h"
 
+#include <stdlib.h> /* mkstemp: the test defines _POSIX_C_SOURCE */
+#include <unistd.h>
+
 /* .nn source through the front end, made into training and eval graphs
  * (simplified); NULL with the diagnostics printed when it does not compile. */
 static inline nnc_module *fx_compile_source(nnc_arena *arena, const char *path, const char *text,
@@ -365,6 +368,33 @@ static inline nnc_module *fx_compile_source(nnc_arena *arena, const char *path, 
   nnc_simplify(r.module->train);
   if (r.module->eval) nnc_simplify(r.module->eval);
   return r.module;
+}
+
+/* examples/NAME through the front end (NULL: not found). */
+static inline nnc_module *fx_load_example(nnc_arena *arena, const char *name) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/examples/%s", NNC_SOURCE_DIR, name);
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  static char text[1 << 16];
+  size_t n = fread(text, 1, sizeof text - 1, f);
+  fclose(f);
+  return fx_compile_source(arena, path, text, n);
+}
+
+/* What nnc_cg_emit writes for kind (LLVM IR, assembly), as a FILE to read
+ * (its temporary file already removed). Needs mkstemp (_POSIX_C_SOURCE). */
+static inline FILE *fx_emit_text(nnc_module *m, const nnc_cg_options *o, nnc_cg_output kind) {
+  char path[] = "/tmp/nnc_test_asm_XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  close(fd);
+  char err[512];
+  if (!nnc_cg_emit(m, o, kind, path, err, sizeof err)) fail_msg("emit: %s", err);
+  FILE *f = fopen(path, "r");
+  remove(path);
+  assert_non_null(f);
+  return f;
 }
 #endif
 

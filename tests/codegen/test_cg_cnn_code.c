@@ -1,0 +1,179 @@
+/* test_cg_cnn_code.c: the shape of fashion_cnn's compiled code, which
+ * decides its compile time (docs/performance.md, "Compile time"):
+ *  - the kernels shared out between the JIT's two parts, balanced;
+ *  - the direct convolutions' loops kept, not unrolled;
+ *  - the direct weight gradients' lane sums in a loop;
+ *  - one packing transpose per product, shared by its panels. */
+#define NNC_CG_TEST_FRONTEND
+#include "cg_test.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+static bool ends_with(const char *s, const char *tail) {
+  size_t n = strlen(s), t = strlen(tail);
+  return n >= t && !strcmp(s + n - t, tail);
+}
+
+/* The JIT's two parts compile on two threads, so the compile takes as long
+ * as the heavier: fashion_cnn's direct convolutions (the dearest kernels
+ * to compile, ~12-45 ms each) are shared out between the parts, the two
+ * weight gradients one each (a count with products at 6 loop kernels put
+ * both in part 1), and the estimated work is balanced within 10%. The six
+ * products go three to each part (a convolution estimated at 40 ms, twice
+ * its cost without full unrolling's analysis, left four in part 0 with
+ * dense1's forward product, the dearest: part 0 ~50 ms heavier). */
+static void test_fashion_cnn_parts_balanced(void **state) {
+  fixture *fx = *state;
+  nnc_module *m = fx_load_example(&fx->arena, "fashion_cnn.nn");
+  if (!m) skip();
+  nnc_cg_options o;
+  nnc_cg_default_options(&o);
+  char err[512];
+  nnc_cg_program *p;
+  if (!nnc_cg_compile_table(m, &o, &p, err, sizeof err)) fail_msg("table: %s", err);
+  int dw[2] = {0, 0}, conv[2] = {0, 0}, products[2] = {0, 0}, n = 0;
+  const char *name;
+  double load[2];
+  for (int part; (part = nnc_cg_kernel_part(p, 2, n, &name, load)) >= 0; n++) {
+    assert_true(part < 2);
+    dw[part] += ends_with(name, ".conv_dw");
+    conv[part] +=
+        ends_with(name, ".conv_dw") || ends_with(name, ".conv") || ends_with(name, ".conv_dx");
+    products[part] += strncmp(name, "train.", 6) == 0 && strstr(name, ".matmul") != NULL;
+  }
+  assert_true(n > 100);
+  if (dw[0] + dw[1] == 0) { /* no direct convolutions (no AVX-512) */
+    nnc_cg_free(p);
+    skip();
+  }
+  assert_int_equal(dw[0] + dw[1], 2);
+  assert_int_equal(dw[0], 1);
+  assert_true(abs(conv[0] - conv[1]) <= 1);
+  assert_int_equal(products[0] + products[1], 6);
+  assert_int_equal(products[0], 3);
+  assert_true(load[0] > 0 && load[1] > 0);
+  assert_true(load[0] <= 1.1 * load[1] && load[1] <= 1.1 * load[0]);
+  assert_int_equal(nnc_cg_kernel_part(p, 2, n, &name, NULL), -1);
+  nnc_cg_free(p);
+}
+
+/* Lines of the LLVM IR file f that contain `needle` in the body of each
+ * function whose name starts with `head` and ends with `tail` (at most
+ * nmax functions); returns how many such functions. */
+static int lines_in(FILE *f, const char *head, const char *tail, const char *needle, int *count,
+                    int nmax) {
+  char line[4096];
+  int n = 0, cur = -1;
+  rewind(f);
+  while (fgets(line, sizeof line, f)) {
+    if (strncmp(line, "define ", 7) == 0) {
+      char *at = strchr(line, '@'), *end = at ? strchr(at, '(') : NULL;
+      cur = -1;
+      if (end) {
+        *end = 0;
+        if (!strncmp(at + 1, head, strlen(head)) && ends_with(at, tail) && n < nmax)
+          count[cur = n++] = 0;
+      }
+    } else if (line[0] == '}') {
+      cur = -1;
+    } else if (cur >= 0 && strstr(line, needle)) {
+      count[cur]++;
+    }
+  }
+  return n;
+}
+
+/* Lines that carry !llvm.loop in each function whose name ends with tail. */
+static int loops_in(FILE *f, const char *tail, int *count, int nmax) {
+  return lines_in(f, "", tail, "!llvm.loop", count, nmax);
+}
+
+/* fashion_cnn's `--emit=llvm` output (NULL: the example is not found). */
+static FILE *fashion_cnn_llvm(fixture *fx) {
+  nnc_module *m = fx_load_example(&fx->arena, "fashion_cnn.nn");
+  if (!m) return NULL;
+  nnc_cg_options o;
+  nnc_cg_default_options(&o);
+  return fx_emit_text(m, &o, NNC_CG_LLVM);
+}
+
+/* fashion_cnn's direct convolutions keep their loops that run more than
+ * once (llvm.loop.unroll.disable): full unrolling never unrolled them and
+ * only spent its analysis on them (conv 2's forward pass and input
+ * gradient, ~6 ms each of the compile, the same instructions); conv 1's
+ * one-trip channel loop is still unrolled away (not marked). */
+static void test_fashion_cnn_conv_loops_kept(void **state) {
+  FILE *f = fashion_cnn_llvm(*state);
+  if (!f) skip();
+  int fwd[4], dx[4];
+  int nf = loops_in(f, ".conv", fwd, 4), nd = loops_in(f, ".conv_dx", dx, 4);
+  bool unroll = false;
+  char line[4096];
+  rewind(f);
+  while (fgets(line, sizeof line, f) && !unroll)
+    unroll = strstr(line, "!\"llvm.loop.unroll.disable\"") != NULL;
+  fclose(f);
+  if (nf == 0) skip(); /* no direct convolutions (no AVX-512) */
+  assert_int_equal(nf, 2);
+  assert_int_equal(nd, 1);
+  assert_true(unroll);
+  /* conv 1 (one input channel): the calls and the two tap loops; conv 2
+   * and its input gradient: also their channel and row loops */
+  assert_int_equal(fwd[0], 3);
+  assert_true(fwd[1] >= 6);
+  assert_true(dx[0] >= 6);
+}
+
+/* fashion_cnn's direct weight gradients add each accumulator's lanes
+ * (and, chunked, its chunks' sums) in a loop over the accumulators: one
+ * lane-sum tree of code (log2(16) = 4 halvings, two shuffles each), not
+ * one per accumulator (24: 192 shuffles, and 24 chunk trees in one block,
+ * about half of the function's instruction selection). */
+static void test_fashion_cnn_conv_dw_sums_in_loops(void **state) {
+  FILE *f = fashion_cnn_llvm(*state);
+  if (!f) skip();
+  int shuffles[4], fadds[4];
+  int n = lines_in(f, "nnc.conv_dw.", "", "shufflevector", shuffles, 4);
+  lines_in(f, "nnc.conv_dw.", "", "= fadd", fadds, 4);
+  fclose(f);
+  if (n == 0) skip(); /* no direct convolutions (no AVX-512) */
+  assert_int_equal(n, 2);
+  for (int i = 0; i < n; i++) {
+    assert_int_equal(shuffles[i], 8);
+    assert_true(fadds[i] <= 4 + 8); /* the tree's 4, the chunk sums' */
+  }
+}
+
+/* fashion_cnn's dense 1 product packs its two panels of B (48 and 16
+ * columns of W stored [N,K]) through one function, PRODUCT.pack16: one
+ * 16x16 transpose of code (4 halvings of 16 shuffles), called by both
+ * panels, instead of a transpose inlined in each (about a quarter of
+ * that product's machine code each). */
+static void test_fashion_cnn_pack_shared(void **state) {
+  nnc_cg_options o;
+  nnc_cg_default_options(&o);
+  if (nnc_cg_vector_width(&o) != 16) skip(); /* pack8 or pack4 elsewhere */
+  FILE *f = fashion_cnn_llvm(*state);
+  if (!f) skip();
+  int shuffles[2] = {0, 0}, calls[16];
+  int n = lines_in(f, "nnc.gemm.", ".pack16", "shufflevector", shuffles, 2);
+  int products = lines_in(f, "nnc.gemm.train.", "", ".pack16(", calls, 16);
+  fclose(f);
+  assert_int_equal(n, 1);
+  assert_int_equal(shuffles[0], 64);
+  int total = 0;
+  for (int i = 0; i < products; i++)
+    total += calls[i];
+  assert_int_equal(total, 2);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      T(test_fashion_cnn_parts_balanced),
+      T(test_fashion_cnn_conv_loops_kept),
+      T(test_fashion_cnn_conv_dw_sums_in_loops),
+      T(test_fashion_cnn_pack_shared),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
