@@ -139,13 +139,6 @@ static nnc_node *relu_with_mask(lower *L, nnc_node *z) {
   return r;
 }
 
-/* The node a reader of n reads in its place (relu_with_mask). */
-static nnc_node *substituted(const lower *L, nnc_node *n) {
-  while (L->subst[n->id])
-    n = L->subst[n->id];
-  return n;
-}
-
 /* ReLU's backward select on a product, select(gt(h, 0), mm, 0) (autodiff's
  * rule with relu_with_mask's h = relu(z)), where h has memory of its own
  * (a product's epilogue or a leaf): one kernel, the product with
@@ -163,7 +156,7 @@ static void match_relu_mask(lower *L, nnc_node *mm) {
       !nnc_shape_eq(&s->shape, &mm->shape) || L->is_update[s->id] || c->op != NNC_OP_GT ||
       !is_zero_const(c->in[1]) || !plain_node(L, c) || !nnc_shape_eq(&c->shape, &mm->shape))
     return;
-  nnc_node *h = substituted(L, c->in[0]);
+  const nnc_node *h = nnc_lw_substituted(L, c->in[0]);
   bool stored = L->final[h->id] == h || h->op == NNC_OP_PARAM || h->op == NNC_OP_INPUT;
   if (!stored || h->dtype != NNC_F32 || !nnc_shape_eq(&h->shape, &mm->shape)) return;
   L->final[id] = L->final[c->id] = L->final[s->id] = s;

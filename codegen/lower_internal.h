@@ -242,4 +242,13 @@ void nnc_lw_assign_groups(lower *L);
 /* The update passes and their copies back; last. */
 bool nnc_lw_update_passes(lower *L);
 
+/* The node a reader of n reads in its place: n, or where match_epilogues
+ * absorbed n (relu_with_mask), what it was substituted by, to the end of
+ * the chain. */
+static inline const nnc_node *nnc_lw_substituted(const lower *L, const nnc_node *n) {
+  while (L->subst[n->id])
+    n = L->subst[n->id];
+  return n;
+}
+
 #endif

@@ -14,8 +14,7 @@ static const nnc_node *chain_matmul(lower *L, const nnc_node *n, const nnc_node 
   *add = NULL;
   *mask = NULL;
   if (n->op == NNC_OP_SELECT) {
-    const nnc_node *h = n->in[0]->in[0];
-    *mask = L->subst[h->id] ? L->subst[h->id] : h;
+    *mask = nnc_lw_substituted(L, n->in[0]->in[0]); /* as match_relu_mask found it */
     *relu = false;
     return n->in[1];
   }
