@@ -65,6 +65,11 @@ bool nnc_cg_emit_module(const nnc_kprog *p, int part, int nparts, LLVMModuleRef 
  * strength reduction, which halves their machine-code time. */
 #define NNC_CG_COLD "nnc-cold"
 
+/* String attribute llvm.c puts on the hot loop kernels: compile.c runs
+ * no loop strength reduction on them (it does on the other hot functions:
+ * the products, the direct convolutions). */
+#define NNC_CG_NO_LSR "nnc-no-lsr"
+
 /* Does the entry point run k through nnc_rt_parallel (llvm.c)? */
 bool nnc_cg_kernel_parallel(const nnc_kernel *k);
 

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include <llvm-c/Linker.h>
+#include <llvm-c/Support.h>
 #include <llvm-c/Target.h>
 #include <llvm-c/Transforms/PassBuilder.h>
 
@@ -41,11 +42,23 @@ bool nnc_cg_check(LLVMErrorRef e, const char *what, char *err, size_t errlen) {
   return false;
 }
 
+/* Instruction selection's pipeline runs no loop strength reduction
+ * (LLVM's -disable-lsr, an option of the process that can only be set
+ * for all target machines): build_part runs it on the functions it pays
+ * for (strength_reduce). Set once per process, before any target machine
+ * builds a pipeline. */
+static void no_codegen_lsr(void) {
+  const char *argv[2] = {"nnc", "-disable-lsr"};
+  LLVMParseCommandLineOptions(2, argv, NULL);
+}
+
 static void init_llvm(void) {
   /* Idempotent; LLVM guards its own registries. */
   LLVMInitializeNativeTarget();
   LLVMInitializeNativeAsmPrinter();
   LLVMInitializeNativeAsmParser();
+  static pthread_once_t lsr_once = PTHREAD_ONCE_INIT; /* process state: LLVM's options */
+  pthread_once(&lsr_once, no_codegen_lsr);
 }
 
 bool nnc_cg_set_cpu_level(nnc_cg_options *o, const char *name) {
@@ -240,6 +253,39 @@ static void cold_codegen(LLVMContextRef ctx, LLVMValueRef f) {
   }
 }
 
+static void set_optnone(LLVMContextRef ctx, LLVMValueRef f, bool on) {
+  unsigned kind = LLVMGetEnumAttributeKindForName("optnone", 7);
+  if (on)
+    LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(ctx, kind, 0));
+  else
+    LLVMRemoveEnumAttributeAtIndex(f, LLVMAttributeFunctionIndex, kind);
+}
+
+/* Loop strength reduction (and the freeze canonicalisation instruction
+ * selection's pipeline ran before it), as that pipeline ran it first
+ * thing, on mod's functions but the cold ones (optnone already: no
+ * strength reduction at -O0) and the loop kernels marked NNC_CG_NO_LSR,
+ * which the pass skips as optnone while it runs. The products and direct
+ * convolutions keep their code; the loop kernels' vectorised loops,
+ * whose speed it does not change, were ~a third of their machine code's
+ * time (docs/performance.md). */
+static bool strength_reduce(LLVMContextRef ctx, LLVMModuleRef mod, LLVMTargetMachineRef tm,
+                            char *err, size_t errlen) {
+  unsigned len = (unsigned)strlen(NNC_CG_NO_LSR);
+  for (int on = 1; on >= 0; on--) {
+    for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f))
+      if (LLVMGetStringAttributeAtIndex(f, LLVMAttributeFunctionIndex, NNC_CG_NO_LSR, len)) {
+        set_optnone(ctx, f, on);
+        if (!on)
+          LLVMRemoveStringAttributeAtIndex(f, LLVMAttributeFunctionIndex, NNC_CG_NO_LSR, len);
+      }
+    if (on &&
+        !nnc_cg_optimize(mod, tm, "function(loop(canon-freeze,loop-reduce))", false, err, errlen))
+      return false;
+  }
+  return true;
+}
+
 double nnc_cg_now(void) {
   struct timespec ts;
   timespec_get(&ts, TIME_UTC);
@@ -296,6 +342,9 @@ static bool build_part(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg
     for (int m = 0; m < 2; m++)
       for (LLVMValueRef f = LLVMGetFirstFunction(m ? gemm_mod : mod); f; f = LLVMGetNextFunction(f))
         cold_codegen(ctx, f);
+  if (ok && level > 0)
+    ok = strength_reduce(ctx, mod, tm, err, errlen) &&
+         strength_reduce(ctx, gemm_mod, tm, err, errlen);
   /* The products' module has no cold function (the usual case: products
    * are cold only under NNC_COLD_GEMM_WORK): the cold ones are all in mod,
    * split off now; else after linking, from everything. */
@@ -648,6 +697,7 @@ static void probe_module(FILE *out, LLVMContextRef ctx, LLVMModuleRef mod, const
     double t1 = thread_seconds();
     int after = instructions(mine);
     if (level > 0) cold_codegen(ctx, mine);
+    if (level > 0) strength_reduce(ctx, one, tm, err, sizeof err);
     bool cold = level > 0 && is_cold(mine);
     LLVMMemoryBufferRef obj = NULL;
     double t2 = thread_seconds();

@@ -662,6 +662,18 @@ LLVMValueRef nnc_cg_gemm_fn(LLVMModuleRef mod, const char *name, bool extra, LLV
   return fn;
 }
 
+/* Does g, tiled as p, read B stored [N,K] from a packed copy of each
+ * panel (one that fits in PACK_BYTES of stack)? */
+static bool packs_b(const nnc_cg_gemm *g, const nnc_cg_gemm_plan *p) {
+  return p->kind == NNC_CG_GEMM_OUTER && g->trans_b && g->K > 0 &&
+         p->kc * p->nr * p->vl * 4 <= PACK_BYTES;
+}
+
+bool nnc_cg_gemm_packs_b(const nnc_cg_gemm *g) {
+  nnc_cg_gemm_plan p = nnc_cg_gemm_plan_for(g);
+  return !nnc_cg_gemm_bf16_applies(g) && packs_b(g, &p);
+}
+
 LLVMValueRef nnc_cg_emit_gemm(LLVMModuleRef mod, const char *name, const nnc_cg_gemm *g) {
   return nnc_cg_emit_gemm_to(mod, name, g, NULL);
 }
@@ -700,7 +712,7 @@ LLVMValueRef nnc_cg_emit_gemm_to(LLVMModuleRef mod, const char *name, const nnc_
   /* The outer kernel reads B stored [N,K] from a packed copy of each panel
    * when one fits in PACK_BYTES of stack; bigger ones are gathered. */
   int64_t panel_floats = e.p.kc * e.p.nr * e.p.vl;
-  if (e.p.kind == NNC_CG_GEMM_OUTER && g->trans_b && g->K > 0 && panel_floats * 4 <= PACK_BYTES) {
+  if (packs_b(g, &e.p)) {
     e.pack_buf = LLVMBuildAlloca(e.b, LLVMArrayType2(e.f32, (uint64_t)panel_floats), "bpack");
     LLVMSetAlignment(e.pack_buf, 64);
   }

@@ -55,6 +55,10 @@ LLVMValueRef nnc_cg_emit_gemm_to(LLVMModuleRef mod, const char *name, const nnc_
 LLVMValueRef nnc_cg_gemm_fn(LLVMModuleRef mod, const char *name, bool extra, LLVMValueRef args[7],
                             LLVMBuilderRef *b);
 
+/* Does g's function pack each panel of B (stored [N,K]) into a copy on
+ * the stack, through the product's pack function (nnc_cg_gemm_helpers)? */
+bool nnc_cg_gemm_packs_b(const nnc_cg_gemm *g);
+
 /* The functions of gemm.c's own in mod (a product's packing of B stored
  * [N,K], shared by its panels): each nnc.gemm.* function that has no
  * "target-cpu" yet is passed to attrs, which gives it the products'

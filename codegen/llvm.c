@@ -309,6 +309,17 @@ static void mark_cold(emitter *E, LLVMValueRef fn, const nnc_kernel *k) {
   if (!k || k->work < COLD_WORK) add_attr(E, fn, NNC_CG_COLD, "");
 }
 
+/* A hot loop kernel: no loop strength reduction (compile.c). Its loops
+ * index the arena by constant offsets and induction variables, which
+ * instruction selection folds into addresses as well; on fashion_cnn the
+ * pass took a third of these kernels' machine code (the vectoriser's
+ * interleaved loads and stores the most) and changed no kernel's speed
+ * (docs/performance.md). Products and direct convolutions keep it: a
+ * weight gradient's product ran twice as long without. */
+static void mark_no_lsr(emitter *E, LLVMValueRef fn, const nnc_kernel *k) {
+  if (k->work >= COLD_WORK) add_attr(E, fn, NNC_CG_NO_LSR, "");
+}
+
 /* Products with fewer FLOPs than this per step (the CNN's last dense
  * layer, 64x128 by 128x10: 163,840, forward and both gradients) run for
  * microseconds whatever their code, but compiled hot they cost more machine
@@ -518,6 +529,7 @@ static LLVMValueRef emit_kernel(emitter *E, const nnc_kernel *k) {
                      nnc_ll_buffer_ptr(E, c->out_buf));
     return fn;
   }
+  mark_no_lsr(E, fn, k);
   E->vars = calloc((size_t)k->nvars + 1, sizeof(LLVMValueRef));
   E->scalars = calloc((size_t)k->nscalars + 1, sizeof(LLVMValueRef));
   if (!E->vars || !E->scalars) nnc_ir_bug("codegen: out of memory");
@@ -542,17 +554,19 @@ static LLVMValueRef emit_kernel(emitter *E, const nnc_kernel *k) {
 
 /* Estimated cost of optimising and compiling a kernel, in about
  * milliseconds of one core: each function compiled alone, NNC_DEBUG=2
- * (nnc_cg_print_function_times), fashion_cnn and fashion_mlp on AVX-512.
- * A direct weight gradient's body ~55, a direct convolution's 12-20 (its
- * loops kept, conv_direct.c: full unrolling no longer analyses them; 25-55
- * before, and at 40 the convolutions' part got four of the six products
- * and ~50 ms more work than the other), a product 13-43, a hot loop kernel 7-20 (more with each
- * innermost loop, which the vectoriser turns into a vector loop and its remainder), a cold kernel
- * or an entry point ~3 (optimised, then fast instruction selection). A count with products at 6
- * loop kernels put both weight gradients in one part, the heavier by a third (docs/performance.md).
- */
-static const double CONV_DW_COST = 55, CONV_COST = 20, GEMM_COST = 18, KERNEL_COST = 5,
-                    INNER_LOOP_COST = 2.5, COLD_COST = 3, ENTRY_COST = 3;
+ * (nnc_cg_print_function_times), fashion_cnn and fashion_mlp on AVX-512,
+ * refitted at the eleventh stop (three runs averaged, docs/performance.md).
+ * A direct weight gradient's body ~15-17 (its sums in loops; 55 before), a
+ * direct convolution's 12-18 (its loops kept, conv_direct.c), a product
+ * 13-22, one that packs B stored [N,K] (nnc_cg_gemm_packs_b: dense 1's
+ * forward product) ~50 with its pack function (estimated at 18, it left
+ * its part ~20 ms heavier), a hot loop kernel 5-20 (more with each
+ * innermost loop, which the vectoriser turns into a vector loop and its
+ * remainder), a cold kernel or an entry point ~3 (optimised, then fast
+ * instruction selection). A count with products at 6 loop kernels put both
+ * weight gradients in one part, the heavier by a third. */
+static const double CONV_DW_COST = 16, CONV_COST = 15, GEMM_COST = 18, PACK_COST = 30,
+                    KERNEL_COST = 5, INNER_LOOP_COST = 2.5, COLD_COST = 3, ENTRY_COST = 3;
 
 static int innermost_loops(const nnc_kblock *blk) {
   int n = 0;
@@ -565,7 +579,10 @@ static int innermost_loops(const nnc_kblock *blk) {
 static double kernel_cost(const nnc_kernel *k) {
   if (k->conv_dw) return CONV_DW_COST;
   if (k->is_conv) return CONV_COST;
-  if (k->is_gemm) return GEMM_COST;
+  if (k->is_gemm) {
+    nnc_cg_gemm g = gemm_of(k);
+    return GEMM_COST + (nnc_cg_gemm_packs_b(&g) ? PACK_COST : 0);
+  }
   if (k->work < COLD_WORK) return COLD_COST;
   return KERNEL_COST + INNER_LOOP_COST * innermost_loops(&k->body);
 }
