@@ -34,6 +34,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define NNC_RT_AVX512_SAMPLE 1
+#endif
+
 /* Keeps the split stream apart from other uses of the same seed. */
 static const uint64_t SPLIT_SEED_SALT = UINT64_C(0x53504C4954A7F00D);
 
@@ -41,6 +46,7 @@ void nnc_rt_dataset_scale(nnc_rt_dataset *ds, float scale) {
   if (ds->u8) {
     for (int b = 0; b < 256; b++)
       ds->byte_value[b] *= scale;
+    nnc_rt_dataset_bytes_changed(ds);
     return;
   }
   int64_t total = ds->n * ds->sample_size;
@@ -56,6 +62,38 @@ void nnc_rt_dataset_prefetch(const nnc_rt_dataset *ds, int64_t i) {
     __builtin_prefetch(p + at);
 }
 
+void nnc_rt_dataset_bytes_changed(nnc_rt_dataset *ds) {
+  float s = ds->byte_value[1];
+  ds->byte_step = s;
+  for (int b = 0; b < 256; b++)
+    if (!(ds->byte_value[b] == (float)b * s)) ds->byte_step = 0;
+}
+
+#ifdef NNC_RT_AVX512_SAMPLE
+/* (byte * step - mean) / std, 16 features at a time: the same f32
+ * operations as the scalar loop below on byte_value[b] == (float)b * step,
+ * each rounded once (intrinsics are not contracted into FMAs). Without
+ * statistics mean is 0 and std 1, which leaves the product unchanged. */
+__attribute__((target("avx512f"))) static void sample_avx512(const uint8_t *restrict b, float step,
+                                                             const float *restrict mean,
+                                                             const float *restrict std,
+                                                             float *restrict out, int64_t d) {
+  __m512 s = _mm512_set1_ps(step);
+  for (int64_t j = 0; j < d; j += 16) {
+    __mmask16 k = d - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (d - j)) - 1);
+    uint8_t tail[16] = {0};
+    const uint8_t *p = b + j;
+    if (d - j < 16) p = memcpy(tail, p, (size_t)(d - j));
+    __m512 v = _mm512_mul_ps(
+        _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p))), s);
+    if (mean)
+      v = _mm512_div_ps(_mm512_sub_ps(v, _mm512_maskz_loadu_ps(k, mean + j)),
+                        _mm512_mask_loadu_ps(_mm512_set1_ps(1), k, std + j));
+    _mm512_mask_storeu_ps(out + j, k, v);
+  }
+}
+#endif
+
 void nnc_rt_dataset_sample(const nnc_rt_dataset *ds, int64_t i, float *restrict out) {
   int64_t d = ds->sample_size;
   if (!ds->u8) {
@@ -63,6 +101,12 @@ void nnc_rt_dataset_sample(const nnc_rt_dataset *ds, int64_t i, float *restrict 
     return;
   }
   const uint8_t *restrict b = ds->u8 + i * d;
+#ifdef NNC_RT_AVX512_SAMPLE
+  if (ds->byte_step != 0 && nnc_rt_cpu_features()->avx512f) {
+    sample_avx512(b, ds->byte_step, ds->u8_mean, ds->u8_std, out, d);
+    return;
+  }
+#endif
   const float *restrict value = ds->byte_value;
   if (!ds->u8_mean) {
     for (int64_t j = 0; j < d; j++)

@@ -258,6 +258,7 @@ static int load_images(nnc_rt_dataset *ds, idx_file *f, float scale) {
   if (idx_expect_end(f, "image")) return -1;
   for (int b = 0; b < 256; b++)
     ds->byte_value[b] = (float)b * scale;
+  nnc_rt_dataset_bytes_changed(ds);
   ds->u8 = pixels;
   ds->storage = f->mem, ds->storage_len = f->mem_alloc;
   f->mem = NULL;

@@ -176,6 +176,10 @@ typedef struct nnc_rt_dataset {
   float *x;                       /* n * sample_size f32 features, or NULL */
   uint8_t *u8;                    /* n * sample_size byte features, or NULL */
   float byte_value[256];          /* u8: the value of each byte */
+  /* u8: s when byte_value[b] == (float)b * s for every b (as loaded; the
+   * sample reader then converts bytes with vector arithmetic instead of
+   * looking each one up), else 0. nnc_rt_dataset_bytes_changed sets it. */
+  float byte_step;
   /* u8: standardisation applied as samples are read (borrowed from the
    * nnc_rt_norm_stats given to nnc_rt_norm_apply, which must outlive the
    * set), or NULL. */

@@ -185,6 +185,7 @@ static void make_pair(nnc_rt_dataset *bytes, nnc_rt_dataset *floats, float scale
   assert_true(bytes->u8 && floats->x && bytes->labels && floats->labels);
   for (int b = 0; b < 256; b++)
     bytes->byte_value[b] = (float)b * scale;
+  nnc_rt_dataset_bytes_changed(bytes);
   nnc_rt_rng rng;
   nnc_rt_rng_seed(&rng, 5);
   for (int i = 0; i < BN * BD; i++) {
@@ -267,6 +268,54 @@ static void test_bytes_as_floats(void **state) {
   assert_null(bytes.storage);
 }
 
+/* Samples of a byte set whose values are (float)b * step are converted 16
+ * features at a time where the CPU has AVX-512 (byte_step set): the same
+ * floats as the table, bit for bit, with and without statistics, for a
+ * sample size with a tail (BD = 20) and one of whole blocks (32); a table
+ * that is no multiple of one step keeps the table (byte_step 0). */
+static void test_bytes_vector_path(void **state) {
+  nnc_rt_dataset bytes, floats;
+  make_pair(&bytes, &floats, 1.0f / 255);
+  assert_true(bytes.byte_step == 1.0f / 255);
+  nnc_rt_dataset table = bytes;
+  table.byte_step = 0; /* the lookup path, for reference */
+  assert_same_samples(&bytes, &table);
+  assert_same_samples(&bytes, &floats);
+  nnc_rt_error err = {{0}};
+  nnc_rt_norm_stats st;
+  assert_int_equal(nnc_rt_norm_fit(&st, &bytes, NULL, &err), 0);
+  assert_int_equal(nnc_rt_norm_apply(&st, &bytes, NULL, &err), 0);
+  table = bytes, table.byte_step = 0;
+  assert_same_samples(&bytes, &table);
+  float x[BD];
+  nnc_rt_dataset_sample(&bytes, 7, x);
+  for (int j = 0; j < BD; j++)
+    assert_true(x[j] == ((float)bytes.u8[7 * BD + j] * (1.0f / 255) - st.mean[j]) / st.std[j]);
+  /* 32 features: two whole blocks, every byte value. */
+  nnc_rt_dataset wide = {.n = 8, .rank = 1, .shape = {32}, .sample_size = 32};
+  uint8_t px[8 * 32];
+  for (int i = 0; i < 8 * 32; i++)
+    px[i] = (uint8_t)(i * 7 + 3);
+  wide.u8 = px;
+  for (int b = 0; b < 256; b++)
+    wide.byte_value[b] = (float)b * 0.37f;
+  nnc_rt_dataset_bytes_changed(&wide);
+  assert_true(wide.byte_step == 0.37f);
+  float w[32];
+  for (int64_t i = 0; i < wide.n; i++) {
+    nnc_rt_dataset_sample(&wide, i, w);
+    for (int j = 0; j < 32; j++)
+      assert_true(w[j] == wide.byte_value[px[i * 32 + j]]);
+  }
+  /* Not one step: byte 255 off by one ulp. */
+  wide.byte_value[255] = nextafterf(wide.byte_value[255], 1e30f);
+  nnc_rt_dataset_bytes_changed(&wide);
+  assert_true(wide.byte_step == 0);
+  nnc_rt_norm_free(&st);
+  nnc_rt_dataset_free(&bytes);
+  nnc_rt_dataset_free(&floats);
+}
+
 /* The validation split of a byte set takes the same samples as of the f32
  * set, and the augmentations of gathered batches (crop, flip, noise) draw
  * and give the same floats. */
@@ -336,6 +385,7 @@ static void test_bytes_fashion_stats(void **state) {
   nnc_rt_dataset bytes, floats;
   nnc_rt_error err = {{0}};
   assert_int_equal(nnc_rt_load_idx(&bytes, images, labels, 1.0f / 255, &err), 0);
+  assert_true(bytes.byte_step == 1.0f / 255); /* read by the vector path */
   floats = bytes;
   floats.u8 = NULL, floats.storage = NULL, floats.labels = NULL;
   floats.x = malloc((size_t)(bytes.n * bytes.sample_size) * sizeof(float));
@@ -486,6 +536,7 @@ int main(void) {
       cmocka_unit_test(test_standardize_pool),
       cmocka_unit_test(test_split),
       cmocka_unit_test(test_bytes_as_floats),
+      cmocka_unit_test(test_bytes_vector_path),
       cmocka_unit_test(test_bytes_split_and_augment),
       cmocka_unit_test(test_bytes_not_finite),
       cmocka_unit_test(test_bytes_fashion_stats),
