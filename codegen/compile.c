@@ -192,6 +192,14 @@ bool nnc_cg_build_kernels(nnc_kprog *p, const nnc_module *m, const nnc_cg_target
    * keeps the im2col products (for comparisons). */
   const char *direct = getenv("NNC_DIRECT_CONV");
   p->direct_conv = t->vector_width == 16 && !p->bf16 && !(direct && !strcmp(direct, "0"));
+  /* NNC_K_SPLIT=1: an input gradient dy.W split over the rows of W (K)
+   * that each thread owns, the two partial products added after
+   * (lower_matmul.c, k_split_parts; a different rounding). Off by default:
+   * on the development machine's two cores the kernel adding the parts
+   * costs more than the split saves (fashion_mlp's step 8 us slower,
+   * docs/performance.md); the tests check both forms. */
+  const char *ks = getenv("NNC_K_SPLIT");
+  p->k_split = ks && !strcmp(ks, "1");
   if (p->bf16 && !bf16_target(t, t->host, err, errlen)) return false;
   if (!nnc_cg_lower(p, m, err, errlen)) return false;
   nnc_cg_plan(p);

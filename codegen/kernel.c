@@ -453,9 +453,9 @@ void nnc_kernel_print(FILE *out, const nnc_kprog *p, const nnc_kernel *k) {
     fprintf(out, "  prefetches for writing b%d %s\n", k->prefetch_bufs[i],
             p->bufs[k->prefetch_bufs[i]].name);
   if (k->is_gemm)
-    fprintf(out, "  gemm M=%lld N=%lld K=%lld ta=%d tb=%d bias=%d act=%d\n", (long long)k->gemm.M,
+    fprintf(out, "  gemm M=%lld N=%lld K=%lld ta=%d tb=%d bias=%d act=%d%s\n", (long long)k->gemm.M,
             (long long)k->gemm.N, (long long)k->gemm.K, k->gemm.trans_a, k->gemm.trans_b,
-            k->gemm.bias, (int)k->gemm.act);
+            k->gemm.bias, (int)k->gemm.act, k->k_parts > 1 ? " kparts" : "");
   else if (k->is_conv)
     fprintf(out,
             "  conv N=%lld C=%lld O=%lld in %lldx%lld out %lldx%lld k %lldx%lld pad %lld,%lld "

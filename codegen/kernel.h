@@ -218,6 +218,13 @@ typedef struct nnc_kernel {
    * block), so each thread reads only its part of B, e.g. the rows of a
    * weight matrix that the same thread's part of the update writes. */
   int64_t col_block;
+  /* k_parts > 1: split over parts of K instead (lower_matmul.c,
+   * k_split_parts): call j computes the partial product over K's j-th
+   * part (gemm.K = K / k_parts of it: A's columns, B's rows) into
+   * C + j * M * N, every row; c_buf holds k_parts products one after the
+   * other, which the next kernel adds in order, part 0 first. The parts
+   * do not depend on the thread count. */
+  int64_t k_parts;
   /* bias_buf: the bias row, or with gemm.act NNC_CG_ACT_RELU_MASK the
    * mask (a tensor stored as C is, passed where the bias goes); -1: none */
   int a_buf, b_buf, bias_buf, c_buf;
@@ -382,6 +389,9 @@ typedef struct nnc_kprog {
                                 that makes its gradient (lower_fuse.c) */
   bool direct_conv;          /* stride-1 convolutions and their input gradients as
                                 direct kernels (lower_conv.c): trainers only */
+  bool k_split;              /* input gradients dy.W split over W's rows
+                                (lower_matmul.c, k_split_parts; off by
+                                default, NNC_K_SPLIT=1) */
   const nnc_kdeploy *deploy; /* non-NULL: a deployed inference program (see above) */
 } nnc_kprog;
 

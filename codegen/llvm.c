@@ -472,8 +472,9 @@ static LLVMValueRef emit_gemm_kernel(emitter *E, const nnc_kernel *k) {
   LLVMValueRef a = nnc_ll_buffer_ptr(E, k->a_buf), b = nnc_ll_buffer_ptr(E, k->b_buf),
                c = nnc_ll_buffer_ptr(E, k->c_buf);
   LLVMValueRef bias = k->bias_buf >= 0 ? nnc_ll_buffer_ptr(E, k->bias_buf) : LLVMConstNull(E->tptr);
-  if (k->col_block > 0) {
-    /* for (j = begin; j < end; j++) gemm over columns [j * cb, (j + 1) * cb) */
+  if (k->col_block > 0 || k->k_parts > 1) {
+    /* for (j = begin; j < end; j++) gemm over columns [j * cb, (j + 1) * cb),
+     * or over K's part j into C's j-th copy (k_parts) */
     LLVMBasicBlockRef pre = LLVMGetInsertBlock(E->b);
     LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(E->ctx, fn, "cols");
     LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(E->ctx, fn, "col");
@@ -483,16 +484,23 @@ static LLVMValueRef emit_gemm_kernel(emitter *E, const nnc_kernel *k) {
     LLVMValueRef j = LLVMBuildPhi(E->b, E->ti64, "j");
     LLVMBuildCondBr(E->b, LLVMBuildICmp(E->b, LLVMIntSLT, j, E->end, ""), body, exit);
     LLVMPositionBuilderAtEnd(E->b, body);
-    LLVMValueRef n0 =
-        LLVMBuildMul(E->b, j, LLVMConstInt(E->ti64, (unsigned long long)k->col_block, 0), "");
-    int64_t b_stride = k->gemm.trans_b ? k->gemm.ldb : 1; /* elements of B per column of C */
-    LLVMValueRef bo =
-        LLVMBuildMul(E->b, n0, LLVMConstInt(E->ti64, (unsigned long long)b_stride, 0), "");
+    const nnc_cg_gemm *gm = &k->gemm;
+    /* elements of A, B, bias and C per step of j */
+    int64_t as = 0, bs = (gm->trans_b ? gm->ldb : 1) * k->col_block, cs = k->col_block;
+    if (k->k_parts > 1) {
+      as = gm->trans_a ? gm->K * gm->lda : gm->K;
+      bs = gm->trans_b ? gm->K : gm->K * gm->ldb;
+      cs = gm->M * gm->N;
+    }
+    LLVMValueRef off[3];
+    int64_t steps[3] = {as, bs, cs};
+    for (int i = 0; i < 3; i++)
+      off[i] = LLVMBuildMul(E->b, j, LLVMConstInt(E->ti64, (unsigned long long)steps[i], 0), "");
     LLVMValueRef args[6] = {
-        a,
-        LLVMBuildInBoundsGEP2(E->b, E->tf32, b, &bo, 1, ""),
-        k->bias_buf >= 0 ? LLVMBuildInBoundsGEP2(E->b, E->tf32, bias, &n0, 1, "") : bias,
-        LLVMBuildInBoundsGEP2(E->b, E->tf32, c, &n0, 1, ""),
+        LLVMBuildInBoundsGEP2(E->b, E->tf32, a, &off[0], 1, ""),
+        LLVMBuildInBoundsGEP2(E->b, E->tf32, b, &off[1], 1, ""),
+        k->bias_buf >= 0 ? LLVMBuildInBoundsGEP2(E->b, E->tf32, bias, &off[2], 1, "") : bias,
+        LLVMBuildInBoundsGEP2(E->b, E->tf32, c, &off[2], 1, ""),
         LLVMConstInt(E->ti64, 0, 0),
         LLVMConstInt(E->ti64, (unsigned long long)k->gemm.M, 0)};
     LLVMBuildCall2(E->b, LLVMGlobalGetValueType(g), g, args, 6, "");

@@ -97,14 +97,76 @@ static void kernel_matmul_loops(lower *L, nnc_kernel *k, const nnc_node *mm, int
  * convolution's weight gradient dyᵀ.cols: 64x288x12544, B 14 MB) is split
  * over columns too: each thread then streams half of B instead of all of
  * it (conv2's 2.93 -> 2.46 ms per step). */
-static int64_t column_split(const nnc_node *b, int64_t M, int64_t N, int64_t K) {
+static const nnc_node *unviewed(const nnc_node *b) {
   while (b->op == NNC_OP_RESHAPE)
     b = b->in[0];
+  return b;
+}
+
+static int64_t column_split(const nnc_node *b, int64_t M, int64_t N, int64_t K) {
+  b = unviewed(b);
   bool big_b = K * N * 4 > (4 << 20) && N > M;
   if ((b->op != NNC_OP_PARAM && !big_b) || N < 2 * M / 4) return 0;
   for (int64_t parts = 2; parts <= 8; parts *= 2)
     if (N % parts == 0 && (N / parts) % 16 == 0 && N / parts <= 128) return N / parts;
   return N % 2 == 0 && (N / 2) % 16 == 0 ? N / 2 : 0;
+}
+
+/* Parts of K for an input gradient dy.W (B a parameter W stored as [K,
+ * N], K its rows: the rows every other kernel of W's layer splits by,
+ * x.W^T's columns, dW's rows and the update pass's rows) that
+ * column_split would split over W's columns, cb > 0: 2, else 0 (the
+ * column split stays). Split over columns, each thread reads half of
+ * every row of W, half of which the other thread's update pass wrote
+ * (docs/architecture.md, "Who owns a weight's rows"); split over K, each
+ * thread reads only the rows it owns and the two partial products are
+ * added by the next kernel, part 0 + part 1, in that order on any number
+ * of threads (a different rounding from one sum over K). Plain products
+ * and ReLU masks (no bias or ReLU), f32, C not transposed, no chunks, K
+ * at least 128 (64 per part) and C's rows short (fashion_mlp's dh1 =
+ * dh2.W2, 64x256; not fashion_cnn's 64x3136 gradient of its flattened
+ * features, whose parts would stream 1.6 MB through the cache). */
+static int64_t k_split_parts(lower *L, const nnc_node *n, const nnc_cg_gemm *g, const nnc_node *bn,
+                             bool epilogue, int64_t cb) {
+  if (!L->p->k_split || cb <= 0 || epilogue || g->trans_b || L->trans[n->id] || g->chunks > 1 ||
+      unviewed(bn)->op != NNC_OP_PARAM)
+    return 0;
+  /* Rows of C of at most 4 KB: for a batch of 64 both parts fit in a
+   * core's L2 with room to spare. Not a bound on M: a micro-batch's
+   * product (docs/distributed.md) must be split as the batch's is. */
+  return g->N <= 1024 && g->K >= 128 && g->K % 32 == 0 ? 2 : 0;
+}
+
+/* The kernel after a K-split product (k_split_parts): C = part 0 + part
+ * 1, then the ReLU mask's select (mask > 0 ? C : 0) when mask >= 0. Split
+ * over the blocks of cb columns the product itself would have been split
+ * by, so that each thread writes the columns of C that the next product
+ * (the weight gradient dyᵀ.x, split over dy's columns, the rows of the
+ * layer's weight) reads on that thread; each block's rows are loops that
+ * vectorise. */
+static void kernel_part_sum(lower *L, const nnc_node *n, int parts, int64_t M, int64_t N,
+                            int64_t cb, int mask, int c_buf) {
+  kgen G;
+  nnc_arena *a = L->a;
+  nnc_kernel *k = nnc_lw_new_kernel(L, &G, mask >= 0 ? "part_sum_relu_mask" : "part_sum", n);
+  int vb = nnc_kernel_var(k), vi = nnc_kernel_var(k), vj = nnc_kernel_var(k);
+  nnc_kblock *blk = nnc_kb_loop(a, &k->body, vb, N / cb);
+  k->split = true;
+  k->extent = N / cb;
+  blk = nnc_kb_loop(a, nnc_kb_loop(a, blk, vi, M), vj, cb);
+  nnc_kexpr *col = nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_var(a, vb), cb), nnc_kx_var(a, vj));
+  nnc_kexpr *at = nnc_kx_iadd(a, nnc_kx_imul(a, nnc_kx_var(a, vi), N), col);
+  nnc_kexpr *v = nnc_kx_bin(a, NNC_K_ADD, nnc_kx_load(a, L->p, parts, at),
+                            nnc_kx_load(a, L->p, parts, nnc_kx_iadd(a, at, nnc_kx_int(a, M * N))));
+  if (mask >= 0) {
+    nnc_kexpr *zero = nnc_kx_const(a, NNC_KT_F32, 0);
+    v = nnc_kx_select(a, nnc_kx_bin(a, NNC_K_GT, nnc_kx_load(a, L->p, mask, at), zero), v, zero);
+  }
+  nnc_kb_store(a, blk, c_buf, at, v);
+  /* Two threads for 64 x 256: each then writes the columns it reads next
+   * (llvm.c runs a kernel on threads from PARALLEL_WORK). */
+  k->work = (double)M * (double)N * 64;
+  nnc_lw_add_kernel(L, k);
 }
 
 /* Operand x of a product as gemm reads it: whether it is stored transposed
@@ -178,6 +240,26 @@ void nnc_lw_kernel_matmul(lower *L, const nnc_node *n) {
     k->split = true;
     k->extent = (g->M + k->row_block - 1) / k->row_block;
     int64_t cb = column_split(bn, g->M, g->N, K);
+    int64_t parts = k_split_parts(L, n, g, bn, relu || add, cb);
+    if (parts > 1) {
+      int c = c_buf;
+      c_buf = nnc_kprog_add_buf(L->p, NNC_KBUF_TEMP, 0, NNC_KT_F32, parts * g->M * g->N,
+                                nnc_arena_printf(L->a, "%s.parts.%d", L->g->name, n->id));
+      g->K = K / parts;
+      g->act = NNC_CG_ACT_NONE;
+      g->all_rows = true;
+      k->row_block = g->M;
+      k->extent = parts;
+      k->k_parts = parts;
+      k->a_buf = a_buf;
+      k->b_buf = b_buf;
+      k->bias_buf = -1;
+      k->c_buf = c_buf;
+      k->label = nnc_arena_printf(L->a, "%s kparts %lld", k->label, (long long)parts);
+      nnc_lw_add_kernel(L, k);
+      kernel_part_sum(L, n, c_buf, g->M, g->N, cb, bias, c);
+      return;
+    }
     if (cb > 0) {
       k->extent = g->N / cb;
       g->N = cb;

@@ -241,7 +241,8 @@ static bool scalar_kernel(const nnc_kprog *p, const nnc_kernel *k) {
  * it, to just after the last kernel it depends on, in list order: a
  * weight's pass then runs while its gradient and the weight, read by the
  * products just before, are still in the cache, not after every other
- * layer's passes have streamed through it. Kernels that do not depend on
+ * layer's passes have streamed through it (but after the kernel that adds
+ * a K-split product's parts, if it follows that product). Kernels that do not depend on
  * each other may run in either order; no value changes. */
 static void hoist_passes(lower *L, const group *G) {
   const nnc_kprog *p = L->p;
@@ -255,6 +256,9 @@ static void hoist_passes(lower *L, const group *G) {
     int at = i;
     while (at > 0 && !depends(p, kg->k[at - 1], k))
       at--;
+    /* not between a K-split product and the kernel adding its parts, which
+     * reads them while they are in the cache (lower_matmul.c) */
+    if (at > 0 && at < i && kg->k[at - 1]->k_parts > 1) at++;
     memmove(&kg->k[at + 1], &kg->k[at], sizeof(nnc_kernel *) * (size_t)(i - at));
     kg->k[at] = k;
   }
@@ -263,10 +267,10 @@ static void hoist_passes(lower *L, const group *G) {
 /* Whether kernel j reads base buffer b only by the rows of b that the
  * same thread's part of b's update pass writes: a product x.W^T split over
  * blocks of C's columns, which are W's rows (lower_matmul.c,
- * column_split). */
+ * column_split), or dy.W split over K, W's rows (k_split_parts). */
 static bool reads_by_rows(const nnc_kprog *p, const nnc_kernel *j, int b) {
-  if (!j->is_gemm || j->col_block <= 0 || !j->gemm.trans_b || nnc_kbuf_base(p, j->b_buf) != b)
-    return false;
+  bool rows = j->col_block > 0 ? j->gemm.trans_b : j->k_parts > 1 && !j->gemm.trans_b;
+  if (!j->is_gemm || !rows || nnc_kbuf_base(p, j->b_buf) != b) return false;
   for (int r = 0; r < j->nreads; r++)
     if (j->reads[r] != j->b_buf && nnc_kbuf_base(p, j->reads[r]) == b) return false;
   return true;

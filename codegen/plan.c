@@ -225,9 +225,9 @@ static bool same_kernel(share *s, const nnc_kernel *x, const nnc_kernel *y) {
     if (x->scalar_type[i] != y->scalar_type[i]) return false;
   if (x->is_gemm)
     return nnc_cg_gemm_eq(&x->gemm, &y->gemm) && x->row_block == y->row_block &&
-           x->col_block == y->col_block && same_buf(s, x->a_buf, y->a_buf) &&
-           same_buf(s, x->b_buf, y->b_buf) && same_buf(s, x->bias_buf, y->bias_buf) &&
-           same_buf(s, x->c_buf, y->c_buf);
+           x->col_block == y->col_block && x->k_parts == y->k_parts &&
+           same_buf(s, x->a_buf, y->a_buf) && same_buf(s, x->b_buf, y->b_buf) &&
+           same_buf(s, x->bias_buf, y->bias_buf) && same_buf(s, x->c_buf, y->c_buf);
   if (x->is_conv) {
     nnc_kconv a = x->conv, b = y->conv; /* the geometry equal, the buffers matched */
     bool bufs = same_buf(s, a.in_buf, b.in_buf) && same_buf(s, a.w_buf, b.w_buf) &&

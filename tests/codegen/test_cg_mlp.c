@@ -15,8 +15,11 @@
 #include <llvm-c/TargetMachine.h>
 
 /* relu(x W1 + b1) W2 + b2 -> cross-entropy on labels; outputs as the front
- * end makes them (loss vector, loss, correct vector, prediction). */
-static void mlp_forward(fixture *fx, nnc_graph *g, int batch, int in, int hidden, int classes) {
+ * end makes them (loss vector, loss, correct vector, prediction). With wt
+ * the weights are stored [out, in] and read transposed (x W1^T), as the
+ * front end's dense layers store them. */
+static void mlp_forward(fixture *fx, nnc_graph *g, int batch, int in, int hidden, int classes,
+                        bool wt) {
   nnc_shape xs = sh(2, batch, in), ys = sh(1, batch), row = sh(2, 1, hidden),
             row2 = sh(2, 1, classes), b = sh(1, batch);
   nnc_node *x = nnc_ir_input(g, NNC_IN_X, NNC_F32, &xs);
@@ -24,9 +27,9 @@ static void mlp_forward(fixture *fx, nnc_graph *g, int batch, int in, int hidden
   nnc_node *w1 = nnc_ir_param(g, 0), *b1 = nnc_ir_param(g, 1), *w2 = nnc_ir_param(g, 2),
            *b2 = nnc_ir_param(g, 3);
   nnc_node *h = nnc_ir_unary(g, NNC_OP_RELU,
-                             nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_matmul(g, x, w1, false, false),
+                             nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_matmul(g, x, w1, false, wt),
                                            nnc_ir_reshape(g, b1, &row)));
-  nnc_node *z = nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_matmul(g, h, w2, false, false),
+  nnc_node *z = nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_matmul(g, h, w2, false, wt),
                               nnc_ir_reshape(g, b2, &row2));
   nnc_node *shifted = nnc_ir_binary(g, NNC_OP_SUB, z, nnc_ir_reduce(g, NNC_OP_RMAX, z, 0x2));
   nnc_node *lse = nnc_ir_unary(
@@ -54,17 +57,17 @@ static void mlp_forward(fixture *fx, nnc_graph *g, int batch, int in, int hidden
 
 /* The MLP trained by opt (its defaults, then weight decay wd) with
  * gradients clipped to a global norm of clip (0: not clipped). */
-static void build_mlp_with(fixture *fx, int batch, int in, int hidden, int classes,
-                           nnc_optim_kind opt, double wd, double clip) {
+static void build_mlp_layout(fixture *fx, int batch, int in, int hidden, int classes,
+                             nnc_optim_kind opt, double wd, double clip, bool wt) {
   double r1 = 1 / sqrt((double)in), r2 = 1 / sqrt((double)hidden);
-  fx_param(fx, "w1", sh(2, in, hidden), -r1, r1);
+  fx_param(fx, "w1", wt ? sh(2, hidden, in) : sh(2, in, hidden), -r1, r1);
   fx_param(fx, "b1", sh(1, hidden), -0.1, 0.1);
-  fx_param(fx, "w2", sh(2, hidden, classes), -r2, r2);
+  fx_param(fx, "w2", wt ? sh(2, classes, hidden) : sh(2, hidden, classes), -r2, r2);
   fx_param(fx, "b2", sh(1, classes), -0.1, 0.1);
   fx->y_classes = classes;
-  mlp_forward(fx, fx->g, batch, in, hidden, classes);
+  mlp_forward(fx, fx->g, batch, in, hidden, classes, wt);
   fx->m->eval = nnc_graph_new(fx->m, "eval");
-  mlp_forward(fx, fx->m->eval, batch, in, hidden, classes);
+  mlp_forward(fx, fx->m->eval, batch, in, hidden, classes, wt);
   fx->m->config.batch = batch;
   fx->m->config.optim.kind = opt;
   nnc_optim_defaults(&fx->m->config.optim, opt);
@@ -75,6 +78,11 @@ static void build_mlp_with(fixture *fx, int batch, int in, int hidden, int class
   nnc_simplify(fx->m->train);
   nnc_simplify(fx->m->eval);
   fx->g = fx->m->train;
+}
+
+static void build_mlp_with(fixture *fx, int batch, int in, int hidden, int classes,
+                           nnc_optim_kind opt, double wd, double clip) {
+  build_mlp_layout(fx, batch, in, hidden, classes, opt, wd, clip, false);
 }
 
 static void build_mlp(fixture *fx, int batch, int in, int hidden, int classes, nnc_optim_kind opt) {
@@ -521,6 +529,43 @@ static void test_fashion_mlp_prefetches_shared_weights(void **state) {
   assert_int_equal(n_w1, 0);
 }
 
+/* With NNC_K_SPLIT=1, dh1 = dh2.W2 is split over W2's rows (K), the rows
+ * each core's dense2 kernels own (lower_matmul.c, k_split_parts): two
+ * partial products, 64x256 from K = 128 each, then the kernel adding them
+ * with the ReLU mask, split over dh1's columns as dW1 = dh1ᵀ.x reads
+ * them, and dense2's Adam pass after it; no core reads W2's rows the
+ * other wrote, so the pass prefetches nothing. */
+static void test_fashion_mlp_k_split(void **state) {
+  fixture *fx = *state;
+  fx_run r;
+  setenv("NNC_K_SPLIT", "1", 1);
+  bool compiled = compile_fashion_mlp(fx, &r);
+  unsetenv("NNC_K_SPLIT");
+  if (!compiled) skip();
+  char *text = kernel_dump(r.prog);
+  const char *gemm = "gemm M=64 N=256 K=128 ta=0 tb=0 bias=0 act=0 kparts\n";
+  char *at = strstr(text, gemm), *head = at;
+  assert_non_null(at);
+  assert_null(strstr(at + strlen(gemm), " kparts"));
+  while (head > text && strncmp(head, "\nkernel ", 8))
+    head--;
+  assert_non_null(strstr(head, ".matmul_relu_mask (split) extent 2 "));
+  assert_true(strstr(head, ".matmul_relu_mask (split) extent 2 ") < at);
+  char *sum = strstr(at, "\nkernel ");
+  assert_non_null(sum);
+  assert_non_null(strstr(sum, ".part_sum_relu_mask (split) extent 2 "));
+  assert_true(strstr(sum, ".part_sum_relu_mask") < strchr(sum + 1, '\n'));
+  free(text);
+  char *w2 = train_kernel_block(r.prog, "update.adam.m.mlp.dense2.weight (split)");
+  assert_non_null(w2);
+  assert_null(strstr(w2, "prefetches"));
+  free(w2);
+  char prev[128];
+  train_kernel_before(r.prog, "update.adam.m.mlp.dense2.weight", prev, sizeof prev);
+  assert_non_null(strstr(prev, ".part_sum_relu_mask"));
+  fx_release(&r);
+}
+
 /* Code for a CPU without FMA or AVX (x86-64 with SSE2 only): the products
  * multiply and add instead of calling fmaf per lane (llvm.fma), and the
  * step still matches the interpreter. (Runs on any x86-64 host.) */
@@ -723,6 +768,66 @@ static void test_relu_mask_fused_with_updates(void **state) {
   unsetenv("NNC_FUSE_UPDATES");
 }
 
+/* ---- input gradients split over K (lower_matmul.c, k_split_parts) ---- */
+
+/* The MLP with its weights stored [out, in] (x.W^T, as the front end's
+ * dense layers): the hidden gradient dz.W2 (16x96, K = 128 classes) is
+ * split over W2's rows into two partial products, which the next kernel
+ * adds with the ReLU mask. */
+static void build_k_split_mlp(fixture *fx) {
+  build_mlp_layout(fx, 16, 40, 96, 128, NNC_OPT_ADAM, 0, 0, true);
+}
+
+/* 3 steps of the K-split step against the interpreter (f64, one sum over
+ * K): the partial products and their sum are the plain product. */
+static void test_k_split_against_interp(void **state) {
+  fixture *fx = *state;
+  build_k_split_mlp(fx);
+  fx->steps = 3;
+  fx->rtol = 1e-4;
+  fx->atol = 2e-4;
+  setenv("NNC_K_SPLIT", "1", 1);
+  fx_check(fx);
+  unsetenv("NNC_K_SPLIT");
+}
+
+/* One K-split product and one sum kernel with NNC_K_SPLIT=1 (none with
+ * 0, the default); the same bits on 1, 2 and 3 threads (the parts do not depend on them), and
+ * within rounding of the column split's. */
+static void test_k_split_threads(void **state) {
+  fixture *fx = *state;
+  build_k_split_mlp(fx);
+  size_t n0, n;
+  int parts, sums;
+  const char *env = "NNC_K_SPLIT";
+  char *plain = tensors_fused_by(fx, env, " kparts", false, 1, &n0, &parts);
+  assert_int_equal(parts, 0);
+  free(tensors_fused_by(fx, env, ".part_sum_relu_mask (", false, 1, &n, &sums));
+  assert_int_equal(sums, 0);
+  char *ref = NULL;
+  for (int threads = 1; threads <= 3; threads++) {
+    char *got = tensors_fused_by(fx, env, " kparts", true, threads, &n, &parts);
+    assert_int_equal(parts, 1);
+    assert_int_equal(n, n0);
+    if (ref) {
+      assert_same_floats(got, ref, n, threads);
+      free(got);
+    } else {
+      ref = got;
+    }
+  }
+  free(tensors_fused_by(fx, env, ".part_sum_relu_mask (", true, 2, &n, &sums));
+  assert_int_equal(sums, 1);
+  for (size_t i = 0; i < n; i += 4) {
+    float a, b;
+    memcpy(&a, ref + i, 4);
+    memcpy(&b, plain + i, 4);
+    if (!near(a, b, 1e-4, 1e-5)) fail_msg("float %zu: %.9g K-split, %.9g not", i / 4, a, b);
+  }
+  free(ref);
+  free(plain);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       T(test_mlp_adam_3_steps),
@@ -732,6 +837,7 @@ int main(void) {
       T(test_fashion_mlp_eval_shares_train_kernels),
       T(test_fashion_mlp_updates_after_their_products),
       T(test_fashion_mlp_prefetches_shared_weights),
+      T(test_fashion_mlp_k_split),
       T(test_small_cnn_eval_shares_train_kernels),
       T(test_small_cnn_cold_code_split),
       T(test_fashion_mlp_learns),
@@ -748,6 +854,8 @@ int main(void) {
       T(test_clip_norm_not_fused),
       T(test_relu_mask_fused),
       T(test_relu_mask_fused_with_updates),
+      T(test_k_split_against_interp),
+      T(test_k_split_threads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
