@@ -360,7 +360,7 @@ static void transpose(emitter *e, LLVMValueRef *v) {
  * the JIT's parts make their functions global symbols, so one name per
  * module would be defined twice. Internal; the caller of nnc_cg_emit_gemm
  * gives it the target's attributes with the product's
- * (nnc_cg_gemm_helpers). */
+ * (nnc_cg_gemm_helpers, which finds it by that name). */
 static LLVMValueRef pack_block_fn(emitter *e) {
   char name[320];
   size_t len;
@@ -389,12 +389,15 @@ static LLVMValueRef pack_block_fn(emitter *e) {
   return fn;
 }
 
-void nnc_cg_gemm_helpers(LLVMModuleRef mod, void (*attrs)(void *ctx, LLVMValueRef fn), void *ctx) {
-  for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f)) {
-    size_t len;
-    const char *name = LLVMGetValueName2(f, &len);
-    if (!strncmp(name, "nnc.gemm.", 9) && !LLVMIsDeclaration(f) &&
-        !LLVMGetStringAttributeAtIndex(f, LLVMAttributeFunctionIndex, "target-cpu", 10))
+void nnc_cg_gemm_helpers(LLVMValueRef def, void (*attrs)(void *ctx, LLVMValueRef fn), void *ctx) {
+  size_t len;
+  const char *name = LLVMGetValueName2(def, &len);
+  /* added to the module after def, while it was emitted, and named
+   * DEF.something (pack_block_fn) */
+  for (LLVMValueRef f = LLVMGetNextFunction(def); f; f = LLVMGetNextFunction(f)) {
+    size_t flen;
+    const char *fname = LLVMGetValueName2(f, &flen);
+    if (flen > len && !strncmp(fname, name, len) && fname[len] == '.' && !LLVMIsDeclaration(f))
       attrs(ctx, f);
   }
 }

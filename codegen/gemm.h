@@ -59,11 +59,10 @@ LLVMValueRef nnc_cg_gemm_fn(LLVMModuleRef mod, const char *name, bool extra, LLV
  * the stack, through the product's pack function (nnc_cg_gemm_helpers)? */
 bool nnc_cg_gemm_packs_b(const nnc_cg_gemm *g);
 
-/* The functions of gemm.c's own in mod (a product's packing of B stored
- * [N,K], shared by its panels): each nnc.gemm.* function that has no
- * "target-cpu" yet is passed to attrs, which gives it the products'
- * target attributes. */
-void nnc_cg_gemm_helpers(LLVMModuleRef mod, void (*attrs)(void *ctx, LLVMValueRef fn), void *ctx);
+/* The functions gemm.c emitted with product def (its packing of B stored
+ * [N,K], shared by its panels; named DEF.packVL, after def in its module)
+ * are passed to attrs, which gives them the product's target attributes. */
+void nnc_cg_gemm_helpers(LLVMValueRef def, void (*attrs)(void *ctx, LLVMValueRef fn), void *ctx);
 
 /* The same with bf16 operands and f32 accumulation (AVX512-BF16,
  * gemm_bf16.c); nnc_cg_emit_gemm calls it where nnc_cg_gemm_bf16_applies.

@@ -385,7 +385,7 @@ static LLVMValueRef gemm_function(emitter *E, const nnc_kernel *k) {
    * name, and compile.c links the two after optimising each. */
   LLVMValueRef def = nnc_cg_emit_gemm(E->gemm_mod, name, &g);
   target_attrs(E, def);
-  nnc_cg_gemm_helpers(E->gemm_mod, helper_attrs, E);
+  nnc_cg_gemm_helpers(def, helper_attrs, E);
   mark_cold_gemm(E, def, k);
   E->gemm_k = realloc(E->gemm_k, sizeof(*E->gemm_k) * (size_t)(E->ngemm + 1));
   E->gemm_fn = realloc(E->gemm_fn, sizeof(*E->gemm_fn) * (size_t)(E->ngemm + 1));
@@ -460,7 +460,7 @@ static LLVMValueRef fused_gemm_function(emitter *E, const nnc_kernel *k) {
   E->m.mod = math_mod;
   E->arena = arena;
   target_attrs(E, def);
-  nnc_cg_gemm_helpers(E->gemm_mod, helper_attrs, E);
+  nnc_cg_gemm_helpers(def, helper_attrs, E);
   mark_cold(E, def, k);
   return LLVMAddFunction(E->mod, name, LLVMGlobalGetValueType(def));
 }

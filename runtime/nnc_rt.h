@@ -201,6 +201,9 @@ void nnc_rt_dataset_free(nnc_rt_dataset *ds);
 /* Writes the sample_size f32 features of sample i (scaled, standardised)
  * to out. */
 void nnc_rt_dataset_sample(const nnc_rt_dataset *ds, int64_t i, float *out);
+/* Recomputes ds->byte_step: call it after changing byte_value by hand
+ * (the loaders and nnc_rt_dataset_scale do). */
+void nnc_rt_dataset_bytes_changed(nnc_rt_dataset *ds);
 
 /* Data paths (session.c), shared by training, evaluation and nnc's
  * int8 calibration (tools/deploy_cmd.c).

@@ -212,8 +212,6 @@ int nnc_rt_log_read_epochs(const char *path, nnc_rt_log_row **rows, int *nrows, 
 /* Asks the cache for sample i's features, which are read next (a batch
  * visits samples in shuffled order, so each one misses the cache). */
 void nnc_rt_dataset_prefetch(const nnc_rt_dataset *ds, int64_t i);
-/* Recomputes ds->byte_step after byte_value changed. */
-void nnc_rt_dataset_bytes_changed(nnc_rt_dataset *ds);
 /* Copies sample idx of ds (features, label or targets) into row `row` of
  * the model's x and y inputs in arena. */
 void nnc_rt_put_sample(const nnc_rt_model *m, char *arena, const nnc_rt_dataset *ds, int64_t row,
