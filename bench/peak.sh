@@ -11,7 +11,8 @@
 # work (bias, ReLU, loss) is not counted. See docs/performance.md.
 #
 #   NNC=build-rel/tools/nnc bench/peak.sh [mlp|cnn] [EPOCHS] [REPEATS] [THREADS]
-#   (defaults: mlp 1 3 2; the probe is PEAK=build-rel/bench/fma_peak)
+#   (defaults: mlp 1 3 2; the probe is PEAK=build-rel/bench/fma_peak, and
+#   PINGPONG=build-rel/bench/core_pingpong times the cores' round trip)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:-mlp}
@@ -52,11 +53,25 @@ echo "== $MODEL: batch $batch, $params parameters; per step $(awk -v f="$prod" '
 echo "== $REPEATS rounds of: peak probe on $THREADS thread(s), $EPOCHS epoch(s) of training on $THREADS thread(s)"
 best_peak=0
 best_sps=0
+# The two cores' round trip (bench/core_pingpong) before and after each
+# training round, where there are two threads: the step's handoffs between
+# the cores cost ~4x more in one placement of the machine's virtual CPUs
+# than in the other (docs/performance.md).
+PINGPONG=${PINGPONG:-build-rel/bench/core_pingpong}
+pingpong() {
+  if [ "$THREADS" -ge 2 ] && [ -x "$PINGPONG" ]; then
+    "$PINGPONG" 20000 | sed -n 's/.*round_trip_ns=\([0-9.]*\).*/\1/p'
+  fi
+}
 for r in $(seq "$REPEATS"); do
   pk=$("$PEAK" "$THREADS" | sed -n 's/.*gflops=\([0-9.]*\) .*/\1/p')
+  rt0=$(pingpong)
   run_nnc "$out/run.$r.txt"
+  rt1=$(pingpong)
   sps=$(field "$out/run.$r.txt" samples_per_s)
-  echo "round $r: peak $pk GFLOP/s, $sps samples/s ($(uptime | sed 's/.*load/load/'))"
+  frac=$(awk -v f="$flops" -v s="$sps" -v b="$batch" -v p="$pk" 'BEGIN { printf "%.3f", f * s / b * 1e-9 / p }')
+  echo "round $r: peak $pk GFLOP/s, $sps samples/s = $frac of it;${rt0:+ round trip between the cores $rt0/$rt1 ns;}" \
+    "($(uptime | sed 's/.*load/load/'))"
   best_peak=$(awk -v a="$best_peak" -v b="$pk" 'BEGIN { print (b > a) ? b : a }')
   best_sps=$(awk -v a="$best_sps" -v b="$sps" 'BEGIN { print (b > a) ? b : a }')
 done

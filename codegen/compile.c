@@ -203,6 +203,10 @@ bool nnc_cg_build_kernels(nnc_kprog *p, const nnc_module *m, const nnc_cg_target
   if (p->bf16 && !bf16_target(t, t->host, err, errlen)) return false;
   if (!nnc_cg_lower(p, m, err, errlen)) return false;
   nnc_cg_plan(p);
+  /* Cold kernels that differ only in their buffers' offsets compiled once
+   * (twins.c); NNC_TWINS=0 compiles each (for comparisons). */
+  const char *tw = getenv("NNC_TWINS");
+  if (opt_level >= 1 && !(tw && !strcmp(tw, "0"))) nnc_cg_find_twins(p);
   return true;
 }
 
@@ -653,14 +657,17 @@ void nnc_cg_print_times(FILE *f, const char *what, const nnc_cg_times *t) {
 void nnc_cg_print_kernel_count(FILE *f, const nnc_kprog *p) {
   const nnc_kgraph *gs[NNC_CG_NGRAPHS];
   nnc_cg_graphs(p, gs);
-  int n = 0, shared = 0;
+  int n = 0, shared = 0, twins = 0;
   for (int g = 0; g < NNC_CG_NGRAPHS; g++)
     for (int i = 0; gs[g] && i < gs[g]->n; i++) {
       n++;
       shared += gs[g]->k[i]->same_as != NULL;
+      twins += gs[g]->k[i]->twin_of != NULL;
     }
-  fprintf(f, "codegen: %d kernels, %d of them the code of a train kernel (compiled once)\n", n,
-          shared);
+  fprintf(f,
+          "codegen: %d kernels, %d of them the code of a train kernel (compiled once), %d the "
+          "code of another but for their buffers (twins)\n",
+          n, shared, twins);
 }
 
 /* ---- per-function times (NNC_DEBUG=2) ----

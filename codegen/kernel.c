@@ -443,6 +443,7 @@ void nnc_kernel_print(FILE *out, const nnc_kprog *p, const nnc_kernel *k) {
   fprintf(out, "kernel %s%s extent %lld work %g\n", k->name, k->split ? " (split)" : "",
           (long long)k->extent, k->work);
   if (k->same_as) fprintf(out, "  same code as %s\n", k->same_as->name);
+  if (k->twin_of) fprintf(out, "  twin of %s (its code, with these buffers)\n", k->twin_of->name);
   for (int i = 0; i < k->nreads; i++)
     fprintf(out, "  reads b%d %s @%lld\n", k->reads[i], p->bufs[k->reads[i]].name,
             (long long)p->bufs[k->reads[i]].offset);

@@ -246,6 +246,13 @@ typedef struct nnc_kernel {
    * equals, its buffers placed at the same offsets, so both have the same
    * machine code: the backends call that kernel's function instead. */
   const struct nnc_kernel *same_as;
+  /* Set by twins.c (the JIT and trainer programs, not deployed ones): a
+   * cold loop kernel, of any graph, whose code is this one's but for its
+   * base buffers' offsets. The backend compiles only twin_of, which then
+   * takes its bases' offsets as arguments (has_twins; the order of
+   * nnc_cg_kernel_bases), and calls it with this kernel's. */
+  const struct nnc_kernel *twin_of;
+  bool has_twins;
   /* An allreduce (ops.def): the kernel copies its operand into its one
    * written buffer, then the entry point calls the runtime's hook on that
    * buffer (kprog.comm_off), which sums it over the ranks in place. */
@@ -452,5 +459,11 @@ void nnc_kernel_print(FILE *out, const nnc_kprog *p, const nnc_kernel *k);
 bool nnc_cg_lower(nnc_kprog *p, const nnc_module *m, char *err, size_t errlen);
 /* plan.c: assigns every buffer its arena offset. */
 void nnc_cg_plan(nnc_kprog *p);
+/* twins.c: sets twin_of and has_twins (see nnc_kernel); returns how many
+ * kernels are twins. */
+int nnc_cg_find_twins(nnc_kprog *p);
+/* k's base buffers, distinct, in the order of its reads then its writes,
+ * into out[] (room for nreads + nwrites); returns how many. */
+int nnc_cg_kernel_bases(const nnc_kprog *p, const nnc_kernel *k, int *out);
 
 #endif

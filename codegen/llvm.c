@@ -92,7 +92,7 @@ void nnc_ll_no_unroll(emitter *E, LLVMValueRef br) {
   LLVMSetMetadata(br, E->md_loop, LLVMMetadataAsValue(E->ctx, id));
 }
 
-static bool has_loop(const nnc_kblock *blk) {
+bool nnc_ll_has_loop(const nnc_kblock *blk) {
   for (int i = 0; i < blk->n; i++)
     if (blk->s[i]->kind == NNC_KS_LOOP) return true;
   return false;
@@ -128,7 +128,7 @@ static bool copy_rows(const nnc_kprog *p, const nnc_kstmt *s) {
   if (s->extent < 8 || s->body.n == 0) return false;
   for (int i = 0; i < s->body.n; i++) {
     const nnc_kstmt *t = s->body.s[i];
-    if (t->kind != NNC_KS_LOOP || t->extent <= 1 || has_loop(&t->body) || !copies(p, t))
+    if (t->kind != NNC_KS_LOOP || t->extent <= 1 || nnc_ll_has_loop(&t->body) || !copies(p, t))
       return false;
   }
   return true;
@@ -168,7 +168,7 @@ static void prefetch_rows(emitter *E, LLVMValueRef iv) {
  * accumulate keep the full unrolling their code was tuned with (their
  * sums' order depends on it). */
 static void loop(emitter *E, const nnc_kstmt *s, LLVMValueRef lo, LLVMValueRef hi) {
-  bool keep_loop = E->loop_depth > 0 && !has_loop(&s->body) && s->extent > 1 &&
+  bool keep_loop = E->loop_depth > 0 && !nnc_ll_has_loop(&s->body) && s->extent > 1 &&
                    (s->extent < 16 || copies(E->p, s));
   keep_loop |= copy_rows(E->p, s);
   E->loop_depth++;
@@ -203,6 +203,24 @@ static void loop(emitter *E, const nnc_kstmt *s, LLVMValueRef lo, LLVMValueRef h
   E->loop_depth--;
 }
 
+/* A loop of one iteration (the kernel IR's loop nests keep every
+ * dimension, sizes of 1 included): its body once, at iv = 0, without the
+ * loop that the optimiser would otherwise have to find and remove (the
+ * CNN's cold kernels held 92 such loops). It still counts as a loop for
+ * the loops inside it (keep_loop's depth), so their code is the same. */
+static void once(emitter *E, const nnc_kstmt *s) {
+  E->loop_depth++;
+  E->vars[s->var] = LLVMConstInt(E->ti64, 0, 0);
+  if (E->loop_depth == 1 && E->k && E->k->nprefetch) prefetch_rows(E, E->vars[s->var]);
+  int mark = E->nmemo;
+  block(E, &s->body, false);
+  E->nmemo = mark;
+  bool stores = false, sets = false;
+  writes_in(&s->body, &stores, &sets);
+  nnc_ll_memo_invalidate(E, stores, sets);
+  E->loop_depth--;
+}
+
 /* byte p[idx] (i8), tagged as an access of buffer buf */
 static LLVMValueRef byte_at(emitter *E, int buf, const nnc_kexpr *index) {
   LLVMValueRef idx = nnc_ll_expr(E, index);
@@ -233,6 +251,8 @@ static void block(emitter *E, const nnc_kblock *blk, bool top) {
     case NNC_KS_LOOP:
       if (top && E->k->split)
         loop(E, s, E->begin, E->end);
+      else if (s->extent == 1)
+        once(E, s);
       else
         loop(E, s, LLVMConstInt(E->ti64, 0, 0),
              LLVMConstInt(E->ti64, (unsigned long long)s->extent, 0));
@@ -339,8 +359,30 @@ static void mark_cold_gemm(emitter *E, LLVMValueRef fn, const nnc_kernel *k) {
   if (k->work < limit) add_attr(E, fn, NNC_CG_COLD, "");
 }
 
+/* The type of the function that runs k's code: the kernels' (arena, begin,
+ * end), then for the first of twins (twins.c) the arena offsets of its nb
+ * bases (*nb: 0 otherwise). */
+static LLVMTypeRef code_type(emitter *E, const nnc_kernel *k, int *nb) {
+  int *bases = k->has_twins ? malloc(sizeof(int) * (size_t)(k->nreads + k->nwrites + 1)) : NULL;
+  *nb = bases ? nnc_cg_kernel_bases(E->p, k, bases) : 0;
+  free(bases);
+  if (!*nb) return E->kfn_type;
+  LLVMTypeRef *params = malloc(sizeof(LLVMTypeRef) * (size_t)(3 + *nb));
+  if (!params) nnc_ir_bug("codegen: out of memory");
+  params[0] = E->tptr;
+  for (int i = 1; i < 3 + *nb; i++)
+    params[i] = E->ti64;
+  LLVMTypeRef t = LLVMFunctionType(E->tvoid, params, (unsigned)(3 + *nb), 0);
+  free(params);
+  return t;
+}
+
 LLVMValueRef nnc_ll_kernel_fn(emitter *E, const char *name) {
-  LLVMValueRef fn = LLVMAddFunction(E->mod, name, E->kfn_type);
+  return nnc_ll_kernel_fn_typed(E, name, E->kfn_type);
+}
+
+LLVMValueRef nnc_ll_kernel_fn_typed(emitter *E, const char *name, LLVMTypeRef type) {
+  LLVMValueRef fn = LLVMAddFunction(E->mod, name, type);
   /* With several parts the entry points (part 0) call kernels of the
    * others: visible to the JIT's linker, not outside the program. */
   if (E->nparts > 1)
@@ -365,7 +407,7 @@ LLVMValueRef nnc_ll_kernel_fn(emitter *E, const char *name) {
 /* k's product as gemm.c emits it: row-split products get ranges of whole
  * row blocks (emit_gemm_kernel), which spares the tiles for other
  * remainders. */
-static nnc_cg_gemm gemm_of(const nnc_kernel *k) {
+nnc_cg_gemm nnc_ll_gemm_of(const nnc_kernel *k) {
   nnc_cg_gemm g = k->gemm;
   if (k->col_block <= 0) g.row_align = k->row_block;
   return g;
@@ -375,7 +417,7 @@ static nnc_cg_gemm gemm_of(const nnc_kernel *k) {
  * emitted into the gemm module the first time such a product is seen
  * (e.g. the train and eval graphs' forward products share one). */
 static LLVMValueRef gemm_function(emitter *E, const nnc_kernel *k) {
-  nnc_cg_gemm g = gemm_of(k);
+  nnc_cg_gemm g = nnc_ll_gemm_of(k);
   for (int i = 0; i < E->ngemm; i++)
     if (nnc_cg_gemm_eq(&E->gemm_k[i], &g)) return E->gemm_fn[i];
   char name[256];
@@ -438,7 +480,7 @@ static void fused_store(void *ctx, LLVMBuilderRef b, LLVMValueRef v, LLVMValueRe
  * gemm module (never shared: the pass is its own); its declaration in
  * E->mod. */
 static LLVMValueRef fused_gemm_function(emitter *E, const nnc_kernel *k) {
-  nnc_cg_gemm g = gemm_of(k);
+  nnc_cg_gemm g = nnc_ll_gemm_of(k);
   char name[256];
   snprintf(name, sizeof name, "nnc.gemm.%s", k->name);
   LLVMBuilderRef b = E->b;
@@ -528,8 +570,19 @@ static LLVMValueRef emit_kernel(emitter *E, const nnc_kernel *k) {
   E->k = k;
   if (k->is_gemm) return emit_gemm_kernel(E, k);
   if (k->conv_dw) return nnc_ll_emit_conv_dw(E, k); /* never cold: one code, one rounding */
-  LLVMValueRef fn = nnc_ll_kernel_fn(E, k->name);
+  int nb;
+  LLVMValueRef fn = nnc_ll_kernel_fn_typed(E, k->name, code_type(E, k, &nb));
   mark_cold(E, fn, k);
+  if (nb) { /* the first of twins: its bases' offsets are arguments */
+    int *bases = malloc(sizeof(int) * (size_t)(k->nreads + k->nwrites + 1));
+    if (!bases) nnc_ir_bug("codegen: out of memory");
+    nnc_cg_kernel_bases(E->p, k, bases);
+    for (int j = 0; j < nb; j++) {
+      LLVMValueRef off = LLVMGetParam(fn, (unsigned)(3 + j));
+      E->base[bases[j]] = LLVMBuildInBoundsGEP2(E->b, E->ti8, E->arena, &off, 1, "");
+    }
+    free(bases);
+  }
   if (k->is_conv) {
     const nnc_kconv *c = &k->conv;
     nnc_ll_emit_conv(E, k, nnc_ll_buffer_ptr(E, c->in_buf), nnc_ll_buffer_ptr(E, c->w_buf),
@@ -556,132 +609,6 @@ static LLVMValueRef emit_kernel(emitter *E, const nnc_kernel *k) {
   free(E->vars);
   free(E->scalars);
   return fn;
-}
-
-/* ---- parts ---- */
-
-/* Estimated cost of optimising and compiling a kernel, in about
- * milliseconds of one core: each function compiled alone, NNC_DEBUG=2
- * (nnc_cg_print_function_times), fashion_cnn and fashion_mlp on AVX-512,
- * refitted at the eleventh stop (three runs averaged, docs/performance.md).
- * A direct weight gradient's body ~15-17 (its sums in loops; 55 before), a
- * direct convolution's 12-18 (its loops kept, conv_direct.c), a product
- * 13-22, one that packs B stored [N,K] (nnc_cg_gemm_packs_b: dense 1's
- * forward product) ~50 with its pack function (estimated at 18, it left
- * its part ~20 ms heavier), a hot loop kernel 5-20 (more with each
- * innermost loop, which the vectoriser turns into a vector loop and its
- * remainder), a cold kernel or an entry point ~3 (optimised, then fast
- * instruction selection). A count with products at 6 loop kernels put both
- * weight gradients in one part, the heavier by a third. */
-static const double CONV_DW_COST = 16, CONV_COST = 15, GEMM_COST = 18, PACK_COST = 30,
-                    KERNEL_COST = 5, INNER_LOOP_COST = 2.5, COLD_COST = 3, ENTRY_COST = 3;
-
-static int innermost_loops(const nnc_kblock *blk) {
-  int n = 0;
-  for (int i = 0; i < blk->n; i++)
-    if (blk->s[i]->kind == NNC_KS_LOOP)
-      n += has_loop(&blk->s[i]->body) ? innermost_loops(&blk->s[i]->body) : 1;
-  return n;
-}
-
-static double kernel_cost(const nnc_kernel *k) {
-  if (k->conv_dw) return CONV_DW_COST;
-  if (k->is_conv) return CONV_COST;
-  if (k->is_gemm) {
-    nnc_cg_gemm g = gemm_of(k);
-    return GEMM_COST + (nnc_cg_gemm_packs_b(&g) ? PACK_COST : 0);
-  }
-  if (k->work < COLD_WORK) return COLD_COST;
-  return KERNEL_COST + INNER_LOOP_COST * innermost_loops(&k->body);
-}
-
-static int lightest(const double *load, int n) {
-  int best = 0;
-  for (int i = 1; i < n; i++)
-    if (load[i] < load[best]) best = i;
-  return best;
-}
-
-typedef struct kernel_ref {
-  int g, i;
-  double cost;
-} kernel_ref;
-
-/* Dearest first; program order among equals. */
-static int by_cost(const void *a, const void *b) {
-  const kernel_ref *x = a, *y = b;
-  if (x->cost != y->cost) return x->cost < y->cost ? 1 : -1;
-  return x->g != y->g ? x->g - y->g : x->i - y->i;
-}
-
-/* Which part each kernel is compiled in (part_of[g][i]) and each part's
- * estimated work (load): the kernels dearest first (kernel_cost), each to
- * the part with the least work so far (the longest-first rule: no part
- * more than a third above the best split); a product that an earlier
- * kernel already has goes to that kernel's part, at no cost (it is
- * emitted once there); the entry points are in part 0; a kernel sharing a
- * train kernel's code (plan.c) goes where that kernel is. Depends only on
- * the program, so every part's emitter computes the same assignment. */
-void nnc_cg_assign_parts(const nnc_kprog *p, int nparts, int *part_of[NNC_CG_NGRAPHS],
-                         double *load) {
-  const nnc_kgraph *gs[NNC_CG_NGRAPHS];
-  nnc_cg_graphs(p, gs);
-  for (int g = 0; g < NNC_CG_NGRAPHS; g++) {
-    part_of[g] = calloc((size_t)(gs[g] ? gs[g]->n : 0) + 1, sizeof(int));
-    if (!part_of[g]) nnc_ir_bug("codegen: out of memory");
-  }
-  for (int i = 0; i < nparts; i++)
-    load[i] = 0;
-  load[0] = ENTRY_COST *
-            (double)(p->has_train + p->has_eval + p->has_grad + p->has_update + p->has_grad_half);
-  int n = 0;
-  for (int g = 0; g < NNC_CG_NGRAPHS; g++)
-    n += gs[g] ? gs[g]->n : 0;
-  kernel_ref *order = malloc(sizeof(kernel_ref) * (size_t)(n + 1));
-  bool *done[NNC_CG_NGRAPHS];
-  for (int g = 0; g < NNC_CG_NGRAPHS; g++) {
-    done[g] = calloc((size_t)(gs[g] ? gs[g]->n : 0) + 1, sizeof(bool));
-    if (!done[g]) nnc_ir_bug("codegen: out of memory");
-  }
-  if (!order) nnc_ir_bug("codegen: out of memory");
-  n = 0;
-  for (int g = 0; g < NNC_CG_NGRAPHS; g++)
-    for (int i = 0; gs[g] && i < gs[g]->n; i++)
-      if (!gs[g]->k[i]->same_as) order[n++] = (kernel_ref){g, i, kernel_cost(gs[g]->k[i])};
-  qsort(order, (size_t)n, sizeof *order, by_cost);
-  for (int o = 0; o < n; o++) {
-    int g = order[o].g, i = order[o].i;
-    const nnc_kernel *k = gs[g]->k[i];
-    int part = -1;
-    if (k->is_gemm) { /* a product some kernel placed already has? */
-      nnc_cg_gemm mine = gemm_of(k);
-      for (int h = 0; h < NNC_CG_NGRAPHS && part < 0; h++)
-        for (int j = 0; gs[h] && j < gs[h]->n && part < 0; j++) {
-          nnc_cg_gemm other = gemm_of(gs[h]->k[j]);
-          if (done[h][j] && gs[h]->k[j]->is_gemm && nnc_cg_gemm_eq(&other, &mine))
-            part = part_of[h][j];
-        }
-    }
-    if (part < 0) {
-      part = lightest(load, nparts);
-      load[part] += order[o].cost;
-    }
-    part_of[g][i] = part;
-    done[g][i] = true;
-  }
-  free(order);
-  for (int g = 0; g < NNC_CG_NGRAPHS; g++)
-    free(done[g]);
-  /* Kernels with a train twin: the train graph's parts are all set. */
-  for (int g = 1; g < NNC_CG_NGRAPHS; g++)
-    for (int i = 0; gs[g] && gs[0] && i < gs[g]->n; i++)
-      for (int j = 0; gs[g]->k[i]->same_as && j < gs[0]->n; j++)
-        if (gs[0]->k[j] == gs[g]->k[i]->same_as) part_of[g][i] = part_of[0][j];
-}
-
-void nnc_cg_free_parts(int *part_of[NNC_CG_NGRAPHS]) {
-  for (int g = 0; g < NNC_CG_NGRAPHS; g++)
-    free(part_of[g]);
 }
 
 /* ---- entry points ---- */
@@ -733,6 +660,35 @@ static void call_allreduce_hook(emitter *E, LLVMValueRef entry, LLVMValueRef are
   LLVMPositionBuilderAtEnd(E->b, next);
 }
 
+/* The kernel whose function runs k: its train twin's (plan.c), and that
+ * kernel's first twin (twins.c). */
+static const nnc_kernel *code_of(const nnc_kernel *k) {
+  if (k->same_as) k = k->same_as;
+  return k->twin_of ? k->twin_of : k;
+}
+
+/* fn(arena, 0, n) for k, and where fn is the first of twins the offsets
+ * of k's bases (of its train twin's: the same offsets) after them. */
+static void call_kernel(emitter *E, const nnc_kernel *k, LLVMValueRef fn, LLVMValueRef arena,
+                        LLVMValueRef n) {
+  const nnc_kernel *own = k->same_as ? k->same_as : k;
+  int nb;
+  LLVMTypeRef t = code_type(E, code_of(k), &nb);
+  LLVMValueRef *args = malloc(sizeof(LLVMValueRef) * (size_t)(3 + nb));
+  int *bases = malloc(sizeof(int) * (size_t)(own->nreads + own->nwrites + 1));
+  if (!args || !bases) nnc_ir_bug("codegen: out of memory");
+  args[0] = arena;
+  args[1] = LLVMConstInt(E->ti64, 0, 0);
+  args[2] = n;
+  if (nb && nnc_cg_kernel_bases(E->p, own, bases) != nb)
+    nnc_ir_bug("codegen: kernel %s has other bases than its twin %s", k->name, code_of(k)->name);
+  for (int j = 0; j < nb; j++)
+    args[3 + j] = LLVMConstInt(E->ti64, (unsigned long long)E->p->bufs[bases[j]].offset, 0);
+  LLVMBuildCall2(E->b, t, fn, args, (unsigned)(3 + nb), "");
+  free(args);
+  free(bases);
+}
+
 /* Graph g's kernels of this part, and in part 0 its entry point, which
  * calls the other parts' kernels by name. */
 static void emit_entry(emitter *E, const nnc_kgraph *g, const int *part_of, const char *name,
@@ -746,7 +702,7 @@ static void emit_entry(emitter *E, const nnc_kgraph *g, const int *part_of, cons
       fns[i] = NULL;
     else if (part_of[i] == E->part && quant && quant[i])
       fns[i] = nnc_ll_emit_qgemm(E, k, quant[i]);
-    else if (part_of[i] == E->part && !k->same_as) {
+    else if (part_of[i] == E->part && !k->same_as && !k->twin_of) {
       E->qs = nnc_kq_store_of(quant, g->n, i);
       fns[i] = emit_kernel(E, k);
       E->qs = (nnc_kqstore){.product = -1, .buf = -1, .from = -1};
@@ -758,9 +714,10 @@ static void emit_entry(emitter *E, const nnc_kgraph *g, const int *part_of, cons
       if (k->same_as && nnc_kq_store_of(quant, g->n, i).product >= 0)
         nnc_ir_bug("codegen: kernel %s stores bytes but shares %s's code", k->name,
                    k->same_as->name);
-      const char *fname = k->same_as ? k->same_as->name : k->name;
-      fns[i] = LLVMGetNamedFunction(E->mod, fname);
-      if (!fns[i]) fns[i] = LLVMAddFunction(E->mod, fname, E->kfn_type);
+      const nnc_kernel *code = code_of(k);
+      fns[i] = LLVMGetNamedFunction(E->mod, code->name);
+      int nb;
+      if (!fns[i]) fns[i] = LLVMAddFunction(E->mod, code->name, code_type(E, code, &nb));
     }
   }
   if (E->part != 0) {
@@ -797,8 +754,7 @@ static void emit_entry(emitter *E, const nnc_kgraph *g, const int *part_of, cons
       LLVMValueRef args[4] = {pool, fns[i], arena, n};
       LLVMBuildCall2(E->b, pt, par, args, 4, "");
     } else {
-      LLVMValueRef args[3] = {arena, LLVMConstInt(E->ti64, 0, 0), n};
-      LLVMBuildCall2(E->b, E->kfn_type, fns[i], args, 3, "");
+      call_kernel(E, k, fns[i], arena, n);
     }
     if (k->allreduce) call_allreduce_hook(E, entry, arena, k);
     if (profile) {

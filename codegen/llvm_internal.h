@@ -78,6 +78,12 @@ void nnc_ll_no_unroll(emitter *E, LLVMValueRef br);
 /* A new kernel function `name` (void (ptr arena, i64 begin, i64 end)),
  * the builder at its entry; sets E->fn, E->arena, E->begin, E->end. */
 LLVMValueRef nnc_ll_kernel_fn(emitter *E, const char *name);
+/* Whether blk holds a loop; the product k computes, as gemm.c emits it
+ * (llvm.c, for llvm_parts.c too). */
+bool nnc_ll_has_loop(const nnc_kblock *blk);
+nnc_cg_gemm nnc_ll_gemm_of(const nnc_kernel *k);
+/* The same with another type whose first three parameters are those. */
+LLVMValueRef nnc_ll_kernel_fn_typed(emitter *E, const char *name, LLVMTypeRef type);
 
 /* ---- conv_direct.c: a direct convolution (kernel.h's nnc_kconv) ---- */
 /* The body of kernel function E->fn for k, its buffers at in, w, bias

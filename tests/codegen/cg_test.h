@@ -314,33 +314,60 @@ static inline void fx_check(fixture *fx) {
   fx_mark_checked(fx->g);
 }
 
+/* fx's module compiled (on `threads` threads), `steps` training steps
+ * (then an evaluation step when eval) from fx_fill's start: a copy of the
+ * arena (malloc'd, *bytes long). The compile's timing lines go to
+ * fx->timing if set. */
+static inline char *fx_arena_after(fixture *fx, int threads, int steps, bool eval, size_t *bytes) {
+  fx_run r;
+  fx_compile(fx, &r, threads);
+  fx_fill(fx, &r, NULL);
+  for (int s = 1; s <= steps; s++) {
+    fx_inputs(fx, &r, NULL, s);
+    r.model->train_step(r.arena, r.pool);
+  }
+  if (eval) r.model->eval_step(r.arena, r.pool);
+  *bytes = r.model->arena_bytes;
+  char *arena = malloc(*bytes);
+  assert_non_null(arena);
+  memcpy(arena, r.arena, *bytes);
+  fx_release(&r);
+  return arena;
+}
+
 /* Runs `steps` training steps (then an evaluation step when eval) from the
  * same start with 1, 2 and 3 threads; fails unless the arenas are
  * identical bit for bit. */
 static inline void fx_check_threads(fixture *fx, int steps, bool eval) {
-  char *ref = NULL;
-  size_t bytes = 0;
-  for (int threads = 1; threads <= 3; threads++) {
-    fx_run r;
-    fx_compile(fx, &r, threads);
-    fx_fill(fx, &r, NULL);
-    for (int s = 1; s <= steps; s++) {
-      fx_inputs(fx, &r, NULL, s);
-      r.model->train_step(r.arena, r.pool);
-    }
-    if (eval) r.model->eval_step(r.arena, r.pool);
-    if (!ref) {
-      bytes = r.model->arena_bytes;
-      ref = malloc(bytes);
-      memcpy(ref, r.arena, bytes);
-    } else if (memcmp(ref, r.arena, bytes) != 0) {
-      fx_release(&r);
+  size_t bytes = 0, b;
+  char *ref = fx_arena_after(fx, 1, steps, eval, &bytes);
+  for (int threads = 2; threads <= 3; threads++) {
+    char *got = fx_arena_after(fx, threads, steps, eval, &b);
+    bool same = b == bytes && memcmp(ref, got, bytes) == 0;
+    free(got);
+    if (!same) {
       free(ref);
       fail_msg("arena after %d steps differs with %d threads", steps, threads);
     }
-    fx_release(&r);
   }
   free(ref);
+}
+
+/* fx runs module m's train graph: inputs X in [0, 1), labels of 10
+ * classes, each weight uniform within 1/sqrt(its first dimension), each
+ * bias within 0.05, the optimizer's state 0 (models from .nn sources). */
+static inline void fx_use_module(fixture *fx, nnc_module *m) {
+  fx->m = m;
+  fx->g = m->train;
+  fx->x_lo = 0;
+  fx->x_hi = 1;
+  fx->y_classes = 10;
+  for (int t = 0; t < m->ntensors && t < FX_MAX_TENSORS; t++) {
+    const nnc_tensor *ts = &m->tensors[t];
+    double r = ts->shape.rank >= 2 ? 1 / sqrt((double)ts->shape.dim[0]) : 0.05;
+    fx->lo[t] = ts->role == NNC_ROLE_OPT_STATE ? 0 : -r;
+    fx->hi[t] = ts->role == NNC_ROLE_OPT_STATE ? 0 : r;
+  }
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)

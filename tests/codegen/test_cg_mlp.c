@@ -118,25 +118,11 @@ static void test_mlp_threads_bit_identical(void **state) {
 
 /* ---- examples/fashion_mlp.nn through the front end ---- */
 
-static void use_module(fixture *fx, nnc_module *m) {
-  fx->m = m;
-  fx->g = m->train;
-  fx->x_lo = 0;
-  fx->x_hi = 1;
-  fx->y_classes = 10;
-  for (int t = 0; t < m->ntensors && t < FX_MAX_TENSORS; t++) {
-    const nnc_tensor *ts = &m->tensors[t];
-    double r = ts->shape.rank >= 2 ? 1 / sqrt((double)ts->shape.dim[0]) : 0.05;
-    fx->lo[t] = ts->role == NNC_ROLE_OPT_STATE ? 0 : -r;
-    fx->hi[t] = ts->role == NNC_ROLE_OPT_STATE ? 0 : r;
-  }
-}
-
 static void test_fashion_mlp_against_interp(void **state) {
   fixture *fx = *state;
   nnc_module *m = fx_load_example(&fx->arena, "fashion_mlp.nn");
   if (!m) skip();
-  use_module(fx, m);
+  fx_use_module(fx, m);
   fx->steps = 2;
   fx->rtol = 1e-3;
   fx->atol = 3e-4;
@@ -148,7 +134,7 @@ static void test_fashion_mlp_against_interp(void **state) {
 static bool compile_fashion_mlp(fixture *fx, fx_run *r) {
   nnc_module *m = fx_load_example(&fx->arena, "fashion_mlp.nn");
   if (!m) return false;
-  use_module(fx, m);
+  fx_use_module(fx, m);
   fx_compile(fx, r, 2);
   return true;
 }
@@ -221,7 +207,7 @@ static int shared_kernels(const nnc_cg_program *prog) {
  * plan.c placed them at the train buffers' offsets. Returns how many eval
  * kernels were shared. */
 static int check_eval_after_training(fixture *fx, nnc_module *m) {
-  use_module(fx, m);
+  fx_use_module(fx, m);
   fx->steps = 2;
   fx->rtol = 1e-3;
   fx->atol = 3e-4;
@@ -339,21 +325,9 @@ static char *cold_split_run(fixture *fx, const char *split, const char *gemm_wor
     unsetenv("NNC_COLD_GEMM_WORK");
   fx->timing = tmpfile();
   assert_non_null(fx->timing);
-  fx_run r;
-  fx_compile(fx, &r, 2);
+  char *arena = fx_arena_after(fx, 2, 2, true, bytes);
   unsetenv("NNC_SPLIT_COLD");
   unsetenv("NNC_COLD_GEMM_WORK");
-  fx_fill(fx, &r, NULL);
-  for (int s = 1; s <= 2; s++) {
-    fx_inputs(fx, &r, NULL, s);
-    r.model->train_step(r.arena, r.pool);
-  }
-  r.model->eval_step(r.arena, r.pool);
-  *bytes = r.model->arena_bytes;
-  char *arena = malloc(*bytes);
-  assert_non_null(arena);
-  memcpy(arena, r.arena, *bytes);
-  fx_release(&r);
   rewind(fx->timing);
   char line[512];
   int parts = 0;
@@ -382,7 +356,7 @@ static void test_small_cnn_cold_code_split(void **state) {
   fixture *fx = *state;
   nnc_module *m = fx_compile_source(&fx->arena, "small_cnn.nn", small_cnn, sizeof small_cnn - 1);
   assert_non_null(m);
-  use_module(fx, m);
+  fx_use_module(fx, m);
   size_t bytes[3];
   int cold[3];
   char *unsplit = cold_split_run(fx, "0", "16384", &cold[0], &bytes[0]);
