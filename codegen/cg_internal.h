@@ -80,9 +80,6 @@ bool nnc_cg_kernel_parallel(const nnc_kernel *k);
 int64_t nnc_cg_profile_now(void);
 const char *nnc_cg_profile_symbol(const nnc_kgraph *g); /* "nnc_train_profile" */
 
-/* The program's graphs, NULL where absent: train, eval, grad, update (the
- * order of the entry points and of profile counters). */
-void nnc_cg_graphs(const nnc_kprog *p, const nnc_kgraph *gs[NNC_CG_NGRAPHS]);
 void nnc_cg_profile_report(FILE *out, const nnc_kgraph *g, const int64_t *counters);
 
 /* Which of nparts parts each kernel of p is compiled in (part_of[g][i],

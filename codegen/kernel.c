@@ -332,6 +332,14 @@ int nnc_kprog_add_buf(nnc_kprog *p, nnc_kbuf_kind kind, int id, nnc_kt t, int64_
   return p->nbufs++;
 }
 
+void nnc_cg_graphs(const nnc_kprog *p, const nnc_kgraph *gs[NNC_CG_NGRAPHS]) {
+  gs[0] = p->has_train ? &p->train : NULL;
+  gs[1] = p->has_eval ? &p->eval : NULL;
+  gs[2] = p->has_grad ? &p->grad : NULL;
+  gs[3] = p->has_update ? &p->update : NULL;
+  gs[4] = p->has_grad_half ? &p->grad_half : NULL;
+}
+
 int nnc_kbuf_base(const nnc_kprog *p, int b) {
   while (p->bufs[b].kind == NNC_KBUF_VIEW)
     b = p->bufs[b].id;
@@ -349,6 +357,43 @@ bool nnc_kexpr_eq(const nnc_kexpr *x, const nnc_kexpr *y) {
   for (int i = 0; i < 3; i++)
     if (!nnc_kexpr_eq(x->a[i], y->a[i])) return false;
   return true;
+}
+
+typedef struct block_match {
+  bool (*same_buf)(void *ctx, int x, int y);
+  void *ctx;
+  long *budget;
+} block_match;
+
+static bool same_expr(const block_match *m, const nnc_kexpr *x, const nnc_kexpr *y) {
+  if (!x || !y) return x == y;
+  if (--*m->budget < 0 || !nnc_kexpr_same_node(x, y)) return false;
+  if (x->kind == NNC_KX_LOAD ? !m->same_buf(m->ctx, x->buf, y->buf) : x->buf != y->buf)
+    return false;
+  for (int i = 0; i < 3; i++)
+    if (!same_expr(m, x->a[i], y->a[i])) return false;
+  return true;
+}
+
+static bool same_block(const block_match *m, const nnc_kblock *x, const nnc_kblock *y, bool split) {
+  if (x->n != y->n) return false;
+  for (int i = 0; i < x->n; i++) {
+    const nnc_kstmt *a = x->s[i], *b = y->s[i];
+    if (a->kind != b->kind || a->var != b->var) return false;
+    if (a->extent != b->extent && !(split && a->kind == NNC_KS_LOOP)) return false;
+    if (a->kind == NNC_KS_LOOP && !same_block(m, &a->body, &b->body, false)) return false;
+    if (a->kind == NNC_KS_STORE &&
+        (!m->same_buf(m->ctx, a->buf, b->buf) || !same_expr(m, a->index, b->index)))
+      return false;
+    if (a->kind != NNC_KS_LOOP && !same_expr(m, a->value, b->value)) return false;
+  }
+  return true;
+}
+
+bool nnc_kblock_same(const nnc_kblock *x, const nnc_kblock *y, bool split,
+                     bool (*same_buf)(void *ctx, int x, int y), void *ctx, long *budget) {
+  block_match m = {same_buf, ctx, budget};
+  return same_block(&m, x, y, split);
 }
 
 bool nnc_kexpr_reads(const nnc_kprog *p, const nnc_kexpr *e, int base, const nnc_kexpr *except_at) {

@@ -440,10 +440,23 @@ void nnc_kgraph_add(nnc_arena *a, nnc_kgraph *g, nnc_kernel *k);
 
 int nnc_kprog_add_buf(nnc_kprog *p, nnc_kbuf_kind kind, int id, nnc_kt t, int64_t numel,
                       const char *name);
+/* The program's graphs, NULL where absent: train, eval, grad, update,
+ * grad_half (the order of the entry points and of profile counters). */
+void nnc_cg_graphs(const nnc_kprog *p, const nnc_kgraph *gs[NNC_CG_NGRAPHS]);
 /* The buffer whose memory b uses (b itself unless b is a view). */
 int nnc_kbuf_base(const nnc_kprog *p, int b);
 /* Structural equality of two expressions. */
 bool nnc_kexpr_eq(const nnc_kexpr *x, const nnc_kexpr *y);
+/* Whether blocks x and y are the same loops, statements and expressions,
+ * each buffer that one of them stores to or loads from matched with the
+ * other's by same_buf(ctx, x's, y's), which may record a renaming (plan.c
+ * renames eval temporaries, twins.c base buffers). *budget counts the
+ * expression nodes still to compare (DAGs are compared as trees): past it,
+ * false. With split, the loops of x and y themselves (a split kernel's
+ * top level, which runs over the range its caller passes) may differ in
+ * extent. */
+bool nnc_kblock_same(const nnc_kblock *x, const nnc_kblock *y, bool split,
+                     bool (*same_buf)(void *ctx, int x, int y), void *ctx, long *budget);
 /* The fields of one expression node, without its buffer and operands: for
  * comparisons that match buffers their own way (plan.c's shared kernels). */
 bool nnc_kexpr_same_node(const nnc_kexpr *x, const nnc_kexpr *y);

@@ -278,20 +278,22 @@ static void block(emitter *E, const nnc_kblock *blk, bool top) {
 
 /* ---- kernels ---- */
 
+/* k's base buffers, distinct, in nnc_cg_kernel_bases's order (malloc'd),
+ * *n of them. */
+static int *bases_of(const emitter *E, const nnc_kernel *k, int *n) {
+  int *bases = malloc(sizeof(int) * (size_t)(k->nreads + k->nwrites + 1));
+  if (!bases) nnc_ir_bug("codegen: out of memory");
+  *n = nnc_cg_kernel_bases(E->p, k, bases);
+  return bases;
+}
+
 /* alias.scope / noalias metadata: one scope per base buffer the kernel touches. */
 static void alias_scopes(emitter *E, const nnc_kernel *k, const char *kname) {
-  int nb = E->p->nbufs, *bases = malloc(sizeof(int) * (size_t)(k->nreads + k->nwrites + 1)), n = 0;
-  LLVMMetadataRef *scopes = malloc(sizeof(LLVMMetadataRef) * (size_t)(k->nreads + k->nwrites + 1));
-  if (!bases || !scopes) nnc_ir_bug("codegen: out of memory");
-  for (int i = 0; i < nb; i++)
+  int n, *bases = bases_of(E, k, &n);
+  LLVMMetadataRef *scopes = malloc(sizeof(LLVMMetadataRef) * (size_t)(n + 1));
+  if (!scopes) nnc_ir_bug("codegen: out of memory");
+  for (int i = 0; i < E->p->nbufs; i++)
     E->scope_md[i] = E->noalias_md[i] = NULL;
-  for (int i = 0; i < k->nreads + k->nwrites; i++) {
-    int b = nnc_kbuf_base(E->p, i < k->nreads ? k->reads[i] : k->writes[i - k->nreads]);
-    bool seen = false;
-    for (int j = 0; j < n; j++)
-      seen |= bases[j] == b;
-    if (!seen) bases[n++] = b;
-  }
   char name[256];
   snprintf(name, sizeof name, "nnc.%s", kname);
   LLVMMetadataRef dom_name = LLVMMDStringInContext2(E->ctx, name, strlen(name));
@@ -361,18 +363,18 @@ static void mark_cold_gemm(emitter *E, LLVMValueRef fn, const nnc_kernel *k) {
 
 /* The type of the function that runs k's code: the kernels' (arena, begin,
  * end), then for the first of twins (twins.c) the arena offsets of its nb
- * bases (*nb: 0 otherwise). */
+ * bases (0 otherwise; nb may be NULL). */
 static LLVMTypeRef code_type(emitter *E, const nnc_kernel *k, int *nb) {
-  int *bases = k->has_twins ? malloc(sizeof(int) * (size_t)(k->nreads + k->nwrites + 1)) : NULL;
-  *nb = bases ? nnc_cg_kernel_bases(E->p, k, bases) : 0;
-  free(bases);
-  if (!*nb) return E->kfn_type;
-  LLVMTypeRef *params = malloc(sizeof(LLVMTypeRef) * (size_t)(3 + *nb));
+  int n = 0;
+  if (k->has_twins) free(bases_of(E, k, &n));
+  if (nb) *nb = n;
+  if (!n) return E->kfn_type;
+  LLVMTypeRef *params = malloc(sizeof(LLVMTypeRef) * (size_t)(3 + n));
   if (!params) nnc_ir_bug("codegen: out of memory");
   params[0] = E->tptr;
-  for (int i = 1; i < 3 + *nb; i++)
+  for (int i = 1; i < 3 + n; i++)
     params[i] = E->ti64;
-  LLVMTypeRef t = LLVMFunctionType(E->tvoid, params, (unsigned)(3 + *nb), 0);
+  LLVMTypeRef t = LLVMFunctionType(E->tvoid, params, (unsigned)(3 + n), 0);
   free(params);
   return t;
 }
@@ -570,13 +572,10 @@ static LLVMValueRef emit_kernel(emitter *E, const nnc_kernel *k) {
   E->k = k;
   if (k->is_gemm) return emit_gemm_kernel(E, k);
   if (k->conv_dw) return nnc_ll_emit_conv_dw(E, k); /* never cold: one code, one rounding */
-  int nb;
-  LLVMValueRef fn = nnc_ll_kernel_fn_typed(E, k->name, code_type(E, k, &nb));
+  LLVMValueRef fn = nnc_ll_kernel_fn_typed(E, k->name, code_type(E, k, NULL));
   mark_cold(E, fn, k);
-  if (nb) { /* the first of twins: its bases' offsets are arguments */
-    int *bases = malloc(sizeof(int) * (size_t)(k->nreads + k->nwrites + 1));
-    if (!bases) nnc_ir_bug("codegen: out of memory");
-    nnc_cg_kernel_bases(E->p, k, bases);
+  if (k->has_twins) { /* the first of twins: its bases' offsets are arguments */
+    int nb, *bases = bases_of(E, k, &nb);
     for (int j = 0; j < nb; j++) {
       LLVMValueRef off = LLVMGetParam(fn, (unsigned)(3 + j));
       E->base[bases[j]] = LLVMBuildInBoundsGEP2(E->b, E->ti8, E->arena, &off, 1, "");
@@ -672,15 +671,14 @@ static const nnc_kernel *code_of(const nnc_kernel *k) {
 static void call_kernel(emitter *E, const nnc_kernel *k, LLVMValueRef fn, LLVMValueRef arena,
                         LLVMValueRef n) {
   const nnc_kernel *own = k->same_as ? k->same_as : k;
-  int nb;
+  int nb, nown, *bases = bases_of(E, own, &nown);
   LLVMTypeRef t = code_type(E, code_of(k), &nb);
   LLVMValueRef *args = malloc(sizeof(LLVMValueRef) * (size_t)(3 + nb));
-  int *bases = malloc(sizeof(int) * (size_t)(own->nreads + own->nwrites + 1));
-  if (!args || !bases) nnc_ir_bug("codegen: out of memory");
+  if (!args) nnc_ir_bug("codegen: out of memory");
   args[0] = arena;
   args[1] = LLVMConstInt(E->ti64, 0, 0);
   args[2] = n;
-  if (nb && nnc_cg_kernel_bases(E->p, own, bases) != nb)
+  if (nb && nown != nb)
     nnc_ir_bug("codegen: kernel %s has other bases than its twin %s", k->name, code_of(k)->name);
   for (int j = 0; j < nb; j++)
     args[3 + j] = LLVMConstInt(E->ti64, (unsigned long long)E->p->bufs[bases[j]].offset, 0);
@@ -716,8 +714,7 @@ static void emit_entry(emitter *E, const nnc_kgraph *g, const int *part_of, cons
                    k->same_as->name);
       const nnc_kernel *code = code_of(k);
       fns[i] = LLVMGetNamedFunction(E->mod, code->name);
-      int nb;
-      if (!fns[i]) fns[i] = LLVMAddFunction(E->mod, code->name, code_type(E, code, &nb));
+      if (!fns[i]) fns[i] = LLVMAddFunction(E->mod, code->name, code_type(E, code, NULL));
     }
   }
   if (E->part != 0) {

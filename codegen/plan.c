@@ -178,7 +178,9 @@ typedef struct share {
   long budget;             /* expression nodes left to compare (DAGs compared as trees) */
 } share;
 
-static bool same_buf(share *s, int be, int bt) {
+/* (ctx: the share; nnc_kblock_same's same_buf) */
+static bool same_buf(void *ctx, int be, int bt) {
+  share *s = ctx;
   const nnc_kprog *p = s->p;
   if (be < 0 || bt < 0) return be == bt;
   if (p->bufs[be].type != p->bufs[bt].type) return false;
@@ -189,29 +191,6 @@ static bool same_buf(share *s, int be, int bt) {
   s->to[e] = t;
   s->from[t] = e;
   s->added[s->nadded++] = e;
-  return true;
-}
-
-static bool same_expr(share *s, const nnc_kexpr *x, const nnc_kexpr *y) {
-  if (!x || !y) return x == y;
-  if (--s->budget < 0 || !nnc_kexpr_same_node(x, y)) return false;
-  if (x->kind == NNC_KX_LOAD ? !same_buf(s, x->buf, y->buf) : x->buf != y->buf) return false;
-  for (int i = 0; i < 3; i++)
-    if (!same_expr(s, x->a[i], y->a[i])) return false;
-  return true;
-}
-
-static bool same_block(share *s, const nnc_kblock *x, const nnc_kblock *y) {
-  if (x->n != y->n) return false;
-  for (int i = 0; i < x->n; i++) {
-    const nnc_kstmt *a = x->s[i], *b = y->s[i];
-    if (a->kind != b->kind || a->var != b->var || a->extent != b->extent) return false;
-    if (a->kind == NNC_KS_LOOP && !same_block(s, &a->body, &b->body)) return false;
-    if (a->kind == NNC_KS_STORE &&
-        (!same_buf(s, a->buf, b->buf) || !same_expr(s, a->index, b->index)))
-      return false;
-    if (a->kind != NNC_KS_LOOP && !same_expr(s, a->value, b->value)) return false;
-  }
   return true;
 }
 
@@ -235,7 +214,7 @@ static bool same_kernel(share *s, const nnc_kernel *x, const nnc_kernel *y) {
     a.in_buf = a.w_buf = a.bias_buf = a.out_buf = b.in_buf = b.w_buf = b.bias_buf = b.out_buf = 0;
     return bufs && !memcmp(&a, &b, sizeof a);
   }
-  return same_block(s, &x->body, &y->body);
+  return nnc_kblock_same(&x->body, &y->body, false, same_buf, s, &s->budget);
 }
 
 /* Do the renamings just added put two eval temporaries that live at the
@@ -294,9 +273,8 @@ static int64_t *share_kernels(nnc_kprog *p, const nnc_kgraph *from, nnc_kgraph *
 /* Whether a step all-reduces (the rank steps of synchronised batch
  * statistics; any graph with an allreduce). */
 static bool has_allreduce(const nnc_kprog *p) {
-  const nnc_kgraph *gs[NNC_CG_NGRAPHS] = {
-      p->has_train ? &p->train : NULL, p->has_eval ? &p->eval : NULL, p->has_grad ? &p->grad : NULL,
-      p->has_update ? &p->update : NULL, p->has_grad_half ? &p->grad_half : NULL};
+  const nnc_kgraph *gs[NNC_CG_NGRAPHS];
+  nnc_cg_graphs(p, gs);
   for (int g = 0; g < NNC_CG_NGRAPHS; g++)
     for (int i = 0; gs[g] && i < gs[g]->n; i++)
       if (gs[g]->k[i]->allreduce) return true;

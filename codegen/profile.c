@@ -28,14 +28,6 @@ const char *nnc_cg_profile_symbol(const nnc_kgraph *g) {
   return "nnc_train_profile";
 }
 
-void nnc_cg_graphs(const nnc_kprog *p, const nnc_kgraph *gs[NNC_CG_NGRAPHS]) {
-  gs[0] = p->has_train ? &p->train : NULL;
-  gs[1] = p->has_eval ? &p->eval : NULL;
-  gs[2] = p->has_grad ? &p->grad : NULL;
-  gs[3] = p->has_update ? &p->update : NULL;
-  gs[4] = p->has_grad_half ? &p->grad_half : NULL;
-}
-
 typedef struct row {
   const nnc_kernel *k;
   int64_t ns, calls;

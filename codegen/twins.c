@@ -9,7 +9,6 @@
  * arena offsets of its base buffers as arguments, and calls it with each
  * twin's. The code and the arithmetic are the kernel's; only the
  * addresses arrive at run time. No LLVM here. */
-#include "cg_internal.h"
 #include "kernel.h"
 
 #include <stdlib.h>
@@ -36,8 +35,10 @@ typedef struct renaming {
 
 /* The emitted code depends on a buffer through its element type (loads,
  * stores, alignment), its base's address, and whether the base holds one
- * element (a scalar, loaded once). */
-static bool same_buf(renaming *r, int x, int y) {
+ * element (a scalar, loaded once). (ctx: the renaming; nnc_kblock_same's
+ * same_buf) */
+static bool same_buf(void *ctx, int x, int y) {
+  renaming *r = ctx;
   if (x < 0 || y < 0) return x == y;
   const nnc_kbuf *bufs = r->p->bufs;
   int a = nnc_kbuf_base(r->p, x), b = nnc_kbuf_base(r->p, y);
@@ -46,33 +47,6 @@ static bool same_buf(renaming *r, int x, int y) {
   r->to[a] = b;
   r->from[b] = a;
   r->added[r->nadded++] = a;
-  return true;
-}
-
-static bool same_expr(renaming *r, const nnc_kexpr *x, const nnc_kexpr *y) {
-  if (!x || !y) return x == y;
-  if (--r->budget < 0 || !nnc_kexpr_same_node(x, y)) return false;
-  if (x->kind == NNC_KX_LOAD ? !same_buf(r, x->buf, y->buf) : x->buf != y->buf) return false;
-  if (x->reads_mem != y->reads_mem || x->reads_scalar != y->reads_scalar) return false;
-  for (int i = 0; i < 3; i++)
-    if (!same_expr(r, x->a[i], y->a[i])) return false;
-  return true;
-}
-
-/* split: blocks of split kernels' bodies, whose loops run over the range
- * the caller passes, whatever their extents. */
-static bool same_block(renaming *r, const nnc_kblock *x, const nnc_kblock *y, bool split) {
-  if (x->n != y->n) return false;
-  for (int i = 0; i < x->n; i++) {
-    const nnc_kstmt *a = x->s[i], *b = y->s[i];
-    if (a->kind != b->kind || a->var != b->var) return false;
-    if (a->kind == NNC_KS_LOOP && !split && a->extent != b->extent) return false;
-    if (a->kind == NNC_KS_LOOP && !same_block(r, &a->body, &b->body, false)) return false;
-    if (a->kind == NNC_KS_STORE &&
-        (!same_buf(r, a->buf, b->buf) || !same_expr(r, a->index, b->index)))
-      return false;
-    if (a->kind != NNC_KS_LOOP && !same_expr(r, a->value, b->value)) return false;
-  }
   return true;
 }
 
@@ -96,7 +70,8 @@ static bool twins(renaming *r, const nnc_kernel *x, const nnc_kernel *y) {
     if (!same_buf(r, x->reads[i], y->reads[i])) return false;
   for (int i = 0; i < x->nwrites; i++)
     if (!same_buf(r, x->writes[i], y->writes[i])) return false;
-  return same_block(r, &x->body, &y->body, x->split);
+  /* the extent of a split loop is not in the code: the caller passes it */
+  return nnc_kblock_same(&x->body, &y->body, x->split, same_buf, r, &r->budget);
 }
 
 int nnc_cg_find_twins(nnc_kprog *p) {
