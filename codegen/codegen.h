@@ -83,6 +83,14 @@ int64_t nnc_cg_output_offset(const nnc_cg_program *p, nnc_output_kind k);
 void nnc_cg_profile_print(const nnc_cg_program *p, FILE *out);
 /* Writes the kernel IR and memory plan of p (for debugging, --dump). */
 void nnc_cg_dump_kernels(const nnc_cg_program *p, FILE *out);
+/* The parts a program is compiled in, by `nnc run` (the JIT) and `nnc -o`:
+ * a fixed number, so the compile is the same on every machine (a
+ * kernel's code does not depend on its part). The parts' shares of the
+ * work fall from the first to the last, and as many threads as there are
+ * CPUs take them in turn (docs/performance.md, "Parts pulled by
+ * threads"). */
+#define NNC_CG_PARTS 6
+
 /* Which of nparts parts (the JIT compiles its parts on threads) p's
  * kernel number `index` (counting through the graphs, train first) is
  * compiled in, its name in *name; -1 past the last kernel. load[nparts],
@@ -97,7 +105,7 @@ bool nnc_cg_emit(const nnc_module *m, const nnc_cg_options *o, nnc_cg_output kin
                  char *err, size_t errlen);
 
 /* The same code as nnc_cg_emit's object file, as nparts object files
- * (paths[0..nparts)) compiled on as many threads: linked together they
+ * (paths[0..nparts)) compiled on threads: linked together they
  * define the same entry points. At most 8 parts. */
 bool nnc_cg_emit_objects(const nnc_module *m, const nnc_cg_options *o, int nparts,
                          const char *const *paths, char *err, size_t errlen);

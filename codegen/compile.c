@@ -5,16 +5,18 @@
  *   ->  machine code
  *
  * A program can be built as several parts, each its own module (llvm.c
- * assigns the kernels), compiled on threads of their own
- * (nnc_cg_compile_parts): jit.c links them in memory (each part's cold
+ * assigns the kernels), compiled by threads that each take the next part
+ * until none is left (nnc_cg_compile_parts): jit.c links them in memory (each part's cold
  * functions in a second object, compiled at -O0), `nnc -o` writes one
  * object file each; the other outputs of emit.c are one part holding
  * everything. Also here: the target
  * description (host CPU and features unless the options say otherwise),
  * the pass pipelines, and the one helper every LLVMErrorRef goes through.
  */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime, CLOCK_THREAD_CPUTIME_ID */
+#define _GNU_SOURCE /* sched_getaffinity; clock_gettime, CLOCK_THREAD_CPUTIME_ID */
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -325,7 +327,7 @@ static bool emit_part(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg_
 }
 
 /* Forward: the cold split (below). */
-static LLVMModuleRef split_cold(LLVMModuleRef mod, bool more_hot, int *ncold);
+static LLVMModuleRef split_cold(LLVMModuleRef mod, int *ncold);
 static bool is_cold(LLVMValueRef f);
 
 /* nnc_cg_build_llvm; with cold (and opt_level > 0), mod's cold functions
@@ -360,15 +362,13 @@ static bool build_part(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg
   /* The products' module has no cold function (the usual case: products
    * are cold only under NNC_COLD_GEMM_WORK): the cold ones are all in mod,
    * split off now; else after linking, from everything. */
-  bool cold_products = false, products = false;
-  for (LLVMValueRef f = LLVMGetFirstFunction(gemm_mod); ok && f; f = LLVMGetNextFunction(f)) {
+  bool cold_products = false;
+  for (LLVMValueRef f = LLVMGetFirstFunction(gemm_mod); ok && f; f = LLVMGetNextFunction(f))
     cold_products |= is_cold(f);
-    products |= !LLVMIsDeclaration(f);
-  }
   bool early = ok && cold && level > 0 && !cold_products;
   int ncold = 0;
   LLVMModuleRef split = NULL;
-  if (early && (split = split_cold(mod, products, &ncold)))
+  if (early && (split = split_cold(mod, &ncold)))
     /* what the products' module defines is declared in the cold one as
      * split_cold declares a function it moved (hidden) */
     for (LLVMValueRef f = LLVMGetFirstFunction(gemm_mod); f; f = LLVMGetNextFunction(f)) {
@@ -397,7 +397,7 @@ static bool build_part(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg
         LLVMSetVisibility(f, LLVMHiddenVisibility);
       }
     }
-  if (ok && cold && level > 0 && cold_products) *cold = split_cold(mod, false, &ncold);
+  if (ok && cold && level > 0 && cold_products) *cold = split_cold(mod, &ncold);
   if (ok && split) *cold = split;
   if (times) {
     times->ir = t1 - t0;
@@ -506,26 +506,24 @@ static LLVMModuleRef clone_without_hot_bodies(LLVMModuleRef mod) {
 }
 
 /* Moves mod's cold functions to a new module (returned; NULL when mod has
- * none, or only cold ones and not more_hot, hot functions to be linked
- * into mod later): a copy of mod in which every other function is
- * declared only, and the global variables too (the profile counters; mod
- * keeps them); in mod the cold ones are declared only. Every function
- * defined becomes a hidden global symbol, so the two objects link. */
-static LLVMModuleRef split_cold(LLVMModuleRef mod, bool more_hot, int *ncold) {
-  int cold = 0, hot = 0;
+ * none), even when mod keeps no other function (a part of cold kernels
+ * only: compiled in mod, by the part's optimising target machine, they
+ * came out with other roundings than in a cold object): a copy of mod in which every other function
+ * is declared only, and the global variables too (the profile counters; mod keeps them); in mod the
+ * cold ones are declared only. Every function defined becomes a hidden global symbol, so the two
+ * objects link. */
+static LLVMModuleRef split_cold(LLVMModuleRef mod, int *ncold) {
+  int cold = 0;
   for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f)) {
     if (LLVMIsDeclaration(f)) continue;
-    if (is_cold(f))
-      cold++;
-    else
-      hot++;
+    cold += is_cold(f);
     LLVMLinkage l = LLVMGetLinkage(f);
     if (l == LLVMInternalLinkage || l == LLVMPrivateLinkage) {
       LLVMSetLinkage(f, LLVMExternalLinkage);
       LLVMSetVisibility(f, LLVMHiddenVisibility);
     }
   }
-  if (!cold || !(hot || more_hot)) return NULL;
+  if (!cold) return NULL;
   *ncold = cold;
   LLVMModuleRef out = clone_without_hot_bodies(mod);
   LLVMModuleRef mods[2] = {mod, out};
@@ -601,6 +599,30 @@ static void *compile_part(void *arg) {
   return NULL;
 }
 
+/* The parts not yet taken: each thread takes the next in order (part 0,
+ * the largest share, first: llvm_parts.c) until none is left. Which
+ * thread compiles a part does not change its object. */
+typedef struct queue {
+  part_job *jobs;
+  int n;
+  atomic_int next;
+} queue;
+
+static void *take_parts(void *arg) {
+  queue *q = arg;
+  for (int i; (i = atomic_fetch_add(&q->next, 1)) < q->n;)
+    compile_part(&q->jobs[i]);
+  return NULL;
+}
+
+/* Threads for nparts parts: one per CPU this process may run on, at most
+ * one per part. */
+static int compile_threads(int nparts) {
+  cpu_set_t set;
+  int cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+  return cpus < 1 ? 1 : cpus < nparts ? cpus : nparts;
+}
+
 bool nnc_cg_compile_parts(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg_target *t,
                           int nparts, bool split_cold, nnc_cg_part *out, char *err, size_t errlen) {
   if (nparts < 1 || nparts > NNC_CG_MAX_PARTS) {
@@ -620,14 +642,14 @@ bool nnc_cg_compile_parts(const nnc_kprog *p, const nnc_cg_options *o, const nnc
                          .split_cold = split_cold,
                          .out = &out[i]};
   }
-  for (int i = 1; i < nparts; i++)
-    started[i] = pthread_create(&threads[i], NULL, compile_part, &jobs[i]) == 0;
-  compile_part(&jobs[0]);
-  for (int i = 1; i < nparts; i++)
-    if (started[i])
-      pthread_join(threads[i], NULL);
-    else
-      compile_part(&jobs[i]);
+  queue q = {.jobs = jobs, .n = nparts};
+  atomic_init(&q.next, 0);
+  int nthreads = compile_threads(nparts);
+  for (int i = 1; i < nthreads; i++)
+    started[i] = pthread_create(&threads[i], NULL, take_parts, &q) == 0;
+  take_parts(&q);
+  for (int i = 1; i < nthreads; i++)
+    if (started[i]) pthread_join(threads[i], NULL);
   bool ok = true;
   for (int i = 0; i < nparts; i++)
     if (ok && !jobs[i].ok) {

@@ -3,7 +3,7 @@
  * nnc_cg_emit runs compile.c's pipeline in a context of its own and writes
  * the optimised module with LLVMTargetMachineEmitToFile (object, assembly)
  * or the IR printer. nnc_cg_emit_objects writes the program as several
- * object files, one per part, compiled on as many threads (`nnc -o`). Position-independent code, so
+ * object files, one per part, compiled on threads (`nnc -o`). Position-independent code, so
  * the object links into executables and shared libraries alike. Text outputs may go to stdout
  * ("-"). The object exports nnc_train_step / nnc_eval_step and calls
  * nnc_rt_parallel from the runtime library.

@@ -2,8 +2,9 @@
  * nnc_rt_model the runtime trains with.
  *
  * nnc_cg_compile lowers and plans the program once, then compiles it as
- * JIT_PARTS parts (llvm.c's fixed split of the kernels; part 0 has the
- * entry points) on as many threads, each from kernel IR through
+ * JIT_PARTS parts (llvm_parts.c's fixed split of the kernels; part 0 has
+ * the entry points) on threads that take the next part as they finish
+ * one, each from kernel IR through
  * compile.c's pipeline to an object file in an LLVM context of its own.
  * The objects go to an LLJIT whose target machine matches theirs, which
  * links them: the runtime functions generated code calls
@@ -22,11 +23,8 @@
 
 #include "cg_internal.h"
 
-/* Parts the program is compiled in, one thread each (the development
- * machines have 2 cores). A fixed number, not the core count: the code of
- * every kernel is the same whichever part it is in, but a fixed split
- * keeps the compile itself the same everywhere. */
-#define JIT_PARTS 2
+/* Parts the program is compiled in (codegen.h). */
+#define JIT_PARTS NNC_CG_PARTS
 
 struct nnc_cg_program {
   nnc_arena arena; /* the kernel program and the model's tables */
@@ -214,7 +212,7 @@ static void print_times(FILE *f, const nnc_kprog *p, const nnc_cg_part *parts, d
     nnc_cg_print_times(f, what, &parts[i].times);
   }
   fprintf(f,
-          "codegen: kernels %.1f ms, llvm + machine code (%d threads) %.1f ms, link %.1f ms, "
+          "codegen: kernels %.1f ms, llvm + machine code (%d parts) %.1f ms, link %.1f ms, "
           "total %.1f ms\n",
           1e3 * (t1 - t0), JIT_PARTS, 1e3 * (t2 - t1), 1e3 * (t3 - t2), 1e3 * (t3 - t0));
 }

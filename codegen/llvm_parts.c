@@ -42,10 +42,23 @@ static double kernel_cost(const nnc_kernel *k) {
   return KERNEL_COST + INNER_LOOP_COST * innermost_loops(&k->body);
 }
 
-static int lightest(const double *load, int n) {
+/* Part i's share of the work, of nparts: nparts - i (6, 5, ..., 1 for
+ * six). The parts are compiled by fewer threads than there are parts,
+ * each thread taking the next part when it finishes one (compile.c), so
+ * the last, small parts go to whichever thread is ahead: one core slower
+ * than the other (on a shared host, one virtual CPU compiled 1.5x slower
+ * than its twin) or an estimate off by a part's worth no longer leaves
+ * the other core idle (docs/performance.md, "Parts pulled by threads"). */
+static double share(int i, int nparts) {
+  return (double)(nparts - i);
+}
+
+/* The part where a kernel of this cost would finish first, relative to
+ * the parts' shares. */
+static int lightest(const double *load, int n, double cost) {
   int best = 0;
   for (int i = 1; i < n; i++)
-    if (load[i] < load[best]) best = i;
+    if ((load[i] + cost) / share(i, n) < (load[best] + cost) / share(best, n)) best = i;
   return best;
 }
 
@@ -63,8 +76,8 @@ static int by_cost(const void *a, const void *b) {
 
 /* Which part each kernel is compiled in (part_of[g][i]) and each part's
  * estimated work (load): the kernels dearest first (kernel_cost), each to
- * the part with the least work so far (the longest-first rule: no part
- * more than a third above the best split); a product that an earlier
+ * the part with the least work so far for its share (share: part 0 the
+ * most; the longest-first rule); a product that an earlier
  * kernel already has goes to that kernel's part, at no cost (it is
  * emitted once there); the entry points are in part 0; a kernel sharing a
  * train kernel's code (plan.c) goes where that kernel is. Depends only on
@@ -111,7 +124,7 @@ void nnc_cg_assign_parts(const nnc_kprog *p, int nparts, int *part_of[NNC_CG_NGR
         }
     }
     if (part < 0) {
-      part = lightest(load, nparts);
+      part = lightest(load, nparts, order[o].cost);
       load[part] += order[o].cost;
     }
     part_of[g][i] = part;

@@ -146,10 +146,10 @@ void print_version(void) {
 }
 
 /* nnc FILE -o PROGRAM: object code from the same LLVM modules the JIT uses
- * (two parts, compiled on two threads, as `nnc run` does), plus C glue,
+ * (NNC_CG_PARTS parts, compiled on threads, as `nnc run` does), plus C glue,
  * linked with the runtime by the system C compiler. The glue's table comes
  * from lowering and planning alone (no machine code is made twice). */
-#define BUILD_PARTS 2
+#define BUILD_PARTS NNC_CG_PARTS
 int cmd_build(const char *path, const char *out, const nnc_frontend_options *fo,
               const nnc_cg_options *co) {
   compiled c;
@@ -167,7 +167,7 @@ int cmd_build(const char *path, const char *out, const nnc_frontend_options *fo,
     goto done;
   }
   have_dir = true;
-  /* The kernels as BUILD_PARTS objects compiled on as many threads. */
+  /* The kernels as BUILD_PARTS objects compiled on threads. */
   char obj[BUILD_PARTS][64], glue[64];
   const char *objs[BUILD_PARTS];
   for (int i = 0; i < BUILD_PARTS; i++) {

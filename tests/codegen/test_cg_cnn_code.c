@@ -1,6 +1,6 @@
 /* test_cg_cnn_code.c: the shape of fashion_cnn's compiled code, which
  * decides its compile time (docs/performance.md, "Compile time"):
- *  - the kernels shared out between the JIT's two parts, balanced;
+ *  - the kernels shared out between the JIT's parts by their shares;
  *  - the direct convolutions' loops kept, not unrolled;
  *  - the direct weight gradients' lane sums in a loop;
  *  - one packing transpose per product, shared by its panels. */
@@ -15,15 +15,16 @@ static bool ends_with(const char *s, const char *tail) {
   return n >= t && !strcmp(s + n - t, tail);
 }
 
-/* The JIT's two parts compile on two threads, so the compile takes as long
- * as the heavier: fashion_cnn's direct convolutions (~12-18 ms each) are
- * shared out between the parts, the two weight gradients one each (a count
- * with products at 6 loop kernels put both in part 1), and the estimated
- * work is balanced within 10%. Dense 1's forward product, which packs B
- * (~50 ms with its pack function, three times another product), shares
- * its part with one other product; the other four go to the other part
- * (three each, with it estimated as any product, left its part ~20 ms
- * heavier). */
+/* The JIT compiles NNC_CG_PARTS parts, whose shares of the work fall from
+ * the first to the last (6, 5, ..., 1), by threads that each take the
+ * next part when they finish one: the compile ends when the last part
+ * does, however the cores' speeds differ. So each part's estimated work
+ * is within 15% of its share; the dearest kernel, dense 1's forward
+ * product that packs B (~50 ms with its pack function), goes to part 0;
+ * fashion_cnn's two direct weight gradients (~16 ms each) go to
+ * different parts, and no part holds more than two of its six products.
+ * All of it fails with the parts equal (the last parts as large as the
+ * first). */
 static void test_fashion_cnn_parts_balanced(void **state) {
   fixture *fx = *state;
   nnc_module *m = fx_load_example(&fx->arena, "fashion_cnn.nn");
@@ -33,31 +34,40 @@ static void test_fashion_cnn_parts_balanced(void **state) {
   char err[512];
   nnc_cg_program *p;
   if (!nnc_cg_compile_table(m, &o, &p, err, sizeof err)) fail_msg("table: %s", err);
-  int dw[2] = {0, 0}, conv[2] = {0, 0}, products[2] = {0, 0}, packing = -1, n = 0;
+  enum { P = NNC_CG_PARTS };
+  int dw[P] = {0}, products[P] = {0}, packing = -1, n = 0, ndw = 0;
   const char *name;
-  double load[2];
-  for (int part; (part = nnc_cg_kernel_part(p, 2, n, &name, load)) >= 0; n++) {
-    assert_true(part < 2);
+  double load[P];
+  for (int part; (part = nnc_cg_kernel_part(p, P, n, &name, load)) >= 0; n++) {
+    assert_true(part < P);
     dw[part] += ends_with(name, ".conv_dw");
-    conv[part] +=
-        ends_with(name, ".conv_dw") || ends_with(name, ".conv") || ends_with(name, ".conv_dx");
+    ndw += ends_with(name, ".conv_dw");
     products[part] += strncmp(name, "train.", 6) == 0 && strstr(name, ".matmul") != NULL;
     if (strncmp(name, "train.", 6) == 0 && ends_with(name, ".matmul_bias_relu")) packing = part;
   }
   assert_true(n > 100);
-  if (dw[0] + dw[1] == 0) { /* no direct convolutions (no AVX-512) */
+  if (ndw == 0) { /* no direct convolutions (no AVX-512) */
     nnc_cg_free(p);
     skip();
   }
-  assert_int_equal(dw[0] + dw[1], 2);
-  assert_int_equal(dw[0], 1);
-  assert_true(abs(conv[0] - conv[1]) <= 1);
-  assert_int_equal(products[0] + products[1], 6);
-  assert_true(packing >= 0);
-  assert_int_equal(products[packing], 2);
-  assert_true(load[0] > 0 && load[1] > 0);
-  assert_true(load[0] <= 1.1 * load[1] && load[1] <= 1.1 * load[0]);
-  assert_int_equal(nnc_cg_kernel_part(p, 2, n, &name, NULL), -1);
+  assert_int_equal(ndw, 2);
+  double total = 0, shares = 0;
+  int nproducts = 0;
+  for (int i = 0; i < P; i++) {
+    assert_true(dw[i] <= 1);
+    assert_true(products[i] <= 2);
+    nproducts += products[i];
+    total += load[i];
+    shares += P - i;
+  }
+  assert_int_equal(nproducts, 6);
+  assert_int_equal(packing, 0);
+  for (int i = 0; i < P; i++) {
+    double want = total * (P - i) / shares;
+    if (load[i] < 0.85 * want || load[i] > 1.15 * want)
+      fail_msg("part %d: estimated %.1f against a share of %.1f", i, load[i], want);
+  }
+  assert_int_equal(nnc_cg_kernel_part(p, P, n, &name, NULL), -1);
   nnc_cg_free(p);
 }
 

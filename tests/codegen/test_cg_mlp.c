@@ -341,7 +341,7 @@ static char *cold_split_run(fixture *fx, const char *split, const char *gemm_wor
     assert_int_equal(sscanf(strchr(at, '(') ? strchr(at, '(') : "", "(%d functions)", &n), 1);
     *cold += n;
   }
-  assert_int_equal(parts, 2);
+  assert_int_equal(parts, NNC_CG_PARTS);
   fclose(fx->timing);
   fx->timing = NULL;
   return arena;

@@ -2,11 +2,14 @@
  * with the same code but for their buffers' offsets, codegen/twins.c), and
  * loops of one iteration emitted as their bodies (llvm.c `once`): the
  * step's results are the same bit for bit as with every kernel compiled on
- * its own, and the compiled program has fewer functions. */
+ * its own, and the compiled program has fewer functions. Also how the
+ * parts are compiled (compile.c): by one thread or by several taking the
+ * next part, the same code. */
 #define NNC_CG_TEST_FRONTEND
 #include "cg_test.h"
 
 #include <regex.h>
+#include <sched.h>
 
 #define SMALL_CNN(optimizer)                                                                       \
   "data d = idx(\"fashion-mnist\") { scale = 1/255 }\n"                                            \
@@ -143,12 +146,54 @@ static void test_no_one_iteration_loops(void **state) {
   assert_int_equal(ones, 0);
 }
 
+/* The JIT's NNC_CG_PARTS parts compiled by one thread (the process held
+ * to one CPU) and by as many as there are CPUs, each taking the next part
+ * when it finishes one: every part compiled (its timing line), and the
+ * arena after two steps and an evaluation the same bit for bit. */
+static void test_parts_by_any_threads(void **state) {
+  fixture *fx = *state;
+  cpu_set_t all, one;
+  if (sched_getaffinity(0, sizeof all, &all) != 0 || CPU_COUNT(&all) < 2) skip();
+  nnc_module *m = fx_compile_source(&fx->arena, "small_cnn.nn", small_cnn, sizeof small_cnn - 1);
+  assert_non_null(m);
+  fx_use_module(fx, m);
+  int first = 0;
+  while (!CPU_ISSET(first, &all))
+    first++;
+  CPU_ZERO(&one);
+  CPU_SET(first, &one);
+  size_t bytes[2];
+  char *arena[2];
+  for (int run = 0; run < 2; run++) {
+    assert_int_equal(sched_setaffinity(0, sizeof(cpu_set_t), run == 0 ? &one : &all), 0);
+    fx->timing = tmpfile();
+    assert_non_null(fx->timing);
+    arena[run] = fx_arena_after(fx, 2, 2, true, &bytes[run]);
+    rewind(fx->timing);
+    char line[512];
+    bool seen[NNC_CG_PARTS] = {false};
+    while (fgets(line, sizeof line, fx->timing)) {
+      int part;
+      if (sscanf(line, "codegen: part %d: llvm ir", &part) == 1 && part >= 0 && part < NNC_CG_PARTS)
+        seen[part] = true;
+    }
+    fclose(fx->timing);
+    fx->timing = NULL;
+    for (int i = 0; i < NNC_CG_PARTS; i++)
+      if (!seen[i]) fail_msg("run %d: no timing line for part %d", run, i);
+  }
+  assert_int_equal(sched_setaffinity(0, sizeof all, &all), 0);
+  assert_int_equal(bytes[0], bytes[1]);
+  assert_memory_equal(arena[0], arena[1], bytes[0]);
+  free(arena[0]);
+  free(arena[1]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      T(test_small_cnn_twins_same_bits),
-      T(test_small_cnn_twins_against_interp),
-      T(test_twins_of_their_kind),
-      T(test_no_one_iteration_loops),
+      T(test_small_cnn_twins_same_bits), T(test_small_cnn_twins_against_interp),
+      T(test_twins_of_their_kind),       T(test_no_one_iteration_loops),
+      T(test_parts_by_any_threads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
