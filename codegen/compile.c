@@ -337,11 +337,10 @@ static bool is_cold(LLVMValueRef f);
  * CNN: the copy was ~15-20 ms of thread CPU in each part). Same code as
  * splitting after the link: the same functions, linkage and visibility. */
 static bool build_part(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg_target *t,
-                       int part, int nparts, LLVMContextRef ctx, LLVMModuleRef *out,
-                       LLVMModuleRef *cold, nnc_cg_times *times, char *err, size_t errlen) {
+                       LLVMTargetMachineRef tm, int part, int nparts, LLVMContextRef ctx,
+                       LLVMModuleRef *out, LLVMModuleRef *cold, nnc_cg_times *times, char *err,
+                       size_t errlen) {
   double t0 = nnc_cg_now();
-  LLVMTargetMachineRef tm = nnc_cg_target_machine(t, o->opt_level, LLVMRelocPIC, err, errlen);
-  if (!tm) return false;
   LLVMModuleRef mod, gemm_mod;
   bool ok = emit_part(p, o, t, tm, part, nparts, ctx, o->verify, &mod, &gemm_mod, err, errlen);
   double t1 = nnc_cg_now();
@@ -406,7 +405,6 @@ static bool build_part(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg
     times->cold_functions = ncold;
     times->split = nnc_cg_now() - t3;
   }
-  LLVMDisposeTargetMachine(tm);
   if (!ok) {
     if (split) LLVMDisposeModule(split);
     LLVMDisposeModule(mod);
@@ -419,7 +417,20 @@ static bool build_part(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg
 bool nnc_cg_build_llvm(const nnc_kprog *p, const nnc_cg_options *o, const nnc_cg_target *t,
                        int part, int nparts, LLVMContextRef ctx, LLVMModuleRef *out,
                        nnc_cg_times *times, char *err, size_t errlen) {
-  return build_part(p, o, t, part, nparts, ctx, out, NULL, times, err, errlen);
+  LLVMTargetMachineRef tm = nnc_cg_target_machine(t, o->opt_level, LLVMRelocPIC, err, errlen);
+  if (!tm) return false;
+  bool ok = build_part(p, o, t, tm, part, nparts, ctx, out, NULL, times, err, errlen);
+  LLVMDisposeTargetMachine(tm);
+  return ok;
+}
+
+static bool emit_code(LLVMTargetMachineRef tm, LLVMModuleRef mod, LLVMCodeGenFileType kind,
+                      LLVMMemoryBufferRef *out, char *err, size_t errlen) {
+  char *msg = NULL;
+  bool ok = !LLVMTargetMachineEmitToMemoryBuffer(tm, mod, kind, &msg, out);
+  if (!ok) snprintf(err, errlen, "codegen: machine code: %s", msg ? msg : "");
+  LLVMDisposeMessage(msg);
+  return ok;
 }
 
 bool nnc_cg_machine_code(LLVMModuleRef mod, const nnc_cg_target *t, int opt_level,
@@ -427,10 +438,7 @@ bool nnc_cg_machine_code(LLVMModuleRef mod, const nnc_cg_target *t, int opt_leve
                          size_t errlen) {
   LLVMTargetMachineRef tm = nnc_cg_target_machine(t, opt_level, LLVMRelocPIC, err, errlen);
   if (!tm) return false;
-  char *msg = NULL;
-  bool ok = !LLVMTargetMachineEmitToMemoryBuffer(tm, mod, kind, &msg, out);
-  if (!ok) snprintf(err, errlen, "codegen: machine code: %s", msg ? msg : "");
-  LLVMDisposeMessage(msg);
+  bool ok = emit_code(tm, mod, kind, out, err, errlen);
   LLVMDisposeTargetMachine(tm);
   return ok;
 }
@@ -555,7 +563,7 @@ static LLVMModuleRef split_cold(LLVMModuleRef mod, int *ncold) {
 
 /* One part of the program, from kernel IR to an object file in memory, in
  * an LLVM context of its own (so parts can compile on separate threads;
- * they share only read-only inputs). */
+ * they share only read-only inputs), with its thread's target machines. */
 typedef struct part_job {
   const nnc_kprog *prog;
   const nnc_cg_options *o;
@@ -574,29 +582,24 @@ static double thread_seconds(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static void *compile_part(void *arg) {
-  part_job *j = arg;
+static void compile_part(part_job *j, LLVMTargetMachineRef tm, LLVMTargetMachineRef cold_tm) {
   double c0 = thread_seconds();
   LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef mod = NULL;
   LLVMModuleRef cold = NULL;
-  j->ok = build_part(j->prog, j->o, j->t, j->part, j->nparts, ctx, &mod,
+  j->ok = build_part(j->prog, j->o, j->t, tm, j->part, j->nparts, ctx, &mod,
                      j->split_cold ? &cold : NULL, &j->out->times, j->err, sizeof j->err);
   double t0 = nnc_cg_now() - j->out->times.split; /* the split counted with the machine code */
-  if (j->ok)
-    j->ok = nnc_cg_machine_code(mod, j->t, j->o->opt_level, LLVMObjectFile, &j->out->obj, j->err,
-                                sizeof j->err);
+  if (j->ok) j->ok = emit_code(tm, mod, LLVMObjectFile, &j->out->obj, j->err, sizeof j->err);
   double t1 = nnc_cg_now();
   if (j->ok && cold)
-    j->ok = nnc_cg_machine_code(cold, j->t, 0, LLVMObjectFile, &j->out->cold_obj, j->err,
-                                sizeof j->err);
+    j->ok = emit_code(cold_tm, cold, LLVMObjectFile, &j->out->cold_obj, j->err, sizeof j->err);
   j->out->times.machine_code = t1 - t0;
   j->out->times.cold_code = nnc_cg_now() - t1;
   j->out->times.cpu = thread_seconds() - c0;
   if (cold) LLVMDisposeModule(cold);
   if (mod) LLVMDisposeModule(mod);
   LLVMContextDispose(ctx);
-  return NULL;
 }
 
 /* The parts not yet taken: each thread takes the next in order (part 0,
@@ -610,8 +613,24 @@ typedef struct queue {
 
 static void *take_parts(void *arg) {
   queue *q = arg;
-  for (int i; (i = atomic_fetch_add(&q->next, 1)) < q->n;)
-    compile_part(&q->jobs[i]);
+  /* Its target machines, one for the parts' code and one at -O0 for their
+   * cold objects, serve every part the thread takes: each new one cost
+   * ~2 ms of CPU in its first compile (its subtarget and instruction
+   * selection tables), three per part when each part made its own. */
+  LLVMTargetMachineRef tms[2] = {NULL, NULL};
+  for (int i; (i = atomic_fetch_add(&q->next, 1)) < q->n;) {
+    part_job *j = &q->jobs[i];
+    for (int c = 0; c < 2; c++)
+      if (!tms[c])
+        tms[c] = nnc_cg_target_machine(j->t, c ? 0 : j->o->opt_level, LLVMRelocPIC, j->err,
+                                       sizeof j->err);
+    if (tms[0] && tms[1])
+      compile_part(j, tms[0], tms[1]);
+    else
+      j->ok = false;
+  }
+  for (int c = 0; c < 2; c++)
+    if (tms[c]) LLVMDisposeTargetMachine(tms[c]);
   return NULL;
 }
 
