@@ -6,10 +6,10 @@
  *
  * A program can be built as several parts, each its own module (llvm.c
  * assigns the kernels), compiled by threads that each take the next part
- * until none is left (nnc_cg_compile_parts): jit.c links them in memory (each part's cold
- * functions in a second object, compiled at -O0), `nnc -o` writes one
- * object file each; the other outputs of emit.c are one part holding
- * everything. Also here: the target
+ * until none is left (nnc_cg_compile_parts): jit.c links them in memory
+ * (each part's cold functions in a second object, compiled at -O0), `nnc
+ * -o` writes one object file each; the other outputs of emit.c are one
+ * part holding everything. Also here: the target
  * description (host CPU and features unless the options say otherwise),
  * the pass pipelines, and the one helper every LLVMErrorRef goes through.
  */
@@ -514,12 +514,14 @@ static LLVMModuleRef clone_without_hot_bodies(LLVMModuleRef mod) {
 }
 
 /* Moves mod's cold functions to a new module (returned; NULL when mod has
- * none), even when mod keeps no other function (a part of cold kernels
- * only: compiled in mod, by the part's optimising target machine, they
- * came out with other roundings than in a cold object): a copy of mod in which every other function
- * is declared only, and the global variables too (the profile counters; mod keeps them); in mod the
- * cold ones are declared only. Every function defined becomes a hidden global symbol, so the two
- * objects link. */
+ * none): a copy of mod in which every other function is declared only,
+ * and the global variables too (the profile counters; mod keeps them); in
+ * mod the cold ones are declared only. Every function defined becomes a
+ * hidden global symbol, so the two objects link. Also when mod keeps no
+ * other function (a part of cold kernels only), so that every cold
+ * function of the JIT is compiled alike: left in such a part's object, by
+ * its optimising target machine, some came out with other roundings
+ * (test_cg_mlp's fused updates against unfused, with six parts). */
 static LLVMModuleRef split_cold(LLVMModuleRef mod, int *ncold) {
   int cold = 0;
   for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f)) {
