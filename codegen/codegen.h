@@ -86,9 +86,9 @@ void nnc_cg_dump_kernels(const nnc_cg_program *p, FILE *out);
 /* The parts a program is compiled in, by `nnc run` (the JIT) and `nnc -o`:
  * a fixed number, so the compile is the same on every machine (a
  * kernel's code does not depend on its part). The parts' shares of the
- * work fall from the first to the last, and as many threads as there are
- * CPUs take them in turn (docs/performance.md, "Parts pulled by
- * threads"). */
+ * work fall from the second to the last (5, 5, 4, 3, 2, 1), and as many
+ * threads as there are CPUs take them in turn (docs/performance.md,
+ * "Parts pulled by threads"). */
 #define NNC_CG_PARTS 6
 
 /* Which of nparts parts (the JIT compiles its parts on threads) p's

@@ -42,15 +42,17 @@ static double kernel_cost(const nnc_kernel *k) {
   return KERNEL_COST + INNER_LOOP_COST * innermost_loops(&k->body);
 }
 
-/* Part i's share of the work, of nparts: nparts - i (6, 5, ..., 1 for
- * six). The parts are compiled by fewer threads than there are parts,
- * each thread taking the next part when it finishes one (compile.c), so
- * the last, small parts go to whichever thread is ahead: one core slower
- * than the other (on a shared host, one virtual CPU compiled 1.5x slower
- * than its twin) or an estimate off by a part's worth no longer leaves
- * the other core idle (docs/performance.md, "Parts pulled by threads"). */
+/* Part i's share of the work, of nparts: nparts - 1 for the first two,
+ * then one less each (5, 5, 4, 3, 2, 1 for six). The parts are compiled
+ * by fewer threads than there are parts, each thread taking the next part
+ * when it finishes one (compile.c): two equal cores start with equal
+ * parts and end together, and the last, small parts go to whichever
+ * thread is ahead, so one core slower than the other (on a shared host,
+ * one virtual CPU compiled 1.5x slower than its twin) or an estimate off
+ * by a part's worth no longer leaves the other idle (docs/performance.md,
+ * "Parts pulled by threads"). */
 static double share(int i, int nparts) {
-  return (double)(nparts - i);
+  return (double)(i == 0 ? nparts - 1 : nparts - i);
 }
 
 /* The part where a kernel of this cost would finish first, relative to

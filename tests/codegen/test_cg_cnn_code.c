@@ -16,15 +16,15 @@ static bool ends_with(const char *s, const char *tail) {
 }
 
 /* The JIT compiles NNC_CG_PARTS parts, whose shares of the work fall from
- * the first to the last (6, 5, ..., 1), by threads that each take the
+ * the second to the last (5, 5, 4, ..., 1), by threads that each take the
  * next part when they finish one: the compile ends when the last part
  * does, however the cores' speeds differ. So each part's estimated work
  * is within 15% of its share; the dearest kernel, dense 1's forward
- * product that packs B (~50 ms with its pack function), goes to part 0;
- * fashion_cnn's two direct weight gradients (~16 ms each) go to
- * different parts, and no part holds more than two of its six products.
- * All of it fails with the parts equal (the last parts as large as the
- * first). */
+ * product that packs B (~50 ms with its pack function), goes to one of the
+ * first two parts; fashion_cnn's two direct weight gradients (~16 ms
+ * each) go to different parts, and no part holds more than two of its six
+ * products. The shares' check fails with the parts equal (the last parts
+ * as large as the first). */
 static void test_fashion_cnn_parts_balanced(void **state) {
   fixture *fx = *state;
   nnc_module *m = fx_load_example(&fx->arena, "fashion_cnn.nn");
@@ -58,12 +58,12 @@ static void test_fashion_cnn_parts_balanced(void **state) {
     assert_true(products[i] <= 2);
     nproducts += products[i];
     total += load[i];
-    shares += P - i;
+    shares += i == 0 ? P - 1 : P - i;
   }
   assert_int_equal(nproducts, 6);
-  assert_int_equal(packing, 0);
+  assert_true(packing == 0 || packing == 1);
   for (int i = 0; i < P; i++) {
-    double want = total * (P - i) / shares;
+    double want = total * (i == 0 ? P - 1 : P - i) / shares;
     if (load[i] < 0.85 * want || load[i] > 1.15 * want)
       fail_msg("part %d: estimated %.1f against a share of %.1f", i, load[i], want);
   }
