@@ -785,7 +785,7 @@ if want compile; then
   expect_rc co 0 && expect_grep co.err "nnc: compiled co/csv_clf.nn in "
   ! grep -q "not found" co.err || fail "--compile-only looked for the data"
   ! grep -q "beside loading the data" co.err || fail "--compile-only's line speaks of data it did not load"
-  # NNC_DEBUG=1: the JIT's two parts were compiled (their times printed)
+  # NNC_DEBUG=1: the JIT's parts were compiled (their times printed)
   run codbg env NNC_DEBUG=1 "$NNC" run "$EX/fashion_cnn.nn" --compile-only
   expect_rc codbg 0 && expect_grep codbg.err "codegen: part 1: llvm ir" &&
     expect_grep codbg.err "nnc: compiled $EX/fashion_cnn.nn in "
