@@ -616,17 +616,18 @@ typedef struct queue {
 static void *take_parts(void *arg) {
   queue *q = arg;
   /* Its target machines, one for the parts' code and one at -O0 for their
-   * cold objects, serve every part the thread takes: each new one cost
-   * ~2 ms of CPU in its first compile (its subtarget and instruction
-   * selection tables), three per part when each part made its own. */
+   * cold objects (only where the cold functions are split off), serve
+   * every part the thread takes: each new one cost ~2 ms of CPU in its
+   * first compile (its subtarget and instruction selection tables), three
+   * per part when each part made its own. */
   LLVMTargetMachineRef tms[2] = {NULL, NULL};
   for (int i; (i = atomic_fetch_add(&q->next, 1)) < q->n;) {
     part_job *j = &q->jobs[i];
-    for (int c = 0; c < 2; c++)
+    for (int c = 0; c < (j->split_cold ? 2 : 1); c++)
       if (!tms[c])
         tms[c] = nnc_cg_target_machine(j->t, c ? 0 : j->o->opt_level, LLVMRelocPIC, j->err,
                                        sizeof j->err);
-    if (tms[0] && tms[1])
+    if (tms[0] && (tms[1] || !j->split_cold))
       compile_part(j, tms[0], tms[1]);
     else
       j->ok = false;

@@ -671,14 +671,15 @@ static const nnc_kernel *code_of(const nnc_kernel *k) {
 static void call_kernel(emitter *E, const nnc_kernel *k, LLVMValueRef fn, LLVMValueRef arena,
                         LLVMValueRef n) {
   const nnc_kernel *own = k->same_as ? k->same_as : k;
-  int nb, nown, *bases = bases_of(E, own, &nown);
+  int nb, nown = 0;
   LLVMTypeRef t = code_type(E, code_of(k), &nb);
+  int *bases = nb ? bases_of(E, own, &nown) : NULL;
   LLVMValueRef *args = malloc(sizeof(LLVMValueRef) * (size_t)(3 + nb));
   if (!args) nnc_ir_bug("codegen: out of memory");
   args[0] = arena;
   args[1] = LLVMConstInt(E->ti64, 0, 0);
   args[2] = n;
-  if (nb && nown != nb)
+  if (nown != nb)
     nnc_ir_bug("codegen: kernel %s has other bases than its twin %s", k->name, code_of(k)->name);
   for (int j = 0; j < nb; j++)
     args[3 + j] = LLVMConstInt(E->ti64, (unsigned long long)E->p->bufs[bases[j]].offset, 0);

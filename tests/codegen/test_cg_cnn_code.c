@@ -51,19 +51,20 @@ static void test_fashion_cnn_parts_balanced(void **state) {
     skip();
   }
   assert_int_equal(ndw, 2);
-  double total = 0, shares = 0;
+  double total = 0, share[P], shares = 0;
   int nproducts = 0;
   for (int i = 0; i < P; i++) {
     assert_true(dw[i] <= 1);
     assert_true(products[i] <= 2);
     nproducts += products[i];
     total += load[i];
-    shares += i == 0 ? P - 1 : P - i;
+    share[i] = i == 0 ? P - 1 : P - i;
+    shares += share[i];
   }
   assert_int_equal(nproducts, 6);
   assert_true(packing == 0 || packing == 1);
   for (int i = 0; i < P; i++) {
-    double want = total * (i == 0 ? P - 1 : P - i) / shares;
+    double want = total * share[i] / shares;
     if (load[i] < 0.85 * want || load[i] > 1.15 * want)
       fail_msg("part %d: estimated %.1f against a share of %.1f", i, load[i], want);
   }
