@@ -44,14 +44,19 @@ bool nnc_cg_check(LLVMErrorRef e, const char *what, char *err, size_t errlen) {
   return false;
 }
 
-/* Instruction selection's pipeline runs no loop strength reduction
- * (LLVM's -disable-lsr, an option of the process that can only be set
- * for all target machines): build_part runs it on the functions it pays
- * for (strength_reduce). Set once per process, before any target machine
- * builds a pipeline. */
-static void no_codegen_lsr(void) {
-  const char *argv[2] = {"nnc", "-disable-lsr"};
-  LLVMParseCommandLineOptions(2, argv, NULL);
+/* Two of LLVM's options, which are the process's and can only be set
+ * for all target machines (once per process, before any target machine
+ * builds a pipeline):
+ * - Instruction selection's pipeline runs no loop strength reduction
+ *   (-disable-lsr): build_part runs it on the functions it pays for
+ *   (strength_reduce).
+ * - No list scheduling after register allocation (-post-RA-scheduler=
+ *   false). The CPU models that turn it on (znver*) are out of order; it
+ *   was ~8% of the CNN's machine code (llc-19 on the parts' modules) and
+ *   moved no product's speed (docs/performance.md, fourteenth stop). */
+static void set_llvm_options(void) {
+  const char *argv[3] = {"nnc", "-disable-lsr", "-post-RA-scheduler=false"};
+  LLVMParseCommandLineOptions(3, argv, NULL);
 }
 
 static void init_llvm(void) {
@@ -59,8 +64,8 @@ static void init_llvm(void) {
   LLVMInitializeNativeTarget();
   LLVMInitializeNativeAsmPrinter();
   LLVMInitializeNativeAsmParser();
-  static pthread_once_t lsr_once = PTHREAD_ONCE_INIT; /* process state: LLVM's options */
-  pthread_once(&lsr_once, no_codegen_lsr);
+  static pthread_once_t options_once = PTHREAD_ONCE_INIT; /* process state: LLVM's options */
+  pthread_once(&options_once, set_llvm_options);
 }
 
 bool nnc_cg_set_cpu_level(nnc_cg_options *o, const char *name) {
