@@ -272,12 +272,16 @@ nnc_kernel *nnc_lw_new_kernel(lower *L, kgen *G, const char *what, const nnc_nod
       self ? nnc_arena_printf(L->a, "k%d %s %%%d %s", L->nmade, what, self->id, origin(L, self))
            : nnc_arena_printf(L->a, "k%d %s", L->nmade, what);
   L->nmade++;
+  nnc_lw_gen_begin(L, G, k, self);
+  return k;
+}
+
+void nnc_lw_gen_begin(lower *L, kgen *G, nnc_kernel *k, const nnc_node *self) {
   memset(G, 0, sizeof *G);
   G->k = k;
   G->self = self;
   G->memo = nnc_arena_alloc(L->a, sizeof(memo *) * (size_t)(L->nn + 1));
   G->zero = nnc_kx_int(L->a, 0);
-  return k;
 }
 
 void nnc_lw_add_kernel(lower *L, nnc_kernel *k) {

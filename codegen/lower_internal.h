@@ -165,6 +165,8 @@ nnc_kexpr *nnc_lw_clamp_index(lower *L, nnc_kexpr *i, int64_t hi);
 nnc_kexpr *nnc_lw_as_index(lower *L, nnc_kexpr *e);
 /* A new kernel named after `what` (and self, the node it computes, if any). */
 nnc_kernel *nnc_lw_new_kernel(lower *L, kgen *G, const char *what, const nnc_node *self);
+/* G set up to generate k's expressions (done by nnc_lw_new_kernel). */
+void nnc_lw_gen_begin(lower *L, kgen *G, nnc_kernel *k, const nnc_node *self);
 void nnc_lw_add_kernel(lower *L, nnc_kernel *k);
 nnc_kblock *nnc_lw_nest(lower *L, nnc_kernel *k, const nnc_shape *s, nnc_kexpr **idx);
 double nnc_lw_expr_cost(const nnc_kexpr *e);

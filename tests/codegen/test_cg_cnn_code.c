@@ -45,8 +45,8 @@ static void test_fashion_cnn_parts_balanced(void **state) {
     products[part] += strncmp(name, "train.", 6) == 0 && strstr(name, ".matmul") != NULL;
     if (strncmp(name, "train.", 6) == 0 && ends_with(name, ".matmul_bias_relu")) packing = part;
   }
-  assert_true(n > 100);
-  if (ndw == 0) { /* no direct convolutions (no AVX-512) */
+  assert_true(n > 90); /* 100 kernels at the fourteenth stop */
+  if (ndw == 0) {      /* no direct convolutions (no AVX-512) */
     nnc_cg_free(p);
     skip();
   }

@@ -634,6 +634,77 @@ static void test_update_mixed(void **state) {
   fx_check(fx);
 }
 
+/* The text of the kernel whose name has `what` in dump, up to the next
+ * kernel (into buf). */
+static const char *kernel_text(const char *dump, const char *what, char *buf, size_t n) {
+  const char *k = strstr(dump, what);
+  assert_non_null(k);
+  const char *end = strstr(k, "\nkernel ");
+  size_t len = end ? (size_t)(end - k) : strlen(k);
+  snprintf(buf, n, "%.*s", (int)len, k);
+  return buf;
+}
+
+/* Adam's pass over a convolution's weight [6, 5, 3, 3]: two loops, over
+ * dim 0 and the other 45 elements (lower_update.c, flat_pass), not a nest
+ * whose innermost loop has 3 iterations; the values as the interpreter's,
+ * 1, 2 and 3 threads bit for bit. */
+static void test_update_rank4_flat(void **state) {
+  fixture *fx = *state;
+  nnc_graph *g = fx->g;
+  nnc_shape s4 = sh(4, 6, 5, 3, 3);
+  nnc_node *w = fx_param(fx, "w", s4, -1, 1);
+  nnc_node *gr = fx_tensor(fx, "g", NNC_ROLE_BUFFER, NNC_F32, s4, -1, 1);
+  nnc_node *m = fx_tensor(fx, "m", NNC_ROLE_OPT_STATE, NNC_F32, s4, -0.1, 0.1);
+  nnc_node *v = fx_tensor(fx, "v", NNC_ROLE_OPT_STATE, NNC_F32, s4, 0, 0.1);
+  nnc_shape s0 = sh(0);
+  nnc_node *step = nnc_ir_input(g, NNC_IN_STEP, NNC_F32, &s0);
+  nnc_node *lr = nnc_ir_binary(g, NNC_OP_DIV, nnc_ir_const(g, NNC_F32, 0.01),
+                               nnc_ir_unary(g, NNC_OP_SQRT, step));
+  nnc_graph_set_output(g, NNC_OUT_LR, lr);
+  nnc_node *m2 =
+      nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_binary(g, NNC_OP_MUL, m, nnc_ir_const(g, NNC_F32, 0.9)),
+                    nnc_ir_binary(g, NNC_OP_MUL, gr, nnc_ir_const(g, NNC_F32, 0.1)));
+  nnc_node *v2 =
+      nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_binary(g, NNC_OP_MUL, v, nnc_ir_const(g, NNC_F32, 0.99)),
+                    nnc_ir_binary(g, NNC_OP_MUL, nnc_ir_binary(g, NNC_OP_MUL, gr, gr),
+                                  nnc_ir_const(g, NNC_F32, 0.01)));
+  nnc_node *upd = nnc_ir_binary(g, NNC_OP_DIV, m2,
+                                nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_unary(g, NNC_OP_SQRT, v2),
+                                              nnc_ir_const(g, NNC_F32, 1e-8)));
+  nnc_graph_add_update(g, 0,
+                       nnc_ir_binary(g, NNC_OP_SUB, w, nnc_ir_binary(g, NNC_OP_MUL, lr, upd)));
+  nnc_graph_add_update(g, 2, m2);
+  nnc_graph_add_update(g, 3, v2);
+  char *dump = fx_kernel_dump(fx), text[4096];
+  kernel_text(dump, "update.w", text, sizeof text);
+  assert_non_null(strstr(text, " < 6:"));
+  assert_non_null(strstr(text, " < 45:"));
+  assert_null(strstr(text, " < 3:"));
+  assert_null(strstr(dump, "update.copy")); /* in place */
+  free(dump);
+  fx->steps = 3;
+  fx_check(fx);
+  fx_check_threads(fx, 3, false);
+}
+
+/* An update reading an operand broadcast along some of the trailing axes
+ * ([6, 5, 1, 1] against [6, 5, 3, 3]) keeps the full nest. */
+static void test_update_rank4_broadcast(void **state) {
+  fixture *fx = *state;
+  nnc_graph *g = fx->g;
+  nnc_node *w = fx_param(fx, "w", sh(4, 6, 5, 3, 3), -1, 1);
+  nnc_node *s = fx_tensor(fx, "s", NNC_ROLE_BUFFER, NNC_F32, sh(4, 6, 5, 1, 1), 0.5, 1.5);
+  nnc_graph_add_update(g, 0, nnc_ir_binary(g, NNC_OP_MUL, w, s));
+  char *dump = fx_kernel_dump(fx), text[4096];
+  kernel_text(dump, "update.w", text, sizeof text);
+  assert_non_null(strstr(text, " < 3:"));
+  free(dump);
+  fx->steps = 2;
+  fx_check(fx);
+  fx_check_threads(fx, 2, false);
+}
+
 /* ---- Recomputed nodes ---- */
 
 /* fx's compiled kernels (nnc_cg_dump_kernels) in a temporary file, from
@@ -963,6 +1034,8 @@ int main(void) {
       T(test_update_adam_like),
       T(test_update_transposed),
       T(test_update_mixed),
+      T(test_update_rank4_flat),
+      T(test_update_rank4_broadcast),
       T(test_recompute_batchnorm),
       cmocka_unit_test(test_reduce_through_reshape),
       cmocka_unit_test(test_twin_lane_sums),
