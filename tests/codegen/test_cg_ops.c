@@ -578,14 +578,14 @@ static void test_update_swap(void **state) {
   fx_check(fx);
 }
 
-/* An Adam-like step: m, v and w in one pass, in place. */
-static void test_update_adam_like(void **state) {
-  fixture *fx = *state;
+/* An Adam-like step on tensors of shape s: m, v and w (tensors 0, 2 and
+ * 3; 1 is the gradient) in one pass, in place. */
+static void build_adam_like(fixture *fx, nnc_shape s) {
   nnc_graph *g = fx->g;
-  nnc_node *w = fx_param(fx, "w", sh(2, 20, 70), -1, 1);
-  nnc_node *gr = fx_tensor(fx, "g", NNC_ROLE_BUFFER, NNC_F32, sh(2, 20, 70), -1, 1);
-  nnc_node *m = fx_tensor(fx, "m", NNC_ROLE_OPT_STATE, NNC_F32, sh(2, 20, 70), -0.1, 0.1);
-  nnc_node *v = fx_tensor(fx, "v", NNC_ROLE_OPT_STATE, NNC_F32, sh(2, 20, 70), 0, 0.1);
+  nnc_node *w = fx_param(fx, "w", s, -1, 1);
+  nnc_node *gr = fx_tensor(fx, "g", NNC_ROLE_BUFFER, NNC_F32, s, -1, 1);
+  nnc_node *m = fx_tensor(fx, "m", NNC_ROLE_OPT_STATE, NNC_F32, s, -0.1, 0.1);
+  nnc_node *v = fx_tensor(fx, "v", NNC_ROLE_OPT_STATE, NNC_F32, s, 0, 0.1);
   nnc_shape s0 = sh(0);
   nnc_node *step = nnc_ir_input(g, NNC_IN_STEP, NNC_F32, &s0);
   nnc_node *lr = nnc_ir_binary(g, NNC_OP_DIV, nnc_ir_const(g, NNC_F32, 0.01),
@@ -605,6 +605,11 @@ static void test_update_adam_like(void **state) {
   nnc_graph_add_update(g, 0, w2);
   nnc_graph_add_update(g, 2, m2);
   nnc_graph_add_update(g, 3, v2);
+}
+
+static void test_update_adam_like(void **state) {
+  fixture *fx = *state;
+  build_adam_like(fx, sh(2, 20, 70));
   fx->steps = 3;
   fx_check(fx);
 }
@@ -651,31 +656,7 @@ static const char *kernel_text(const char *dump, const char *what, char *buf, si
  * 1, 2 and 3 threads bit for bit. */
 static void test_update_rank4_flat(void **state) {
   fixture *fx = *state;
-  nnc_graph *g = fx->g;
-  nnc_shape s4 = sh(4, 6, 5, 3, 3);
-  nnc_node *w = fx_param(fx, "w", s4, -1, 1);
-  nnc_node *gr = fx_tensor(fx, "g", NNC_ROLE_BUFFER, NNC_F32, s4, -1, 1);
-  nnc_node *m = fx_tensor(fx, "m", NNC_ROLE_OPT_STATE, NNC_F32, s4, -0.1, 0.1);
-  nnc_node *v = fx_tensor(fx, "v", NNC_ROLE_OPT_STATE, NNC_F32, s4, 0, 0.1);
-  nnc_shape s0 = sh(0);
-  nnc_node *step = nnc_ir_input(g, NNC_IN_STEP, NNC_F32, &s0);
-  nnc_node *lr = nnc_ir_binary(g, NNC_OP_DIV, nnc_ir_const(g, NNC_F32, 0.01),
-                               nnc_ir_unary(g, NNC_OP_SQRT, step));
-  nnc_graph_set_output(g, NNC_OUT_LR, lr);
-  nnc_node *m2 =
-      nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_binary(g, NNC_OP_MUL, m, nnc_ir_const(g, NNC_F32, 0.9)),
-                    nnc_ir_binary(g, NNC_OP_MUL, gr, nnc_ir_const(g, NNC_F32, 0.1)));
-  nnc_node *v2 =
-      nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_binary(g, NNC_OP_MUL, v, nnc_ir_const(g, NNC_F32, 0.99)),
-                    nnc_ir_binary(g, NNC_OP_MUL, nnc_ir_binary(g, NNC_OP_MUL, gr, gr),
-                                  nnc_ir_const(g, NNC_F32, 0.01)));
-  nnc_node *upd = nnc_ir_binary(g, NNC_OP_DIV, m2,
-                                nnc_ir_binary(g, NNC_OP_ADD, nnc_ir_unary(g, NNC_OP_SQRT, v2),
-                                              nnc_ir_const(g, NNC_F32, 1e-8)));
-  nnc_graph_add_update(g, 0,
-                       nnc_ir_binary(g, NNC_OP_SUB, w, nnc_ir_binary(g, NNC_OP_MUL, lr, upd)));
-  nnc_graph_add_update(g, 2, m2);
-  nnc_graph_add_update(g, 3, v2);
+  build_adam_like(fx, sh(4, 6, 5, 3, 3));
   char *dump = fx_kernel_dump(fx), text[4096];
   kernel_text(dump, "update.w", text, sizeof text);
   assert_non_null(strstr(text, " < 6:"));
