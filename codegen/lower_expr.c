@@ -352,6 +352,65 @@ static bool transpose_in_source_order(const nnc_node *n) {
   return out_lines > L1_LINES && src_lines <= L1_LINES;
 }
 
+/* Whether node n, computed inline in root's kernel (or loaded), is read
+ * correctly at coordinates whose axes from `a` on are merged into the
+ * last (nnc_lw_merged_nest). A node of ones on those axes is: its
+ * coordinates there are 0 either way (bcast_index), the others are the
+ * loops' own, whatever it is computed from (a per-channel vector through
+ * a reshape). A node with root's dims there is when it is loaded, or
+ * computed by elementwise ops (or a broadcast) from such nodes. */
+static bool merges_from(lower *L, const nnc_node *root, const nnc_node *n, int a) {
+  if (L->subst[n->id]) n = L->subst[n->id];
+  const nnc_shape *s = &n->shape, *r = &root->shape;
+  if (nnc_shape_numel(s) == 1) return true; /* read at index 0 */
+  if (s->rank != r->rank) return false;
+  bool full = true, ones = true;
+  for (int d = a; d < r->rank; d++) {
+    full &= s->dim[d] == r->dim[d];
+    ones &= s->dim[d] == 1;
+  }
+  if (ones && n != root) return true;
+  if (!full) return false;
+  if (n != root && L->buf[n->id] >= 0) return !L->trans[n->id];
+  if (n->op == NNC_OP_CONST) return true;
+  bool each = nnc_lw_traits(n->op).elementwise && n->op != NNC_OP_ALLREDUCE;
+  if (!each && n->op != NNC_OP_BROADCAST) return false;
+  for (int i = 0; i < n->nin; i++)
+    if (!merges_from(L, root, n->in[i], a)) return false;
+  return true;
+}
+
+nnc_kblock *nnc_lw_merged_nest(lower *L, nnc_kernel *k, const nnc_shape *s, int a,
+                               nnc_kexpr **idx) {
+  nnc_shape nest = {a + 1, {0}};
+  for (int d = 0; d < a; d++)
+    nest.dim[d] = s->dim[d];
+  nest.dim[a] = 1;
+  for (int d = a; d < s->rank; d++)
+    nest.dim[a] *= s->dim[d];
+  nnc_kexpr *loop[NNC_MAX_RANK];
+  nnc_kblock *blk = nnc_lw_nest(L, k, &nest, loop);
+  for (int d = 0; d < s->rank; d++)
+    idx[d] = d < a ? loop[d] : d == s->rank - 1 ? loop[a] : nnc_kx_int(L->a, 0);
+  return blk;
+}
+
+/* An elementwise kernel over [N, C, H, W] loops over [N, C, H * W] when
+ * every operand allows it (merges_from; per-channel operands [1, C, 1, 1]
+ * do), or over [N, C * H * W]: fashion_cnn's batch norm backward over
+ * rows of 28 floats otherwise vectorised 4 lanes wide. Axis 0 stays (the
+ * threads split it). The first axis from which the rest merge, or 0. */
+static int merge_axis(lower *L, const nnc_node *n) {
+  /* A merged axis of one would be an operand's broadcast axis too, whose
+   * coordinate bcast_index sets to 0: none. */
+  int from = n->shape.rank - 1;
+  while (from > 1 && n->shape.dim[from - 1] > 1 && n->shape.dim[n->shape.rank - 1] > 1)
+    from--;
+  for (int a = from; a < n->shape.rank - 1; a++)
+    if (merges_from(L, n, n, a)) return a;
+  return 0;
+}
+
 void nnc_lw_kernel_elementwise(lower *L, const nnc_node *n) {
   if (L->unpool_of[n->id]) {
     nnc_lw_kernel_unpool_into(L, n);
@@ -363,7 +422,10 @@ void nnc_lw_kernel_elementwise(lower *L, const nnc_node *n) {
   /* A transpose stored last axis major (choose_layouts) is contiguous on
    * both sides in its operand's order. */
   bool src_order = L->trans[n->id] ? n->op == NNC_OP_TRANSPOSE : transpose_in_source_order(n);
-  nnc_kblock *blk = src_order ? nest_source_order(L, k, n, idx) : nnc_lw_nest(L, k, &n->shape, idx);
+  int a = src_order || L->trans[n->id] ? 0 : merge_axis(L, n);
+  nnc_kblock *blk = src_order ? nest_source_order(L, k, n, idx)
+                    : a       ? nnc_lw_merged_nest(L, k, &n->shape, a, idx)
+                              : nnc_lw_nest(L, k, &n->shape, idx);
   nnc_kexpr *v = nnc_lw_gen(L, &G, n, idx);
   nnc_kb_store(L->a, blk, L->buf[n->id], nnc_lw_at(L, n, idx), v);
   k->work = (double)nnc_shape_numel(&n->shape) * nnc_lw_expr_cost(v) * 4;

@@ -169,6 +169,11 @@ nnc_kernel *nnc_lw_new_kernel(lower *L, kgen *G, const char *what, const nnc_nod
 void nnc_lw_gen_begin(lower *L, kgen *G, nnc_kernel *k, const nnc_node *self);
 void nnc_lw_add_kernel(lower *L, nnc_kernel *k);
 nnc_kblock *nnc_lw_nest(lower *L, nnc_kernel *k, const nnc_shape *s, nnc_kexpr **idx);
+/* A loop per axis of s before a, one over the product of the rest; idx
+ * gets coordinates of shape s that read an operand with s's dims on axes
+ * a.. at its flat index there ([.., 0, ..., 0, j]): right for operands
+ * whose dims on those axes are all s's or all one. */
+nnc_kblock *nnc_lw_merged_nest(lower *L, nnc_kernel *k, const nnc_shape *s, int a, nnc_kexpr **idx);
 double nnc_lw_expr_cost(const nnc_kexpr *e);
 void nnc_lw_kernel_elementwise(lower *L, const nnc_node *n);
 void nnc_lw_kernel_copy(lower *L, const char *what, int dst, int src, int64_t n);

@@ -17,6 +17,8 @@ static nnc_node *labels(fixture *fx, int n, int classes) {
   return nnc_ir_input(fx->g, NNC_IN_Y, NNC_I32, &s);
 }
 
+static const char *kernel_text(const char *dump, const char *what, char *buf, size_t n);
+
 static void out(fixture *fx, nnc_output_kind k, nnc_node *n) {
   nnc_graph_set_output(fx->g, k, n);
 }
@@ -565,6 +567,40 @@ static void test_softmax_cross_entropy(void **state) {
   fx_check(fx);
 }
 
+/* Elementwise kernels over [3, 4, 5, 9] loop over [3, 4, 45] (lower_expr.c
+ * merge_axis) where every operand has the kernel's dims or ones on the
+ * last two axes: a per-channel vector through a reshape, a broadcast node;
+ * an operand [3, 1, 5, 1] keeps the full nest, and so does a kernel whose
+ * last axis is one ([3, 4, 5, 1], which the loop's index would skip). The values as the interpreter's, 1, 2 and
+ * 3 threads bit for bit. */
+static void test_elementwise_merged_axes(void **state) {
+  fixture *fx = *state;
+  nnc_graph *g = fx->g;
+  nnc_node *x = fx_param(fx, "x", sh(4, 3, 4, 5, 9), -2, 2);
+  nnc_node *gamma = fx_param(fx, "gamma", sh(1, 4), 0.5, 2);
+  nnc_node *c = fx_param(fx, "c", sh(4, 3, 4, 1, 1), -1, 1);
+  nnc_node *mixed = fx_param(fx, "mixed", sh(4, 3, 1, 5, 1), -1, 1);
+  nnc_node *y = fx_param(fx, "y", sh(4, 3, 4, 5, 1), -1, 1);
+  nnc_shape channel = sh(4, 1, 4, 1, 1), full = sh(4, 3, 4, 5, 9);
+  nnc_node *scaled = nnc_ir_binary(g, NNC_OP_MUL, x, nnc_ir_reshape(g, gamma, &channel));
+  out(fx, NNC_OUT_PRED,
+      nnc_ir_unary(g, NNC_OP_RELU,
+                   nnc_ir_binary(g, NNC_OP_ADD, scaled, nnc_ir_broadcast(g, c, &full))));
+  out(fx, NNC_OUT_LOSS_VEC, nnc_ir_binary(g, NNC_OP_SUB, x, mixed));
+  out(fx, NNC_OUT_CORRECT_VEC, nnc_ir_binary(g, NNC_OP_MUL, y, nnc_ir_reshape(g, gamma, &channel)));
+  char *dump = fx_kernel_dump(fx), text[4096];
+  kernel_text(dump, ".relu ", text, sizeof text);
+  assert_non_null(strstr(text, " < 45:"));
+  kernel_text(dump, ".sub ", text, sizeof text);
+  assert_null(strstr(text, " < 45:"));
+  kernel_text(dump, ".mul ", text, sizeof text);
+  assert_non_null(strstr(text, " < 5:"));
+  assert_null(strstr(text, " < 20:"));
+  free(dump);
+  fx_check(fx);
+  fx_check_threads(fx, 1, false);
+}
+
 /* ---- Updates ---- */
 
 /* a := b, b := a: both read before either is written. */
@@ -1015,6 +1051,7 @@ int main(void) {
       T(test_update_adam_like),
       T(test_update_transposed),
       T(test_update_mixed),
+      T(test_elementwise_merged_axes),
       T(test_update_rank4_flat),
       T(test_update_rank4_broadcast),
       T(test_recompute_batchnorm),
