@@ -319,37 +319,26 @@ static bool reads_at(const nnc_kexpr *e, const nnc_kexpr *at) {
   return false;
 }
 
-/* The coordinates of tensor shape s at the two loops of a nest over
- * [dim 0, the other dims flattened]: [i, 0, ..., 0, j]. Every operand of
- * shape s is then read at i * (numel / dim 0) + j, its flat index. */
-static void flat_coordinates(lower *L, const nnc_shape *s, nnc_kexpr **loop, nnc_kexpr **idx) {
-  for (int d = 0; d < s->rank; d++)
-    idx[d] = d == 0 ? loop[0] : d == s->rank - 1 ? loop[1] : nnc_kx_int(L->a, 0);
-}
-
 /* Whether group gi's pass over tensor shape s (rank 3 or more) can loop
- * over [dim 0, the rest]: its values, generated on a scratch kernel at
- * flat_coordinates, read every operand at the pass's own index or at a
- * constant one. Optimizers' passes do; one reading an operand broadcast
- * along some of the trailing axes does not. A convolution's weight [64,
- * 32, 3, 3] otherwise loops 3 at a time innermost, which the loop
- * vectoriser made masked 3-of-4-lane vectors (fashion_cnn's conv 2 Adam
- * pass: 108 us a step on one thread). */
+ * over [dim 0, the rest] (nnc_lw_merged_nest from axis 1): its values,
+ * generated on a scratch kernel at those coordinates, read every operand
+ * at the pass's own index or at a constant one. Optimizers' passes do; one reading an operand
+ * broadcast along some of the trailing axes does not. A convolution's weight [64, 32, 3, 3]
+ * otherwise loops 3 at a time innermost, which the loop vectoriser made masked 3-of-4-lane vectors
+ * (fashion_cnn's conv 2 Adam pass: 108 us a step on one thread). */
 static bool flat_pass(lower *L, int gi, const nnc_shape *s) {
   const nnc_graph *g = L->g;
   if (s->rank < 3 || s->dim[0] < 1) return false;
   nnc_kernel *scratch = nnc_kernel_new(L->a, "flat");
   kgen KG;
   nnc_lw_gen_begin(L, &KG, scratch, NULL);
-  nnc_kexpr *loop[2] = {nnc_kx_var(L->a, nnc_kernel_var(scratch)),
-                        nnc_kx_var(L->a, nnc_kernel_var(scratch))};
   nnc_kexpr *idx[NNC_MAX_RANK];
-  flat_coordinates(L, s, loop, idx);
+  const nnc_kblock *body = nnc_lw_merged_nest(L, scratch, s, 1, idx);
   nnc_kexpr *at = nnc_lw_linear(L, idx, s);
   for (int u = 0; u < g->nupdates; u++)
     if (L->group_of[u] == gi && !reads_at(nnc_lw_gen(L, &KG, g->updates[u].value, idx), at))
       return false;
-  return scratch->body.n == 0 && scratch->nscalars == 0;
+  return body->n == 0 && scratch->nscalars == 0; /* nothing generated beside the values */
 }
 
 bool nnc_lw_update_passes(lower *L) {
@@ -369,15 +358,8 @@ bool nnc_lw_update_passes(lower *L) {
     snprintf(what, sizeof what, "update.%s", t->name);
     nnc_kernel *k = nnc_lw_new_kernel(L, &KG, what, NULL);
     nnc_kexpr *idx[NNC_MAX_RANK];
-    nnc_kblock *blk;
-    if (flat_pass(L, gi, &t->shape)) {
-      nnc_shape flat = {2, {t->shape.dim[0], nnc_shape_numel(&t->shape) / t->shape.dim[0]}};
-      nnc_kexpr *loop[2];
-      blk = nnc_lw_nest(L, k, &flat, loop);
-      flat_coordinates(L, &t->shape, loop, idx);
-    } else {
-      blk = nnc_lw_nest(L, k, &t->shape, idx);
-    }
+    nnc_kblock *blk = flat_pass(L, gi, &t->shape) ? nnc_lw_merged_nest(L, k, &t->shape, 1, idx)
+                                                  : nnc_lw_nest(L, k, &t->shape, idx);
     G[gi].k = k;
     G[gi].at = nnc_lw_linear(L, idx, &t->shape);
     G[gi].stores = nnc_arena_alloc(L->a, sizeof(nnc_kstmt *) * (size_t)n);
