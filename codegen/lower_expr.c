@@ -403,10 +403,12 @@ nnc_kblock *nnc_lw_merged_nest(lower *L, nnc_kernel *k, const nnc_shape *s, int 
 static int merge_axis(lower *L, const nnc_node *n) {
   /* A merged axis of one would be an operand's broadcast axis too, whose
    * coordinate bcast_index sets to 0: none. */
-  int from = n->shape.rank - 1;
-  while (from > 1 && n->shape.dim[from - 1] > 1 && n->shape.dim[n->shape.rank - 1] > 1)
-    from--;
-  for (int a = from; a < n->shape.rank - 1; a++)
+  const nnc_shape *s = &n->shape;
+  int from = s->rank - 1;
+  if (s->rank > 0 && s->dim[s->rank - 1] > 1)
+    while (from > 1 && s->dim[from - 1] > 1)
+      from--;
+  for (int a = from; a < s->rank - 1; a++)
     if (merges_from(L, n, n, a)) return a;
   return 0;
 }

@@ -17,8 +17,6 @@ static nnc_node *labels(fixture *fx, int n, int classes) {
   return nnc_ir_input(fx->g, NNC_IN_Y, NNC_I32, &s);
 }
 
-static const char *kernel_text(const char *dump, const char *what, char *buf, size_t n);
-
 static void out(fixture *fx, nnc_output_kind k, nnc_node *n) {
   nnc_graph_set_output(fx->g, k, n);
 }
@@ -567,12 +565,23 @@ static void test_softmax_cross_entropy(void **state) {
   fx_check(fx);
 }
 
+/* The text of the kernel whose name has `what` in dump, up to the next
+ * kernel (into buf). */
+static const char *kernel_text(const char *dump, const char *what, char *buf, size_t n) {
+  const char *k = strstr(dump, what);
+  assert_non_null(k);
+  const char *end = strstr(k, "\nkernel ");
+  size_t len = end ? (size_t)(end - k) : strlen(k);
+  snprintf(buf, n, "%.*s", (int)len, k);
+  return buf;
+}
+
 /* Elementwise kernels over [3, 4, 5, 9] loop over [3, 4, 45] (lower_expr.c
  * merge_axis) where every operand has the kernel's dims or ones on the
  * last two axes: a per-channel vector through a reshape, a broadcast node;
  * an operand [3, 1, 5, 1] keeps the full nest, and so does a kernel whose
- * last axis is one ([3, 4, 5, 1], which the loop's index would skip). The values as the interpreter's, 1, 2 and
- * 3 threads bit for bit. */
+ * last axis is one ([3, 4, 5, 1], which the loop's index would skip). The
+ * values as the interpreter's, 1, 2 and 3 threads bit for bit. */
 static void test_elementwise_merged_axes(void **state) {
   fixture *fx = *state;
   nnc_graph *g = fx->g;
@@ -673,17 +682,6 @@ static void test_update_mixed(void **state) {
   nnc_graph_add_update(g, 0, nnc_ir_binary(g, NNC_OP_MUL, x, s)); /* reads old s */
   fx->steps = 2;
   fx_check(fx);
-}
-
-/* The text of the kernel whose name has `what` in dump, up to the next
- * kernel (into buf). */
-static const char *kernel_text(const char *dump, const char *what, char *buf, size_t n) {
-  const char *k = strstr(dump, what);
-  assert_non_null(k);
-  const char *end = strstr(k, "\nkernel ");
-  size_t len = end ? (size_t)(end - k) : strlen(k);
-  snprintf(buf, n, "%.*s", (int)len, k);
-  return buf;
 }
 
 /* Adam's pass over a convolution's weight [6, 5, 3, 3]: two loops, over
