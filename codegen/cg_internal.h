@@ -76,7 +76,13 @@ bool nnc_cg_kernel_parallel(const nnc_kernel *k);
 /* ---- profile.c: per-kernel timing (options.profile, JIT only) ----
  * With profiling on, each entry point times every kernel call with
  * nnc_cg_profile_now and adds the nanoseconds and a count to a global
- * int64 array of 2 per kernel, named by nnc_cg_profile_symbol. */
+ * int64 array of NNC_CG_PROFILE_SLOTS per kernel, named by
+ * nnc_cg_profile_symbol: the nanoseconds of the calls after the first, the
+ * calls, and the nanoseconds of the first call. The first step pays for
+ * the first touches of its memory (zeroed pages, 2 MB at a time under
+ * transparent huge pages: 4-8 ms for fashion_mlp), which the report keeps
+ * apart from the steady step. */
+#define NNC_CG_PROFILE_SLOTS 3
 int64_t nnc_cg_profile_now(void);
 const char *nnc_cg_profile_symbol(const nnc_kgraph *g); /* "nnc_train_profile" */
 

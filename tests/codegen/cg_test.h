@@ -38,6 +38,7 @@ typedef struct fixture {
   int threads;                /* pool size; 0: no pool (run inline) */
   const char *cpu, *features; /* target other than the host (nnc_cg_options); NULL: host */
   FILE *timing;               /* non-NULL: the compile's per-phase times go here */
+  bool profile;               /* time every kernel call (nnc_cg_options.profile) */
 } fixture;
 
 static inline int fx_setup(void **state) {
@@ -142,6 +143,7 @@ static inline void fx_compile(fixture *fx, fx_run *r, int threads) {
   o.cpu = fx->cpu;
   o.features = fx->features;
   o.timing = fx->timing;
+  o.profile = fx->profile;
   if (getenv("NNC_TEST_TIMING")) o.timing = stderr;
   if (!nnc_cg_compile(fx->m, &o, &r->prog, err, sizeof err)) fail_msg("compile: %s", err);
   if (getenv("NNC_TEST_DUMP")) nnc_cg_dump_kernels(r->prog, stderr);

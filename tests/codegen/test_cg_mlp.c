@@ -802,6 +802,84 @@ static void test_k_split_threads(void **state) {
   free(plain);
 }
 
+/* ---- the kernel profile (NNC_PROFILE=1, profile.c) ---- */
+
+/* The profile of r's train step as nnc_cg_profile_print writes it. */
+static char *profile_text(fx_run *r) {
+  char *text = NULL;
+  size_t size = 0;
+  FILE *f = open_memstream(&text, &size);
+  assert_non_null(f);
+  nnc_cg_profile_print(r->prog, f);
+  fclose(f);
+  return text;
+}
+
+/* The microseconds of the train graph's rows ("us/call" × "calls"), summed;
+ * *calls: their calls; *rows: how many. */
+static double profile_rows(const char *text, long long *calls, int *rows) {
+  double us_all = 0;
+  *calls = 0;
+  *rows = 0;
+  const char *line = strstr(text, "\n") + 1; /* after "profile train: ..." */
+  line = strstr(line, "\n") + 1;             /* after the column heads */
+  while (*line == ' ') {
+    double t, pct, us;
+    long long n;
+    assert_int_equal(sscanf(line, "%lf %lf %lf %lld", &t, &pct, &us, &n), 4);
+    us_all += us * (double)n;
+    *calls += n;
+    ++*rows;
+    line = strchr(line, '\n') + 1;
+  }
+  return us_all;
+}
+
+/* One step: its kernels' calls and times as they are. After more, the
+ * rows count the steps after the first, and the header prints the first
+ * step's total apart (the first touches of memory: zeroed pages). */
+static void test_profile_first_step_apart(void **state) {
+  fixture *fx = *state;
+  build_mlp(fx, 12, 61, 45, 37, NNC_OPT_ADAM);
+  fx->profile = true;
+  fx_run r;
+  fx_compile(fx, &r, 2);
+  fx_fill(fx, &r, NULL);
+  fx_inputs(fx, &r, NULL, 1);
+  r.model->train_step(r.arena, r.pool);
+  char *one = profile_text(&r);
+  int kernels, rows;
+  long long calls;
+  assert_int_equal(sscanf(one, "profile train: 1 step, %d kernels,", &kernels), 1);
+  profile_rows(one, &calls, &rows);
+  assert_true(kernels > 10);
+  assert_int_equal(rows, kernels);
+  assert_int_equal(calls, kernels); /* each kernel once */
+  for (int s = 2; s <= 4; s++) {
+    fx_inputs(fx, &r, NULL, s);
+    r.model->train_step(r.arena, r.pool);
+  }
+  char *four = profile_text(&r);
+  int k4;
+  double per_step, all, first;
+  assert_int_equal(sscanf(four,
+                          "profile train: 4 steps, %d kernels, %lf us per step in kernels "
+                          "after the first (%lf ms in all; the first step %lf ms)",
+                          &k4, &per_step, &all, &first),
+                   4);
+  assert_int_equal(k4, kernels);
+  double us = profile_rows(four, &calls, &rows);
+  assert_int_equal(rows, kernels);
+  assert_int_equal(calls, 3LL * kernels); /* steps 2 to 4 */
+  assert_true(first > 0 && per_step > 0 && all >= 0);
+  /* the rows' us/call to 0.01 us, the header's us per step to 0.1 */
+  assert_true(fabs(us - 3 * per_step) <= 0.005 * (double)calls + 0.15);
+  free(one);
+  free(four);
+  fx->profile = false;
+  fx_release(&r);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       T(test_mlp_adam_3_steps),
@@ -830,6 +908,7 @@ int main(void) {
       T(test_relu_mask_fused_with_updates),
       T(test_k_split_against_interp),
       T(test_k_split_threads),
+      T(test_profile_first_step_apart),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
