@@ -80,8 +80,8 @@ bool nnc_cg_kernel_parallel(const nnc_kernel *k);
  * nnc_cg_profile_symbol: the nanoseconds of the calls after the first, the
  * calls, and the nanoseconds of the first call. The first step pays for
  * the first touches of its memory (zeroed pages, 2 MB at a time under
- * transparent huge pages: about 4 ms for fashion_mlp), which the report keeps
- * apart from the steady step. */
+ * transparent huge pages: about 4 ms for fashion_mlp), which the report
+ * keeps apart from the steady step. */
 #define NNC_CG_PROFILE_SLOTS 3
 int64_t nnc_cg_profile_now(void);
 const char *nnc_cg_profile_symbol(const nnc_kgraph *g); /* "nnc_train_profile" */

@@ -3,9 +3,10 @@
  * When options.profile is set, llvm.c brackets every kernel call in the
  * entry points with nnc_cg_profile_now() and adds the elapsed nanoseconds
  * and one call to a global array of the module (NNC_CG_PROFILE_SLOTS int64
- * per kernel, in kernel order), the first call's time apart. Without the option none of this is
- * emitted, so normal code pays nothing. The times include the thread pool's dispatch for kernels
- * that run in parallel, which is part of what a kernel costs.
+ * per kernel, in kernel order), the first call's time apart. Without the
+ * option none of this is emitted, so normal code pays nothing. The times
+ * include the thread pool's dispatch for kernels that run in parallel,
+ * which is part of what a kernel costs.
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <stdlib.h>
