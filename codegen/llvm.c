@@ -642,11 +642,12 @@ static void profile_add(emitter *E, LLVMValueRef counters, int at, LLVMValueRef 
  * the others' slot after; one call more either way. */
 static void profile_count(emitter *E, LLVMValueRef counters, int i, LLVMValueRef ns) {
   int at = NNC_CG_PROFILE_SLOTS * i;
-  LLVMValueRef calls = LLVMBuildLoad2(E->b, E->ti64, profile_slot(E, counters, at + 1), "");
-  LLVMValueRef first = LLVMBuildICmp(E->b, LLVMIntEQ, calls, LLVMConstInt(E->ti64, 0, 0), "");
+  LLVMValueRef calls_at = profile_slot(E, counters, at + 1);
+  LLVMValueRef calls = LLVMBuildLoad2(E->b, E->ti64, calls_at, "");
   LLVMValueRef zero = LLVMConstInt(E->ti64, 0, 0);
+  LLVMValueRef first = LLVMBuildICmp(E->b, LLVMIntEQ, calls, zero, "");
   profile_add(E, counters, at, LLVMBuildSelect(E->b, first, zero, ns, ""));
-  profile_add(E, counters, at + 1, LLVMConstInt(E->ti64, 1, 0));
+  LLVMBuildStore(E->b, LLVMBuildAdd(E->b, calls, LLVMConstInt(E->ti64, 1, 0), ""), calls_at);
   profile_add(E, counters, at + 2, LLVMBuildSelect(E->b, first, ns, zero, ""));
 }
 

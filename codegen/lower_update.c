@@ -322,9 +322,10 @@ static bool reads_at(const nnc_kexpr *e, const nnc_kexpr *at) {
 /* Whether group gi's pass over tensor shape s (rank 3 or more) can loop
  * over [dim 0, the rest] (nnc_lw_merged_nest from axis 1): its values,
  * generated on a scratch kernel at those coordinates, read every operand
- * at the pass's own index or at a constant one. Optimizers' passes do; one reading an operand
- * broadcast along some of the trailing axes does not. A convolution's weight [64, 32, 3, 3]
- * otherwise loops 3 at a time innermost, which the loop vectoriser made masked 3-of-4-lane vectors
+ * at the pass's own index or at a constant one. Optimizers' passes do;
+ * one reading an operand broadcast along some of the trailing axes does
+ * not. A convolution's weight [64, 32, 3, 3] otherwise loops 3 at a time
+ * innermost, which the loop vectoriser made masked 3-of-4-lane vectors
  * (fashion_cnn's conv 2 Adam pass: 108 us a step on one thread). */
 static bool flat_pass(lower *L, int gi, const nnc_shape *s) {
   const nnc_graph *g = L->g;
