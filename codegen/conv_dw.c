@@ -15,7 +15,9 @@
  * multiply-adds. When an output row is as long as an input row (OW == W)
  * a tap is one shift of the flat plane: the lanes run along the whole
  * plane (14x14 = 196 positions in 13 vectors, not 14 rows of 14 in 16
- * lanes) in a loop whose masks come from a constant table; otherwise
+ * lanes) in a loop whose masks come from a constant table (the interior
+ * vectors, in a copy of the body of their own, load without masks what
+ * lies wholly inside); otherwise
  * along each row, the rows with every tap inside the image in a loop and
  * the padded rows one by one. The code for each block of tap rows is a
  * copy of its own (its taps constant), chosen by a switch per item.
@@ -213,10 +215,10 @@ typedef struct planes {
 /* Plane mode (OW == W): vector v holds flat positions p = v * VL + l of
  * the output plane; tap (kh, kw) reads the input plane at p + (kh - PH) *
  * W + kw - PW, masked to the positions whose pixel lies in the image. The
- * vectors run as a loop (unrolled, the scheduler spilled accumulators);
- * their masks come from a constant table, per block of tap rows and
- * vector: the output gradient's lanes, then each tap's, as the low VL
- * bits of an i32. One code serves every block of tap rows (the item's
+ * vectors run as a loop (plane_products; unrolled, the scheduler spilled
+ * accumulators); their masks come from a constant table, per block of tap
+ * rows and vector: the output gradient's lanes, then each tap's, as the
+ * low VL bits of an i32. One code serves every block of tap rows (the item's
  * block picks its shift and its part of the table). */
 static LLVMValueRef plane_masks(dw_emitter *w, int64_t nv) {
   emitter *E = w->E;
@@ -271,34 +273,116 @@ static LLVMValueRef load_masked(dw_emitter *w, LLVMValueRef base, LLVMValueRef i
   return intrinsic(w, "llvm.masked.load", over, 2, args, 4);
 }
 
+/* Whether every lane of vector v of the plane is read unmasked, for every
+ * block of tap rows: the output gradient's (tap < 0) or tap (r, kw)'s. */
+static bool plane_full(const nnc_kconv_dw *d, int64_t v, int64_t tap) {
+  int64_t P = d->OH * d->OW;
+  for (int l = 0; l < d->vl; l++) {
+    int64_t p = v * d->vl + l;
+    if (p >= P) return false;
+    if (tap < 0) continue;
+    for (int64_t kb = 0; kb < d->KH / d->khb; kb++) {
+      int64_t ih = p / d->OW + kb * d->khb + tap / d->KW - d->PH,
+              iw = p % d->OW + tap % d->KW - d->PW;
+      if (ih < 0 || ih >= d->H || iw < 0 || iw >= d->W) return false;
+    }
+  }
+  return true;
+}
+
+/* Vector v (i64) of the plane: acc[] += its products. plain[0] (the
+ * output gradient) and plain[1 + r * KW + kw] (tap (r, kw)): loaded
+ * without a mask, every lane of theirs in the plane and the image. xs:
+ * the input plane shifted to the block's first tap row; t0: the vector's
+ * entry in the mask table. */
+static void plane_vector(dw_emitter *w, const planes *pl, LLVMValueRef xs, LLVMValueRef table,
+                         LLVMValueRef t0, LLVMValueRef v, const bool *plain, LLVMValueRef *acc) {
+  const nnc_kconv_dw *d = w->d;
+  LLVMValueRef xv[MAX_ACC][MAX_ACC], p0 = mul64(w, v, d->vl);
+  for (int64_t r = 0; r < d->khb; r++)
+    for (int64_t kw = 0; kw < d->KW; kw++) {
+      int64_t shift = (r - d->PH) * d->W + kw - d->PW;
+      LLVMValueRef idx = add64(w, add64(w, xs, p0), i64c(w, shift));
+      xv[r][kw] = plain[1 + r * d->KW + kw]
+                      ? load_vec(w, w->x, idx)
+                      : load_masked(w, w->x, idx,
+                                    mask_at(w, table, add64(w, t0, i64c(w, 1 + r * d->KW + kw))));
+    }
+  LLVMValueRef dy_mask = plain[0] ? NULL : mask_at(w, table, t0);
+  for (int64_t j = 0; j < d->ob; j++) {
+    LLVMValueRef idx = add64(w, pl->dy[j], p0);
+    LLVMValueRef dyv = plain[0] ? load_vec(w, w->dy, idx) : load_masked(w, w->dy, idx, dy_mask);
+    for (int64_t r = 0; r < d->khb; r++)
+      for (int64_t kw = 0; kw < d->KW; kw++) {
+        int64_t a = (j * d->khb + r) * d->KW + kw;
+        acc[a] = fmuladd(w, dyv, xv[r][kw], acc[a]);
+      }
+  }
+}
+
+/* The plane's vectors in order, in one loop. A masked load is slower
+ * than a plain one, so the interior vectors [a, b) (where the output
+ * gradient and the taps without a column shift are whole for every block
+ * of tap rows: 10 of conv 2's 13) take a second copy of the body that
+ * loads without masks what lies wholly inside over that range; the
+ * vectors at the ends keep the masks. The same lanes are loaded either
+ * way: the same bits. */
 static void plane_products(dw_emitter *w, const planes *pl, LLVMValueRef kb, LLVMValueRef *acc) {
   emitter *E = w->E;
   const nnc_kconv_dw *d = w->d;
   int64_t nv = (d->OH * d->OW + d->vl - 1) / d->vl, per = 1 + d->khb * d->KW;
   LLVMValueRef table = plane_masks(w, nv);
+  bool inner[NNC_KCONV_DW_MAX_PLANE_VECTORS];
+  int64_t a = nv, b = nv;
+  for (int64_t v = 0; v < nv; v++) {
+    inner[v] = plane_full(d, v, -1);
+    for (int64_t r = 0; r < d->khb; r++)
+      inner[v] &= plane_full(d, v, r * d->KW + d->PW);
+    if (inner[v] && a == nv) a = v;
+    if (inner[v]) b = v + 1;
+  }
+  for (int64_t v = a; v < b; v++)
+    if (!inner[v]) b = a = nv; /* not one range: all masked */
+  bool masked[1 + MAX_ACC] = {false}, plain[1 + MAX_ACC];
+  for (int64_t t = 0; t < per; t++) {
+    plain[t] = a < b;
+    for (int64_t v = a; v < b; v++)
+      plain[t] &= plane_full(d, v, t - 1);
+  }
   /* the block's first tap row kh0 = kb * khb: its shift and its masks */
   LLVMValueRef xs = add64(w, pl->x, mul64(w, kb, d->khb * d->W)), m0 = mul64(w, kb, nv * per);
   nnc_cg_loop l;
   nnc_cg_loop_open(E->b, E->ctx, E->fn, &l, i64c(w, 0), i64c(w, nv), (int)w->nacc, acc, "plane");
-  LLVMValueRef next[MAX_ACC], xv[MAX_ACC][MAX_ACC];
-  memcpy(next, l.carry, sizeof(LLVMValueRef) * (size_t)w->nacc);
-  LLVMValueRef p0 = mul64(w, l.iv, d->vl), t0 = add64(w, m0, mul64(w, l.iv, per));
-  for (int64_t r = 0; r < d->khb; r++)
-    for (int64_t kw = 0; kw < d->KW; kw++) {
-      int64_t shift = (r - d->PH) * d->W + kw - d->PW;
-      xv[r][kw] = load_masked(w, w->x, add64(w, add64(w, xs, p0), i64c(w, shift)),
-                              mask_at(w, table, add64(w, t0, i64c(w, 1 + r * d->KW + kw))));
+  LLVMValueRef t0 = add64(w, m0, mul64(w, l.iv, per)), edge[MAX_ACC], mid[MAX_ACC];
+  memcpy(edge, l.carry, sizeof(LLVMValueRef) * (size_t)w->nacc);
+  if (a < b) {
+    memcpy(mid, l.carry, sizeof(LLVMValueRef) * (size_t)w->nacc);
+    LLVMValueRef in = LLVMBuildAnd(E->b, LLVMBuildICmp(E->b, LLVMIntSGE, l.iv, i64c(w, a), ""),
+                                   LLVMBuildICmp(E->b, LLVMIntSLT, l.iv, i64c(w, b), ""), "");
+    LLVMBasicBlockRef bm = LLVMAppendBasicBlockInContext(E->ctx, E->fn, "plane.inner");
+    LLVMBasicBlockRef be = LLVMAppendBasicBlockInContext(E->ctx, E->fn, "plane.edge");
+    LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(E->ctx, E->fn, "plane.join");
+    LLVMBuildCondBr(E->b, in, bm, be);
+    LLVMPositionBuilderAtEnd(E->b, bm);
+    plane_vector(w, pl, xs, table, t0, l.iv, plain, mid);
+    LLVMBasicBlockRef bm_end = LLVMGetInsertBlock(E->b);
+    LLVMBuildBr(E->b, join);
+    LLVMPositionBuilderAtEnd(E->b, be);
+    plane_vector(w, pl, xs, table, t0, l.iv, masked, edge);
+    LLVMBasicBlockRef be_end = LLVMGetInsertBlock(E->b);
+    LLVMBuildBr(E->b, join);
+    LLVMPositionBuilderAtEnd(E->b, join);
+    for (int64_t i = 0; i < w->nacc; i++) {
+      LLVMValueRef phi = LLVMBuildPhi(E->b, w->vec, "");
+      LLVMValueRef vals[2] = {mid[i], edge[i]};
+      LLVMBasicBlockRef from[2] = {bm_end, be_end};
+      LLVMAddIncoming(phi, vals, from, 2);
+      edge[i] = phi;
     }
-  LLVMValueRef dy_mask = mask_at(w, table, t0);
-  for (int64_t j = 0; j < d->ob; j++) {
-    LLVMValueRef dyv = load_masked(w, w->dy, add64(w, pl->dy[j], p0), dy_mask);
-    for (int64_t r = 0; r < d->khb; r++)
-      for (int64_t kw = 0; kw < d->KW; kw++) {
-        int64_t a = (j * d->khb + r) * d->KW + kw;
-        next[a] = fmuladd(w, dyv, xv[r][kw], next[a]);
-      }
+  } else {
+    plane_vector(w, pl, xs, table, t0, l.iv, masked, edge);
   }
-  nnc_cg_loop_close(E->b, &l, 1, next);
+  nnc_cg_loop_close(E->b, &l, 1, edge);
   memcpy(acc, l.carry, sizeof(LLVMValueRef) * (size_t)w->nacc);
 }
 

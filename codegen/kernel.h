@@ -194,6 +194,10 @@ typedef struct nnc_kconv_dw {
   int dy_buf, x_buf, dw_buf, scratch_buf;
 } nnc_kconv_dw;
 
+/* The most vectors of a plane (nnc_kconv_dw.plane) whose lanes run along
+ * a whole output plane; longer planes go row by row. */
+#define NNC_KCONV_DW_MAX_PLANE_VECTORS 64
+
 /* Floats of a direct weight gradient's scratch buffer: per item ob * khb
  * * KW accumulator vectors, then chunks x O*C*KH*KW chunk sums. */
 int64_t nnc_kconv_dw_scratch(const nnc_kconv_dw *d);

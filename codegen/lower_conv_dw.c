@@ -31,7 +31,7 @@
  * at a time, within 31 of the 32. A whole plane's positions are unrolled
  * up to MAX_PLANE_VECTORS vectors; longer planes go row by row, rows of
  * at most MAX_ROW_VECTORS. */
-enum { REGS = 31, MAX_PLANE_VECTORS = 64, MAX_ROW_VECTORS = 8 };
+enum { REGS = 31, MAX_PLANE_VECTORS = NNC_KCONV_DW_MAX_PLANE_VECTORS, MAX_ROW_VECTORS = 8 };
 /* At most MAX_GROUP images per item in registers, their data within an
  * L1 data cache of L1_BYTES (32 KB: AMD Zen 4; Intel's are 48 KB). */
 enum { MAX_GROUP = 4, L1_BYTES = 32 * 1024 };
