@@ -140,20 +140,28 @@ static void test_fashion_cnn_conv_loops_kept(void **state) {
   assert_true(dx[0] >= 6);
 }
 
+/* In fashion_cnn's two direct weight gradients (conv_dw.c), the lines that
+ * contain a and those that contain b, per function (ca[], cb[] of 4);
+ * returns 2, or skips where there are none (no AVX-512). */
+static int conv_dw_lines(fixture *fx, const char *a, int *ca, const char *b, int *cb) {
+  FILE *f = fashion_cnn_llvm(fx);
+  if (!f) skip();
+  int n = lines_in(f, "nnc.conv_dw.", "", a, ca, 4);
+  lines_in(f, "nnc.conv_dw.", "", b, cb, 4);
+  fclose(f);
+  if (n == 0) skip();
+  assert_int_equal(n, 2);
+  return n;
+}
+
 /* fashion_cnn's direct weight gradients add each accumulator's lanes
  * (and, chunked, its chunks' sums) in a loop over the accumulators: one
  * lane-sum tree of code (log2(16) = 4 halvings, two shuffles each), not
  * one per accumulator (24: 192 shuffles, and 24 chunk trees in one block,
  * about half of the function's instruction selection). */
 static void test_fashion_cnn_conv_dw_sums_in_loops(void **state) {
-  FILE *f = fashion_cnn_llvm(*state);
-  if (!f) skip();
   int shuffles[4], fadds[4];
-  int n = lines_in(f, "nnc.conv_dw.", "", "shufflevector", shuffles, 4);
-  lines_in(f, "nnc.conv_dw.", "", "= fadd", fadds, 4);
-  fclose(f);
-  if (n == 0) skip(); /* no direct convolutions (no AVX-512) */
-  assert_int_equal(n, 2);
+  int n = conv_dw_lines(*state, "shufflevector", shuffles, "= fadd", fadds);
   for (int i = 0; i < n; i++) {
     assert_int_equal(shuffles[i], 8);
     assert_true(fadds[i] <= 4 + 8); /* the tree's 4, the chunk sums' */
@@ -169,14 +177,8 @@ static void test_fashion_cnn_conv_dw_sums_in_loops(void **state) {
  * the 24 accumulators and the lane sum's 1. With every vector masked
  * (11 and 25) each took ~6% (conv 2) and ~13% (conv 1) longer. */
 static void test_fashion_cnn_conv_dw_interior_unmasked(void **state) {
-  FILE *f = fashion_cnn_llvm(*state);
-  if (!f) skip();
   int masked[4], plain[4];
-  int n = lines_in(f, "nnc.conv_dw.", "", "@llvm.masked.load", masked, 4);
-  lines_in(f, "nnc.conv_dw.", "", "= load <16 x float>", plain, 4);
-  fclose(f);
-  if (n == 0) skip(); /* no direct convolutions (no AVX-512) */
-  assert_int_equal(n, 2);
+  int n = conv_dw_lines(*state, "@llvm.masked.load", masked, "= load <16 x float>", plain);
   for (int i = 0; i < n; i++) {
     assert_int_equal(masked[i], 11 + 2);
     assert_int_equal(plain[i], 24 + 1 + 8 + 1);
