@@ -17,10 +17,10 @@
  * plane (14x14 = 196 positions in 13 vectors, not 14 rows of 14 in 16
  * lanes) in a loop whose masks come from a constant table (the interior
  * vectors, in a copy of the body of their own, load without masks what
- * lies wholly inside); otherwise
- * along each row, the rows with every tap inside the image in a loop and
- * the padded rows one by one. The code for each block of tap rows is a
- * copy of its own (its taps constant), chosen by a switch per item.
+ * lies wholly inside); otherwise along each row, the rows with every tap
+ * inside the image in a loop and the padded rows one by one. The code for
+ * each block of tap rows is a copy of its own (its taps constant), chosen
+ * by a switch per item.
  *
  * Order of the sums, the same whatever the batch and thread count: the
  * kernel's split loop runs over items, each item's outputs are summed by
@@ -218,8 +218,8 @@ typedef struct planes {
  * vectors run as a loop (plane_products; unrolled, the scheduler spilled
  * accumulators); their masks come from a constant table, per block of tap
  * rows and vector: the output gradient's lanes, then each tap's, as the
- * low VL bits of an i32. One code serves every block of tap rows (the item's
- * block picks its shift and its part of the table). */
+ * low VL bits of an i32. One code serves every block of tap rows (the
+ * item's block picks its shift and its part of the table). */
 static LLVMValueRef plane_masks(dw_emitter *w, int64_t nv) {
   emitter *E = w->E;
   const nnc_kconv_dw *d = w->d;
@@ -273,8 +273,9 @@ static LLVMValueRef load_masked(dw_emitter *w, LLVMValueRef base, LLVMValueRef i
   return intrinsic(w, "llvm.masked.load", over, 2, args, 4);
 }
 
-/* Whether every lane of vector v of the plane is read unmasked, for every
- * block of tap rows: the output gradient's (tap < 0) or tap (r, kw)'s. */
+/* Whether a load of vector v needs no mask in any block of tap rows: all
+ * its lanes are positions of the plane and, for tap = r * KW + kw (not
+ * for the output gradient, tap < 0), read pixels inside the image. */
 static bool plane_full(const nnc_kconv_dw *d, int64_t v, int64_t tap) {
   int64_t P = d->OH * d->OW;
   for (int l = 0; l < d->vl; l++) {
