@@ -212,6 +212,24 @@ typedef struct planes {
   LLVMValueRef dy[MAX_ACC], x;
 } planes;
 
+/* The lanes of vector v that block kb of tap rows reads, as the low VL
+ * bits: the output gradient's (tap < 0) those of positions in the plane,
+ * tap r * KW + kw's those whose pixel also lies in the image. */
+static uint32_t plane_lanes(const nnc_kconv_dw *d, int64_t kb, int64_t v, int64_t tap) {
+  uint32_t m = 0;
+  for (int l = 0; l < d->vl; l++) {
+    int64_t p = v * d->vl + l;
+    bool in = p < d->OH * d->OW;
+    if (in && tap >= 0) {
+      int64_t ih = p / d->OW + kb * d->khb + tap / d->KW - d->PH,
+              iw = p % d->OW + tap % d->KW - d->PW;
+      in = ih >= 0 && ih < d->H && iw >= 0 && iw < d->W;
+    }
+    m |= (uint32_t)in << l;
+  }
+  return m;
+}
+
 /* Plane mode (OW == W): vector v holds flat positions p = v * VL + l of
  * the output plane; tap (kh, kw) reads the input plane at p + (kh - PH) *
  * W + kw - PW, masked to the positions whose pixel lies in the image. The
@@ -223,27 +241,13 @@ typedef struct planes {
 static LLVMValueRef plane_masks(dw_emitter *w, int64_t nv) {
   emitter *E = w->E;
   const nnc_kconv_dw *d = w->d;
-  int64_t P = d->OH * d->OW, per = 1 + d->khb * d->KW, nkb = d->KH / d->khb;
+  int64_t per = 1 + d->khb * d->KW, nkb = d->KH / d->khb;
   LLVMValueRef *bits = malloc(sizeof(LLVMValueRef) * (size_t)(nkb * nv * per));
   if (!bits) nnc_ir_bug("codegen: out of memory");
   for (int64_t kb = 0; kb < nkb; kb++)
-    for (int64_t v = 0; v < nv; v++) {
-      LLVMValueRef *e = bits + (kb * nv + v) * per;
-      uint32_t dy = 0;
-      for (int l = 0; l < d->vl; l++)
-        dy |= (uint32_t)(v * d->vl + l < P) << l;
-      e[0] = LLVMConstInt(E->ti32, dy, 0);
-      for (int64_t r = 0; r < d->khb; r++)
-        for (int64_t kw = 0; kw < d->KW; kw++) {
-          uint32_t m = 0;
-          for (int l = 0; l < d->vl; l++) {
-            int64_t p = v * d->vl + l, ih = p / d->OW + kb * d->khb + r - d->PH,
-                    iw = p % d->OW + kw - d->PW;
-            m |= (uint32_t)(p < P && ih >= 0 && ih < d->H && iw >= 0 && iw < d->W) << l;
-          }
-          e[1 + r * d->KW + kw] = LLVMConstInt(E->ti32, m, 0);
-        }
-    }
+    for (int64_t v = 0; v < nv; v++)
+      for (int64_t t = 0; t < per; t++)
+        bits[(kb * nv + v) * per + t] = LLVMConstInt(E->ti32, plane_lanes(d, kb, v, t - 1), 0);
   LLVMValueRef init = LLVMConstArray2(E->ti32, bits, (uint64_t)(nkb * nv * per));
   free(bits);
   char name[160];
@@ -273,21 +277,12 @@ static LLVMValueRef load_masked(dw_emitter *w, LLVMValueRef base, LLVMValueRef i
   return intrinsic(w, "llvm.masked.load", over, 2, args, 4);
 }
 
-/* Whether a load of vector v needs no mask in any block of tap rows: all
- * its lanes are positions of the plane and, for tap = r * KW + kw (not
- * for the output gradient, tap < 0), read pixels inside the image. */
+/* Whether a load of vector v needs no mask in any block of tap rows: the
+ * output gradient's (tap < 0) or tap r * KW + kw's. */
 static bool plane_full(const nnc_kconv_dw *d, int64_t v, int64_t tap) {
-  int64_t P = d->OH * d->OW;
-  for (int l = 0; l < d->vl; l++) {
-    int64_t p = v * d->vl + l;
-    if (p >= P) return false;
-    if (tap < 0) continue;
-    for (int64_t kb = 0; kb < d->KH / d->khb; kb++) {
-      int64_t ih = p / d->OW + kb * d->khb + tap / d->KW - d->PH,
-              iw = p % d->OW + tap % d->KW - d->PW;
-      if (ih < 0 || ih >= d->H || iw < 0 || iw >= d->W) return false;
-    }
-  }
+  uint32_t all = (1u << d->vl) - 1;
+  for (int64_t kb = 0; kb < d->KH / d->khb; kb++)
+    if (plane_lanes(d, kb, v, tap) != all) return false;
   return true;
 }
 
